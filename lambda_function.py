@@ -1,0 +1,518 @@
+"""Rotate IAM user access keys held in Secrets Manager secrets.
+
+Handler: ``lambda_function.lambda_handler``. The environment variable ``sec``
+names the secrets (names or ARNs, separated by ``;``). Each secret holds JSON
+``{"UserName", "AccessKeyId", "SecretAccessKey"}``; for each one the function
+plans the rotation with ``plan_rotation`` (a pure function, the decision
+table), then carries the plan out in the only order that never loses a key:
+make room, create the new key, store it in the secret, and only then
+deactivate the old one.
+
+No SecretAccessKey is ever logged, returned or put in an error message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+ACTIVE = "Active"
+INACTIVE = "Inactive"
+MAX_KEYS_PER_USER = 2  # IAM's fixed quota of access keys per user
+
+logger = logging.getLogger("key_rotation")
+
+# Loggers whose DEBUG output carries request and response bodies, and so
+# secret values: they stay at WARNING whatever LOG_LEVEL says.
+WIRE_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
+
+
+# ---------------------------------------------------------------------------
+# Functional core: the decision table
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """One access key of the user, as ListAccessKeys reports it."""
+
+    key_id: str
+    status: str
+    created: datetime
+
+    @property
+    def active(self) -> bool:
+        return self.status == ACTIVE
+
+
+@dataclass(frozen=True)
+class RotationPlan:
+    """What to do to one user's keys, in order: the create and store between."""
+
+    delete_first: tuple[str, ...] = ()
+    deactivate_after: tuple[str, ...] = ()
+    delete_after: tuple[str, ...] = ()
+
+    def steps(self, new_key_id: str = "new") -> list[str]:
+        """The plan as readable steps: ['delete AKIA1', 'create new', 'store new', ...]."""
+        return (
+            [f"delete {key}" for key in self.delete_first]
+            + [f"create {new_key_id}", f"store {new_key_id}"]
+            + [f"deactivate {key}" for key in self.deactivate_after]
+            + [f"delete {key}" for key in self.delete_after]
+        )
+
+
+def plan_rotation(keys: list[KeyState], held_key_id: str | None) -> RotationPlan:
+    """Decide which keys to delete and deactivate around creating a new one.
+
+    | keys found | what happens |
+    |---|---|
+    | none | create one, store it |
+    | 1 active | create, store, deactivate the old one |
+    | 1 inactive | delete it, create, store |
+    | 1 active + 1 inactive (either age order) | delete the inactive, create, store, deactivate the old active |
+    | 2 inactive | delete both, create, store |
+    | 2 active | delete one, create, store, deactivate the other |
+
+    Safety refinements: the key the secret holds (``held_key_id``) is never
+    deleted before the new key is stored; if it is inactive it is deleted
+    after the store instead. Of two active keys the one the secret does not
+    hold is deleted (the older one if it holds neither). If the held key is
+    inactive and another key is active, that active key is deleted to make
+    room, since nobody is known to hold it.
+    """
+    by_age = sorted(keys, key=lambda k: (k.created, k.key_id))
+    held = next((k for k in by_age if k.key_id == held_key_id), None)
+    active = [k for k in by_age if k.active]
+    # The old key kept, deactivated, as a fallback: the held one, else the newest.
+    if held is not None and held.active:
+        keep = held
+    else:
+        keep = active[-1] if active else None
+
+    delete_first = [k for k in by_age if not k.active and k is not held]
+    delete_first += [k for k in active if k is not keep]
+    if keep is not None and keep is not held and len(keys) - len(delete_first) >= MAX_KEYS_PER_USER:
+        delete_first.append(keep)  # no room beside the held (inactive) key
+        keep = None
+
+    return RotationPlan(
+        delete_first=tuple(k.key_id for k in delete_first),
+        deactivate_after=(keep.key_id,) if keep is not None else (),
+        delete_after=(held.key_id,) if held is not None and not held.active else (),
+    )
+
+
+def plan_finish(keys: list[KeyState], held_key_id: str | None) -> tuple[str, ...]:
+    """Active keys to deactivate to finish a rotation whose new key is already stored."""
+    held = next((k for k in keys if k.key_id == held_key_id), None)
+    if held is None or not held.active:
+        return ()
+    return tuple(k.key_id for k in keys if k.active and k is not held)
+
+
+def parse_secret_ids(value: str | None) -> list[str]:
+    """Split the ``sec`` setting on ';', dropping blanks and repeats, keeping order."""
+    ids = (part.strip() for part in (value or "").split(";"))
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+# ---------------------------------------------------------------------------
+# Records and errors
+# ---------------------------------------------------------------------------
+
+
+class RotationError(Exception):
+    """One secret could not be rotated; the message names the secret and why."""
+
+
+class RotationFailed(Exception):
+    """Raised at the end of an invocation in which any secret failed."""
+
+
+class ConfigError(Exception):
+    """The function's own settings are wrong; nothing was touched."""
+
+
+@dataclass
+class SecretRecord:
+    """A secret as read: its value and the key it holds."""
+
+    name: str
+    arn: str
+    value: dict[str, Any]
+    user_name: str
+    held_key_id: str | None
+    version_id: str | None
+
+
+@dataclass
+class NewKey:
+    """A freshly created access key. The secret part never leaves this record."""
+
+    key_id: str
+    secret_access_key: str = field(repr=False)
+
+
+@dataclass
+class Outcome:
+    """What happened to one secret."""
+
+    secret: str
+    status: str  # "rotated" | "skipped" | "failed"
+    user: str | None = None
+    old_key_id: str | None = None
+    new_key_id: str | None = None
+    steps: list[str] = field(default_factory=list)
+    reason: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
+
+
+@dataclass
+class RunState:
+    """What one invocation shares across its secrets."""
+
+    event_id: str | None  # a scheduled event's id; redeliveries repeat it
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: dict[str, str] = field(default_factory=dict)  # casefolded user -> secret
+    arns: dict[str, str] = field(default_factory=dict)  # secret ARN -> secret as listed
+
+    def claim(self, record: SecretRecord) -> bool:
+        """Claim the secret and its user for this run; False if the secret is a repeat."""
+        with self.lock:
+            if record.arn in self.arns:
+                return False
+            # IAM user names are unique regardless of case.
+            user_key = record.user_name.casefold()
+            if user_key in self.users:
+                raise RotationError(
+                    f"secret {record.name!r}: IAM user {record.user_name!r} is also named by secret "
+                    f"{self.users[user_key]!r}; a user is rotated once per run"
+                )
+            self.arns[record.arn] = record.name
+            self.users[user_key] = record.name
+            return True
+
+
+# ---------------------------------------------------------------------------
+# Imperative shell: AWS calls
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clients:
+    iam: Any
+    secrets: Any
+
+
+@cache
+def aws_clients() -> Clients:
+    """Create the AWS clients once per execution environment."""
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 5},
+        connect_timeout=5,
+        read_timeout=20,
+    )
+    return Clients(
+        iam=boto3.client("iam", config=config),
+        secrets=boto3.client("secretsmanager", config=config),
+    )
+
+
+def log_action(action: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one structured line. Callers pass ids and names, never secrets."""
+    logger.log(level, json.dumps({"action": action, **fields}, default=str))
+
+
+def describe_error(err: BaseException) -> str:
+    """A short description of an AWS failure, without request parameters."""
+    if isinstance(err, ClientError):
+        error = err.response.get("Error", {})
+        operation = getattr(err, "operation_name", "AWS call")
+        return f"{operation} failed: {error.get('Code', 'Unknown')}: {error.get('Message', '')}"
+    # botocore's other errors (timeouts, connection errors) do not carry parameters.
+    return f"{type(err).__name__}: {err}"
+
+
+def error_code(err: BaseException) -> str | None:
+    return err.response.get("Error", {}).get("Code") if isinstance(err, ClientError) else None
+
+
+def read_secret(clients: Clients, secret_id: str) -> SecretRecord:
+    """Read the secret and check that its value names a user."""
+    try:
+        response = clients.secrets.get_secret_value(SecretId=secret_id)
+    except ClientError as err:
+        if error_code(err) == "ResourceNotFoundException":
+            raise RotationError(f"secret {secret_id!r}: not found") from None
+        raise RotationError(f"secret {secret_id!r}: {describe_error(err)}") from None
+    if "SecretString" not in response:
+        raise RotationError(f"secret {secret_id!r}: binary secret; expected a JSON SecretString")
+    try:
+        value = json.loads(response["SecretString"])
+    except ValueError:
+        # The value itself is never quoted: it may hold a secret.
+        raise RotationError(f"secret {secret_id!r}: value is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise RotationError(f"secret {secret_id!r}: value must be a JSON object, not {type(value).__name__}")
+    user_name = value.get("UserName")
+    if not isinstance(user_name, str) or not user_name.strip():
+        raise RotationError(f"secret {secret_id!r}: 'UserName' is missing or empty")
+    held = value.get("AccessKeyId")
+    if held is not None and not isinstance(held, str):
+        raise RotationError(f"secret {secret_id!r}: 'AccessKeyId' must be a string")
+    return SecretRecord(
+        name=secret_id,
+        arn=response["ARN"],
+        value=value,
+        user_name=user_name,
+        held_key_id=held or None,
+        version_id=response.get("VersionId"),
+    )
+
+
+def list_keys(clients: Clients, record: SecretRecord) -> list[KeyState]:
+    """List the user's access keys."""
+    try:
+        response = clients.iam.list_access_keys(UserName=record.user_name)
+    except ClientError as err:
+        if error_code(err) == "NoSuchEntity":
+            raise RotationError(f"secret {record.name!r}: IAM user {record.user_name!r} not found") from None
+        raise RotationError(f"secret {record.name!r}: {describe_error(err)}") from None
+    return [
+        KeyState(key_id=k["AccessKeyId"], status=k["Status"], created=k["CreateDate"])
+        for k in response["AccessKeyMetadata"]
+    ]
+
+
+def delete_key(clients: Clients, record: SecretRecord, key_id: str) -> None:
+    """Delete an access key; one already gone counts as deleted."""
+    try:
+        clients.iam.delete_access_key(UserName=record.user_name, AccessKeyId=key_id)
+    except ClientError as err:
+        if error_code(err) != "NoSuchEntity":
+            raise
+    log_action("delete_key", secret=record.name, user=record.user_name, key_id=key_id)
+
+
+def deactivate_key(clients: Clients, record: SecretRecord, key_id: str) -> None:
+    """Set an access key Inactive."""
+    clients.iam.update_access_key(UserName=record.user_name, AccessKeyId=key_id, Status=INACTIVE)
+    log_action("deactivate_key", secret=record.name, user=record.user_name, key_id=key_id)
+
+
+def create_key(clients: Clients, record: SecretRecord, existing: set[str]) -> NewKey:
+    """Create a new access key; on failure remove any key the call made anyway."""
+    try:
+        response = clients.iam.create_access_key(UserName=record.user_name)
+    except (ClientError, BotoCoreError) as err:
+        # A timeout can hide a success: a key made now is one whose secret
+        # nobody will ever hold, so it goes.
+        remove_unknown_keys(clients, record, existing)
+        raise RotationError(f"secret {record.name!r}: {describe_error(err)}; old key unchanged") from None
+    key = response["AccessKey"]
+    new_key = NewKey(key_id=key["AccessKeyId"], secret_access_key=key["SecretAccessKey"])
+    log_action("create_key", secret=record.name, user=record.user_name, key_id=new_key.key_id)
+    return new_key
+
+
+def remove_unknown_keys(clients: Clients, record: SecretRecord, existing: set[str]) -> None:
+    """Delete keys that were not there before a failed CreateAccessKey (best effort)."""
+    try:
+        for key in list_keys(clients, record):
+            if key.key_id not in existing:
+                delete_key(clients, record, key.key_id)
+    except (ClientError, BotoCoreError, RotationError) as err:
+        log_action("cleanup_failed", logging.WARNING, secret=record.name, user=record.user_name,
+                   error=str(err) if isinstance(err, RotationError) else describe_error(err))
+
+
+def store_key(clients: Clients, record: SecretRecord, new_key: NewKey, token: str | None) -> None:
+    """Write the new key into the secret as its new AWSCURRENT version."""
+    value = {**record.value, "AccessKeyId": new_key.key_id, "SecretAccessKey": new_key.secret_access_key}
+    version = {"ClientRequestToken": token} if token else {}  # else botocore makes one up
+    try:
+        clients.secrets.put_secret_value(SecretId=record.arn, SecretString=json.dumps(value), **version)
+    except (ClientError, BotoCoreError) as err:
+        problem = describe_error(err)
+        confirmed = secret_holds(clients, record, new_key.key_id)
+        if confirmed:  # applied, but the answer was lost
+            log_action("store_confirmed", logging.WARNING, secret=record.name, user=record.user_name,
+                       key_id=new_key.key_id, error=problem)
+        elif confirmed is False:
+            discard_key(clients, record, new_key.key_id)
+            raise RotationError(f"secret {record.name!r}: {problem}; new key deleted, old key unchanged") from None
+        else:
+            raise RotationError(
+                f"secret {record.name!r}: {problem}; could not re-read the secret, so new key "
+                f"{new_key.key_id} was left in place for the next run to settle"
+            ) from None
+    log_action("store_key", secret=record.name, user=record.user_name, key_id=new_key.key_id)
+
+
+def secret_holds(clients: Clients, record: SecretRecord, key_id: str) -> bool | None:
+    """Re-read the secret: does its current version hold key_id? None if unknown."""
+    try:
+        response = clients.secrets.get_secret_value(SecretId=record.arn)
+        return json.loads(response["SecretString"]).get("AccessKeyId") == key_id
+    except (ClientError, BotoCoreError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def discard_key(clients: Clients, record: SecretRecord, key_id: str) -> None:
+    """Delete a new key the secret does not hold (best effort)."""
+    try:
+        delete_key(clients, record, key_id)
+    except (ClientError, BotoCoreError) as err:
+        log_action("discard_failed", logging.WARNING, secret=record.name, user=record.user_name,
+                   key_id=key_id, error=describe_error(err))
+
+
+def version_token(event_id: str | None, record: SecretRecord) -> str | None:
+    """The secret version id this event writes: the same for every redelivery."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"key-rotation/{event_id}/{record.arn}")) if event_id else None
+
+
+def already_rotated(record: SecretRecord, event_id: str | None) -> bool:
+    """Is the secret's current version the one this scheduled event writes (a redelivery)?"""
+    return event_id is not None and record.version_id == version_token(event_id, record)
+
+
+def finish_rotation(clients: Clients, record: SecretRecord) -> list[str]:
+    """Deactivate old active keys left by an interrupted run of the same event."""
+    steps = []
+    for key_id in plan_finish(list_keys(clients, record), record.held_key_id):
+        deactivate_key(clients, record, key_id)
+        steps.append(f"deactivate {key_id}")
+    return steps
+
+
+def apply_plan(
+    clients: Clients, record: SecretRecord, plan: RotationPlan, keys: list[KeyState], token: str | None
+) -> NewKey:
+    """Carry out the plan: make room, create, store, then retire the old keys."""
+    try:
+        for key_id in plan.delete_first:
+            delete_key(clients, record, key_id)
+    except (ClientError, BotoCoreError) as err:
+        raise RotationError(f"secret {record.name!r}: {describe_error(err)}; old key unchanged") from None
+    remaining = {k.key_id for k in keys} - set(plan.delete_first)
+    new_key = create_key(clients, record, remaining)
+    store_key(clients, record, new_key, token)
+    try:
+        for key_id in plan.deactivate_after:
+            deactivate_key(clients, record, key_id)
+        for key_id in plan.delete_after:
+            delete_key(clients, record, key_id)
+    except (ClientError, BotoCoreError) as err:
+        raise RotationError(
+            f"secret {record.name!r}: new key {new_key.key_id} stored, but retiring the old key failed: "
+            f"{describe_error(err)}; the next run finishes it"
+        ) from None
+    return new_key
+
+
+def rotate_secret(clients: Clients, run: RunState, secret_id: str) -> Outcome:
+    """Rotate the key of one secret, or say why not."""
+    record = read_secret(clients, secret_id)
+    if not run.claim(record):
+        log_action("skip_duplicate", secret=secret_id, arn=record.arn)
+        return Outcome(secret=secret_id, status="skipped", user=record.user_name,
+                       reason=f"same secret as {run.arns[record.arn]!r}")
+    if already_rotated(record, run.event_id):
+        steps = finish_rotation(clients, record)
+        log_action("skip_already_rotated", secret=secret_id, user=record.user_name, key_id=record.held_key_id)
+        return Outcome(secret=secret_id, status="skipped", user=record.user_name, steps=steps,
+                       reason="already rotated for this scheduled event")
+    keys = list_keys(clients, record)
+    plan = plan_rotation(keys, record.held_key_id)
+    log_action("plan", secret=secret_id, user=record.user_name, held_key_id=record.held_key_id,
+               keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps())
+    new_key = apply_plan(clients, record, plan, keys, version_token(run.event_id, record))
+    steps = plan.steps(new_key.key_id)
+    log_action("rotated", secret=secret_id, user=record.user_name, old_key_id=record.held_key_id,
+               new_key_id=new_key.key_id)
+    return Outcome(secret=secret_id, status="rotated", user=record.user_name,
+                   old_key_id=record.held_key_id, new_key_id=new_key.key_id, steps=steps)
+
+
+def rotate_or_report(clients: Clients, run: RunState, secret_id: str) -> Outcome:
+    """Rotate one secret, turning any failure into a failed Outcome."""
+    try:
+        return rotate_secret(clients, run, secret_id)
+    except RotationError as err:
+        reason = str(err)
+    except (ClientError, BotoCoreError) as err:
+        reason = f"secret {secret_id!r}: {describe_error(err)}"
+    except Exception as err:  # one secret's surprise must not stop the others
+        reason = f"secret {secret_id!r}: unexpected {type(err).__name__}: {err}"
+    log_action("failed", logging.ERROR, secret=secret_id, reason=reason)
+    return Outcome(secret=secret_id, status="failed", reason=reason)
+
+
+# ---------------------------------------------------------------------------
+# Handler
+# ---------------------------------------------------------------------------
+
+
+def configure_logging() -> None:
+    """Set our level from LOG_LEVEL; keep the wire loggers quiet."""
+    level = os.environ.get("LOG_LEVEL", "INFO").strip().upper()
+    if level not in logging.getLevelNamesMapping():
+        level = "INFO"
+    logger.setLevel(level)
+    for name in WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def scheduled_event_id(event: Any) -> str | None:
+    """The id of an EventBridge event (with its time), or None for other events."""
+    if not isinstance(event, dict) or event.get("source") != "aws.events" or not event.get("id"):
+        return None
+    return f"{event['id']}@{event.get('time')}"
+
+
+def secret_ids_from_env() -> list[str]:
+    """The secrets to rotate, from the ``sec`` environment variable."""
+    ids = parse_secret_ids(os.environ.get("sec"))
+    if not ids:
+        raise ConfigError("environment variable 'sec' is unset or empty: name the secrets to rotate, separated by ';'")
+    return ids
+
+
+configure_logging()  # before any client exists
+
+
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    """Rotate every secret named in ``sec``; raise if any of them failed."""
+    configure_logging()
+    secret_ids = secret_ids_from_env()
+    run = RunState(event_id=scheduled_event_id(event))
+    clients = aws_clients()
+    outcomes = [rotate_or_report(clients, run, secret_id) for secret_id in secret_ids]
+    return report(outcomes)
+
+
+def report(outcomes: list[Outcome]) -> dict[str, Any]:
+    """Summarise the run; raise RotationFailed naming each failed secret."""
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("rotated", "skipped", "failed")}
+    log_action("run_complete", **counts)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        reasons = "; ".join(o.reason or o.secret for o in failed)
+        raise RotationFailed(f"{len(failed)} of {len(outcomes)} secrets failed: {reasons}")
+    return {**counts, "secrets": [o.summary() for o in outcomes]}

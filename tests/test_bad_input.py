@@ -1,0 +1,107 @@
+"""Bad input: a clear error naming the secret, the secret untouched, the others rotated."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from seed import seed_user
+
+import lambda_function
+from lambda_function import ConfigError, RotationFailed
+
+
+@pytest.fixture
+def good(aws):
+    """A healthy secret that must rotate whatever its neighbours do."""
+    return seed_user(aws.iam, aws.secrets, "good-user", ("Active",), held=0)
+
+
+def snapshot(aws, secret: str) -> tuple:
+    """The secret's versions and values, to prove nothing changed."""
+    response = aws.secrets.get_secret_value(SecretId=secret)
+    return tuple(v["VersionId"] for v in aws.versions(secret)), response.get("SecretString"), response.get(
+        "SecretBinary")
+
+
+@pytest.mark.parametrize("sec", [None, "", " ; ;"], ids=["unset", "empty", "blanks"])
+def test_missing_sec_names_the_setting_and_changes_nothing(aws, monkeypatch, good, sec):
+    if sec is None:
+        monkeypatch.delenv("sec", raising=False)
+    else:
+        monkeypatch.setenv("sec", sec)
+    with pytest.raises(ConfigError, match="'sec'"):
+        lambda_function.lambda_handler({}, None)
+    assert aws.keys("good-user") == {good.key_ids[0]: "Active"}
+
+
+BAD_VALUES = {
+    "not-json": ("{not json", "value is not valid JSON"),
+    "json-list": (json.dumps(["UserName", "x"]), "value must be a JSON object, not list"),
+    "json-string": (json.dumps("x"), "value must be a JSON object, not str"),
+    "no-user": (json.dumps({"AccessKeyId": "AKIAEXAMPLE"}), "'UserName' is missing or empty"),
+    "empty-user": (json.dumps({"UserName": "  "}), "'UserName' is missing or empty"),
+    "user-not-string": (json.dumps({"UserName": 7}), "'UserName' is missing or empty"),
+    "key-id-not-string": (json.dumps({"UserName": "good-user", "AccessKeyId": 7}), "'AccessKeyId' must be a string"),
+    "no-such-user": (json.dumps({"UserName": "ghost"}), "IAM user 'ghost' not found"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_VALUES)
+def test_bad_secret_value_fails_by_name_and_others_rotate(aws, invoke, good, name):
+    value, message = BAD_VALUES[name]
+    aws.secrets.create_secret(Name=name, SecretString=value)
+    before = snapshot(aws, name)
+
+    with pytest.raises(RotationFailed) as failure:
+        invoke(name, good.secret)
+
+    assert f"secret '{name}': {message}" in str(failure.value)
+    assert str(failure.value).startswith("1 of 2 secrets failed")
+    assert snapshot(aws, name) == before
+    aws.assert_converged(good.secret)
+    assert len(aws.versions(good.secret)) == 2
+
+
+def test_binary_secret_is_refused(aws, invoke, good):
+    aws.secrets.create_secret(Name="binary", SecretBinary=b"\x00\x01")
+    before = snapshot(aws, "binary")
+    with pytest.raises(RotationFailed, match="secret 'binary': binary secret"):
+        invoke("binary", good.secret)
+    assert snapshot(aws, "binary") == before
+    aws.assert_converged(good.secret)
+
+
+def test_missing_secret_is_reported_and_others_rotate(aws, invoke, good):
+    with pytest.raises(RotationFailed, match="secret 'nope': not found"):
+        invoke(good.secret, "nope")
+    aws.assert_converged(good.secret)
+
+
+def test_error_never_quotes_the_secret_value(aws, invoke):
+    aws.secrets.create_secret(Name="leaky", SecretString='{"SecretAccessKey": "TOPSECRET", oops')
+    with pytest.raises(RotationFailed) as failure:
+        invoke("leaky")
+    assert "TOPSECRET" not in str(failure.value)
+
+
+def test_two_secrets_for_one_user_rotate_it_once(aws, invoke, good):
+    held = good.key_ids[0]
+    aws.secrets.create_secret(Name="second", SecretString=json.dumps({"UserName": "GOOD-USER"}))
+    with pytest.raises(RotationFailed) as failure:
+        invoke(good.secret, "second")
+    assert "secret 'second': IAM user 'GOOD-USER' is also named by secret 'iam-keys/good-user'" in str(failure.value)
+    keys = aws.keys("good-user")
+    assert len(keys) == 2 and keys[held] == "Inactive"
+    aws.assert_converged(good.secret)
+    assert len(aws.versions("second")) == 1
+
+
+def test_failed_run_names_every_failed_secret(aws, invoke, good):
+    aws.secrets.create_secret(Name="bad-1", SecretString="[]")
+    aws.secrets.create_secret(Name="bad-2", SecretString="{}")
+    with pytest.raises(RotationFailed) as failure:
+        invoke("bad-1", good.secret, "bad-2")
+    message = str(failure.value)
+    assert message.startswith("2 of 3 secrets failed")
+    assert "'bad-1'" in message and "'bad-2'" in message and "good-user" not in message

@@ -1,0 +1,111 @@
+"""Faults at every AWS call in every row: the secret always holds a working key,
+no new key is left Active unheld (but after a crash), and a clean re-run converges."""
+
+from __future__ import annotations
+
+import pytest
+from faults import CRASH, REFUSED, TIMEOUT, Crash, inject
+from seed import ROWS, seed_row
+
+from lambda_function import RotationFailed
+
+# The calls each seeded row makes (see tests/test_rotation.py for the plans).
+MUTATING = {
+    "none": ["create_access_key", "put_secret_value"],
+    "one-active": ["create_access_key", "put_secret_value", "update_access_key"],
+    "one-inactive": ["create_access_key", "put_secret_value", "delete_access_key"],
+    "old-active-new-inactive": ["delete_access_key", "create_access_key", "put_secret_value", "update_access_key"],
+    "old-inactive-new-active": ["delete_access_key", "create_access_key", "put_secret_value", "update_access_key"],
+    "two-inactive": ["delete_access_key", "create_access_key", "put_secret_value", "delete_access_key#2"],
+    "two-active": ["delete_access_key", "create_access_key", "put_secret_value", "update_access_key"],
+}
+READS = ["get_secret_value", "list_access_keys"]
+
+CASES = [
+    pytest.param(row, call, mode, id=f"{row.name}-{call}-{mode}")
+    for row in ROWS
+    for call in READS + MUTATING[row.name]
+    for mode in (REFUSED, TIMEOUT, CRASH)
+]
+
+
+def active_unheld(aws, secret: str, user: str) -> set[str]:
+    """Active keys whose secret is held by neither AWSCURRENT nor AWSPREVIOUS."""
+    held = {aws.value(secret).get("AccessKeyId")}
+    if any("AWSPREVIOUS" in v["VersionStages"] for v in aws.versions(secret)):
+        held.add(aws.value(secret, "AWSPREVIOUS").get("AccessKeyId"))
+    return {k for k, s in aws.keys(user).items() if s == "Active" and k not in held}
+
+
+@pytest.mark.parametrize("row, call, mode", CASES)
+def test_fault_keeps_a_working_key_and_rerun_converges(aws, invoke, monkeypatch, row, call, mode):
+    seeded = seed_row(aws.iam, aws.secrets, row, user="alice")
+    had_working_key = row.held is not None and row.statuses[row.held] == "Active"
+    unheld_before = active_unheld(aws, seeded.secret, "alice")
+    method, _, nth = call.partition("#")
+    fault = inject(monkeypatch, method, mode, int(nth or 1))
+
+    try:
+        invoke(seeded.secret)
+    except (RotationFailed, Crash):
+        pass
+    assert fault.fired, f"{call} was never called for {row.name}"
+
+    if had_working_key:
+        assert aws.holds_working_key(seeded.secret)
+    if mode != CRASH:
+        assert active_unheld(aws, seeded.secret, "alice") <= unheld_before
+
+    monkeypatch.undo()  # the faults go
+    invoke(seeded.secret)
+    aws.assert_converged(seeded.secret)
+    assert len(aws.keys("alice")) <= 2
+
+
+def test_refused_store_deletes_new_key_and_keeps_old(aws, invoke, monkeypatch):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    inject(monkeypatch, "put_secret_value", REFUSED)
+    with pytest.raises(RotationFailed, match="new key deleted, old key unchanged"):
+        invoke(seeded.secret)
+    assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
+    assert len(aws.versions(seeded.secret)) == 1
+
+
+def test_lost_answer_to_store_is_confirmed_and_rotation_completes(aws, invoke, monkeypatch):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    inject(monkeypatch, "put_secret_value", TIMEOUT)
+    result = invoke(seeded.secret)
+    assert result["rotated"] == 1
+    assert aws.keys("alice")[seeded.key_ids[0]] == "Inactive"
+    aws.assert_converged(seeded.secret)
+
+
+def test_unconfirmable_store_leaves_new_key_for_next_run(aws, invoke, monkeypatch):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    inject(monkeypatch, "put_secret_value", REFUSED)
+    inject(monkeypatch, "get_secret_value", REFUSED, nth=2)  # the re-read fails too
+    with pytest.raises(RotationFailed, match="could not re-read the secret"):
+        invoke(seeded.secret)
+    assert len(aws.keys("alice")) == 2, "the new key is not deleted blindly"
+    assert aws.holds_working_key(seeded.secret)
+
+
+def test_lost_answer_to_create_removes_the_orphan_key(aws, invoke, monkeypatch):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    inject(monkeypatch, "create_access_key", TIMEOUT)
+    with pytest.raises(RotationFailed, match="old key unchanged"):
+        invoke(seeded.secret)
+    assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
+
+
+def test_crash_after_create_leaves_orphan_that_next_run_removes(aws, invoke, monkeypatch):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    inject(monkeypatch, "create_access_key", CRASH)
+    with pytest.raises(Crash):
+        invoke(seeded.secret)
+    (orphan,) = set(aws.keys("alice")) - set(seeded.key_ids)
+    monkeypatch.undo()
+    result = invoke(seeded.secret)
+    assert f"delete {orphan}" in result["secrets"][0]["steps"]
+    assert orphan not in aws.keys("alice")
+    aws.assert_converged(seeded.secret)

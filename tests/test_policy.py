@@ -1,0 +1,58 @@
+"""LambdaExecutionRole.json allows exactly the calls the function makes, plus its logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from faults import REFUSED, TIMEOUT, inject
+from seed import ROWS, seed_row
+
+import lambda_function
+from lambda_function import RotationFailed
+
+POLICY = Path(__file__).parent.parent / "LambdaExecutionRole.json"
+LOG_ACTIONS = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
+SERVICE_PREFIX = {"iam": "iam", "secrets-manager": "secretsmanager"}
+
+
+def policy_actions() -> set[str]:
+    actions = set()
+    for statement in json.loads(POLICY.read_text())["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert statement["Resource"] != "*", statement["Sid"]
+        listed = statement["Action"]
+        actions |= {listed} if isinstance(listed, str) else set(listed)
+    return actions
+
+
+@pytest.fixture
+def called(aws):
+    """Every AWS action the function's clients make, as 'service:Operation'."""
+    seen: set[str] = set()
+    clients = lambda_function.aws_clients()
+
+    def record(model, **_):
+        seen.add(f"{SERVICE_PREFIX[model.service_model.service_id.hyphenize()]}:{model.name}")
+
+    for client in (clients.iam, clients.secrets):
+        client.meta.events.register("before-call.*.*", lambda model, **kw: record(model))
+    return seen
+
+
+def test_policy_allows_exactly_what_the_code_calls(aws, invoke, monkeypatch, called):
+    seeded = [seed_row(aws.iam, aws.secrets, row) for row in ROWS]
+    invoke(*(s.secret for s in seeded))
+    for mode in (REFUSED, TIMEOUT):  # the failure paths' calls count too
+        fault = inject(monkeypatch, "put_secret_value", mode)
+        try:
+            invoke(seeded[1].secret)
+        except RotationFailed:
+            pass
+        assert fault.fired
+        monkeypatch.undo()
+    inject(monkeypatch, "create_access_key", TIMEOUT)
+    with pytest.raises(RotationFailed):
+        invoke(seeded[1].secret)
+    assert policy_actions() == called | LOG_ACTIONS

@@ -1,0 +1,100 @@
+"""At-least-once delivery: a scheduled event seen twice rotates each secret once."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from faults import CRASH, Crash, inject
+from seed import ROWS, seed_row
+
+EVENTS = Path(__file__).parent.parent.parent / "shared" / "events"
+
+
+def scheduled_event(at: datetime) -> dict:
+    event = json.loads((EVENTS / "eventbridge-scheduled.json").read_text())
+    event["time"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return event
+
+
+def console_event() -> dict:
+    return json.loads((EVENTS / "console-test.json").read_text())
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def test_redelivered_scheduled_event_rotates_once(aws, invoke):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1])
+    event = scheduled_event(now())
+    first = invoke(seeded.secret, event=event)
+    second = invoke(seeded.secret, event=copy.deepcopy(event))
+    assert first["rotated"] == 1
+    assert (second["rotated"], second["skipped"]) == (0, 1)
+    assert len(aws.versions(seeded.secret)) == 2
+    assert len(aws.keys(seeded.user)) == 2
+    aws.assert_converged(seeded.secret)
+
+
+def test_next_scheduled_event_rotates_again(aws, invoke):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1])
+    today = scheduled_event(now())
+    tomorrow = {**today, "id": "another-event-id", "time": "2026-11-27T06:00:00Z"}
+    invoke(seeded.secret, event=today)
+    assert invoke(seeded.secret, event=tomorrow)["rotated"] == 1
+    assert invoke(seeded.secret, event=tomorrow)["skipped"] == 1
+    assert len(aws.versions(seeded.secret)) == 3
+
+
+@pytest.mark.parametrize("when", ["past", "future"])
+def test_scheduled_event_time_does_not_skip_a_fresh_secret(aws, invoke, when):
+    # The shared event's fixed time may lie before or after the secret was made.
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1])
+    shift = timedelta(days=-400 if when == "past" else 400)
+    assert invoke(seeded.secret, event=scheduled_event(now() + shift))["rotated"] == 1
+
+
+def test_shared_scheduled_event_as_is_rotates_once(aws, invoke):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1])
+    event = json.loads((EVENTS / "eventbridge-scheduled.json").read_text())
+    assert invoke(seeded.secret, event=event)["rotated"] == 1
+    assert invoke(seeded.secret, event=copy.deepcopy(event))["skipped"] == 1
+    aws.assert_converged(seeded.secret)
+
+
+def test_console_events_always_rotate(aws, invoke):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1])
+    invoke(seeded.secret, event=console_event())
+    first = aws.value(seeded.secret)["AccessKeyId"]
+    invoke(seeded.secret, event=console_event())
+    assert aws.value(seeded.secret)["AccessKeyId"] != first
+
+
+def test_scheduled_event_without_id_always_rotates(aws, invoke):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1])
+    event = scheduled_event(now())
+    del event["id"]
+    assert invoke(seeded.secret, event=event)["rotated"] == 1
+    assert invoke(seeded.secret, event=event)["rotated"] == 1
+
+
+def test_redelivery_after_crash_past_store_finishes_the_rotation(aws, invoke, monkeypatch):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1])
+    event = scheduled_event(now())
+    inject(monkeypatch, "put_secret_value", CRASH)
+    with pytest.raises(Crash):
+        invoke(seeded.secret, event=event)
+    monkeypatch.undo()
+    new_key = aws.value(seeded.secret)["AccessKeyId"]
+    assert aws.keys(seeded.user)[seeded.key_ids[0]] == "Active"
+
+    result = invoke(seeded.secret, event=event)
+
+    assert result["skipped"] == 1
+    assert result["secrets"][0]["steps"] == [f"deactivate {seeded.key_ids[0]}"]
+    assert aws.keys(seeded.user) == {seeded.key_ids[0]: "Inactive", new_key: "Active"}
+    aws.assert_converged(seeded.secret)

@@ -1,0 +1,69 @@
+"""Demo and test fixtures: IAM users and secrets in every row of the decision table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+ACCOUNT_ID = "123456789012"  # moto's default account
+
+
+@dataclass(frozen=True)
+class Row:
+    """A starting state: the user's keys, oldest first, and which one the secret holds."""
+
+    name: str
+    found: str  # the README table's "keys found" cell
+    statuses: tuple[str, ...]
+    held: int | None  # index into statuses, or None when the secret holds no key
+
+
+ROWS = [
+    Row("none", "none", (), None),
+    Row("one-active", "1 active", ("Active",), 0),
+    Row("one-inactive", "1 inactive", ("Inactive",), 0),
+    Row("old-active-new-inactive", "1 active + 1 inactive (either age order)", ("Active", "Inactive"), 0),
+    Row("old-inactive-new-active", "1 active + 1 inactive (either age order)", ("Inactive", "Active"), 1),
+    Row("two-inactive", "2 inactive", ("Inactive", "Inactive"), 1),
+    Row("two-active", "2 active", ("Active", "Active"), 0),
+]
+
+
+@dataclass(frozen=True)
+class Seeded:
+    user: str
+    secret: str
+    key_ids: tuple[str, ...]
+
+
+def seed_user(iam, secrets, user: str, statuses: tuple[str, ...], held: int | None,
+              secret: str | None = None, extra: dict | None = None) -> Seeded:
+    """Create a user with keys in the given statuses and a secret holding one of them."""
+    iam.create_user(UserName=user)
+    keys = [iam.create_access_key(UserName=user)["AccessKey"] for _ in statuses]
+    for key, status in zip(keys, statuses, strict=True):
+        if status != "Active":
+            iam.update_access_key(UserName=user, AccessKeyId=key["AccessKeyId"], Status=status)
+    value = {"UserName": user, **(extra or {})}
+    if held is not None:
+        value["AccessKeyId"] = keys[held]["AccessKeyId"]
+        value["SecretAccessKey"] = keys[held]["SecretAccessKey"]
+    secret = secret or f"iam-keys/{user}"
+    secrets.create_secret(Name=secret, SecretString=json.dumps(value))
+    return Seeded(user=user, secret=secret, key_ids=tuple(k["AccessKeyId"] for k in keys))
+
+
+def seed_row(iam, secrets, row: Row, user: str | None = None) -> Seeded:
+    """Seed one row of the decision table."""
+    return seed_user(iam, secrets, user or f"demo-{row.name}", row.statuses, row.held)
+
+
+def iam_secret_keys(user: str) -> dict[str, str]:
+    """The SecretAccessKey of each of the user's keys, read from moto's own state.
+
+    Works for mock_aws and for a ThreadedMotoServer in the same process.
+    """
+    from moto.iam.models import iam_backends
+
+    iam_user = iam_backends[ACCOUNT_ID]["aws"].users[user]
+    return {k.access_key_id: k.secret_access_key for k in iam_user.access_keys}
