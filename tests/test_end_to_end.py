@@ -17,7 +17,7 @@ import lambda_function
 from lambda_function import RotationFailed
 
 ROOT = Path(__file__).parent.parent
-SCHEDULED = json.loads((ROOT.parent / "shared" / "events" / "eventbridge-scheduled.json").read_text())
+SCHEDULED = json.loads((ROOT / "tests" / "events" / "eventbridge-scheduled.json").read_text())
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from faults import CRASH, Crash, inject
 from seed import ROWS, seed_row
 
-EVENTS = Path(__file__).parent.parent.parent / "shared" / "events"
+EVENTS = Path(__file__).parent / "events"  # copies of ../shared/events
 
 
 def scheduled_event(at: datetime) -> dict:
