@@ -17,10 +17,13 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
+from time import monotonic, sleep
 from typing import Any
 
 import boto3
@@ -94,7 +97,7 @@ def plan_rotation(keys: list[KeyState], held_key_id: str | None) -> RotationPlan
     room, since nobody is known to hold it.
     """
     by_age = sorted(keys, key=lambda k: (k.created, k.key_id))
-    held = next((k for k in by_age if k.key_id == held_key_id), None)
+    held = find_key(by_age, held_key_id)
     active = [k for k in by_age if k.active]
     # The old key kept, deactivated, as a fallback: the held one, else the newest.
     if held is not None and held.active:
@@ -115,9 +118,27 @@ def plan_rotation(keys: list[KeyState], held_key_id: str | None) -> RotationPlan
     )
 
 
+def find_key(keys: list[KeyState], key_id: str | None) -> KeyState | None:
+    return next((k for k in keys if k.key_id == key_id), None)
+
+
+def needs_repair(keys: list[KeyState], held_key_id: str | None) -> bool:
+    """Are the keys off the steady state (held key Active, any other Inactive)?"""
+    held = find_key(keys, held_key_id)
+    return held is None or not held.active or any(k.active and k is not held for k in keys)
+
+
+def rotation_due(keys: list[KeyState], held_key_id: str | None, now: datetime, rotate_after_days: float) -> bool:
+    """Rotate when the held key is old enough, or whenever the keys need repair."""
+    if rotate_after_days <= 0 or needs_repair(keys, held_key_id):
+        return True
+    held = find_key(keys, held_key_id)
+    return now - held.created >= timedelta(days=rotate_after_days)
+
+
 def plan_finish(keys: list[KeyState], held_key_id: str | None) -> tuple[str, ...]:
     """Active keys to deactivate to finish a rotation whose new key is already stored."""
-    held = next((k for k in keys if k.key_id == held_key_id), None)
+    held = find_key(keys, held_key_id)
     if held is None or not held.active:
         return ()
     return tuple(k.key_id for k in keys if k.active and k is not held)
@@ -171,7 +192,7 @@ class Outcome:
     """What happened to one secret."""
 
     secret: str
-    status: str  # "rotated" | "skipped" | "failed"
+    status: str  # "rotated" | "skipped" | "planned" | "failed" | "not_attempted"
     user: str | None = None
     old_key_id: str | None = None
     new_key_id: str | None = None
@@ -182,11 +203,25 @@ class Outcome:
         return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
 
 
+@dataclass(frozen=True)
+class Settings:
+    """One invocation's settings, from the environment and the event."""
+
+    secret_ids: list[str]
+    event_id: str | None = None  # a scheduled event's id; redeliveries repeat it
+    dry_run: bool = False
+    force: bool = False
+    rotate_after_days: float = 0.0
+    verify_timeout: float = 30.0
+    max_workers: int = 8
+    time_margin: float = 60.0  # seconds of Lambda time a rotation may need at most
+
+
 @dataclass
 class RunState:
     """What one invocation shares across its secrets."""
 
-    event_id: str | None  # a scheduled event's id; redeliveries repeat it
+    settings: Settings
     lock: threading.Lock = field(default_factory=threading.Lock)
     users: dict[str, str] = field(default_factory=dict)  # casefolded user -> secret
     arns: dict[str, str] = field(default_factory=dict)  # secret ARN -> secret as listed
@@ -219,17 +254,36 @@ class Clients:
     secrets: Any
 
 
-@cache
-def aws_clients() -> Clients:
-    """Create the AWS clients once per execution environment."""
-    config = Config(
-        retries={"mode": "standard", "max_attempts": 5},
+def client_config() -> Config:
+    """Retry throttling with client-side rate limiting, so a busy account slows the run down."""
+    return Config(
+        retries={
+            "mode": os.environ.get("AWS_RETRY_MODE", "adaptive"),
+            "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "10")),
+        },
         connect_timeout=5,
         read_timeout=20,
+        max_pool_connections=64,
     )
+
+
+@cache
+def aws_clients() -> Clients:
+    """Create the AWS clients once per execution environment; threads share them."""
+    config = client_config()
     return Clients(
         iam=boto3.client("iam", config=config),
         secrets=boto3.client("secretsmanager", config=config),
+    )
+
+
+def sts_client(new_key: NewKey) -> Any:
+    """An STS client that signs with the new key (and no session token)."""
+    return boto3.client(
+        "sts",
+        aws_access_key_id=new_key.key_id,
+        aws_secret_access_key=new_key.secret_access_key,
+        config=Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=10),
     )
 
 
@@ -401,10 +455,48 @@ def finish_rotation(clients: Clients, record: SecretRecord) -> list[str]:
     return steps
 
 
+# IAM is eventually consistent: a new key is refused like this for a few seconds.
+NOT_YET_VALID = {"InvalidClientTokenId", "SignatureDoesNotMatch", "AuthFailure", "UnrecognizedClientException"}
+
+
+def arn_names_user(arn: str, user_name: str) -> bool:
+    """Is arn (arn:aws:iam::123:user/path/name) the IAM user user_name?"""
+    resource = arn.split(":", 5)[-1]
+    return resource.startswith("user/") and resource.rsplit("/", 1)[-1].casefold() == user_name.casefold()
+
+
+def verify_key(record: SecretRecord, new_key: NewKey, timeout: float) -> None:
+    """Check the new key authenticates as the user, waiting out IAM's propagation delay."""
+    if timeout <= 0:
+        return
+    deadline, delay = monotonic() + timeout, 1.0
+    while True:
+        try:
+            arn = sts_client(new_key).get_caller_identity()["Arn"]
+        except (ClientError, BotoCoreError) as err:
+            if isinstance(err, ClientError) and error_code(err) not in NOT_YET_VALID:
+                raise RotationError(f"secret {record.name!r}: verifying new key {new_key.key_id}: "
+                                    f"{describe_error(err)}; old key left Active") from None
+            problem = describe_error(err)
+        else:
+            if not arn_names_user(arn, record.user_name):
+                raise RotationError(f"secret {record.name!r}: new key {new_key.key_id} authenticates as {arn}, "
+                                    f"not as user {record.user_name!r}; old key left Active")
+            log_action("verify_key", secret=record.name, user=record.user_name, key_id=new_key.key_id)
+            return
+        if monotonic() + delay > deadline:
+            raise RotationError(
+                f"secret {record.name!r}: new key {new_key.key_id} is stored but did not authenticate within "
+                f"{timeout:g}s ({problem}); old key left Active, the next run settles it"
+            )
+        sleep(delay)
+        delay = min(delay * 2, 8.0)
+
+
 def apply_plan(
-    clients: Clients, record: SecretRecord, plan: RotationPlan, keys: list[KeyState], token: str | None
+    clients: Clients, record: SecretRecord, plan: RotationPlan, keys: list[KeyState], settings: Settings
 ) -> NewKey:
-    """Carry out the plan: make room, create, store, then retire the old keys."""
+    """Carry out the plan: make room, create, store, verify, then retire the old keys."""
     try:
         for key_id in plan.delete_first:
             delete_key(clients, record, key_id)
@@ -412,7 +504,8 @@ def apply_plan(
         raise RotationError(f"secret {record.name!r}: {describe_error(err)}; old key unchanged") from None
     remaining = {k.key_id for k in keys} - set(plan.delete_first)
     new_key = create_key(clients, record, remaining)
-    store_key(clients, record, new_key, token)
+    store_key(clients, record, new_key, version_token(settings.event_id, record))
+    verify_key(record, new_key, settings.verify_timeout)
     try:
         for key_id in plan.deactivate_after:
             deactivate_key(clients, record, key_id)
@@ -428,21 +521,30 @@ def apply_plan(
 
 def rotate_secret(clients: Clients, run: RunState, secret_id: str) -> Outcome:
     """Rotate the key of one secret, or say why not."""
+    settings = run.settings
     record = read_secret(clients, secret_id)
     if not run.claim(record):
         log_action("skip_duplicate", secret=secret_id, arn=record.arn)
         return Outcome(secret=secret_id, status="skipped", user=record.user_name,
                        reason=f"same secret as {run.arns[record.arn]!r}")
-    if already_rotated(record, run.event_id):
-        steps = finish_rotation(clients, record)
+    if already_rotated(record, settings.event_id):
+        steps = [] if settings.dry_run else finish_rotation(clients, record)
         log_action("skip_already_rotated", secret=secret_id, user=record.user_name, key_id=record.held_key_id)
         return Outcome(secret=secret_id, status="skipped", user=record.user_name, steps=steps,
                        reason="already rotated for this scheduled event")
     keys = list_keys(clients, record)
+    now = datetime.now(UTC)
+    if not settings.force and not rotation_due(keys, record.held_key_id, now, settings.rotate_after_days):
+        reason = f"key {record.held_key_id} is younger than ROTATE_AFTER_DAYS={settings.rotate_after_days:g}"
+        log_action("skip_not_due", secret=secret_id, user=record.user_name, key_id=record.held_key_id)
+        return Outcome(secret=secret_id, status="skipped", user=record.user_name, reason=reason)
     plan = plan_rotation(keys, record.held_key_id)
     log_action("plan", secret=secret_id, user=record.user_name, held_key_id=record.held_key_id,
-               keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps())
-    new_key = apply_plan(clients, record, plan, keys, version_token(run.event_id, record))
+               keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), dry_run=settings.dry_run)
+    if settings.dry_run:
+        return Outcome(secret=secret_id, status="planned", user=record.user_name,
+                       old_key_id=record.held_key_id, steps=plan.steps())
+    new_key = apply_plan(clients, record, plan, keys, settings)
     steps = plan.steps(new_key.key_id)
     log_action("rotated", secret=secret_id, user=record.user_name, old_key_id=record.held_key_id,
                new_key_id=new_key.key_id)
@@ -450,8 +552,13 @@ def rotate_secret(clients: Clients, run: RunState, secret_id: str) -> Outcome:
                    old_key_id=record.held_key_id, new_key_id=new_key.key_id, steps=steps)
 
 
-def rotate_or_report(clients: Clients, run: RunState, secret_id: str) -> Outcome:
-    """Rotate one secret, turning any failure into a failed Outcome."""
+def rotate_or_report(clients: Clients, run: RunState, secret_id: str, context: Any) -> Outcome:
+    """Rotate one secret if there is time, turning any failure into a failed Outcome."""
+    margin = run.settings.time_margin
+    if context is not None and context.get_remaining_time_in_millis() < margin * 1000:
+        reason = f"secret {secret_id!r}: not attempted: less than {margin:g}s of the Lambda time limit left"
+        log_action("not_attempted", logging.ERROR, secret=secret_id, reason=reason)
+        return Outcome(secret=secret_id, status="not_attempted", reason=reason)
     try:
         return rotate_secret(clients, run, secret_id)
     except RotationError as err:
@@ -479,6 +586,58 @@ def configure_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_number(name: str, default: float, minimum: float, kind: type = float) -> Any:
+    """A numeric setting, or a ConfigError naming it."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = kind(raw) if raw else kind(default)
+    except ValueError:
+        raise ConfigError(f"environment variable {name!r} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"environment variable {name!r} must be at least {minimum}, not {raw!r}")
+    return value
+
+
+def targeted_ids(event: dict, listed: list[str]) -> list[str]:
+    """The event's "secrets", which must all be listed in ``sec``."""
+    wanted = event["secrets"]
+    if isinstance(wanted, str):
+        wanted = [wanted]
+    if not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted):
+        raise ConfigError('event "secrets" must be a list of secret names or ARNs')
+    wanted = parse_secret_ids(";".join(wanted))
+    unlisted = [w for w in wanted if w not in listed]
+    if unlisted:
+        raise ConfigError(f"event names secrets not listed in 'sec': {unlisted}; an event cannot widen what "
+                          "the function may touch")
+    if not wanted:
+        raise ConfigError('event "secrets" is empty')
+    return wanted
+
+
+def load_settings(event: Any) -> Settings:
+    """Read the settings from the environment, narrowed by the event."""
+    event = event if isinstance(event, dict) else {}
+    secret_ids = secret_ids_from_env()
+    if "secrets" in event:
+        secret_ids = targeted_ids(event, secret_ids)
+    verify_timeout = env_number("VERIFY_TIMEOUT_SECONDS", 30, 0)
+    return Settings(
+        secret_ids=secret_ids,
+        event_id=scheduled_event_id(event),
+        dry_run=event.get("dry_run") is True or env_flag("DRY_RUN"),
+        force=event.get("force") is True,
+        rotate_after_days=env_number("ROTATE_AFTER_DAYS", 0, 0),
+        verify_timeout=verify_timeout,
+        max_workers=env_number("MAX_WORKERS", 8, 1, int),
+        time_margin=env_number("TIME_MARGIN_SECONDS", verify_timeout + 30, 0),
+    )
+
+
 def scheduled_event_id(event: Any) -> str | None:
     """The id of an EventBridge event (with its time), or None for other events."""
     if not isinstance(event, dict) or event.get("source") != "aws.events" or not event.get("id"):
@@ -500,19 +659,50 @@ configure_logging()  # before any client exists
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """Rotate every secret named in ``sec``; raise if any of them failed."""
     configure_logging()
-    secret_ids = secret_ids_from_env()
-    run = RunState(event_id=scheduled_event_id(event))
+    settings = load_settings(event)
+    run = RunState(settings=settings)
     clients = aws_clients()
-    outcomes = [rotate_or_report(clients, run, secret_id) for secret_id in secret_ids]
-    return report(outcomes)
+    workers = min(settings.max_workers, len(settings.secret_ids))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
+        outcomes = list(pool.map(lambda sid: rotate_or_report(clients, run, sid, context), settings.secret_ids))
+    return report(outcomes, settings, context)
 
 
-def report(outcomes: list[Outcome]) -> dict[str, Any]:
-    """Summarise the run; raise RotationFailed naming each failed secret."""
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("rotated", "skipped", "failed")}
-    log_action("run_complete", **counts)
-    failed = [o for o in outcomes if o.status == "failed"]
+def report(outcomes: list[Outcome], settings: Settings, context: Any = None) -> dict[str, Any]:
+    """Summarise the run and emit its metrics; raise RotationFailed naming each failed secret."""
+    failed = [o for o in outcomes if o.status in ("failed", "not_attempted")]
+    counts = {
+        "rotated": sum(o.status == "rotated" for o in outcomes),
+        "skipped": sum(o.status == "skipped" for o in outcomes),
+        "planned": sum(o.status == "planned" for o in outcomes),
+        "failed": len(failed),
+    }
+    log_action("run_complete", dry_run=settings.dry_run, **counts)
+    emit_metrics(counts, getattr(context, "function_name", None) or os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
     if failed:
         reasons = "; ".join(o.reason or o.secret for o in failed)
         raise RotationFailed(f"{len(failed)} of {len(outcomes)} secrets failed: {reasons}")
-    return {**counts, "secrets": [o.summary() for o in outcomes]}
+    return {**counts, "dry_run": settings.dry_run, "secrets": [o.summary() for o in outcomes]}
+
+
+METRICS_NAMESPACE = "IAMKeyRotation"
+
+
+def emit_metrics(counts: dict[str, int], function_name: str | None) -> None:
+    """Print one CloudWatch Embedded Metric Format line: Rotated, Skipped, Failed."""
+    names = {"Rotated": counts["rotated"], "Skipped": counts["skipped"], "Failed": counts["failed"]}
+    dimensions = {"FunctionName": function_name or "local"}
+    document = {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [{
+                "Namespace": os.environ.get("METRICS_NAMESPACE", METRICS_NAMESPACE),
+                "Dimensions": [list(dimensions)],
+                "Metrics": [{"Name": name, "Unit": "Count"} for name in names],
+            }],
+        },
+        **dimensions,
+        **names,
+    }
+    # stdout, not the logger: EMF needs the JSON alone on its log line.
+    print(json.dumps(document), flush=True)

@@ -8,9 +8,9 @@ import os
 import boto3
 import pytest
 from moto import mock_aws
-from seed import iam_secret_keys
 
 import lambda_function
+from seed import iam_secret_keys
 
 os.environ.update(
     AWS_DEFAULT_REGION="us-east-1",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from seed import seed_user
 
 import lambda_function
 from lambda_function import ConfigError, RotationFailed
+from seed import seed_user
 
 
 @pytest.fixture

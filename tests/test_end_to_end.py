@@ -10,11 +10,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-from local_aws import LambdaContext, moto_server
-from seed import ROWS, iam_secret_keys, seed_row
 
 import lambda_function
 from lambda_function import RotationFailed
+from local_aws import LambdaContext, moto_server
+from seed import ROWS, iam_secret_keys, seed_row
 
 ROOT = Path(__file__).parent.parent
 SCHEDULED = json.loads((ROOT / "tests" / "events" / "eventbridge-scheduled.json").read_text())

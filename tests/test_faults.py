@@ -4,10 +4,10 @@ no new key is left Active unheld (but after a crash), and a clean re-run converg
 from __future__ import annotations
 
 import pytest
-from faults import CRASH, REFUSED, TIMEOUT, Crash, inject
-from seed import ROWS, seed_row
 
+from faults import CRASH, REFUSED, TIMEOUT, Crash, inject
 from lambda_function import RotationFailed
+from seed import ROWS, seed_row
 
 # The calls each seeded row makes (see tests/test_rotation.py for the plans).
 MUTATING = {

@@ -6,11 +6,11 @@ import json
 import logging
 
 import pytest
-from faults import REFUSED, TIMEOUT, inject
-from seed import ROWS, iam_secret_keys, seed_row
 
 import lambda_function
+from faults import REFUSED, TIMEOUT, inject
 from lambda_function import RotationFailed
+from seed import ROWS, iam_secret_keys, seed_row
 
 
 def all_secret_keys(aws, secrets: list[str]) -> set[str]:
@@ -75,7 +75,7 @@ def test_each_log_line_is_json_with_action_and_ids(aws, invoke, caplog):
     result = invoke(seeded.secret)
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "key_rotation"]
     actions = [line["action"] for line in lines]
-    assert actions == ["plan", "create_key", "store_key", "deactivate_key", "rotated", "run_complete"]
+    assert actions == ["plan", "create_key", "store_key", "verify_key", "deactivate_key", "rotated", "run_complete"]
     new_key = result["secrets"][0]["new_key_id"]
     assert {"action": "store_key", "secret": seeded.secret, "user": seeded.user, "key_id": new_key} in lines
 

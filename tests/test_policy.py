@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from faults import REFUSED, TIMEOUT, inject
-from seed import ROWS, seed_row
 
 import lambda_function
+from faults import REFUSED, TIMEOUT, inject
 from lambda_function import RotationFailed
+from seed import ROWS, seed_row
 
 POLICY = Path(__file__).parent.parent / "LambdaExecutionRole.json"
 LOG_ACTIONS = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}

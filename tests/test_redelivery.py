@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from faults import CRASH, Crash, inject
 from seed import ROWS, seed_row
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from seed import ROWS, iam_secret_keys, seed_row, seed_user
 
 # For each seeded row (keys oldest first, secret holding `held`): what each

@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import boto3  # noqa: E402
+
 from local_aws import LambdaContext, moto_server  # noqa: E402
 from seed import ROWS, seed_row  # noqa: E402
 

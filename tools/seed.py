@@ -67,3 +67,16 @@ def iam_secret_keys(user: str) -> dict[str, str]:
 
     iam_user = iam_backends[ACCOUNT_ID]["aws"].users[user]
     return {k.access_key_id: k.secret_access_key for k in iam_user.access_keys}
+
+
+def backdate_key(user: str, key_id: str, days: float) -> None:
+    """Make one of the user's keys look `days` old (moto's state, in this process)."""
+    from datetime import UTC, datetime, timedelta
+
+    from moto.iam.models import iam_backends
+
+    for key in iam_backends[ACCOUNT_ID]["aws"].users[user].access_keys:
+        if key.access_key_id == key_id:
+            key.create_date = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=days)
+            return
+    raise KeyError(key_id)

@@ -1,0 +1,273 @@
+"""Operator controls: verify the new key, dry run, age threshold, targeted runs, metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+
+import lambda_function
+from lambda_function import ConfigError, RotationFailed
+from seed import ROWS, backdate_key, seed_row, seed_user
+
+ONE_ACTIVE = ROWS[1]
+REAL_STS_CLIENT = lambda_function.sts_client
+
+
+class FakeClock:
+    """Stands in for monotonic() and sleep(): sleeping advances time at once."""
+
+    def __init__(self) -> None:
+        self.now, self.sleeps = 1000.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class RefusingSts:
+    """STS that refuses the new key the first `refusals` times, as IAM propagation does."""
+
+    def __init__(self, aws, refusals: int, code: str = "InvalidClientTokenId", user: str | None = None):
+        self.aws, self.refusals, self.code, self.user = aws, refusals, code, user
+        self.calls, self.old_key_states = 0, []
+
+    def factory(self, new_key):
+        real = REAL_STS_CLIENT(new_key)
+        outer = self
+
+        class Client:
+            def get_caller_identity(self):
+                outer.calls += 1
+                outer.old_key_states.append(dict(outer.aws.keys(outer.user)) if outer.user else None)
+                if outer.calls <= outer.refusals:
+                    error = {"Error": {"Code": outer.code, "Message": "The security token included is invalid."}}
+                    raise ClientError(error, "GetCallerIdentity")
+                return real.get_caller_identity()
+
+        return Client()
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(lambda_function, "monotonic", fake.monotonic)
+    monkeypatch.setattr(lambda_function, "sleep", fake.sleep)
+    return fake
+
+
+@pytest.fixture
+def sts(aws, monkeypatch):
+    def install(refusals: int, **kwargs) -> RefusingSts:
+        fake = RefusingSts(aws, refusals, **kwargs)
+        monkeypatch.setattr(lambda_function, "sts_client", fake.factory)
+        return fake
+
+    return install
+
+
+def mutating_calls(aws_fixture) -> list[str]:
+    """Record the names of mutating calls the function's clients make."""
+    seen: list[str] = []
+    clients = lambda_function.aws_clients()
+    for client in (clients.iam, clients.secrets):
+        client.meta.events.register("before-call.*.*", lambda model, **_: seen.append(model.name))
+    return seen
+
+
+# --- verification -------------------------------------------------------------------------------------------------
+
+
+def test_new_key_is_verified_before_old_key_is_deactivated(aws, invoke, sts, clock):
+    seeded = seed_row(aws.iam, aws.secrets, ONE_ACTIVE, user="alice")
+    fake = sts(refusals=3, user="alice")
+    invoke(seeded.secret)
+    assert fake.calls == 4
+    assert clock.sleeps == [1.0, 2.0, 4.0]
+    # While STS was being asked, the old key was still Active.
+    assert all(state[seeded.key_ids[0]] == "Active" for state in fake.old_key_states)
+    assert aws.keys("alice")[seeded.key_ids[0]] == "Inactive"
+    aws.assert_converged(seeded.secret)
+
+
+def test_key_that_never_verifies_fails_and_keeps_old_key_active(aws, invoke, sts, clock, monkeypatch):
+    monkeypatch.setenv("VERIFY_TIMEOUT_SECONDS", "20")
+    seeded = seed_row(aws.iam, aws.secrets, ONE_ACTIVE, user="alice")
+    fake = sts(refusals=1000)
+    with pytest.raises(RotationFailed, match="did not authenticate within 20s"):
+        invoke(seeded.secret)
+    assert sum(clock.sleeps) <= 20 and fake.calls >= 3
+    new_key = aws.value(seeded.secret)["AccessKeyId"]
+    assert aws.keys("alice") == {seeded.key_ids[0]: "Active", new_key: "Active"}
+    assert aws.holds_working_key(seeded.secret)
+    monkeypatch.setattr(lambda_function, "sts_client", REAL_STS_CLIENT)
+    invoke(seeded.secret)  # the next run settles it
+    aws.assert_converged(seeded.secret)
+
+
+def test_key_of_another_identity_fails_at_once(aws, invoke, monkeypatch, clock):
+    seeded = seed_row(aws.iam, aws.secrets, ONE_ACTIVE, user="alice")
+
+    class OtherUser:
+        def get_caller_identity(self):
+            return {"Arn": "arn:aws:iam::123456789012:user/admin"}
+
+    monkeypatch.setattr(lambda_function, "sts_client", lambda new_key: OtherUser())
+    with pytest.raises(RotationFailed, match="authenticates as arn:aws:iam::123456789012:user/admin"):
+        invoke(seeded.secret)
+    assert clock.sleeps == []
+    assert aws.keys("alice")[seeded.key_ids[0]] == "Active"
+
+
+def test_verification_off_makes_no_sts_call(aws, invoke, sts, monkeypatch):
+    monkeypatch.setenv("VERIFY_TIMEOUT_SECONDS", "0")
+    seeded = seed_row(aws.iam, aws.secrets, ONE_ACTIVE, user="alice")
+    fake = sts(refusals=1000)
+    invoke(seeded.secret)
+    assert fake.calls == 0
+    aws.assert_converged(seeded.secret)
+
+
+@pytest.mark.parametrize("arn, user, expected", [
+    ("arn:aws:iam::123456789012:user/alice", "alice", True),
+    ("arn:aws:iam::123456789012:user/team/ops/alice", "alice", True),
+    ("arn:aws:iam::123456789012:user/alice2", "alice", False),
+    ("arn:aws:sts::123456789012:assumed-role/alice/x", "alice", False),
+    ("arn:aws-cn:iam::123456789012:user/Alice", "alice", True),
+])
+def test_arn_names_user(arn, user, expected):
+    assert lambda_function.arn_names_user(arn, user) is expected
+
+
+# --- dry run ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["event", "env"])
+def test_dry_run_returns_plans_and_changes_nothing(aws, invoke, monkeypatch, how):
+    seeded = [seed_row(aws.iam, aws.secrets, row) for row in ROWS]
+    before = {s.user: aws.keys(s.user) for s in seeded}
+    calls = mutating_calls(aws)
+    if how == "env":
+        monkeypatch.setenv("DRY_RUN", "true")
+    result = invoke(*(s.secret for s in seeded), event={"dry_run": True} if how == "event" else {})
+    assert set(calls) == {"GetSecretValue", "ListAccessKeys"}
+    assert {s.user: aws.keys(s.user) for s in seeded} == before
+    assert all(len(aws.versions(s.secret)) == 1 for s in seeded)
+    assert result["dry_run"] is True and result["planned"] == len(ROWS) and result["rotated"] == 0
+    two_active = result["secrets"][-1]
+    assert two_active["steps"] == [f"delete {seeded[-1].key_ids[1]}", "create new", "store new",
+                                   f"deactivate {seeded[-1].key_ids[0]}"]
+
+
+def test_dry_run_still_reports_bad_secrets(aws, invoke):
+    aws.secrets.create_secret(Name="bad", SecretString="[]")
+    with pytest.raises(RotationFailed, match="secret 'bad'"):
+        invoke("bad", event={"dry_run": True})
+
+
+# --- age threshold ------------------------------------------------------------------------------------------------
+
+
+def steady_state(aws, user: str, held_age_days: float):
+    """Held key Active and `held_age_days` old, previous key Inactive."""
+    seeded = seed_user(aws.iam, aws.secrets, user, ("Inactive", "Active"), held=1)
+    backdate_key(user, seeded.key_ids[0], held_age_days + 90)
+    backdate_key(user, seeded.key_ids[1], held_age_days)
+    return seeded
+
+
+def test_young_key_in_steady_state_is_skipped(aws, invoke, monkeypatch):
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "90")
+    seeded = steady_state(aws, "alice", held_age_days=10)
+    result = invoke(seeded.secret)
+    assert (result["rotated"], result["skipped"]) == (0, 1)
+    assert "younger than ROTATE_AFTER_DAYS=90" in result["secrets"][0]["reason"]
+    assert len(aws.versions(seeded.secret)) == 1
+
+
+def test_old_key_is_rotated(aws, invoke, monkeypatch):
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "90")
+    seeded = steady_state(aws, "alice", held_age_days=91)
+    assert invoke(seeded.secret)["rotated"] == 1
+    aws.assert_converged(seeded.secret)
+
+
+def test_force_ignores_the_threshold(aws, invoke, monkeypatch):
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "90")
+    seeded = steady_state(aws, "alice", held_age_days=1)
+    assert invoke(seeded.secret, event={"force": True})["rotated"] == 1
+
+
+def test_threshold_zero_rotates_every_run(aws, invoke):
+    seeded = steady_state(aws, "alice", held_age_days=0)
+    assert invoke(seeded.secret)["rotated"] == 1
+
+
+@pytest.mark.parametrize("statuses, held", [
+    (("Active", "Active"), 1),    # a second Active key the secret does not hold
+    (("Active",), None),          # the secret holds no key
+    (("Inactive", "Active"), 0),  # the held key is inactive
+    ((), None),                   # no key at all
+], ids=["second-active", "held-missing", "held-inactive", "no-keys"])
+def test_young_keys_needing_repair_are_rotated(aws, invoke, monkeypatch, statuses, held):
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "90")
+    seeded = seed_user(aws.iam, aws.secrets, "alice", statuses, held=held)
+    assert invoke(seeded.secret)["rotated"] == 1
+    aws.assert_converged(seeded.secret)
+
+
+# --- targeted runs ------------------------------------------------------------------------------------------------
+
+
+def test_targeted_run_rotates_only_named_secrets(aws, invoke):
+    a, b, c = (seed_row(aws.iam, aws.secrets, ONE_ACTIVE, user=u) for u in ("a", "b", "c"))
+    result = invoke(a.secret, b.secret, c.secret, event={"secrets": [c.secret, " ", a.secret]})
+    assert [s["secret"] for s in result["secrets"]] == [c.secret, a.secret]
+    assert len(aws.versions(b.secret)) == 1 and len(aws.keys("b")) == 1
+    aws.assert_converged(a.secret)
+    aws.assert_converged(c.secret)
+
+
+@pytest.mark.parametrize("secrets", [["iam-keys/a", "iam-keys/not-listed"], "iam-keys/not-listed", [], [7]])
+def test_targeted_run_cannot_widen_or_be_malformed(aws, invoke, secrets):
+    a = seed_row(aws.iam, aws.secrets, ONE_ACTIVE, user="a")
+    seed_row(aws.iam, aws.secrets, ONE_ACTIVE, user="not-listed")
+    with pytest.raises(ConfigError, match='secrets'):
+        invoke(a.secret, event={"secrets": secrets})
+    assert len(aws.versions(a.secret)) == 1 and len(aws.keys("not-listed")) == 1
+
+
+# --- metrics and settings -----------------------------------------------------------------------------------------
+
+
+def emf_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith('{"_aws"')]
+
+
+def test_one_emf_line_counts_rotated_skipped_failed(aws, invoke, capsys):
+    good = seed_row(aws.iam, aws.secrets, ONE_ACTIVE, user="a")
+    aws.secrets.create_secret(Name="bad", SecretString="[]")
+    arn = aws.secrets.describe_secret(SecretId=good.secret)["ARN"]
+    with pytest.raises(RotationFailed):
+        invoke(sec=f"{good.secret};{arn};bad")
+    (line,) = emf_lines(capsys.readouterr().out)
+    assert (line["Rotated"], line["Skipped"], line["Failed"]) == (1, 1, 1)
+    (directive,) = line["_aws"]["CloudWatchMetrics"]
+    assert {m["Name"] for m in directive["Metrics"]} == {"Rotated", "Skipped", "Failed"}
+    assert directive["Dimensions"] == [["FunctionName"]] and "FunctionName" in line
+
+
+@pytest.mark.parametrize("name, value", [
+    ("ROTATE_AFTER_DAYS", "ninety"), ("ROTATE_AFTER_DAYS", "-1"), ("VERIFY_TIMEOUT_SECONDS", "x"),
+    ("MAX_WORKERS", "0"), ("MAX_WORKERS", "2.5"), ("TIME_MARGIN_SECONDS", "soon"),
+])
+def test_bad_setting_is_named_and_nothing_changes(aws, invoke, monkeypatch, name, value):
+    seeded = seed_row(aws.iam, aws.secrets, ONE_ACTIVE)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        invoke(seeded.secret)
+    assert len(aws.versions(seeded.secret)) == 1
