@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint clean
+SIZES  ?= 50 200 400
+LATENCY_MS ?= 30
+
+.PHONY: demo test lint bench clean
 
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +18,9 @@ demo: $(VENV)/.installed  ## rotate demo users' keys on a local moto server
 
 test: $(VENV)/.installed  ## run the test suite
 	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed  ## rotate SIZES secrets each behind LATENCY_MS per call; print figures
+	$(BIN)/python tools/bench.py $(SIZES) --latency-ms $(LATENCY_MS)
 
 lint: $(VENV)/.installed  ## static checks
 	$(BIN)/ruff check .

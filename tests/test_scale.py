@@ -1,0 +1,158 @@
+"""Scale: minimal calls, a bounded thread pool, throttling, and Lambda's time limit."""
+
+from __future__ import annotations
+
+import collections
+import json
+import threading
+import urllib.request
+
+import boto3
+import pytest
+
+import lambda_function
+from fake_region import control, serve
+from lambda_function import RotationFailed
+from local_aws import FAKE_ENV
+from seed import ROWS, iam_secret_keys, seed_row, seed_user
+
+
+def record_calls(clients) -> collections.Counter:
+    """Count the API calls the clients make, by operation (retries not included)."""
+    counts: collections.Counter = collections.Counter()
+    for client in (clients.iam, clients.secrets):
+        client.meta.events.register("before-call.*.*", lambda model, **_: counts.update([model.name]))
+    return counts
+
+
+def test_steady_state_rotation_makes_exactly_six_calls(aws, invoke, monkeypatch):
+    monkeypatch.setenv("VERIFY_TIMEOUT_SECONDS", "0")
+    seeded = seed_user(aws.iam, aws.secrets, "alice", ("Inactive", "Active"), held=1)
+    counts = record_calls(lambda_function.aws_clients())
+    invoke(seeded.secret)
+    assert counts == {"GetSecretValue": 1, "ListAccessKeys": 1, "DeleteAccessKey": 1, "CreateAccessKey": 1,
+                      "PutSecretValue": 1, "UpdateAccessKey": 1}
+
+
+def test_verification_adds_one_sts_call_when_the_key_works(aws, invoke, monkeypatch):
+    seeded = seed_user(aws.iam, aws.secrets, "alice", ("Inactive", "Active"), held=1)
+    counts = record_calls(lambda_function.aws_clients())
+    made = []
+    real = lambda_function.sts_client
+    monkeypatch.setattr(lambda_function, "sts_client", lambda key: made.append(key.key_id) or real(key))
+    invoke(seeded.secret)
+    assert sum(counts.values()) == 6 and made == [aws.value(seeded.secret)["AccessKeyId"]]
+
+
+def test_secrets_rotate_on_a_bounded_pool_of_shared_clients(aws, invoke, monkeypatch):
+    monkeypatch.setenv("MAX_WORKERS", "3")
+    monkeypatch.setenv("VERIFY_TIMEOUT_SECONDS", "0")
+    seeded = [seed_row(aws.iam, aws.secrets, ROWS[i % len(ROWS)], user=f"user-{i}") for i in range(20)]
+    threads, running, peak = set(), [0], [0]
+    lock = threading.Lock()
+
+    def enter(**_):
+        with lock:
+            threads.add(threading.current_thread().name)
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+
+    def leave(**_):
+        with lock:
+            running[0] -= 1
+
+    clients = lambda_function.aws_clients()
+    for client in (clients.iam, clients.secrets):
+        client.meta.events.register("before-call.*.*", enter)
+        client.meta.events.register("after-call.*.*", leave)
+    created = collections.Counter()
+    real_client = boto3.client
+    monkeypatch.setattr(lambda_function.boto3, "client", lambda name, **kw: created.update([name]) or real_client(
+        name, **kw))
+
+    result = invoke(*(s.secret for s in seeded))
+    invoke(*(s.secret for s in seeded))  # a second invocation in the same environment
+
+    assert result["rotated"] == 20
+    assert 1 < len(threads) <= 3 and peak[0] <= 3
+    assert created == {}, "clients are created once per execution environment, not per run"
+    assert lambda_function.aws_clients() is clients
+    for s in seeded:
+        aws.assert_converged(s.secret)
+    assert [s["secret"] for s in result["secrets"]] == [s.secret for s in seeded], "results stay in order"
+
+
+@pytest.fixture
+def region(monkeypatch):
+    """A moto server on 127.0.0.1 behind a WSGI layer that can answer 'Rate exceeded'."""
+    lambda_function.aws_clients.cache_clear()
+    server, region, url = serve()
+    control(url, "reset")  # moto's state is per process: clear what other tests left
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10)
+    for name, value in {**FAKE_ENV, "AWS_ENDPOINT_URL": url}.items():
+        monkeypatch.setenv(name, value)
+    yield url
+    server.shutdown()
+    lambda_function.aws_clients.cache_clear()
+
+
+def test_throttling_slows_the_run_instead_of_failing_it(region, monkeypatch):
+    iam, secrets = boto3.client("iam"), boto3.client("secretsmanager")
+    seeded = [seed_user(iam, secrets, f"user-{i}", ("Inactive", "Active"), held=1) for i in range(4)]
+    monkeypatch.setenv("sec", ";".join(s.secret for s in seeded))
+    throttle = {op: 1 for op in ("GetSecretValue", "ListAccessKeys", "DeleteAccessKey", "CreateAccessKey",
+                                 "PutSecretValue", "UpdateAccessKey", "GetCallerIdentity")}
+    control(region, "reset")
+    control(region, "config", {"throttle": throttle})
+
+    result = lambda_function.lambda_handler({}, None)
+
+    stats = control(region, "stats")
+    assert stats["throttled"] == throttle, "every operation was refused once"
+    assert result["rotated"] == 4
+    for s in seeded:
+        value = json.loads(secrets.get_secret_value(SecretId=s.secret)["SecretString"])
+        keys = {k["AccessKeyId"]: k["Status"] for k in iam.list_access_keys(UserName=s.user)["AccessKeyMetadata"]}
+        assert keys == {s.key_ids[1]: "Inactive", value["AccessKeyId"]: "Active"}
+        assert iam_secret_keys(s.user)[value["AccessKeyId"]] == value["SecretAccessKey"]
+    # A throttled CreateAccessKey is retried without making a second key.
+    assert stats["calls"]["CreateAccessKey"] == 4 + 1
+
+
+class Context:
+    """A Lambda context whose clock runs down by `per_call` seconds each time it is asked."""
+
+    function_name = "iam-key-rotation"
+
+    def __init__(self, remaining: float, per_call: float = 0.0) -> None:
+        self.remaining, self.per_call = remaining, per_call
+        self.lock = threading.Lock()
+
+    def get_remaining_time_in_millis(self) -> int:
+        with self.lock:
+            left, self.remaining = self.remaining, self.remaining - self.per_call
+            return int(left * 1000)
+
+
+def test_no_rotation_starts_without_enough_time(aws, invoke, monkeypatch):
+    seeded = [seed_row(aws.iam, aws.secrets, ROWS[1], user=f"u{i}") for i in range(3)]
+    monkeypatch.setenv("sec", ";".join(s.secret for s in seeded))
+    with pytest.raises(RotationFailed) as failure:
+        lambda_function.lambda_handler({}, Context(remaining=59))
+    assert "3 of 3 secrets failed" in str(failure.value)
+    assert "not attempted: less than 60s of the Lambda time limit left" in str(failure.value)
+    assert all(len(aws.versions(s.secret)) == 1 and len(aws.keys(s.user)) == 1 for s in seeded)
+
+
+def test_run_stops_starting_rotations_near_the_limit(aws, invoke, monkeypatch):
+    monkeypatch.setenv("MAX_WORKERS", "1")
+    monkeypatch.setenv("TIME_MARGIN_SECONDS", "100")
+    seeded = [seed_row(aws.iam, aws.secrets, ROWS[1], user=f"u{i}") for i in range(5)]
+    monkeypatch.setenv("sec", ";".join(s.secret for s in seeded))
+    with pytest.raises(RotationFailed) as failure:
+        lambda_function.lambda_handler({}, Context(remaining=130, per_call=10))  # 130, 120, 110, 100, 90
+    message = str(failure.value)
+    assert message.startswith("1 of 5 secrets failed") and f"secret '{seeded[4].secret}': not attempted" in message
+    for s in seeded[:4]:
+        aws.assert_converged(s.secret)  # every started rotation finished
+    assert len(aws.versions(seeded[4].secret)) == 1 and len(aws.keys(seeded[4].user)) == 1

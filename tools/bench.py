@@ -1,0 +1,111 @@
+"""`make bench`: rotate N steady-state secrets against moto behind a simulated network latency.
+
+Prints, for each N, the wall time of one handler run next to the sequential
+floor (N x calls per rotation x latency), and the calls per rotation by
+operation. Every secret is checked afterwards. Figures, not assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import boto3  # noqa: E402
+
+import lambda_function  # noqa: E402
+from fake_region import control  # noqa: E402
+from local_aws import FAKE_ENV, LambdaContext  # noqa: E402
+from seed import seed_user  # noqa: E402
+
+
+def start_region() -> tuple[subprocess.Popen, str]:
+    """Serve moto in its own process, so its CPU does not share the handler's GIL."""
+    server = subprocess.Popen([sys.executable, str(HERE / "fake_region.py")], stdout=subprocess.PIPE, text=True)
+    return server, server.stdout.readline().strip()
+
+
+def seed(n: int, run: int) -> list:
+    """N users in the steady state: previous key Inactive, held key Active."""
+    iam, secrets = boto3.client("iam"), boto3.client("secretsmanager")
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(lambda i: seed_user(iam, secrets, f"bench{run}-{i:04d}", ("Inactive", "Active"), 1),
+                             range(n)))
+
+
+def check(seeded: list) -> int:
+    """Count secrets left exactly right: old inactive gone, old active Inactive, new key Active and held."""
+    iam, secrets = boto3.client("iam"), boto3.client("secretsmanager")
+
+    def ok(s) -> bool:
+        value = json.loads(secrets.get_secret_value(SecretId=s.secret)["SecretString"])
+        keys = {k["AccessKeyId"]: k["Status"] for k in iam.list_access_keys(UserName=s.user)["AccessKeyMetadata"]}
+        return keys == {s.key_ids[1]: "Inactive", value["AccessKeyId"]: "Active"} and value[
+            "AccessKeyId"] not in s.key_ids
+
+    with ThreadPoolExecutor(16) as pool:
+        return sum(pool.map(ok, seeded))
+
+
+def bench(url: str, n: int, latency_ms: float, run: int) -> dict:
+    seeded = seed(n, run)
+    os.environ["sec"] = ";".join(s.secret for s in seeded)
+    control(url, "reset")
+    control(url, "config", {"latency_ms": latency_ms})
+    with contextlib.redirect_stdout(io.StringIO()):  # the run's metrics line
+        started = time.perf_counter()
+        result = lambda_function.lambda_handler({"bench": run}, LambdaContext())
+        wall = time.perf_counter() - started
+    calls = control(url, "stats")["calls"]
+    control(url, "config", {"latency_ms": 0})
+    correct = check(seeded)
+    per_rotation = sum(calls.values()) / n
+    floor = n * per_rotation * latency_ms / 1000
+    return {"n": n, "wall": wall, "floor": floor, "calls": calls, "per_rotation": per_rotation,
+            "rotated": result["rotated"], "correct": correct}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, default=[50, 200, 400])
+    parser.add_argument("--latency-ms", type=float, default=30.0)
+    args = parser.parse_args()
+    os.environ.update(FAKE_ENV)
+    server, url = start_region()
+    os.environ["AWS_ENDPOINT_URL"] = url
+    logging.getLogger("key_rotation").disabled = True  # one line per action x N is not a benchmark figure
+    try:
+        workers = os.environ.get("MAX_WORKERS", "8")
+        print(f"moto on {url} (own process), latency {args.latency_ms:g} ms per call, MAX_WORKERS={workers}, "
+              f"VERIFY_TIMEOUT_SECONDS={os.environ.get('VERIFY_TIMEOUT_SECONDS', '30')}, {os.cpu_count()} cores")
+        print(f"{'N':>5} {'wall s':>8} {'floor s':>8} {'floor/wall':>10} {'ms/secret':>9} {'calls/rot':>9} "
+              f"{'correct':>9}")
+        rows = []
+        for run, n in enumerate(args.sizes):
+            row = bench(url, n, args.latency_ms, run)
+            rows.append(row)
+            print(f"{n:>5} {row['wall']:>8.2f} {row['floor']:>8.1f} {row['floor'] / row['wall']:>10.1f} "
+                  f"{1000 * row['wall'] / n:>9.1f} {row['per_rotation']:>9.2f} {row['correct']:>5}/{n}", flush=True)
+        print("\ncalls per rotation by operation:")
+        ops = sorted({op for row in rows for op in row["calls"]})
+        print("  " + " ".join(f"{'N=' + str(r['n']):>8}" for r in rows) + "  operation")
+        for op in ops:
+            print("  " + " ".join(f"{r['calls'].get(op, 0) / r['n']:>8.2f}" for r in rows) + f"  {op}")
+        return 0 if all(r["correct"] == r["n"] == r["rotated"] for r in rows) else 1
+    finally:
+        server.terminate()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
