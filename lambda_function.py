@@ -306,10 +306,10 @@ def error_code(err: BaseException) -> str | None:
     return err.response.get("Error", {}).get("Code") if isinstance(err, ClientError) else None
 
 
-def read_secret(clients: Clients, secret_id: str) -> SecretRecord:
-    """Read the secret and check that its value names a user."""
+def read_secret(clients: Clients, secret_id: str, **version: str) -> SecretRecord:
+    """Read the secret (its current version, or the one named) and check that its value names a user."""
     try:
-        response = clients.secrets.get_secret_value(SecretId=secret_id)
+        response = clients.secrets.get_secret_value(SecretId=secret_id, **version)
     except ClientError as err:
         if error_code(err) == "ResourceNotFoundException":
             raise RotationError(f"secret {secret_id!r}: not found") from None
@@ -395,15 +395,19 @@ def remove_unknown_keys(clients: Clients, record: SecretRecord, existing: set[st
                    error=str(err) if isinstance(err, RotationError) else describe_error(err))
 
 
-def store_key(clients: Clients, record: SecretRecord, new_key: NewKey, token: str | None) -> None:
-    """Write the new key into the secret as its new AWSCURRENT version."""
+def store_key(
+    clients: Clients, record: SecretRecord, new_key: NewKey, token: str | None, pending: bool = False
+) -> None:
+    """Write the new key into the secret: as its new AWSCURRENT version, or as AWSPENDING version `token`."""
     value = {**record.value, "AccessKeyId": new_key.key_id, "SecretAccessKey": new_key.secret_access_key}
-    version = {"ClientRequestToken": token} if token else {}  # else botocore makes one up
+    version: dict[str, Any] = {"ClientRequestToken": token} if token else {}  # else botocore makes one up
+    if pending:
+        version["VersionStages"] = ["AWSPENDING"]
     try:
         clients.secrets.put_secret_value(SecretId=record.arn, SecretString=json.dumps(value), **version)
     except (ClientError, BotoCoreError) as err:
         problem = describe_error(err)
-        confirmed = secret_holds(clients, record, new_key.key_id)
+        confirmed = secret_holds(clients, record, new_key.key_id, token if pending else None)
         if confirmed:  # applied, but the answer was lost
             log_action("store_confirmed", logging.WARNING, secret=record.name, user=record.user_name,
                        key_id=new_key.key_id, error=problem)
@@ -418,10 +422,11 @@ def store_key(clients: Clients, record: SecretRecord, new_key: NewKey, token: st
     log_action("store_key", secret=record.name, user=record.user_name, key_id=new_key.key_id)
 
 
-def secret_holds(clients: Clients, record: SecretRecord, key_id: str) -> bool | None:
-    """Re-read the secret: does its current version hold key_id? None if unknown."""
+def secret_holds(clients: Clients, record: SecretRecord, key_id: str, version_id: str | None = None) -> bool | None:
+    """Re-read the secret: does its current (or the named) version hold key_id? None if unknown."""
+    version = {"VersionId": version_id} if version_id else {}
     try:
-        response = clients.secrets.get_secret_value(SecretId=record.arn)
+        response = clients.secrets.get_secret_value(SecretId=record.arn, **version)
         return json.loads(response["SecretString"]).get("AccessKeyId") == key_id
     except (ClientError, BotoCoreError, ValueError, KeyError, AttributeError):
         return None
@@ -497,26 +502,37 @@ def apply_plan(
     clients: Clients, record: SecretRecord, plan: RotationPlan, keys: list[KeyState], settings: Settings
 ) -> NewKey:
     """Carry out the plan: make room, create, store, verify, then retire the old keys."""
+    new_key = make_room_and_create(clients, record, plan, keys)
+    store_key(clients, record, new_key, version_token(settings.event_id, record))
+    verify_key(record, new_key, settings.verify_timeout)
+    retire_keys(clients, record, new_key.key_id, plan.deactivate_after, plan.delete_after)
+    return new_key
+
+
+def make_room_and_create(clients: Clients, record: SecretRecord, plan: RotationPlan, keys: list[KeyState]) -> NewKey:
+    """Delete the keys the plan deletes first, then create the new key."""
     try:
         for key_id in plan.delete_first:
             delete_key(clients, record, key_id)
     except (ClientError, BotoCoreError) as err:
         raise RotationError(f"secret {record.name!r}: {describe_error(err)}; old key unchanged") from None
     remaining = {k.key_id for k in keys} - set(plan.delete_first)
-    new_key = create_key(clients, record, remaining)
-    store_key(clients, record, new_key, version_token(settings.event_id, record))
-    verify_key(record, new_key, settings.verify_timeout)
+    return create_key(clients, record, remaining)
+
+
+def retire_keys(clients: Clients, record: SecretRecord, new_key_id: str,
+                deactivate: tuple[str, ...], delete: tuple[str, ...] = ()) -> None:
+    """Deactivate, then delete, old keys once the new key is stored."""
     try:
-        for key_id in plan.deactivate_after:
+        for key_id in deactivate:
             deactivate_key(clients, record, key_id)
-        for key_id in plan.delete_after:
+        for key_id in delete:
             delete_key(clients, record, key_id)
     except (ClientError, BotoCoreError) as err:
         raise RotationError(
-            f"secret {record.name!r}: new key {new_key.key_id} stored, but retiring the old key failed: "
+            f"secret {record.name!r}: new key {new_key_id} stored, but retiring the old key failed: "
             f"{describe_error(err)}; the next run finishes it"
         ) from None
-    return new_key
 
 
 def rotate_secret(clients: Clients, run: RunState, secret_id: str) -> Outcome:
@@ -550,6 +566,96 @@ def rotate_secret(clients: Clients, run: RunState, secret_id: str) -> Outcome:
                new_key_id=new_key.key_id)
     return Outcome(secret=secret_id, status="rotated", user=record.user_name,
                    old_key_id=record.held_key_id, new_key_id=new_key.key_id, steps=steps)
+
+
+# ---------------------------------------------------------------------------
+# Secrets Manager rotation: the same table, one step per invocation
+# ---------------------------------------------------------------------------
+
+ROTATION_STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
+
+
+def is_rotation_event(event: Any) -> bool:
+    """Is this Secrets Manager invoking us as the secret's rotation function?"""
+    return isinstance(event, dict) and "Step" in event
+
+
+def rotation_step(clients: Clients, event: dict) -> dict[str, Any]:
+    """Check the event and the token's staging, then run the step it names."""
+    step, secret_id, token = event.get("Step"), event.get("SecretId"), event.get("ClientRequestToken")
+    if step not in ROTATION_STEPS or not isinstance(secret_id, str) or not isinstance(token, str):
+        raise ConfigError(f"rotation event needs Step (one of {', '.join(ROTATION_STEPS)}), SecretId and "
+                          f"ClientRequestToken; got Step={step!r}")
+    try:
+        stages = clients.secrets.describe_secret(SecretId=secret_id).get("VersionIdsToStages", {})
+    except ClientError as err:
+        raise RotationError(f"secret {secret_id!r}: {describe_error(err)}") from None
+    if token not in stages:
+        raise RotationError(f"secret {secret_id!r}: version {token} has no stage for rotation")
+    if step != "finishSecret" and "AWSCURRENT" in stages[token]:
+        log_action("rotation_already_current", secret=secret_id, step=step, version=token)
+        return {"secret": secret_id, "step": step, "status": "already current"}
+    if step != "finishSecret" and "AWSPENDING" not in stages[token]:
+        raise RotationError(f"secret {secret_id!r}: version {token} is not staged AWSPENDING")
+    steps = {"createSecret": step_create_secret, "setSecret": step_set_secret, "testSecret": step_test_secret,
+             "finishSecret": step_finish_secret}
+    try:
+        done = steps[step](clients, secret_id, token, stages)
+    except (ClientError, BotoCoreError) as err:
+        raise RotationError(f"secret {secret_id!r}: {step}: {describe_error(err)}") from None
+    log_action("rotation_step", secret=secret_id, step=step, version=token, result=done)
+    return {"secret": secret_id, "step": step, "status": done}
+
+
+def step_create_secret(clients: Clients, secret_id: str, token: str, stages: dict) -> str:
+    """createSecret: clean up as the table says, create the key, store it as AWSPENDING."""
+    try:
+        clients.secrets.get_secret_value(SecretId=secret_id, VersionId=token, VersionStage="AWSPENDING")
+        log_action("create_secret_exists", secret=secret_id, version=token)
+        return "pending version already exists"
+    except ClientError as err:
+        if error_code(err) != "ResourceNotFoundException":
+            raise RotationError(f"secret {secret_id!r}: {describe_error(err)}") from None
+    record = read_secret(clients, secret_id)  # AWSCURRENT: its key is never touched here
+    keys = list_keys(clients, record)
+    plan = plan_rotation(keys, record.held_key_id)
+    log_action("plan", secret=secret_id, user=record.user_name, held_key_id=record.held_key_id,
+               keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), version=token)
+    new_key = make_room_and_create(clients, record, plan, keys)
+    store_key(clients, record, new_key, token, pending=True)
+    return f"created {new_key.key_id}"
+
+
+def step_set_secret(clients: Clients, secret_id: str, token: str, stages: dict) -> str:
+    """setSecret: nothing to do, IAM already holds the key createSecret made."""
+    log_action("set_secret", secret=secret_id, version=token, note="nothing to do: IAM already holds the key")
+    return "nothing to do"
+
+
+def step_test_secret(clients: Clients, secret_id: str, token: str, stages: dict) -> str:
+    """testSecret: the pending key authenticates as the user."""
+    record = read_secret(clients, secret_id, VersionId=token, VersionStage="AWSPENDING")
+    secret_key = record.value.get("SecretAccessKey")
+    if not record.held_key_id or not isinstance(secret_key, str):
+        raise RotationError(f"secret {secret_id!r}: pending version {token} holds no access key")
+    verify_key(record, NewKey(record.held_key_id, secret_key), env_number("VERIFY_TIMEOUT_SECONDS", 30, 0))
+    return f"verified {record.held_key_id}"
+
+
+def step_finish_secret(clients: Clients, secret_id: str, token: str, stages: dict) -> str:
+    """finishSecret: make the token's version AWSCURRENT, drop AWSPENDING, deactivate the old key."""
+    current = next((v for v, labels in stages.items() if "AWSCURRENT" in labels), None)
+    if current != token:
+        clients.secrets.update_secret_version_stage(SecretId=secret_id, VersionStage="AWSCURRENT",
+                                                    MoveToVersionId=token, RemoveFromVersionId=current)
+        log_action("finish_secret", secret=secret_id, version=token, previous_version=current)
+    if "AWSPENDING" in stages[token]:
+        clients.secrets.update_secret_version_stage(SecretId=secret_id, VersionStage="AWSPENDING",
+                                                    RemoveFromVersionId=token)
+    record = read_secret(clients, secret_id, VersionId=token)
+    old_keys = plan_finish(list_keys(clients, record), record.held_key_id)
+    retire_keys(clients, record, record.held_key_id or "", old_keys)
+    return f"current is {record.held_key_id}; deactivated {', '.join(old_keys) or 'nothing'}"
 
 
 def rotate_or_report(clients: Clients, run: RunState, secret_id: str, context: Any) -> Outcome:
@@ -657,8 +763,10 @@ configure_logging()  # before any client exists
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
-    """Rotate every secret named in ``sec``; raise if any of them failed."""
+    """Rotate every secret named in ``sec``, or serve one Secrets Manager rotation step."""
     configure_logging()
+    if is_rotation_event(event):
+        return rotation_step(aws_clients(), event)
     settings = load_settings(event)
     run = RunState(settings=settings)
     clients = aws_clients()

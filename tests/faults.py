@@ -49,6 +49,8 @@ class Faulty:
 SERVICE_OF = {
     "get_secret_value": "secrets",
     "put_secret_value": "secrets",
+    "describe_secret": "secrets",
+    "update_secret_version_stage": "secrets",
     "list_access_keys": "iam",
     "create_access_key": "iam",
     "delete_access_key": "iam",

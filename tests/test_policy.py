@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_rotation_mode import begin_rotation
 
 import lambda_function
 from faults import REFUSED, TIMEOUT, inject
@@ -55,4 +56,8 @@ def test_policy_allows_exactly_what_the_code_calls(aws, invoke, monkeypatch, cal
     inject(monkeypatch, "create_access_key", TIMEOUT)
     with pytest.raises(RotationFailed):
         invoke(seeded[1].secret)
+    monkeypatch.undo()
+    token = begin_rotation(seeded[2].secret)  # Secrets Manager rotation mode
+    for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+        lambda_function.lambda_handler({"Step": step, "SecretId": seeded[2].secret, "ClientRequestToken": token}, None)
     assert policy_actions() == called | LOG_ACTIONS

@@ -80,3 +80,18 @@ def backdate_key(user: str, key_id: str, days: float) -> None:
             key.create_date = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=days)
             return
     raise KeyError(key_id)
+
+
+def begin_rotation(secret: str, region: str = "us-east-1") -> str:
+    """Do what RotateSecret does before it invokes the rotation function: stage a new,
+    empty AWSPENDING version (moto's state, in this process). Returns its token."""
+    import time
+    import uuid
+
+    from moto.secretsmanager.models import secretsmanager_backends
+
+    token = str(uuid.uuid4())
+    stored = secretsmanager_backends[ACCOUNT_ID][region].secrets[secret]
+    stored.remove_version_stages_from_old_versions(["AWSPENDING"])
+    stored.versions[token] = {"createdate": int(time.time()), "version_id": token, "version_stages": ["AWSPENDING"]}
+    return token

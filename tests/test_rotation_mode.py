@@ -1,0 +1,209 @@
+"""Secrets Manager's own rotation: the four steps, idempotent, crash-safe, and through RotateSecret."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+
+import lambda_function
+from faults import CRASH, REFUSED, Crash, inject
+from lambda_function import ConfigError, RotationError
+from seed import ROWS, begin_rotation, seed_row
+
+STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
+
+
+def step(secret: str, token: str, name: str) -> dict:
+    return lambda_function.lambda_handler({"Step": name, "SecretId": secret, "ClientRequestToken": token}, None)
+
+
+def run_steps(secret: str, token: str) -> None:
+    for name in STEPS:
+        step(secret, token, name)
+
+
+def stages(aws, secret: str) -> dict[str, list[str]]:
+    return aws.secrets.describe_secret(SecretId=secret)["VersionIdsToStages"]
+
+
+def assert_finished(aws, secret: str, token: str) -> None:
+    """AWSCURRENT on the token's version, AWSPENDING nowhere, the keys in the steady state."""
+    labels = stages(aws, secret)
+    assert "AWSCURRENT" in labels[token]
+    assert not any("AWSPENDING" in v for v in labels.values()), labels
+    aws.assert_converged(secret)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
+def test_four_steps_rotate_every_row(aws, monkeypatch, row):
+    seeded = seed_row(aws.iam, aws.secrets, row, user="alice")
+    before = aws.value(seeded.secret)
+    monkeypatch.delenv("sec", raising=False)  # not needed in this mode
+    token = begin_rotation(seeded.secret)
+
+    step(seeded.secret, token, "createSecret")
+    pending = aws.value(seeded.secret, "AWSPENDING")
+    assert aws.value(seeded.secret) == before, "AWSCURRENT untouched until finishSecret"
+    if row.held is not None and row.statuses[row.held] == "Active":
+        assert aws.holds_working_key(seeded.secret)
+    assert aws.keys("alice")[pending["AccessKeyId"]] == "Active"
+
+    for name in STEPS[1:]:
+        step(seeded.secret, token, name)
+
+    assert_finished(aws, seeded.secret, token)
+    assert aws.value(seeded.secret) == pending
+    assert aws.value(seeded.secret, "AWSPREVIOUS") == before
+    if row.held is not None and row.statuses[row.held] == "Active":
+        assert aws.keys("alice")[before["AccessKeyId"]] == "Inactive", "previous key kept as fallback"
+
+
+def test_every_step_twice_converges(aws):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    token = begin_rotation(seeded.secret)
+    for name in STEPS:
+        step(seeded.secret, token, name)
+        step(seeded.secret, token, name)
+    assert_finished(aws, seeded.secret, token)
+    assert len(aws.keys("alice")) == 2
+    run_steps(seeded.secret, token)  # the whole rotation again: nothing more happens
+    assert len(aws.versions(seeded.secret)) == 2 and len(aws.keys("alice")) == 2
+
+
+def test_create_secret_leaves_the_current_key_alone_when_its_version_is_current(aws):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    current = next(v for v, s in stages(aws, seeded.secret).items() if "AWSCURRENT" in s)
+    assert step(seeded.secret, current, "createSecret")["status"] == "already current"
+    assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
+
+
+@pytest.mark.parametrize("event, error", [
+    ({"Step": "dance", "SecretId": "s", "ClientRequestToken": "t"}, ConfigError),
+    ({"Step": "createSecret", "SecretId": "iam-keys/alice", "ClientRequestToken": "no-such-version-token-000000000000"},
+     RotationError),
+])
+def test_bad_rotation_events_are_refused(aws, event, error):
+    seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    with pytest.raises(error):
+        lambda_function.lambda_handler(event, None)
+    assert len(aws.keys("alice")) == 1
+
+
+def test_pending_key_that_never_verifies_fails_test_step_and_keeps_current(aws, monkeypatch):
+    monkeypatch.setenv("VERIFY_TIMEOUT_SECONDS", "3")
+    monkeypatch.setattr(lambda_function, "sleep", lambda s: None)
+
+    class NeverValid:
+        def get_caller_identity(self):
+            from botocore.exceptions import ClientError
+            raise ClientError({"Error": {"Code": "InvalidClientTokenId", "Message": "no"}}, "GetCallerIdentity")
+
+    monkeypatch.setattr(lambda_function, "sts_client", lambda key: NeverValid())
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    token = begin_rotation(seeded.secret)
+    step(seeded.secret, token, "createSecret")
+    step(seeded.secret, token, "setSecret")
+    with pytest.raises(RotationError, match="did not authenticate"):
+        step(seeded.secret, token, "testSecret")
+    assert aws.holds_working_key(seeded.secret)
+    assert aws.keys("alice")[seeded.key_ids[0]] == "Active"
+
+
+# Every mutating call of the steps, per row that makes it (create: delete/create/put; finish: labels, deactivate).
+FAULT_CALLS = [
+    ("one-active", "create_access_key"),
+    ("one-active", "put_secret_value"),
+    ("one-active", "update_secret_version_stage"),
+    ("one-active", "update_secret_version_stage#2"),
+    ("one-active", "update_access_key"),
+    ("old-active-new-inactive", "delete_access_key"),
+    ("two-active", "delete_access_key"),
+    ("two-active", "update_access_key"),
+]
+
+
+@pytest.mark.parametrize("mode", [CRASH, REFUSED])
+@pytest.mark.parametrize("row_name, call", FAULT_CALLS, ids=[f"{r}-{c}" for r, c in FAULT_CALLS])
+def test_fault_then_same_token_retry_then_new_rotation_converge(aws, monkeypatch, row_name, call, mode):
+    row = next(r for r in ROWS if r.name == row_name)
+    seeded = seed_row(aws.iam, aws.secrets, row, user="alice")
+    token = begin_rotation(seeded.secret)
+    method, _, nth = call.partition("#")
+    fault = inject(monkeypatch, method, mode, int(nth or 1))
+
+    with pytest.raises((Crash, RotationError)):
+        run_steps(seeded.secret, token)
+    assert fault.fired
+    if row.statuses[row.held] == "Active":
+        assert aws.holds_working_key(seeded.secret)
+
+    monkeypatch.undo()
+    run_steps(seeded.secret, token)  # Secrets Manager retries the same rotation
+    assert_finished(aws, seeded.secret, token)
+
+    later = begin_rotation(seeded.secret)  # and a later rotation
+    run_steps(seeded.secret, later)
+    assert_finished(aws, seeded.secret, later)
+
+
+def test_retried_create_after_crash_before_put_removes_orphan(aws, monkeypatch):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[3], user="alice")  # 1 active + 1 inactive: no room to spare
+    token = begin_rotation(seeded.secret)
+    inject(monkeypatch, "create_access_key", CRASH)
+    with pytest.raises(Crash):
+        step(seeded.secret, token, "createSecret")
+    (orphan,) = set(aws.keys("alice")) - set(seeded.key_ids)
+    monkeypatch.undo()
+    step(seeded.secret, token, "createSecret")  # would hit the two-key limit if the orphan stayed
+    assert orphan not in aws.keys("alice")
+    run_steps(seeded.secret, token)
+    assert_finished(aws, seeded.secret, token)
+
+
+# --- through moto's RotateSecret ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rotation_function(aws, monkeypatch):
+    """A Lambda function in moto whose invocations run our handler in-process."""
+    from moto.awslambda.models import LambdaBackend
+
+    role = aws.iam.create_role(RoleName="rotation", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                 "Principal": {"Service": "lambda.amazonaws.com"}}]}))["Role"]["Arn"]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(lambda_function.__file__, "lambda_function.py")
+    import boto3
+
+    function = boto3.client("lambda").create_function(
+        FunctionName="iam-key-rotation", Runtime="python3.12", Role=role, Handler="lambda_function.lambda_handler",
+        Code={"ZipFile": archive.getvalue()})["FunctionArn"]
+    invoked = []
+
+    def invoke(self, function_name, qualifier, body, headers, response_headers):
+        event = json.loads(body)
+        invoked.append(event["Step"])
+        return json.dumps(lambda_function.lambda_handler(event, None)).encode()
+
+    monkeypatch.setattr(LambdaBackend, "invoke", invoke)
+    return function, invoked
+
+
+def test_rotate_secret_runs_the_four_steps_through_the_handler(aws, rotation_function):
+    function, invoked = rotation_function
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[3], user="alice")
+    for _ in range(3):
+        before = aws.value(seeded.secret)
+        aws.secrets.rotate_secret(SecretId=seeded.secret, RotationLambdaARN=function,
+                                  RotationRules={"ScheduleExpression": "rate(30 days)"})
+        after = aws.value(seeded.secret)
+        assert after["AccessKeyId"] != before["AccessKeyId"]
+        assert aws.keys("alice") == {before["AccessKeyId"]: "Inactive", after["AccessKeyId"]: "Active"}
+        aws.assert_converged(seeded.secret)
+        labels = stages(aws, seeded.secret)
+        assert not any("AWSPENDING" in v for v in labels.values())
+    assert invoked == list(STEPS) * 3
