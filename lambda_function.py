@@ -171,8 +171,9 @@ class ConfigError(Exception):
 class SecretRecord:
     """A secret as read: its value and the key it holds."""
 
-    name: str
+    name: str  # as the caller named it
     arn: str
+    secret_name: str  # the secret's own name
     value: dict[str, Any]
     user_name: str
     held_key_id: str | None
@@ -214,6 +215,7 @@ class Settings:
     rotate_after_days: float = 0.0
     verify_timeout: float = 30.0
     max_workers: int = 8
+    require_user_tag: bool = False
     time_margin: float = 60.0  # seconds of Lambda time a rotation may need at most
 
 
@@ -309,7 +311,7 @@ def error_code(err: BaseException) -> str | None:
 def read_secret(clients: Clients, secret_id: str, **version: str) -> SecretRecord:
     """Read the secret (its current version, or the one named) and check that its value names a user."""
     try:
-        response = clients.secrets.get_secret_value(SecretId=secret_id, **version)
+        response = clients.secrets.get_secret_value(SecretId=secret_id, **(version or {"VersionStage": "AWSCURRENT"}))
     except ClientError as err:
         if error_code(err) == "ResourceNotFoundException":
             raise RotationError(f"secret {secret_id!r}: not found") from None
@@ -332,11 +334,36 @@ def read_secret(clients: Clients, secret_id: str, **version: str) -> SecretRecor
     return SecretRecord(
         name=secret_id,
         arn=response["ARN"],
+        secret_name=response.get("Name", secret_id),
         value=value,
         user_name=user_name,
         held_key_id=held or None,
         version_id=response.get("VersionId"),
     )
+
+
+USER_TAG = "key-rotation-secret"
+
+
+def check_user_tag(clients: Clients, record: SecretRecord) -> None:
+    """Refuse a secret whose IAM user does not name it back in its key-rotation-secret tag.
+
+    Whoever can write a secret could otherwise point UserName at an admin and
+    receive that admin's new key.
+    """
+    try:
+        tags = clients.iam.list_user_tags(UserName=record.user_name)["Tags"]
+    except ClientError as err:
+        if error_code(err) == "NoSuchEntity":
+            raise RotationError(f"secret {record.name!r}: IAM user {record.user_name!r} not found") from None
+        raise RotationError(f"secret {record.name!r}: {describe_error(err)}") from None
+    named = {tag["Key"]: tag["Value"] for tag in tags}.get(USER_TAG)
+    if named is None:
+        raise RotationError(f"secret {record.name!r}: IAM user {record.user_name!r} has no tag {USER_TAG!r}; "
+                            "with REQUIRE_USER_TAG=true the user must carry it, naming this secret")
+    if named not in (record.name, record.secret_name, record.arn):
+        raise RotationError(f"secret {record.name!r}: IAM user {record.user_name!r} has tag {USER_TAG}={named!r}, "
+                            "which names another secret")
 
 
 def list_keys(clients: Clients, record: SecretRecord) -> list[KeyState]:
@@ -424,7 +451,7 @@ def store_key(
 
 def secret_holds(clients: Clients, record: SecretRecord, key_id: str, version_id: str | None = None) -> bool | None:
     """Re-read the secret: does its current (or the named) version hold key_id? None if unknown."""
-    version = {"VersionId": version_id} if version_id else {}
+    version = {"VersionId": version_id} if version_id else {"VersionStage": "AWSCURRENT"}
     try:
         response = clients.secrets.get_secret_value(SecretId=record.arn, **version)
         return json.loads(response["SecretString"]).get("AccessKeyId") == key_id
@@ -539,6 +566,8 @@ def rotate_secret(clients: Clients, run: RunState, secret_id: str) -> Outcome:
     """Rotate the key of one secret, or say why not."""
     settings = run.settings
     record = read_secret(clients, secret_id)
+    if settings.require_user_tag:
+        check_user_tag(clients, record)
     if not run.claim(record):
         log_action("skip_duplicate", secret=secret_id, arn=record.arn)
         return Outcome(secret=secret_id, status="skipped", user=record.user_name,
@@ -617,6 +646,8 @@ def step_create_secret(clients: Clients, secret_id: str, token: str, stages: dic
         if error_code(err) != "ResourceNotFoundException":
             raise RotationError(f"secret {secret_id!r}: {describe_error(err)}") from None
     record = read_secret(clients, secret_id)  # AWSCURRENT: its key is never touched here
+    if env_flag("REQUIRE_USER_TAG"):
+        check_user_tag(clients, record)
     keys = list_keys(clients, record)
     plan = plan_rotation(keys, record.held_key_id)
     log_action("plan", secret=secret_id, user=record.user_name, held_key_id=record.held_key_id,
@@ -653,6 +684,8 @@ def step_finish_secret(clients: Clients, secret_id: str, token: str, stages: dic
         clients.secrets.update_secret_version_stage(SecretId=secret_id, VersionStage="AWSPENDING",
                                                     RemoveFromVersionId=token)
     record = read_secret(clients, secret_id, VersionId=token)
+    if env_flag("REQUIRE_USER_TAG"):
+        check_user_tag(clients, record)
     old_keys = plan_finish(list_keys(clients, record), record.held_key_id)
     retire_keys(clients, record, record.held_key_id or "", old_keys)
     return f"current is {record.held_key_id}; deactivated {', '.join(old_keys) or 'nothing'}"
@@ -740,6 +773,7 @@ def load_settings(event: Any) -> Settings:
         rotate_after_days=env_number("ROTATE_AFTER_DAYS", 0, 0),
         verify_timeout=verify_timeout,
         max_workers=env_number("MAX_WORKERS", 8, 1, int),
+        require_user_tag=env_flag("REQUIRE_USER_TAG"),
         time_margin=env_number("TIME_MARGIN_SECONDS", verify_timeout + 30, 0),
     )
 

@@ -14,7 +14,8 @@ from lambda_function import RotationFailed
 from seed import ROWS, seed_row
 
 POLICY = Path(__file__).parent.parent / "LambdaExecutionRole.json"
-LOG_ACTIONS = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
+LOG_ACTIONS = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}  # Lambda writes the logs
+KMS_ACTIONS = {"kms:Decrypt", "kms:GenerateDataKey"}  # Secrets Manager calls them for a customer key
 SERVICE_PREFIX = {"iam": "iam", "secrets-manager": "secretsmanager"}
 
 
@@ -22,7 +23,7 @@ def policy_actions() -> set[str]:
     actions = set()
     for statement in json.loads(POLICY.read_text())["Statement"]:
         assert statement["Effect"] == "Allow"
-        assert statement["Resource"] != "*", statement["Sid"]
+        assert "*" not in statement["Resource"].split(":")[2:5], statement["Sid"]
         listed = statement["Action"]
         actions |= {listed} if isinstance(listed, str) else set(listed)
     return actions
@@ -44,6 +45,9 @@ def called(aws):
 
 def test_policy_allows_exactly_what_the_code_calls(aws, invoke, monkeypatch, called):
     seeded = [seed_row(aws.iam, aws.secrets, row) for row in ROWS]
+    for s in seeded:
+        aws.iam.tag_user(UserName=s.user, Tags=[{"Key": "key-rotation-secret", "Value": s.secret}])
+    monkeypatch.setenv("REQUIRE_USER_TAG", "true")
     invoke(*(s.secret for s in seeded))
     for mode in (REFUSED, TIMEOUT):  # the failure paths' calls count too
         fault = inject(monkeypatch, "put_secret_value", mode)
@@ -60,4 +64,4 @@ def test_policy_allows_exactly_what_the_code_calls(aws, invoke, monkeypatch, cal
     token = begin_rotation(seeded[2].secret)  # Secrets Manager rotation mode
     for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
         lambda_function.lambda_handler({"Step": step, "SecretId": seeded[2].secret, "ClientRequestToken": token}, None)
-    assert policy_actions() == called | LOG_ACTIONS
+    assert policy_actions() == called | LOG_ACTIONS | KMS_ACTIONS

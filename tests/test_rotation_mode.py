@@ -207,3 +207,13 @@ def test_rotate_secret_runs_the_four_steps_through_the_handler(aws, rotation_fun
         labels = stages(aws, seeded.secret)
         assert not any("AWSPENDING" in v for v in labels.values())
     assert invoked == list(STEPS) * 3
+
+
+def test_batch_run_after_a_rotation_reads_the_new_current_version(aws, invoke):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    token = begin_rotation(seeded.secret)
+    run_steps(seeded.secret, token)
+    rotated_in = aws.value(seeded.secret)["AccessKeyId"]
+    result = invoke(seeded.secret)
+    assert result["secrets"][0]["old_key_id"] == rotated_in
+    assert aws.keys("alice") == {rotated_in: "Inactive", result["secrets"][0]["new_key_id"]: "Active"}

@@ -1,0 +1,165 @@
+"""Least privilege: the role's actions suffice and each is needed (moto enforcing IAM), and the user-tag guard."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.core import set_initial_no_auth_action_count
+
+import lambda_function
+from seed import begin_rotation, seed_user
+
+ROOT = Path(__file__).parent.parent
+POLICY = json.loads((ROOT / "LambdaExecutionRole.json").read_text())
+ACTIONS = sorted(
+    action
+    for statement in POLICY["Statement"]
+    for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+)
+CODE_ACTIONS = [a for a in ACTIONS if a.split(":")[0] in ("iam", "secretsmanager")]
+STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
+
+
+def admin_clients():
+    """Unauthenticated calls 1-3 make an admin; everything after is checked by moto."""
+    iam = boto3.client("iam")
+    iam.create_user(UserName="admin")
+    iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="admin")["AccessKey"]
+    creds = {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+    return boto3.client("iam", **creds), boto3.client("secretsmanager", **creds)
+
+
+def run_as_role(monkeypatch, actions: list[str]) -> str | None:
+    """Rotate in batch (with REQUIRE_USER_TAG) and in rotation mode as a principal holding `actions`.
+
+    moto checks actions, not resources or conditions, so the principal's policy
+    has the role's actions on every resource. Returns None, or the failure.
+    """
+
+    @set_initial_no_auth_action_count(3)
+    def scenario() -> str | None:
+        iam, secrets = admin_clients()
+        batch = seed_user(iam, secrets, "app-batch", ("Inactive", "Active"), held=1)
+        iam.tag_user(UserName="app-batch", Tags=[{"Key": "key-rotation-secret", "Value": batch.secret}])
+        rotated = seed_user(iam, secrets, "app-rotated", ("Active",), held=0)
+        iam.tag_user(UserName="app-rotated", Tags=[{"Key": "key-rotation-secret", "Value": rotated.secret}])
+        iam.create_user(UserName="rotator")
+        iam.put_user_policy(UserName="rotator", PolicyName="role", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="rotator")["AccessKey"]
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        monkeypatch.setenv("REQUIRE_USER_TAG", "true")
+        monkeypatch.setenv("sec", batch.secret)
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it caches the credentials it found first
+        lambda_function.aws_clients.cache_clear()
+        try:
+            lambda_function.lambda_handler({}, None)
+            token = begin_rotation(rotated.secret)
+            for step in STEPS:
+                lambda_function.lambda_handler(
+                    {"Step": step, "SecretId": rotated.secret, "ClientRequestToken": token}, None)
+        except Exception as err:  # noqa: BLE001 - the failure is the result
+            return f"{type(err).__name__}: {err}"
+        finally:
+            lambda_function.aws_clients.cache_clear()
+        for seeded in (batch, rotated):  # the rotations really happened, with working keys
+            value = json.loads(secrets.get_secret_value(SecretId=seeded.secret, VersionStage="AWSCURRENT")[
+                "SecretString"])
+            keys = {k["AccessKeyId"]: k["Status"] for k in
+                    iam.list_access_keys(UserName=seeded.user)["AccessKeyMetadata"]}
+            assert value["AccessKeyId"] not in seeded.key_ids and keys[value["AccessKeyId"]] == "Active"
+            assert [k for k, s in keys.items() if s == "Active"] == [value["AccessKeyId"]]
+        return None
+
+    with mock_aws():
+        return scenario()
+
+
+def test_the_roles_actions_suffice(monkeypatch):
+    assert run_as_role(monkeypatch, ACTIONS) is None
+
+
+@pytest.mark.parametrize("missing", CODE_ACTIONS)
+def test_each_action_is_needed(monkeypatch, missing):
+    failure = run_as_role(monkeypatch, [a for a in ACTIONS if a != missing])
+    assert failure is not None, f"the rotation worked without {missing}"
+    assert "AccessDenied" in failure
+
+
+def test_the_rest_are_logs_and_kms_via_secrets_manager():
+    assert set(ACTIONS) - set(CODE_ACTIONS) == {
+        "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "kms:Decrypt", "kms:GenerateDataKey"}
+    (kms,) = [s for s in POLICY["Statement"] if s["Sid"] == "UseSecretsKeyOnlyViaSecretsManager"]
+    assert kms["Condition"] == {"StringEquals": {"kms:ViaService": "secretsmanager.REGION.amazonaws.com"}}
+
+
+def test_every_statement_is_scoped():
+    for statement in POLICY["Statement"]:
+        assert "*" not in statement["Resource"].split(":")[2:5], statement["Sid"]
+        assert statement["Resource"].startswith("arn:aws:"), statement["Sid"]
+
+
+def test_policy_linter_flags_what_is_not_explained(tmp_path):
+    loose = tmp_path / "loose.json"
+    loose.write_text(json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": "*"}]}))
+    done = subprocess.run([sys.executable, "tools/lint_policy.py", str(loose)], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 1 and "RESOURCE_STAR" in done.stdout
+    ours = subprocess.run([sys.executable, "tools/lint_policy.py", "LambdaExecutionRole.json"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert ours.returncode == 0, ours.stdout
+
+
+# --- REQUIRE_USER_TAG ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def guarded(aws, monkeypatch):
+    monkeypatch.setenv("REQUIRE_USER_TAG", "true")
+    return seed_user(aws.iam, aws.secrets, "admin-like", ("Active",), held=0)
+
+
+def test_untagged_user_is_refused_and_untouched(aws, invoke, guarded):
+    with pytest.raises(lambda_function.RotationFailed, match="has no tag 'key-rotation-secret'"):
+        invoke(guarded.secret)
+    assert aws.keys("admin-like") == {guarded.key_ids[0]: "Active"}
+    assert len(aws.versions(guarded.secret)) == 1
+
+
+def test_user_tagged_for_another_secret_is_refused(aws, invoke, guarded):
+    aws.iam.tag_user(UserName="admin-like", Tags=[{"Key": "key-rotation-secret", "Value": "iam-keys/other"}])
+    with pytest.raises(lambda_function.RotationFailed, match="names another secret"):
+        invoke(guarded.secret)
+    assert aws.keys("admin-like") == {guarded.key_ids[0]: "Active"}
+
+
+@pytest.mark.parametrize("by", ["name", "arn"])
+def test_user_naming_the_secret_back_rotates(aws, invoke, guarded, by):
+    value = guarded.secret if by == "name" else aws.secrets.describe_secret(SecretId=guarded.secret)["ARN"]
+    aws.iam.tag_user(UserName="admin-like", Tags=[{"Key": "key-rotation-secret", "Value": value}])
+    invoke(guarded.secret)
+    aws.assert_converged(guarded.secret)
+
+
+def test_guard_is_off_by_default(aws, invoke, monkeypatch, guarded):
+    monkeypatch.delenv("REQUIRE_USER_TAG")
+    invoke(guarded.secret)
+    aws.assert_converged(guarded.secret)
+
+
+def test_guard_applies_to_secrets_manager_rotation(aws, guarded):
+    token = begin_rotation(guarded.secret)
+    with pytest.raises(lambda_function.RotationError, match="has no tag"):
+        lambda_function.lambda_handler(
+            {"Step": "createSecret", "SecretId": guarded.secret, "ClientRequestToken": token}, None)
+    assert aws.keys("admin-like") == {guarded.key_ids[0]: "Active"}

@@ -1,0 +1,81 @@
+"""template.yaml: the role's policy is LambdaExecutionRole.json's, and the stack has what the README promises."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).parent.parent
+
+
+class CfnLoader(yaml.SafeLoader):
+    """Reads CloudFormation's short tags (!Ref, !Sub, ...) as {"Ref": ...} style dicts."""
+
+
+def _tag(loader: CfnLoader, suffix: str, node: yaml.Node):
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+CfnLoader.add_multi_constructor("!", _tag)
+TEMPLATE = yaml.load((ROOT / "template.yaml").read_text(), Loader=CfnLoader)
+RESOURCES = TEMPLATE["Resources"]
+
+# The template's substitutions, as the README's placeholders.
+AS_PLACEHOLDERS = {"${AWS::Partition}": "aws", "${AWS::AccountId}": "ACCOUNT_ID", "${AWS::Region}": "REGION",
+                   "${FunctionName}": "FUNCTION_NAME", "${SecretNamePrefix}": "iam-keys/", "${UserPath}": "/"}
+
+
+def as_placeholders(value):
+    if isinstance(value, dict) and set(value) == {"Fn::Sub"}:
+        text = value["Fn::Sub"]
+        for template_name, placeholder in AS_PLACEHOLDERS.items():
+            text = text.replace(template_name, placeholder)
+        return text
+    if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] == "KmsKeyArn":
+        return "arn:aws:kms:REGION:ACCOUNT_ID:key/KMS_KEY_ID"
+    if isinstance(value, dict):
+        return {k: as_placeholders(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_placeholders(v) for v in value]
+    return value
+
+
+def test_role_policy_matches_lambda_execution_role_json():
+    (policy,) = RESOURCES["FunctionRole"]["Properties"]["Policies"]
+    statements = []
+    for statement in policy["PolicyDocument"]["Statement"]:
+        if "Fn::If" in statement:  # the KMS statement, present when a key is given
+            condition, present, _absent = statement["Fn::If"]
+            assert condition == "HasKmsKey"
+            statement = present
+        statements.append(as_placeholders(statement))
+    expected = json.loads((ROOT / "LambdaExecutionRole.json").read_text())["Statement"]
+    assert statements == expected
+
+
+def test_stack_runs_daily_one_at_a_time_with_deliberate_retries_and_an_alarm():
+    function = RESOURCES["Function"]["Properties"]
+    assert function["Runtime"] == "python3.12" and function["Handler"] == "lambda_function.lambda_handler"
+    assert function["ReservedConcurrentExecutions"] == 1
+    assert function["Code"] == {"S3Bucket": {"Ref": "CodeBucket"}, "S3Key": {"Ref": "CodeKey"}}
+    assert function["Environment"]["Variables"]["sec"] == {"Ref": "SecretNames"}
+    assert RESOURCES["AsyncInvokeConfig"]["Properties"]["MaximumRetryAttempts"] == {"Ref": "AsyncRetries"}
+    assert TEMPLATE["Parameters"]["AsyncRetries"]["Default"] == 2
+    rule = RESOURCES["ScheduleRule"]["Properties"]
+    assert TEMPLATE["Parameters"]["Schedule"]["Default"] == "cron(0 6 * * ? *)"
+    assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": "Function.Arn"}
+    permission = RESOURCES["SchedulePermission"]["Properties"]
+    assert permission["Principal"] == "events.amazonaws.com"
+    assert permission["SourceArn"] == {"Fn::GetAtt": "ScheduleRule.Arn"}
+    assert RESOURCES["LogGroup"]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    alarm = RESOURCES["ErrorsAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/Lambda", "Errors")
