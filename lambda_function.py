@@ -408,6 +408,9 @@ def create_key(clients: Clients, record: SecretRecord, existing: set[str]) -> Ne
     key = response["AccessKey"]
     new_key = NewKey(key_id=key["AccessKeyId"], secret_access_key=key["SecretAccessKey"])
     log_action("create_key", secret=record.name, user=record.user_name, key_id=new_key.key_id)
+    if response.get("ResponseMetadata", {}).get("RetryAttempts"):
+        # botocore retried: an earlier attempt may have made a key whose answer was lost.
+        remove_unknown_keys(clients, record, existing | {new_key.key_id})
     return new_key
 
 

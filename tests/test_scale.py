@@ -119,6 +119,37 @@ def test_throttling_slows_the_run_instead_of_failing_it(region, monkeypatch):
     assert stats["calls"]["CreateAccessKey"] == 4 + 1
 
 
+def key_state(iam, secrets, seeded) -> tuple[dict, dict]:
+    value = json.loads(secrets.get_secret_value(SecretId=seeded.secret, VersionStage="AWSCURRENT")["SecretString"])
+    keys = {k["AccessKeyId"]: k["Status"] for k in iam.list_access_keys(UserName=seeded.user)["AccessKeyMetadata"]}
+    return value, keys
+
+
+@pytest.mark.parametrize("operation", ["CreateAccessKey", "PutSecretValue", "DeleteAccessKey", "UpdateAccessKey"])
+def test_retried_call_whose_first_answer_was_lost_leaves_no_extra_key(region, monkeypatch, operation):
+    # botocore retries a 5xx; the lost attempt was applied all the same.
+    iam, secrets = boto3.client("iam"), boto3.client("secretsmanager")
+    empty = seed_user(iam, secrets, "empty", (), held=None)  # room for two new keys
+    steady = seed_user(iam, secrets, "steady", ("Inactive", "Active"), held=1)  # makes every call once
+    monkeypatch.setenv("sec", f"{empty.secret};{steady.secret}")
+    for seeded in (empty, steady):
+        control(region, "reset")
+        control(region, "config", {"lose": {operation: 1}})
+        lost_create_without_room = operation == "CreateAccessKey" and seeded is steady
+        if lost_create_without_room:
+            # The lost attempt took the last free place, so the retry hits the two-key limit:
+            # the run fails safe, removing the key whose secret nobody got.
+            with pytest.raises(RotationFailed, match="LimitExceeded.*old key unchanged"):
+                lambda_function.lambda_handler({"secrets": [seeded.secret]}, None)
+        else:
+            assert lambda_function.lambda_handler({"secrets": [seeded.secret]}, None)["rotated"] == 1
+        assert control(region, "stats")["calls"].get(operation, 0) != 1, "a lost call is retried"
+        value, keys = key_state(iam, secrets, seeded)
+        assert [k for k, status in keys.items() if status == "Active"] == [value["AccessKeyId"]], keys
+        assert iam_secret_keys(seeded.user)[value["AccessKeyId"]] == value["SecretAccessKey"]
+        assert len(keys) <= 2
+
+
 class Context:
     """A Lambda context whose clock runs down by `per_call` seconds each time it is asked."""
 

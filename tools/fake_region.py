@@ -4,7 +4,9 @@ As a library, `Region` wraps moto's WSGI app and `serve()` runs it on a thread.
 As a script (`python tools/fake_region.py`) it serves in its own process, so the
 server's CPU stays off the client's GIL, and prints its URL on the first line.
 Control it over HTTP: GET /_region/stats, POST /_region/config with JSON
-{"latency_ms": 30, "throttle": {"CreateAccessKey": 2}}, POST /_region/reset.
+{"latency_ms": 30, "throttle": {"CreateAccessKey": 2}, "lose": {"PutSecretValue": 1}},
+POST /_region/reset. A throttled call is refused before moto sees it; a lost one
+is applied by moto, then answered with a 500 as if the answer never came.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 THROTTLE_XML = (b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
                 b"<Message>Rate exceeded</Message></Error><RequestId>throttled</RequestId></ErrorResponse>")
 THROTTLE_JSON = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+LOST_XML = (b"<ErrorResponse><Error><Type>Receiver</Type><Code>InternalFailure</Code>"
+            b"<Message>answer lost</Message></Error><RequestId>lost</RequestId></ErrorResponse>")
+LOST_JSON = json.dumps({"__type": "InternalFailure", "message": "answer lost"}).encode()
 
 
 def operation_of(environ: dict) -> str:
@@ -48,6 +53,7 @@ class Region:
         self.counts: collections.Counter = collections.Counter()
         self.throttled: collections.Counter = collections.Counter()
         self.throttle: dict[str, int] = {}
+        self.lose: dict[str, int] = {}
         self.lock = threading.Lock()
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
@@ -60,6 +66,9 @@ class Region:
             if refuse:
                 self.throttle[operation] -= 1
                 self.throttled[operation] += 1
+            lose = not refuse and self.lose.get(operation, 0) > 0
+            if lose:
+                self.lose[operation] -= 1
         if self.latency:
             time.sleep(self.latency)
         if refuse:
@@ -67,6 +76,11 @@ class Region:
             body = THROTTLE_JSON if is_json else THROTTLE_XML
             content_type = "application/x-amz-json-1.1" if is_json else "text/xml"
             start_response("400 Bad Request", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+            return [body]
+        if lose:
+            b"".join(self.app(environ, lambda *args, **kwargs: None))  # applied ...
+            body = LOST_JSON if environ.get("HTTP_X_AMZ_TARGET") else LOST_XML  # ... but not answered
+            start_response("500 Internal Server Error", [("Content-Length", str(len(body)))])
             return [body]
         return self.app(environ, start_response)
 
@@ -78,10 +92,12 @@ class Region:
                 if "latency_ms" in config:
                     self.latency = config["latency_ms"] / 1000
                 self.throttle.update(config.get("throttle", {}))
+                self.lose.update(config.get("lose", {}))
             elif path == "/_region/reset":
                 self.counts.clear()
                 self.throttled.clear()
                 self.throttle.clear()
+                self.lose.clear()
             body = json.dumps({"calls": self.counts, "throttled": self.throttled,
                                "latency_ms": self.latency * 1000}).encode()
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
