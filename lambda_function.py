@@ -178,6 +178,7 @@ class SecretRecord:
     user_name: str
     held_key_id: str | None
     version_id: str | None
+    version_created: datetime | None
 
 
 @dataclass
@@ -210,6 +211,7 @@ class Settings:
 
     secret_ids: list[str]
     event_id: str | None = None  # a scheduled event's id; redeliveries repeat it
+    event_time: datetime | None = None  # a scheduled event's time
     dry_run: bool = False
     force: bool = False
     rotate_after_days: float = 0.0
@@ -339,6 +341,7 @@ def read_secret(clients: Clients, secret_id: str, **version: str) -> SecretRecor
         user_name=user_name,
         held_key_id=held or None,
         version_id=response.get("VersionId"),
+        version_created=response.get("CreatedDate"),
     )
 
 
@@ -471,14 +474,31 @@ def discard_key(clients: Clients, record: SecretRecord, key_id: str) -> None:
                    key_id=key_id, error=describe_error(err))
 
 
-def version_token(event_id: str | None, record: SecretRecord) -> str | None:
-    """The secret version id this event writes: the same for every redelivery."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"key-rotation/{event_id}/{record.arn}")) if event_id else None
+VERSION_PREFIX = "key-rotation-"  # marks the secret versions this function writes
 
 
-def already_rotated(record: SecretRecord, event_id: str | None) -> bool:
-    """Is the secret's current version the one this scheduled event writes (a redelivery)?"""
-    return event_id is not None and record.version_id == version_token(event_id, record)
+def version_token(event_id: str | None, record: SecretRecord) -> str:
+    """The id of the secret version a run writes: for a scheduled event, the same on every redelivery."""
+    if event_id:
+        return VERSION_PREFIX + str(uuid.uuid5(uuid.NAMESPACE_URL, f"key-rotation/{event_id}/{record.arn}"))
+    return VERSION_PREFIX + str(uuid.uuid4())
+
+
+def already_rotated(record: SecretRecord, settings: Settings) -> bool:
+    """Did this scheduled event already rotate the secret (a redelivery)?
+
+    Either the current version is the one this event writes, or this function
+    wrote it at or after the event's time. A version someone else wrote (a new
+    secret) does not count.
+    """
+    if settings.event_id and record.version_id == version_token(settings.event_id, record):
+        return True
+    return (
+        settings.event_time is not None
+        and record.version_created is not None
+        and (record.version_id or "").startswith(VERSION_PREFIX)
+        and record.version_created >= settings.event_time
+    )
 
 
 def finish_rotation(clients: Clients, record: SecretRecord) -> list[str]:
@@ -575,7 +595,7 @@ def rotate_secret(clients: Clients, run: RunState, secret_id: str) -> Outcome:
         log_action("skip_duplicate", secret=secret_id, arn=record.arn)
         return Outcome(secret=secret_id, status="skipped", user=record.user_name,
                        reason=f"same secret as {run.arns[record.arn]!r}")
-    if already_rotated(record, settings.event_id):
+    if already_rotated(record, settings):
         steps = [] if settings.dry_run else finish_rotation(clients, record)
         log_action("skip_already_rotated", secret=secret_id, user=record.user_name, key_id=record.held_key_id)
         return Outcome(secret=secret_id, status="skipped", user=record.user_name, steps=steps,
@@ -771,6 +791,7 @@ def load_settings(event: Any) -> Settings:
     return Settings(
         secret_ids=secret_ids,
         event_id=scheduled_event_id(event),
+        event_time=scheduled_time(event),
         dry_run=event.get("dry_run") is True or env_flag("DRY_RUN"),
         force=event.get("force") is True,
         rotate_after_days=env_number("ROTATE_AFTER_DAYS", 0, 0),
@@ -779,6 +800,17 @@ def load_settings(event: Any) -> Settings:
         require_user_tag=env_flag("REQUIRE_USER_TAG"),
         time_margin=env_number("TIME_MARGIN_SECONDS", verify_timeout + 30, 0),
     )
+
+
+def scheduled_time(event: Any) -> datetime | None:
+    """The time of an EventBridge event, or None for other events or an unreadable time."""
+    if not isinstance(event, dict) or event.get("source") != "aws.events":
+        return None
+    try:
+        when = datetime.fromisoformat(str(event.get("time")))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def scheduled_event_id(event: Any) -> str | None:

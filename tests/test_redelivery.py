@@ -75,12 +75,13 @@ def test_console_events_always_rotate(aws, invoke):
     assert aws.value(seeded.secret)["AccessKeyId"] != first
 
 
-def test_scheduled_event_without_id_always_rotates(aws, invoke):
+def test_scheduled_event_without_id_falls_back_to_its_time(aws, invoke):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1])
     event = scheduled_event(now())
     del event["id"]
     assert invoke(seeded.secret, event=event)["rotated"] == 1
-    assert invoke(seeded.secret, event=event)["rotated"] == 1
+    assert invoke(seeded.secret, event=event)["skipped"] == 1
+    assert len(aws.versions(seeded.secret)) == 2
 
 
 def test_redelivery_after_crash_past_store_finishes_the_rotation(aws, invoke, monkeypatch):
@@ -99,3 +100,28 @@ def test_redelivery_after_crash_past_store_finishes_the_rotation(aws, invoke, mo
     assert result["secrets"][0]["steps"] == [f"deactivate {seeded.key_ids[0]}"]
     assert aws.keys(seeded.user) == {seeded.key_ids[0]: "Inactive", new_key: "Active"}
     aws.assert_converged(seeded.secret)
+
+
+def test_versions_this_function_writes_are_marked(aws, invoke):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1])
+    invoke(seeded.secret, event=console_event())
+    invoke(seeded.secret, event=scheduled_event(now() + timedelta(days=1)))
+    ours = [v["VersionId"] for v in aws.versions(seeded.secret) if "AWSPREVIOUS" in v.get("VersionStages", []) or
+            "AWSCURRENT" in v.get("VersionStages", [])]
+    assert len(ours) == 2 and all(v.startswith("key-rotation-") for v in ours)
+
+
+def test_rotation_by_this_function_after_the_event_time_counts_as_done(aws, invoke):
+    # e.g. a console run after 06:00, then the 06:00 event delivered late (under another id)
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1])
+    invoke(seeded.secret, event=console_event())
+    late = {**scheduled_event(now() - timedelta(minutes=5)), "id": "a-late-delivery"}
+    assert invoke(seeded.secret, event=late)["skipped"] == 1
+    tomorrow = {**scheduled_event(now() + timedelta(days=1)), "id": "tomorrow"}
+    assert invoke(seeded.secret, event=tomorrow)["rotated"] == 1
+
+
+def test_a_version_written_by_someone_else_after_the_event_time_does_not_count(aws, invoke):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1])  # the seed wrote its version just now
+    event = scheduled_event(now() - timedelta(minutes=5))
+    assert invoke(seeded.secret, event=event)["rotated"] == 1
