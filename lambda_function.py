@@ -22,7 +22,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import lru_cache
 from time import monotonic, sleep
 from typing import Any
 
@@ -254,8 +254,12 @@ class RunState:
 
 @dataclass(frozen=True)
 class Clients:
+    """The clients every thread shares, and the session that made them."""
+
+    session: Any
     iam: Any
     secrets: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)  # a session is not thread-safe
 
 
 def client_config() -> Config:
@@ -271,24 +275,39 @@ def client_config() -> Config:
     )
 
 
-@cache
+# The environment that decides where clients connect and as whom. It does not
+# change within a Lambda execution environment; a test may change it.
+CLIENT_ENVIRONMENT = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ACCESS_KEY_ID",
+                      "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS")
+
+
 def aws_clients() -> Clients:
-    """Create the AWS clients once per execution environment; threads share them."""
+    """The shared clients: made once per execution environment (again only if its AWS settings change)."""
+    return clients_for(tuple(os.environ.get(name) for name in CLIENT_ENVIRONMENT))
+
+
+@lru_cache(maxsize=8)
+def clients_for(environment: tuple[str | None, ...]) -> Clients:
+    """Create the IAM and Secrets Manager clients from a session of their own."""
+    session = boto3.session.Session()
     config = client_config()
     return Clients(
-        iam=boto3.client("iam", config=config),
-        secrets=boto3.client("secretsmanager", config=config),
+        session=session,
+        iam=session.client("iam", config=config),
+        secrets=session.client("secretsmanager", config=config),
     )
 
 
 def sts_client(new_key: NewKey) -> Any:
     """An STS client that signs with the new key (and no session token)."""
-    return boto3.client(
-        "sts",
-        aws_access_key_id=new_key.key_id,
-        aws_secret_access_key=new_key.secret_access_key,
-        config=Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=10),
-    )
+    clients = aws_clients()
+    with clients.lock:
+        return clients.session.client(
+            "sts",
+            aws_access_key_id=new_key.key_id,
+            aws_secret_access_key=new_key.secret_access_key,
+            config=Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=10),
+        )
 
 
 def log_action(action: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -810,7 +829,7 @@ def scheduled_time(event: Any) -> datetime | None:
         when = datetime.fromisoformat(str(event.get("time")))
     except ValueError:
         return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def scheduled_event_id(event: Any) -> str | None:

@@ -20,7 +20,6 @@ os.environ.update(
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 
-real_aws_clients = lambda_function.aws_clients  # tests may patch the module's name
 
 
 class Aws:
@@ -65,10 +64,8 @@ def aws(monkeypatch):
     """In-process moto, with the function's cached clients reset."""
     monkeypatch.delenv("sec", raising=False)
     monkeypatch.delenv("LOG_LEVEL", raising=False)
-    real_aws_clients.cache_clear()
     with mock_aws():
         yield Aws()
-    real_aws_clients.cache_clear()
 
 
 @pytest.fixture

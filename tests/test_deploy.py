@@ -11,7 +11,6 @@ from pathlib import Path
 import boto3
 import pytest
 
-import lambda_function
 from local_aws import moto_server
 
 ROOT = Path(__file__).parent.parent
@@ -26,10 +25,8 @@ def make(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def server():
-    lambda_function.aws_clients.cache_clear()
     with moto_server() as endpoint:
         yield endpoint
-    lambda_function.aws_clients.cache_clear()
 
 
 def test_package_holds_only_the_function():

@@ -22,10 +22,8 @@ SCHEDULED = json.loads((ROOT / "tests" / "events" / "eventbridge-scheduled.json"
 
 @pytest.fixture
 def server(monkeypatch):
-    lambda_function.aws_clients.cache_clear()
     with moto_server() as endpoint:
         yield endpoint
-    lambda_function.aws_clients.cache_clear()
 
 
 def test_every_row_rotates_over_http(server, monkeypatch):

@@ -13,7 +13,6 @@ import boto3
 import pytest
 from runtime_api import RuntimeApi
 
-import lambda_function
 from local_aws import moto_server
 from seed import ROWS, seed_row
 
@@ -33,7 +32,6 @@ def task_root(tmp_path):
 
 
 def test_zip_runs_under_the_lambda_runtime_client(task_root, tmp_path):
-    lambda_function.aws_clients.cache_clear()
     with moto_server() as endpoint:
         iam, secrets = boto3.client("iam"), boto3.client("secretsmanager")
         good = seed_row(iam, secrets, ROWS[1], user="alice")
@@ -76,4 +74,3 @@ def test_zip_runs_under_the_lambda_runtime_client(task_root, tmp_path):
         assert failed["body"]["errorType"] == "RotationFailed"
         assert "secret 'broken': value is not valid JSON" in failed["body"]["errorMessage"]
         assert '"action": "rotated"' in output and '"_aws"' in output
-    lambda_function.aws_clients.cache_clear()

@@ -59,8 +59,6 @@ def run_as_role(monkeypatch, actions: list[str]) -> str | None:
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
         monkeypatch.setenv("REQUIRE_USER_TAG", "true")
         monkeypatch.setenv("sec", batch.secret)
-        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it caches the credentials it found first
-        lambda_function.aws_clients.cache_clear()
         try:
             lambda_function.lambda_handler({}, None)
             token = begin_rotation(rotated.secret)
@@ -69,8 +67,6 @@ def run_as_role(monkeypatch, actions: list[str]) -> str | None:
                     {"Step": step, "SecretId": rotated.secret, "ClientRequestToken": token}, None)
         except Exception as err:  # noqa: BLE001 - the failure is the result
             return f"{type(err).__name__}: {err}"
-        finally:
-            lambda_function.aws_clients.cache_clear()
         for seeded in (batch, rotated):  # the rotations really happened, with working keys
             value = json.loads(secrets.get_secret_value(SecretId=seeded.secret, VersionStage="AWSCURRENT")[
                 "SecretString"])

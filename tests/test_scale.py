@@ -65,17 +65,14 @@ def test_secrets_rotate_on_a_bounded_pool_of_shared_clients(aws, invoke, monkeyp
     for client in (clients.iam, clients.secrets):
         client.meta.events.register("before-call.*.*", enter)
         client.meta.events.register("after-call.*.*", leave)
-    created = collections.Counter()
-    real_client = boto3.client
-    monkeypatch.setattr(lambda_function.boto3, "client", lambda name, **kw: created.update([name]) or real_client(
-        name, **kw))
+    made_before = lambda_function.clients_for.cache_info().misses
 
     result = invoke(*(s.secret for s in seeded))
     invoke(*(s.secret for s in seeded))  # a second invocation in the same environment
 
     assert result["rotated"] == 20
     assert 1 < len(threads) <= 3 and peak[0] <= 3
-    assert created == {}, "clients are created once per execution environment, not per run"
+    assert lambda_function.clients_for.cache_info().misses == made_before, "clients are made once, not per run"
     assert lambda_function.aws_clients() is clients
     for s in seeded:
         aws.assert_converged(s.secret)
@@ -85,7 +82,6 @@ def test_secrets_rotate_on_a_bounded_pool_of_shared_clients(aws, invoke, monkeyp
 @pytest.fixture
 def region(monkeypatch):
     """A moto server on 127.0.0.1 behind a WSGI layer that can answer 'Rate exceeded'."""
-    lambda_function.aws_clients.cache_clear()
     server, region, url = serve()
     control(url, "reset")  # moto's state is per process: clear what other tests left
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10)
@@ -93,7 +89,6 @@ def region(monkeypatch):
         monkeypatch.setenv(name, value)
     yield url
     server.shutdown()
-    lambda_function.aws_clients.cache_clear()
 
 
 def test_throttling_slows_the_run_instead_of_failing_it(region, monkeypatch):
