@@ -226,25 +226,22 @@ class RunState:
     """What one invocation shares across its secrets."""
 
     settings: Settings
-    lock: threading.Lock = field(default_factory=threading.Lock)
     users: dict[str, str] = field(default_factory=dict)  # casefolded user -> secret
     arns: dict[str, str] = field(default_factory=dict)  # secret ARN -> secret as listed
 
     def claim(self, record: SecretRecord) -> bool:
         """Claim the secret and its user for this run; False if the secret is a repeat."""
-        with self.lock:
-            if record.arn in self.arns:
-                return False
-            # IAM user names are unique regardless of case.
-            user_key = record.user_name.casefold()
-            if user_key in self.users:
-                raise RotationError(
-                    f"secret {record.name!r}: IAM user {record.user_name!r} is also named by secret "
-                    f"{self.users[user_key]!r}; a user is rotated once per run"
-                )
-            self.arns[record.arn] = record.name
-            self.users[user_key] = record.name
-            return True
+        if record.arn in self.arns:
+            return False
+        user_key = record.user_name.casefold()  # IAM user names are unique regardless of case
+        if user_key in self.users:
+            raise RotationError(
+                f"secret {record.name!r}: IAM user {record.user_name!r} is also named by secret "
+                f"{self.users[user_key]!r}; a user is rotated once per run"
+            )
+        self.arns[record.arn] = record.name
+        self.users[user_key] = record.name
+        return True
 
 
 # ---------------------------------------------------------------------------
@@ -422,7 +419,7 @@ def create_key(clients: Clients, record: SecretRecord, existing: set[str]) -> Ne
     """Create a new access key; on failure remove any key the call made anyway."""
     try:
         response = clients.iam.create_access_key(UserName=record.user_name)
-    except (ClientError, BotoCoreError) as err:
+    except Exception as err:
         # A timeout can hide a success: a key made now is one whose secret
         # nobody will ever hold, so it goes.
         remove_unknown_keys(clients, record, existing)
@@ -442,7 +439,7 @@ def remove_unknown_keys(clients: Clients, record: SecretRecord, existing: set[st
         for key in list_keys(clients, record):
             if key.key_id not in existing:
                 delete_key(clients, record, key.key_id)
-    except (ClientError, BotoCoreError, RotationError) as err:
+    except Exception as err:
         log_action("cleanup_failed", logging.WARNING, secret=record.name, user=record.user_name,
                    error=str(err) if isinstance(err, RotationError) else describe_error(err))
 
@@ -457,8 +454,8 @@ def store_key(
         version["VersionStages"] = ["AWSPENDING"]
     try:
         clients.secrets.put_secret_value(SecretId=record.arn, SecretString=json.dumps(value), **version)
-    except (ClientError, BotoCoreError) as err:
-        problem = describe_error(err)
+    except Exception as err:  # whatever went wrong, the new key must not be lost or left unheld
+        problem = describe_error(err).replace(new_key.secret_access_key, "***")
         confirmed = secret_holds(clients, record, new_key.key_id, token if pending else None)
         if confirmed:  # applied, but the answer was lost
             log_action("store_confirmed", logging.WARNING, secret=record.name, user=record.user_name,
@@ -480,7 +477,7 @@ def secret_holds(clients: Clients, record: SecretRecord, key_id: str, version_id
     try:
         response = clients.secrets.get_secret_value(SecretId=record.arn, **version)
         return json.loads(response["SecretString"]).get("AccessKeyId") == key_id
-    except (ClientError, BotoCoreError, ValueError, KeyError, AttributeError):
+    except Exception:
         return None
 
 
@@ -488,7 +485,7 @@ def discard_key(clients: Clients, record: SecretRecord, key_id: str) -> None:
     """Delete a new key the secret does not hold (best effort)."""
     try:
         delete_key(clients, record, key_id)
-    except (ClientError, BotoCoreError) as err:
+    except Exception as err:
         log_action("discard_failed", logging.WARNING, secret=record.name, user=record.user_name,
                    key_id=key_id, error=describe_error(err))
 
@@ -604,16 +601,9 @@ def retire_keys(clients: Clients, record: SecretRecord, new_key_id: str,
         ) from None
 
 
-def rotate_secret(clients: Clients, run: RunState, secret_id: str) -> Outcome:
-    """Rotate the key of one secret, or say why not."""
-    settings = run.settings
-    record = read_secret(clients, secret_id)
-    if settings.require_user_tag:
-        check_user_tag(clients, record)
-    if not run.claim(record):
-        log_action("skip_duplicate", secret=secret_id, arn=record.arn)
-        return Outcome(secret=secret_id, status="skipped", user=record.user_name,
-                       reason=f"same secret as {run.arns[record.arn]!r}")
+def rotate_secret(clients: Clients, run: RunState, record: SecretRecord) -> Outcome:
+    """Rotate the key of one secret already read and claimed, or say why not."""
+    settings, secret_id = run.settings, record.name
     if already_rotated(record, settings):
         steps = [] if settings.dry_run else finish_rotation(clients, record)
         log_action("skip_already_rotated", secret=secret_id, user=record.user_name, key_id=record.held_key_id)
@@ -733,23 +723,62 @@ def step_finish_secret(clients: Clients, secret_id: str, token: str, stages: dic
     return f"current is {record.held_key_id}; deactivated {', '.join(old_keys) or 'nothing'}"
 
 
-def rotate_or_report(clients: Clients, run: RunState, secret_id: str, context: Any) -> Outcome:
-    """Rotate one secret if there is time, turning any failure into a failed Outcome."""
-    margin = run.settings.time_margin
-    if context is not None and context.get_remaining_time_in_millis() < margin * 1000:
-        reason = f"secret {secret_id!r}: not attempted: less than {margin:g}s of the Lambda time limit left"
-        log_action("not_attempted", logging.ERROR, secret=secret_id, reason=reason)
-        return Outcome(secret=secret_id, status="not_attempted", reason=reason)
-    try:
-        return rotate_secret(clients, run, secret_id)
-    except RotationError as err:
+def failure(secret_id: str, err: Exception) -> Outcome:
+    """A failed Outcome whose reason names the secret and the problem."""
+    if isinstance(err, RotationError):
         reason = str(err)
-    except (ClientError, BotoCoreError) as err:
+    elif isinstance(err, (ClientError, BotoCoreError)):
         reason = f"secret {secret_id!r}: {describe_error(err)}"
-    except Exception as err:  # one secret's surprise must not stop the others
+    else:
         reason = f"secret {secret_id!r}: unexpected {type(err).__name__}: {err}"
     log_action("failed", logging.ERROR, secret=secret_id, reason=reason)
     return Outcome(secret=secret_id, status="failed", reason=reason)
+
+
+def read_or_report(clients: Clients, settings: Settings, secret_id: str) -> SecretRecord | Outcome:
+    """First pass: read the secret and check its user's tag, or report why not."""
+    try:
+        record = read_secret(clients, secret_id)
+        if settings.require_user_tag:
+            check_user_tag(clients, record)
+        return record
+    except Exception as err:  # one secret's failure must not stop the others
+        return failure(secret_id, err)
+
+
+def claim_or_report(run: RunState, item: SecretRecord | Outcome) -> SecretRecord | Outcome:
+    """Second pass, in the order of `sec`: the first secret naming a user gets it."""
+    if isinstance(item, Outcome):
+        return item
+    try:
+        if run.claim(item):
+            return item
+    except RotationError as err:
+        return failure(item.name, err)
+    log_action("skip_duplicate", secret=item.name, arn=item.arn)
+    return Outcome(secret=item.name, status="skipped", user=item.user_name,
+                   reason=f"same secret as {run.arns[item.arn]!r}")
+
+
+def time_left(context: Any) -> float | None:
+    """Seconds left before Lambda stops the function, if the context says."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return remaining() / 1000 if callable(remaining) else None
+
+
+def rotate_or_report(clients: Clients, run: RunState, item: SecretRecord | Outcome, context: Any) -> Outcome:
+    """Third pass: rotate one claimed secret if there is time, turning any failure into an Outcome."""
+    if isinstance(item, Outcome):
+        return item
+    margin, left = run.settings.time_margin, time_left(context)
+    if left is not None and left < margin:
+        reason = f"secret {item.name!r}: not attempted: less than {margin:g}s of the Lambda time limit left"
+        log_action("not_attempted", logging.ERROR, secret=item.name, reason=reason)
+        return Outcome(secret=item.name, status="not_attempted", reason=reason)
+    try:
+        return rotate_secret(clients, run, item)
+    except Exception as err:  # one secret's surprise must not stop the others
+        return failure(item.name, err)
 
 
 # ---------------------------------------------------------------------------
@@ -860,7 +889,9 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     clients = aws_clients()
     workers = min(settings.max_workers, len(settings.secret_ids))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
-        outcomes = list(pool.map(lambda sid: rotate_or_report(clients, run, sid, context), settings.secret_ids))
+        read = list(pool.map(lambda secret_id: read_or_report(clients, settings, secret_id), settings.secret_ids))
+        claimed = [claim_or_report(run, item) for item in read]
+        outcomes = list(pool.map(lambda item: rotate_or_report(clients, run, item, context), claimed))
     return report(outcomes, settings, context)
 
 

@@ -8,7 +8,7 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 
 import lambda_function
 
-REFUSED, TIMEOUT, CRASH = "refused", "timeout", "crash"
+REFUSED, TIMEOUT, CRASH, BROKEN = "refused", "timeout", "crash", "broken"
 
 
 class Crash(BaseException):
@@ -38,6 +38,8 @@ class Faulty:
             if self.mode == REFUSED:
                 error = {"Error": {"Code": "ServiceUnavailable", "Message": "injected refusal"}}
                 raise ClientError(error, "".join(part.title() for part in name.split("_")))
+            if self.mode == BROKEN:  # not an AWS error at all: a bug below us, before anything was sent
+                raise RuntimeError("injected failure")
             real(**kwargs)  # AWS applies it ...
             if self.mode == TIMEOUT:  # ... and the answer never arrives
                 raise ReadTimeoutError(endpoint_url="https://injected.invalid")

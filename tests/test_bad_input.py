@@ -105,3 +105,28 @@ def test_failed_run_names_every_failed_secret(aws, invoke, good):
     message = str(failure.value)
     assert message.startswith("2 of 3 secrets failed")
     assert "'bad-1'" in message and "'bad-2'" in message and "good-user" not in message
+
+
+@pytest.mark.parametrize("order", ["listed-first-wins", "reversed"])
+def test_first_secret_in_sec_naming_a_user_wins_even_when_read_last(aws, invoke, monkeypatch, order):
+    import time
+
+    import lambda_function
+
+    first = seed_user(aws.iam, aws.secrets, "shared-user", ("Active",), held=0, secret="a-first")
+    aws.secrets.create_secret(Name="b-second", SecretString=json.dumps({"UserName": "shared-user"}))
+    listed = ["a-first", "b-second"] if order == "listed-first-wins" else ["b-second", "a-first"]
+    clients = lambda_function.aws_clients()
+    real_get = clients.secrets.get_secret_value
+
+    def slow_for_the_first_listed(**kwargs):
+        if kwargs["SecretId"] == listed[0]:
+            time.sleep(0.3)  # its read finishes after the other one's
+        return real_get(**kwargs)
+
+    monkeypatch.setattr(clients.secrets, "get_secret_value", slow_for_the_first_listed)
+    with pytest.raises(RotationFailed) as failure:
+        invoke(*listed)
+    assert f"secret '{listed[1]}': IAM user 'shared-user' is also named by secret '{listed[0]}'" in str(failure.value)
+    assert len(aws.versions(listed[0])) == 2 and len(aws.versions(listed[1])) == 1
+    assert first.key_ids[0] in aws.keys("shared-user")

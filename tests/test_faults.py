@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from faults import CRASH, REFUSED, TIMEOUT, Crash, inject
+from faults import BROKEN, CRASH, REFUSED, TIMEOUT, Crash, inject
 from lambda_function import RotationFailed
 from seed import ROWS, seed_row
 
@@ -25,7 +25,7 @@ CASES = [
     pytest.param(row, call, mode, id=f"{row.name}-{call}-{mode}")
     for row in ROWS
     for call in READS + MUTATING[row.name]
-    for mode in (REFUSED, TIMEOUT, CRASH)
+    for mode in (REFUSED, TIMEOUT, CRASH, BROKEN)
 ]
 
 

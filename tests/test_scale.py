@@ -182,3 +182,9 @@ def test_run_stops_starting_rotations_near_the_limit(aws, invoke, monkeypatch):
     for s in seeded[:4]:
         aws.assert_converged(s.secret)  # every started rotation finished
     assert len(aws.versions(seeded[4].secret)) == 1 and len(aws.keys(seeded[4].user)) == 1
+
+
+def test_a_context_without_a_clock_still_rotates(aws, monkeypatch):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="u")
+    monkeypatch.setenv("sec", seeded.secret)
+    assert lambda_function.lambda_handler({}, object())["rotated"] == 1
