@@ -794,6 +794,10 @@ def configure_logging() -> None:
     logger.setLevel(level)
     for name in WIRE_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in list(logging.root.manager.loggerDict):  # and children someone turned up, e.g. botocore.parsers
+        child = logging.getLogger(name)
+        if name.split(".")[0] in WIRE_LOGGERS and logging.NOTSET < child.level < logging.WARNING:
+            child.setLevel(logging.WARNING)
 
 
 def env_flag(name: str) -> bool:

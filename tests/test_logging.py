@@ -86,3 +86,21 @@ def test_log_level_setting_filters_our_lines(aws, invoke, monkeypatch, caplog):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1])
     invoke(seeded.secret)
     assert not [r for r in caplog.records if r.name == "key_rotation"]
+
+
+def test_wire_loggers_turned_up_by_name_are_quieted_too(aws, invoke, monkeypatch, caplog):
+    import boto3
+
+    boto3.set_stream_logger("botocore", logging.DEBUG)  # what a user debugging a function might add
+    logging.getLogger("botocore.parsers").setLevel(logging.DEBUG)
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.DEBUG)
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    caplog.set_level(logging.DEBUG)
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1])
+    caplog.clear()
+    invoke(seeded.secret)
+    logs = caplog.text
+    assert aws.value(seeded.secret)["SecretAccessKey"] not in logs
+    assert not [r for r in caplog.records if r.name.startswith("botocore") and r.levelno < logging.WARNING]
+    for handler in list(logging.getLogger("botocore").handlers):
+        logging.getLogger("botocore").removeHandler(handler)
