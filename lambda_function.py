@@ -477,6 +477,8 @@ def secret_holds(clients: Clients, record: SecretRecord, key_id: str, version_id
     try:
         response = clients.secrets.get_secret_value(SecretId=record.arn, **version)
         return json.loads(response["SecretString"]).get("AccessKeyId") == key_id
+    except ClientError as err:
+        return False if error_code(err) == "ResourceNotFoundException" else None  # no such version: not held
     except Exception:
         return None
 

@@ -217,3 +217,12 @@ def test_batch_run_after_a_rotation_reads_the_new_current_version(aws, invoke):
     result = invoke(seeded.secret)
     assert result["secrets"][0]["old_key_id"] == rotated_in
     assert aws.keys("alice") == {rotated_in: "Inactive", result["secrets"][0]["new_key_id"]: "Active"}
+
+
+def test_refused_pending_write_deletes_the_new_key_at_once(aws, monkeypatch):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    token = begin_rotation(seeded.secret)
+    inject(monkeypatch, "put_secret_value", REFUSED)
+    with pytest.raises(RotationError, match="new key deleted, old key unchanged"):
+        step(seeded.secret, token, "createSecret")
+    assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
