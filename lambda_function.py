@@ -519,13 +519,11 @@ def already_rotated(record: SecretRecord, settings: Settings) -> bool:
     )
 
 
-def finish_rotation(clients: Clients, record: SecretRecord) -> list[str]:
-    """Deactivate old active keys left by an interrupted run of the same event."""
-    steps = []
-    for key_id in plan_finish(list_keys(clients, record), record.held_key_id):
-        deactivate_key(clients, record, key_id)
-        steps.append(f"deactivate {key_id}")
-    return steps
+def finish_rotation(clients: Clients, record: SecretRecord) -> tuple[str, ...]:
+    """Deactivate the old active keys once the secret holds the new key; return them."""
+    old_keys = plan_finish(list_keys(clients, record), record.held_key_id)
+    retire_keys(clients, record, record.held_key_id or "", old_keys)
+    return old_keys
 
 
 # IAM is eventually consistent: a new key is refused like this for a few seconds.
@@ -582,7 +580,7 @@ def make_room_and_create(clients: Clients, record: SecretRecord, plan: RotationP
     try:
         for key_id in plan.delete_first:
             delete_key(clients, record, key_id)
-    except (ClientError, BotoCoreError) as err:
+    except Exception as err:
         raise RotationError(f"secret {record.name!r}: {describe_error(err)}; old key unchanged") from None
     remaining = {k.key_id for k in keys} - set(plan.delete_first)
     return create_key(clients, record, remaining)
@@ -596,7 +594,7 @@ def retire_keys(clients: Clients, record: SecretRecord, new_key_id: str,
             deactivate_key(clients, record, key_id)
         for key_id in delete:
             delete_key(clients, record, key_id)
-    except (ClientError, BotoCoreError) as err:
+    except Exception as err:
         raise RotationError(
             f"secret {record.name!r}: new key {new_key_id} stored, but retiring the old key failed: "
             f"{describe_error(err)}; the next run finishes it"
@@ -607,7 +605,7 @@ def rotate_secret(clients: Clients, run: RunState, record: SecretRecord) -> Outc
     """Rotate the key of one secret already read and claimed, or say why not."""
     settings, secret_id = run.settings, record.name
     if already_rotated(record, settings):
-        steps = [] if settings.dry_run else finish_rotation(clients, record)
+        steps = [] if settings.dry_run else [f"deactivate {key}" for key in finish_rotation(clients, record)]
         log_action("skip_already_rotated", secret=secret_id, user=record.user_name, key_id=record.held_key_id)
         return Outcome(secret=secret_id, status="skipped", user=record.user_name, steps=steps,
                        reason="already rotated for this scheduled event")
@@ -720,8 +718,7 @@ def step_finish_secret(clients: Clients, secret_id: str, token: str, stages: dic
     record = read_secret(clients, secret_id, VersionId=token)
     if env_flag("REQUIRE_USER_TAG"):
         check_user_tag(clients, record)
-    old_keys = plan_finish(list_keys(clients, record), record.held_key_id)
-    retire_keys(clients, record, record.held_key_id or "", old_keys)
+    old_keys = finish_rotation(clients, record)
     return f"current is {record.held_key_id}; deactivated {', '.join(old_keys) or 'nothing'}"
 
 
