@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import threading
 import time
 import uuid
@@ -272,6 +273,41 @@ def client_config() -> Config:
     )
 
 
+# Throttling error codes (as botocore's retry handler knows them). IAM's own
+# "LimitExceeded" (two keys already) is not one of them: retrying cannot help.
+THROTTLING = {"Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
+              "RequestThrottledException", "TooManyRequestsException", "RequestLimitExceeded", "SlowDown"}
+PATIENCE = (0.5, 1.0, 2.0, 4.0)  # extra waits for throttling that outlasts botocore's retries
+
+
+class Patient:
+    """A boto3 client whose API calls wait out throttling that gets past botocore's own retries.
+
+    A throttled call was refused, not applied, so calling again is safe.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.client, name)
+        if name not in self.client.meta.method_to_api_mapping:
+            return attr
+
+        def call(**kwargs: Any) -> Any:
+            for wait in PATIENCE:
+                try:
+                    return attr(**kwargs)
+                except ClientError as err:
+                    if error_code(err) not in THROTTLING:
+                        raise
+                    log_action("throttled", logging.WARNING, operation=err.operation_name, retry_in=wait)
+                sleep(wait * (0.5 + random.random()))
+            return attr(**kwargs)
+
+        return call
+
+
 # The environment that decides where clients connect and as whom. It does not
 # change within a Lambda execution environment; a test may change it.
 CLIENT_ENVIRONMENT = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ACCESS_KEY_ID",
@@ -290,8 +326,8 @@ def clients_for(environment: tuple[str | None, ...]) -> Clients:
     config = client_config()
     return Clients(
         session=session,
-        iam=session.client("iam", config=config),
-        secrets=session.client("secretsmanager", config=config),
+        iam=Patient(session.client("iam", config=config)),
+        secrets=Patient(session.client("secretsmanager", config=config)),
     )
 
 
@@ -545,7 +581,7 @@ def verify_key(record: SecretRecord, new_key: NewKey, timeout: float) -> None:
         try:
             arn = sts_client(new_key).get_caller_identity()["Arn"]
         except (ClientError, BotoCoreError) as err:
-            if isinstance(err, ClientError) and error_code(err) not in NOT_YET_VALID:
+            if isinstance(err, ClientError) and error_code(err) not in NOT_YET_VALID | THROTTLING:
                 raise RotationError(f"secret {record.name!r}: verifying new key {new_key.key_id}: "
                                     f"{describe_error(err)}; old key left Active") from None
             problem = describe_error(err)

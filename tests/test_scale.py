@@ -188,3 +188,55 @@ def test_a_context_without_a_clock_still_rotates(aws, monkeypatch):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="u")
     monkeypatch.setenv("sec", seeded.secret)
     assert lambda_function.lambda_handler({}, object())["rotated"] == 1
+
+
+def test_throttling_that_gets_past_botocore_is_waited_out(aws, monkeypatch):
+    # A throttle raised above botocore's retry layer (as a class-level patch
+    # of _make_api_call would) reaches the function itself: it waits and retries.
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+    seeded = seed_user(aws.iam, aws.secrets, "alice", ("Inactive", "Active"), held=1)
+    monkeypatch.setenv("sec", seeded.secret)
+    waits: list[float] = []
+    monkeypatch.setattr(lambda_function, "sleep", waits.append)
+    refused: collections.Counter = collections.Counter()
+    real = BaseClient._make_api_call
+
+    def throttled_twice(self, operation_name, api_params):
+        if refused[operation_name] < 2:
+            refused[operation_name] += 1
+            raise ClientError({"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, operation_name)
+        return real(self, operation_name, api_params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", throttled_twice)
+    result = lambda_function.lambda_handler({}, None)
+    monkeypatch.undo()
+
+    assert result["rotated"] == 1
+    assert set(refused) >= {"GetSecretValue", "ListAccessKeys", "DeleteAccessKey", "CreateAccessKey",
+                            "PutSecretValue", "UpdateAccessKey", "GetCallerIdentity"}
+    assert waits
+    aws.assert_converged(seeded.secret)
+    assert len(aws.keys("alice")) == 2, "no key made twice"
+
+
+def test_the_two_key_limit_is_not_mistaken_for_throttling(aws, invoke, monkeypatch):
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+    seeded = seed_user(aws.iam, aws.secrets, "alice", ("Active",), held=0)
+    waits: list[float] = []
+    monkeypatch.setattr(lambda_function, "sleep", waits.append)
+    real = BaseClient._make_api_call
+
+    def at_the_limit(self, operation_name, api_params):
+        if operation_name == "CreateAccessKey":
+            error = {"Error": {"Code": "LimitExceeded", "Message": "Cannot exceed quota for AccessKeysPerUser: 2"}}
+            raise ClientError(error, operation_name)
+        return real(self, operation_name, api_params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", at_the_limit)
+    with pytest.raises(RotationFailed, match="LimitExceeded"):
+        invoke(seeded.secret)
+    assert waits == []
