@@ -240,3 +240,11 @@ def test_the_two_key_limit_is_not_mistaken_for_throttling(aws, invoke, monkeypat
     with pytest.raises(RotationFailed, match="LimitExceeded"):
         invoke(seeded.secret)
     assert waits == []
+
+
+def test_a_mock_context_is_not_taken_for_a_clock(aws, monkeypatch):
+    from unittest.mock import MagicMock
+
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="u")
+    monkeypatch.setenv("sec", seeded.secret)
+    assert lambda_function.lambda_handler({}, MagicMock())["rotated"] == 1
