@@ -890,9 +890,15 @@ def load_settings(event: Any) -> Settings:
     )
 
 
+def is_scheduled(event: Any) -> bool:
+    """Is this an EventBridge (scheduled) event, which may be delivered more than once?"""
+    return isinstance(event, dict) and (
+        event.get("source") == "aws.events" or event.get("detail-type") == "Scheduled Event")
+
+
 def scheduled_time(event: Any) -> datetime | None:
     """The time of an EventBridge event, or None for other events or an unreadable time."""
-    if not isinstance(event, dict) or event.get("source") != "aws.events":
+    if not is_scheduled(event):
         return None
     try:
         when = datetime.fromisoformat(str(event.get("time")))
@@ -903,7 +909,7 @@ def scheduled_time(event: Any) -> datetime | None:
 
 def scheduled_event_id(event: Any) -> str | None:
     """The id of an EventBridge event (with its time), or None for other events."""
-    if not isinstance(event, dict) or event.get("source") != "aws.events" or not event.get("id"):
+    if not is_scheduled(event) or not event.get("id"):
         return None
     return f"{event['id']}@{event.get('time')}"
 
