@@ -6,6 +6,7 @@ AWS    ?= $(BIN)/aws
 
 SIZES      ?= 50 200 400
 LATENCY_MS ?= 30
+PROPAGATION_S ?= 0
 
 # Deployment (see README): make create FUNCTION=... ROLE=arn:... SEC='iam-keys/a;iam-keys/b'
 FUNCTION ?= iam-key-rotation
@@ -30,7 +31,7 @@ test: $(VENV)/.installed  ## run the test suite
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed  ## rotate SIZES secrets, each call behind LATENCY_MS; print figures
-	$(BIN)/python tools/bench.py $(SIZES) --latency-ms $(LATENCY_MS)
+	$(BIN)/python tools/bench.py $(SIZES) --latency-ms $(LATENCY_MS) --propagation-s $(PROPAGATION_S)
 
 lint: $(VENV)/.installed  ## static checks: code, CloudFormation template, the role's policy
 	$(BIN)/ruff check .

@@ -572,43 +572,68 @@ def arn_names_user(arn: str, user_name: str) -> bool:
     return resource.startswith("user/") and resource.rsplit("/", 1)[-1].casefold() == user_name.casefold()
 
 
-def verify_key(record: SecretRecord, new_key: NewKey, timeout: float) -> None:
-    """Check the new key authenticates as the user, waiting out IAM's propagation delay."""
+@dataclass
+class Stored:
+    """A rotation whose new key is in the secret: next, verify it and retire the old keys."""
+
+    record: SecretRecord
+    plan: RotationPlan
+    new_key: NewKey
+
+
+def try_key(item: Stored) -> tuple[str, str] | None:
+    """Ask STS once who the new key is: None if the user, else ("not yet" | "failed", why)."""
+    record, new_key = item.record, item.new_key
+    try:
+        arn = sts_client(new_key).get_caller_identity()["Arn"]
+    except (ClientError, BotoCoreError) as err:
+        if isinstance(err, ClientError) and error_code(err) not in NOT_YET_VALID | THROTTLING:
+            return "failed", (f"secret {record.name!r}: verifying new key {new_key.key_id}: "
+                              f"{describe_error(err)}; old key left Active")
+        return "not yet", describe_error(err)
+    if not arn_names_user(arn, record.user_name):
+        return "failed", (f"secret {record.name!r}: new key {new_key.key_id} authenticates as {arn}, "
+                          f"not as user {record.user_name!r}; old key left Active")
+    log_action("verify_key", secret=record.name, user=record.user_name, key_id=new_key.key_id)
+    return None
+
+
+def verify_keys(stored: list[Stored], timeout: float, map_: Any = map) -> dict[str, str]:
+    """Wait until every new key authenticates as its user; return why, by secret, for those that did not.
+
+    IAM is eventually consistent, so all the keys wait out its propagation
+    delay together (tried with `map_`, e.g. a thread pool's), backing off 1, 2,
+    4, 8, 8... seconds until `timeout` is used up.
+    """
+    problems: dict[str, str] = {}
     if timeout <= 0:
-        return
-    deadline, delay = monotonic() + timeout, 1.0
-    while True:
-        try:
-            arn = sts_client(new_key).get_caller_identity()["Arn"]
-        except (ClientError, BotoCoreError) as err:
-            if isinstance(err, ClientError) and error_code(err) not in NOT_YET_VALID | THROTTLING:
-                raise RotationError(f"secret {record.name!r}: verifying new key {new_key.key_id}: "
-                                    f"{describe_error(err)}; old key left Active") from None
-            problem = describe_error(err)
-        else:
-            if not arn_names_user(arn, record.user_name):
-                raise RotationError(f"secret {record.name!r}: new key {new_key.key_id} authenticates as {arn}, "
-                                    f"not as user {record.user_name!r}; old key left Active")
-            log_action("verify_key", secret=record.name, user=record.user_name, key_id=new_key.key_id)
-            return
-        if monotonic() + delay > deadline:
-            raise RotationError(
-                f"secret {record.name!r}: new key {new_key.key_id} is stored but did not authenticate within "
-                f"{timeout:g}s ({problem}); old key left Active, the next run settles it"
-            )
-        sleep(delay)
-        delay = min(delay * 2, 8.0)
+        return problems
+    pending, deadline, delay = list(stored), monotonic() + timeout, 1.0
+    while pending:
+        waiting = []
+        for item, result in zip(pending, list(map_(try_key, pending)), strict=True):
+            if result is not None and result[0] == "failed":
+                problems[item.record.name] = result[1]
+            elif result is not None:
+                waiting.append((item, result[1]))
+        pending = [item for item, _ in waiting]
+        if pending and monotonic() + delay > deadline:
+            for item, why in waiting:
+                problems[item.record.name] = (
+                    f"secret {item.record.name!r}: new key {item.new_key.key_id} is stored but did not authenticate "
+                    f"within {timeout:g}s ({why}); old key left Active, the next run settles it")
+            break
+        if pending:
+            sleep(delay)
+            delay = min(delay * 2, 8.0)
+    return problems
 
 
-def apply_plan(
-    clients: Clients, record: SecretRecord, plan: RotationPlan, keys: list[KeyState], settings: Settings
-) -> NewKey:
-    """Carry out the plan: make room, create, store, verify, then retire the old keys."""
-    new_key = make_room_and_create(clients, record, plan, keys)
-    store_key(clients, record, new_key, version_token(settings.event_id, record))
-    verify_key(record, new_key, settings.verify_timeout)
-    retire_keys(clients, record, new_key.key_id, plan.deactivate_after, plan.delete_after)
-    return new_key
+def verify_key(record: SecretRecord, new_key: NewKey, timeout: float) -> None:
+    """Check one new key authenticates as the user; raise RotationError if it does not."""
+    problems = verify_keys([Stored(record, RotationPlan(), new_key)], timeout)
+    if problems:
+        raise RotationError(problems[record.name])
 
 
 def make_room_and_create(clients: Clients, record: SecretRecord, plan: RotationPlan, keys: list[KeyState]) -> NewKey:
@@ -637,8 +662,8 @@ def retire_keys(clients: Clients, record: SecretRecord, new_key_id: str,
         ) from None
 
 
-def rotate_secret(clients: Clients, run: RunState, record: SecretRecord) -> Outcome:
-    """Rotate the key of one secret already read and claimed, or say why not."""
+def rotate_secret(clients: Clients, run: RunState, record: SecretRecord) -> Outcome | Stored:
+    """Rotate one secret already read and claimed up to storing its new key, or say why not."""
     settings, secret_id = run.settings, record.name
     if already_rotated(record, settings):
         steps = [] if settings.dry_run else [f"deactivate {key}" for key in finish_rotation(clients, record)]
@@ -657,12 +682,21 @@ def rotate_secret(clients: Clients, run: RunState, record: SecretRecord) -> Outc
     if settings.dry_run:
         return Outcome(secret=secret_id, status="planned", user=record.user_name,
                        old_key_id=record.held_key_id, steps=plan.steps())
-    new_key = apply_plan(clients, record, plan, keys, settings)
-    steps = plan.steps(new_key.key_id)
-    log_action("rotated", secret=secret_id, user=record.user_name, old_key_id=record.held_key_id,
+    new_key = make_room_and_create(clients, record, plan, keys)
+    store_key(clients, record, new_key, version_token(settings.event_id, record))
+    return Stored(record, plan, new_key)
+
+
+def finish_stored(clients: Clients, item: Stored, problems: dict[str, str]) -> Outcome:
+    """Retire the old keys of a verified rotation; report one whose new key did not verify."""
+    record, plan, new_key = item.record, item.plan, item.new_key
+    if record.name in problems:
+        raise RotationError(problems[record.name])
+    retire_keys(clients, record, new_key.key_id, plan.deactivate_after, plan.delete_after)
+    log_action("rotated", secret=record.name, user=record.user_name, old_key_id=record.held_key_id,
                new_key_id=new_key.key_id)
-    return Outcome(secret=secret_id, status="rotated", user=record.user_name,
-                   old_key_id=record.held_key_id, new_key_id=new_key.key_id, steps=steps)
+    return Outcome(secret=record.name, status="rotated", user=record.user_name,
+                   old_key_id=record.held_key_id, new_key_id=new_key.key_id, steps=plan.steps(new_key.key_id))
 
 
 # ---------------------------------------------------------------------------
@@ -802,8 +836,10 @@ def time_left(context: Any) -> float | None:
     return millis / 1000 if isinstance(millis, int | float) else None  # a test's stand-in may say anything
 
 
-def rotate_or_report(clients: Clients, run: RunState, item: SecretRecord | Outcome, context: Any) -> Outcome:
-    """Third pass: rotate one claimed secret if there is time, turning any failure into an Outcome."""
+def rotate_or_report(
+    clients: Clients, run: RunState, item: SecretRecord | Outcome, context: Any
+) -> Outcome | Stored:
+    """Third pass: rotate one claimed secret up to the store if there is time; any failure becomes an Outcome."""
     if isinstance(item, Outcome):
         return item
     margin, left = run.settings.time_margin, time_left(context)
@@ -937,8 +973,21 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
         read = list(pool.map(lambda secret_id: read_or_report(clients, settings, secret_id), settings.secret_ids))
         claimed = [claim_or_report(run, item) for item in read]
-        outcomes = list(pool.map(lambda item: rotate_or_report(clients, run, item, context), claimed))
+        started = list(pool.map(lambda item: rotate_or_report(clients, run, item, context), claimed))
+        # The new keys wait out IAM's propagation delay together, not one after another.
+        problems = verify_keys([s for s in started if isinstance(s, Stored)], settings.verify_timeout, pool.map)
+        outcomes = list(pool.map(lambda item: finish_or_report(clients, item, problems), started))
     return report(outcomes, settings, context)
+
+
+def finish_or_report(clients: Clients, item: Stored | Outcome, problems: dict[str, str]) -> Outcome:
+    """Last pass: finish a stored rotation; any failure becomes an Outcome."""
+    if isinstance(item, Outcome):
+        return item
+    try:
+        return finish_stored(clients, item, problems)
+    except Exception as err:  # one secret's surprise must not stop the others
+        return failure(item.record.name, err)
 
 
 def report(outcomes: list[Outcome], settings: Settings, context: Any = None) -> dict[str, Any]:

@@ -271,3 +271,28 @@ def test_bad_setting_is_named_and_nothing_changes(aws, invoke, monkeypatch, name
     with pytest.raises(ConfigError, match=name):
         invoke(seeded.secret)
     assert len(aws.versions(seeded.secret)) == 1
+
+
+def test_new_keys_wait_out_propagation_together_not_one_after_another(aws, invoke, clock, monkeypatch):
+    # Each key is refused until 5 s after it was first tried, as IAM's propagation delay does.
+    monkeypatch.setenv("MAX_WORKERS", "3")
+    seeded = [seed_row(aws.iam, aws.secrets, ONE_ACTIVE, user=f"u{i}") for i in range(12)]
+    first_tried: dict[str, float] = {}
+
+    class Propagating:
+        def __init__(self, key):
+            self.key, self.real = key, REAL_STS_CLIENT(key)
+
+        def get_caller_identity(self):
+            first_tried.setdefault(self.key.key_id, clock.now)
+            if clock.now - first_tried[self.key.key_id] < 5:
+                raise ClientError({"Error": {"Code": "InvalidClientTokenId", "Message": "not yet"}},
+                                  "GetCallerIdentity")
+            return self.real.get_caller_identity()
+
+    monkeypatch.setattr(lambda_function, "sts_client", Propagating)
+    result = invoke(*(s.secret for s in seeded))
+    assert result["rotated"] == 12
+    assert clock.sleeps == [1.0, 2.0, 4.0], "one shared wait, not one per secret"
+    for s in seeded:
+        aws.assert_converged(s.secret)

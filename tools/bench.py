@@ -58,11 +58,11 @@ def check(seeded: list) -> int:
         return sum(pool.map(ok, seeded))
 
 
-def bench(url: str, n: int, latency_ms: float, run: int) -> dict:
+def bench(url: str, n: int, latency_ms: float, run: int, propagation_s: float = 0.0) -> dict:
     seeded = seed(n, run)
     os.environ["sec"] = ";".join(s.secret for s in seeded)
     control(url, "reset")
-    control(url, "config", {"latency_ms": latency_ms})
+    control(url, "config", {"latency_ms": latency_ms, "propagation_s": propagation_s})
     with contextlib.redirect_stdout(io.StringIO()):  # the run's metrics line
         started = time.perf_counter()
         result = lambda_function.lambda_handler({"bench": run}, LambdaContext())
@@ -80,6 +80,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="*", type=int, default=[50, 200, 400])
     parser.add_argument("--latency-ms", type=float, default=30.0)
+    parser.add_argument("--propagation-s", type=float, default=0.0,
+                        help="STS refuses a new key this long after it was made, as IAM's propagation does")
     args = parser.parse_args()
     os.environ.update(FAKE_ENV)
     server, url = start_region()
@@ -87,13 +89,14 @@ def main() -> int:
     logging.getLogger("key_rotation").disabled = True  # one line per action x N is not a benchmark figure
     try:
         workers = os.environ.get("MAX_WORKERS", "8")
-        print(f"moto on {url} (own process), latency {args.latency_ms:g} ms per call, MAX_WORKERS={workers}, "
+        print(f"moto on {url} (own process), latency {args.latency_ms:g} ms per call, "
+              f"key propagation {args.propagation_s:g} s, MAX_WORKERS={workers}, "
               f"VERIFY_TIMEOUT_SECONDS={os.environ.get('VERIFY_TIMEOUT_SECONDS', '30')}, {os.cpu_count()} cores")
         print(f"{'N':>5} {'wall s':>8} {'floor s':>8} {'floor/wall':>10} {'ms/secret':>9} {'calls/rot':>9} "
               f"{'correct':>9}")
         rows = []
         for run, n in enumerate(args.sizes):
-            row = bench(url, n, args.latency_ms, run)
+            row = bench(url, n, args.latency_ms, run, args.propagation_s)
             rows.append(row)
             print(f"{n:>5} {row['wall']:>8.2f} {row['floor']:>8.1f} {row['floor'] / row['wall']:>10.1f} "
                   f"{1000 * row['wall'] / n:>9.1f} {row['per_rotation']:>9.2f} {row['correct']:>5}/{n}", flush=True)

@@ -4,9 +4,11 @@ As a library, `Region` wraps moto's WSGI app and `serve()` runs it on a thread.
 As a script (`python tools/fake_region.py`) it serves in its own process, so the
 server's CPU stays off the client's GIL, and prints its URL on the first line.
 Control it over HTTP: GET /_region/stats, POST /_region/config with JSON
-{"latency_ms": 30, "throttle": {"CreateAccessKey": 2}, "lose": {"PutSecretValue": 1}},
-POST /_region/reset. A throttled call is refused before moto sees it; a lost one
-is applied by moto, then answered with a 500 as if the answer never came.
+{"latency_ms": 30, "throttle": {"CreateAccessKey": 2}, "lose": {"PutSecretValue": 1},
+"propagation_s": 8}, POST /_region/reset. A throttled call is refused before moto
+sees it; a lost one is applied by moto, then answered with a 500 as if the answer
+never came. With propagation_s, STS refuses a new access key for that long after
+CreateAccessKey made it, as IAM's eventual consistency does.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import collections
 import io
 import json
 import logging
+import re
 import threading
 import time
 import urllib.parse
@@ -31,6 +34,11 @@ THROTTLE_JSON = json.dumps({"__type": "ThrottlingException", "message": "Rate ex
 LOST_XML = (b"<ErrorResponse><Error><Type>Receiver</Type><Code>InternalFailure</Code>"
             b"<Message>answer lost</Message></Error><RequestId>lost</RequestId></ErrorResponse>")
 LOST_JSON = json.dumps({"__type": "InternalFailure", "message": "answer lost"}).encode()
+NOT_YET_XML = (b"<ErrorResponse><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code>"
+               b"<Message>The security token included in the request is invalid.</Message></Error>"
+               b"<RequestId>propagating</RequestId></ErrorResponse>")
+KEY_ID = re.compile(rb"<AccessKeyId>([A-Z0-9]+)</AccessKeyId>")
+CREDENTIAL = re.compile(r"Credential=([A-Z0-9]+)/")
 
 
 def operation_of(environ: dict) -> str:
@@ -54,6 +62,8 @@ class Region:
         self.throttled: collections.Counter = collections.Counter()
         self.throttle: dict[str, int] = {}
         self.lose: dict[str, int] = {}
+        self.propagation = 0.0
+        self.key_created: dict[str, float] = {}  # access key id -> when CreateAccessKey made it
         self.lock = threading.Lock()
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
@@ -77,12 +87,25 @@ class Region:
             content_type = "application/x-amz-json-1.1" if is_json else "text/xml"
             start_response("400 Bad Request", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
             return [body]
-        if lose:
-            b"".join(self.app(environ, lambda *args, **kwargs: None))  # applied ...
-            body = LOST_JSON if environ.get("HTTP_X_AMZ_TARGET") else LOST_XML  # ... but not answered
+        if operation == "GetCallerIdentity" and self.propagation:
+            signer = CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+            made = self.key_created.get(signer.group(1)) if signer else None
+            if made is not None and time.monotonic() - made < self.propagation:
+                start_response("403 Forbidden", [("Content-Type", "text/xml"),
+                                                  ("Content-Length", str(len(NOT_YET_XML)))])
+                return [NOT_YET_XML]
+        answer: list = []
+        body = b"".join(self.app(environ, lambda status, headers, exc_info=None: answer.append((status, headers))))
+        if operation == "CreateAccessKey":
+            with self.lock:
+                for key_id in KEY_ID.findall(body):
+                    self.key_created[key_id.decode()] = time.monotonic()
+        if lose:  # applied, but not answered
+            body = LOST_JSON if environ.get("HTTP_X_AMZ_TARGET") else LOST_XML
             start_response("500 Internal Server Error", [("Content-Length", str(len(body)))])
             return [body]
-        return self.app(environ, start_response)
+        start_response(*answer[0])
+        return [body]
 
     def control(self, environ: dict, start_response: Any) -> Any:
         path = environ["PATH_INFO"]
@@ -93,6 +116,7 @@ class Region:
                     self.latency = config["latency_ms"] / 1000
                 self.throttle.update(config.get("throttle", {}))
                 self.lose.update(config.get("lose", {}))
+                self.propagation = float(config.get("propagation_s", self.propagation))
             elif path == "/_region/reset":
                 self.counts.clear()
                 self.throttled.clear()
