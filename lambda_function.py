@@ -700,6 +700,82 @@ def finish_stored(clients: Clients, item: Stored, problems: dict[str, str]) -> O
 
 
 # ---------------------------------------------------------------------------
+# The batch run's passes: read, claim, rotate up to the store, verify and retire
+# ---------------------------------------------------------------------------
+
+
+def failure(secret_id: str, err: Exception) -> Outcome:
+    """A failed Outcome whose reason names the secret and the problem."""
+    if isinstance(err, RotationError):
+        reason = str(err)
+    elif isinstance(err, (ClientError, BotoCoreError)):
+        reason = f"secret {secret_id!r}: {describe_error(err)}"
+    else:
+        reason = f"secret {secret_id!r}: unexpected {type(err).__name__}: {err}"
+    log_action("failed", logging.ERROR, secret=secret_id, reason=reason)
+    return Outcome(secret=secret_id, status="failed", reason=reason)
+
+
+def read_or_report(clients: Clients, settings: Settings, secret_id: str) -> SecretRecord | Outcome:
+    """First pass: read the secret and check its user's tag, or report why not."""
+    try:
+        record = read_secret(clients, secret_id)
+        if settings.require_user_tag:
+            check_user_tag(clients, record)
+        return record
+    except Exception as err:  # one secret's failure must not stop the others
+        return failure(secret_id, err)
+
+
+def claim_or_report(run: RunState, item: SecretRecord | Outcome) -> SecretRecord | Outcome:
+    """Second pass, in the order of `sec`: the first secret naming a user gets it."""
+    if isinstance(item, Outcome):
+        return item
+    try:
+        if run.claim(item):
+            return item
+    except RotationError as err:
+        return failure(item.name, err)
+    log_action("skip_duplicate", secret=item.name, arn=item.arn)
+    return Outcome(secret=item.name, status="skipped", user=item.user_name,
+                   reason=f"same secret as {run.arns[item.arn]!r}")
+
+
+def time_left(context: Any) -> float | None:
+    """Seconds left before Lambda stops the function, if the context says."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    millis = remaining() if callable(remaining) else None
+    return millis / 1000 if isinstance(millis, int | float) else None  # a test's stand-in may say anything
+
+
+def rotate_or_report(
+    clients: Clients, run: RunState, item: SecretRecord | Outcome, context: Any
+) -> Outcome | Stored:
+    """Third pass: rotate one claimed secret up to the store if there is time; any failure becomes an Outcome."""
+    if isinstance(item, Outcome):
+        return item
+    margin, left = run.settings.time_margin, time_left(context)
+    if left is not None and left < margin:
+        reason = f"secret {item.name!r}: not attempted: less than {margin:g}s of the Lambda time limit left"
+        log_action("not_attempted", logging.ERROR, secret=item.name, reason=reason)
+        return Outcome(secret=item.name, status="not_attempted", reason=reason)
+    try:
+        return rotate_secret(clients, run, item)
+    except Exception as err:  # one secret's surprise must not stop the others
+        return failure(item.name, err)
+
+
+def finish_or_report(clients: Clients, item: Stored | Outcome, problems: dict[str, str]) -> Outcome:
+    """Last pass: finish a stored rotation; any failure becomes an Outcome."""
+    if isinstance(item, Outcome):
+        return item
+    try:
+        return finish_stored(clients, item, problems)
+    except Exception as err:  # one secret's surprise must not stop the others
+        return failure(item.record.name, err)
+
+
+# ---------------------------------------------------------------------------
 # Secrets Manager rotation: the same table, one step per invocation
 # ---------------------------------------------------------------------------
 
@@ -790,67 +866,6 @@ def step_finish_secret(clients: Clients, secret_id: str, token: str, stages: dic
         check_user_tag(clients, record)
     old_keys = finish_rotation(clients, record)
     return f"current is {record.held_key_id}; deactivated {', '.join(old_keys) or 'nothing'}"
-
-
-def failure(secret_id: str, err: Exception) -> Outcome:
-    """A failed Outcome whose reason names the secret and the problem."""
-    if isinstance(err, RotationError):
-        reason = str(err)
-    elif isinstance(err, (ClientError, BotoCoreError)):
-        reason = f"secret {secret_id!r}: {describe_error(err)}"
-    else:
-        reason = f"secret {secret_id!r}: unexpected {type(err).__name__}: {err}"
-    log_action("failed", logging.ERROR, secret=secret_id, reason=reason)
-    return Outcome(secret=secret_id, status="failed", reason=reason)
-
-
-def read_or_report(clients: Clients, settings: Settings, secret_id: str) -> SecretRecord | Outcome:
-    """First pass: read the secret and check its user's tag, or report why not."""
-    try:
-        record = read_secret(clients, secret_id)
-        if settings.require_user_tag:
-            check_user_tag(clients, record)
-        return record
-    except Exception as err:  # one secret's failure must not stop the others
-        return failure(secret_id, err)
-
-
-def claim_or_report(run: RunState, item: SecretRecord | Outcome) -> SecretRecord | Outcome:
-    """Second pass, in the order of `sec`: the first secret naming a user gets it."""
-    if isinstance(item, Outcome):
-        return item
-    try:
-        if run.claim(item):
-            return item
-    except RotationError as err:
-        return failure(item.name, err)
-    log_action("skip_duplicate", secret=item.name, arn=item.arn)
-    return Outcome(secret=item.name, status="skipped", user=item.user_name,
-                   reason=f"same secret as {run.arns[item.arn]!r}")
-
-
-def time_left(context: Any) -> float | None:
-    """Seconds left before Lambda stops the function, if the context says."""
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    millis = remaining() if callable(remaining) else None
-    return millis / 1000 if isinstance(millis, int | float) else None  # a test's stand-in may say anything
-
-
-def rotate_or_report(
-    clients: Clients, run: RunState, item: SecretRecord | Outcome, context: Any
-) -> Outcome | Stored:
-    """Third pass: rotate one claimed secret up to the store if there is time; any failure becomes an Outcome."""
-    if isinstance(item, Outcome):
-        return item
-    margin, left = run.settings.time_margin, time_left(context)
-    if left is not None and left < margin:
-        reason = f"secret {item.name!r}: not attempted: less than {margin:g}s of the Lambda time limit left"
-        log_action("not_attempted", logging.ERROR, secret=item.name, reason=reason)
-        return Outcome(secret=item.name, status="not_attempted", reason=reason)
-    try:
-        return rotate_secret(clients, run, item)
-    except Exception as err:  # one secret's surprise must not stop the others
-        return failure(item.name, err)
 
 
 # ---------------------------------------------------------------------------
@@ -978,16 +993,6 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         problems = verify_keys([s for s in started if isinstance(s, Stored)], settings.verify_timeout, pool.map)
         outcomes = list(pool.map(lambda item: finish_or_report(clients, item, problems), started))
     return report(outcomes, settings, context)
-
-
-def finish_or_report(clients: Clients, item: Stored | Outcome, problems: dict[str, str]) -> Outcome:
-    """Last pass: finish a stored rotation; any failure becomes an Outcome."""
-    if isinstance(item, Outcome):
-        return item
-    try:
-        return finish_stored(clients, item, problems)
-    except Exception as err:  # one secret's surprise must not stop the others
-        return failure(item.record.name, err)
 
 
 def report(outcomes: list[Outcome], settings: Settings, context: Any = None) -> dict[str, Any]:
