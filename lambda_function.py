@@ -1,49 +1,315 @@
 """Rotate IAM user access keys held in Secrets Manager secrets.
 
-Handler: ``lambda_function.lambda_handler``. The environment variable ``sec``
-names the secrets (names or ARNs, separated by ``;``). Each secret holds JSON
-``{"UserName", "AccessKeyId", "SecretAccessKey"}``; for each one the function
-plans the rotation with ``plan_rotation`` (a pure function, the decision
-table), then carries the plan out in the only order that never loses a key:
-make room, create the new key, store it in the secret, and only then
-deactivate the old one.
+Handler: ``lambda_function.lambda_handler``. One file, in this order:
 
-No SecretAccessKey is ever logged, returned or put in an error message.
+1. Vocabularies and errors: ``Status``, ``KeyStatus``; ``RotationError(secret,
+   why)`` for one secret, ``ConfigError`` for the invocation, ``RotationFailed``
+   at the end of a run in which any secret failed.
+2. Settings: ``load_settings(environ, event)`` parses every setting and event
+   control once per invocation, strictly, into one frozen ``Settings``.
+   Logging is set up beside it.
+3. Functional core (pure, no AWS): ``plan_rotation`` (the decision table is its
+   docstring), ``rotation_due``, ``retirement`` (the grace period), the
+   redelivery token.
+4. Imperative shell: clients (with a per-call time budget), one small function
+   per AWS step; each raises ``RotationError``.
+5. Batch mode (EventBridge schedule, console, CLI): ``run_batch`` in passes:
+   resolve the secrets (``sec``, prefixes), read them, decide (skip / claim the
+   user), start (settle a previous key still Active, or rotate up to the
+   store), verify every key together with STS, finish (retire old keys or keep
+   them through the grace period). ``{"rollback": [...]}`` runs
+   ``rollback_secret`` instead.
+6. Secrets Manager rotation mode (``Step`` events): ``serve_rotation_step``
+   checks, once for every step, that the secret's rotation names this function
+   and that the token's version is ``AWSPENDING``; then one function per step.
+7. The handler, the report and its metrics, the optional SNS notification.
+
+Holders: a key is held by its secret's AWSCURRENT, AWSPREVIOUS or AWSPENDING
+version, or by another secret of the run that names the same user. A held key
+that may be in use is only ever deactivated, never deleted in the same run
+(unless ``{"force": true}``); a key another secret holds is never touched.
+
+No SecretAccessKey is ever logged, returned or put in an error message, and
+no AWS error message of a call that carries one is repeated anywhere.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import random
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from functools import lru_cache
-from time import monotonic, sleep
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-ACTIVE = "Active"
-INACTIVE = "Inactive"
+# ---------------------------------------------------------------------------
+# 1. Vocabularies and errors
+# ---------------------------------------------------------------------------
+
+
+class KeyStatus(StrEnum):
+    ACTIVE = "Active"
+    INACTIVE = "Inactive"
+
+
+class Status(StrEnum):
+    """What happened to one secret in a run."""
+
+    ROTATED = "rotated"  # new key stored and verified (old key retired, or kept through the grace period)
+    RETIRED = "retired"  # the previous key was deactivated after its grace period
+    WAITING = "waiting"  # the previous key is still in its grace period or in use: kept Active
+    ROLLED_BACK = "rolled_back"  # AWSCURRENT moved back to the previous version
+    SKIPPED = "skipped"  # nothing to do, or not ours to do
+    PLANNED = "planned"  # dry run
+    FAILED = "failed"
+    NOT_ATTEMPTED = "not_attempted"  # too little Lambda time left to start
+
+
+FAILING = (Status.FAILED, Status.NOT_ATTEMPTED)
+
 MAX_KEYS_PER_USER = 2  # IAM's fixed quota of access keys per user
+CURRENT, PREVIOUS, PENDING = "AWSCURRENT", "AWSPREVIOUS", "AWSPENDING"
+
+
+class RotationError(Exception):
+    """One secret could not be handled. Carries the secret and the reason; str() is "secret 'x': why"."""
+
+    def __init__(self, secret: str, why: str) -> None:
+        super().__init__(f"secret {secret!r}: {why}")
+        self.secret, self.why = secret, why
+
+
+class ConfigError(Exception):
+    """A setting or the event is not understood; nothing was touched."""
+
+
+class RotationFailed(Exception):
+    """Raised at the end of an invocation in which any secret failed (after the report and metrics)."""
+
+
+# ---------------------------------------------------------------------------
+# 2. Settings and logging
+# ---------------------------------------------------------------------------
+
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+RETRY_MODES = ("adaptive", "standard", "legacy")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The event's controls and their types. A key that means one of these once case,
+# "-" and "_" are ignored (dryRun, DRY_RUN, dry-run) is refused, never ignored.
+EVENT_CONTROLS: dict[str, type] = {"dry_run": bool, "force": bool, "secrets": list, "rollback": list}
+DEFAULT_MAX_GRACE_HOURS = 168.0
+# A scheduled event is a redelivery candidate only this close to its own time:
+# EventBridge and Lambda give up on an event within a day. Older (the console's
+# 1970 sample) or far-future events run as a manual invocation would.
+REDELIVERY_WINDOW = timedelta(hours=25)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One invocation's settings: the environment, narrowed by the event. Parsed once, by ``load_settings``."""
+
+    secret_ids: tuple[str, ...] = ()  # sec: names, ARNs and "prefix*" entries, in order
+    targets: tuple[str, ...] | None = None  # event "secrets": a subset of what sec selects
+    rollback: tuple[str, ...] = ()  # event "rollback"
+    dry_run: bool = False
+    force: bool = False
+    event_id: str | None = None  # a recent scheduled event's id; redeliveries repeat it
+    event_time: datetime | None = None
+    rotate_after_days: float = 0.0
+    verify_timeout: float = 30.0
+    time_margin: float = 60.0
+    max_workers: int = 8
+    require_user_tag: bool = True
+    grace_hours: float = 0.0
+    max_grace_hours: float = DEFAULT_MAX_GRACE_HOURS
+    retry_mode: str = "adaptive"
+    max_attempts: int = 10
+    log_level: str = "INFO"
+    metrics_namespace: str = "IAMKeyRotation"
+    notify_topic_arn: str | None = None
+
+    @property
+    def call_budget(self) -> float:
+        """Seconds one AWS call may spend retrying: a fixed share of the margin, so a started rotation ends in it."""
+        return self.time_margin * CALL_BUDGET_SHARE
+
+
+CALL_BUDGET_SHARE = 0.25
+
+
+def env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    word = raw.strip().lower()
+    if word in TRUE_WORDS + FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise ConfigError(f"setting {name}={raw!r} is not understood; use one of {'/'.join(TRUE_WORDS + FALSE_WORDS)}")
+
+
+def env_number(environ: Mapping[str, str], name: str, default: float, low: float, high: float,
+               kind: type = float) -> Any:
+    """A finite number within [low, high], or a ConfigError naming the setting and the bounds."""
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return kind(default)
+    accepted = f"{'a whole' if kind is int else 'a'} number from {low:g} to {high:g}"
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise ConfigError(f"setting {name}={raw!r} is not understood; use {accepted}") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ConfigError(f"setting {name}={raw!r} is out of range; use {accepted}")
+    return value
+
+
+def env_choice(environ: Mapping[str, str], name: str, default: str, choices: tuple[str, ...],
+               fold: Callable[[str], str] = str.lower) -> str:
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    if fold(raw.strip()) not in choices:
+        raise ConfigError(f"setting {name}={raw!r} is not understood; use one of {', '.join(choices)}")
+    return fold(raw.strip())
+
+
+def parse_secret_ids(value: str | None) -> tuple[str, ...]:
+    """Split ``sec`` on ';', dropping blanks and repeats, keeping order; refuse what cannot be a secret."""
+    raw = value or ""
+    if "," in raw:  # no secret name or ARN holds a comma
+        raise ConfigError(f"setting sec={raw!r}: separate the secrets with ';', not ','")
+    ids = tuple(dict.fromkeys(part.strip() for part in raw.split(";") if part.strip()))
+    for entry in ids:
+        if "*" in entry[:-1] or entry == "*":
+            raise ConfigError(f"setting sec: entry {entry!r} is not understood; a prefix entry is a name "
+                              "followed by one '*' at its end, like 'iam-keys/*'")
+    return ids
+
+
+def event_controls(event: Any) -> dict[str, Any]:
+    """The event's controls, checked: types as documented, near-miss spellings refused."""
+    if event is None:
+        return {}
+    if not isinstance(event, dict):
+        raise ConfigError(f"the event must be a JSON object, not {type(event).__name__}")
+    meant = {name.replace("_", ""): name for name in EVENT_CONTROLS}
+    controls: dict[str, Any] = {}
+    for key, value in event.items():
+        control = meant.get(str(key).lower().replace("-", "").replace("_", ""))
+        if control is None:
+            continue  # other keys (the console's key1...) are not ours
+        if key != control:
+            raise ConfigError(f"event key {key!r} is not understood; did you mean {control!r}?")
+        if EVENT_CONTROLS[control] is bool and not isinstance(value, bool):
+            raise ConfigError(f'event "{control}" must be true or false (JSON), not {json.dumps(value)}')
+        if EVENT_CONTROLS[control] is list:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value) \
+                    or not any(v.strip() for v in value):
+                raise ConfigError(f'event "{control}" must be a non-empty list of secret names or ARNs')
+            value = tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
+        controls[control] = value
+    if "secrets" in controls and "rollback" in controls:
+        raise ConfigError('event: use "secrets" or "rollback", not both')
+    return controls
+
+
+def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None = None) -> Settings:
+    """Every setting and event control, parsed strictly, once. Raises ConfigError before anything is touched."""
+    controls = {} if is_rotation_event(event) else event_controls(event)
+    verify_timeout = env_number(environ, "VERIFY_TIMEOUT_SECONDS", 30, 0, 600)
+    grace_hours = env_number(environ, "GRACE_HOURS", 0, 0, 8760)
+    max_grace = env_number(environ, "MAX_GRACE_HOURS", max(DEFAULT_MAX_GRACE_HOURS, grace_hours), 0, 8760)
+    if max_grace < grace_hours:
+        raise ConfigError(f"setting MAX_GRACE_HOURS={max_grace:g} is below GRACE_HOURS={grace_hours:g}; "
+                          "use a number at least GRACE_HOURS")
+    topic = (environ.get("NOTIFY_TOPIC_ARN") or "").strip() or None
+    if topic is not None and not (topic.startswith("arn:") and ":sns:" in topic):
+        raise ConfigError(f"setting NOTIFY_TOPIC_ARN={topic!r} is not understood; use an SNS topic ARN "
+                          "(arn:aws:sns:REGION:ACCOUNT_ID:NAME)")
+    namespace = (environ.get("METRICS_NAMESPACE") or "").strip() or Settings.metrics_namespace
+    event_time = scheduled_time(event, now or datetime.now(UTC))
+    return Settings(
+        secret_ids=parse_secret_ids(environ.get("sec")),
+        targets=controls.get("secrets"),
+        rollback=controls.get("rollback", ()),
+        dry_run=controls.get("dry_run", False) or env_bool(environ, "DRY_RUN", False),
+        force=controls.get("force", False),
+        event_id=f"{event.get('id')}@{event.get('time')}" if event_time and event.get("id") else None,
+        event_time=event_time,
+        rotate_after_days=env_number(environ, "ROTATE_AFTER_DAYS", 0, 0, 3650),
+        verify_timeout=verify_timeout,
+        time_margin=env_number(environ, "TIME_MARGIN_SECONDS", verify_timeout + 30, 0, 900),
+        max_workers=env_number(environ, "MAX_WORKERS", 8, 1, 64, int),
+        require_user_tag=env_bool(environ, "REQUIRE_USER_TAG", True),
+        grace_hours=grace_hours,
+        max_grace_hours=max_grace,
+        retry_mode=env_choice(environ, "AWS_RETRY_MODE", "adaptive", RETRY_MODES),
+        max_attempts=env_number(environ, "AWS_MAX_ATTEMPTS", 10, 1, 20, int),
+        log_level=env_choice(environ, "LOG_LEVEL", "INFO", LOG_LEVELS, str.upper),
+        metrics_namespace=namespace,
+        notify_topic_arn=topic,
+    )
+
+
+def is_rotation_event(event: Any) -> bool:
+    """Is this Secrets Manager invoking us as the secret's rotation function?"""
+    return isinstance(event, dict) and "Step" in event
+
+
+def is_scheduled(event: Any) -> bool:
+    """Is this an EventBridge (scheduled) event, which may be delivered more than once?"""
+    return isinstance(event, dict) and (
+        event.get("source") == "aws.events" or event.get("detail-type") == "Scheduled Event")
+
+
+def scheduled_time(event: Any, now: datetime) -> datetime | None:
+    """The time of a scheduled event close enough to now to be redelivered; None otherwise."""
+    if not is_scheduled(event):
+        return None
+    try:
+        when = datetime.fromisoformat(str(event.get("time")))
+    except ValueError:
+        return None
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return when if abs(now - when) <= REDELIVERY_WINDOW else None
+
 
 logger = logging.getLogger("key_rotation")
-
 # Loggers whose DEBUG output carries request and response bodies, and so
 # secret values: they stay at WARNING whatever LOG_LEVEL says.
 WIRE_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
 
 
+def configure_logging(level: str = "INFO") -> None:
+    """Set our level; keep the wire loggers (and any child someone turned up) at WARNING."""
+    logger.setLevel(level)
+    for name in WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in list(logging.root.manager.loggerDict):
+        child = logging.getLogger(name)
+        if name.split(".")[0] in WIRE_LOGGERS and logging.NOTSET < child.level < logging.WARNING:
+            child.setLevel(logging.WARNING)
+
+
+def log_action(action: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one structured line. Callers pass ids and names, never secrets."""
+    logger.log(level, json.dumps({"action": action, **fields}, default=str))
+
+
 # ---------------------------------------------------------------------------
-# Functional core: the decision table
+# 3. Functional core
 # ---------------------------------------------------------------------------
 
 
@@ -57,28 +323,49 @@ class KeyState:
 
     @property
     def active(self) -> bool:
-        return self.status == ACTIVE
+        return self.status == KeyStatus.ACTIVE
+
+
+@dataclass(frozen=True)
+class Holders:
+    """Who holds which of the user's keys.
+
+    ``current``: the key in this secret's AWSCURRENT version. ``ours``: keys in
+    its AWSPREVIOUS and AWSPENDING versions. ``others``: key id -> the other
+    secret (of this run) that holds it.
+    """
+
+    current: str | None = None
+    ours: frozenset[str] = frozenset()
+    others: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class RotationPlan:
-    """What to do to one user's keys, in order: the create and store between."""
+    """What to do to one user's keys, in order, with the create and store between."""
 
+    deactivate_first: tuple[str, ...] = ()  # force only: held keys retired before they are deleted
     delete_first: tuple[str, ...] = ()
     deactivate_after: tuple[str, ...] = ()
     delete_after: tuple[str, ...] = ()
+    blocked: str | None = None  # why no new key can be made without touching a key someone holds
 
-    def steps(self, new_key_id: str = "new") -> list[str]:
-        """The plan as readable steps: ['delete AKIA1', 'create new', 'store new', ...]."""
+    def steps(self, new_key_id: str = "new", keep_until: str | None = None) -> list[str]:
+        """The plan as readable steps: ['delete AKIA1', 'create new', 'store new', ...].
+
+        With ``keep_until`` (a grace period) the old key is kept Active, not deactivated.
+        """
         return (
-            [f"delete {key}" for key in self.delete_first]
+            [f"deactivate {key}" for key in self.deactivate_first]
+            + [f"delete {key}" for key in self.delete_first]
             + [f"create {new_key_id}", f"store {new_key_id}"]
-            + [f"deactivate {key}" for key in self.deactivate_after]
             + [f"delete {key}" for key in self.delete_after]
+            + [f"keep {key} Active until {keep_until}" if keep_until else f"deactivate {key}"
+               for key in self.deactivate_after]
         )
 
 
-def plan_rotation(keys: list[KeyState], held_key_id: str | None) -> RotationPlan:
+def plan_rotation(keys: list[KeyState], holders: Holders, force: bool = False) -> RotationPlan:
     """Decide which keys to delete and deactivate around creating a new one.
 
     | keys found | what happens |
@@ -90,36 +377,46 @@ def plan_rotation(keys: list[KeyState], held_key_id: str | None) -> RotationPlan
     | 2 inactive | delete both, create, store |
     | 2 active | delete one, create, store, deactivate the other |
 
-    Safety refinements: the key the secret holds (``held_key_id``) is never
-    deleted before the new key is stored; if it is inactive it is deleted
-    after the store instead. Of two active keys the one the secret does not
-    hold is deleted (the older one if it holds neither). If the held key is
-    inactive and another key is active, that active key is deleted to make
-    room, since nobody is known to hold it.
+    Holders win over the table. The key the secret holds (AWSCURRENT) is never
+    deleted before the new key is stored: if it is Inactive it is deleted after
+    the store, if Active it is the one deactivated. A key another secret holds
+    is never touched. An Active key the secret's AWSPREVIOUS or AWSPENDING
+    version holds is never deleted (``force`` deactivates, then deletes it).
+    Only keys that were already Inactive, or Active keys nobody holds, are
+    deleted; of two Active keys the unheld one goes (the older if neither is
+    held). If that leaves no room for a new key, the plan is ``blocked``.
     """
     by_age = sorted(keys, key=lambda k: (k.created, k.key_id))
-    held = find_key(by_age, held_key_id)
-    active = [k for k in by_age if k.active]
-    # The old key kept, deactivated, as a fallback: the held one, else the newest.
-    if held is not None and held.active:
-        keep = held
-    else:
-        keep = active[-1] if active else None
-
-    delete_first = [k for k in by_age if not k.active and k is not held]
-    delete_first += [k for k in active if k is not keep]
-    if keep is not None and keep is not held and len(keys) - len(delete_first) >= MAX_KEYS_PER_USER:
-        delete_first.append(keep)  # no room beside the held (inactive) key
-        keep = None
-
+    current = find_key(by_age, holders.current)
+    mine = [k for k in by_age if k.key_id not in holders.others and k is not current]
+    in_use = [k for k in mine if k.active and k.key_id in holders.ours]
+    free = [k for k in mine if not k.active] + [k for k in mine if k.active and k.key_id not in holders.ours]
+    deactivate_first = in_use if force else []
+    delete_first = free + deactivate_first
+    if current is not None and current.key_id in holders.others:
+        current = None  # another secret holds it too: it stays as it is
+    keep = current if current is not None and current.active else None
+    unheld_active = [k for k in free if k.active]
+    if keep is None and unheld_active and len(keys) - len(delete_first) + 1 < MAX_KEYS_PER_USER:
+        keep = unheld_active[-1]  # nobody is known to use it, but keep the newest as a fallback
+        delete_first.remove(keep)
+    blocked = None
+    if len(keys) - len(delete_first) >= MAX_KEYS_PER_USER:
+        kept = [f"{k.key_id} is Active and held by this secret's AWSPREVIOUS or AWSPENDING version"
+                for k in in_use if k not in deactivate_first]
+        kept += [f"{k.key_id} is held by secret {holders.others[k.key_id]!r}"
+                 for k in by_age if k.key_id in holders.others]
+        blocked = "no room for a new key without touching a key someone holds: " + "; ".join(kept)
     return RotationPlan(
+        deactivate_first=tuple(k.key_id for k in deactivate_first),
         delete_first=tuple(k.key_id for k in delete_first),
         deactivate_after=(keep.key_id,) if keep is not None else (),
-        delete_after=(held.key_id,) if held is not None and not held.active else (),
+        delete_after=(current.key_id,) if current is not None and not current.active else (),
+        blocked=blocked,
     )
 
 
-def find_key(keys: list[KeyState], key_id: str | None) -> KeyState | None:
+def find_key(keys: Iterable[KeyState], key_id: str | None) -> KeyState | None:
     return next((k for k in keys if k.key_id == key_id), None)
 
 
@@ -137,54 +434,98 @@ def rotation_due(keys: list[KeyState], held_key_id: str | None, now: datetime, r
     return now - held.created >= timedelta(days=rotate_after_days)
 
 
-def plan_finish(keys: list[KeyState], held_key_id: str | None) -> tuple[str, ...]:
-    """Active keys to deactivate to finish a rotation whose new key is already stored."""
-    held = find_key(keys, held_key_id)
-    if held is None or not held.active:
-        return ()
-    return tuple(k.key_id for k in keys if k.active and k is not held)
+# A daily schedule fires a few seconds short of 24 hours after the run that
+# stored the key: the grace period counts as over this much early.
+GRACE_TOLERANCE = timedelta(minutes=15)
 
 
-def parse_secret_ids(value: str | None) -> list[str]:
-    """Split the ``sec`` setting on ';', dropping blanks and repeats, keeping order."""
-    ids = (part.strip() for part in (value or "").split(";"))
-    return list(dict.fromkeys(i for i in ids if i))
+class Retire(StrEnum):
+    """What to do with a previous key still Active, once the current key has authenticated."""
+
+    WAIT_GRACE = "wait_grace"  # the grace period is not over
+    CHECK_USE = "check_use"  # over: ask IAM when the previous key was last used
+    RETIRE = "retire"  # not used since the store: deactivate
+    WAIT_USE = "wait_use"  # used since the store: keep
+    FORCE = "force"  # still used past MAX_GRACE_HOURS: deactivate anyway, loudly
+
+
+def retirement(now: datetime, stored_at: datetime, last_used: datetime | None | bool,
+               grace_hours: float, max_grace_hours: float) -> Retire:
+    """The grace-period decision. ``last_used`` is False while not yet asked, else IAM's answer (None: never)."""
+    if now + GRACE_TOLERANCE < stored_at + timedelta(hours=grace_hours):
+        return Retire.WAIT_GRACE
+    if last_used is False:
+        return Retire.CHECK_USE
+    if last_used is None or last_used < stored_at:
+        return Retire.RETIRE
+    if now + GRACE_TOLERANCE >= stored_at + timedelta(hours=max_grace_hours):
+        return Retire.FORCE
+    return Retire.WAIT_USE
+
+
+VERSION_PREFIX = "key-rotation-"  # marks the secret versions this function writes
+
+
+def version_token(event_id: str | None, secret_arn: str) -> str:
+    """The id of the secret version a run writes: for a scheduled event, the same on every redelivery."""
+    if event_id:
+        return VERSION_PREFIX + str(uuid.uuid5(uuid.NAMESPACE_URL, f"key-rotation/{event_id}/{secret_arn}"))
+    return VERSION_PREFIX + str(uuid.uuid4())
+
+
+def arn_is_user(arn: str, user_name: str, partition: str, account: str) -> bool:
+    """Is arn exactly user_name (any path) in this partition and account?"""
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn" or parts[1] != partition or parts[2] != "iam" or parts[4] != account:
+        return False
+    resource = parts[5]
+    return resource.startswith("user/") and resource.rsplit("/", 1)[-1].casefold() == user_name.casefold()
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------------------------------------------------------------------------
-# Records and errors
+# Records
 # ---------------------------------------------------------------------------
-
-
-class RotationError(Exception):
-    """One secret could not be rotated; the message names the secret and why."""
-
-
-class RotationFailed(Exception):
-    """Raised at the end of an invocation in which any secret failed."""
-
-
-class ConfigError(Exception):
-    """The function's own settings are wrong; nothing was touched."""
 
 
 @dataclass
 class SecretRecord:
-    """A secret as read: its value and the key it holds."""
+    """A secret as read: what DescribeSecret says and its AWSCURRENT value (never shown in repr)."""
 
     name: str  # as the caller named it
     arn: str
-    secret_name: str  # the secret's own name
-    value: dict[str, Any]
+    secret_name: str
+    value: dict[str, Any] = field(repr=False)
     user_name: str
     held_key_id: str | None
     version_id: str | None
     version_created: datetime | None
+    stages: dict[str, list[str]] = field(default_factory=dict)  # version id -> staging labels
+    rotation_enabled: bool = False
+    rotation_lambda_arn: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    other_keys: dict[str, str | None] = field(default_factory=dict, repr=False)  # stage -> key id, read lazily
+
+    def version_with(self, stage: str) -> str | None:
+        return next((v for v, labels in self.stages.items() if stage in labels), None)
+
+    @property
+    def pending_in_flight(self) -> str | None:
+        pending = self.version_with(PENDING)
+        return pending if pending and CURRENT not in self.stages.get(pending, []) else None
+
+    @property
+    def partition_and_account(self) -> tuple[str, str]:
+        parts = self.arn.split(":")
+        return parts[1], parts[4]
 
 
 @dataclass
 class NewKey:
-    """A freshly created access key. The secret part never leaves this record."""
+    """An access key and its secret. The secret part never leaves this record."""
 
     key_id: str
     secret_access_key: str = field(repr=False)
@@ -195,59 +536,60 @@ class Outcome:
     """What happened to one secret."""
 
     secret: str
-    status: str  # "rotated" | "skipped" | "planned" | "failed" | "not_attempted"
+    status: Status
     user: str | None = None
     old_key_id: str | None = None
     new_key_id: str | None = None
     steps: list[str] = field(default_factory=list)
     reason: str | None = None
+    retire_after: str | None = None
+    forced_in_use: bool = False
 
     def summary(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
+        fields = {k: v for k, v in self.__dict__.items() if v not in (None, [], False)}
+        return {**fields, "status": str(self.status)}
+
+
+# ---------------------------------------------------------------------------
+# 4. Imperative shell: clients and AWS steps
+# ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Settings:
-    """One invocation's settings, from the environment and the event."""
+class Clock:
+    """Time, passed in (as botocore's retry module does), so tests need no patching."""
 
-    secret_ids: list[str]
-    event_id: str | None = None  # a scheduled event's id; redeliveries repeat it
-    event_time: datetime | None = None  # a scheduled event's time
-    dry_run: bool = False
-    force: bool = False
-    rotate_after_days: float = 0.0
-    verify_timeout: float = 30.0
-    max_workers: int = 8
-    require_user_tag: bool = False
-    time_margin: float = 60.0  # seconds of Lambda time a rotation may need at most
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+SYSTEM_CLOCK = Clock()
+
+
+class CallTooSlow(Exception):
+    """A call used up its retry budget: the last attempt may or may not have been applied."""
 
 
 @dataclass
-class RunState:
-    """What one invocation shares across its secrets."""
+class CallBudget:
+    """Stops botocore retrying one call once ``seconds`` have gone since the call began.
 
-    settings: Settings
-    users: dict[str, str] = field(default_factory=dict)  # casefolded user -> secret
-    arns: dict[str, str] = field(default_factory=dict)  # secret ARN -> secret as listed
+    Registered on the clients' events; the budget and clock are set per invocation.
+    """
 
-    def claim(self, record: SecretRecord) -> bool:
-        """Claim the secret and its user for this run; False if the secret is a repeat."""
-        if record.arn in self.arns:
-            return False
-        user_key = record.user_name.casefold()  # IAM user names are unique regardless of case
-        if user_key in self.users:
-            raise RotationError(
-                f"secret {record.name!r}: IAM user {record.user_name!r} is also named by secret "
-                f"{self.users[user_key]!r}; a user is rotated once per run"
-            )
-        self.arns[record.arn] = record.name
-        self.users[user_key] = record.name
-        return True
+    seconds: float = 15.0
+    clock: Clock = SYSTEM_CLOCK
 
+    def start(self, context: dict, **_: Any) -> None:
+        context["key_rotation_started"] = self.clock.monotonic()
 
-# ---------------------------------------------------------------------------
-# Imperative shell: AWS calls
-# ---------------------------------------------------------------------------
+    def check(self, request: Any, **_: Any) -> None:
+        """Before each attempt is sent: a retry past the budget is not made."""
+        context = getattr(request, "context", None) or {}
+        started, attempt = context.get("key_rotation_started"), context.get("retries", {}).get("attempt", 1)
+        if started is not None and attempt > 1 and self.clock.monotonic() - started > self.seconds:
+            raise CallTooSlow(f"gave up retrying after {self.seconds:g}s (a share of TIME_MARGIN_SECONDS)")
 
 
 @dataclass(frozen=True)
@@ -257,182 +599,218 @@ class Clients:
     session: Any
     iam: Any
     secrets: Any
+    budget: CallBudget
+    sns: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)  # a session is not thread-safe
 
-
-def client_config() -> Config:
-    """Retry throttling with client-side rate limiting, so a busy account slows the run down."""
-    return Config(
-        retries={
-            "mode": os.environ.get("AWS_RETRY_MODE", "adaptive"),
-            "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "10")),
-        },
-        connect_timeout=5,
-        read_timeout=20,
-        max_pool_connections=64,
-    )
-
-
-# Throttling error codes (as botocore's retry handler knows them). IAM's own
-# "LimitExceeded" (two keys already) is not one of them: retrying cannot help.
-THROTTLING = {"Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
-              "RequestThrottledException", "TooManyRequestsException", "RequestLimitExceeded", "SlowDown"}
-PATIENCE = (0.5, 1.0, 2.0, 4.0)  # extra waits for throttling that outlasts botocore's retries
-
-
-class Patient:
-    """A boto3 client whose API calls wait out throttling that gets past botocore's own retries.
-
-    A throttled call was refused, not applied, so calling again is safe.
-    """
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.client, name)
-        if name not in self.client.meta.method_to_api_mapping:
-            return attr
-
-        def call(**kwargs: Any) -> Any:
-            for wait in PATIENCE:
-                try:
-                    return attr(**kwargs)
-                except ClientError as err:
-                    if error_code(err) not in THROTTLING:
-                        raise
-                    log_action("throttled", logging.WARNING, operation=err.operation_name, retry_in=wait)
-                sleep(wait * (0.5 + random.random()))
-            return attr(**kwargs)
-
-        return call
+    def sts_for(self, key: NewKey) -> Any:
+        """An STS client that signs with the given key (and no session token)."""
+        with self.lock:
+            return self.session.client(
+                "sts", aws_access_key_id=key.key_id, aws_secret_access_key=key.secret_access_key,
+                config=Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=10))
 
 
 # The environment that decides where clients connect and as whom. It does not
 # change within a Lambda execution environment; a test may change it.
 CLIENT_ENVIRONMENT = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ACCESS_KEY_ID",
-                      "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS")
+                      "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
-def aws_clients() -> Clients:
-    """The shared clients: made once per execution environment (again only if its AWS settings change)."""
-    return clients_for(tuple(os.environ.get(name) for name in CLIENT_ENVIRONMENT))
+def aws_clients(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Clients:
+    """The shared clients: made once per execution environment and retry settings."""
+    environment = tuple(os.environ.get(name) for name in CLIENT_ENVIRONMENT)
+    clients = clients_for(environment, settings.retry_mode, settings.max_attempts)
+    clients.budget.seconds, clients.budget.clock = settings.call_budget, clock
+    return clients
 
 
 @lru_cache(maxsize=8)
-def clients_for(environment: tuple[str | None, ...]) -> Clients:
-    """Create the IAM and Secrets Manager clients from a session of their own."""
+def clients_for(environment: tuple[str | None, ...], retry_mode: str, max_attempts: int) -> Clients:
+    """IAM, Secrets Manager and SNS clients from a session of their own.
+
+    botocore's retries (adaptive by default: client-side rate limiting) are
+    the only retry layer; ``CallBudget`` bounds how long they may go on.
+    """
     session = boto3.session.Session()
-    config = client_config()
-    return Clients(
-        session=session,
-        iam=Patient(session.client("iam", config=config)),
-        secrets=Patient(session.client("secretsmanager", config=config)),
-    )
+    config = Config(retries={"mode": retry_mode, "max_attempts": max_attempts},
+                    connect_timeout=5, read_timeout=15, max_pool_connections=64)
+    budget = CallBudget()
+    made = {name: session.client(name, config=config) for name in ("iam", "secretsmanager", "sns")}
+    for client in made.values():
+        client.meta.events.register("before-call", budget.start)
+        client.meta.events.register("request-created", budget.check)  # once per attempt, retries included
+    return Clients(session=session, iam=made["iam"], secrets=made["secretsmanager"], sns=made["sns"], budget=budget)
 
 
-def sts_client(new_key: NewKey) -> Any:
-    """An STS client that signs with the new key (and no session token)."""
-    clients = aws_clients()
-    with clients.lock:
-        return clients.session.client(
-            "sts",
-            aws_access_key_id=new_key.key_id,
-            aws_secret_access_key=new_key.secret_access_key,
-            config=Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=10),
-        )
-
-
-def log_action(action: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log one structured line. Callers pass ids and names, never secrets."""
-    logger.log(level, json.dumps({"action": action, **fields}, default=str))
-
-
-def describe_error(err: BaseException) -> str:
-    """A short description of an AWS failure, without request parameters."""
-    if isinstance(err, ClientError):
-        error = err.response.get("Error", {})
-        operation = getattr(err, "operation_name", "AWS call")
-        return f"{operation} failed: {error.get('Code', 'Unknown')}: {error.get('Message', '')}"
-    # botocore's other errors (timeouts, connection errors) do not carry parameters.
-    return f"{type(err).__name__}: {err}"
+# Calls whose request or answer carries a secret value: their AWS error
+# messages may echo it, so only the code and operation are ever repeated.
+SECRET_CARRYING = {"GetSecretValue", "PutSecretValue", "BatchGetSecretValue", "GetCallerIdentity",
+                   "CreateAccessKey"}
+THROTTLING = {"Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
+              "RequestThrottledException", "TooManyRequestsException", "RequestLimitExceeded", "SlowDown"}
 
 
 def error_code(err: BaseException) -> str | None:
     return err.response.get("Error", {}).get("Code") if isinstance(err, ClientError) else None
 
 
-def read_secret(clients: Clients, secret_id: str, **version: str) -> SecretRecord:
-    """Read the secret (its current version, or the one named) and check that its value names a user."""
+def describe_error(err: BaseException, operation: str | None = None) -> str:
+    """A short description of a failure, without request parameters or (for secret-carrying calls) AWS's message."""
+    if isinstance(err, ClientError):
+        name = getattr(err, "operation_name", None) or operation or "AWS call"
+        code = error_code(err) or "Unknown"
+        if name in SECRET_CARRYING or operation in SECRET_CARRYING:
+            return f"{name} failed: {code}"
+        return f"{name} failed: {code}: {err.response.get('Error', {}).get('Message', '')}"
+    if isinstance(err, RotationError):
+        return err.why
+    prefix = f"{operation} failed: " if operation else ""
+    if isinstance(err, CallTooSlow):
+        return f"{prefix}AWS kept throttling or failing the call past its share of TIME_MARGIN_SECONDS ({err})"
+    if operation in SECRET_CARRYING or not isinstance(err, BotoCoreError | CallTooSlow):
+        return f"{prefix}{type(err).__name__}"  # its text may quote a parameter
+    return f"{prefix}{type(err).__name__}: {err}"
+
+
+def is_definite_refusal(err: BaseException) -> bool:
+    """Did AWS answer that it will not do it (4xx, throttling), as opposed to a timeout or 5xx that may hide success?"""
+    if not isinstance(err, ClientError):
+        return False
+    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return isinstance(status, int) and 400 <= status < 500
+
+
+def aws_step(secret: str, operation: str, user: str | None = None) -> Any:
+    """Context: turn any AWS failure into RotationError(secret, "<operation> failed: ..."), chaining nothing.
+
+    The one place where IAM's NoSuchEntity for ``user`` becomes "IAM user ... not found".
+    """
+    return _AwsStep(secret, operation, user)
+
+
+class _AwsStep:
+    def __init__(self, secret: str, operation: str, user: str | None) -> None:
+        self.secret, self.operation, self.user = secret, operation, user
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, err: BaseException | None, tb: Any) -> bool:
+        if err is None or isinstance(err, RotationError) or not isinstance(err, Exception):
+            return False
+        if error_code(err) == "NoSuchEntity" and self.user is not None:
+            raise RotationError(self.secret, f"IAM user {self.user!r} not found") from None
+        raise RotationError(self.secret, describe_error(err, self.operation)) from None
+
+
+def loads_or_none(text: str) -> Any:
+    """json.loads, or None. The parser's error is not kept: its ``doc`` is the whole (secret) text, and an
+    exception raised while handling it would chain it."""
     try:
-        response = clients.secrets.get_secret_value(SecretId=secret_id, **(version or {"VersionStage": "AWSCURRENT"}))
-    except ClientError as err:
-        if error_code(err) == "ResourceNotFoundException":
-            raise RotationError(f"secret {secret_id!r}: not found") from None
-        raise RotationError(f"secret {secret_id!r}: {describe_error(err)}") from None
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def parse_value(secret: str, response: dict, what: str = "value") -> dict[str, Any]:
+    """A secret version's JSON object, checked: it must name a user. The value itself is never quoted."""
     if "SecretString" not in response:
-        raise RotationError(f"secret {secret_id!r}: binary secret; expected a JSON SecretString")
-    try:
-        value = json.loads(response["SecretString"])
-    except ValueError:
-        # The value itself is never quoted: it may hold a secret.
-        raise RotationError(f"secret {secret_id!r}: value is not valid JSON") from None
+        raise RotationError(secret, f"binary secret ({what}); expected a JSON SecretString")
+    value = loads_or_none(response["SecretString"])
+    if value is None:
+        raise RotationError(secret, f"{what} is not valid JSON (or is nested too deep)")
     if not isinstance(value, dict):
-        raise RotationError(f"secret {secret_id!r}: value must be a JSON object, not {type(value).__name__}")
+        raise RotationError(secret, f"{what} must be a JSON object, not {type(value).__name__}")
     user_name = value.get("UserName")
-    if not isinstance(user_name, str) or not user_name.strip():
-        raise RotationError(f"secret {secret_id!r}: 'UserName' is missing or empty")
+    if user_name is None:
+        near = [k for k in value if isinstance(k, str) and k.casefold() == "username"]
+        hint = f" (found {near[0]!r}: the key is spelled 'UserName')" if near else ""
+        raise RotationError(secret, f"'UserName' is missing or empty in the {what}{hint}")
+    if not isinstance(user_name, str):
+        raise RotationError(secret, f"'UserName' must be a string, not {type(user_name).__name__}")
+    if not user_name.strip():
+        raise RotationError(secret, f"'UserName' is missing or empty in the {what}")
     held = value.get("AccessKeyId")
     if held is not None and not isinstance(held, str):
-        raise RotationError(f"secret {secret_id!r}: 'AccessKeyId' must be a string")
+        raise RotationError(secret, "'AccessKeyId' must be a string")
+    return value
+
+
+def read_secret(clients: Clients, secret_id: str) -> SecretRecord:
+    """DescribeSecret (stages, rotation, tags) and GetSecretValue(AWSCURRENT), both consistent reads."""
+    try:
+        meta = clients.secrets.describe_secret(SecretId=secret_id)
+    except ClientError as err:
+        if error_code(err) == "ResourceNotFoundException":
+            raise RotationError(secret_id, "not found") from None
+        if error_code(err) == "AccessDeniedException":
+            raise RotationError(secret_id, f"{describe_error(err)} (is the secret under the prefix the "
+                                           "role's policy allows, e.g. iam-keys/?)") from None
+        raise RotationError(secret_id, describe_error(err)) from None
+    with aws_step(secret_id, "GetSecretValue"):
+        response = clients.secrets.get_secret_value(SecretId=meta["ARN"], VersionStage=CURRENT)
+    value = parse_value(secret_id, response)
     return SecretRecord(
-        name=secret_id,
-        arn=response["ARN"],
-        secret_name=response.get("Name", secret_id),
-        value=value,
-        user_name=user_name,
-        held_key_id=held or None,
-        version_id=response.get("VersionId"),
-        version_created=response.get("CreatedDate"),
+        name=secret_id, arn=meta["ARN"], secret_name=meta.get("Name", secret_id), value=value,
+        user_name=value["UserName"], held_key_id=value.get("AccessKeyId") or None,
+        version_id=response.get("VersionId"), version_created=response.get("CreatedDate"),
+        stages={v: list(s) for v, s in (meta.get("VersionIdsToStages") or {}).items()},
+        rotation_enabled=bool(meta.get("RotationEnabled")), rotation_lambda_arn=meta.get("RotationLambdaARN"),
+        tags={t["Key"]: t["Value"] for t in meta.get("Tags") or []},
     )
+
+
+def read_version_value(clients: Clients, record: SecretRecord, stage: str) -> dict[str, Any] | None:
+    """The value of the version with ``stage``, or None if there is none (or it has no value yet)."""
+    version = record.version_with(stage)
+    if version is None:
+        return None
+    try:
+        response = clients.secrets.get_secret_value(SecretId=record.arn, VersionId=version, VersionStage=stage)
+    except ClientError as err:
+        if error_code(err) == "ResourceNotFoundException":
+            return None
+        raise RotationError(record.name, describe_error(err)) from None
+    return parse_value(record.name, response, f"{stage} version")
+
+
+def key_held_at(clients: Clients, record: SecretRecord, stage: str) -> str | None:
+    """The key id the version with ``stage`` holds, for the same user (read once per run)."""
+    if stage not in record.other_keys:
+        value = read_version_value(clients, record, stage)
+        same_user = value is not None and str(value.get("UserName")).casefold() == record.user_name.casefold()
+        record.other_keys[stage] = (value.get("AccessKeyId") or None) if same_user else None
+    return record.other_keys[stage]
 
 
 USER_TAG = "key-rotation-secret"
 
 
 def check_user_tag(clients: Clients, record: SecretRecord) -> None:
-    """Refuse a secret whose IAM user does not name it back in its key-rotation-secret tag.
+    """Refuse a secret whose IAM user does not name it back, by full ARN, in its key-rotation-secret tag.
 
     Whoever can write a secret could otherwise point UserName at an admin and
-    receive that admin's new key.
+    receive that admin's new key. A name is not enough: it survives the secret
+    being deleted and re-created by someone else; the ARN does not.
     """
-    try:
+    with aws_step(record.name, "ListUserTags", record.user_name):
         tags = clients.iam.list_user_tags(UserName=record.user_name)["Tags"]
-    except ClientError as err:
-        if error_code(err) == "NoSuchEntity":
-            raise RotationError(f"secret {record.name!r}: IAM user {record.user_name!r} not found") from None
-        raise RotationError(f"secret {record.name!r}: {describe_error(err)}") from None
     named = {tag["Key"]: tag["Value"] for tag in tags}.get(USER_TAG)
-    if named is None:
-        raise RotationError(f"secret {record.name!r}: IAM user {record.user_name!r} has no tag {USER_TAG!r}; "
-                            "with REQUIRE_USER_TAG=true the user must carry it, naming this secret")
-    if named not in (record.name, record.secret_name, record.arn):
-        raise RotationError(f"secret {record.name!r}: IAM user {record.user_name!r} has tag {USER_TAG}={named!r}, "
-                            "which names another secret")
+    if named == record.arn:
+        return
+    fix = (f"aws iam tag-user --user-name {record.user_name} "
+           f"--tags Key={USER_TAG},Value={record.arn}")
+    found = "has no tag" if named is None else f"has tag {USER_TAG}={named!r}, not this secret's ARN:"
+    raise RotationError(record.name, f"refused: IAM user {record.user_name!r} {found} {USER_TAG!r}; if this "
+                                     f"secret should rotate that user's keys, run: {fix}")
 
 
 def list_keys(clients: Clients, record: SecretRecord) -> list[KeyState]:
-    """List the user's access keys."""
-    try:
+    with aws_step(record.name, "ListAccessKeys", record.user_name):
         response = clients.iam.list_access_keys(UserName=record.user_name)
-    except ClientError as err:
-        if error_code(err) == "NoSuchEntity":
-            raise RotationError(f"secret {record.name!r}: IAM user {record.user_name!r} not found") from None
-        raise RotationError(f"secret {record.name!r}: {describe_error(err)}") from None
-    return [
-        KeyState(key_id=k["AccessKeyId"], status=k["Status"], created=k["CreateDate"])
-        for k in response["AccessKeyMetadata"]
-    ]
+    return [KeyState(key_id=k["AccessKeyId"], status=k["Status"], created=k["CreateDate"])
+            for k in response["AccessKeyMetadata"]]
 
 
 def delete_key(clients: Clients, record: SecretRecord, key_id: str) -> None:
@@ -445,592 +823,862 @@ def delete_key(clients: Clients, record: SecretRecord, key_id: str) -> None:
     log_action("delete_key", secret=record.name, user=record.user_name, key_id=key_id)
 
 
-def deactivate_key(clients: Clients, record: SecretRecord, key_id: str) -> None:
-    """Set an access key Inactive."""
-    clients.iam.update_access_key(UserName=record.user_name, AccessKeyId=key_id, Status=INACTIVE)
-    log_action("deactivate_key", secret=record.name, user=record.user_name, key_id=key_id)
+def set_key_status(clients: Clients, record: SecretRecord, key_id: str, status: KeyStatus) -> None:
+    """Deactivate (or re-activate) a key. A key deleted by hand meanwhile has reached any goal: not a failure."""
+    try:
+        clients.iam.update_access_key(UserName=record.user_name, AccessKeyId=key_id, Status=str(status))
+    except ClientError as err:
+        if error_code(err) != "NoSuchEntity" or status == KeyStatus.ACTIVE:
+            raise
+        log_action("key_already_gone", logging.WARNING, secret=record.name, user=record.user_name, key_id=key_id)
+        return
+    log_action("deactivate_key" if status == KeyStatus.INACTIVE else "activate_key",
+               secret=record.name, user=record.user_name, key_id=key_id)
 
 
 def create_key(clients: Clients, record: SecretRecord, existing: set[str]) -> NewKey:
-    """Create a new access key; on failure remove any key the call made anyway."""
+    """Create a new access key. A retried call (from any layer) or an ambiguous failure removes any key an
+    attempt made whose answer was lost; a definite refusal on the first attempt deletes nothing."""
     try:
         response = clients.iam.create_access_key(UserName=record.user_name)
     except Exception as err:
-        # A timeout can hide a success: a key made now is one whose secret
-        # nobody will ever hold, so it goes.
-        remove_unknown_keys(clients, record, existing)
-        raise RotationError(f"secret {record.name!r}: {describe_error(err)}; old key unchanged") from None
+        answer = err.response if isinstance(err, ClientError) else {}
+        retried = bool(answer.get("ResponseMetadata", {}).get("RetryAttempts"))
+        if is_definite_refusal(err) and not retried:
+            if error_code(err) == "LimitExceeded":
+                # This call made no key, yet the user has no room: one appeared since the
+                # listing (made by hand?). It is not ours to delete.
+                raise RotationError(record.name, "CreateAccessKey refused: LimitExceeded: a key appeared since the "
+                                                 "keys were listed (made by hand?); nothing deleted, old key "
+                                                 "unchanged") from None
+            raise RotationError(record.name, f"{describe_error(err, 'CreateAccessKey')}; old key unchanged") from None
+        # A timeout can hide a success, and a retried call's earlier attempt may have made a
+        # key whose answer was lost: a key made so is one whose secret nobody will ever hold.
+        cleanup = remove_unknown_keys(clients, record, existing)
+        raise RotationError(record.name, f"{describe_error(err, 'CreateAccessKey')}; {cleanup}") from None
     key = response["AccessKey"]
     new_key = NewKey(key_id=key["AccessKeyId"], secret_access_key=key["SecretAccessKey"])
     log_action("create_key", secret=record.name, user=record.user_name, key_id=new_key.key_id)
     if response.get("ResponseMetadata", {}).get("RetryAttempts"):
-        # botocore retried: an earlier attempt may have made a key whose answer was lost.
         remove_unknown_keys(clients, record, existing | {new_key.key_id})
     return new_key
 
 
-def remove_unknown_keys(clients: Clients, record: SecretRecord, existing: set[str]) -> None:
-    """Delete keys that were not there before a failed CreateAccessKey (best effort)."""
+def remove_unknown_keys(clients: Clients, record: SecretRecord, existing: set[str]) -> str:
+    """Delete keys that were not there before a failed CreateAccessKey; say truthfully what is left."""
     try:
-        for key in list_keys(clients, record):
-            if key.key_id not in existing:
-                delete_key(clients, record, key.key_id)
-    except Exception as err:
-        log_action("cleanup_failed", logging.WARNING, secret=record.name, user=record.user_name,
-                   error=str(err) if isinstance(err, RotationError) else describe_error(err))
+        unknown = [k.key_id for k in list_keys(clients, record) if k.key_id not in existing]
+    except Exception:
+        return "could not list the keys again, so a key may have been made that nobody holds (the next run " \
+               "deletes it); old key unchanged"
+    for key_id in unknown:
+        try:
+            delete_key(clients, record, key_id)
+        except Exception as err:
+            return f"key {key_id} made by the failed call is still there ({describe_error(err, 'DeleteAccessKey')})" \
+                   "; old key unchanged"
+    return "old key unchanged"
 
 
-def store_key(
-    clients: Clients, record: SecretRecord, new_key: NewKey, token: str | None, pending: bool = False
-) -> None:
-    """Write the new key into the secret: as its new AWSCURRENT version, or as AWSPENDING version `token`."""
+def store_key(clients: Clients, record: SecretRecord, new_key: NewKey, token: str, pending: bool = False) -> None:
+    """Write the new key into the secret: as its new AWSCURRENT version, or as AWSPENDING version ``token``.
+
+    A definite refusal means nothing was written: the new key is deleted. An
+    ambiguous failure (timeout, 5xx, retry budget) re-reads the secret first.
+    """
     value = {**record.value, "AccessKeyId": new_key.key_id, "SecretAccessKey": new_key.secret_access_key}
-    version: dict[str, Any] = {"ClientRequestToken": token} if token else {}  # else botocore makes one up
+    version: dict[str, Any] = {"ClientRequestToken": token}
     if pending:
-        version["VersionStages"] = ["AWSPENDING"]
+        version["VersionStages"] = [PENDING]
+    problem = None
     try:
         clients.secrets.put_secret_value(SecretId=record.arn, SecretString=json.dumps(value), **version)
     except Exception as err:  # whatever went wrong, the new key must not be lost or left unheld
-        problem = describe_error(err).replace(new_key.secret_access_key, "***")
-        confirmed = secret_holds(clients, record, new_key.key_id, token if pending else None)
+        problem, definite = describe_error(err, "PutSecretValue"), is_definite_refusal(err)
+    del value  # the new secret leaves scope before anything below can raise
+    if problem is not None:
+        # Raised outside the except block: the error (which may echo the request) is not chained.
+        confirmed = False if definite else secret_holds(clients, record, new_key.key_id, token)
         if confirmed:  # applied, but the answer was lost
-            log_action("store_confirmed", logging.WARNING, secret=record.name, user=record.user_name,
-                       key_id=new_key.key_id, error=problem)
+            log_action("store_confirmed", logging.WARNING, secret=record.name, key_id=new_key.key_id, error=problem)
         elif confirmed is False:
-            discard_key(clients, record, new_key.key_id)
-            raise RotationError(f"secret {record.name!r}: {problem}; new key deleted, old key unchanged") from None
+            raise RotationError(record.name, f"{problem}; {discard_key(clients, record, new_key.key_id)}")
         else:
-            raise RotationError(
-                f"secret {record.name!r}: {problem}; could not re-read the secret, so new key "
-                f"{new_key.key_id} was left in place for the next run to settle"
-            ) from None
+            raise RotationError(record.name, f"{problem}; could not re-read the secret, so new key "
+                                             f"{new_key.key_id} was left in place for the next run to settle")
     log_action("store_key", secret=record.name, user=record.user_name, key_id=new_key.key_id)
 
 
-def secret_holds(clients: Clients, record: SecretRecord, key_id: str, version_id: str | None = None) -> bool | None:
-    """Re-read the secret: does its current (or the named) version hold key_id? None if unknown."""
-    version = {"VersionId": version_id} if version_id else {"VersionStage": "AWSCURRENT"}
+def secret_holds(clients: Clients, record: SecretRecord, key_id: str, version_id: str) -> bool | None:
+    """Re-read the version we tried to write: does it hold key_id? None if that cannot be known."""
     try:
-        response = clients.secrets.get_secret_value(SecretId=record.arn, **version)
-        return json.loads(response["SecretString"]).get("AccessKeyId") == key_id
+        response = clients.secrets.get_secret_value(SecretId=record.arn, VersionId=version_id)
+        value = loads_or_none(response.get("SecretString", ""))
+        return isinstance(value, dict) and value.get("AccessKeyId") == key_id
     except ClientError as err:
-        return False if error_code(err) == "ResourceNotFoundException" else None  # no such version: not held
+        return False if error_code(err) == "ResourceNotFoundException" else None
     except Exception:
         return None
 
 
-def discard_key(clients: Clients, record: SecretRecord, key_id: str) -> None:
-    """Delete a new key the secret does not hold (best effort)."""
+def discard_key(clients: Clients, record: SecretRecord, key_id: str) -> str:
+    """Delete a new key the secret does not hold; say what is left."""
     try:
         delete_key(clients, record, key_id)
     except Exception as err:
-        log_action("discard_failed", logging.WARNING, secret=record.name, user=record.user_name,
-                   key_id=key_id, error=describe_error(err))
+        log_action("discard_failed", logging.WARNING, secret=record.name, key_id=key_id,
+                   error=describe_error(err, "DeleteAccessKey"))
+        return (f"new key {key_id} is not in the secret and deleting it failed "
+                f"({describe_error(err, 'DeleteAccessKey')}): it is still there, nobody holds it, the next run "
+                "deletes it; old key unchanged")
+    return "new key deleted, old key unchanged"
 
 
-VERSION_PREFIX = "key-rotation-"  # marks the secret versions this function writes
+def retire_keys(clients: Clients, record: SecretRecord, deactivate: Iterable[str], delete: Iterable[str] = ()) -> None:
+    """Deactivate, then delete, old keys once the new key is stored and verified."""
+    try:
+        for key_id in deactivate:
+            set_key_status(clients, record, key_id, KeyStatus.INACTIVE)
+        for key_id in delete:
+            delete_key(clients, record, key_id)
+    except Exception as err:
+        raise RotationError(record.name, f"new key stored, but retiring the old key failed: "
+                                         f"{describe_error(err)}; the next run finishes it") from None
 
 
-def version_token(event_id: str | None, record: SecretRecord) -> str:
-    """The id of the secret version a run writes: for a scheduled event, the same on every redelivery."""
-    if event_id:
-        return VERSION_PREFIX + str(uuid.uuid5(uuid.NAMESPACE_URL, f"key-rotation/{event_id}/{record.arn}"))
-    return VERSION_PREFIX + str(uuid.uuid4())
+def last_used(clients: Clients, record: SecretRecord, key_id: str) -> tuple[datetime | None, str]:
+    """When, by which service and where a key was last used (IAM's data lags by hours)."""
+    with aws_step(record.name, "GetAccessKeyLastUsed"):
+        used = clients.iam.get_access_key_last_used(AccessKeyId=key_id).get("AccessKeyLastUsed", {})
+    when = used.get("LastUsedDate")
+    where = f"{used.get('ServiceName', 'N/A')} in {used.get('Region', 'N/A')}"
+    return when, where
 
 
-def already_rotated(record: SecretRecord, settings: Settings) -> bool:
-    """Did this scheduled event already rotate the secret (a redelivery)?
-
-    Either the current version is the one this event writes, or this function
-    wrote it at or after the event's time. A version someone else wrote (a new
-    secret) does not count.
-    """
-    if settings.event_id and record.version_id == version_token(settings.event_id, record):
-        return True
-    return (
-        settings.event_time is not None
-        and record.version_created is not None
-        and (record.version_id or "").startswith(VERSION_PREFIX)
-        and record.version_created >= settings.event_time
-    )
-
-
-def finish_rotation(clients: Clients, record: SecretRecord) -> tuple[str, ...]:
-    """Deactivate the old active keys once the secret holds the new key; return them."""
-    old_keys = plan_finish(list_keys(clients, record), record.held_key_id)
-    retire_keys(clients, record, record.held_key_id or "", old_keys)
-    return old_keys
-
+# --- verification: STS GetCallerIdentity with the key --------------------------------------------------------------
 
 # IAM is eventually consistent: a new key is refused like this for a few seconds.
 NOT_YET_VALID = {"InvalidClientTokenId", "SignatureDoesNotMatch", "AuthFailure", "UnrecognizedClientException"}
 
 
-def arn_names_user(arn: str, user_name: str) -> bool:
-    """Is arn (arn:aws:iam::123:user/path/name) the IAM user user_name?"""
-    resource = arn.split(":", 5)[-1]
-    return resource.startswith("user/") and resource.rsplit("/", 1)[-1].casefold() == user_name.casefold()
+class Verdict(StrEnum):
+    OK = "ok"
+    NOT_YET = "not yet"
+    FAILED = "failed"
 
 
 @dataclass
-class Stored:
-    """A rotation whose new key is in the secret: next, verify it and retire the old keys."""
+class Check:
+    """A key to authenticate as its secret's user before anything older is retired."""
 
     record: SecretRecord
-    plan: RotationPlan
-    new_key: NewKey
+    key: NewKey
 
 
-def try_key(item: Stored) -> tuple[str, str] | None:
-    """Ask STS once who the new key is: None if the user, else ("not yet" | "failed", why)."""
-    record, new_key = item.record, item.new_key
+def try_key(clients: Clients, check: Check) -> tuple[Verdict, str]:
+    """Ask STS once who the key is."""
+    record, key = check.record, check.key
     try:
-        arn = sts_client(new_key).get_caller_identity()["Arn"]
+        arn = clients.sts_for(key).get_caller_identity().get("Arn")
     except (ClientError, BotoCoreError) as err:
         if isinstance(err, ClientError) and error_code(err) not in NOT_YET_VALID | THROTTLING:
-            return "failed", (f"secret {record.name!r}: verifying new key {new_key.key_id}: "
-                              f"{describe_error(err)}; old key left Active")
-        return "not yet", describe_error(err)
-    if not arn_names_user(arn, record.user_name):
-        return "failed", (f"secret {record.name!r}: new key {new_key.key_id} authenticates as {arn}, "
-                          f"not as user {record.user_name!r}; old key left Active")
-    log_action("verify_key", secret=record.name, user=record.user_name, key_id=new_key.key_id)
-    return None
+            return Verdict.FAILED, f"key {key.key_id} did not authenticate: {describe_error(err, 'GetCallerIdentity')}"
+        return Verdict.NOT_YET, describe_error(err, "GetCallerIdentity")
+    partition, account = record.partition_and_account
+    if not isinstance(arn, str) or not arn_is_user(arn, record.user_name, partition, account):
+        return Verdict.FAILED, (f"key {key.key_id} authenticates as {arn!r}, not as user {record.user_name!r} "
+                                f"of account {account}")
+    log_action("verify_key", secret=record.name, user=record.user_name, key_id=key.key_id)
+    return Verdict.OK, ""
 
 
-def verify_keys(stored: list[Stored], timeout: float, map_: Any = map) -> dict[str, str]:
-    """Wait until every new key authenticates as its user; return why, by secret, for those that did not.
+def verify_keys(clients: Clients, checks: list[Check], timeout: float, clock: Clock,
+                map_: Callable = map) -> dict[str, str]:
+    """Wait until every key authenticates as its user; return why, by secret, for those that did not.
 
-    IAM is eventually consistent, so all the keys wait out its propagation
-    delay together (tried with `map_`, e.g. a thread pool's), backing off 1, 2,
-    4, 8, 8... seconds until `timeout` is used up.
+    All keys wait out IAM's propagation delay together (tried with ``map_``,
+    e.g. a thread pool's), backing off 1, 2, 4, 8, 8... seconds until
+    ``timeout`` is used up. A timeout of 0 skips verification.
     """
     problems: dict[str, str] = {}
     if timeout <= 0:
         return problems
-    pending, deadline, delay = list(stored), monotonic() + timeout, 1.0
+    pending, deadline, delay = list(checks), clock.monotonic() + timeout, 1.0
     while pending:
         waiting = []
-        for item, result in zip(pending, list(map_(try_key, pending)), strict=True):
-            if result is not None and result[0] == "failed":
-                problems[item.record.name] = result[1]
-            elif result is not None:
-                waiting.append((item, result[1]))
-        pending = [item for item, _ in waiting]
-        if pending and monotonic() + delay > deadline:
-            for item, why in waiting:
-                problems[item.record.name] = (
-                    f"secret {item.record.name!r}: new key {item.new_key.key_id} is stored but did not authenticate "
-                    f"within {timeout:g}s ({why}); old key left Active, the next run settles it")
+        for check, (verdict, why) in zip(pending, list(map_(lambda c: safe_try_key(clients, c), pending)),
+                                         strict=True):
+            if verdict == Verdict.FAILED:
+                problems[check.record.name] = why
+            elif verdict == Verdict.NOT_YET:
+                waiting.append((check, why))
+        pending = [check for check, _ in waiting]
+        if pending and clock.monotonic() + delay > deadline:
+            for check, why in waiting:
+                problems[check.record.name] = (f"key {check.key.key_id} did not authenticate within "
+                                               f"{timeout:g}s ({why})")
             break
         if pending:
-            sleep(delay)
+            clock.sleep(delay)
             delay = min(delay * 2, 8.0)
     return problems
 
 
-def verify_key(record: SecretRecord, new_key: NewKey, timeout: float) -> None:
-    """Check one new key authenticates as the user; raise RotationError if it does not."""
-    problems = verify_keys([Stored(record, RotationPlan(), new_key)], timeout)
+def safe_try_key(clients: Clients, check: Check) -> tuple[Verdict, str]:
+    """try_key, with any surprise (an odd answer, a bug) a failure of that key alone."""
+    try:
+        return try_key(clients, check)
+    except Exception as err:
+        return Verdict.FAILED, f"verifying key {check.key.key_id}: {describe_error(err, 'GetCallerIdentity')}"
+
+
+def verify_one(clients: Clients, check: Check, settings: Settings, clock: Clock) -> None:
+    problems = verify_keys(clients, [check], settings.verify_timeout, clock)
     if problems:
-        raise RotationError(problems[record.name])
+        raise RotationError(check.record.name, problems[check.record.name])
+
+
+def held_key(record: SecretRecord, value: dict[str, Any] | None = None) -> NewKey | None:
+    """The key and secret a version's value holds, if it holds both."""
+    value = record.value if value is None else value
+    key_id, secret_key = value.get("AccessKeyId"), value.get("SecretAccessKey")
+    return NewKey(key_id, secret_key) if isinstance(key_id, str) and isinstance(secret_key, str) else None
+
+
+# ---------------------------------------------------------------------------
+# 5. Batch mode
+# ---------------------------------------------------------------------------
+
+TAG_MODE = "key-rotation:mode"
+TAG_ROTATE_AFTER = "key-rotation:rotate-after-days"
+TAG_GRACE = "key-rotation:grace-hours"
+TAG_MODES = ("rotate", "dry-run", "skip")
+
+
+@dataclass(frozen=True)
+class SecretSettings:
+    """The run's settings for one secret, after the secret's own tags (which may narrow, not widen)."""
+
+    mode: str
+    dry_run: bool
+    rotate_after_days: float
+    grace_hours: float
+
+
+def secret_settings(record: SecretRecord, settings: Settings) -> SecretSettings:
+    """Apply the secret's key-rotation:* tags; a bad value fails this secret, naming the tag."""
+    tags = record.tags
+    mode = tags.get(TAG_MODE, "rotate").strip().lower()
+    if mode not in TAG_MODES:
+        raise RotationError(record.name, f"tag {TAG_MODE}={tags[TAG_MODE]!r} is not understood; use one of "
+                                         f"{', '.join(TAG_MODES)}")
+    try:
+        rotate_after = env_number(tags, TAG_ROTATE_AFTER, settings.rotate_after_days, 0, 3650)
+        grace = env_number(tags, TAG_GRACE, settings.grace_hours, 0, settings.max_grace_hours)
+    except ConfigError as err:
+        raise RotationError(record.name, str(err).replace("setting ", "tag ", 1)) from None
+    return SecretSettings(mode=mode, dry_run=settings.dry_run or mode == "dry-run",
+                          rotate_after_days=rotate_after, grace_hours=grace)
+
+
+@dataclass
+class Run:
+    """What one batch invocation shares across its secrets."""
+
+    settings: Settings
+    clients: Clients
+    clock: Clock
+    context: Any = None
+    by_user: dict[str, list[SecretRecord]] = field(default_factory=dict)  # casefolded user -> every secret read
+    claimed: dict[str, str] = field(default_factory=dict)  # casefolded user -> the secret rotating it
+    arns: dict[str, str] = field(default_factory=dict)  # secret ARN -> secret as listed
+
+    def others_holding(self, record: SecretRecord, keys: list[KeyState]) -> dict[str, str]:
+        """Keys that other secrets of this run hold for the same user: key id -> secret."""
+        others = [r for r in self.by_user.get(record.user_name.casefold(), []) if r.arn != record.arn]
+        held: dict[str, str] = {}
+        for other in others:
+            if other.held_key_id:
+                held[other.held_key_id] = other.name
+        present = {k.key_id for k in keys if k.key_id not in held and k.key_id != record.held_key_id}
+        for other in others:  # their other versions, only if some key is otherwise unexplained
+            for stage in (PREVIOUS, PENDING):
+                if present and other.version_with(stage):
+                    key_id = key_held_at(self.clients, other, stage)
+                    if key_id in present:
+                        held[key_id] = other.name
+        return held
+
+
+@dataclass
+class Stored:
+    """A rotation whose new key is in the secret: next, verify it, then retire or keep the old key."""
+
+    record: SecretRecord
+    plan: RotationPlan
+    new_key: NewKey
+    own: SecretSettings
+
+
+@dataclass
+class Settling:
+    """A secret whose previous key is still Active: verify the current key, then retire or keep the previous."""
+
+    record: SecretRecord
+    previous_key_id: str
+    own: SecretSettings
+    reason: str | None = None
+
+
+Item = SecretRecord | Outcome | Stored | Settling
+
+
+def failure(secret: str, err: BaseException) -> Outcome:
+    """A failed Outcome. Unexpected errors are logged with their traceback (no secret is in scope here)."""
+    if isinstance(err, RotationError):
+        reason = str(err)
+    elif isinstance(err, ClientError | BotoCoreError | CallTooSlow):
+        reason = str(RotationError(secret, describe_error(err)))
+    else:
+        reason = str(RotationError(secret, f"unexpected {type(err).__name__}"))
+        logger.error(json.dumps({"action": "unexpected_error", "secret": secret}), exc_info=err)
+    log_action("failed", logging.ERROR, secret=secret, reason=reason)
+    return Outcome(secret=secret, status=Status.FAILED, reason=reason)
+
+
+def isolated(secret_of: Callable[[Any], str], step: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """One pass's step for one item: Outcomes pass through; any exception becomes that secret's failure."""
+    def run(item: Any) -> Any:
+        if isinstance(item, Outcome):
+            return item
+        try:
+            return step(item)
+        except Exception as err:  # one secret's surprise must not stop the others
+            return failure(secret_of(item), err)
+    return run
+
+
+def name_of(item: Any) -> str:
+    return item if isinstance(item, str) else item.record.name if hasattr(item, "record") else item.name
+
+
+def list_prefix(clients: Clients, prefix: str) -> list[str]:
+    """Every secret (not scheduled for deletion) whose name starts with prefix, by name."""
+    names, token = [], None
+    while True:
+        page = clients.secrets.list_secrets(Filters=[{"Key": "name", "Values": [prefix]}], MaxResults=100,
+                                            **({"NextToken": token} if token else {}))
+        names += [s["Name"] for s in page.get("SecretList", [])
+                  if s["Name"].startswith(prefix) and not s.get("DeletedDate")]
+        token = page.get("NextToken")
+        if not token:
+            return sorted(set(names))
+
+
+def resolve_secret_ids(settings: Settings, clients: Clients, wanted: tuple[str, ...] | None) -> list[str]:
+    """sec's explicit entries as listed, then secrets found by its prefixes, by name; narrowed by ``wanted``."""
+    if not settings.secret_ids:
+        raise ConfigError("setting 'sec' is unset or empty: name the secrets to rotate, separated by ';' "
+                          "(a name ending in '*' selects a prefix)")
+    explicit = [s for s in settings.secret_ids if not s.endswith("*")]
+    prefixes = [s[:-1] for s in settings.secret_ids if s.endswith("*")]
+    if wanted is not None:
+        outside = [w for w in wanted if w not in explicit and not any(w.startswith(p) for p in prefixes)]
+        if outside:
+            raise ConfigError(f"the event names secrets that 'sec' does not select: {outside}; an event cannot "
+                              "widen what the function may touch")
+        return list(wanted)
+    found: list[str] = []
+    for prefix in prefixes:
+        try:
+            found += list_prefix(clients, prefix)
+        except ClientError as err:
+            raise ConfigError(f"setting sec: listing secrets with prefix {prefix!r} failed: "
+                              f"{describe_error(err)}") from None
+    return list(dict.fromkeys(explicit + sorted(set(found) - set(explicit))))
+
+
+def decide(run: Run, record: SecretRecord) -> SecretRecord | Outcome:
+    """Second pass, in order: leave alone what is not ours to rotate; the first secret naming a user gets it."""
+    own = secret_settings(record, run.settings)
+    if record.arn in run.arns:
+        return skipped(record, f"same secret as {run.arns[record.arn]!r}")
+    run.arns[record.arn] = record.name
+    if own.mode == "skip":
+        return skipped(record, f"tag {TAG_MODE}=skip")
+    if record.rotation_enabled:
+        return skipped(record, "Secrets Manager rotation is enabled on this secret: its own rotation rotates it")
+    if record.pending_in_flight:
+        return skipped(record, f"a rotation is in flight (version {record.pending_in_flight} is AWSPENDING)")
+    user = record.user_name.casefold()  # IAM user names are unique regardless of case
+    if user in run.claimed:
+        raise RotationError(record.name, f"IAM user {record.user_name!r} is also named by secret "
+                                         f"{run.claimed[user]!r}; a user is rotated once per run")
+    run.claimed[user] = record.name
+    return record
+
+
+def skipped(record: SecretRecord, reason: str) -> Outcome:
+    log_action("skip", secret=record.name, user=record.user_name, reason=reason)
+    return Outcome(secret=record.name, status=Status.SKIPPED, user=record.user_name, reason=reason)
+
+
+def time_left(context: Any) -> float | None:
+    """Seconds left before Lambda stops the function, if the context says (a number)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    millis = remaining() if callable(remaining) else None
+    return millis / 1000 if isinstance(millis, int | float) and not isinstance(millis, bool) else None
+
+
+def already_rotated(record: SecretRecord, settings: Settings, token: str) -> bool:
+    """Did this scheduled event already rotate the secret (a redelivery)?
+
+    Either a version of the secret is the one this event writes, or this
+    function wrote the current version at or after the event's time. A version
+    someone else wrote (a new secret) does not count.
+    """
+    if settings.event_id and token in record.stages:
+        return True
+    return (settings.event_time is not None and record.version_created is not None
+            and (record.version_id or "").startswith(VERSION_PREFIX)
+            and record.version_created >= settings.event_time)
+
+
+def start(run: Run, record: SecretRecord) -> Outcome | Stored | Settling:
+    """Third pass: settle a previous key still Active, or rotate one claimed secret up to the store."""
+    settings, clients = run.settings, run.clients
+    own = secret_settings(record, settings)
+    margin, left = settings.time_margin, time_left(run.context)
+    if left is not None and left < margin:
+        reason = str(RotationError(record.name, f"not attempted: less than {margin:g}s of the Lambda time limit left"))
+        log_action("not_attempted", logging.ERROR, secret=record.name, reason=reason)
+        return Outcome(secret=record.name, status=Status.NOT_ATTEMPTED, reason=reason)
+    if settings.require_user_tag:
+        check_user_tag(clients, record)  # here, just before any key is touched, not in the read pass
+    keys = list_keys(clients, record)
+    token = version_token(settings.event_id, record.arn)
+    redelivery = already_rotated(record, settings, token)
+    previous = key_held_at(clients, record, PREVIOUS) if any(
+        k.active and k.key_id != record.held_key_id for k in keys) else None
+    previous_active = find_key(keys, previous)
+    if previous_active is not None and previous_active.active and previous != record.held_key_id:
+        if not settings.force or redelivery:
+            return Settling(record, previous, own, "already rotated for this scheduled event" if redelivery else None)
+    if redelivery:
+        return skipped(record, "already rotated for this scheduled event")
+    now = run.clock.now()
+    if not settings.force and not rotation_due(keys, record.held_key_id, now, own.rotate_after_days):
+        return skipped(record, f"key {record.held_key_id} is younger than "
+                               f"rotate-after-days={own.rotate_after_days:g}")
+    holders = Holders(current=record.held_key_id, others=run.others_holding(record, keys),
+                      ours=frozenset(k for k in (previous, key_held_at(clients, record, PENDING)
+                                                 if record.version_with(PENDING) else None) if k))
+    plan = plan_rotation(keys, holders, settings.force)
+    log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
+               keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), dry_run=own.dry_run,
+               blocked=plan.blocked)
+    if plan.blocked:
+        raise RotationError(record.name, plan.blocked)
+    if own.dry_run:
+        return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
+                       old_key_id=record.held_key_id, steps=plan.steps())
+    new_key = make_room_and_create(clients, record, plan, keys)
+    store_key(clients, record, new_key, token)
+    return Stored(record, plan, new_key, own)
 
 
 def make_room_and_create(clients: Clients, record: SecretRecord, plan: RotationPlan, keys: list[KeyState]) -> NewKey:
-    """Delete the keys the plan deletes first, then create the new key."""
+    """Deactivate (force only) and delete the keys the plan removes first, then create the new key."""
     try:
+        for key_id in plan.deactivate_first:
+            set_key_status(clients, record, key_id, KeyStatus.INACTIVE)
         for key_id in plan.delete_first:
             delete_key(clients, record, key_id)
     except Exception as err:
-        raise RotationError(f"secret {record.name!r}: {describe_error(err)}; old key unchanged") from None
+        raise RotationError(record.name, f"{describe_error(err)}; old key unchanged") from None
     remaining = {k.key_id for k in keys} - set(plan.delete_first)
     return create_key(clients, record, remaining)
 
 
-def retire_keys(clients: Clients, record: SecretRecord, new_key_id: str,
-                deactivate: tuple[str, ...], delete: tuple[str, ...] = ()) -> None:
-    """Deactivate, then delete, old keys once the new key is stored."""
-    try:
-        for key_id in deactivate:
-            deactivate_key(clients, record, key_id)
-        for key_id in delete:
-            delete_key(clients, record, key_id)
-    except Exception as err:
-        raise RotationError(
-            f"secret {record.name!r}: new key {new_key_id} stored, but retiring the old key failed: "
-            f"{describe_error(err)}; the next run finishes it"
-        ) from None
+def check_of(item: Stored | Settling) -> Check | None:
+    """The key to authenticate before retiring anything: the new key, or the key the secret now holds."""
+    if isinstance(item, Stored):
+        return Check(item.record, item.new_key)
+    key = held_key(item.record)
+    return Check(item.record, key) if key else None
 
 
-def rotate_secret(clients: Clients, run: RunState, record: SecretRecord) -> Outcome | Stored:
-    """Rotate one secret already read and claimed up to storing its new key, or say why not."""
-    settings, secret_id = run.settings, record.name
-    if already_rotated(record, settings):
-        steps = [] if settings.dry_run else [f"deactivate {key}" for key in finish_rotation(clients, record)]
-        log_action("skip_already_rotated", secret=secret_id, user=record.user_name, key_id=record.held_key_id)
-        return Outcome(secret=secret_id, status="skipped", user=record.user_name, steps=steps,
-                       reason="already rotated for this scheduled event")
-    keys = list_keys(clients, record)
-    now = datetime.now(UTC)
-    if not settings.force and not rotation_due(keys, record.held_key_id, now, settings.rotate_after_days):
-        reason = f"key {record.held_key_id} is younger than ROTATE_AFTER_DAYS={settings.rotate_after_days:g}"
-        log_action("skip_not_due", secret=secret_id, user=record.user_name, key_id=record.held_key_id)
-        return Outcome(secret=secret_id, status="skipped", user=record.user_name, reason=reason)
-    plan = plan_rotation(keys, record.held_key_id)
-    log_action("plan", secret=secret_id, user=record.user_name, held_key_id=record.held_key_id,
-               keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), dry_run=settings.dry_run)
-    if settings.dry_run:
-        return Outcome(secret=secret_id, status="planned", user=record.user_name,
-                       old_key_id=record.held_key_id, steps=plan.steps())
-    new_key = make_room_and_create(clients, record, plan, keys)
-    store_key(clients, record, new_key, version_token(settings.event_id, record))
-    return Stored(record, plan, new_key)
-
-
-def finish_stored(clients: Clients, item: Stored, problems: dict[str, str]) -> Outcome:
-    """Retire the old keys of a verified rotation; report one whose new key did not verify."""
-    record, plan, new_key = item.record, item.plan, item.new_key
+def finish(run: Run, item: Stored | Settling, problems: dict[str, str]) -> Outcome:
+    """Last pass: retire old keys of a verified secret, or keep them through the grace period."""
+    if isinstance(item, Settling):
+        return settle(run, item, problems)
+    record, plan, new_key, own = item.record, item.plan, item.new_key, item.own
     if record.name in problems:
-        raise RotationError(problems[record.name])
-    retire_keys(clients, record, new_key.key_id, plan.deactivate_after, plan.delete_after)
-    log_action("rotated", secret=record.name, user=record.user_name, old_key_id=record.held_key_id,
-               new_key_id=new_key.key_id)
-    return Outcome(secret=record.name, status="rotated", user=record.user_name,
-                   old_key_id=record.held_key_id, new_key_id=new_key.key_id, steps=plan.steps(new_key.key_id))
-
-
-# ---------------------------------------------------------------------------
-# The batch run's passes: read, claim, rotate up to the store, verify and retire
-# ---------------------------------------------------------------------------
-
-
-def failure(secret_id: str, err: Exception) -> Outcome:
-    """A failed Outcome whose reason names the secret and the problem."""
-    if isinstance(err, RotationError):
-        reason = str(err)
-    elif isinstance(err, (ClientError, BotoCoreError)):
-        reason = f"secret {secret_id!r}: {describe_error(err)}"
+        raise RotationError(record.name, f"new key {new_key.key_id} is stored, but {problems[record.name]}; old key "
+                                         "left Active, the next run verifies again before retiring it")
+    keep_until = None
+    if own.grace_hours > 0 and plan.deactivate_after:
+        keep_until = iso(run.clock.now() + timedelta(hours=own.grace_hours))
+        retire_keys(run.clients, record, (), plan.delete_after)
     else:
-        reason = f"secret {secret_id!r}: unexpected {type(err).__name__}: {err}"
-    log_action("failed", logging.ERROR, secret=secret_id, reason=reason)
-    return Outcome(secret=secret_id, status="failed", reason=reason)
+        retire_keys(run.clients, record, plan.deactivate_after, plan.delete_after)
+    outcome = Outcome(secret=record.name, status=Status.ROTATED, user=record.user_name,
+                      old_key_id=record.held_key_id, new_key_id=new_key.key_id,
+                      steps=plan.steps(new_key.key_id, keep_until), retire_after=keep_until)
+    log_action("rotated", secret=record.name, user=record.user_name, old_key_id=record.held_key_id,
+               new_key_id=new_key.key_id, retire_after=outcome.retire_after)
+    return outcome
 
 
-def read_or_report(clients: Clients, settings: Settings, secret_id: str) -> SecretRecord | Outcome:
-    """First pass: read the secret and check its user's tag, or report why not."""
+def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
+    """Retire a previous key still Active once the current key has authenticated and the grace period allows."""
+    record, previous, own = item.record, item.previous_key_id, item.own
+    base = Outcome(secret=record.name, status=Status.WAITING, user=record.user_name,
+                   old_key_id=previous, new_key_id=record.held_key_id)
+    current_key = held_key(record)
+    if current_key is None:
+        raise RotationError(record.name, f"AWSCURRENT holds no usable key; previous key {previous} kept Active")
+    if record.name in problems:
+        raise RotationError(record.name, f"the key the secret holds, {problems[record.name]}; previous key "
+                                         f"{previous} kept Active (roll back with {{\"rollback\": "
+                                         f"[\"{record.name}\"]}} if the new key is bad)")
+    now, stored_at = run.clock.now(), record.version_created or run.clock.now()
+    until = iso(stored_at + timedelta(hours=own.grace_hours))
+    decision = retirement(now, stored_at, False, own.grace_hours, run.settings.max_grace_hours)
+    where = ""
+    if decision == Retire.CHECK_USE:
+        when, where = last_used(run.clients, record, previous)
+        decision = retirement(now, stored_at, when, own.grace_hours, run.settings.max_grace_hours)
+        where = f"last used {iso(when)} by {where}" if when else "never used"
+    if decision == Retire.WAIT_GRACE:
+        base.steps, base.retire_after = [f"keep {previous} Active until {until}"], until
+        base.reason = item.reason or f"previous key {previous} is in its grace period until {until}"
+        return base
+    if decision == Retire.WAIT_USE:
+        base.steps = [f"keep {previous} Active: {where}"]
+        base.reason = (f"previous key {previous} was used since the new key was stored ({where}); kept Active "
+                       f"until unused, or until MAX_GRACE_HOURS={run.settings.max_grace_hours:g} have passed")
+        return base
+    if own.dry_run:
+        base.status, base.steps = Status.PLANNED, [f"deactivate {previous}"]
+        return base
+    retire_keys(run.clients, record, (previous,))
+    base.status, base.steps, base.reason = Status.RETIRED, [f"deactivate {previous}"], item.reason
+    if decision == Retire.FORCE:
+        base.forced_in_use = True
+        base.reason = (f"previous key {previous} deactivated although still in use ({where}): "
+                       f"MAX_GRACE_HOURS={run.settings.max_grace_hours:g} passed")
+        log_action("forced_while_in_use", logging.WARNING, secret=record.name, user=record.user_name,
+                   key_id=previous, last_use=where)
+    return base
+
+
+def rollback_secret(run: Run, record: SecretRecord) -> Outcome:
+    """Restore the previous key: re-activate it, verify it, move AWSCURRENT back, deactivate the current key."""
+    clients, settings = run.clients, run.settings
+    if settings.require_user_tag:
+        check_user_tag(clients, record)
+    previous_version = record.version_with(PREVIOUS)
+    value = read_version_value(clients, record, PREVIOUS)
+    if previous_version is None or value is None:
+        raise RotationError(record.name, "cannot roll back: the secret has no AWSPREVIOUS version; nothing changed")
+    if str(value["UserName"]).casefold() != record.user_name.casefold():
+        raise RotationError(record.name, "cannot roll back: the AWSPREVIOUS version names another user; "
+                                         "nothing changed")
+    previous_key = held_key(record, value)
+    keys = list_keys(clients, record)
+    found = find_key(keys, previous_key.key_id if previous_key else None)
+    if previous_key is None or found is None:
+        raise RotationError(record.name, f"cannot roll back: the previous key "
+                                         f"{previous_key.key_id if previous_key else '(none)'} no longer exists; "
+                                         "nothing changed")
+    current = find_key(keys, record.held_key_id)
+    steps = ([f"activate {found.key_id}"] if not found.active else []) + [f"make version {previous_version} current"]
+    if current is not None and current.active and current.key_id != found.key_id:
+        steps.append(f"deactivate {current.key_id}")
+    outcome = Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
+                      old_key_id=record.held_key_id, new_key_id=found.key_id, steps=steps)
+    if settings.dry_run:
+        return outcome
+    with aws_step(record.name, "UpdateAccessKey"):
+        if not found.active:
+            set_key_status(clients, record, found.key_id, KeyStatus.ACTIVE)
     try:
-        record = read_secret(clients, secret_id)
-        if settings.require_user_tag:
-            check_user_tag(clients, record)
-        return record
-    except Exception as err:  # one secret's failure must not stop the others
-        return failure(secret_id, err)
+        verify_one(clients, Check(record, previous_key), settings, run.clock)
+    except RotationError:
+        if not found.active:  # put it back as it was: nothing changed
+            with aws_step(record.name, "UpdateAccessKey"):
+                set_key_status(clients, record, found.key_id, KeyStatus.INACTIVE)
+        raise
+    with aws_step(record.name, "UpdateSecretVersionStage"):
+        clients.secrets.update_secret_version_stage(SecretId=record.arn, VersionStage=CURRENT,
+                                                    MoveToVersionId=previous_version,
+                                                    RemoveFromVersionId=record.version_id)
+    if current is not None and current.active and current.key_id != found.key_id:
+        retire_keys(clients, record, (current.key_id,))
+    log_action("rolled_back", secret=record.name, user=record.user_name, key_id=found.key_id,
+               version=previous_version)
+    outcome.status = Status.ROLLED_BACK
+    return outcome
 
 
-def claim_or_report(run: RunState, item: SecretRecord | Outcome) -> SecretRecord | Outcome:
-    """Second pass, in the order of `sec`: the first secret naming a user gets it."""
-    if isinstance(item, Outcome):
-        return item
-    try:
-        if run.claim(item):
-            return item
-    except RotationError as err:
-        return failure(item.name, err)
-    log_action("skip_duplicate", secret=item.name, arn=item.arn)
-    return Outcome(secret=item.name, status="skipped", user=item.user_name,
-                   reason=f"same secret as {run.arns[item.arn]!r}")
-
-
-def time_left(context: Any) -> float | None:
-    """Seconds left before Lambda stops the function, if the context says."""
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    millis = remaining() if callable(remaining) else None
-    return millis / 1000 if isinstance(millis, int | float) else None  # a test's stand-in may say anything
-
-
-def rotate_or_report(
-    clients: Clients, run: RunState, item: SecretRecord | Outcome, context: Any
-) -> Outcome | Stored:
-    """Third pass: rotate one claimed secret up to the store if there is time; any failure becomes an Outcome."""
-    if isinstance(item, Outcome):
-        return item
-    margin, left = run.settings.time_margin, time_left(context)
-    if left is not None and left < margin:
-        reason = f"secret {item.name!r}: not attempted: less than {margin:g}s of the Lambda time limit left"
-        log_action("not_attempted", logging.ERROR, secret=item.name, reason=reason)
-        return Outcome(secret=item.name, status="not_attempted", reason=reason)
-    try:
-        return rotate_secret(clients, run, item)
-    except Exception as err:  # one secret's surprise must not stop the others
-        return failure(item.name, err)
-
-
-def finish_or_report(clients: Clients, item: Stored | Outcome, problems: dict[str, str]) -> Outcome:
-    """Last pass: finish a stored rotation; any failure becomes an Outcome."""
-    if isinstance(item, Outcome):
-        return item
-    try:
-        return finish_stored(clients, item, problems)
-    except Exception as err:  # one secret's surprise must not stop the others
-        return failure(item.record.name, err)
+def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) -> list[Outcome]:
+    """The batch passes: resolve, read, decide, start, verify together, finish."""
+    run = Run(settings, clients, clock, context)
+    wanted = settings.rollback or settings.targets
+    secret_ids = resolve_secret_ids(settings, clients, wanted)
+    workers = max(1, min(settings.max_workers, len(secret_ids)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
+        read = list(pool.map(isolated(name_of, lambda s: read_secret(clients, s)), secret_ids))
+        for record in read:
+            if isinstance(record, SecretRecord):
+                run.by_user.setdefault(record.user_name.casefold(), []).append(record)
+        if settings.rollback:
+            return list(pool.map(isolated(name_of, lambda r: rollback_secret(run, r)), read))
+        decided = [isolated(name_of, lambda r: decide(run, r))(item) for item in read]
+        started = list(pool.map(isolated(name_of, lambda r: start(run, r)), decided))
+        to_check = [s for s in started if isinstance(s, Stored | Settling)]
+        checks = [c for c in map(check_of, to_check) if c is not None]
+        try:
+            # The keys wait out IAM's propagation delay together, not one after another.
+            problems = verify_keys(clients, checks, settings.verify_timeout, clock, pool.map)
+        except Exception as err:
+            problems = {c.record.name: f"verification failed: {describe_error(err)}" for c in checks}
+        return list(pool.map(isolated(name_of, lambda item: finish(run, item, problems)), started))
 
 
 # ---------------------------------------------------------------------------
-# Secrets Manager rotation: the same table, one step per invocation
+# 6. Secrets Manager rotation mode: the same table, one step per invocation
 # ---------------------------------------------------------------------------
 
-ROTATION_STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
+
+def unqualified(function_arn: str) -> str:
+    """arn:aws:lambda:region:account:function:name[:qualifier] without the version or alias."""
+    return ":".join(function_arn.split(":")[:7])
 
 
-def is_rotation_event(event: Any) -> bool:
-    """Is this Secrets Manager invoking us as the secret's rotation function?"""
-    return isinstance(event, dict) and "Step" in event
+@dataclass(frozen=True)
+class StepEvent:
+    """A typed view of a Secrets Manager rotation event."""
+
+    step: str
+    secret_id: str
+    token: str
+
+    @classmethod
+    def parse(cls, event: dict) -> StepEvent:
+        step, secret_id, token = event.get("Step"), event.get("SecretId"), event.get("ClientRequestToken")
+        if step not in ROTATION_STEPS or not isinstance(secret_id, str) or not isinstance(token, str) or not token:
+            raise ConfigError(f"rotation event needs Step (one of {', '.join(ROTATION_STEPS)}), SecretId and "
+                              f"ClientRequestToken; got Step={step!r}")
+        return cls(step, secret_id, token)
 
 
-def rotation_step(clients: Clients, event: dict) -> dict[str, Any]:
-    """Check the event and the token's staging, then run the step it names."""
-    step, secret_id, token = event.get("Step"), event.get("SecretId"), event.get("ClientRequestToken")
-    if step not in ROTATION_STEPS or not isinstance(secret_id, str) or not isinstance(token, str):
-        raise ConfigError(f"rotation event needs Step (one of {', '.join(ROTATION_STEPS)}), SecretId and "
-                          f"ClientRequestToken; got Step={step!r}")
-    try:
-        stages = clients.secrets.describe_secret(SecretId=secret_id).get("VersionIdsToStages", {})
-    except ClientError as err:
-        raise RotationError(f"secret {secret_id!r}: {describe_error(err)}") from None
-    if token not in stages:
-        raise RotationError(f"secret {secret_id!r}: version {token} has no stage for rotation")
-    if step != "finishSecret" and "AWSCURRENT" in stages[token]:
-        log_action("rotation_already_current", secret=secret_id, step=step, version=token)
-        return {"secret": secret_id, "step": step, "status": "already current"}
-    if step != "finishSecret" and "AWSPENDING" not in stages[token]:
-        raise RotationError(f"secret {secret_id!r}: version {token} is not staged AWSPENDING")
-    steps = {"createSecret": step_create_secret, "setSecret": step_set_secret, "testSecret": step_test_secret,
-             "finishSecret": step_finish_secret}
-    try:
-        done = steps[step](clients, secret_id, token, stages)
-    except (ClientError, BotoCoreError) as err:
-        raise RotationError(f"secret {secret_id!r}: {step}: {describe_error(err)}") from None
-    log_action("rotation_step", secret=secret_id, step=step, version=token, result=done)
-    return {"secret": secret_id, "step": step, "status": done}
+def serve_rotation_step(event: dict, context: Any, settings: Settings, clients: Clients, clock: Clock) -> dict:
+    """The guard every step passes first: rotation enabled for this very function, the token staged AWSPENDING."""
+    request = StepEvent.parse(event)
+    record = read_secret(clients, request.secret_id)
+    me = getattr(context, "invoked_function_arn", None)
+    if not record.rotation_enabled or not isinstance(me, str) or not record.rotation_lambda_arn \
+            or unqualified(record.rotation_lambda_arn) != unqualified(me):
+        raise RotationError(request.secret_id, f"refused {request.step}: the secret's rotation is not enabled with "
+                                               "this function as its rotation function; nothing changed")
+    labels = record.stages.get(request.token)
+    if labels is None:
+        raise RotationError(request.secret_id, f"refused {request.step}: version {request.token} is not a "
+                                               "version of this secret")
+    if CURRENT in labels and not (request.step == "finishSecret" and PENDING in labels):
+        log_action("rotation_already_current", secret=request.secret_id, step=request.step, version=request.token)
+        return {"secret": request.secret_id, "step": request.step, "status": "already current"}
+    if PENDING not in labels:
+        raise RotationError(request.secret_id, f"refused {request.step}: version {request.token} is not staged "
+                                               "AWSPENDING; nothing changed")
+    done = ROTATION_STEPS[request.step](record, request.token, settings, clients, clock)
+    log_action("rotation_step", secret=request.secret_id, step=request.step, version=request.token, result=done)
+    return {"secret": request.secret_id, "step": request.step, "status": done}
 
 
-def step_create_secret(clients: Clients, secret_id: str, token: str, stages: dict) -> str:
-    """createSecret: clean up as the table says, create the key, store it as AWSPENDING."""
-    try:
-        clients.secrets.get_secret_value(SecretId=secret_id, VersionId=token, VersionStage="AWSPENDING")
-        log_action("create_secret_exists", secret=secret_id, version=token)
-        return "pending version already exists"
-    except ClientError as err:
-        if error_code(err) != "ResourceNotFoundException":
-            raise RotationError(f"secret {secret_id!r}: {describe_error(err)}") from None
-    record = read_secret(clients, secret_id)  # AWSCURRENT: its key is never touched here
-    if env_flag("REQUIRE_USER_TAG"):
+def step_create_secret(record: SecretRecord, token: str, settings: Settings, clients: Clients, clock: Clock) -> str:
+    """createSecret: clean up as the table says, create the key, store it as AWSPENDING version ``token``."""
+    if settings.require_user_tag:
         check_user_tag(clients, record)
     keys = list_keys(clients, record)
-    plan = plan_rotation(keys, record.held_key_id)
-    log_action("plan", secret=secret_id, user=record.user_name, held_key_id=record.held_key_id,
+    pending = read_version_value(clients, record, PENDING)
+    if pending is not None:
+        pending_key = find_key(keys, pending.get("AccessKeyId"))
+        if pending_key is not None and pending_key.active:
+            return "pending version already exists"
+        # Its key is gone (or Inactive): make a new one in its place so this token can converge.
+        # (Real Secrets Manager refuses to rewrite a version: that refusal deletes the new key, and says what to do.)
+        log_action("pending_key_gone", logging.WARNING, secret=record.name, version=token,
+                   key_id=pending.get("AccessKeyId"))
+    previous = key_held_at(clients, record, PREVIOUS) if any(
+        k.active and k.key_id != record.held_key_id for k in keys) else None
+    holders = Holders(current=record.held_key_id, ours=frozenset(k for k in (previous,) if k))
+    plan = plan_rotation(keys, holders)
+    log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
                keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), version=token)
+    if plan.blocked:
+        raise RotationError(record.name, plan.blocked)
     new_key = make_room_and_create(clients, record, plan, keys)
-    store_key(clients, record, new_key, token, pending=True)
+    try:
+        store_key(clients, record, new_key, token, pending=True)
+    except RotationError as err:
+        if pending is not None and "ResourceExists" in err.why:
+            raise RotationError(record.name, f"{err.why}. Version {token} holds a key that no longer works and "
+                                             "Secrets Manager does not let a version be rewritten: cancel this "
+                                             f"rotation (aws secretsmanager cancel-rotate-secret --secret-id "
+                                             f"{record.arn}) and rotate again") from None
+        raise
     return f"created {new_key.key_id}"
 
 
-def step_set_secret(clients: Clients, secret_id: str, token: str, stages: dict) -> str:
+def step_set_secret(record: SecretRecord, token: str, settings: Settings, clients: Clients, clock: Clock) -> str:
     """setSecret: nothing to do, IAM already holds the key createSecret made."""
-    log_action("set_secret", secret=secret_id, version=token, note="nothing to do: IAM already holds the key")
-    return "nothing to do"
+    return "nothing to do: IAM already holds the key"
 
 
-def step_test_secret(clients: Clients, secret_id: str, token: str, stages: dict) -> str:
-    """testSecret: the pending key authenticates as the user."""
-    record = read_secret(clients, secret_id, VersionId=token, VersionStage="AWSPENDING")
-    secret_key = record.value.get("SecretAccessKey")
-    if not record.held_key_id or not isinstance(secret_key, str):
-        raise RotationError(f"secret {secret_id!r}: pending version {token} holds no access key")
-    verify_key(record, NewKey(record.held_key_id, secret_key), env_number("VERIFY_TIMEOUT_SECONDS", 30, 0))
-    return f"verified {record.held_key_id}"
+def pending_check(record: SecretRecord, token: str, clients: Clients) -> tuple[Check, dict[str, Any]]:
+    """The pending version's key, which must exist and be Active."""
+    value = read_version_value(clients, record, PENDING)
+    key = held_key(record, value) if value is not None else None
+    if value is None or key is None:
+        raise RotationError(record.name, f"pending version {token} holds no access key")
+    if str(value["UserName"]).casefold() != record.user_name.casefold():
+        raise RotationError(record.name, f"pending version {token} names another user; refused")
+    found = find_key(list_keys(clients, record), key.key_id)
+    if found is None or not found.active:
+        raise RotationError(record.name, f"pending version {token} holds key {key.key_id}, which "
+                                         f"{'no longer exists' if found is None else 'is Inactive'}; refused")
+    return Check(record, key), value
 
 
-def step_finish_secret(clients: Clients, secret_id: str, token: str, stages: dict) -> str:
-    """finishSecret: make the token's version AWSCURRENT, drop AWSPENDING, deactivate the old key."""
-    current = next((v for v, labels in stages.items() if "AWSCURRENT" in labels), None)
-    if current != token:
-        clients.secrets.update_secret_version_stage(SecretId=secret_id, VersionStage="AWSCURRENT",
-                                                    MoveToVersionId=token, RemoveFromVersionId=current)
-        log_action("finish_secret", secret=secret_id, version=token, previous_version=current)
-    if "AWSPENDING" in stages[token]:
-        clients.secrets.update_secret_version_stage(SecretId=secret_id, VersionStage="AWSPENDING",
-                                                    RemoveFromVersionId=token)
-    record = read_secret(clients, secret_id, VersionId=token)
-    if env_flag("REQUIRE_USER_TAG"):
+def step_test_secret(record: SecretRecord, token: str, settings: Settings, clients: Clients, clock: Clock) -> str:
+    """testSecret: the pending key exists, is Active and authenticates as the user."""
+    check, _ = pending_check(record, token, clients)
+    verify_one(clients, check, settings, clock)
+    return f"verified {check.key.key_id}"
+
+
+def step_finish_secret(record: SecretRecord, token: str, settings: Settings, clients: Clients, clock: Clock) -> str:
+    """finishSecret: verify the pending key, make it AWSCURRENT, deactivate the old key, then drop AWSPENDING.
+
+    AWSPENDING goes last, so a finish interrupted after the move is finished by a retry.
+    """
+    if settings.require_user_tag:
         check_user_tag(clients, record)
-    old_keys = finish_rotation(clients, record)
-    return f"current is {record.held_key_id}; deactivated {', '.join(old_keys) or 'nothing'}"
+    check, _ = pending_check(record, token, clients)
+    verify_one(clients, check, settings, clock)
+    current = record.version_with(CURRENT)
+    old_key = record.held_key_id if current != token else key_held_at(clients, record, PREVIOUS)
+    with aws_step(record.name, "UpdateSecretVersionStage"):
+        if current != token:
+            clients.secrets.update_secret_version_stage(SecretId=record.arn, VersionStage=CURRENT,
+                                                        MoveToVersionId=token, RemoveFromVersionId=current)
+            log_action("finish_secret", secret=record.name, version=token, previous_version=current)
+    old = [k.key_id for k in list_keys(clients, record)
+           if k.active and k.key_id == old_key and k.key_id != check.key.key_id]
+    retire_keys(clients, record, old)
+    with aws_step(record.name, "UpdateSecretVersionStage"):
+        clients.secrets.update_secret_version_stage(SecretId=record.arn, VersionStage=PENDING,
+                                                    RemoveFromVersionId=token)
+    return f"current is {check.key.key_id}; deactivated {', '.join(old) or 'nothing'}"
+
+
+ROTATION_STEPS: dict[str, Callable[..., str]] = {
+    "createSecret": step_create_secret,
+    "setSecret": step_set_secret,
+    "testSecret": step_test_secret,
+    "finishSecret": step_finish_secret,
+}
 
 
 # ---------------------------------------------------------------------------
-# Handler
+# 7. Handler, report, metrics, notification
 # ---------------------------------------------------------------------------
-
-
-def configure_logging() -> None:
-    """Set our level from LOG_LEVEL; keep the wire loggers quiet."""
-    level = os.environ.get("LOG_LEVEL", "INFO").strip().upper()
-    if level not in logging.getLevelNamesMapping():
-        level = "INFO"
-    logger.setLevel(level)
-    for name in WIRE_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for name in list(logging.root.manager.loggerDict):  # and children someone turned up, e.g. botocore.parsers
-        child = logging.getLogger(name)
-        if name.split(".")[0] in WIRE_LOGGERS and logging.NOTSET < child.level < logging.WARNING:
-            child.setLevel(logging.WARNING)
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def env_number(name: str, default: float, minimum: float, kind: type = float) -> Any:
-    """A numeric setting, or a ConfigError naming it."""
-    raw = os.environ.get(name, "").strip()
-    try:
-        value = kind(raw) if raw else kind(default)
-    except ValueError:
-        raise ConfigError(f"environment variable {name!r} must be a number, not {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"environment variable {name!r} must be at least {minimum}, not {raw!r}")
-    return value
-
-
-def targeted_ids(event: dict, listed: list[str]) -> list[str]:
-    """The event's "secrets", which must all be listed in ``sec``."""
-    wanted = event["secrets"]
-    if isinstance(wanted, str):
-        wanted = [wanted]
-    if not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted):
-        raise ConfigError('event "secrets" must be a list of secret names or ARNs')
-    wanted = parse_secret_ids(";".join(wanted))
-    unlisted = [w for w in wanted if w not in listed]
-    if unlisted:
-        raise ConfigError(f"event names secrets not listed in 'sec': {unlisted}; an event cannot widen what "
-                          "the function may touch")
-    if not wanted:
-        raise ConfigError('event "secrets" is empty')
-    return wanted
-
-
-def load_settings(event: Any) -> Settings:
-    """Read the settings from the environment, narrowed by the event."""
-    event = event if isinstance(event, dict) else {}
-    secret_ids = secret_ids_from_env()
-    if "secrets" in event:
-        secret_ids = targeted_ids(event, secret_ids)
-    verify_timeout = env_number("VERIFY_TIMEOUT_SECONDS", 30, 0)
-    return Settings(
-        secret_ids=secret_ids,
-        event_id=scheduled_event_id(event),
-        event_time=scheduled_time(event),
-        dry_run=event.get("dry_run") is True or env_flag("DRY_RUN"),
-        force=event.get("force") is True,
-        rotate_after_days=env_number("ROTATE_AFTER_DAYS", 0, 0),
-        verify_timeout=verify_timeout,
-        max_workers=env_number("MAX_WORKERS", 8, 1, int),
-        require_user_tag=env_flag("REQUIRE_USER_TAG"),
-        time_margin=env_number("TIME_MARGIN_SECONDS", verify_timeout + 30, 0),
-    )
-
-
-def is_scheduled(event: Any) -> bool:
-    """Is this an EventBridge (scheduled) event, which may be delivered more than once?"""
-    return isinstance(event, dict) and (
-        event.get("source") == "aws.events" or event.get("detail-type") == "Scheduled Event")
-
-
-def scheduled_time(event: Any) -> datetime | None:
-    """The time of an EventBridge event, or None for other events or an unreadable time."""
-    if not is_scheduled(event):
-        return None
-    try:
-        when = datetime.fromisoformat(str(event.get("time")))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def scheduled_event_id(event: Any) -> str | None:
-    """The id of an EventBridge event (with its time), or None for other events."""
-    if not is_scheduled(event) or not event.get("id"):
-        return None
-    return f"{event['id']}@{event.get('time')}"
-
-
-def secret_ids_from_env() -> list[str]:
-    """The secrets to rotate, from the ``sec`` environment variable."""
-    ids = parse_secret_ids(os.environ.get("sec"))
-    if not ids:
-        raise ConfigError("environment variable 'sec' is unset or empty: name the secrets to rotate, separated by ';'")
-    return ids
-
 
 configure_logging()  # before any client exists
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
-    """Rotate every secret named in ``sec``, or serve one Secrets Manager rotation step."""
-    configure_logging()
+    """Rotate every secret ``sec`` selects, or serve one Secrets Manager rotation step."""
+    return handle(event, context, os.environ, SYSTEM_CLOCK)
+
+
+def handle(event: Any, context: Any, environ: Mapping[str, str], clock: Clock,
+           clients: Clients | None = None) -> dict[str, Any]:
+    """The handler with its environment, clock and clients passed in."""
+    settings = load_settings(environ, event, clock.now())
+    configure_logging(settings.log_level)
+    clients = clients or aws_clients(settings, clock)
     if is_rotation_event(event):
-        return rotation_step(aws_clients(), event)
-    settings = load_settings(event)
-    run = RunState(settings=settings)
-    clients = aws_clients()
-    workers = min(settings.max_workers, len(settings.secret_ids))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
-        read = list(pool.map(lambda secret_id: read_or_report(clients, settings, secret_id), settings.secret_ids))
-        claimed = [claim_or_report(run, item) for item in read]
-        started = list(pool.map(lambda item: rotate_or_report(clients, run, item, context), claimed))
-        # The new keys wait out IAM's propagation delay together, not one after another.
-        problems = verify_keys([s for s in started if isinstance(s, Stored)], settings.verify_timeout, pool.map)
-        outcomes = list(pool.map(lambda item: finish_or_report(clients, item, problems), started))
-    return report(outcomes, settings, context)
+        return serve_rotation_step(event, context, settings, clients, clock)
+    outcomes = run_batch(settings, clients, clock, context)
+    return report(outcomes, settings, clients, context)
 
 
-def report(outcomes: list[Outcome], settings: Settings, context: Any = None) -> dict[str, Any]:
-    """Summarise the run and emit its metrics; raise RotationFailed naming each failed secret."""
-    failed = [o for o in outcomes if o.status in ("failed", "not_attempted")]
-    counts = {
-        "rotated": sum(o.status == "rotated" for o in outcomes),
-        "skipped": sum(o.status == "skipped" for o in outcomes),
-        "planned": sum(o.status == "planned" for o in outcomes),
-        "failed": len(failed),
-    }
+def report(outcomes: list[Outcome], settings: Settings, clients: Clients, context: Any = None) -> dict[str, Any]:
+    """Summarise the run, emit its metrics, notify; then raise RotationFailed naming each failed secret."""
+    failed = [o for o in outcomes if o.status in FAILING]
+    counts = {str(status): sum(o.status == status for o in outcomes) for status in Status if status not in FAILING}
+    counts["failed"] = len(failed)
+    counts["forced_in_use"] = sum(o.forced_in_use for o in outcomes)
     log_action("run_complete", dry_run=settings.dry_run, **counts)
+    counts["succeeded"] = int(not failed)  # one a run, for the "no successful run for 36 hours" alarm
     name = getattr(context, "function_name", None)
-    emit_metrics(counts, name if isinstance(name, str) else os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+    emit_metrics(counts, settings.metrics_namespace,
+                 name if isinstance(name, str) else os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+    summary = {**{k: v for k, v in counts.items() if k != "succeeded"}, "dry_run": settings.dry_run,
+               "secrets": [o.summary() for o in outcomes]}
+    notify(clients, settings, summary)
     if failed:
         reasons = "; ".join(o.reason or o.secret for o in failed)
         raise RotationFailed(f"{len(failed)} of {len(outcomes)} secrets failed: {reasons}")
-    return {**counts, "dry_run": settings.dry_run, "secrets": [o.summary() for o in outcomes]}
+    return summary
 
 
-METRICS_NAMESPACE = "IAMKeyRotation"
+METRICS = {"Rotated": "rotated", "Retired": "retired", "Waiting": "waiting", "ForcedWhileInUse": "forced_in_use",
+           "RolledBack": "rolled_back", "Skipped": "skipped", "Failed": "failed", "Succeeded": "succeeded"}
 
 
-def emit_metrics(counts: dict[str, int], function_name: str | None) -> None:
-    """Print one CloudWatch Embedded Metric Format line: Rotated, Skipped, Failed."""
-    names = {"Rotated": counts["rotated"], "Skipped": counts["skipped"], "Failed": counts["failed"]}
+def emit_metrics(counts: dict[str, int], namespace: str, function_name: str | None) -> None:
+    """Print one CloudWatch Embedded Metric Format line with the run's counts."""
+    values = {metric: counts[key] for metric, key in METRICS.items()}
     dimensions = {"FunctionName": function_name or "local"}
     document = {
         "_aws": {
             "Timestamp": int(time.time() * 1000),
-            "CloudWatchMetrics": [{
-                "Namespace": os.environ.get("METRICS_NAMESPACE", METRICS_NAMESPACE),
-                "Dimensions": [list(dimensions)],
-                "Metrics": [{"Name": name, "Unit": "Count"} for name in names],
-            }],
+            "CloudWatchMetrics": [{"Namespace": namespace, "Dimensions": [list(dimensions)],
+                                   "Metrics": [{"Name": name, "Unit": "Count"} for name in values]}],
         },
         **dimensions,
-        **names,
+        **values,
     }
     # stdout, not the logger: EMF needs the JSON alone on its log line.
     print(json.dumps(document), flush=True)
+
+
+WHAT_TO_DO = {
+    Status.FAILED: "read the reason; the secret still holds a working key",
+    Status.NOT_ATTEMPTED: "raise the function's timeout or split the secrets",
+    Status.WAITING: "move consumers still using the old key to the secret's current value",
+    Status.RETIRED: "nothing; the old key is Inactive and the next rotation deletes it",
+    Status.ROTATED: "nothing; consumers read the new key from the secret",
+    Status.ROLLED_BACK: "fix the consumers; tag the secret key-rotation:mode=skip to hold rotation meanwhile",
+}
+
+
+def notify(clients: Clients, settings: Settings, summary: dict[str, Any]) -> None:
+    """One SNS message per run that rotated, retired, waited on or failed anything (no secret values)."""
+    if not settings.notify_topic_arn:
+        return
+    lines = [f"{s['secret']}: {s['status']}" + (f" ({s['reason']})" if s.get("reason") else "")
+             + f". What to do: {WHAT_TO_DO[Status(s['status'])]}"
+             for s in summary["secrets"] if Status(s["status"]) in WHAT_TO_DO]
+    if not lines:
+        return
+    try:
+        clients.sns.publish(TopicArn=settings.notify_topic_arn, Subject="IAM key rotation",
+                            Message="\n".join(lines))
+    except Exception as err:  # a notice that failed must not fail the run it reports
+        log_action("notify_failed", logging.WARNING, error=describe_error(err, "Publish"))

@@ -1,16 +1,31 @@
-"""Shared fixtures: moto-backed AWS, seeded users, and state assertions."""
+"""Shared fixtures: moto-backed AWS, an STS that answers as AWS does, an injected clock, state readers.
+
+moto differs from AWS in two ways these fixtures correct for the unit tests:
+- moto's STS accepts any access key, even a deleted or Inactive one, and any
+  secret. ``AwsLikeSts`` answers as STS does: only an Active key of an existing
+  user, signed with that key's real secret, authenticates.
+- moto lets PutSecretValue rewrite an existing version's value; AWS refuses
+  (ResourceExistsException). Tests that depend on it say so.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 import lambda_function
-from seed import iam_secret_keys
+from local_aws import LambdaContext, make_moto_move_current_as_aws_does
+from seed import ACCOUNT_ID, iam_key_states, iam_secret_keys
+
+__all__ = ["LambdaContext"]  # tests import it from here
 
 os.environ.update(
     AWS_DEFAULT_REGION="us-east-1",
@@ -19,15 +34,93 @@ os.environ.update(
 )
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
+make_moto_move_current_as_aws_does()
 
+EVENTS = Path(__file__).parent / "events"  # copies of ../shared/events
+SETTINGS_VARIABLES = ("sec", "LOG_LEVEL", "DRY_RUN", "REQUIRE_USER_TAG", "VERIFY_TIMEOUT_SECONDS", "ROTATE_AFTER_DAYS",
+                      "TIME_MARGIN_SECONDS", "MAX_WORKERS", "GRACE_HOURS", "MAX_GRACE_HOURS", "AWS_MAX_ATTEMPTS",
+                      "AWS_RETRY_MODE", "METRICS_NAMESPACE", "NOTIFY_TOPIC_ARN")
+
+
+def load_event(name: str, **changes: Any) -> dict:
+    """One of the shared event shapes (tests/events), with fields changed."""
+    return {**json.loads((EVENTS / f"{name}.json").read_text()), **changes}
+
+
+def client_error(code: str, operation: str, message: str = "injected", status: int | None = None) -> ClientError:
+    """A ClientError as botocore raises it (with an HTTP status when given)."""
+    response: dict = {"Error": {"Code": code, "Message": message}}
+    if status is not None:
+        response["ResponseMetadata"] = {"HTTPStatusCode": status}
+    return ClientError(response, operation)
+
+
+class FakeClock(lambda_function.Clock):
+    """Time that moves only when slept on (or set): tests never sleep."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        object.__setattr__(self, "state", {"now": start or datetime.now(UTC), "mono": 1000.0, "sleeps": []})
+        object.__setattr__(self, "now", lambda: self.state["now"])
+        object.__setattr__(self, "monotonic", lambda: self.state["mono"])
+        object.__setattr__(self, "sleep", self._sleep)
+
+    def _sleep(self, seconds: float) -> None:
+        self.state["sleeps"].append(seconds)
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.state["mono"] += seconds
+        self.state["now"] += timedelta(seconds=seconds)
+
+    @property
+    def sleeps(self) -> list[float]:
+        return self.state["sleeps"]
+
+
+class AwsLikeSts:
+    """GetCallerIdentity as AWS answers it, from moto's IAM state (see the module docstring).
+
+    ``refusals`` makes the first calls fail as IAM propagation does; ``answer``
+    replaces the answer (another account, no Arn...).
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.refusals = 0
+        self.refusal_code = "InvalidClientTokenId"
+        self.answer: dict | None = None
+        self.on_call: Any = None
+
+    def client_for(self, key: lambda_function.NewKey) -> Any:
+        outer = self
+
+        class Client:
+            def get_caller_identity(self) -> dict:
+                outer.calls.append(key.key_id)
+                if outer.on_call:
+                    outer.on_call()
+                if len(outer.calls) <= outer.refusals:
+                    raise client_error(outer.refusal_code, "GetCallerIdentity", "The security token is invalid.", 403)
+                if outer.answer is not None:
+                    return outer.answer
+                for user, states in iam_key_states().items():
+                    if key.key_id in states:
+                        valid = states[key.key_id] == "Active" and iam_secret_keys(user)[key.key_id] == \
+                            key.secret_access_key
+                        if valid:
+                            return {"Arn": f"arn:aws:iam::{ACCOUNT_ID}:user/{user}", "Account": ACCOUNT_ID}
+                raise client_error("InvalidClientTokenId", "GetCallerIdentity", "The security token is invalid.", 403)
+
+        return Client()
 
 
 class Aws:
     """boto3 clients onto moto plus readers of the state the function leaves."""
 
-    def __init__(self) -> None:
+    def __init__(self, sts: AwsLikeSts) -> None:
         self.iam = boto3.client("iam")
         self.secrets = boto3.client("secretsmanager")
+        self.sts = sts
 
     def keys(self, user: str) -> dict[str, str]:
         """Key id -> status."""
@@ -40,14 +133,41 @@ class Aws:
     def versions(self, secret: str) -> list[dict]:
         return self.secrets.list_secret_version_ids(SecretId=secret)["Versions"]
 
+    def stages(self, secret: str) -> dict[str, list[str]]:
+        return self.secrets.describe_secret(SecretId=secret)["VersionIdsToStages"]
+
+    def has_stage(self, secret: str, stage: str) -> bool:
+        return any(stage in labels for labels in self.stages(secret).values())
+
     def holds_working_key(self, secret: str, stage: str = "AWSCURRENT") -> bool:
-        """The secret's key exists, is Active, and its SecretAccessKey is the real one."""
+        """The version's key exists, is Active, and its SecretAccessKey is the real one."""
         value = self.value(secret, stage)
         key_id = value.get("AccessKeyId")
         return (
             self.keys(value["UserName"]).get(key_id) == "Active"
             and iam_secret_keys(value["UserName"]).get(key_id) == value.get("SecretAccessKey")
         )
+
+    def assert_holders_intact(self, secret: str, before: dict[str, str]) -> None:
+        """No key any version of the secret held while Active (in ``before``: key -> status) was deleted."""
+        value = self.value(secret)
+        keys = self.keys(value["UserName"])
+        for key_id, status in before.items():
+            if status == "Active":
+                assert key_id in keys, f"held Active key {key_id} was deleted"
+
+    def held_keys(self, secret: str) -> dict[str, str]:
+        """Key id -> status, for every key a staged version of the secret holds."""
+        held = {}
+        for version in self.stages(secret):
+            try:
+                value = json.loads(self.secrets.get_secret_value(SecretId=secret, VersionId=version)["SecretString"])
+            except ClientError:
+                continue
+            key_id = value.get("AccessKeyId")
+            if key_id:
+                held[key_id] = self.keys(value["UserName"]).get(key_id, "deleted")
+        return held
 
     def assert_converged(self, secret: str) -> None:
         """Steady state: one Active key, the secret's and working, at most one Inactive."""
@@ -59,21 +179,44 @@ class Aws:
         assert self.holds_working_key(secret)
 
 
+@pytest.fixture(autouse=True)
+def fresh_state(monkeypatch):
+    """Each test starts with no settings of ours in the environment and no cached clients."""
+    for name in SETTINGS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    lambda_function.clients_for.cache_clear()
+    yield
+    lambda_function.clients_for.cache_clear()
+
+
 @pytest.fixture
-def aws(monkeypatch):
-    """In-process moto, with the function's cached clients reset."""
-    monkeypatch.delenv("sec", raising=False)
-    monkeypatch.delenv("LOG_LEVEL", raising=False)
+def sts():
+    """Installed by hand, not by monkeypatch, so that a test's monkeypatch.undo() (ending its faults) keeps it."""
+    stand_in, original = AwsLikeSts(), lambda_function.Clients.sts_for
+    lambda_function.Clients.sts_for = lambda self, key: stand_in.client_for(key)
+    yield stand_in
+    lambda_function.Clients.sts_for = original
+
+
+@pytest.fixture
+def aws(sts):
+    """In-process moto, and STS answering as AWS does."""
     with mock_aws():
-        yield Aws()
+        yield Aws(sts)
 
 
 @pytest.fixture
-def invoke(monkeypatch):
-    """Run the handler with `sec` set to the given secrets."""
+def clock() -> FakeClock:
+    return FakeClock()
 
-    def run(*secrets: str, event: dict | None = None, sec: str | None = None):
+
+@pytest.fixture
+def invoke(monkeypatch, clock):
+    """Run the handler with `sec` set to the given secrets, on the test's clock."""
+
+    def run(*secrets: str, event: dict | None = None, sec: str | None = None, context: Any = None):
         monkeypatch.setenv("sec", sec if sec is not None else ";".join(secrets))
-        return lambda_function.lambda_handler(event if event is not None else {"key1": "value1"}, None)
+        return lambda_function.handle(event if event is not None else load_event("console-test"), context,
+                                      os.environ, clock)
 
     return run

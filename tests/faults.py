@@ -1,4 +1,4 @@
-"""Fault injection at the boto3 call: refused, or applied with the answer lost."""
+"""Fault injection at the boto3 call: refused, applied with the answer lost, process killed, a bug below us."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 import lambda_function
 
 REFUSED, TIMEOUT, CRASH, BROKEN = "refused", "timeout", "crash", "broken"
+MODES = (REFUSED, TIMEOUT, CRASH, BROKEN)
 
 
 class Crash(BaseException):
@@ -35,8 +36,9 @@ class Faulty:
             self.calls += 1
             if self.calls != self.nth:
                 return real(**kwargs)
-            if self.mode == REFUSED:
-                error = {"Error": {"Code": "ServiceUnavailable", "Message": "injected refusal"}}
+            if self.mode == REFUSED:  # a 5xx: AWS says it failed, which may or may not be so
+                error = {"Error": {"Code": "ServiceUnavailable", "Message": "injected refusal"},
+                         "ResponseMetadata": {"HTTPStatusCode": 503}}
                 raise ClientError(error, "".join(part.title() for part in name.split("_")))
             if self.mode == BROKEN:  # not an AWS error at all: a bug below us, before anything was sent
                 raise RuntimeError("injected failure")
@@ -48,23 +50,41 @@ class Faulty:
         return call
 
 
-SERVICE_OF = {
-    "get_secret_value": "secrets",
-    "put_secret_value": "secrets",
-    "describe_secret": "secrets",
-    "update_secret_version_stage": "secrets",
-    "list_access_keys": "iam",
-    "create_access_key": "iam",
-    "delete_access_key": "iam",
-    "update_access_key": "iam",
-}
+def service_of(method: str) -> str:
+    """Which of the function's clients has `method`."""
+    clients = lambda_function.aws_clients(lambda_function.Settings())
+    return next(s for s in ("iam", "secrets", "sns") if hasattr(getattr(clients, s), method))
 
 
 def inject(monkeypatch, method: str, mode: str, nth: int = 1) -> Faulty:
     """Make the function's `method` fail the nth time; return the proxy."""
-    clients = lambda_function.aws_clients()
-    service = SERVICE_OF[method]
-    faulty = Faulty(getattr(clients, service), method, mode, nth)
-    patched = lambda_function.Clients(**{**clients.__dict__, service: faulty})
-    monkeypatch.setattr(lambda_function, "aws_clients", lambda: patched)
+    real_clients = lambda_function.aws_clients
+    service = service_of(method)
+    faulty = Faulty(getattr(real_clients(lambda_function.Settings()), service), method, mode, nth)
+
+    def patched(settings, clock=lambda_function.SYSTEM_CLOCK):
+        clients = real_clients(settings, clock)
+        return lambda_function.Clients(**{**clients.__dict__, service: faulty})
+
+    monkeypatch.setattr(lambda_function, "aws_clients", patched)
     return faulty
+
+
+def record_calls(run) -> list[str]:
+    """The boto3 methods the function's clients call while `run()` goes, in order, a repeat as
+    "method#2": what a fault can be injected into."""
+    from botocore import xform_name
+
+    seen: list[str] = []
+    clients = lambda_function.aws_clients(lambda_function.Settings())
+    for client in (clients.iam, clients.secrets):
+        client.meta.events.register("before-call", lambda model, **_: seen.append(xform_name(model.name)))
+    try:
+        run()
+    finally:
+        lambda_function.clients_for.cache_clear()  # the recording hooks go with the clients
+    numbered, counts = [], {}
+    for method in seen:
+        counts[method] = counts.get(method, 0) + 1
+        numbered.append(method if counts[method] == 1 else f"{method}#{counts[method]}")
+    return numbered

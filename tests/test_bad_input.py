@@ -41,7 +41,11 @@ BAD_VALUES = {
     "json-string": (json.dumps("x"), "value must be a JSON object, not str"),
     "no-user": (json.dumps({"AccessKeyId": "AKIAEXAMPLE"}), "'UserName' is missing or empty"),
     "empty-user": (json.dumps({"UserName": "  "}), "'UserName' is missing or empty"),
-    "user-not-string": (json.dumps({"UserName": 7}), "'UserName' is missing or empty"),
+    "user-not-string": (json.dumps({"UserName": 7}), "'UserName' must be a string, not int"),
+    "user-spelled-lower": (json.dumps({"username": "good-user"}),
+                           "'UserName' is missing or empty in the value (found 'username': the key is spelled "
+                           "'UserName')"),
+    "nested-too-deep": ("[" * 100000 + "]" * 100000, "value is not valid JSON (or is nested too deep)"),
     "key-id-not-string": (json.dumps({"UserName": "good-user", "AccessKeyId": 7}), "'AccessKeyId' must be a string"),
     "no-such-user": (json.dumps({"UserName": "ghost"}), "IAM user 'ghost' not found"),
 }
@@ -109,22 +113,27 @@ def test_failed_run_names_every_failed_secret(aws, invoke, good):
 
 @pytest.mark.parametrize("order", ["listed-first-wins", "reversed"])
 def test_first_secret_in_sec_naming_a_user_wins_even_when_read_last(aws, invoke, monkeypatch, order):
-    import time
+    import threading
 
     import lambda_function
 
+    monkeypatch.setenv("REQUIRE_USER_TAG", "false")  # the user can name only one secret back: this is the claim rule
     first = seed_user(aws.iam, aws.secrets, "shared-user", ("Active",), held=0, secret="a-first")
     aws.secrets.create_secret(Name="b-second", SecretString=json.dumps({"UserName": "shared-user"}))
     listed = ["a-first", "b-second"] if order == "listed-first-wins" else ["b-second", "a-first"]
-    clients = lambda_function.aws_clients()
-    real_get = clients.secrets.get_secret_value
+    clients = lambda_function.aws_clients(lambda_function.Settings())
+    real_describe, other_read = clients.secrets.describe_secret, threading.Event()
 
-    def slow_for_the_first_listed(**kwargs):
+    def last_for_the_first_listed(**kwargs):
         if kwargs["SecretId"] == listed[0]:
-            time.sleep(0.3)  # its read finishes after the other one's
-        return real_get(**kwargs)
+            other_read.wait(10)  # its read finishes after the other one's
+            return real_describe(**kwargs)
+        try:
+            return real_describe(**kwargs)
+        finally:
+            other_read.set()
 
-    monkeypatch.setattr(clients.secrets, "get_secret_value", slow_for_the_first_listed)
+    monkeypatch.setattr(clients.secrets, "describe_secret", last_for_the_first_listed)
     with pytest.raises(RotationFailed) as failure:
         invoke(*listed)
     assert f"secret '{listed[1]}': IAM user 'shared-user' is also named by secret '{listed[0]}'" in str(failure.value)

@@ -6,18 +6,21 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
 import pytest
 
 import lambda_function
+from conftest import load_event
 from lambda_function import RotationFailed
 from local_aws import LambdaContext, moto_server
 from seed import ROWS, iam_secret_keys, seed_row
 
 ROOT = Path(__file__).parent.parent
-SCHEDULED = json.loads((ROOT / "tests" / "events" / "eventbridge-scheduled.json").read_text())
+# The shared scheduled event, at the time it is delivered (a redelivery repeats it within hours)
+SCHEDULED = load_event("eventbridge-scheduled", time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 @pytest.fixture
@@ -34,7 +37,7 @@ def test_every_row_rotates_over_http(server, monkeypatch):
 
     result = lambda_function.lambda_handler(SCHEDULED, LambdaContext())
 
-    assert lambda_function.aws_clients().iam.meta.endpoint_url == server
+    assert lambda_function.aws_clients(lambda_function.Settings()).iam.meta.endpoint_url == server
     assert result["rotated"] == len(ROWS)
     json.dumps(result)  # what the console shows must serialise
     for s in seeded:
@@ -63,5 +66,11 @@ def test_make_demo_script_rotates_every_row():
     done = subprocess.run([sys.executable, "tools/demo.py"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
-    assert f"rotated {len(ROWS)}, skipped 0, failed 0" in done.stdout
-    assert "demo-two-active (2 active)" in done.stdout
+    out = done.stdout
+    assert f"rotated {len(ROWS)}, skipped 0, failed 0" in out
+    assert "two-active (2 active)" in out
+    for label in ("1. Dry run", "2. Rotation", "3. What the Lambda console shows", "4. Refused"):
+        assert label in out
+    assert "aws iam tag-user --user-name admin" in out
+    assert '"_aws"' not in out and '"action"' not in out, "quiet: no metrics or log lines"
+    assert len(out.splitlines()) <= 40, "a first-time user reads it without scrolling"

@@ -12,68 +12,12 @@ from lambda_function import ConfigError, RotationFailed
 from seed import ROWS, backdate_key, seed_row, seed_user
 
 ONE_ACTIVE = ROWS[1]
-REAL_STS_CLIENT = lambda_function.sts_client
-
-
-class FakeClock:
-    """Stands in for monotonic() and sleep(): sleeping advances time at once."""
-
-    def __init__(self) -> None:
-        self.now, self.sleeps = 1000.0, []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-class RefusingSts:
-    """STS that refuses the new key the first `refusals` times, as IAM propagation does."""
-
-    def __init__(self, aws, refusals: int, code: str = "InvalidClientTokenId", user: str | None = None):
-        self.aws, self.refusals, self.code, self.user = aws, refusals, code, user
-        self.calls, self.old_key_states = 0, []
-
-    def factory(self, new_key):
-        real = REAL_STS_CLIENT(new_key)
-        outer = self
-
-        class Client:
-            def get_caller_identity(self):
-                outer.calls += 1
-                outer.old_key_states.append(dict(outer.aws.keys(outer.user)) if outer.user else None)
-                if outer.calls <= outer.refusals:
-                    error = {"Error": {"Code": outer.code, "Message": "The security token included is invalid."}}
-                    raise ClientError(error, "GetCallerIdentity")
-                return real.get_caller_identity()
-
-        return Client()
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    fake = FakeClock()
-    monkeypatch.setattr(lambda_function, "monotonic", fake.monotonic)
-    monkeypatch.setattr(lambda_function, "sleep", fake.sleep)
-    return fake
-
-
-@pytest.fixture
-def sts(aws, monkeypatch):
-    def install(refusals: int, **kwargs) -> RefusingSts:
-        fake = RefusingSts(aws, refusals, **kwargs)
-        monkeypatch.setattr(lambda_function, "sts_client", fake.factory)
-        return fake
-
-    return install
 
 
 def mutating_calls(aws_fixture) -> list[str]:
-    """Record the names of mutating calls the function's clients make."""
+    """Record the names of the calls the function's clients make."""
     seen: list[str] = []
-    clients = lambda_function.aws_clients()
+    clients = lambda_function.aws_clients(lambda_function.Settings())
     for client in (clients.iam, clients.secrets):
         client.meta.events.register("before-call.*.*", lambda model, **_: seen.append(model.name))
     return seen
@@ -84,12 +28,14 @@ def mutating_calls(aws_fixture) -> list[str]:
 
 def test_new_key_is_verified_before_old_key_is_deactivated(aws, invoke, sts, clock):
     seeded = seed_row(aws.iam, aws.secrets, ONE_ACTIVE, user="alice")
-    fake = sts(refusals=3, user="alice")
+    sts.refusals = 3
+    old_key_states = []
+    sts.on_call = lambda: old_key_states.append(aws.keys("alice")[seeded.key_ids[0]])
     invoke(seeded.secret)
-    assert fake.calls == 4
+    assert len(sts.calls) == 4
     assert clock.sleeps == [1.0, 2.0, 4.0]
     # While STS was being asked, the old key was still Active.
-    assert all(state[seeded.key_ids[0]] == "Active" for state in fake.old_key_states)
+    assert old_key_states == ["Active"] * 4
     assert aws.keys("alice")[seeded.key_ids[0]] == "Inactive"
     aws.assert_converged(seeded.secret)
 
@@ -97,27 +43,23 @@ def test_new_key_is_verified_before_old_key_is_deactivated(aws, invoke, sts, clo
 def test_key_that_never_verifies_fails_and_keeps_old_key_active(aws, invoke, sts, clock, monkeypatch):
     monkeypatch.setenv("VERIFY_TIMEOUT_SECONDS", "20")
     seeded = seed_row(aws.iam, aws.secrets, ONE_ACTIVE, user="alice")
-    fake = sts(refusals=1000)
+    sts.refusals = 1000
     with pytest.raises(RotationFailed, match="did not authenticate within 20s"):
         invoke(seeded.secret)
-    assert sum(clock.sleeps) <= 20 and fake.calls >= 3
+    assert sum(clock.sleeps) <= 20 and len(sts.calls) >= 3
     new_key = aws.value(seeded.secret)["AccessKeyId"]
     assert aws.keys("alice") == {seeded.key_ids[0]: "Active", new_key: "Active"}
     assert aws.holds_working_key(seeded.secret)
-    monkeypatch.setattr(lambda_function, "sts_client", REAL_STS_CLIENT)
-    invoke(seeded.secret)  # the next run settles it
+    sts.refusals = 0
+    result = invoke(seeded.secret)  # the next run verifies the new key, then retires the old one
+    assert result["retired"] == 1
     aws.assert_converged(seeded.secret)
 
 
-def test_key_of_another_identity_fails_at_once(aws, invoke, monkeypatch, clock):
+def test_key_of_another_identity_fails_at_once(aws, invoke, sts, clock):
     seeded = seed_row(aws.iam, aws.secrets, ONE_ACTIVE, user="alice")
-
-    class OtherUser:
-        def get_caller_identity(self):
-            return {"Arn": "arn:aws:iam::123456789012:user/admin"}
-
-    monkeypatch.setattr(lambda_function, "sts_client", lambda new_key: OtherUser())
-    with pytest.raises(RotationFailed, match="authenticates as arn:aws:iam::123456789012:user/admin"):
+    sts.answer = {"Arn": "arn:aws:iam::123456789012:user/admin"}
+    with pytest.raises(RotationFailed, match="authenticates as 'arn:aws:iam::123456789012:user/admin'"):
         invoke(seeded.secret)
     assert clock.sleeps == []
     assert aws.keys("alice")[seeded.key_ids[0]] == "Active"
@@ -126,9 +68,9 @@ def test_key_of_another_identity_fails_at_once(aws, invoke, monkeypatch, clock):
 def test_verification_off_makes_no_sts_call(aws, invoke, sts, monkeypatch):
     monkeypatch.setenv("VERIFY_TIMEOUT_SECONDS", "0")
     seeded = seed_row(aws.iam, aws.secrets, ONE_ACTIVE, user="alice")
-    fake = sts(refusals=1000)
+    sts.refusals = 1000
     invoke(seeded.secret)
-    assert fake.calls == 0
+    assert sts.calls == []
     aws.assert_converged(seeded.secret)
 
 
@@ -137,10 +79,13 @@ def test_verification_off_makes_no_sts_call(aws, invoke, sts, monkeypatch):
     ("arn:aws:iam::123456789012:user/team/ops/alice", "alice", True),
     ("arn:aws:iam::123456789012:user/alice2", "alice", False),
     ("arn:aws:sts::123456789012:assumed-role/alice/x", "alice", False),
-    ("arn:aws-cn:iam::123456789012:user/Alice", "alice", True),
+    ("arn:aws:iam::123456789012:user/Alice", "alice", True),
+    ("arn:aws:iam::999999999999:user/alice", "alice", False),  # same name, another account
+    ("arn:aws-cn:iam::123456789012:user/alice", "alice", False),  # another partition
+    ("not-an-arn", "alice", False),
 ])
-def test_arn_names_user(arn, user, expected):
-    assert lambda_function.arn_names_user(arn, user) is expected
+def test_arn_is_user_compares_partition_account_and_name(arn, user, expected):
+    assert lambda_function.arn_is_user(arn, user, "aws", "123456789012") is expected
 
 
 # --- dry run ------------------------------------------------------------------------------------------------------
@@ -154,7 +99,7 @@ def test_dry_run_returns_plans_and_changes_nothing(aws, invoke, monkeypatch, how
     if how == "env":
         monkeypatch.setenv("DRY_RUN", "true")
     result = invoke(*(s.secret for s in seeded), event={"dry_run": True} if how == "event" else {})
-    assert set(calls) == {"GetSecretValue", "ListAccessKeys"}
+    assert set(calls) == {"DescribeSecret", "GetSecretValue", "ListUserTags", "ListAccessKeys"}
     assert {s.user: aws.keys(s.user) for s in seeded} == before
     assert all(len(aws.versions(s.secret)) == 1 for s in seeded)
     assert result["dry_run"] is True and result["planned"] == len(ROWS) and result["rotated"] == 0
@@ -185,7 +130,7 @@ def test_young_key_in_steady_state_is_skipped(aws, invoke, monkeypatch):
     seeded = steady_state(aws, "alice", held_age_days=10)
     result = invoke(seeded.secret)
     assert (result["rotated"], result["skipped"]) == (0, 1)
-    assert "younger than ROTATE_AFTER_DAYS=90" in result["secrets"][0]["reason"]
+    assert "younger than rotate-after-days=90" in result["secrets"][0]["reason"]
     assert len(aws.versions(seeded.secret)) == 1
 
 
@@ -257,7 +202,8 @@ def test_one_emf_line_counts_rotated_skipped_failed(aws, invoke, capsys):
     (line,) = emf_lines(capsys.readouterr().out)
     assert (line["Rotated"], line["Skipped"], line["Failed"]) == (1, 1, 1)
     (directive,) = line["_aws"]["CloudWatchMetrics"]
-    assert {m["Name"] for m in directive["Metrics"]} == {"Rotated", "Skipped", "Failed"}
+    assert {"Rotated", "Skipped", "Failed", "Retired", "Waiting", "ForcedWhileInUse", "RolledBack", "Succeeded"} == {
+        m["Name"] for m in directive["Metrics"]}
     assert directive["Dimensions"] == [["FunctionName"]] and "FunctionName" in line
 
 
@@ -279,18 +225,20 @@ def test_new_keys_wait_out_propagation_together_not_one_after_another(aws, invok
     seeded = [seed_row(aws.iam, aws.secrets, ONE_ACTIVE, user=f"u{i}") for i in range(12)]
     first_tried: dict[str, float] = {}
 
+    real_client_for = aws.sts.client_for
+
     class Propagating:
         def __init__(self, key):
-            self.key, self.real = key, REAL_STS_CLIENT(key)
+            self.key, self.real = key, real_client_for(key)
 
         def get_caller_identity(self):
-            first_tried.setdefault(self.key.key_id, clock.now)
-            if clock.now - first_tried[self.key.key_id] < 5:
+            first_tried.setdefault(self.key.key_id, clock.monotonic())
+            if clock.monotonic() - first_tried[self.key.key_id] < 5:
                 raise ClientError({"Error": {"Code": "InvalidClientTokenId", "Message": "not yet"}},
                                   "GetCallerIdentity")
             return self.real.get_caller_identity()
 
-    monkeypatch.setattr(lambda_function, "sts_client", Propagating)
+    monkeypatch.setattr(aws.sts, "client_for", Propagating)
     result = invoke(*(s.secret for s in seeded))
     assert result["rotated"] == 12
     assert clock.sleeps == [1.0, 2.0, 4.0], "one shared wait, not one per secret"

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from test_rotation_mode import begin_rotation
 
 import lambda_function
+from conftest import LambdaContext
 from faults import REFUSED, TIMEOUT, inject
 from lambda_function import RotationFailed
-from seed import ROWS, seed_row
+from seed import ROWS, begin_rotation, iam_secret_keys, seed_row
 
 POLICY = Path(__file__).parent.parent / "LambdaExecutionRole.json"
 LOG_ACTIONS = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}  # Lambda writes the logs
@@ -23,8 +23,8 @@ def policy_actions() -> set[str]:
     actions = set()
     for statement in json.loads(POLICY.read_text())["Statement"]:
         assert statement["Effect"] == "Allow"
-        assert "*" not in statement["Resource"].split(":")[2:5], statement["Sid"]
         listed = statement["Action"]
+        assert statement["Resource"] != "*" or listed == ["secretsmanager:ListSecrets"], statement["Sid"]
         actions |= {listed} if isinstance(listed, str) else set(listed)
     return actions
 
@@ -33,7 +33,7 @@ def policy_actions() -> set[str]:
 def called(aws):
     """Every AWS action the function's clients make, as 'service:Operation'."""
     seen: set[str] = set()
-    clients = lambda_function.aws_clients()
+    clients = lambda_function.aws_clients(lambda_function.Settings())
 
     def record(model, **_):
         seen.add(f"{SERVICE_PREFIX[model.service_model.service_id.hyphenize()]}:{model.name}")
@@ -45,10 +45,15 @@ def called(aws):
 
 def test_policy_allows_exactly_what_the_code_calls(aws, invoke, monkeypatch, called):
     seeded = [seed_row(aws.iam, aws.secrets, row) for row in ROWS]
-    for s in seeded:
-        aws.iam.tag_user(UserName=s.user, Tags=[{"Key": "key-rotation-secret", "Value": s.secret}])
-    monkeypatch.setenv("REQUIRE_USER_TAG", "true")
-    invoke(*(s.secret for s in seeded))
+    invoke(sec="iam-keys/*")  # found by prefix
+    # a previous key still Active: the next run retires it
+    two = seeded[-1]
+    current = aws.value(two.secret)
+    spare = next(k for k in aws.keys(two.user) if k != current["AccessKeyId"])
+    aws.iam.update_access_key(UserName=two.user, AccessKeyId=spare, Status="Active")
+    aws.secrets.put_secret_value(SecretId=two.secret, SecretString=json.dumps(
+        {**current, "AccessKeyId": spare, "SecretAccessKey": iam_secret_keys(two.user)[spare]}))
+    assert invoke(two.secret)["retired"] == 1
     for mode in (REFUSED, TIMEOUT):  # the failure paths' calls count too
         fault = inject(monkeypatch, "put_secret_value", mode)
         try:
@@ -63,5 +68,6 @@ def test_policy_allows_exactly_what_the_code_calls(aws, invoke, monkeypatch, cal
     monkeypatch.undo()
     token = begin_rotation(seeded[2].secret)  # Secrets Manager rotation mode
     for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
-        lambda_function.lambda_handler({"Step": step, "SecretId": seeded[2].secret, "ClientRequestToken": token}, None)
+        lambda_function.lambda_handler({"Step": step, "SecretId": seeded[2].secret, "ClientRequestToken": token},
+                                       LambdaContext())
     assert policy_actions() == called | LOG_ACTIONS | KMS_ACTIONS

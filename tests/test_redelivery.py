@@ -96,7 +96,9 @@ def test_redelivery_after_crash_past_store_finishes_the_rotation(aws, invoke, mo
 
     result = invoke(seeded.secret, event=event)
 
-    assert result["skipped"] == 1
+    # The redelivery verifies the stored key, then retires the old one (it is not "skipped": it acted).
+    assert result["retired"] == 1
+    assert result["secrets"][0]["reason"] == "already rotated for this scheduled event"
     assert result["secrets"][0]["steps"] == [f"deactivate {seeded.key_ids[0]}"]
     assert aws.keys(seeded.user) == {seeded.key_ids[0]: "Inactive", new_key: "Active"}
     aws.assert_converged(seeded.secret)

@@ -9,15 +9,18 @@ import zipfile
 import pytest
 
 import lambda_function
+from conftest import LambdaContext
 from faults import CRASH, REFUSED, Crash, inject
 from lambda_function import ConfigError, RotationError
-from seed import ROWS, begin_rotation, seed_row
+from seed import ROWS, begin_rotation, enable_rotation, seed_row
 
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 
 
-def step(secret: str, token: str, name: str) -> dict:
-    return lambda_function.lambda_handler({"Step": name, "SecretId": secret, "ClientRequestToken": token}, None)
+def step(secret: str, token: str, name: str, context: object | None = None) -> dict:
+    """Invoke the handler as Secrets Manager does, as the function the secret's rotation names."""
+    event = {"Step": name, "SecretId": secret, "ClientRequestToken": token}
+    return lambda_function.lambda_handler(event, context or LambdaContext())
 
 
 def run_steps(secret: str, token: str) -> None:
@@ -75,6 +78,7 @@ def test_every_step_twice_converges(aws):
 
 def test_create_secret_leaves_the_current_key_alone_when_its_version_is_current(aws):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    enable_rotation(seeded.secret)
     current = next(v for v, s in stages(aws, seeded.secret).items() if "AWSCURRENT" in s)
     assert step(seeded.secret, current, "createSecret")["status"] == "already current"
     assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
@@ -93,15 +97,8 @@ def test_bad_rotation_events_are_refused(aws, event, error):
 
 
 def test_pending_key_that_never_verifies_fails_test_step_and_keeps_current(aws, monkeypatch):
-    monkeypatch.setenv("VERIFY_TIMEOUT_SECONDS", "3")
-    monkeypatch.setattr(lambda_function, "sleep", lambda s: None)
-
-    class NeverValid:
-        def get_caller_identity(self):
-            from botocore.exceptions import ClientError
-            raise ClientError({"Error": {"Code": "InvalidClientTokenId", "Message": "no"}}, "GetCallerIdentity")
-
-    monkeypatch.setattr(lambda_function, "sts_client", lambda key: NeverValid())
+    monkeypatch.setenv("VERIFY_TIMEOUT_SECONDS", "0.5")  # one try, then give up (no sleep)
+    aws.sts.refusals = 1000
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
     token = begin_rotation(seeded.secret)
     step(seeded.secret, token, "createSecret")
@@ -187,7 +184,7 @@ def rotation_function(aws, monkeypatch):
     def invoke(self, function_name, qualifier, body, headers, response_headers):
         event = json.loads(body)
         invoked.append(event["Step"])
-        return json.dumps(lambda_function.lambda_handler(event, None)).encode()
+        return json.dumps(lambda_function.lambda_handler(event, LambdaContext(function))).encode()
 
     monkeypatch.setattr(LambdaBackend, "invoke", invoke)
     return function, invoked
@@ -198,8 +195,9 @@ def test_rotate_secret_runs_the_four_steps_through_the_handler(aws, rotation_fun
     seeded = seed_row(aws.iam, aws.secrets, ROWS[3], user="alice")
     for _ in range(3):
         before = aws.value(seeded.secret)
+        # moto enables rotation only for AutomaticallyAfterDays rules (AWS does for any rule).
         aws.secrets.rotate_secret(SecretId=seeded.secret, RotationLambdaARN=function,
-                                  RotationRules={"ScheduleExpression": "rate(30 days)"})
+                                  RotationRules={"AutomaticallyAfterDays": 30})
         after = aws.value(seeded.secret)
         assert after["AccessKeyId"] != before["AccessKeyId"]
         assert aws.keys("alice") == {before["AccessKeyId"]: "Inactive", after["AccessKeyId"]: "Active"}
@@ -213,6 +211,7 @@ def test_batch_run_after_a_rotation_reads_the_new_current_version(aws, invoke):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
     token = begin_rotation(seeded.secret)
     run_steps(seeded.secret, token)
+    enable_rotation(seeded.secret, enabled=False)  # rotation turned off: the schedule takes the secret over
     rotated_in = aws.value(seeded.secret)["AccessKeyId"]
     result = invoke(seeded.secret)
     assert result["secrets"][0]["old_key_id"] == rotated_in

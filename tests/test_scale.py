@@ -25,23 +25,29 @@ def record_calls(clients) -> collections.Counter:
     return counts
 
 
-def test_steady_state_rotation_makes_exactly_six_calls(aws, invoke, monkeypatch):
+STEADY_STATE_CALLS = {
+    # consistent reads: the secret's stages, rotation and tags; its current value
+    "DescribeSecret": 1, "GetSecretValue": 1,
+    # the user names the secret back (REQUIRE_USER_TAG); its keys
+    "ListUserTags": 1, "ListAccessKeys": 1,
+    # the table's row "1 active + 1 inactive": the previous key was already Inactive, so no holder is read
+    "DeleteAccessKey": 1, "CreateAccessKey": 1, "PutSecretValue": 1, "UpdateAccessKey": 1,
+}
+
+
+def test_steady_state_rotation_makes_one_call_of_each_kind(aws, invoke, monkeypatch):
     monkeypatch.setenv("VERIFY_TIMEOUT_SECONDS", "0")
     seeded = seed_user(aws.iam, aws.secrets, "alice", ("Inactive", "Active"), held=1)
-    counts = record_calls(lambda_function.aws_clients())
+    counts = record_calls(lambda_function.aws_clients(lambda_function.Settings()))
     invoke(seeded.secret)
-    assert counts == {"GetSecretValue": 1, "ListAccessKeys": 1, "DeleteAccessKey": 1, "CreateAccessKey": 1,
-                      "PutSecretValue": 1, "UpdateAccessKey": 1}
+    assert counts == STEADY_STATE_CALLS
 
 
-def test_verification_adds_one_sts_call_when_the_key_works(aws, invoke, monkeypatch):
+def test_verification_adds_one_sts_call_when_the_key_works(aws, invoke):
     seeded = seed_user(aws.iam, aws.secrets, "alice", ("Inactive", "Active"), held=1)
-    counts = record_calls(lambda_function.aws_clients())
-    made = []
-    real = lambda_function.sts_client
-    monkeypatch.setattr(lambda_function, "sts_client", lambda key: made.append(key.key_id) or real(key))
+    counts = record_calls(lambda_function.aws_clients(lambda_function.Settings()))
     invoke(seeded.secret)
-    assert sum(counts.values()) == 6 and made == [aws.value(seeded.secret)["AccessKeyId"]]
+    assert counts == STEADY_STATE_CALLS and aws.sts.calls == [aws.value(seeded.secret)["AccessKeyId"]]
 
 
 def test_secrets_rotate_on_a_bounded_pool_of_shared_clients(aws, invoke, monkeypatch):
@@ -61,7 +67,7 @@ def test_secrets_rotate_on_a_bounded_pool_of_shared_clients(aws, invoke, monkeyp
         with lock:
             running[0] -= 1
 
-    clients = lambda_function.aws_clients()
+    clients = lambda_function.aws_clients(lambda_function.Settings())
     for client in (clients.iam, clients.secrets):
         client.meta.events.register("before-call.*.*", enter)
         client.meta.events.register("after-call.*.*", leave)
@@ -73,7 +79,7 @@ def test_secrets_rotate_on_a_bounded_pool_of_shared_clients(aws, invoke, monkeyp
     assert result["rotated"] == 20
     assert 1 < len(threads) <= 3 and peak[0] <= 3
     assert lambda_function.clients_for.cache_info().misses == made_before, "clients are made once, not per run"
-    assert lambda_function.aws_clients() is clients
+    assert lambda_function.aws_clients(lambda_function.Settings()) is clients
     for s in seeded:
         aws.assert_converged(s.secret)
     assert [s["secret"] for s in result["secrets"]] == [s.secret for s in seeded], "results stay in order"
@@ -92,6 +98,9 @@ def region(monkeypatch):
 
 
 def test_throttling_slows_the_run_instead_of_failing_it(region, monkeypatch):
+    import botocore.endpoint
+
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda seconds: None)  # botocore's backoff: not waited
     iam, secrets = boto3.client("iam"), boto3.client("secretsmanager")
     seeded = [seed_user(iam, secrets, f"user-{i}", ("Inactive", "Active"), held=1) for i in range(4)]
     monkeypatch.setenv("sec", ";".join(s.secret for s in seeded))
@@ -190,56 +199,56 @@ def test_a_context_without_a_clock_still_rotates(aws, monkeypatch):
     assert lambda_function.lambda_handler({}, object())["rotated"] == 1
 
 
-def test_throttling_that_gets_past_botocore_is_waited_out(aws, monkeypatch):
-    # A throttle raised above botocore's retry layer (as a class-level patch
-    # of _make_api_call would) reaches the function itself: it waits and retries.
-    from botocore.client import BaseClient
-    from botocore.exceptions import ClientError
+def test_throttling_without_let_up_fails_the_secret_within_its_share_of_the_margin(region, monkeypatch):
+    import os
 
-    seeded = seed_user(aws.iam, aws.secrets, "alice", ("Inactive", "Active"), held=1)
+    import botocore.endpoint
+
+    from conftest import FakeClock
+
+    iam, secrets = boto3.client("iam"), boto3.client("secretsmanager")
+    seeded = seed_user(iam, secrets, "alice", ("Active",), held=0)
     monkeypatch.setenv("sec", seeded.secret)
-    waits: list[float] = []
-    monkeypatch.setattr(lambda_function, "sleep", waits.append)
-    refused: collections.Counter = collections.Counter()
-    real = BaseClient._make_api_call
+    monkeypatch.setenv("TIME_MARGIN_SECONDS", "40")  # one call may retry for 10 s
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "20")
+    monkeypatch.setenv("VERIFY_TIMEOUT_SECONDS", "0")  # moto's STS would accept anything
+    control(region, "config", {"throttle": {"PutSecretValue": 1000}})  # refused before moto sees it
+    clock = FakeClock()
+    # botocore's own backoff sleeps on the injected clock too: the test never sleeps.
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", clock.sleep)
 
-    def throttled_twice(self, operation_name, api_params):
-        if refused[operation_name] < 2:
-            refused[operation_name] += 1
-            raise ClientError({"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, operation_name)
-        return real(self, operation_name, api_params)
+    with pytest.raises(RotationFailed, match="past its share of TIME_MARGIN_SECONDS") as failure:
+        lambda_function.handle({}, None, os.environ, clock)
 
-    monkeypatch.setattr(BaseClient, "_make_api_call", throttled_twice)
-    result = lambda_function.lambda_handler({}, None)
-    monkeypatch.undo()
-
-    assert result["rotated"] == 1
-    assert set(refused) >= {"GetSecretValue", "ListAccessKeys", "DeleteAccessKey", "CreateAccessKey",
-                            "PutSecretValue", "UpdateAccessKey", "GetCallerIdentity"}
-    assert waits
-    aws.assert_converged(seeded.secret)
-    assert len(aws.keys("alice")) == 2, "no key made twice"
+    attempts = control(region, "stats")["throttled"]["PutSecretValue"]
+    assert "new key deleted, old key unchanged" in str(failure.value)
+    assert 1 < attempts < 20, "botocore retried, then the budget stopped it"
+    assert sum(clock.sleeps) <= 10 + 20, "at most the budget plus one backoff (botocore caps a backoff at 20 s)"
+    value, keys = key_state(iam, secrets, seeded)
+    assert keys == {seeded.key_ids[0]: "Active"} and value["AccessKeyId"] == seeded.key_ids[0]
 
 
-def test_the_two_key_limit_is_not_mistaken_for_throttling(aws, invoke, monkeypatch):
-    from botocore.client import BaseClient
-    from botocore.exceptions import ClientError
+def test_no_retry_layer_above_botocore(aws):
+    # Throttling is botocore's to wait out (adaptive mode); the budget above bounds it.
+    clients = lambda_function.aws_clients(lambda_function.Settings())
+    assert type(clients.iam).__module__.startswith("botocore") and type(clients.secrets).__module__.startswith(
+        "botocore")
 
+
+def test_a_key_made_by_hand_between_list_and_create_is_not_deleted(aws, invoke, monkeypatch):
     seeded = seed_user(aws.iam, aws.secrets, "alice", ("Active",), held=0)
-    waits: list[float] = []
-    monkeypatch.setattr(lambda_function, "sleep", waits.append)
-    real = BaseClient._make_api_call
+    clients = lambda_function.aws_clients(lambda_function.Settings())
+    by_hand = []
 
-    def at_the_limit(self, operation_name, api_params):
-        if operation_name == "CreateAccessKey":
-            error = {"Error": {"Code": "LimitExceeded", "Message": "Cannot exceed quota for AccessKeysPerUser: 2"}}
-            raise ClientError(error, operation_name)
-        return real(self, operation_name, api_params)
+    def make_one_by_hand(**_):
+        if not by_hand:
+            by_hand.append(aws.iam.create_access_key(UserName="alice")["AccessKey"]["AccessKeyId"])
 
-    monkeypatch.setattr(BaseClient, "_make_api_call", at_the_limit)
-    with pytest.raises(RotationFailed, match="LimitExceeded"):
+    clients.iam.meta.events.register("after-call.iam.ListAccessKeys", make_one_by_hand)
+    with pytest.raises(RotationFailed, match="LimitExceeded: a key appeared since the keys were listed"):
         invoke(seeded.secret)
-    assert waits == []
+    assert aws.keys("alice") == {seeded.key_ids[0]: "Active", by_hand[0]: "Active"}
+    assert aws.holds_working_key(seeded.secret) and len(aws.versions(seeded.secret)) == 1
 
 
 def test_a_mock_context_is_not_taken_for_a_clock(aws, monkeypatch):

@@ -37,9 +37,13 @@ AS_PLACEHOLDERS = {"${AWS::Partition}": "aws", "${AWS::AccountId}": "ACCOUNT_ID"
 def as_placeholders(value):
     if isinstance(value, dict) and set(value) == {"Fn::Sub"}:
         text = value["Fn::Sub"]
+        if isinstance(text, list):  # ["...${Name}...", {"Name": the function's name}]
+            text = text[0].replace("${Name}", "${FunctionName}")
         for template_name, placeholder in AS_PLACEHOLDERS.items():
             text = text.replace(template_name, placeholder)
         return text
+    if isinstance(value, dict) and set(value) == {"Fn::If"} and value["Fn::If"][0] == "GuardUsers":
+        return as_placeholders(value["Fn::If"][1])  # REQUIRE_USER_TAG=true, the default
     if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] == "KmsKeyArn":
         return "arn:aws:kms:REGION:ACCOUNT_ID:key/KMS_KEY_ID"
     if isinstance(value, dict):
@@ -50,7 +54,8 @@ def as_placeholders(value):
 
 
 def test_role_policy_matches_lambda_execution_role_json():
-    (policy,) = RESOURCES["FunctionRole"]["Properties"]["Policies"]
+    policies = RESOURCES["FunctionRole"]["Properties"]["Policies"]
+    (policy,) = [p for p in policies if isinstance(p, dict) and p.get("PolicyName") == "key-rotation"]
     statements = []
     for statement in policy["PolicyDocument"]["Statement"]:
         if "Fn::If" in statement:  # the KMS statement, present when a key is given
@@ -64,7 +69,7 @@ def test_role_policy_matches_lambda_execution_role_json():
 
 def test_stack_runs_daily_one_at_a_time_with_deliberate_retries_and_an_alarm():
     function = RESOURCES["Function"]["Properties"]
-    assert function["Runtime"] == "python3.12" and function["Handler"] == "lambda_function.lambda_handler"
+    assert function["Runtime"] == "python3.13" and function["Handler"] == "lambda_function.lambda_handler"
     assert function["ReservedConcurrentExecutions"] == 1
     assert function["Code"] == {"S3Bucket": {"Ref": "CodeBucket"}, "S3Key": {"Ref": "CodeKey"}}
     assert function["Environment"]["Variables"]["sec"] == {"Ref": "SecretNames"}
@@ -79,3 +84,20 @@ def test_stack_runs_daily_one_at_a_time_with_deliberate_retries_and_an_alarm():
     assert RESOURCES["LogGroup"]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
     alarm = RESOURCES["ErrorsAlarm"]["Properties"]
     assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/Lambda", "Errors")
+
+
+def test_failed_events_go_to_an_encrypted_queue_and_silence_raises_an_alarm():
+    destination = RESOURCES["AsyncInvokeConfig"]["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]
+    assert destination == {"Fn::GetAtt": "FailedEvents.Arn"}
+    assert RESOURCES["FailedEvents"]["Properties"]["SqsManagedSseEnabled"] is True
+    quiet = RESOURCES["NoSuccessAlarm"]["Properties"]
+    assert quiet["TreatMissingData"] == "breaching" and quiet["MetricName"] == "Succeeded"
+    assert quiet["Period"] * quiet["EvaluationPeriods"] == 36 * 3600
+    assert RESOURCES["StillInUseAlarm"]["Properties"]["MetricName"] == "ForcedWhileInUse"
+
+
+def test_two_stacks_do_not_collide_and_a_redeploy_is_not_blocked():
+    function = RESOURCES["Function"]["Properties"]
+    assert function["FunctionName"] == {"Fn::If": ["HasFunctionName", {"Ref": "FunctionName"},
+                                                   {"Ref": "AWS::StackName"}]}
+    assert RESOURCES["LogGroup"]["DeletionPolicy"] == "Delete"

@@ -1,13 +1,22 @@
-"""`make demo`: rotate keys for demo users in every row of the decision table,
-on a moto server on 127.0.0.1, invoking the handler as Lambda would."""
+"""`make demo`: the function on a local moto server standing in for AWS, in four labelled parts.
+
+1. a dry run: what it would do to a user in each row of the decision table, changing nothing;
+2. the rotation itself, with a before/after table of each user's keys;
+3. what the Lambda console shows for that run (the summary it returns);
+4. a secret it refuses: one pointed at a user that does not name it back.
+
+Quiet by default; VERBOSE=1 also shows the function's JSON log lines.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
+import re
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -19,51 +28,81 @@ from seed import ROWS, seed_row  # noqa: E402
 
 
 def describe_keys(iam, user: str, held: str | None) -> str:
-    """'AKIA…1234 Active (held)' for each key, oldest first."""
+    """'…1234 Active*' for each key, oldest first; * marks the key the secret holds."""
     keys = sorted(iam.list_access_keys(UserName=user)["AccessKeyMetadata"], key=lambda k: k["CreateDate"])
     if not keys:
         return "-"
-    return ", ".join(
-        f"…{k['AccessKeyId'][-4:]} {k['Status']}{' (held)' if k['AccessKeyId'] == held else ''}" for k in keys
-    )
+    return ", ".join(f"…{k['AccessKeyId'][-4:]} {k['Status']}{'*' if k['AccessKeyId'] == held else ''}"
+                     for k in keys)
 
 
 def held_key(secrets, secret: str) -> str | None:
     return json.loads(secrets.get_secret_value(SecretId=secret)["SecretString"]).get("AccessKeyId")
 
 
-def print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    print(f"\n{title}")
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
         print("  " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
         if i == 0:
             print("  " + "-+-".join("-" * w for w in widths))
 
 
+def heading(text: str) -> None:
+    print(f"\n== {text}")
+
+
 def main() -> int:
+    verbose = os.environ.get("VERBOSE", "") not in ("", "0")
     logging.basicConfig(level=logging.INFO, format="  log %(message)s")
+    os.environ["LOG_LEVEL"] = "INFO" if verbose else "CRITICAL"
     with moto_server() as endpoint:
-        print(f"moto server standing in for AWS at {endpoint}")
+        import lambda_function
+
+        def invoke(event: dict) -> dict:
+            """The handler as Lambda runs it; quiet, its metrics line (EMF, on stdout) too, unless VERBOSE=1."""
+            with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
+                return lambda_function.lambda_handler(event, LambdaContext())
+
+        print(f"A moto server at {endpoint} stands in for AWS. One IAM user per row of the decision table,")
+        print("each with a secret iam-keys/<user> whose user is tagged to name it back (key-rotation-secret).")
         iam, secrets = boto3.client("iam"), boto3.client("secretsmanager")
         seeded = [(row, seed_row(iam, secrets, row)) for row in ROWS]
         before = {s.user: describe_keys(iam, s.user, held_key(secrets, s.secret)) for _, s in seeded}
+        os.environ["sec"] = "iam-keys/demo-*"
 
-        os.environ["sec"] = ";".join(s.secret for _, s in seeded)
-        event = {"version": "0", "source": "aws.events", "detail-type": "Scheduled Event",
-                 "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "detail": {}}
-        import lambda_function
+        heading('1. Dry run: {"dry_run": true} plans, and changes nothing')
+        planned = invoke({"dry_run": True})
+        short = lambda text: re.sub(r"AKIA[A-Z0-9]{12}([A-Z0-9]{4})", r"…\1", text)  # noqa: E731
+        print_table([("secret", "plan (key ids shortened)")]
+                    + [(s["secret"], short(", ".join(s["steps"]))) for s in planned["secrets"]])
 
-        print(f"\ninvoking lambda_function.lambda_handler with sec={os.environ['sec']!r}")
-        result = lambda_function.lambda_handler(event, LambdaContext())
-
-        rows = [("user (keys found)", "before (oldest first)", "after")]
+        heading("2. Rotation: sec='iam-keys/demo-*' (a prefix), as the daily schedule runs it")
+        result = invoke(json.loads((Path(__file__).parent.parent / "tests/events/console-test.json").read_text()))
+        rows = [("user (keys found)", "before (oldest first; * = in the secret)", "after")]
         for row, s in seeded:
             after = describe_keys(iam, s.user, held_key(secrets, s.secret))
-            rows.append((f"{s.user} ({row.found.split(' (')[0]})", before[s.user], after))
-        print_table("Keys before and after; (held) marks the key the secret holds:", rows)
-        print(f"\nrotated {result['rotated']}, skipped {result['skipped']}, failed {result['failed']}")
-        return 0 if result["rotated"] == len(ROWS) else 1
+            rows.append((f"{s.user.removeprefix('demo-')} ({row.found.split(' (')[0]})", before[s.user], after))
+        print_table(rows)
+        print(f"  rotated {result['rotated']}, skipped {result['skipped']}, failed {result['failed']}: "
+              "one Active key each, the secret's; the old one Inactive, kept as a fallback")
+
+        heading("3. What the Lambda console shows for that run (the counts, then one entry a secret)")
+        print("  " + json.dumps({k: v for k, v in result.items() if k != "secrets"}))
+        print("  " + json.dumps(result["secrets"][1]) + f"  (+{len(result['secrets']) - 1} more)")
+
+        heading("4. Refused: a secret pointed at a user that does not name it back (an admin, say)")
+        iam.create_user(UserName="admin")
+        secrets.create_secret(Name="iam-keys/pointed-at-admin", SecretString=json.dumps({"UserName": "admin"}))
+        os.environ["sec"] = "iam-keys/pointed-at-admin"
+        try:
+            invoke({})
+            print("  NOT refused: this is a bug")
+            return 1
+        except lambda_function.RotationFailed as err:
+            print(f"  RotationFailed: {err}")
+        print(f"  admin's keys: {describe_keys(iam, 'admin', None)} (untouched)")
+        return 0 if result["rotated"] == len(ROWS) and planned["planned"] == len(ROWS) else 1
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from typing import Any
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from local_aws import make_moto_move_current_as_aws_does
+
 THROTTLE_XML = (b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
                 b"<Message>Rate exceeded</Message></Error><RequestId>throttled</RequestId></ErrorResponse>")
 THROTTLE_JSON = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
@@ -136,6 +138,7 @@ class KeepAliveHandler(WSGIRequestHandler):
 
 def serve(host: str = "127.0.0.1", port: int = 0, latency: float = 0.0):
     """Start a Region server on a thread; return (server, region, url)."""
+    make_moto_move_current_as_aws_does()
     region = Region(DomainDispatcherApplication(create_backend_app), latency)
     server = make_server(host, port, region, threaded=True, request_handler=KeepAliveHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -26,7 +26,8 @@ EXPLAINED: dict[str, str] = {
     "PERMISSIONS_MANAGEMENT_ACTIONS": "the access key actions are the function's job; they are scoped to IAM users "
     "(narrow with a user path, README 'Security')",
     "PRIVILEGE_ESCALATION": "CreateAccessKey on a user lets the role act as that user: limit it with a user path, "
-    "REQUIRE_USER_TAG and the iam:ResourceTag condition (README 'Security')",
+    "REQUIRE_USER_TAG (on by default) and the statement's aws:ResourceTag/key-rotation-secret condition, which "
+    "parliament does not weigh (README 'Security')",
 }
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from moto.server import ThreadedMotoServer
+
+from seed import FUNCTION_ARN
 
 FAKE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -24,6 +27,7 @@ FAKE_ENV = {
 def moto_server() -> Iterator[str]:
     """Run a moto server on a free loopback port; point boto3 at it via AWS_ENDPOINT_URL."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+    make_moto_move_current_as_aws_does()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -46,19 +50,40 @@ def moto_server() -> Iterator[str]:
 
 @dataclass
 class LambdaContext:
-    """The parts of Lambda's context object the function may use."""
+    """The parts of Lambda's context object the function uses: its own ARN, name and clock."""
 
-    function_name: str = "iam-key-rotation"
+    invoked_function_arn: str = FUNCTION_ARN
     timeout_seconds: float = 900.0
     aws_request_id: str = ""
 
     def __post_init__(self) -> None:
-        import time
-
         self._deadline = time.monotonic() + self.timeout_seconds
         self.aws_request_id = self.aws_request_id or str(uuid.uuid4())
 
-    def get_remaining_time_in_millis(self) -> int:
-        import time
+    @property
+    def function_name(self) -> str:
+        return self.invoked_function_arn.split(":")[6]
 
+    def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def make_moto_move_current_as_aws_does() -> None:
+    """moto differs from AWS here: UpdateSecretVersionStage moving AWSCURRENT leaves moto's "default
+    version" behind, so the next PutSecretValue demotes that stale version and two versions end up
+    AWSCURRENT. AWS keeps one AWSCURRENT. This keeps moto's default version on the AWSCURRENT label
+    (idempotent; used by the tests, the demo and the benchmark's server)."""
+    from moto.secretsmanager.models import SecretsManagerBackend
+
+    original = SecretsManagerBackend.update_secret_version_stage
+    if getattr(original, "moves_default_version", False):
+        return
+
+    def update_secret_version_stage(self, secret_id, version_stage, remove_from_version_id, move_to_version_id):
+        result = original(self, secret_id, version_stage, remove_from_version_id, move_to_version_id)
+        if version_stage == "AWSCURRENT" and move_to_version_id:
+            self.secrets[secret_id].default_version_id = move_to_version_id
+        return result
+
+    update_secret_version_stage.moves_default_version = True
+    SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage

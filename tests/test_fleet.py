@@ -1,0 +1,130 @@
+"""A fleet in one schedule: secrets by prefix, per-secret settings in tags, the calls a rotation costs."""
+
+from __future__ import annotations
+
+import collections
+import json
+
+import pytest
+
+import lambda_function
+from lambda_function import ConfigError, RotationFailed
+from seed import ROWS, backdate_key, seed_row, seed_user
+
+
+def names(result: dict) -> list[str]:
+    return [s["secret"] for s in result["secrets"]]
+
+
+def test_a_prefix_selects_every_secret_over_several_pages(aws, invoke, monkeypatch):
+    monkeypatch.setenv("VERIFY_TIMEOUT_SECONDS", "0")
+    seeded = [seed_row(aws.iam, aws.secrets, ROWS[1], user=f"u{i:03}") for i in range(130)]
+    aws.secrets.create_secret(Name="other/not-selected", SecretString=json.dumps({"UserName": "u000"}))
+    clients = lambda_function.aws_clients(lambda_function.Settings())
+    pages = []
+    clients.secrets.meta.events.register("before-call.secrets-manager.ListSecrets", lambda **_: pages.append(1))
+    result = invoke(sec="iam-keys/*")
+    assert len(pages) >= 2, "more than one page of 100"
+    assert result["rotated"] == 130
+    assert names(result) == sorted(s.secret for s in seeded), "discovered secrets in name order"
+
+
+def test_explicit_entries_come_first_then_prefixes_by_name_each_secret_once(aws, invoke):
+    for user in ("b", "a", "c"):
+        seed_row(aws.iam, aws.secrets, ROWS[1], user=user)
+    result = invoke(sec="iam-keys/c;iam-keys/*;iam-keys/a*;iam-keys/c")
+    assert names(result) == ["iam-keys/c", "iam-keys/a", "iam-keys/b"]
+    assert result["rotated"] == 3
+
+
+def test_a_secret_scheduled_for_deletion_is_left_out(aws, invoke):
+    kept = seed_row(aws.iam, aws.secrets, ROWS[1], user="kept")
+    going = seed_row(aws.iam, aws.secrets, ROWS[1], user="going")
+    aws.secrets.delete_secret(SecretId=going.secret, RecoveryWindowInDays=7)
+    result = invoke(sec="iam-keys/*")
+    assert names(result) == [kept.secret]
+    assert aws.keys("going") == {going.key_ids[0]: "Active"}
+
+
+@pytest.mark.parametrize("target, allowed", [("iam-keys/a", True), ("iam-keys/b", True), ("other/x", False)])
+def test_a_targeted_run_must_be_listed_or_match_a_prefix(aws, invoke, target, allowed):
+    seed_row(aws.iam, aws.secrets, ROWS[1], user="a")
+    seed_row(aws.iam, aws.secrets, ROWS[1], user="b")
+    if allowed:
+        assert names(invoke(sec="x;iam-keys/*", event={"secrets": [target]})) == [target]
+    else:
+        with pytest.raises(ConfigError, match="does not select"):
+            invoke(sec="x;iam-keys/*", event={"secrets": [target]})
+
+
+# --- per-secret settings in tags ------------------------------------------------------------------------------------
+
+
+def tag_secret(aws, secret: str, **tags: str) -> None:
+    aws.secrets.tag_resource(SecretId=secret, Tags=[{"Key": f"key-rotation:{k.replace('_', '-')}", "Value": v}
+                                                    for k, v in tags.items()])
+
+
+def test_tag_modes_skip_and_dry_run_narrow_one_secret(aws, invoke):
+    skip, dry, normal = (seed_row(aws.iam, aws.secrets, ROWS[1], user=u) for u in ("skip", "dry", "normal"))
+    tag_secret(aws, skip.secret, mode="skip")
+    tag_secret(aws, dry.secret, mode="dry-run")
+    tag_secret(aws, normal.secret, mode="rotate")
+    result = invoke(sec="iam-keys/*")
+    by_name = {s["secret"]: s for s in result["secrets"]}
+    assert by_name[skip.secret]["status"] == "skipped" and "key-rotation:mode=skip" in by_name[skip.secret]["reason"]
+    assert by_name[dry.secret]["status"] == "planned"
+    assert by_name[normal.secret]["status"] == "rotated"
+    for seeded in (skip, dry):
+        assert aws.keys(seeded.user) == {seeded.key_ids[0]: "Active"} and len(aws.versions(seeded.secret)) == 1
+
+
+def test_a_tag_cannot_widen_a_dry_run(aws, invoke, monkeypatch):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    tag_secret(aws, seeded.secret, mode="rotate")
+    monkeypatch.setenv("DRY_RUN", "true")
+    assert invoke(seeded.secret)["planned"] == 1
+    assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
+
+
+def test_tags_override_age_threshold_and_grace_for_one_secret(aws, invoke, monkeypatch):
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "90")
+    young = seed_user(aws.iam, aws.secrets, "young", ("Inactive", "Active"), held=1)
+    backdate_key("young", young.key_ids[1], days=10)
+    tag_secret(aws, young.secret, rotate_after_days="7", grace_hours="12")
+    result = invoke(young.secret)
+    (entry,) = result["secrets"]
+    assert entry["status"] == "rotated" and entry.get("retire_after"), entry
+    assert aws.keys("young")[young.key_ids[1]] == "Active", "kept through its own grace period"
+
+
+@pytest.mark.parametrize("tag, value", [("mode", "sometimes"), ("rotate-after-days", "-1"),
+                                        ("grace-hours", "nan"), ("grace-hours", "500")])
+def test_a_bad_tag_value_fails_that_secret_naming_the_tag_and_the_others_go_on(aws, invoke, tag, value):
+    bad = seed_row(aws.iam, aws.secrets, ROWS[1], user="bad")
+    good = seed_row(aws.iam, aws.secrets, ROWS[1], user="good")
+    aws.secrets.tag_resource(SecretId=bad.secret, Tags=[{"Key": f"key-rotation:{tag}", "Value": value}])
+    with pytest.raises(RotationFailed, match=f"tag key-rotation:{tag}") as failure:
+        invoke(bad.secret, good.secret)
+    assert str(failure.value).startswith("1 of 2")
+    assert aws.keys("bad") == {bad.key_ids[0]: "Active"}
+    aws.assert_converged(good.secret)
+
+
+# --- what a rotation costs ------------------------------------------------------------------------------------------
+
+
+def test_calls_per_steady_state_rotation_at_fifty_secrets(aws, invoke, monkeypatch):
+    monkeypatch.setenv("VERIFY_TIMEOUT_SECONDS", "0")
+    for i in range(50):
+        seed_user(aws.iam, aws.secrets, f"u{i:02}", ("Inactive", "Active"), held=1)
+    clients = lambda_function.aws_clients(lambda_function.Settings())
+    counts: collections.Counter = collections.Counter()
+    for client in (clients.iam, clients.secrets):
+        client.meta.events.register("before-call", lambda model, **_: counts.update([model.name]))
+    assert invoke(sec="iam-keys/*")["rotated"] == 50
+    per_rotation = sum(counts.values()) / 50
+    # 8 a secret (DescribeSecret, GetSecretValue, ListUserTags, ListAccessKeys, Delete, Create, Put, Update),
+    # plus one ListSecrets page for all 50. See the README's "What a rotation costs" for why not 6.
+    assert per_rotation <= 8.02, counts
+    assert counts["ListSecrets"] == 1
