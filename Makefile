@@ -1,30 +1,62 @@
-# Every target builds the virtualenv it needs, so a fresh clone works as is.
+# `make help` lists every target with its variables.
+# Development targets build .venv from requirements-dev.txt; deploy targets need only the AWS CLI:
+# an `aws` on the PATH, else a small .venv-cli holding just the CLI.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-AWS    ?= $(BIN)/aws
+CLI_VENV := .venv-cli
+AWS    ?= $(or $(shell command -v aws 2>/dev/null),$(CLI_VENV)/bin/aws)
 
-SIZES      ?= 50 200 400
+SIZES      ?= 50 200 1000
 LATENCY_MS ?= 30
 PROPAGATION_S ?= 0
 
-# Deployment (see README): make create FUNCTION=... ROLE=arn:... SEC='iam-keys/a;iam-keys/b'
-FUNCTION ?= iam-key-rotation
+# Deployment. FUNCTION is never guessed: every deploy target asks for it.
+FUNCTION ?=
 ROLE     ?=
 SEC      ?=
+REGION   ?= $(or $(AWS_DEFAULT_REGION),$(AWS_REGION))
 TIMEOUT  ?= 900
 MEMORY   ?= 256
 SCHEDULE ?= cron(0 6 * * ? *)
 RETRIES  ?= 2
+EVENT    ?= tests/events/console-test.json
+SINCE    ?= 60
+ACCOUNT_ID ?=
+PREFIX   ?= iam-keys/
+KMS_KEY_ID ?=
+# The AWS CLI v1 reads only AWS_DEFAULT_REGION.
+ifneq ($(REGION),)
+export AWS_DEFAULT_REGION := $(REGION)
+endif
+# Settings make create/configure pass to the function, by name (empty: left out / removed).
+SETTINGS := sec=$(SEC) DRY_RUN=$(DRY_RUN) REQUIRE_USER_TAG=$(REQUIRE_USER_TAG) ROTATE_AFTER_DAYS=$(ROTATE_AFTER_DAYS) \
+  VERIFY_TIMEOUT_SECONDS=$(VERIFY_TIMEOUT_SECONDS) TIME_MARGIN_SECONDS=$(TIME_MARGIN_SECONDS) \
+  MAX_WORKERS=$(MAX_WORKERS) GRACE_HOURS=$(GRACE_HOURS) MAX_GRACE_HOURS=$(MAX_GRACE_HOURS) \
+  LOG_LEVEL=$(LOG_LEVEL) NOTIFY_TOPIC_ARN=$(NOTIFY_TOPIC_ARN)
+GIVEN_SETTINGS = $(foreach s,$(SETTINGS),$(if $(word 2,$(subst =, ,$(s))),'$(s)'))
 
-.PHONY: demo test lint bench package create deploy schedule clean
+.PHONY: help demo test lint bench package policy create configure deploy schedule invoke logs destroy clean cli
+
+help:  ## this list
+	@echo "make TARGET [VAR=value ...]"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 14
+	@echo "Deploy variables: FUNCTION (required) REGION ROLE SEC ACCOUNT_ID PREFIX KMS_KEY_ID EVENT SINCE SCHEDULE"
+	@echo "  TIMEOUT MEMORY RETRIES, and the function's settings by name: DRY_RUN GRACE_HOURS ROTATE_AFTER_DAYS ..."
+	@echo "Bench variables: SIZES LATENCY_MS PROPAGATION_S. Demo: VERBOSE=1 shows the function's log lines."
 
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-demo: $(VENV)/.installed  ## rotate demo users' keys on a local moto server
+$(CLI_VENV)/bin/aws:
+	$(PYTHON) -m venv $(CLI_VENV)
+	$(CLI_VENV)/bin/pip install --quiet --disable-pip-version-check "$$(grep '^awscli==' requirements-dev.txt)"
+
+cli: $(if $(findstring $(CLI_VENV),$(AWS)),$(CLI_VENV)/bin/aws)  ## the AWS CLI the deploy targets use
+
+demo: $(VENV)/.installed  ## rotate demo users' keys on a local moto server (VERBOSE=1: with log lines)
 	$(BIN)/python tools/demo.py
 
 test: $(VENV)/.installed  ## run the test suite
@@ -45,22 +77,43 @@ dist/lambda.zip: lambda_function.py
 	rm -f $@
 	$(PYTHON) -m zipfile -c $@ lambda_function.py
 
-create: package $(VENV)/.installed  ## first deployment: the function, its settings, concurrency 1, async retries
+need-function:
+	@test -n "$(FUNCTION)" || { echo "give FUNCTION=<the Lambda function's name>: it is never guessed" >&2; exit 2; }
+
+policy: need-function cli  ## dist/policy.json: the role's policy for ACCOUNT_ID and REGION (asked of the CLI if not given)
+	@mkdir -p dist
+	@account="$(ACCOUNT_ID)"; region="$(REGION)"; \
+	test -n "$$account" || account=$$($(AWS) sts get-caller-identity --query Account --output text) || exit 1; \
+	test -n "$$region" || region=$$($(AWS) configure get region); \
+	test -n "$$region" || { echo "give REGION=... (or configure the CLI's region)" >&2; exit 2; }; \
+	$(PYTHON) tools/deploy_config.py policy "$$account" "$$region" "$(FUNCTION)" "$(PREFIX)" "$(KMS_KEY_ID)" \
+	  > dist/policy.json.tmp && mv dist/policy.json.tmp dist/policy.json && echo "dist/policy.json ($$account, $$region)"
+
+create: need-function package cli  ## first deployment: function, settings, concurrency 1, async retries
 	@test -n "$(ROLE)" || { echo "make create needs ROLE=arn:aws:iam::ACCOUNT_ID:role/NAME" >&2; exit 2; }
-	@test -n "$(SEC)" || { echo "make create needs SEC='secret-a;secret-b' (the secrets to rotate)" >&2; exit 2; }
-	$(AWS) lambda create-function --function-name $(FUNCTION) --runtime python3.12 \
+	@test -n "$(SEC)" || { echo "make create needs SEC='iam-keys/a;iam-keys/b' (or SEC='iam-keys/*')" >&2; exit 2; }
+	$(AWS) lambda create-function --function-name $(FUNCTION) --runtime python3.13 \
 	  --handler lambda_function.lambda_handler --role $(ROLE) --timeout $(TIMEOUT) --memory-size $(MEMORY) \
-	  --zip-file fileb://dist/lambda.zip --environment '{"Variables": {"sec": "$(SEC)"}}' \
+	  --zip-file fileb://dist/lambda.zip \
+	  --environment '$(shell $(PYTHON) tools/deploy_config.py environment '{}' $(GIVEN_SETTINGS))' \
 	  --query FunctionArn --output text
 	$(AWS) lambda put-function-concurrency --function-name $(FUNCTION) --reserved-concurrent-executions 1
 	$(AWS) lambda put-function-event-invoke-config --function-name $(FUNCTION) \
 	  --maximum-retry-attempts $(RETRIES) --maximum-event-age-in-seconds 21600 --query FunctionArn --output text
 
-deploy: package $(VENV)/.installed  ## upload new code to an existing function
+configure: need-function cli  ## change settings by name (SEC=... GRACE_HOURS=...), keeping the others
+	@test -n "$(GIVEN_SETTINGS)" || { echo "name a setting: make configure FUNCTION=f GRACE_HOURS=24" >&2; exit 2; }
+	@current=$$($(AWS) lambda get-function-configuration --function-name $(FUNCTION) \
+	  --query Environment.Variables --output json) || exit 1; \
+	merged=$$($(PYTHON) tools/deploy_config.py environment "$$current" $(GIVEN_SETTINGS)) || exit 1; \
+	$(AWS) lambda update-function-configuration --function-name $(FUNCTION) --environment "$$merged" \
+	  --query Environment.Variables --output json
+
+deploy: need-function package cli  ## upload new code to an existing function
 	$(AWS) lambda update-function-code --function-name $(FUNCTION) --zip-file fileb://dist/lambda.zip \
 	  --query '[FunctionName, CodeSha256]' --output text
 
-schedule: $(VENV)/.installed  ## the EventBridge rule (daily by default) and its permission to invoke
+schedule: need-function cli  ## the EventBridge rule (daily by default) and its permission to invoke
 	set -e; \
 	function_arn=$$($(AWS) lambda get-function --function-name $(FUNCTION) --query Configuration.FunctionArn --output text); \
 	rule_arn=$$($(AWS) events put-rule --name $(FUNCTION)-schedule --schedule-expression '$(SCHEDULE)' \
@@ -71,5 +124,21 @@ schedule: $(VENV)/.installed  ## the EventBridge rule (daily by default) and its
 	$(AWS) events put-targets --rule $(FUNCTION)-schedule --targets "Id=rotate,Arn=$$function_arn" >/dev/null; \
 	echo "$$rule_arn -> $$function_arn"
 
-clean:
-	rm -rf $(VENV) dist .pytest_cache .ruff_cache
+invoke: need-function cli  ## run it now with EVENT (a JSON file; default: the console's test event)
+	@mkdir -p dist
+	$(AWS) lambda invoke --function-name $(FUNCTION) --payload fileb://$(EVENT) dist/invoke-result.json \
+	  --query '[StatusCode, FunctionError]' --output text
+	@cat dist/invoke-result.json; echo
+
+logs: need-function cli  ## the function's log lines of the last SINCE minutes (default 60)
+	$(AWS) logs filter-log-events --log-group-name /aws/lambda/$(FUNCTION) \
+	  --start-time $$(( ($$(date +%s) - $(SINCE) * 60) * 1000 )) --query 'events[].message' --output text
+
+destroy: need-function cli  ## remove the schedule and the function (the role and the secrets stay)
+	-$(AWS) events remove-targets --rule $(FUNCTION)-schedule --ids rotate >/dev/null 2>&1
+	-$(AWS) events delete-rule --name $(FUNCTION)-schedule 2>/dev/null
+	$(AWS) lambda delete-function --function-name $(FUNCTION)
+	@echo "removed $(FUNCTION) and its schedule; its log group /aws/lambda/$(FUNCTION) is kept"
+
+clean:  ## remove the virtualenvs and build output
+	rm -rf $(VENV) $(CLI_VENV) dist .pytest_cache .ruff_cache

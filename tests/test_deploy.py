@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -16,10 +17,14 @@ from local_aws import moto_server
 ROOT = Path(__file__).parent.parent
 
 
-def make(*args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run(["make", "-s", *args], cwd=ROOT, env=dict(os.environ), capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
+AWS_CLI = str(Path(sys.executable).parent / "aws")  # the dev environment's CLI (the targets' own is .venv-cli)
+
+
+def make(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(["make", "-s", *args, f"AWS={AWS_CLI}"], cwd=ROOT, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=300)
+    if ok:
+        assert done.returncode == 0, done.stderr
     return done
 
 
@@ -37,9 +42,7 @@ def test_package_holds_only_the_function():
 
 
 def test_create_schedule_and_deploy_with_the_aws_cli(server):
-    role = boto3.client("iam").create_role(RoleName="key-rotation", AssumeRolePolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                 "Principal": {"Service": "lambda.amazonaws.com"}}]}))["Role"]["Arn"]
+    role = role_arn()
     make("create", "FUNCTION=rotate-keys", f"ROLE={role}", "SEC=iam-keys/a;iam-keys/b")
     make("schedule", "FUNCTION=rotate-keys")
     make("schedule", "FUNCTION=rotate-keys")  # again: idempotent
@@ -47,7 +50,7 @@ def test_create_schedule_and_deploy_with_the_aws_cli(server):
 
     lam, events = boto3.client("lambda"), boto3.client("events")
     config = lam.get_function(FunctionName="rotate-keys")["Configuration"]
-    assert config["Runtime"] == "python3.12"
+    assert config["Runtime"] == "python3.13"
     assert config["Handler"] == "lambda_function.lambda_handler"
     assert config["Role"] == role and config["Timeout"] == 900
     assert config["Environment"]["Variables"] == {"sec": "iam-keys/a;iam-keys/b"}
@@ -65,5 +68,56 @@ def test_create_schedule_and_deploy_with_the_aws_cli(server):
 
 
 def test_create_refuses_without_role_or_secrets(server):
-    done = subprocess.run(["make", "-s", "create", "FUNCTION=x", "SEC=a"], cwd=ROOT, capture_output=True, text=True)
+    done = make("create", "FUNCTION=x", "SEC=a", ok=False)
     assert done.returncode != 0 and "needs ROLE=" in done.stderr
+
+
+@pytest.mark.parametrize("target", ["create", "configure", "deploy", "schedule", "invoke", "logs", "destroy",
+                                    "policy"])
+def test_deploy_targets_never_guess_the_function_name(target):
+    done = make(target, ok=False)
+    assert done.returncode != 0 and "give FUNCTION=" in done.stderr
+
+
+def role_arn() -> str:
+    return boto3.client("iam").create_role(RoleName="key-rotation", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                 "Principal": {"Service": "lambda.amazonaws.com"}}]}))["Role"]["Arn"]
+
+
+def test_settings_are_passed_by_name_and_configure_merges_them(server):
+    make("create", "FUNCTION=rotate-keys", f"ROLE={role_arn()}", "SEC=iam-keys/*", "GRACE_HOURS=24")
+    lam = boto3.client("lambda")
+
+    def variables() -> dict:
+        return lam.get_function_configuration(FunctionName="rotate-keys")["Environment"]["Variables"]
+
+    assert variables() == {"sec": "iam-keys/*", "GRACE_HOURS": "24"}
+    make("configure", "FUNCTION=rotate-keys", "DRY_RUN=true")
+    assert variables() == {"sec": "iam-keys/*", "GRACE_HOURS": "24", "DRY_RUN": "true"}, "the others are kept"
+    make("configure", "FUNCTION=rotate-keys", "SEC=iam-keys/a;iam-keys/b")
+    assert variables()["sec"] == "iam-keys/a;iam-keys/b" and variables()["GRACE_HOURS"] == "24"
+
+
+def test_destroy_removes_the_function_and_its_schedule(server):
+    make("create", "FUNCTION=rotate-keys", f"ROLE={role_arn()}", "SEC=iam-keys/a")
+    make("schedule", "FUNCTION=rotate-keys")
+    make("destroy", "FUNCTION=rotate-keys")
+    assert boto3.client("lambda").list_functions()["Functions"] == []
+    assert boto3.client("events").list_rules(NamePrefix="rotate-keys")["Rules"] == []
+    role = boto3.client("iam").get_role(RoleName="key-rotation")["Role"]["Arn"]
+    make("create", "FUNCTION=rotate-keys", f"ROLE={role}", "SEC=iam-keys/a")  # a re-deploy after removal works
+
+
+def test_policy_is_rendered_for_the_account_leaving_the_tracked_template_alone(server):
+    tracked = (ROOT / "LambdaExecutionRole.json").read_text()
+    make("policy", "FUNCTION=rotate-keys", "REGION=eu-west-1")  # the account from sts get-caller-identity
+    rendered = (ROOT / "dist" / "policy.json").read_text()
+    assert (ROOT / "LambdaExecutionRole.json").read_text() == tracked
+    for placeholder in ("ACCOUNT_ID", "REGION", "FUNCTION_NAME", "KMS_KEY_ID"):
+        assert placeholder not in rendered
+    policy = json.loads(rendered)
+    assert "arn:aws:secretsmanager:eu-west-1:123456789012:secret:iam-keys/*" in rendered
+    assert not [s for s in policy["Statement"] if s["Action"][0].startswith("kms:")], "default key: no KMS statement"
+    make("policy", "FUNCTION=rotate-keys", "REGION=eu-west-1", "ACCOUNT_ID=111122223333", "KMS_KEY_ID=abc")
+    assert "arn:aws:kms:eu-west-1:111122223333:key/abc" in (ROOT / "dist" / "policy.json").read_text()
