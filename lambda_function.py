@@ -52,6 +52,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 # ---------------------------------------------------------------------------
@@ -592,23 +593,55 @@ class CallBudget:
             raise CallTooSlow(f"gave up retrying after {self.seconds:g}s (a share of TIME_MARGIN_SECONDS)")
 
 
+class KeyIdentity:
+    """STS GetCallerIdentity signed with a given key, on one shared client.
+
+    Each call is signed with the key being checked (botocore's per-request
+    signing credentials), so verifying a thousand keys does not make a
+    thousand clients. If the key were ever missing, the call would be signed
+    as the function's own role, which can never pass as the user: safe.
+    """
+
+    def __init__(self, session: Any) -> None:
+        self.client = session.client("sts", config=Config(retries={"mode": "standard", "max_attempts": 2},
+                                                          connect_timeout=5, read_timeout=10))
+        self.local = threading.local()  # the key this thread is checking
+        self.client.meta.events.register("before-call.sts.GetCallerIdentity", self._sign_with_key)
+
+    def _sign_with_key(self, context: dict, **_: Any) -> None:
+        key = getattr(self.local, "key", None)
+        if key is None:
+            raise RuntimeError("GetCallerIdentity without a key to check")
+        context.setdefault("signing", {})["request_credentials"] = Credentials(key.key_id, key.secret_access_key)
+
+    def caller_identity(self, key: NewKey) -> dict:
+        self.local.key = key
+        try:
+            return self.client.get_caller_identity()
+        finally:
+            self.local.key = None
+
+
 @dataclass(frozen=True)
 class Clients:
-    """The clients every thread shares, and the session that made them."""
+    """The clients every thread shares (botocore's clients are thread-safe)."""
 
     session: Any
     iam: Any
     secrets: Any
     budget: CallBudget
     sns: Any = None
-    lock: threading.Lock = field(default_factory=threading.Lock)  # a session is not thread-safe
+    identity: KeyIdentity | None = None
 
     def sts_for(self, key: NewKey) -> Any:
-        """An STS client that signs with the given key (and no session token)."""
-        with self.lock:
-            return self.session.client(
-                "sts", aws_access_key_id=key.key_id, aws_secret_access_key=key.secret_access_key,
-                config=Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=10))
+        """Something whose get_caller_identity() answers who ``key`` is."""
+        identity = self.identity
+
+        class Signed:
+            def get_caller_identity(self) -> dict:
+                return identity.caller_identity(key)
+
+        return Signed()
 
 
 # The environment that decides where clients connect and as whom. It does not
@@ -640,7 +673,8 @@ def clients_for(environment: tuple[str | None, ...], retry_mode: str, max_attemp
     for client in made.values():
         client.meta.events.register("before-call", budget.start)
         client.meta.events.register("request-created", budget.check)  # once per attempt, retries included
-    return Clients(session=session, iam=made["iam"], secrets=made["secretsmanager"], sns=made["sns"], budget=budget)
+    return Clients(session=session, iam=made["iam"], secrets=made["secretsmanager"], sns=made["sns"], budget=budget,
+                   identity=KeyIdentity(session))
 
 
 # Calls whose request or answer carries a secret value: their AWS error
@@ -737,10 +771,11 @@ def parse_value(secret: str, response: dict, what: str = "value") -> dict[str, A
     return value
 
 
-def read_secret(clients: Clients, secret_id: str) -> SecretRecord:
-    """DescribeSecret (stages, rotation, tags) and GetSecretValue(AWSCURRENT), both consistent reads."""
+def describe_secret(clients: Clients, secret_id: str) -> dict:
+    """DescribeSecret: ARN, stages, rotation, tags. A consistent read (ListSecrets, which lags, is not used
+    for these: an in-flight rotation must never be missed)."""
     try:
-        meta = clients.secrets.describe_secret(SecretId=secret_id)
+        return clients.secrets.describe_secret(SecretId=secret_id)
     except ClientError as err:
         if error_code(err) == "ResourceNotFoundException":
             raise RotationError(secret_id, "not found") from None
@@ -748,8 +783,16 @@ def read_secret(clients: Clients, secret_id: str) -> SecretRecord:
             raise RotationError(secret_id, f"{describe_error(err)} (is the secret under the prefix the "
                                            "role's policy allows, e.g. iam-keys/?)") from None
         raise RotationError(secret_id, describe_error(err)) from None
+
+
+def current_value(clients: Clients, secret_id: str, arn: str) -> dict:
+    """GetSecretValue of the AWSCURRENT version."""
     with aws_step(secret_id, "GetSecretValue"):
-        response = clients.secrets.get_secret_value(SecretId=meta["ARN"], VersionStage=CURRENT)
+        return clients.secrets.get_secret_value(SecretId=arn, VersionStage=CURRENT)
+
+
+def record_of(secret_id: str, meta: dict, response: dict) -> SecretRecord:
+    """A SecretRecord from DescribeSecret's answer and the current version's value."""
     value = parse_value(secret_id, response)
     return SecretRecord(
         name=secret_id, arn=meta["ARN"], secret_name=meta.get("Name", secret_id), value=value,
@@ -759,6 +802,47 @@ def read_secret(clients: Clients, secret_id: str) -> SecretRecord:
         rotation_enabled=bool(meta.get("RotationEnabled")), rotation_lambda_arn=meta.get("RotationLambdaARN"),
         tags={t["Key"]: t["Value"] for t in meta.get("Tags") or []},
     )
+
+
+def read_secret(clients: Clients, secret_id: str) -> SecretRecord:
+    """DescribeSecret and GetSecretValue(AWSCURRENT), both consistent reads."""
+    meta = describe_secret(clients, secret_id)
+    return record_of(secret_id, meta, current_value(clients, secret_id, meta["ARN"]))
+
+
+BATCH_SIZE = 20  # BatchGetSecretValue's most secrets by id a call
+
+
+def current_values(clients: Clients, arns: list[str]) -> dict[str, dict | str]:
+    """The AWSCURRENT values of up to BATCH_SIZE secrets in one BatchGetSecretValue: ARN -> the value's
+    answer, or why not (an error code, or the whole call's failure)."""
+    try:
+        answer = clients.secrets.batch_get_secret_value(SecretIdList=arns)
+    except Exception as err:  # each secret of the batch fails with it; the other batches go on
+        return dict.fromkeys(arns, describe_error(err, "BatchGetSecretValue"))
+    found: dict[str, dict | str] = {v["ARN"]: v for v in answer.get("SecretValues", [])}
+    for error in answer.get("Errors", []):
+        found[error.get("SecretId", "")] = f"BatchGetSecretValue failed: {error.get('ErrorCode', 'Unknown')}"
+    return found
+
+
+def read_secrets(clients: Clients, secret_ids: list[str], map_: Callable) -> list[SecretRecord | Outcome]:
+    """Read many secrets: DescribeSecret each, then their values 20 a call (a secret the batch's answer
+    leaves out, one GetSecretValue of its own)."""
+    metas = list(map_(isolated(name_of, lambda s: (s, describe_secret(clients, s))), secret_ids))
+    arns = list(dict.fromkeys(m[1]["ARN"] for m in metas if not isinstance(m, Outcome)))
+    values: dict[str, dict | str] = {}
+    for found in map_(lambda i: current_values(clients, arns[i:i + BATCH_SIZE]), range(0, len(arns), BATCH_SIZE)):
+        values.update(found)
+
+    def record(item: tuple[str, dict]) -> SecretRecord:
+        secret_id, meta = item
+        answer = values.get(meta["ARN"])
+        if isinstance(answer, str):
+            raise RotationError(secret_id, answer)
+        return record_of(secret_id, meta, answer or current_value(clients, secret_id, meta["ARN"]))
+
+    return list(map_(isolated(lambda item: item[0], record), metas))
 
 
 def read_version_value(clients: Clients, record: SecretRecord, stage: str) -> dict[str, Any] | None:
@@ -1159,7 +1243,10 @@ def isolated(secret_of: Callable[[Any], str], step: Callable[[Any], Any]) -> Cal
 
 
 def name_of(item: Any) -> str:
-    return item if isinstance(item, str) else item.record.name if hasattr(item, "record") else item.name
+    """The secret an item of a pass is about, as the caller named it."""
+    if isinstance(item, str):
+        return item
+    return item.record.name if hasattr(item, "record") else item.name
 
 
 def list_prefix(clients: Clients, prefix: str) -> list[str]:
@@ -1429,7 +1516,7 @@ def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) 
     secret_ids = resolve_secret_ids(settings, clients, wanted)
     workers = max(1, min(settings.max_workers, len(secret_ids)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
-        read = list(pool.map(isolated(name_of, lambda s: read_secret(clients, s)), secret_ids))
+        read = read_secrets(clients, secret_ids, pool.map)
         for record in read:
             if isinstance(record, SecretRecord):
                 run.by_user.setdefault(record.user_name.casefold(), []).append(record)

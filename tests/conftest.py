@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 import lambda_function
-from local_aws import LambdaContext, make_moto_move_current_as_aws_does
+from local_aws import LambdaContext, make_moto_move_current_as_aws_does, moto_server
 from seed import ACCOUNT_ID, iam_key_states, iam_secret_keys
 
 __all__ = ["LambdaContext"]  # tests import it from here
@@ -203,6 +203,13 @@ def aws(sts):
     """In-process moto, and STS answering as AWS does."""
     with mock_aws():
         yield Aws(sts)
+
+
+@pytest.fixture
+def server():
+    """A moto server on 127.0.0.1 over HTTP, with boto3 (and the AWS CLI) pointed at it."""
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ from pathlib import Path
 import boto3
 import pytest
 
-from local_aws import moto_server
-
 ROOT = Path(__file__).parent.parent
 
 
@@ -27,11 +25,6 @@ def make(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
         assert done.returncode == 0, done.stderr
     return done
 
-
-@pytest.fixture
-def server():
-    with moto_server() as endpoint:
-        yield endpoint
 
 
 def test_package_holds_only_the_function():

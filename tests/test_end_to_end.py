@@ -15,18 +15,13 @@ import pytest
 import lambda_function
 from conftest import load_event
 from lambda_function import RotationFailed
-from local_aws import LambdaContext, moto_server
+from local_aws import LambdaContext
 from seed import ROWS, iam_secret_keys, seed_row
 
 ROOT = Path(__file__).parent.parent
 # The shared scheduled event, at the time it is delivered (a redelivery repeats it within hours)
 SCHEDULED = load_event("eventbridge-scheduled", time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
-
-@pytest.fixture
-def server(monkeypatch):
-    with moto_server() as endpoint:
-        yield endpoint
 
 
 def test_every_row_rotates_over_http(server, monkeypatch):

@@ -43,7 +43,7 @@ CASES = [
 def test_every_row_makes_the_calls_its_plan_says():
     # A sanity check of the recording, not a hand-kept list: each row reads, creates and stores once.
     for row in ROWS:
-        assert CALLS[row.name][:2] == ["describe_secret", "get_secret_value"], row.name
+        assert CALLS[row.name][:2] == ["describe_secret", "batch_get_secret_value"], row.name
         assert CALLS[row.name].count("create_access_key") == 1 and CALLS[row.name].count("put_secret_value") == 1
 
 
@@ -101,7 +101,7 @@ def test_lost_answer_to_store_is_confirmed_and_rotation_completes(aws, invoke, m
 def test_unconfirmable_store_leaves_new_key_for_next_run(aws, invoke, monkeypatch):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
     inject(monkeypatch, "put_secret_value", REFUSED)
-    inject(monkeypatch, "get_secret_value", REFUSED, nth=2)  # the re-read fails too
+    inject(monkeypatch, "get_secret_value", REFUSED)  # the re-read fails too (the first read was batched)
     with pytest.raises(RotationFailed, match="could not re-read the secret"):
         invoke(seeded.secret)
     assert len(aws.keys("alice")) == 2, "the new key is not deleted blindly"

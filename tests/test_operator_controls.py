@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from botocore.exceptions import ClientError
 
 import lambda_function
+from conftest import client_error
 from lambda_function import ConfigError, RotationFailed
 from seed import ROWS, backdate_key, seed_row, seed_user
 
@@ -99,7 +99,7 @@ def test_dry_run_returns_plans_and_changes_nothing(aws, invoke, monkeypatch, how
     if how == "env":
         monkeypatch.setenv("DRY_RUN", "true")
     result = invoke(*(s.secret for s in seeded), event={"dry_run": True} if how == "event" else {})
-    assert set(calls) == {"DescribeSecret", "GetSecretValue", "ListUserTags", "ListAccessKeys"}
+    assert set(calls) == {"DescribeSecret", "BatchGetSecretValue", "ListUserTags", "ListAccessKeys"}
     assert {s.user: aws.keys(s.user) for s in seeded} == before
     assert all(len(aws.versions(s.secret)) == 1 for s in seeded)
     assert result["dry_run"] is True and result["planned"] == len(ROWS) and result["rotated"] == 0
@@ -234,8 +234,7 @@ def test_new_keys_wait_out_propagation_together_not_one_after_another(aws, invok
         def get_caller_identity(self):
             first_tried.setdefault(self.key.key_id, clock.monotonic())
             if clock.monotonic() - first_tried[self.key.key_id] < 5:
-                raise ClientError({"Error": {"Code": "InvalidClientTokenId", "Message": "not yet"}},
-                                  "GetCallerIdentity")
+                raise client_error("InvalidClientTokenId", "GetCallerIdentity", "not yet", 403)
             return self.real.get_caller_identity()
 
     monkeypatch.setattr(aws.sts, "client_for", Propagating)

@@ -24,7 +24,7 @@ def policy_actions() -> set[str]:
     for statement in json.loads(POLICY.read_text())["Statement"]:
         assert statement["Effect"] == "Allow"
         listed = statement["Action"]
-        assert statement["Resource"] != "*" or listed == ["secretsmanager:ListSecrets"], statement["Sid"]
+        assert statement["Resource"] != "*" or statement["Sid"] == "ListAndBatchReadSecrets", statement["Sid"]
         actions |= {listed} if isinstance(listed, str) else set(listed)
     return actions
 

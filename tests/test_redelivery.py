@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import copy
-import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
+from conftest import load_event
 from faults import CRASH, Crash, inject
 from seed import ROWS, seed_row
 
-EVENTS = Path(__file__).parent / "events"  # copies of ../shared/events
-
 
 def scheduled_event(at: datetime) -> dict:
-    event = json.loads((EVENTS / "eventbridge-scheduled.json").read_text())
-    event["time"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return event
+    return load_event("eventbridge-scheduled", time=at.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def console_event() -> dict:
-    return json.loads((EVENTS / "console-test.json").read_text())
+    return load_event("console-test")
 
 
 def now() -> datetime:
@@ -59,9 +54,10 @@ def test_scheduled_event_time_does_not_skip_a_fresh_secret(aws, invoke, when):
     assert invoke(seeded.secret, event=scheduled_event(now() + shift))["rotated"] == 1
 
 
-def test_shared_scheduled_event_as_is_rotates_once(aws, invoke):
+def test_shared_scheduled_event_as_is_rotates_once(aws, invoke, clock):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1])
-    event = json.loads((EVENTS / "eventbridge-scheduled.json").read_text())
+    event = load_event("eventbridge-scheduled")
+    clock.state["now"] = datetime.fromisoformat(event["time"]) + timedelta(minutes=1)  # delivered on its day
     assert invoke(seeded.secret, event=event)["rotated"] == 1
     assert invoke(seeded.secret, event=copy.deepcopy(event))["skipped"] == 1
     aws.assert_converged(seeded.secret)

@@ -172,7 +172,7 @@ def chain_text(err: BaseException | None) -> str:
     return "\n".join(seen)
 
 
-@pytest.mark.parametrize("operation", ["put_secret_value", "get_secret_value"])
+@pytest.mark.parametrize("operation", ["put_secret_value", "batch_get_secret_value"])
 @pytest.mark.parametrize("status", [400, 500])
 def test_an_aws_error_that_echoes_the_secret_is_not_repeated(aws, invoke, monkeypatch, caplog, capsys, operation,
                                                              status):
@@ -187,7 +187,7 @@ def test_an_aws_error_that_echoes_the_secret_is_not_repeated(aws, invoke, monkey
         if operation == "put_secret_value":
             echoed.append(kwargs["SecretString"])
         else:
-            echoed.append(real(**kwargs)["SecretString"])
+            echoed.append(real(**kwargs)["SecretValues"][0]["SecretString"])
         raise client_error("ValidationException" if status == 400 else "InternalServiceError",
                            "".join(p.title() for p in operation.split("_")), f"bad value: {echoed[-1]}", status)
 
@@ -225,3 +225,23 @@ def test_a_bad_json_value_does_not_travel_in_the_error(aws, invoke):
         step("iam-keys/broken", token, "createSecret")
     for err in (failure.value, step_failure.value):
         assert "S3CR3T" not in lambda_error_response(err) + chain_text(err)
+
+
+def test_verification_signs_with_the_key_being_checked_and_not_the_role(aws, monkeypatch):
+    # One STS client serves every key (botocore's per-request signing credentials): prove the request is
+    # signed with the key under test and carries no session token of the function's role.
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "the-roles-session-token")
+    lambda_function.clients_for.cache_clear()
+    aws.iam.create_user(UserName="u")
+    key = aws.iam.create_access_key(UserName="u")["AccessKey"]
+    clients = lambda_function.aws_clients(lambda_function.Settings())
+    sent = []
+    clients.identity.client.meta.events.register(
+        "before-send.sts.GetCallerIdentity", lambda request, **_: sent.append(
+            {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}))
+    answer = clients.identity.caller_identity(lambda_function.NewKey(key["AccessKeyId"], key["SecretAccessKey"]))
+    assert f"Credential={key['AccessKeyId']}/" in sent[0]["Authorization"]
+    assert "X-Amz-Security-Token" not in sent[0]
+    assert answer["Arn"].endswith(":user/u")
+    with pytest.raises(RuntimeError, match="without a key"):  # never signed as the role by mistake
+        clients.identity.client.get_caller_identity()

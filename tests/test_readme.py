@@ -1,0 +1,54 @@
+"""The README's deploy commands, run as written (bash, the real AWS CLI) against a moto server.
+
+Only the names change nothing: the steps are taken from the README itself, so a step that stops working
+fails here. Step 3 (invoke, logs) needs Lambda to run code, which moto does only with Docker: not run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def shell_block(heading: str) -> str:
+    """The first ```sh block after the heading."""
+    section = README[README.index(heading):]
+    return re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+
+
+def run(script: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # the dev CLI as `aws`
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_the_readme_deploy_steps_work_as_written(server):
+    boto3.client("iam").create_user(UserName="ci-deployer")  # the README's user exists already
+    run(shell_block("### 1. A secret per user"))
+    run(shell_block("### 2a. With the AWS CLI"))
+
+    arn = boto3.client("secretsmanager").describe_secret(SecretId="iam-keys/ci-deployer")["ARN"]
+    (tag,) = boto3.client("iam").list_user_tags(UserName="ci-deployer")["Tags"]
+    assert tag == {"Key": "key-rotation-secret", "Value": arn}
+    lam = boto3.client("lambda", region_name="eu-west-1")
+    config = lam.get_function_configuration(FunctionName="iam-key-rotation")
+    assert config["Environment"]["Variables"] == {"sec": "iam-keys/*"} and config["Runtime"] == "python3.13"
+    rendered = (ROOT / "dist" / "policy.json").read_text()
+    assert "ACCOUNT_ID" not in rendered and "eu-west-1" in rendered
+    boto3.client("iam").get_role_policy(RoleName="iam-key-rotation", PolicyName="key-rotation")
+    rules = boto3.client("events", region_name="eu-west-1").list_rules(NamePrefix="iam-key-rotation")["Rules"]
+    assert [r["Name"] for r in rules] == ["iam-key-rotation-schedule"]
+
+
+def test_the_readme_tells_how_to_look_pause_undo_and_remove():
+    for what in ("make logs", "disable-rule", '{"rollback": [', "make destroy", "delete-stack", "key-rotation:mode"):
+        assert what in README, what
