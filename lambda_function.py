@@ -840,7 +840,12 @@ def read_secrets(clients: Clients, secret_ids: list[str], map_: Callable) -> lis
         answer = values.get(meta["ARN"])
         if isinstance(answer, str):
             raise RotationError(secret_id, answer)
-        return record_of(secret_id, meta, answer or current_value(clients, secret_id, meta["ARN"]))
+        current = next((v for v, labels in (meta.get("VersionIdsToStages") or {}).items() if CURRENT in labels), None)
+        if not answer or answer.get("VersionId") != current:
+            # Left out of the batch, or not the version DescribeSecret saw as AWSCURRENT (written in between,
+            # or a reader that does not follow staging labels): read the AWSCURRENT label itself.
+            answer = current_value(clients, secret_id, meta["ARN"])
+        return record_of(secret_id, meta, answer)
 
     return list(map_(isolated(lambda item: item[0], record), metas))
 

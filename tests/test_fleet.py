@@ -128,3 +128,17 @@ def test_calls_per_steady_state_rotation_at_fifty_secrets(aws, invoke, monkeypat
     # BatchGetSecretValue, one ListSecrets page for all 50. The README's "What a rotation costs" says why not 6.
     assert per_rotation <= 7.1, counts
     assert counts["ListSecrets"] == 1 and counts["BatchGetSecretValue"] == 3 and "GetSecretValue" not in counts
+
+
+def test_a_batch_answer_that_is_not_the_awscurrent_version_is_read_again_by_its_label(aws, invoke):
+    # BatchGetSecretValue cannot ask for a staging label. Stock moto answers with its "default" version, which
+    # UpdateSecretVersionStage does not move; on AWS a write between DescribeSecret and the batch read gives a
+    # version that is not the one described. Either way the AWSCURRENT label decides.
+    from moto.secretsmanager.models import secretsmanager_backends
+
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    invoke(seeded.secret)
+    stored = secretsmanager_backends["123456789012"]["us-east-1"].secrets[seeded.secret]
+    stored.default_version_id = next(v for v, d in stored.versions.items() if "AWSPREVIOUS" in d["version_stages"])
+    result = invoke(seeded.secret, event={"dry_run": True})
+    assert result["secrets"][0]["old_key_id"] == aws.value(seeded.secret)["AccessKeyId"] != seeded.key_ids[0]
