@@ -1023,15 +1023,16 @@ def discard_key(clients: Clients, record: SecretRecord, key_id: str) -> str:
     return "new key deleted, old key unchanged"
 
 
-def retire_keys(clients: Clients, record: SecretRecord, deactivate: Iterable[str], delete: Iterable[str] = ()) -> None:
-    """Deactivate, then delete, old keys once the new key is stored and verified."""
+def retire_keys(clients: Clients, record: SecretRecord, deactivate: Iterable[str], delete: Iterable[str] = (),
+                done: str = "new key stored") -> None:
+    """Deactivate, then delete, old keys once the key the secret holds is stored and verified."""
     try:
         for key_id in deactivate:
             set_key_status(clients, record, key_id, KeyStatus.INACTIVE)
         for key_id in delete:
             delete_key(clients, record, key_id)
     except Exception as err:
-        raise RotationError(record.name, f"new key stored, but retiring the old key failed: "
+        raise RotationError(record.name, f"{done}, but retiring the old key failed: "
                                          f"{describe_error(err)}; the next run finishes it") from None
 
 
@@ -1454,7 +1455,7 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
     if own.dry_run:
         base.status, base.steps = Status.PLANNED, [f"deactivate {previous}"]
         return base
-    retire_keys(run.clients, record, (previous,))
+    retire_keys(run.clients, record, (previous,), done=f"the current key {record.held_key_id} works")
     base.status, base.steps, base.reason = Status.RETIRED, [f"deactivate {previous}"], item.reason
     if decision == Retire.FORCE:
         base.forced_in_use = True
@@ -1507,7 +1508,7 @@ def rollback_secret(run: Run, record: SecretRecord) -> Outcome:
                                                     MoveToVersionId=previous_version,
                                                     RemoveFromVersionId=record.version_id)
     if current is not None and current.active and current.key_id != found.key_id:
-        retire_keys(clients, record, (current.key_id,))
+        retire_keys(clients, record, (current.key_id,), done=f"rolled back to key {found.key_id}")
     log_action("rolled_back", secret=record.name, user=record.user_name, key_id=found.key_id,
                version=previous_version)
     outcome.status = Status.ROLLED_BACK

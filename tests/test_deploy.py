@@ -114,3 +114,53 @@ def test_policy_is_rendered_for_the_account_leaving_the_tracked_template_alone(s
     assert not [s for s in policy["Statement"] if s["Action"][0].startswith("kms:")], "default key: no KMS statement"
     make("policy", "FUNCTION=rotate-keys", "REGION=eu-west-1", "ACCOUNT_ID=111122223333", "KMS_KEY_ID=abc")
     assert "arn:aws:kms:eu-west-1:111122223333:key/abc" in (ROOT / "dist" / "policy.json").read_text()
+
+
+def test_without_an_aws_on_the_path_the_targets_use_a_cli_of_their_own():
+    done = subprocess.run(["make", "-s", "-n", "deploy", "FUNCTION=f"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert ".venv-cli/bin/aws lambda update-function-code" in done.stdout
+    assert "requirements-dev.txt" not in done.stdout.replace("grep '^awscli==' requirements-dev.txt", ""), \
+        "the CLI alone, not the test stack"
+
+
+def test_make_help_lists_every_target():
+    out = make("help").stdout
+    for target in ("demo", "test", "bench", "lint", "package", "policy", "create", "configure", "deploy", "schedule",
+                   "invoke", "logs", "destroy"):
+        assert f"  {target} " in out, target
+
+
+def aws_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["aws", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_the_template_deploys_two_stacks_side_by_side_and_again_after_removal(server):
+    # moto's CloudFormation skips AWS::CloudWatch::Alarm and AWS::Lambda::EventInvokeConfig (it warns); the
+    # rest is created: function, role, rule, permission, queue, log group.
+    make("package")
+    boto3.client("s3").create_bucket(Bucket="artifacts")
+    boto3.client("s3").upload_file(str(ROOT / "dist" / "lambda.zip"), "artifacts", "lambda.zip")
+
+    def deploy(stack: str, *overrides: str) -> None:
+        aws_cli("cloudformation", "deploy", "--template-file", "template.yaml", "--stack-name", stack,
+                "--capabilities", "CAPABILITY_IAM", "--parameter-overrides", "CodeBucket=artifacts",
+                "CodeKey=lambda.zip", "SecretNames=iam-keys/*", *overrides)
+
+    deploy("keys-prod")
+    deploy("keys-test", "NotifyTopicArn=arn:aws:sns:us-east-1:123456789012:rotation")
+    lam = boto3.client("lambda")
+    assert sorted(f["FunctionName"] for f in lam.list_functions()["Functions"]) == ["keys-prod", "keys-test"]
+    config = lam.get_function_configuration(FunctionName="keys-prod")
+    assert config["Runtime"] == "python3.13" and config["Environment"]["Variables"]["REQUIRE_USER_TAG"] == "true"
+    variables = lam.get_function_configuration(FunctionName="keys-test")["Environment"]["Variables"]
+    assert variables["NOTIFY_TOPIC_ARN"] == "arn:aws:sns:us-east-1:123456789012:rotation"
+
+    aws_cli("cloudformation", "delete-stack", "--stack-name", "keys-prod")
+    assert [f["FunctionName"] for f in lam.list_functions()["Functions"]] == ["keys-test"]
+    deploy("keys-prod")  # the log group went with the stack: nothing blocks the re-deploy
+    assert sorted(f["FunctionName"] for f in lam.list_functions()["Functions"]) == ["keys-prod", "keys-test"]

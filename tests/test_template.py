@@ -101,3 +101,10 @@ def test_two_stacks_do_not_collide_and_a_redeploy_is_not_blocked():
     assert function["FunctionName"] == {"Fn::If": ["HasFunctionName", {"Ref": "FunctionName"},
                                                    {"Ref": "AWS::StackName"}]}
     assert RESOURCES["LogGroup"]["DeletionPolicy"] == "Delete"
+
+
+def test_the_publish_permission_exists_only_while_a_topic_is_set():
+    notify = RESOURCES["NotifyPolicy"]
+    assert notify["Condition"] == "HasNotifyTopic" and notify["Type"] == "AWS::IAM::RolePolicy"
+    (statement,) = notify["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "sns:Publish" and statement["Resource"] == {"Ref": "NotifyTopicArn"}

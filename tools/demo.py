@@ -93,6 +93,7 @@ def main() -> int:
 
         heading("4. Refused: a secret pointed at a user that does not name it back (an admin, say)")
         iam.create_user(UserName="admin")
+        iam.create_access_key(UserName="admin")
         secrets.create_secret(Name="iam-keys/pointed-at-admin", SecretString=json.dumps({"UserName": "admin"}))
         os.environ["sec"] = "iam-keys/pointed-at-admin"
         try:
