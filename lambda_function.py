@@ -1354,7 +1354,9 @@ def start(run: Run, record: SecretRecord) -> Outcome | Stored | Settling:
     previous = key_held_at(clients, record, PREVIOUS) if any(
         k.active and k.key_id != record.held_key_id for k in keys) else None
     previous_active = find_key(keys, previous)
-    if previous_active is not None and previous_active.active and previous != record.held_key_id:
+    others = run.others_holding(record, keys)
+    if previous_active is not None and previous_active.active and previous != record.held_key_id \
+            and previous not in others:  # a key another secret holds is never retired by this one
         if not settings.force or redelivery:
             return Settling(record, previous, own, "already rotated for this scheduled event" if redelivery else None)
     if redelivery:
@@ -1363,7 +1365,7 @@ def start(run: Run, record: SecretRecord) -> Outcome | Stored | Settling:
     if not settings.force and not rotation_due(keys, record.held_key_id, now, own.rotate_after_days):
         return skipped(record, f"key {record.held_key_id} is younger than "
                                f"rotate-after-days={own.rotate_after_days:g}")
-    holders = Holders(current=record.held_key_id, others=run.others_holding(record, keys),
+    holders = Holders(current=record.held_key_id, others=others,
                       ours=frozenset(k for k in (previous, key_held_at(clients, record, PENDING)
                                                  if record.version_with(PENDING) else None) if k))
     plan = plan_rotation(keys, holders, settings.force)
@@ -1486,6 +1488,8 @@ def rollback_secret(run: Run, record: SecretRecord) -> Outcome:
                                          f"{previous_key.key_id if previous_key else '(none)'} no longer exists; "
                                          "nothing changed")
     current = find_key(keys, record.held_key_id)
+    if current is not None and current.key_id in run.others_holding(record, keys):
+        current = None  # another secret holds it too: it stays as it is
     steps = ([f"activate {found.key_id}"] if not found.active else []) + [f"make version {previous_version} current"]
     if current is not None and current.active and current.key_id != found.key_id:
         steps.append(f"deactivate {current.key_id}")
@@ -1520,12 +1524,16 @@ def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) 
     run = Run(settings, clients, clock, context)
     wanted = settings.rollback or settings.targets
     secret_ids = resolve_secret_ids(settings, clients, wanted)
-    workers = max(1, min(settings.max_workers, len(secret_ids)))
+    # A targeted run or a rollback acts on the named secrets only, but every secret sec selects may hold
+    # one of their users' keys: those are read too, as holders.
+    holders_only = [s for s in resolve_secret_ids(settings, clients, None) if s not in secret_ids] if wanted else []
+    workers = max(1, min(settings.max_workers, len(secret_ids) + len(holders_only)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
-        read = read_secrets(clients, secret_ids, pool.map)
-        for record in read:
+        everything = read_secrets(clients, secret_ids + holders_only, pool.map)
+        for record in everything:
             if isinstance(record, SecretRecord):
                 run.by_user.setdefault(record.user_name.casefold(), []).append(record)
+        read = everything[:len(secret_ids)]
         if settings.rollback:
             return list(pool.map(isolated(name_of, lambda r: rollback_secret(run, r)), read))
         decided = [isolated(name_of, lambda r: decide(run, r))(item) for item in read]

@@ -302,3 +302,44 @@ def test_no_interleaving_destroys_a_held_key(aws, invoke, sts, clock, monkeypatc
         assert held_before <= set(keys), f"a held Active key was deleted: {held_before - set(keys)}"
         assert aws.keys("alice").get(aws.value(seeded.secret).get("AccessKeyId")) == "Active"
         assert len(keys) <= 2
+
+
+@pytest.fixture
+def previous_shared(aws, invoke, monkeypatch):
+    """dave rotated by iam-keys/dave-a, whose previous key (Active again) iam-keys/dave-b holds as its current."""
+    monkeypatch.setenv("REQUIRE_USER_TAG", "false")
+    first = seed_user(aws.iam, aws.secrets, "dave", ("Active",), held=0, secret="iam-keys/dave-a", tag=False)
+    invoke(first.secret)
+    old = first.key_ids[0]
+    aws.iam.update_access_key(UserName="dave", AccessKeyId=old, Status="Active")
+    aws.secrets.create_secret(Name="iam-keys/dave-b", SecretString=json.dumps(
+        {"UserName": "dave", "AccessKeyId": old, "SecretAccessKey": iam_secret_keys("dave")[old]}))
+    return first
+
+
+def test_a_previous_key_another_secret_holds_is_not_retired(aws, invoke, previous_shared):
+    old = previous_shared.key_ids[0]
+    with pytest.raises(RotationFailed):  # dave-b is refused (dave-a has the user); dave-a has no room
+        invoke("iam-keys/dave-a", "iam-keys/dave-b")
+    assert aws.keys("dave")[old] == "Active", "iam-keys/dave-b still uses it"
+    assert_current_works(aws, "iam-keys/dave-a") and assert_current_works(aws, "iam-keys/dave-b")
+
+
+def test_a_rollback_does_not_deactivate_a_key_another_secret_holds(aws, invoke, monkeypatch):
+    monkeypatch.setenv("REQUIRE_USER_TAG", "false")
+    first = seed_user(aws.iam, aws.secrets, "erin", ("Active",), held=0, secret="iam-keys/erin-a", tag=False)
+    invoke(first.secret)
+    current = aws.secrets.get_secret_value(SecretId=first.secret)["SecretString"]
+    aws.secrets.create_secret(Name="iam-keys/erin-b", SecretString=current)  # holds erin-a's current key
+    result = invoke("iam-keys/erin-a", "iam-keys/erin-b", event={"rollback": ["iam-keys/erin-a"]})
+    assert result["secrets"][0]["status"] == "rolled_back"
+    assert aws.keys("erin") == {first.key_ids[0]: "Active", json.loads(current)["AccessKeyId"]: "Active"}
+    assert_current_works(aws, "iam-keys/erin-a") and assert_current_works(aws, "iam-keys/erin-b")
+
+
+def test_a_targeted_run_respects_keys_held_by_secrets_it_does_not_target(aws, invoke, shared_user):
+    # bob-b is listed in sec but not targeted: it is not rotated, yet its key is still held.
+    with pytest.raises(RotationFailed, match="held by secret 'iam-keys/bob-b'"):
+        invoke("iam-keys/bob-a", "iam-keys/bob-b", event={"secrets": ["iam-keys/bob-a"]})
+    assert aws.keys("bob") == {k: "Active" for k in shared_user.key_ids}
+    assert_current_works(aws, "iam-keys/bob-b")
