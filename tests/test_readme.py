@@ -52,3 +52,12 @@ def test_the_readme_deploy_steps_work_as_written(server):
 def test_the_readme_tells_how_to_look_pause_undo_and_remove():
     for what in ("make logs", "disable-rule", '{"rollback": [', "make destroy", "delete-stack", "key-rotation:mode"):
         assert what in README, what
+
+
+def test_the_readme_template_and_alarm_commands_work_as_written(server):
+    # moto's CloudFormation skips the alarms and the invoke config it does not model; the rest is created.
+    run(shell_block("### 2b. Or with CloudFormation"))
+    assert [f["FunctionName"] for f in boto3.client("lambda").list_functions()["Functions"]] == ["iam-key-rotation"]
+    run(shell_block("### Metrics, alarms, notifications"))
+    (alarm,) = boto3.client("cloudwatch").describe_alarms()["MetricAlarms"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("IAMKeyRotation", "ForcedWhileInUse")
