@@ -1220,8 +1220,6 @@ class Settling:
     reason: str | None = None
 
 
-Item = SecretRecord | Outcome | Stored | Settling
-
 
 def failure(secret: str, err: BaseException) -> Outcome:
     """A failed Outcome. Unexpected errors are logged with their traceback (no secret is in scope here)."""

@@ -136,9 +136,6 @@ class Aws:
     def stages(self, secret: str) -> dict[str, list[str]]:
         return self.secrets.describe_secret(SecretId=secret)["VersionIdsToStages"]
 
-    def has_stage(self, secret: str, stage: str) -> bool:
-        return any(stage in labels for labels in self.stages(secret).values())
-
     def holds_working_key(self, secret: str, stage: str = "AWSCURRENT") -> bool:
         """The version's key exists, is Active, and its SecretAccessKey is the real one."""
         value = self.value(secret, stage)
@@ -147,14 +144,6 @@ class Aws:
             self.keys(value["UserName"]).get(key_id) == "Active"
             and iam_secret_keys(value["UserName"]).get(key_id) == value.get("SecretAccessKey")
         )
-
-    def assert_holders_intact(self, secret: str, before: dict[str, str]) -> None:
-        """No key any version of the secret held while Active (in ``before``: key -> status) was deleted."""
-        value = self.value(secret)
-        keys = self.keys(value["UserName"])
-        for key_id, status in before.items():
-            if status == "Active":
-                assert key_id in keys, f"held Active key {key_id} was deleted"
 
     def held_keys(self, secret: str) -> dict[str, str]:
         """Key id -> status, for every key a staged version of the secret holds."""

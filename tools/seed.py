@@ -140,11 +140,3 @@ def set_last_used(user: str, key_id: str, when, service: str = "s3", region: str
             return
     raise KeyError(key_id)
 
-
-def backdate_versions(secret: str, hours: float, region: str = "us-east-1") -> None:
-    """Make every version of the secret look `hours` older (moto's state, this process)."""
-    from moto.secretsmanager.models import secretsmanager_backends
-
-    stored = secretsmanager_backends[ACCOUNT_ID][region].secrets[secret]
-    for version in stored.versions.values():
-        version["createdate"] = int(version["createdate"] - hours * 3600)
