@@ -42,6 +42,15 @@ SETTINGS_VARIABLES = ("sec", "LOG_LEVEL", "DRY_RUN", "REQUIRE_USER_TAG", "VERIFY
                       "AWS_RETRY_MODE", "METRICS_NAMESPACE", "NOTIFY_TOPIC_ARN")
 
 
+STEPS = tuple(lambda_function.ROTATION_STEPS)  # createSecret, setSecret, testSecret, finishSecret
+
+
+def step(secret: str, token: str, name: str, context: Any = None) -> dict:
+    """Invoke the handler as Secrets Manager does, as the function the secret's rotation names."""
+    event = {"Step": name, "SecretId": secret, "ClientRequestToken": token}
+    return lambda_function.lambda_handler(event, context or LambdaContext())
+
+
 def load_event(name: str, **changes: Any) -> dict:
     """One of the shared event shapes (tests/events), with fields changed."""
     return {**json.loads((EVENTS / f"{name}.json").read_text()), **changes}

@@ -14,16 +14,9 @@ import random
 import pytest
 
 import lambda_function
-from conftest import LambdaContext, load_event
+from conftest import STEPS, load_event, step
 from lambda_function import RotationError, RotationFailed
 from seed import ROWS, begin_rotation, enable_rotation, iam_secret_keys, seed_row, seed_user
-
-STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
-
-
-def step(secret: str, token: str, name: str) -> dict:
-    event = {"Step": name, "SecretId": secret, "ClientRequestToken": token}
-    return lambda_function.lambda_handler(event, LambdaContext())
 
 
 def version_of(aws, secret: str, stage: str) -> str:

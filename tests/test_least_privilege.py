@@ -13,7 +13,7 @@ from moto import mock_aws
 from moto.core import set_initial_no_auth_action_count
 
 import lambda_function
-from conftest import LambdaContext
+from conftest import STEPS, LambdaContext
 from seed import begin_rotation, seed_user
 
 ROOT = Path(__file__).parent.parent
@@ -24,7 +24,6 @@ ACTIONS = sorted(
     for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
 )
 CODE_ACTIONS = [a for a in ACTIONS if a.split(":")[0] in ("iam", "secretsmanager")]
-STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 
 
 def admin_clients():

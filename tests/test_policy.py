@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import lambda_function
-from conftest import LambdaContext
+from conftest import STEPS, step
 from faults import REFUSED, TIMEOUT, inject
 from lambda_function import RotationFailed
 from seed import ROWS, begin_rotation, iam_secret_keys, seed_row
@@ -67,7 +67,6 @@ def test_policy_allows_exactly_what_the_code_calls(aws, invoke, monkeypatch, cal
         invoke(seeded[1].secret)
     monkeypatch.undo()
     token = begin_rotation(seeded[2].secret)  # Secrets Manager rotation mode
-    for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
-        lambda_function.lambda_handler({"Step": step, "SecretId": seeded[2].secret, "ClientRequestToken": token},
-                                       LambdaContext())
+    for name in STEPS:
+        step(seeded[2].secret, token, name)
     assert policy_actions() == called | LOG_ACTIONS | KMS_ACTIONS

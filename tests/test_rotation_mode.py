@@ -9,18 +9,10 @@ import zipfile
 import pytest
 
 import lambda_function
-from conftest import LambdaContext
+from conftest import STEPS, LambdaContext, step
 from faults import CRASH, REFUSED, Crash, inject
 from lambda_function import ConfigError, RotationError
 from seed import ROWS, begin_rotation, enable_rotation, seed_row
-
-STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
-
-
-def step(secret: str, token: str, name: str, context: object | None = None) -> dict:
-    """Invoke the handler as Secrets Manager does, as the function the secret's rotation names."""
-    event = {"Step": name, "SecretId": secret, "ClientRequestToken": token}
-    return lambda_function.lambda_handler(event, context or LambdaContext())
 
 
 def run_steps(secret: str, token: str) -> None:

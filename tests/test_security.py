@@ -12,16 +12,9 @@ import pytest
 from awslambdaric.bootstrap import make_error
 
 import lambda_function
-from conftest import LambdaContext, client_error
+from conftest import STEPS, LambdaContext, client_error, step
 from lambda_function import RotationError, RotationFailed
 from seed import FUNCTION_ARN, ROWS, begin_rotation, enable_rotation, seed_row, seed_user
-
-STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
-
-
-def step(secret: str, token: str, name: str, context=None) -> dict:
-    event = {"Step": name, "SecretId": secret, "ClientRequestToken": token}
-    return lambda_function.lambda_handler(event, context or LambdaContext())
 
 
 def snapshot(aws, secret: str, user: str) -> tuple:
