@@ -42,8 +42,9 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -715,27 +716,20 @@ def is_definite_refusal(err: BaseException) -> bool:
     return isinstance(status, int) and 400 <= status < 500
 
 
-def aws_step(secret: str, operation: str, user: str | None = None) -> Any:
+@contextmanager
+def aws_step(secret: str, operation: str, user: str | None = None) -> Iterator[None]:
     """Context: turn any AWS failure into RotationError(secret, "<operation> failed: ..."), chaining nothing.
 
     The one place where IAM's NoSuchEntity for ``user`` becomes "IAM user ... not found".
     """
-    return _AwsStep(secret, operation, user)
-
-
-class _AwsStep:
-    def __init__(self, secret: str, operation: str, user: str | None) -> None:
-        self.secret, self.operation, self.user = secret, operation, user
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, err: BaseException | None, tb: Any) -> bool:
-        if err is None or isinstance(err, RotationError) or not isinstance(err, Exception):
-            return False
-        if error_code(err) == "NoSuchEntity" and self.user is not None:
-            raise RotationError(self.secret, f"IAM user {self.user!r} not found") from None
-        raise RotationError(self.secret, describe_error(err, self.operation)) from None
+    try:
+        yield
+    except RotationError:
+        raise
+    except Exception as err:
+        if error_code(err) == "NoSuchEntity" and user is not None:
+            raise RotationError(secret, f"IAM user {user!r} not found") from None
+        raise RotationError(secret, describe_error(err, operation)) from None
 
 
 def loads_or_none(text: str) -> Any:
