@@ -164,3 +164,18 @@ def test_the_template_deploys_two_stacks_side_by_side_and_again_after_removal(se
     assert [f["FunctionName"] for f in lam.list_functions()["Functions"]] == ["keys-test"]
     deploy("keys-prod")  # the log group went with the stack: nothing blocks the re-deploy
     assert sorted(f["FunctionName"] for f in lam.list_functions()["Functions"]) == ["keys-prod", "keys-test"]
+
+
+def test_the_settings_make_passes_by_name_are_the_ones_the_function_reads():
+    # tools/deploy_config.py stays standard-library only (deploying needs no boto3), so it keeps its own list
+    # of names: this keeps it equal to what load_settings reads.
+    import inspect
+    import re
+
+    from deploy_config import SETTINGS
+
+    import lambda_function
+
+    source = inspect.getsource(lambda_function.load_settings)
+    read = set(re.findall(r'environ(?:\.get\(|, )"([A-Za-z_]+)"', source))
+    assert set(SETTINGS) == read
