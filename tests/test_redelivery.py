@@ -36,11 +36,13 @@ def test_redelivered_scheduled_event_rotates_once(aws, invoke):
     aws.assert_converged(seeded.secret)
 
 
-def test_next_scheduled_event_rotates_again(aws, invoke):
+def test_next_scheduled_event_rotates_again(aws, invoke, clock):
+    # "Tomorrow" derives from the test's clock: a fixed date leaves the redelivery window and the test fails.
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1])
-    today = scheduled_event(now())
-    tomorrow = {**today, "id": "another-event-id", "time": "2026-11-27T06:00:00Z"}
+    today = scheduled_event(clock.now())
     invoke(seeded.secret, event=today)
+    clock.advance(24 * 3600)
+    tomorrow = {**scheduled_event(clock.now()), "id": "another-event-id"}
     assert invoke(seeded.secret, event=tomorrow)["rotated"] == 1
     assert invoke(seeded.secret, event=tomorrow)["skipped"] == 1
     assert len(aws.versions(seeded.secret)) == 3
