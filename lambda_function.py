@@ -64,6 +64,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 class KeyStatus(StrEnum):
     ACTIVE = "Active"
     INACTIVE = "Inactive"
+    EXPIRED = "Expired"  # IAM's API lists it; an Expired key authenticates no one, like an Inactive one
 
 
 class Status(StrEnum):
@@ -277,13 +278,21 @@ def is_scheduled(event: Any) -> bool:
 
 
 def scheduled_time(event: Any, now: datetime) -> datetime | None:
-    """The time of a scheduled event close enough to now to be redelivered; None otherwise."""
+    """The time of a scheduled event close enough to now to be redelivered; None otherwise.
+
+    A scheduled event without a readable ``time`` is refused: without it redelivery protection would be off,
+    and a redelivery would rotate again and retire the key the first delivery just stored.
+    """
     if not is_scheduled(event):
         return None
+    raw = event.get("time")
     try:
-        when = datetime.fromisoformat(str(event.get("time")))
+        if not isinstance(raw, str):
+            raise ValueError(raw)
+        when = datetime.fromisoformat(raw)
     except ValueError:
-        return None
+        raise ConfigError(f'scheduled event "time" must be an ISO 8601 time, not {json.dumps(raw)}; without it a '
+                          "redelivered event would rotate again") from None
     when = when if when.tzinfo else when.replace(tzinfo=UTC)
     return when if abs(now - when) <= REDELIVERY_WINDOW else None
 
@@ -334,12 +343,15 @@ class Holders:
 
     ``current``: the key in this secret's AWSCURRENT version. ``ours``: keys in
     its AWSPREVIOUS and AWSPENDING versions. ``others``: key id -> the other
-    secret (of this run) that holds it.
+    authorised secret (of those ``sec`` selects) that holds it. ``adopted``:
+    Active keys nobody holds that IAM shows in use (used, or made, within
+    MAX_GRACE_HOURS): key id -> its last use, least recently used first.
     """
 
     current: str | None = None
     ours: frozenset[str] = frozenset()
     others: Mapping[str, str] = field(default_factory=dict)
+    adopted: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -351,6 +363,13 @@ class RotationPlan:
     deactivate_after: tuple[str, ...] = ()
     delete_after: tuple[str, ...] = ()
     blocked: str | None = None  # why no new key can be made without touching a key someone holds
+    freed_adopted: str | None = None  # force only: the least recently used adopted key, deleted to make room
+
+    @property
+    def retires_held_first(self) -> bool:
+        """Does the plan retire a held key before the new key exists? Then the current key authenticates first.
+        (An adopted key force frees is held by no secret: there is no held key to authenticate for it.)"""
+        return bool(self.deactivate_first)
 
     def steps(self, new_key_id: str = "new", keep_until: str | None = None) -> list[str]:
         """The plan as readable steps: ['delete AKIA1', 'create new', 'store new', ...].
@@ -387,10 +406,18 @@ def plan_rotation(keys: list[KeyState], holders: Holders, force: bool = False) -
     Only keys that were already Inactive, or Active keys nobody holds, are
     deleted; of two Active keys the unheld one goes (the older if neither is
     held). If that leaves no room for a new key, the plan is ``blocked``.
+
+    An adopted key (Active, held by no secret, but IAM shows it in use) is
+    someone's key in use: never deleted, and never deactivated by the plan: it
+    stays Active and is retired later only through the usage gate (``settle``).
+    If it alone leaves no room, the plan is ``blocked``; ``force`` deletes the
+    least recently used adopted key instead, and the plan names it.
+    Expired keys (IAM) are planned like Inactive ones.
     """
     by_age = sorted(keys, key=lambda k: (k.created, k.key_id))
     current = find_key(by_age, holders.current)
-    mine = [k for k in by_age if k.key_id not in holders.others and k is not current]
+    mine = [k for k in by_age if k.key_id not in holders.others and k is not current
+            and not (k.active and k.key_id in holders.adopted)]
     in_use = [k for k in mine if k.active and k.key_id in holders.ours]
     free = [k for k in mine if not k.active] + [k for k in mine if k.active and k.key_id not in holders.ours]
     deactivate_first = in_use if force else []
@@ -402,19 +429,29 @@ def plan_rotation(keys: list[KeyState], holders: Holders, force: bool = False) -
     if keep is None and unheld_active and len(keys) - len(delete_first) + 1 < MAX_KEYS_PER_USER:
         keep = unheld_active[-1]  # nobody is known to use it, but keep the newest as a fallback
         delete_first.remove(keep)
-    blocked = None
+    blocked, freed = None, None
+    adopted = [key_id for key_id in holders.adopted if find_key(by_age, key_id) is not None
+               and key_id not in holders.others and (current is None or key_id != current.key_id)]
+    if len(keys) - len(delete_first) >= MAX_KEYS_PER_USER and force and adopted:
+        freed = adopted[0]  # the least recently used
+        delete_first.append(find_key(by_age, freed))
     if len(keys) - len(delete_first) >= MAX_KEYS_PER_USER:
         kept = [f"{k.key_id} is Active and held by this secret's AWSPREVIOUS or AWSPENDING version"
                 for k in in_use if k not in deactivate_first]
         kept += [f"{k.key_id} is held by secret {holders.others[k.key_id]!r}"
                  for k in by_age if k.key_id in holders.others]
+        kept += [f"{key_id} is held by no secret but in use (last used {holders.adopted[key_id]})"
+                 for key_id in adopted]
         blocked = "no room for a new key without touching a key someone holds: " + "; ".join(kept)
+        if adopted:
+            blocked += '; {"force": true} deletes the least recently used key in use to make room'
     return RotationPlan(
         deactivate_first=tuple(k.key_id for k in deactivate_first),
         delete_first=tuple(k.key_id for k in delete_first),
         deactivate_after=(keep.key_id,) if keep is not None else (),
         delete_after=(current.key_id,) if current is not None and not current.active else (),
         blocked=blocked,
+        freed_adopted=freed,
     )
 
 
@@ -510,6 +547,7 @@ class SecretRecord:
     rotation_lambda_arn: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     other_keys: dict[str, str | None] = field(default_factory=dict, repr=False)  # stage -> key id, read lazily
+    own: SecretSettings | None = None  # the effective settings, once the guard has passed
 
     def version_with(self, stage: str) -> str | None:
         return next((v for v, labels in self.stages.items() if stage in labels), None)
@@ -546,6 +584,9 @@ class Outcome:
     reason: str | None = None
     retire_after: str | None = None
     forced_in_use: bool = False
+    adopted: str | None = None  # an Active key no secret held, in use: kept Active, retired through the usage gate
+    restored_key_id: str | None = None  # rollback and repair: the key AWSCURRENT holds again
+    retired_key_id: str | None = None  # rollback: the key deactivated
 
     def summary(self) -> dict[str, Any]:
         fields = {k: v for k, v in self.__dict__.items() if v not in (None, [], False)}
@@ -870,23 +911,29 @@ def key_held_at(clients: Clients, record: SecretRecord, stage: str) -> str | Non
 USER_TAG = "key-rotation-secret"
 
 
-def check_user_tag(clients: Clients, record: SecretRecord) -> None:
-    """Refuse a secret whose IAM user does not name it back, by full ARN, in its key-rotation-secret tag.
+def user_tag(clients: Clients, record: SecretRecord) -> str | None:
+    """The secret ARN the user's key-rotation-secret tag names (None: no such tag)."""
+    with aws_step(record.name, "ListUserTags", record.user_name):
+        tags = clients.iam.list_user_tags(UserName=record.user_name)["Tags"]
+    return {tag["Key"]: tag["Value"] for tag in tags}.get(USER_TAG)
+
+
+def user_tag_refusal(record: SecretRecord, named: str | None) -> str | None:
+    """Why the secret may not act for its user (None: it may): the user must name it back, by full ARN.
 
     Whoever can write a secret could otherwise point UserName at an admin and
     receive that admin's new key. A name is not enough: it survives the secret
-    being deleted and re-created by someone else; the ARN does not.
+    being deleted and re-created by someone else; the ARN does not. The text
+    names the tag and the ARNs, never a command that would grant (the README
+    shows how to tag a user).
     """
-    with aws_step(record.name, "ListUserTags", record.user_name):
-        tags = clients.iam.list_user_tags(UserName=record.user_name)["Tags"]
-    named = {tag["Key"]: tag["Value"] for tag in tags}.get(USER_TAG)
     if named == record.arn:
-        return
-    fix = (f"aws iam tag-user --user-name {record.user_name} "
-           f"--tags Key={USER_TAG},Value={record.arn}")
-    found = "has no tag" if named is None else f"has tag {USER_TAG}={named!r}, not this secret's ARN:"
-    raise RotationError(record.name, f"refused: IAM user {record.user_name!r} {found} {USER_TAG!r}; if this "
-                                     f"secret should rotate that user's keys, run: {fix}")
+        return None
+    if named is None:
+        return (f"refused: IAM user {record.user_name!r} has no tag {USER_TAG!r}; only the secret that tag names "
+                f"(by ARN) may rotate the user's keys; this secret is {record.arn}")
+    return (f"refused: IAM user {record.user_name!r} has tag {USER_TAG!r} naming secret {named}, not this secret "
+            f"{record.arn}; only the secret the tag names may rotate the user's keys")
 
 
 def list_keys(clients: Clients, record: SecretRecord) -> list[KeyState]:
@@ -1150,7 +1197,10 @@ class SecretSettings:
 
 
 def secret_settings(record: SecretRecord, settings: Settings) -> SecretSettings:
-    """Apply the secret's key-rotation:* tags; a bad value fails this secret, naming the tag."""
+    """The effective settings for one secret: the environment (already narrowed by the event), narrowed by the
+    secret's key-rotation:* tags. Tags only narrow: a hold (skip, dry-run) holds, and rotate-after-days and
+    grace-hours may raise the run's values, never lower them (a lower tag is ignored). A bad value fails this
+    secret, naming the tag. The one place every entry point takes a secret's settings from."""
     tags = record.tags
     mode = tags.get(TAG_MODE, "rotate").strip().lower()
     if mode not in TAG_MODES:
@@ -1162,12 +1212,14 @@ def secret_settings(record: SecretRecord, settings: Settings) -> SecretSettings:
     except ConfigError as err:
         raise RotationError(record.name, str(err).replace("setting ", "tag ", 1)) from None
     return SecretSettings(mode=mode, dry_run=settings.dry_run or mode == "dry-run",
-                          rotate_after_days=rotate_after, grace_hours=grace)
+                          rotate_after_days=max(rotate_after, settings.rotate_after_days),
+                          grace_hours=max(grace, settings.grace_hours))
 
 
 @dataclass
 class Run:
-    """What one batch invocation shares across its secrets."""
+    """What one invocation shares across its secrets, in either mode: settings, clients, clock, and who holds
+    and may act for which user."""
 
     settings: Settings
     clients: Clients
@@ -1176,10 +1228,37 @@ class Run:
     by_user: dict[str, list[SecretRecord]] = field(default_factory=dict)  # casefolded user -> every secret read
     claimed: dict[str, str] = field(default_factory=dict)  # casefolded user -> the secret rotating it
     arns: dict[str, str] = field(default_factory=dict)  # secret ARN -> secret as listed
+    user_tags: dict[str, str | None] = field(default_factory=dict)  # casefolded user -> the ARN its tag names
+
+    def add_holders(self, records: Iterable[Any]) -> None:
+        for record in records:
+            if isinstance(record, SecretRecord):
+                self.by_user.setdefault(record.user_name.casefold(), []).append(record)
+
+    def refusal(self, record: SecretRecord) -> str | None:
+        """Authority: why this secret may neither act for its user nor hold the user's keys (None: it may).
+
+        With the user-tag guard on, only the secret the user's key-rotation-secret tag names counts for the
+        user. The tag is read once per user per invocation.
+        """
+        if not self.settings.require_user_tag:
+            return None
+        user = record.user_name.casefold()
+        if user not in self.user_tags:
+            self.user_tags[user] = user_tag(self.clients, record)
+        return user_tag_refusal(record, self.user_tags[user])
+
+    def may_hold(self, record: SecretRecord) -> bool:
+        """Does this (other) secret's versions count as holding its user's keys?"""
+        try:
+            return self.refusal(record) is None
+        except RotationError:  # its user cannot be read: it authorises nothing
+            return False
 
     def others_holding(self, record: SecretRecord, keys: list[KeyState]) -> dict[str, str]:
-        """Keys that other secrets of this run hold for the same user: key id -> secret."""
-        others = [r for r in self.by_user.get(record.user_name.casefold(), []) if r.arn != record.arn]
+        """Keys that other authorised secrets hold for the same user: key id -> secret."""
+        others = [r for r in self.by_user.get(record.user_name.casefold(), [])
+                  if r.arn != record.arn and self.may_hold(r)]
         held: dict[str, str] = {}
         for other in others:
             if other.held_key_id:
@@ -1193,6 +1272,76 @@ class Run:
                         held[key_id] = other.name
         return held
 
+    def holders(self, record: SecretRecord, keys: list[KeyState], current: str | None = None) -> Holders:
+        """Who holds, or uses, each of the user's keys: the one definition every entry point plans with.
+
+        ``current`` stands for the key AWSCURRENT held before a rotation moved it (finishSecret's retry).
+        """
+        current = record.held_key_id if current is None else current
+        others = self.others_holding(record, keys)
+        ours = frozenset(k for k in (previous_key(self, record, keys),
+                                     key_held_at(self.clients, record, PENDING) if record.version_with(PENDING)
+                                     else None) if k and k != current)
+        held = {current, *ours, *others}
+        return Holders(current=current, ours=ours, others=others, adopted=self.adopted(record, keys, held))
+
+    def adopted(self, record: SecretRecord, keys: list[KeyState], held: set[str | None]) -> dict[str, str]:
+        """Active keys no secret holds that IAM shows in use (used within MAX_GRACE_HOURS, or younger than
+        that): key id -> its last use, least recently used first. Someone's key in use: never broken."""
+        now, window = self.clock.now(), timedelta(hours=self.settings.max_grace_hours)
+        found = []
+        for key in keys:
+            if not key.active or key.key_id in held:
+                continue
+            when, where = last_used(self.clients, record, key.key_id)
+            if now - key.created < window or (when is not None and now - when < window):
+                used = f"{iso(when)} by {where}" if when else f"never; made {iso(key.created)}"
+                found.append((when or key.created, key.key_id, used))
+        return {key_id: used for _, key_id, used in sorted(found)}
+
+
+def previous_key(run: Run, record: SecretRecord, keys: list[KeyState]) -> str | None:
+    """The key AWSPREVIOUS holds, read only when some key besides the current one is Active."""
+    if any(k.active and k.key_id != record.held_key_id for k in keys):
+        return key_held_at(run.clients, record, PREVIOUS)
+    return None
+
+
+class Hold(Exception):
+    """The secret is not to be acted on (a skip tag, or Secrets Manager rotates it): the batch reports it
+    skipped; a rotation step refuses."""
+
+
+class Entry(StrEnum):
+    """The entry points. Every one passes ``guard`` before it touches a key."""
+
+    BATCH = "batch"  # the daily schedule, the console, a targeted run, force
+    ROLLBACK = "rollback"
+    STEP = "step"  # a Secrets Manager rotation step (its metadata checks come first, in ``step_guard``)
+
+
+def guard(run: Run, record: SecretRecord, entry: Entry) -> SecretSettings:
+    """The one guard, in one order: metadata (rotation state, stages), authority, effective settings.
+
+    Raises RotationError (refused: a failure) or Hold (leave it alone). Nothing has been touched yet.
+    """
+    if entry != Entry.STEP:
+        if record.rotation_enabled:
+            raise Hold("Secrets Manager rotation is enabled on this secret: its own rotation rotates it")
+        if record.pending_in_flight:
+            raise RotationError(record.name, f"version {record.pending_in_flight} is staged AWSPENDING but the "
+                                             "secret's rotation is not enabled, so no rotation will finish it; "
+                                             "clear it with: aws secretsmanager update-secret-version-stage "
+                                             f"--secret-id {record.arn} --version-stage AWSPENDING "
+                                             f"--remove-from-version-id {record.pending_in_flight}")
+    why = run.refusal(record)
+    if why:
+        raise RotationError(record.name, why)
+    own = secret_settings(record, run.settings)
+    if own.mode == "skip":
+        raise Hold(f"tag {TAG_MODE}=skip")
+    return own
+
 
 @dataclass
 class Stored:
@@ -1202,17 +1351,19 @@ class Stored:
     plan: RotationPlan
     new_key: NewKey
     own: SecretSettings
+    adopted: tuple[str, ...] = ()  # keys in use that no secret held: kept Active
+    reason: str | None = None
 
 
 @dataclass
 class Settling:
-    """A secret whose previous key is still Active: verify the current key, then retire or keep the previous."""
+    """A secret whose previous (or adopted) key is still Active: verify the current key, then retire or keep it."""
 
     record: SecretRecord
     previous_key_id: str
     own: SecretSettings
     reason: str | None = None
-
+    adopted: datetime | None = None  # an adopted key: when it was made (the usage gate counts from then at least)
 
 
 def failure(secret: str, err: BaseException) -> Outcome:
@@ -1247,10 +1398,13 @@ def name_of(item: Any) -> str:
     return item.record.name if hasattr(item, "record") else item.name
 
 
+MAX_LIST_PAGES = 1000  # 100,000 secrets: far past any fleet; a service repeating itself is not paged for ever
+
+
 def list_prefix(clients: Clients, prefix: str) -> list[str]:
     """Every secret (not scheduled for deletion) whose name starts with prefix, by name."""
-    names, token = [], None
-    while True:
+    names, token, seen = [], None, set()
+    for _ in range(MAX_LIST_PAGES):
         page = clients.secrets.list_secrets(Filters=[{"Key": "name", "Values": [prefix]}], MaxResults=100,
                                             **({"NextToken": token} if token else {}))
         names += [s["Name"] for s in page.get("SecretList", [])
@@ -1258,6 +1412,11 @@ def list_prefix(clients: Clients, prefix: str) -> list[str]:
         token = page.get("NextToken")
         if not token:
             return sorted(set(names))
+        if token in seen:
+            raise ConfigError(f"setting sec: listing secrets with prefix {prefix!r}: ListSecrets repeated a "
+                              "NextToken; stopped rather than page for ever")
+        seen.add(token)
+    raise ConfigError(f"setting sec: listing secrets with prefix {prefix!r} went past {MAX_LIST_PAGES} pages")
 
 
 def resolve_secret_ids(settings: Settings, clients: Clients, wanted: tuple[str, ...] | None) -> list[str]:
@@ -1283,18 +1442,26 @@ def resolve_secret_ids(settings: Settings, clients: Clients, wanted: tuple[str, 
     return list(dict.fromkeys(explicit + sorted(set(found) - set(explicit))))
 
 
+def holder_ids(settings: Settings, clients: Clients, acting: list[str]) -> list[str]:
+    """The secrets ``sec`` selects besides those acting, read only as holders of their users' keys.
+
+    With the user-tag guard on no other secret can hold a user's keys (only the one the tag names counts),
+    so none is read.
+    """
+    if settings.require_user_tag or not settings.secret_ids:
+        return []
+    return [s for s in resolve_secret_ids(settings, clients, None) if s not in acting]
+
+
 def decide(run: Run, record: SecretRecord) -> SecretRecord | Outcome:
-    """Second pass, in order: leave alone what is not ours to rotate; the first secret naming a user gets it."""
-    own = secret_settings(record, run.settings)
+    """Second pass, in order: the guard; then the first authorised secret naming a user gets it."""
     if record.arn in run.arns:
         return skipped(record, f"same secret as {run.arns[record.arn]!r}")
     run.arns[record.arn] = record.name
-    if own.mode == "skip":
-        return skipped(record, f"tag {TAG_MODE}=skip")
-    if record.rotation_enabled:
-        return skipped(record, "Secrets Manager rotation is enabled on this secret: its own rotation rotates it")
-    if record.pending_in_flight:
-        return skipped(record, f"a rotation is in flight (version {record.pending_in_flight} is AWSPENDING)")
+    try:
+        record.own = guard(run, record, Entry.BATCH)
+    except Hold as hold:
+        return skipped(record, str(hold))
     user = record.user_name.casefold()  # IAM user names are unique regardless of case
     if user in run.claimed:
         raise RotationError(record.name, f"IAM user {record.user_name!r} is also named by secret "
@@ -1329,49 +1496,124 @@ def already_rotated(record: SecretRecord, settings: Settings, token: str) -> boo
             and record.version_created >= settings.event_time)
 
 
+# IAM's last-used data lags by hours: an adopted key is asked about no sooner than this after the store.
+ADOPTED_MIN_WAIT_HOURS = 24.0
+
+
+def usage_gate_hours(own: SecretSettings, adopted: bool) -> float:
+    """How long a retiring key stays Active before IAM is asked whether it is still used."""
+    return max(own.grace_hours, ADOPTED_MIN_WAIT_HOURS) if adopted else own.grace_hours
+
+
 def start(run: Run, record: SecretRecord) -> Outcome | Stored | Settling:
-    """Third pass: settle a previous key still Active, or rotate one claimed secret up to the store."""
+    """Third pass: repair a secret whose key IAM no longer has, settle a previous key still Active, or rotate
+    one claimed secret up to the store."""
     settings, clients = run.settings, run.clients
-    own = secret_settings(record, settings)
+    own = record.own or guard(run, record, Entry.BATCH)
     margin, left = settings.time_margin, time_left(run.context)
     if left is not None and left < margin:
         reason = str(RotationError(record.name, f"not attempted: less than {margin:g}s of the Lambda time limit left"))
         log_action("not_attempted", logging.ERROR, secret=record.name, reason=reason)
         return Outcome(secret=record.name, status=Status.NOT_ATTEMPTED, reason=reason)
-    if settings.require_user_tag:
-        check_user_tag(clients, record)  # here, just before any key is touched, not in the read pass
     keys = list_keys(clients, record)
     token = version_token(settings.event_id, record.arn)
     redelivery = already_rotated(record, settings, token)
-    previous = key_held_at(clients, record, PREVIOUS) if any(
-        k.active and k.key_id != record.held_key_id for k in keys) else None
+    holders = run.holders(record, keys)
+    held = find_key(keys, record.held_key_id)
+    found = None
+    if record.held_key_id and (held is None or not held.active) and not redelivery:
+        repaired = repair(run, record, keys, holders, own)
+        if isinstance(repaired, Outcome):
+            return repaired
+        found = repaired
+    previous = previous_key(run, record, keys)
     previous_active = find_key(keys, previous)
-    others = run.others_holding(record, keys)
-    if previous_active is not None and previous_active.active and previous != record.held_key_id \
-            and previous not in others:  # a key another secret holds is never retired by this one
-        if not settings.force or redelivery:
+    held_ok = held is not None and held.active
+    if not settings.force or redelivery:
+        if previous_active is not None and previous_active.active and previous != record.held_key_id \
+                and previous not in holders.others and held_ok:  # a key another secret holds is never retired
             return Settling(record, previous, own, "already rotated for this scheduled event" if redelivery else None)
+        adopted = [k for k in keys if k.key_id in holders.adopted]
+        if adopted and held_ok:
+            return Settling(record, adopted[0].key_id, own, adopted=adopted[0].created)
     if redelivery:
         return skipped(record, "already rotated for this scheduled event")
     now = run.clock.now()
     if not settings.force and not rotation_due(keys, record.held_key_id, now, own.rotate_after_days):
         return skipped(record, f"key {record.held_key_id} is younger than "
                                f"rotate-after-days={own.rotate_after_days:g}")
-    holders = Holders(current=record.held_key_id, others=others,
-                      ours=frozenset(k for k in (previous, key_held_at(clients, record, PENDING)
-                                                 if record.version_with(PENDING) else None) if k))
     plan = plan_rotation(keys, holders, settings.force)
+    kept = tuple(k for k in holders.adopted if k != plan.freed_adopted and find_key(keys, k))
     log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
                keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), dry_run=own.dry_run,
-               blocked=plan.blocked)
+               blocked=plan.blocked, adopted=list(kept))
     if plan.blocked:
         raise RotationError(record.name, plan.blocked)
+    reason = "; ".join(r for r in (found, freed_reason(plan, holders)) if r) or None
     if own.dry_run:
         return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
-                       old_key_id=record.held_key_id, steps=plan.steps())
+                       old_key_id=record.held_key_id, steps=plan.steps(), adopted=kept[0] if kept else None,
+                       reason=reason)
+    if plan.retires_held_first:
+        verify_current_first(run, record, "force")
     new_key = make_room_and_create(clients, record, plan, keys)
     store_key(clients, record, new_key, token)
-    return Stored(record, plan, new_key, own)
+    return Stored(record, plan, new_key, own, kept, reason)
+
+
+def freed_reason(plan: RotationPlan, holders: Holders) -> str | None:
+    if plan.freed_adopted is None:
+        return None
+    return (f"force: deleted key {plan.freed_adopted}, held by no secret but in use (last used "
+            f"{holders.adopted[plan.freed_adopted]}), to make room")
+
+
+def verify_current_first(run: Run, record: SecretRecord, why: str) -> None:
+    """Before a held key is retired, the key the secret holds now must authenticate (force included)."""
+    key = held_key(record)
+    if key is None:
+        raise RotationError(record.name, f"{why}: the secret's AWSCURRENT holds no usable key, so no held key is "
+                                         "retired; nothing changed")
+    problems = verify_keys(run.clients, [Check(record, key)], run.settings.verify_timeout, run.clock)
+    if problems:
+        raise RotationError(record.name, f"{why}: the key the secret holds did not authenticate "
+                                         f"({problems[record.name]}), so no held key is retired; nothing changed")
+
+
+def repair(run: Run, record: SecretRecord, keys: list[KeyState], holders: Holders,
+           own: SecretSettings) -> Outcome | str | None:
+    """The key the secret holds is gone from IAM (deleted by hand), Expired or Inactive: no STS wait for it.
+
+    If AWSPREVIOUS holds an Active key of the same user that authenticates at once, move AWSCURRENT back to
+    that version (nothing deleted). Otherwise return what was found (None for an Inactive key: a row of the
+    table); the caller rotates afresh.
+    """
+    held = find_key(keys, record.held_key_id)
+    state = "no longer exists in IAM" if held is None else f"is {held.status}"
+    what = f"the key the secret holds, {record.held_key_id}, {state}"
+    version = record.version_with(PREVIOUS)
+    value = read_version_value(run.clients, record, PREVIOUS) if version else None
+    same_user = value is not None and str(value.get("UserName")).casefold() == record.user_name.casefold()
+    previous = held_key(record, value) if same_user else None
+    found = find_key(keys, previous.key_id) if previous else None
+    if previous is None or found is None or not found.active or previous.key_id in holders.others:
+        return None if held is not None and held.status == KeyStatus.INACTIVE else \
+            f"{what}, and no Active previous key to restore: rotated afresh"
+    if own.dry_run:
+        return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
+                       restored_key_id=previous.key_id, steps=[f"make version {version} current"], reason=what)
+    verdict, why = safe_try_key(run.clients, Check(record, previous))  # an old key: no propagation to wait for
+    if verdict != Verdict.OK:
+        return f"{what}, and previous key {previous.key_id} did not authenticate ({why}): rotated afresh"
+    with aws_step(record.name, "UpdateSecretVersionStage"):
+        run.clients.secrets.update_secret_version_stage(SecretId=record.arn, VersionStage=CURRENT,
+                                                        MoveToVersionId=version, RemoveFromVersionId=record.version_id)
+    reason = (f"{what}; AWSCURRENT moved back to version {version}, whose key {previous.key_id} is Active and "
+              "authenticates; nothing deleted")
+    log_action("repaired", logging.WARNING, secret=record.name, user=record.user_name, key_id=previous.key_id,
+               version=version)
+    return Outcome(secret=record.name, status=Status.ROLLED_BACK, user=record.user_name,
+                   restored_key_id=previous.key_id, steps=[f"make version {version} current"], reason=reason)
 
 
 def make_room_and_create(clients: Clients, record: SecretRecord, plan: RotationPlan, keys: list[KeyState]) -> NewKey:
@@ -1409,19 +1651,27 @@ def finish(run: Run, item: Stored | Settling, problems: dict[str, str]) -> Outco
         retire_keys(run.clients, record, (), plan.delete_after)
     else:
         retire_keys(run.clients, record, plan.deactivate_after, plan.delete_after)
+    reason = item.reason
+    if item.adopted:
+        keep_until = iso(run.clock.now() + timedelta(hours=usage_gate_hours(own, adopted=True)))
+        reason = "; ".join(r for r in (reason, f"key {item.adopted[0]} is held by no secret but in use: kept Active, "
+                                               f"retired once IAM shows it unused (asked from {keep_until})") if r)
     outcome = Outcome(secret=record.name, status=Status.ROTATED, user=record.user_name,
                       old_key_id=record.held_key_id, new_key_id=new_key.key_id,
-                      steps=plan.steps(new_key.key_id, keep_until), retire_after=keep_until)
+                      steps=plan.steps(new_key.key_id, keep_until), retire_after=keep_until,
+                      adopted=item.adopted[0] if item.adopted else None, reason=reason)
     log_action("rotated", secret=record.name, user=record.user_name, old_key_id=record.held_key_id,
-               new_key_id=new_key.key_id, retire_after=outcome.retire_after)
+               new_key_id=new_key.key_id, retire_after=outcome.retire_after, adopted=outcome.adopted)
     return outcome
 
 
 def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
-    """Retire a previous key still Active once the current key has authenticated and the grace period allows."""
+    """The usage gate: retire a previous (or adopted) key still Active once the current key has authenticated,
+    the grace period is over and IAM shows it unused since the store (at MAX_GRACE_HOURS, loudly, regardless)."""
     record, previous, own = item.record, item.previous_key_id, item.own
+    adopted = item.adopted is not None
     base = Outcome(secret=record.name, status=Status.WAITING, user=record.user_name,
-                   old_key_id=previous, new_key_id=record.held_key_id)
+                   old_key_id=previous, new_key_id=record.held_key_id, adopted=previous if adopted else None)
     current_key = held_key(record)
     if current_key is None:
         raise RotationError(record.name, f"AWSCURRENT holds no usable key; previous key {previous} kept Active")
@@ -1430,20 +1680,25 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
                                          f"{previous} kept Active (roll back with {{\"rollback\": "
                                          f"[\"{record.name}\"]}} if the new key is bad)")
     now, stored_at = run.clock.now(), record.version_created or run.clock.now()
-    until = iso(stored_at + timedelta(hours=own.grace_hours))
-    decision = retirement(now, stored_at, False, own.grace_hours, run.settings.max_grace_hours)
+    if adopted:  # a key made after the store counts from when it was made
+        stored_at = max(stored_at, item.adopted)
+    hours = usage_gate_hours(own, adopted)
+    until = iso(stored_at + timedelta(hours=hours))
+    decision = retirement(now, stored_at, False, hours, run.settings.max_grace_hours)
     where = ""
     if decision == Retire.CHECK_USE:
         when, where = last_used(run.clients, record, previous)
-        decision = retirement(now, stored_at, when, own.grace_hours, run.settings.max_grace_hours)
+        decision = retirement(now, stored_at, when, hours, run.settings.max_grace_hours)
         where = f"last used {iso(when)} by {where}" if when else "never used"
+    what = f"key {previous}, held by no secret but in use," if adopted else f"previous key {previous}"
     if decision == Retire.WAIT_GRACE:
         base.steps, base.retire_after = [f"keep {previous} Active until {until}"], until
-        base.reason = item.reason or f"previous key {previous} is in its grace period until {until}"
+        base.reason = item.reason or (f"{what} is kept Active until {until} (IAM's last-used data lags)" if adopted
+                                      else f"previous key {previous} is in its grace period until {until}")
         return base
     if decision == Retire.WAIT_USE:
         base.steps = [f"keep {previous} Active: {where}"]
-        base.reason = (f"previous key {previous} was used since the new key was stored ({where}); kept Active "
+        base.reason = (f"{what} was used since the new key was stored ({where}); kept Active "
                        f"until unused, or until MAX_GRACE_HOURS={run.settings.max_grace_hours:g} have passed")
         return base
     if own.dry_run:
@@ -1453,7 +1708,7 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
     base.status, base.steps, base.reason = Status.RETIRED, [f"deactivate {previous}"], item.reason
     if decision == Retire.FORCE:
         base.forced_in_use = True
-        base.reason = (f"previous key {previous} deactivated although still in use ({where}): "
+        base.reason = (f"{what} deactivated although still in use ({where}): "
                        f"MAX_GRACE_HOURS={run.settings.max_grace_hours:g} passed")
         log_action("forced_while_in_use", logging.WARNING, secret=record.name, user=record.user_name,
                    key_id=previous, last_use=where)
@@ -1463,8 +1718,10 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
 def rollback_secret(run: Run, record: SecretRecord) -> Outcome:
     """Restore the previous key: re-activate it, verify it, move AWSCURRENT back, deactivate the current key."""
     clients, settings = run.clients, run.settings
-    if settings.require_user_tag:
-        check_user_tag(clients, record)
+    try:
+        own = guard(run, record, Entry.ROLLBACK)
+    except Hold as hold:
+        return skipped(record, str(hold))
     previous_version = record.version_with(PREVIOUS)
     value = read_version_value(clients, record, PREVIOUS)
     if previous_version is None or value is None:
@@ -1479,15 +1736,18 @@ def rollback_secret(run: Run, record: SecretRecord) -> Outcome:
         raise RotationError(record.name, f"cannot roll back: the previous key "
                                          f"{previous_key.key_id if previous_key else '(none)'} no longer exists; "
                                          "nothing changed")
+    if found.status == KeyStatus.EXPIRED:
+        raise RotationError(record.name, f"cannot roll back: the previous key {found.key_id} is Expired; "
+                                         "nothing changed")
     current = find_key(keys, record.held_key_id)
     if current is not None and current.key_id in run.others_holding(record, keys):
         current = None  # another secret holds it too: it stays as it is
+    retired = current.key_id if current is not None and current.active and current.key_id != found.key_id else None
     steps = ([f"activate {found.key_id}"] if not found.active else []) + [f"make version {previous_version} current"]
-    if current is not None and current.active and current.key_id != found.key_id:
-        steps.append(f"deactivate {current.key_id}")
+    steps += [f"deactivate {retired}"] if retired else []
     outcome = Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
-                      old_key_id=record.held_key_id, new_key_id=found.key_id, steps=steps)
-    if settings.dry_run:
+                      restored_key_id=found.key_id, retired_key_id=retired, steps=steps)
+    if own.dry_run:
         return outcome
     with aws_step(record.name, "UpdateAccessKey"):
         if not found.active:
@@ -1503,8 +1763,8 @@ def rollback_secret(run: Run, record: SecretRecord) -> Outcome:
         clients.secrets.update_secret_version_stage(SecretId=record.arn, VersionStage=CURRENT,
                                                     MoveToVersionId=previous_version,
                                                     RemoveFromVersionId=record.version_id)
-    if current is not None and current.active and current.key_id != found.key_id:
-        retire_keys(clients, record, (current.key_id,), done=f"rolled back to key {found.key_id}")
+    if retired:
+        retire_keys(clients, record, (retired,), done=f"rolled back to key {found.key_id}")
     log_action("rolled_back", secret=record.name, user=record.user_name, key_id=found.key_id,
                version=previous_version)
     outcome.status = Status.ROLLED_BACK
@@ -1512,20 +1772,20 @@ def rollback_secret(run: Run, record: SecretRecord) -> Outcome:
 
 
 def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) -> list[Outcome]:
-    """The batch passes: resolve, read, decide, start, verify together, finish."""
+    """The batch passes: resolve, read, authorise, decide, start, verify together, finish."""
     run = Run(settings, clients, clock, context)
     wanted = settings.rollback or settings.targets
     secret_ids = resolve_secret_ids(settings, clients, wanted)
     # A targeted run or a rollback acts on the named secrets only, but every secret sec selects may hold
-    # one of their users' keys: those are read too, as holders.
-    holders_only = [s for s in resolve_secret_ids(settings, clients, None) if s not in secret_ids] if wanted else []
+    # one of their users' keys: those are read too, as holders (with the guard off: see holder_ids).
+    holders_only = holder_ids(settings, clients, secret_ids) if wanted else []
     workers = max(1, min(settings.max_workers, len(secret_ids) + len(holders_only)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
         everything = read_secrets(clients, secret_ids + holders_only, pool.map)
-        for record in everything:
-            if isinstance(record, SecretRecord):
-                run.by_user.setdefault(record.user_name.casefold(), []).append(record)
+        run.add_holders(everything)
         read = everything[:len(secret_ids)]
+        # Read each user's tag once, in parallel, before the in-order decide pass uses it.
+        list(pool.map(isolated(name_of, run.refusal), read))
         if settings.rollback:
             return list(pool.map(isolated(name_of, lambda r: rollback_secret(run, r)), read))
         decided = [isolated(name_of, lambda r: decide(run, r))(item) for item in read]
@@ -1567,34 +1827,57 @@ class StepEvent:
         return cls(step, secret_id, token)
 
 
-def serve_rotation_step(event: dict, context: Any, settings: Settings, clients: Clients, clock: Clock) -> dict:
-    """The guard every step passes first: rotation enabled for this very function, the token staged AWSPENDING."""
-    request = StepEvent.parse(event)
-    record = read_secret(clients, request.secret_id)
+def step_guard(request: StepEvent, meta: dict, context: Any) -> bool:
+    """A step's metadata checks, before any value is read: rotation enabled for this very function, the token
+    a version of the secret staged AWSPENDING. True: the version is already current (a no-op)."""
     me = getattr(context, "invoked_function_arn", None)
-    if not record.rotation_enabled or not isinstance(me, str) or not record.rotation_lambda_arn \
-            or unqualified(record.rotation_lambda_arn) != unqualified(me):
+    lambda_arn = meta.get("RotationLambdaARN")
+    if not meta.get("RotationEnabled") or not isinstance(me, str) or not lambda_arn \
+            or unqualified(lambda_arn) != unqualified(me):
         raise RotationError(request.secret_id, f"refused {request.step}: the secret's rotation is not enabled with "
                                                "this function as its rotation function; nothing changed")
-    labels = record.stages.get(request.token)
+    labels = (meta.get("VersionIdsToStages") or {}).get(request.token)
     if labels is None:
         raise RotationError(request.secret_id, f"refused {request.step}: version {request.token} is not a "
                                                "version of this secret")
     if CURRENT in labels and not (request.step == "finishSecret" and PENDING in labels):
-        log_action("rotation_already_current", secret=request.secret_id, step=request.step, version=request.token)
-        return {"secret": request.secret_id, "step": request.step, "status": "already current"}
+        return True
     if PENDING not in labels:
         raise RotationError(request.secret_id, f"refused {request.step}: version {request.token} is not staged "
                                                "AWSPENDING; nothing changed")
-    done = ROTATION_STEPS[request.step](record, request.token, settings, clients, clock)
+    return False
+
+
+CHANGING_STEPS = ("createSecret", "finishSecret")  # a dry run refuses these; testSecret and setSecret change nothing
+
+
+def serve_rotation_step(event: dict, context: Any, settings: Settings, clients: Clients, clock: Clock) -> dict:
+    """One rotation step, behind the same guard as every entry point: metadata, then the value, authority and
+    effective settings (a hold refuses: Secrets Manager marks the rotation failed), then the step."""
+    request = StepEvent.parse(event)
+    meta = describe_secret(clients, request.secret_id)
+    if step_guard(request, meta, context):
+        log_action("rotation_already_current", secret=request.secret_id, step=request.step, version=request.token)
+        return {"secret": request.secret_id, "step": request.step, "status": "already current"}
+    record = record_of(request.secret_id, meta, current_value(clients, request.secret_id, meta["ARN"]))
+    run = Run(settings, clients, clock, context)
+    try:
+        own = guard(run, record, Entry.STEP)
+    except Hold as hold:
+        raise RotationError(record.name, f"refused {request.step}: {hold}; nothing changed") from None
+    if own.dry_run and request.step in CHANGING_STEPS:
+        raise RotationError(record.name, f"refused {request.step}: a dry run (DRY_RUN or tag {TAG_MODE}=dry-run) "
+                                         "changes nothing; nothing changed")
+    if request.step in CHANGING_STEPS:
+        run.add_holders(read_secrets(clients, holder_ids(settings, clients, [record.name, record.arn]), map))
+    done = ROTATION_STEPS[request.step](run, record, request.token)
     log_action("rotation_step", secret=request.secret_id, step=request.step, version=request.token, result=done)
     return {"secret": request.secret_id, "step": request.step, "status": done}
 
 
-def step_create_secret(record: SecretRecord, token: str, settings: Settings, clients: Clients, clock: Clock) -> str:
+def step_create_secret(run: Run, record: SecretRecord, token: str) -> str:
     """createSecret: clean up as the table says, create the key, store it as AWSPENDING version ``token``."""
-    if settings.require_user_tag:
-        check_user_tag(clients, record)
+    clients = run.clients
     keys = list_keys(clients, record)
     pending = read_version_value(clients, record, PENDING)
     if pending is not None:
@@ -1605,10 +1888,7 @@ def step_create_secret(record: SecretRecord, token: str, settings: Settings, cli
         # (Real Secrets Manager refuses to rewrite a version: that refusal deletes the new key, and says what to do.)
         log_action("pending_key_gone", logging.WARNING, secret=record.name, version=token,
                    key_id=pending.get("AccessKeyId"))
-    previous = key_held_at(clients, record, PREVIOUS) if any(
-        k.active and k.key_id != record.held_key_id for k in keys) else None
-    holders = Holders(current=record.held_key_id, ours=frozenset(k for k in (previous,) if k))
-    plan = plan_rotation(keys, holders)
+    plan = plan_rotation(keys, run.holders(record, keys))
     log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
                keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), version=token)
     if plan.blocked:
@@ -1626,42 +1906,46 @@ def step_create_secret(record: SecretRecord, token: str, settings: Settings, cli
     return f"created {new_key.key_id}"
 
 
-def step_set_secret(record: SecretRecord, token: str, settings: Settings, clients: Clients, clock: Clock) -> str:
+def step_set_secret(run: Run, record: SecretRecord, token: str) -> str:
     """setSecret: nothing to do, IAM already holds the key createSecret made."""
     return "nothing to do: IAM already holds the key"
 
 
-def pending_check(record: SecretRecord, token: str, clients: Clients) -> tuple[Check, dict[str, Any]]:
+def pending_check(run: Run, record: SecretRecord, token: str) -> Check:
     """The pending version's key, which must exist and be Active."""
-    value = read_version_value(clients, record, PENDING)
+    value = read_version_value(run.clients, record, PENDING)
     key = held_key(record, value) if value is not None else None
     if value is None or key is None:
         raise RotationError(record.name, f"pending version {token} holds no access key")
     if str(value["UserName"]).casefold() != record.user_name.casefold():
         raise RotationError(record.name, f"pending version {token} names another user; refused")
-    found = find_key(list_keys(clients, record), key.key_id)
+    found = find_key(list_keys(run.clients, record), key.key_id)
     if found is None or not found.active:
-        raise RotationError(record.name, f"pending version {token} holds key {key.key_id}, which "
-                                         f"{'no longer exists' if found is None else 'is Inactive'}; refused")
-    return Check(record, key), value
+        state = "no longer exists" if found is None else f"is {found.status}"
+        raise RotationError(record.name, f"pending version {token} holds key {key.key_id}, which {state}; refused")
+    return Check(record, key)
 
 
-def step_test_secret(record: SecretRecord, token: str, settings: Settings, clients: Clients, clock: Clock) -> str:
+def step_test_secret(run: Run, record: SecretRecord, token: str) -> str:
     """testSecret: the pending key exists, is Active and authenticates as the user."""
-    check, _ = pending_check(record, token, clients)
-    verify_one(clients, check, settings, clock)
+    check = pending_check(run, record, token)
+    verify_one(run.clients, check, run.settings, run.clock)
     return f"verified {check.key.key_id}"
 
 
-def step_finish_secret(record: SecretRecord, token: str, settings: Settings, clients: Clients, clock: Clock) -> str:
-    """finishSecret: verify the pending key, make it AWSCURRENT, deactivate the old key, then drop AWSPENDING.
+def step_finish_secret(run: Run, record: SecretRecord, token: str) -> str:
+    """finishSecret: verify the pending key, make it AWSCURRENT, carry out the plan's retirement, then drop
+    AWSPENDING.
 
-    AWSPENDING goes last, so a finish interrupted after the move is finished by a retry.
+    The retirement is the shared plan's: ``plan_rotation`` over the keys besides the new one, with the same
+    holders createSecret planned with. The keys that plan deletes first are gone by now, so it yields the
+    retirement createSecret's plan made (deactivate the old Active key, delete an Inactive one the secret
+    held), never a deletion of an Active key. AWSPENDING goes last, so a finish interrupted after the move is
+    finished by a retry.
     """
-    if settings.require_user_tag:
-        check_user_tag(clients, record)
-    check, _ = pending_check(record, token, clients)
-    verify_one(clients, check, settings, clock)
+    clients = run.clients
+    check = pending_check(run, record, token)
+    verify_one(clients, check, run.settings, run.clock)
     current = record.version_with(CURRENT)
     old_key = record.held_key_id if current != token else key_held_at(clients, record, PREVIOUS)
     with aws_step(record.name, "UpdateSecretVersionStage"):
@@ -1669,13 +1953,14 @@ def step_finish_secret(record: SecretRecord, token: str, settings: Settings, cli
             clients.secrets.update_secret_version_stage(SecretId=record.arn, VersionStage=CURRENT,
                                                         MoveToVersionId=token, RemoveFromVersionId=current)
             log_action("finish_secret", secret=record.name, version=token, previous_version=current)
-    old = [k.key_id for k in list_keys(clients, record)
-           if k.active and k.key_id == old_key and k.key_id != check.key.key_id]
-    retire_keys(clients, record, old)
+    rest = [k for k in list_keys(clients, record) if k.key_id != check.key.key_id]
+    plan = plan_rotation(rest, run.holders(record, rest, current=old_key or ""))
+    retire_keys(clients, record, plan.deactivate_after, plan.delete_after)
     with aws_step(record.name, "UpdateSecretVersionStage"):
         clients.secrets.update_secret_version_stage(SecretId=record.arn, VersionStage=PENDING,
                                                     RemoveFromVersionId=token)
-    return f"current is {check.key.key_id}; deactivated {', '.join(old) or 'nothing'}"
+    return (f"current is {check.key.key_id}; deactivated {', '.join(plan.deactivate_after) or 'nothing'}"
+            + (f"; deleted {', '.join(plan.delete_after)}" if plan.delete_after else ""))
 
 
 ROTATION_STEPS: dict[str, Callable[..., str]] = {

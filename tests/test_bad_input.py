@@ -89,7 +89,8 @@ def test_error_never_quotes_the_secret_value(aws, invoke):
     assert "TOPSECRET" not in str(failure.value)
 
 
-def test_two_secrets_for_one_user_rotate_it_once(aws, invoke, good):
+def test_two_secrets_for_one_user_rotate_it_once(aws, invoke, good, monkeypatch):
+    monkeypatch.setenv("REQUIRE_USER_TAG", "false")  # with the guard on, "second" is refused first (below)
     held = good.key_ids[0]
     aws.secrets.create_secret(Name="second", SecretString=json.dumps({"UserName": "GOOD-USER"}))
     with pytest.raises(RotationFailed) as failure:
@@ -99,6 +100,17 @@ def test_two_secrets_for_one_user_rotate_it_once(aws, invoke, good):
     assert len(keys) == 2 and keys[held] == "Inactive"
     aws.assert_converged(good.secret)
     assert len(aws.versions("second")) == 1
+
+
+def test_a_secret_the_user_does_not_name_claims_nothing_even_listed_first(aws, invoke, good):
+    # A squatter listed (or sorted) first is refused by the tag guard before it can claim the user.
+    aws.secrets.create_secret(Name="aaa-squatter", SecretString=json.dumps({"UserName": "good-user"}))
+    with pytest.raises(RotationFailed) as failure:
+        invoke("aaa-squatter", good.secret)
+    assert "secret 'aaa-squatter': refused" in str(failure.value)
+    assert str(failure.value).startswith("1 of 2")
+    aws.assert_converged(good.secret)
+    assert len(aws.versions(good.secret)) == 2 and len(aws.versions("aaa-squatter")) == 1
 
 
 def test_failed_run_names_every_failed_secret(aws, invoke, good):

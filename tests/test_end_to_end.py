@@ -66,6 +66,6 @@ def test_make_demo_script_rotates_every_row():
     assert "two-active (2 active)" in out
     for label in ("1. Dry run", "2. Rotation", "3. What the Lambda console shows", "4. Refused"):
         assert label in out
-    assert "aws iam tag-user --user-name admin" in out
+    assert "refused: IAM user 'admin' has no tag 'key-rotation-secret'" in out
     assert '"_aws"' not in out and '"action"' not in out, "quiet: no metrics or log lines"
     assert len(out.splitlines()) <= 40, "a first-time user reads it without scrolling"

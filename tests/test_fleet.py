@@ -87,15 +87,35 @@ def test_a_tag_cannot_widen_a_dry_run(aws, invoke, monkeypatch):
     assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
 
 
-def test_tags_override_age_threshold_and_grace_for_one_secret(aws, invoke, monkeypatch):
+def test_tags_narrow_age_threshold_and_grace_for_one_secret(aws, invoke, monkeypatch):
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "7")
+    old = seed_user(aws.iam, aws.secrets, "old", ("Inactive", "Active"), held=1)
+    backdate_key("old", old.key_ids[1], days=10)
+    tag_secret(aws, old.secret, grace_hours="12")  # later retirement: a narrowing
+    (entry,) = invoke(old.secret)["secrets"]
+    assert entry["status"] == "rotated" and entry.get("retire_after"), entry
+    assert aws.keys("old")[old.key_ids[1]] == "Active", "kept through its own grace period"
+    held = seed_user(aws.iam, aws.secrets, "held", ("Inactive", "Active"), held=1)
+    backdate_key("held", held.key_ids[1], days=10)
+    tag_secret(aws, held.secret, rotate_after_days="30")  # later rotation: a narrowing
+    (entry,) = invoke(held.secret)["secrets"]
+    assert entry["status"] == "skipped" and aws.keys("held") == {held.key_ids[0]: "Inactive", held.key_ids[1]: "Active"}
+
+
+def test_tags_never_widen_age_threshold_or_grace(aws, invoke, monkeypatch):
+    # A tag below the run's ROTATE_AFTER_DAYS or GRACE_HOURS would rotate sooner or retire sooner: ignored.
     monkeypatch.setenv("ROTATE_AFTER_DAYS", "90")
+    monkeypatch.setenv("GRACE_HOURS", "24")
     young = seed_user(aws.iam, aws.secrets, "young", ("Inactive", "Active"), held=1)
     backdate_key("young", young.key_ids[1], days=10)
-    tag_secret(aws, young.secret, rotate_after_days="7", grace_hours="12")
-    result = invoke(young.secret)
-    (entry,) = result["secrets"]
+    tag_secret(aws, young.secret, rotate_after_days="7", grace_hours="0")
+    (entry,) = invoke(young.secret)["secrets"]
+    assert entry["status"] == "skipped", entry
+    assert len(aws.versions(young.secret)) == 1
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "0")
+    (entry,) = invoke(young.secret)["secrets"]
     assert entry["status"] == "rotated" and entry.get("retire_after"), entry
-    assert aws.keys("young")[young.key_ids[1]] == "Active", "kept through its own grace period"
+    assert aws.keys("young")[young.key_ids[1]] == "Active", "the tag's grace-hours=0 does not retire sooner"
 
 
 @pytest.mark.parametrize("tag, value", [("mode", "sometimes"), ("rotate-after-days", "-1"),

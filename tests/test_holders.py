@@ -47,10 +47,11 @@ def test_batch_during_a_rotation_in_flight_keeps_the_pending_key_and_finish_prom
     pending_key = aws.value(seeded.secret, "AWSPENDING")["AccessKeyId"]
     enable_rotation(seeded.secret, enabled=False)  # even with rotation turned off meanwhile
 
-    result = invoke(seeded.secret)
+    with pytest.raises(RotationFailed) as failure:  # fails, not skipped: an alarm fires
+        invoke(seeded.secret)
 
-    (entry,) = result["secrets"]
-    assert entry["status"] == "skipped" and f"version {token} is AWSPENDING" in entry["reason"]
+    assert f"version {token} is staged AWSPENDING but the secret's rotation is not enabled" in str(failure.value)
+    assert "update-secret-version-stage" in str(failure.value)
     assert aws.keys("alice")[pending_key] == "Active"
     enable_rotation(seeded.secret)
     for name in STEPS[1:]:

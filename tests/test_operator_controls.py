@@ -99,7 +99,9 @@ def test_dry_run_returns_plans_and_changes_nothing(aws, invoke, monkeypatch, how
     if how == "env":
         monkeypatch.setenv("DRY_RUN", "true")
     result = invoke(*(s.secret for s in seeded), event={"dry_run": True} if how == "event" else {})
-    assert set(calls) == {"DescribeSecret", "BatchGetSecretValue", "ListUserTags", "ListAccessKeys"}
+    # GetAccessKeyLastUsed: whether an Active key no secret holds is someone's key in use (then never touched)
+    assert set(calls) == {"DescribeSecret", "BatchGetSecretValue", "ListUserTags", "ListAccessKeys",
+                          "GetAccessKeyLastUsed"}
     assert {s.user: aws.keys(s.user) for s in seeded} == before
     assert all(len(aws.versions(s.secret)) == 1 for s in seeded)
     assert result["dry_run"] is True and result["planned"] == len(ROWS) and result["rotated"] == 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 ACCOUNT_ID = "123456789012"  # moto's default account
 FUNCTION_ARN = f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:iam-key-rotation"
+STALE_DAYS = 30  # past the default MAX_GRACE_HOURS (7 days): a key this old and never used is nobody's
 
 
 @dataclass(frozen=True)
@@ -43,17 +44,23 @@ class Seeded:
 
 
 def seed_user(iam, secrets, user: str, statuses: tuple[str, ...], held: int | None,
-              secret: str | None = None, extra: dict | None = None, tag: bool = True) -> Seeded:
+              secret: str | None = None, extra: dict | None = None, tag: bool = True, stale: bool = True) -> Seeded:
     """Create a user with keys in the given statuses and a secret holding one of them.
 
     With ``tag`` the user names the secret back (tag key-rotation-secret = the secret's ARN), as the
-    function requires by default.
+    function requires by default. With ``stale`` an Active key the secret does not hold is made to look
+    unused for STALE_DAYS.
     """
     iam.create_user(UserName=user)
     keys = [iam.create_access_key(UserName=user)["AccessKey"] for _ in statuses]
     for key, status in zip(keys, statuses, strict=True):
         if status != "Active":
             iam.update_access_key(UserName=user, AccessKeyId=key["AccessKeyId"], Status=status)
+    for index, (key, status) in enumerate(zip(keys, statuses, strict=True)):
+        if stale and status == "Active" and index != held:
+            # A table row's unheld Active key is one nobody uses: made long ago, never used. (A young or
+            # recently used one is someone's key in use, which the function adopts and never deletes.)
+            backdate_key(user, key["AccessKeyId"], STALE_DAYS)
     value = {"UserName": user, **(extra or {})}
     if held is not None:
         value["AccessKeyId"] = keys[held]["AccessKeyId"]
