@@ -1296,8 +1296,8 @@ class Run:
             when, where = last_used(self.clients, record, key.key_id)
             if now - key.created < window or (when is not None and now - when < window):
                 used = f"{iso(when)} by {where}" if when else f"never; made {iso(key.created)}"
-                found.append((when or key.created, key.key_id, used))
-        return {key_id: used for _, key_id, used in sorted(found)}
+                found.append((when is not None, when or key.created, key.key_id, used))  # never used sorts first
+        return {key_id: used for _, _, key_id, used in sorted(found)}
 
 
 def previous_key(run: Run, record: SecretRecord, keys: list[KeyState]) -> str | None:
