@@ -20,7 +20,7 @@ TIMEOUT  ?= 900
 MEMORY   ?= 256
 SCHEDULE ?= cron(0 6 * * ? *)
 RETRIES  ?= 2
-EVENT    ?= tests/events/console-test.json
+EVENT    ?= events/dry-run.json
 SINCE    ?= 60
 ACCOUNT_ID ?=
 PREFIX   ?= iam-keys/
@@ -29,12 +29,13 @@ KMS_KEY_ID ?=
 ifneq ($(REGION),)
 export AWS_DEFAULT_REGION := $(REGION)
 endif
-# Settings make create/configure pass to the function, by name (empty: left out / removed).
-SETTINGS := sec=$(SEC) DRY_RUN=$(DRY_RUN) REQUIRE_USER_TAG=$(REQUIRE_USER_TAG) ROTATE_AFTER_DAYS=$(ROTATE_AFTER_DAYS) \
-  VERIFY_TIMEOUT_SECONDS=$(VERIFY_TIMEOUT_SECONDS) TIME_MARGIN_SECONDS=$(TIME_MARGIN_SECONDS) \
-  MAX_WORKERS=$(MAX_WORKERS) GRACE_HOURS=$(GRACE_HOURS) MAX_GRACE_HOURS=$(MAX_GRACE_HOURS) \
-  LOG_LEVEL=$(LOG_LEVEL) NOTIFY_TOPIC_ARN=$(NOTIFY_TOPIC_ARN)
-GIVEN_SETTINGS = $(foreach s,$(SETTINGS),$(if $(word 2,$(subst =, ,$(s))),'$(s)'))
+# The Makefile's own variables; every other NAME=VALUE on the command line is a setting of the function,
+# passed to tools/deploy_config.py, which checks names and values with the function's own settings table
+# (a typo is refused with the nearest name; NAME= removes the setting). No list of settings is kept here.
+MAKE_OWN := FUNCTION ROLE REGION TIMEOUT MEMORY SCHEDULE RETRIES EVENT SINCE ACCOUNT_ID PREFIX KMS_KEY_ID \
+  AWS PYTHON SIZES LATENCY_MS PROPAGATION_S VERBOSE USER_PATH
+COMMAND_LINE = $(sort $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
+GIVEN_SETTINGS = $(foreach v,$(filter-out $(MAKE_OWN),$(COMMAND_LINE)),'$(v)=$($(v))')
 
 .PHONY: help demo test lint bench package policy create configure deploy schedule invoke logs destroy clean cli
 
@@ -92,11 +93,11 @@ policy: need-function cli  ## dist/policy.json: the role's policy for ACCOUNT_ID
 create: need-function package cli  ## first deployment: function, settings, concurrency 1, async retries
 	@test -n "$(ROLE)" || { echo "make create needs ROLE=arn:aws:iam::ACCOUNT_ID:role/NAME" >&2; exit 2; }
 	@test -n "$(SEC)" || { echo "make create needs SEC='iam-keys/a;iam-keys/b' (or SEC='iam-keys/*')" >&2; exit 2; }
+	environment=$$($(PYTHON) tools/deploy_config.py create $(GIVEN_SETTINGS)) || exit 1; \
 	$(AWS) lambda create-function --function-name $(FUNCTION) --runtime python3.13 \
 	  --handler lambda_function.lambda_handler --role $(ROLE) --timeout $(TIMEOUT) --memory-size $(MEMORY) \
 	  --zip-file fileb://dist/lambda.zip \
-	  --environment '$(shell $(PYTHON) tools/deploy_config.py environment '{}' $(GIVEN_SETTINGS))' \
-	  --query FunctionArn --output text
+	  --environment "$$environment" --query FunctionArn --output text
 	$(AWS) lambda put-function-concurrency --function-name $(FUNCTION) --reserved-concurrent-executions 1
 	$(AWS) lambda put-function-event-invoke-config --function-name $(FUNCTION) \
 	  --maximum-retry-attempts $(RETRIES) --maximum-event-age-in-seconds 21600 --query FunctionArn --output text
@@ -124,11 +125,12 @@ schedule: need-function cli  ## the EventBridge rule (daily by default) and its 
 	$(AWS) events put-targets --rule $(FUNCTION)-schedule --targets "Id=rotate,Arn=$$function_arn" >/dev/null; \
 	echo "$$rule_arn -> $$function_arn"
 
-invoke: need-function cli  ## run it now with EVENT (a JSON file; default: the console's test event)
+invoke: need-function cli  ## run it now with EVENT (a JSON file; default: events/dry-run.json, a dry run)
 	@mkdir -p dist
-	$(AWS) lambda invoke --function-name $(FUNCTION) --payload fileb://$(EVENT) dist/invoke-result.json \
-	  --query '[StatusCode, FunctionError]' --output text
-	@cat dist/invoke-result.json; echo
+	@error=$$($(AWS) lambda invoke --function-name $(FUNCTION) --payload fileb://$(EVENT) dist/invoke-result.json \
+	  --query FunctionError --output text) || exit 1; \
+	cat dist/invoke-result.json; echo; \
+	if [ -n "$$error" ] && [ "$$error" != "None" ]; then echo "the function failed ($$error): see above" >&2; exit 1; fi
 
 logs: need-function cli  ## the function's log lines of the last SINCE minutes (default 60)
 	$(AWS) logs filter-log-events --log-group-name /aws/lambda/$(FUNCTION) \

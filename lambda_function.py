@@ -111,7 +111,8 @@ RETRY_MODES = ("adaptive", "standard", "legacy")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The event's controls and their types. A key that means one of these once case,
 # "-" and "_" are ignored (dryRun, DRY_RUN, dry-run) is refused, never ignored.
-EVENT_CONTROLS: dict[str, type] = {"dry_run": bool, "force": bool, "secrets": list, "rollback": list}
+EVENT_CONTROLS: dict[str, type] = {"dry_run": bool, "force": bool, "secrets": list, "rollback": list,
+                                   "report": bool}
 DEFAULT_MAX_GRACE_HOURS = 168.0
 # A scheduled event is a redelivery candidate only this close to its own time:
 # EventBridge and Lambda give up on an event within a day. Older (the console's
@@ -142,6 +143,10 @@ class Settings:
     log_level: str = "INFO"
     metrics_namespace: str = "IAMKeyRotation"
     notify_topic_arn: str | None = None
+    report: bool = False  # event "report": read IAM's credential report, change nothing
+    max_key_age_days: float = 90.0
+    rollback_hours: float = 168.0  # a rollback restores a previous key only this soon after the rotation
+    max_failures: int = 5  # rotations that acted and failed before no new one starts (0: no limit)
 
     @property
     def call_budget(self) -> float:
@@ -228,41 +233,110 @@ def event_controls(event: Any) -> dict[str, Any]:
     return controls
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table: the one place a setting is named, typed, bounded and explained.
+
+    ``load_settings`` reads through it; the Makefile, ``tools/deploy_config.py``, the template and the README's
+    settings table are checked against it by tests. ``deployed``: what ``make create`` and the template
+    deploy when not told (production defaults), where that differs from the function's own default.
+    """
+
+    name: str
+    kind: Any  # bool, int, float, "choice" or "text"
+    default: Any
+    meaning: str
+    low: float = 0
+    high: float = 0
+    choices: tuple[str, ...] = ()
+    deployed: str | None = None
+
+
+SETTINGS_TABLE: dict[str, Setting] = {s.name: s for s in (
+    Setting("sec", "text", "", "the secrets to rotate: names, ARNs and 'prefix*' entries, separated by ';'"),
+    Setting("DRY_RUN", bool, False, "plan and report, change nothing (every entry point)"),
+    Setting("REQUIRE_USER_TAG", bool, True, "only the secret a user's key-rotation-secret tag names acts for it"),
+    Setting("ROTATE_AFTER_DAYS", float, 0, "rotate a held key once it is this old (0: every run)", 0, 3650,
+            deployed="80"),
+    Setting("MAX_KEY_AGE_DAYS", float, 90, "no managed Active key may be older (0: off); rotations fall due in time",
+            0, 3650),
+    Setting("GRACE_HOURS", float, 0, "keep the old key Active this long after the store (0: deactivate at once)",
+            0, 8760, deployed="24"),
+    Setting("MAX_GRACE_HOURS", float, DEFAULT_MAX_GRACE_HOURS,
+            "a retiring key still in use is deactivated anyway after this long (at least GRACE_HOURS)", 0, 8760),
+    Setting("ROLLBACK_HOURS", float, 168, "a rollback is refused once the current version is older than this",
+            0, 8760),
+    Setting("VERIFY_TIMEOUT_SECONDS", float, 30, "how long a new key may take to authenticate with STS (0: skip)",
+            0, 600),
+    Setting("TIME_MARGIN_SECONDS", float, None, "no rotation starts with less Lambda time left "
+            "(default VERIFY_TIMEOUT_SECONDS + 30)", 0, 900),
+    Setting("MAX_WORKERS", int, 8, "secrets handled at once", 1, 64),
+    Setting("MAX_FAILURES", int, 5, "after this many rotations that acted and failed, no new one starts (0: off)",
+            0, 100000),
+    Setting("AWS_MAX_ATTEMPTS", int, 10, "attempts per AWS call, the first included (1: no retries)", 1, 20),
+    Setting("AWS_RETRY_MODE", "choice", "adaptive", "botocore's retry mode", choices=RETRY_MODES),
+    Setting("LOG_LEVEL", "choice", "INFO", "the function's log level (wire loggers stay at WARNING)",
+            choices=LOG_LEVELS),
+    Setting("METRICS_NAMESPACE", "text", "IAMKeyRotation", "the CloudWatch namespace of the run's metrics"),
+    Setting("NOTIFY_TOPIC_ARN", "text", None, "an SNS topic told of every run that changed or failed anything"),
+)}
+
+
+def setting(environ: Mapping[str, str], name: str, default: Any = None) -> Any:
+    """One setting, read and checked as its row of SETTINGS_TABLE says (``default`` for a derived default)."""
+    row = SETTINGS_TABLE[name]
+    default = row.default if default is None else default
+    if row.kind is bool:
+        return env_bool(environ, name, default)
+    if row.kind in (int, float):
+        return env_number(environ, name, default, row.low, row.high, row.kind)
+    if row.kind == "choice":
+        return env_choice(environ, name, default, row.choices, str.upper if name == "LOG_LEVEL" else str.lower)
+    return (environ.get(name) or "").strip() or default
+
+
 def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None = None) -> Settings:
     """Every setting and event control, parsed strictly, once. Raises ConfigError before anything is touched."""
     controls = {} if is_rotation_event(event) else event_controls(event)
-    verify_timeout = env_number(environ, "VERIFY_TIMEOUT_SECONDS", 30, 0, 600)
-    grace_hours = env_number(environ, "GRACE_HOURS", 0, 0, 8760)
-    max_grace = env_number(environ, "MAX_GRACE_HOURS", max(DEFAULT_MAX_GRACE_HOURS, grace_hours), 0, 8760)
+    verify_timeout = setting(environ, "VERIFY_TIMEOUT_SECONDS")
+    grace_hours = setting(environ, "GRACE_HOURS")
+    max_grace = setting(environ, "MAX_GRACE_HOURS", max(DEFAULT_MAX_GRACE_HOURS, grace_hours))
     if max_grace < grace_hours:
         raise ConfigError(f"setting MAX_GRACE_HOURS={max_grace:g} is below GRACE_HOURS={grace_hours:g}; "
                           "use a number at least GRACE_HOURS")
-    topic = (environ.get("NOTIFY_TOPIC_ARN") or "").strip() or None
+    max_age = setting(environ, "MAX_KEY_AGE_DAYS")
+    if max_age > 0 and grace_hours > 0 and max_grace / 24 >= max_age:
+        raise ConfigError(f"setting MAX_GRACE_HOURS={max_grace:g} alone reaches MAX_KEY_AGE_DAYS={max_age:g}: a "
+                          "previous key kept that long would be past the deadline; lower MAX_GRACE_HOURS")
+    topic = setting(environ, "NOTIFY_TOPIC_ARN")
     if topic is not None and not (topic.startswith("arn:") and ":sns:" in topic):
         raise ConfigError(f"setting NOTIFY_TOPIC_ARN={topic!r} is not understood; use an SNS topic ARN "
                           "(arn:aws:sns:REGION:ACCOUNT_ID:NAME)")
-    namespace = (environ.get("METRICS_NAMESPACE") or "").strip() or Settings.metrics_namespace
     event_time = scheduled_time(event, now or datetime.now(UTC))
     return Settings(
         secret_ids=parse_secret_ids(environ.get("sec")),
         targets=controls.get("secrets"),
         rollback=controls.get("rollback", ()),
-        dry_run=controls.get("dry_run", False) or env_bool(environ, "DRY_RUN", False),
+        dry_run=controls.get("dry_run", False) or setting(environ, "DRY_RUN"),
         force=controls.get("force", False),
+        report=controls.get("report", False),
         event_id=f"{event.get('id')}@{event.get('time')}" if event_time and event.get("id") else None,
         event_time=event_time,
-        rotate_after_days=env_number(environ, "ROTATE_AFTER_DAYS", 0, 0, 3650),
+        rotate_after_days=setting(environ, "ROTATE_AFTER_DAYS"),
+        max_key_age_days=max_age,
         verify_timeout=verify_timeout,
-        time_margin=env_number(environ, "TIME_MARGIN_SECONDS", verify_timeout + 30, 0, 900),
-        max_workers=env_number(environ, "MAX_WORKERS", 8, 1, 64, int),
-        require_user_tag=env_bool(environ, "REQUIRE_USER_TAG", True),
+        time_margin=setting(environ, "TIME_MARGIN_SECONDS", verify_timeout + 30),
+        max_workers=setting(environ, "MAX_WORKERS"),
+        require_user_tag=setting(environ, "REQUIRE_USER_TAG"),
         grace_hours=grace_hours,
         max_grace_hours=max_grace,
-        retry_mode=env_choice(environ, "AWS_RETRY_MODE", "adaptive", RETRY_MODES),
-        max_attempts=env_number(environ, "AWS_MAX_ATTEMPTS", 10, 1, 20, int),
-        log_level=env_choice(environ, "LOG_LEVEL", "INFO", LOG_LEVELS, str.upper),
-        metrics_namespace=namespace,
+        retry_mode=setting(environ, "AWS_RETRY_MODE"),
+        max_attempts=setting(environ, "AWS_MAX_ATTEMPTS"),
+        log_level=setting(environ, "LOG_LEVEL"),
+        metrics_namespace=setting(environ, "METRICS_NAMESPACE"),
         notify_topic_arn=topic,
+        rollback_hours=setting(environ, "ROLLBACK_HOURS"),
+        max_failures=setting(environ, "MAX_FAILURES"),
     )
 
 
@@ -465,6 +539,25 @@ def needs_repair(keys: list[KeyState], held_key_id: str | None) -> bool:
     return held is None or not held.active or any(k.active and k is not held for k in keys)
 
 
+DEADLINE_MARGIN_DAYS = 2.0  # one failed or late daily run still leaves the next one inside the deadline
+
+
+def due_after_days(rotate_after_days: float, grace_hours: float, max_grace_hours: float,
+                   max_key_age_days: float) -> float:
+    """The age at which a held key is due for rotation: ROTATE_AFTER_DAYS (or the secret's tag), brought
+    forward so that no Active key outlives MAX_KEY_AGE_DAYS: the deadline, less the longest the previous key
+    may then stay Active (MAX_GRACE_HOURS, when a grace period applies), less DEADLINE_MARGIN_DAYS; never
+    below 0 (every run). With MAX_KEY_AGE_DAYS=0 the deadline is off."""
+    if max_key_age_days <= 0:
+        return rotate_after_days
+    allowance = max_grace_hours / 24 if grace_hours > 0 else 0.0
+    return min(rotate_after_days, max(0.0, max_key_age_days - allowance - DEADLINE_MARGIN_DAYS))
+
+
+def age_days(created: datetime, now: datetime) -> float:
+    return round((now - created).total_seconds() / 86400, 1)
+
+
 def rotation_due(keys: list[KeyState], held_key_id: str | None, now: datetime, rotate_after_days: float) -> bool:
     """Rotate when the held key is old enough, or whenever the keys need repair."""
     if rotate_after_days <= 0 or needs_repair(keys, held_key_id):
@@ -548,6 +641,8 @@ class SecretRecord:
     tags: dict[str, str] = field(default_factory=dict)
     other_keys: dict[str, str | None] = field(default_factory=dict, repr=False)  # stage -> key id, read lazily
     own: SecretSettings | None = None  # the effective settings, once the guard has passed
+    authorised: bool = False  # passed the authority check (its keys may be read and reported)
+    keys: list[KeyState] | None = field(default=None, repr=False)  # the user's keys, as listed in the run
 
     def version_with(self, stage: str) -> str | None:
         return next((v for v, labels in self.stages.items() if stage in labels), None)
@@ -587,10 +682,19 @@ class Outcome:
     adopted: str | None = None  # an Active key no secret held, in use: kept Active, retired through the usage gate
     restored_key_id: str | None = None  # rollback and repair: the key AWSCURRENT holds again
     retired_key_id: str | None = None  # rollback: the key deactivated
+    overdue: bool = False  # a managed Active key is older than MAX_KEY_AGE_DAYS
+    overdue_key_id: str | None = None
+    overdue_key_age_days: float | None = None
+    overdue_keys: int = 0
+    key_age_days: float | None = None  # of the key the secret holds after the run (None: it holds none)
+    next_rotation: str | None = None  # the UTC date the rotation falls due
+    stopped_early: bool = False  # not attempted: MAX_FAILURES rotations had failed
 
     def summary(self) -> dict[str, Any]:
-        fields = {k: v for k, v in self.__dict__.items() if v not in (None, [], False)}
-        return {**fields, "status": str(self.status)}
+        fields = {k: v for k, v in self.__dict__.items()
+                  if v not in (None, [], False) and k != "overdue_keys"}
+        return {**fields, "status": str(self.status), "overdue": self.overdue,
+                "key_age_days": self.key_age_days, "next_rotation": self.next_rotation}
 
 
 # ---------------------------------------------------------------------------
@@ -645,7 +749,7 @@ class KeyIdentity:
     """
 
     def __init__(self, session: Any) -> None:
-        self.client = session.client("sts", config=Config(retries={"mode": "standard", "max_attempts": 2},
+        self.client = session.client("sts", config=Config(retries={"mode": "standard", "total_max_attempts": 3},
                                                           connect_timeout=5, read_timeout=10))
         self.local = threading.local()  # the key this thread is checking
         self.client.meta.events.register("before-call.sts.GetCallerIdentity", self._sign_with_key)
@@ -708,7 +812,9 @@ def clients_for(environment: tuple[str | None, ...], retry_mode: str, max_attemp
     the only retry layer; ``CallBudget`` bounds how long they may go on.
     """
     session = boto3.session.Session()
-    config = Config(retries={"mode": retry_mode, "max_attempts": max_attempts},
+    # total_max_attempts counts the first attempt too, as AWS_MAX_ATTEMPTS does in botocore's own configuration
+    # ("max_attempts" in a Config counts retries only: 10 would make 11 attempts).
+    config = Config(retries={"mode": retry_mode, "total_max_attempts": max_attempts},
                     connect_timeout=5, read_timeout=15, max_pool_connections=64)
     budget = CallBudget()
     made = {name: session.client(name, config=config) for name in ("iam", "secretsmanager", "sns")}
@@ -773,24 +879,28 @@ def aws_step(secret: str, operation: str, user: str | None = None) -> Iterator[N
         raise RotationError(secret, describe_error(err, operation)) from None
 
 
-def loads_or_none(text: str) -> Any:
-    """json.loads, or None. The parser's error is not kept: its ``doc`` is the whole (secret) text, and an
+NOT_JSON = object()  # what loads_or_none gives for text that is not JSON (JSON null is None)
+
+
+def loads_or_none(text: str, invalid: Any = None) -> Any:
+    """json.loads, or ``invalid``. The parser's error is not kept: its ``doc`` is the whole (secret) text, and an
     exception raised while handling it would chain it."""
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
-        return None
+        return invalid
 
 
 def parse_value(secret: str, response: dict, what: str = "value") -> dict[str, Any]:
     """A secret version's JSON object, checked: it must name a user. The value itself is never quoted."""
     if "SecretString" not in response:
         raise RotationError(secret, f"binary secret ({what}); expected a JSON SecretString")
-    value = loads_or_none(response["SecretString"])
-    if value is None:
+    value = loads_or_none(response["SecretString"], NOT_JSON)
+    if value is NOT_JSON:
         raise RotationError(secret, f"{what} is not valid JSON (or is nested too deep)")
     if not isinstance(value, dict):
-        raise RotationError(secret, f"{what} must be a JSON object, not {type(value).__name__}")
+        kind = "null" if value is None else type(value).__name__
+        raise RotationError(secret, f"{what} must be a JSON object, not {kind}")
     user_name = value.get("UserName")
     if user_name is None:
         near = [k for k in value if isinstance(k, str) and k.casefold() == "username"]
@@ -1229,6 +1339,23 @@ class Run:
     claimed: dict[str, str] = field(default_factory=dict)  # casefolded user -> the secret rotating it
     arns: dict[str, str] = field(default_factory=dict)  # secret ARN -> secret as listed
     user_tags: dict[str, str | None] = field(default_factory=dict)  # casefolded user -> the ARN its tag names
+    brought_forward: dict[str, tuple[float, float]] = field(default_factory=dict)  # secret -> (asked, due) days
+    acted_failures: list[str] = field(default_factory=list)  # reasons of rotations that acted and failed
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count_failure(self, reason: str) -> None:
+        with self.lock:
+            self.acted_failures.append(reason)
+
+    def stopped(self) -> str | None:
+        """Why no new rotation may start (MAX_FAILURES reached), or None."""
+        limit = self.settings.max_failures
+        with self.lock:
+            if limit <= 0 or len(self.acted_failures) < limit:
+                return None
+            first = "; ".join(self.acted_failures[:3])
+        return (f"not attempted: MAX_FAILURES={limit} rotations failed after acting, so no new rotation starts "
+                f"(a fault of the account, not of one secret?); the first: {first}")
 
     def add_holders(self, records: Iterable[Any]) -> None:
         for record in records:
@@ -1337,6 +1464,7 @@ def guard(run: Run, record: SecretRecord, entry: Entry) -> SecretSettings:
     why = run.refusal(record)
     if why:
         raise RotationError(record.name, why)
+    record.authorised = True
     own = secret_settings(record, run.settings)
     if own.mode == "skip":
         raise Hold(f"tag {TAG_MODE}=skip")
@@ -1515,7 +1643,7 @@ def start(run: Run, record: SecretRecord) -> Outcome | Stored | Settling:
         reason = str(RotationError(record.name, f"not attempted: less than {margin:g}s of the Lambda time limit left"))
         log_action("not_attempted", logging.ERROR, secret=record.name, reason=reason)
         return Outcome(secret=record.name, status=Status.NOT_ATTEMPTED, reason=reason)
-    keys = list_keys(clients, record)
+    keys = record.keys = list_keys(clients, record)
     token = version_token(settings.event_id, record.arn)
     redelivery = already_rotated(record, settings, token)
     holders = run.holders(record, keys)
@@ -1539,9 +1667,9 @@ def start(run: Run, record: SecretRecord) -> Outcome | Stored | Settling:
     if redelivery:
         return skipped(record, "already rotated for this scheduled event")
     now = run.clock.now()
-    if not settings.force and not rotation_due(keys, record.held_key_id, now, own.rotate_after_days):
-        return skipped(record, f"key {record.held_key_id} is younger than "
-                               f"rotate-after-days={own.rotate_after_days:g}")
+    due = due_days(run, record, own)
+    if not settings.force and not rotation_due(keys, record.held_key_id, now, due):
+        return skipped(record, f"key {record.held_key_id} is younger than rotate-after-days={due:g}")
     plan = plan_rotation(keys, holders, settings.force)
     kept = tuple(k for k in holders.adopted if k != plan.freed_adopted and find_key(keys, k))
     log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
@@ -1554,11 +1682,29 @@ def start(run: Run, record: SecretRecord) -> Outcome | Stored | Settling:
         return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
                        old_key_id=record.held_key_id, steps=plan.steps(), adopted=kept[0] if kept else None,
                        reason=reason)
+    stopped = run.stopped()
+    if stopped:
+        log_action("not_attempted", logging.ERROR, secret=record.name, reason=stopped)
+        return Outcome(secret=record.name, status=Status.NOT_ATTEMPTED, user=record.user_name,
+                       reason=str(RotationError(record.name, stopped)), stopped_early=True)
     if plan.retires_held_first:
         verify_current_first(run, record, "force")
-    new_key = make_room_and_create(clients, record, plan, keys)
-    store_key(clients, record, new_key, token)
+    try:
+        new_key = make_room_and_create(clients, record, plan, keys)
+        store_key(clients, record, new_key, token)
+    except RotationError as err:  # the rotation acted: it counts towards MAX_FAILURES
+        run.count_failure(str(err))
+        raise
     return Stored(record, plan, new_key, own, kept, reason)
+
+
+def due_days(run: Run, record: SecretRecord, own: SecretSettings) -> float:
+    """The secret's rotation age after the deadline; a deadline that brings it forward is noted for the run."""
+    due = due_after_days(own.rotate_after_days, own.grace_hours, run.settings.max_grace_hours,
+                         run.settings.max_key_age_days)
+    if due < own.rotate_after_days:
+        run.brought_forward[record.name] = (own.rotate_after_days, due)
+    return due
 
 
 def freed_reason(plan: RotationPlan, holders: Holders) -> str | None:
@@ -1729,6 +1875,12 @@ def rollback_secret(run: Run, record: SecretRecord) -> Outcome:
     if str(value["UserName"]).casefold() != record.user_name.casefold():
         raise RotationError(record.name, "cannot roll back: the AWSPREVIOUS version names another user; "
                                          "nothing changed")
+    age = run.clock.now() - (record.version_created or run.clock.now())
+    if age > timedelta(hours=settings.rollback_hours):
+        raise RotationError(record.name, f"cannot roll back: the current version is {age.total_seconds() / 3600:.0f} "
+                                         f"hours old, past ROLLBACK_HOURS={settings.rollback_hours:g}; the previous "
+                                         "key was retired long ago (a leaked one, perhaps). Raise ROLLBACK_HOURS if "
+                                         "you mean it; nothing changed")
     previous_key = held_key(record, value)
     keys = list_keys(clients, record)
     found = find_key(keys, previous_key.key_id if previous_key else None)
@@ -1771,8 +1923,76 @@ def rollback_secret(run: Run, record: SecretRecord) -> Outcome:
     return outcome
 
 
+RETIRING_VERBS = ("delete", "deactivate")
+CHANGED = (Status.ROTATED, Status.RETIRED, Status.ROLLED_BACK)
+
+
+def compliance(run: Run, record: SecretRecord, outcome: Outcome) -> None:
+    """The deadline, per secret: the held key's age after the run, when its rotation falls due, and any
+    managed Active key older than MAX_KEY_AGE_DAYS (overdue). From the keys the run listed, and what it did."""
+    keys, now, settings = record.keys, run.clock.now(), run.settings
+    if keys is None:
+        return
+    gone = {step.split()[1] for step in outcome.steps if outcome.status in CHANGED
+            and step.split()[0] in RETIRING_VERBS} if outcome.status in CHANGED else set()
+    active = {k.key_id: k.created for k in keys if k.active and k.key_id not in gone}
+    restored = {k.key_id: k.created for k in keys if k.key_id == outcome.restored_key_id}
+    held_id = record.held_key_id
+    if outcome.status == Status.ROTATED and outcome.new_key_id:
+        held_id, active[outcome.new_key_id] = outcome.new_key_id, now
+    elif outcome.status == Status.ROLLED_BACK and outcome.restored_key_id:
+        held_id = outcome.restored_key_id
+        active.update(restored)
+    if outcome.retired_key_id:
+        active.pop(outcome.retired_key_id, None)
+    held_created = active.get(held_id) or next((k.created for k in keys if k.key_id == held_id), None)
+    if held_id == outcome.new_key_id and outcome.status == Status.ROTATED:
+        held_created = now
+    own = record.own or SecretSettings("rotate", settings.dry_run, settings.rotate_after_days, settings.grace_hours)
+    due = due_after_days(own.rotate_after_days, own.grace_hours, settings.max_grace_hours, settings.max_key_age_days)
+    outcome.key_age_days = age_days(held_created, now) if held_created else None
+    outcome.next_rotation = iso(max(now, held_created + timedelta(days=due)) if held_created else now)[:10]
+    if settings.max_key_age_days > 0:
+        others = run.others_holding(record, keys) if run.by_user else {}
+        late = sorted((created, key_id) for key_id, created in active.items()
+                      if key_id not in others and now - created > timedelta(days=settings.max_key_age_days))
+        if late:
+            outcome.overdue, outcome.overdue_keys = True, len(late)
+            outcome.overdue_key_id, outcome.overdue_key_age_days = late[0][1], age_days(late[0][0], now)
+    if record.name in run.brought_forward:
+        asked, due_day = run.brought_forward[record.name]
+        note = (f"rotation due at day {due_day:g}, not {asked:g}: MAX_KEY_AGE_DAYS={settings.max_key_age_days:g} "
+                "brings it forward")
+        outcome.reason = f"{outcome.reason}; {note}" if outcome.reason else note
+
+
+def report_compliance(run: Run, records: list[Any], outcomes: list[Outcome]) -> None:
+    """Annotate every outcome with the deadline's figures; list the keys of a held (skip) secret to do so."""
+    by_name = {r.name: r for r in records if isinstance(r, SecretRecord)}
+    for outcome in outcomes:
+        record = by_name.get(outcome.secret)
+        if record is None:
+            continue
+        if record.keys is None and record.authorised:  # e.g. held by a skip tag: still reported
+            try:
+                record.keys = list_keys(run.clients, record)
+            except RotationError:
+                continue
+        try:
+            compliance(run, record, outcome)
+        except Exception as err:  # a figure that cannot be worked out must not fail the run
+            log_action("compliance_failed", logging.WARNING, secret=record.name, error=type(err).__name__)
+    if run.brought_forward:
+        days = sorted({due for _, due in run.brought_forward.values()})
+        log_action("deadline", logging.WARNING, max_key_age_days=run.settings.max_key_age_days,
+                   effective_rotate_after_days=days, secrets=sorted(run.brought_forward),
+                   message="ROTATE_AFTER_DAYS (or a secret's tag) would let a key outlive MAX_KEY_AGE_DAYS: "
+                           f"rotating at day {', '.join(f'{d:g}' for d in days)} instead")
+
+
 def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) -> list[Outcome]:
-    """The batch passes: resolve, read, authorise, decide, start, verify together, finish."""
+    """The batch passes: resolve, read, authorise, decide, then rotate in waves (start, verify together,
+    finish); last, the deadline's figures for every secret."""
     run = Run(settings, clients, clock, context)
     wanted = settings.rollback or settings.targets
     secret_ids = resolve_secret_ids(settings, clients, wanted)
@@ -1787,17 +2007,43 @@ def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) 
         # Read each user's tag once, in parallel, before the in-order decide pass uses it.
         list(pool.map(isolated(name_of, run.refusal), read))
         if settings.rollback:
-            return list(pool.map(isolated(name_of, lambda r: rollback_secret(run, r)), read))
-        decided = [isolated(name_of, lambda r: decide(run, r))(item) for item in read]
-        started = list(pool.map(isolated(name_of, lambda r: start(run, r)), decided))
-        to_check = [s for s in started if isinstance(s, Stored | Settling)]
-        checks = [c for c in map(check_of, to_check) if c is not None]
-        try:
-            # The keys wait out IAM's propagation delay together, not one after another.
-            problems = verify_keys(clients, checks, settings.verify_timeout, clock, pool.map)
-        except Exception as err:
-            problems = {c.record.name: f"verification failed: {describe_error(err)}" for c in checks}
-        return list(pool.map(isolated(name_of, lambda item: finish(run, item, problems)), started))
+            outcomes = list(pool.map(isolated(name_of, lambda r: rollback_secret(run, r)), read))
+        else:
+            decided = [isolated(name_of, lambda r: decide(run, r))(item) for item in read]
+            outcomes = rotate_in_waves(run, decided, pool.map)
+    report_compliance(run, read, outcomes)
+    return outcomes
+
+
+def rotate_in_waves(run: Run, decided: list[Any], map_: Callable) -> list[Outcome]:
+    """The blast-radius limit: the first MAX_FAILURES secrets are rotated and verified before the rest start,
+    so a fault present from the start (an SCP denying STS, a disabled KMS key) leaves at most that many
+    rotations half done; once MAX_FAILURES rotations that acted have failed, no new one starts."""
+    results: list[Any] = list(decided)
+    todo = [i for i, item in enumerate(decided) if not isinstance(item, Outcome)]
+    limit = run.settings.max_failures
+    waves = [todo] if limit <= 0 or len(todo) <= limit else [todo[:limit], todo[limit:]]
+    for wave in waves:
+        for index, outcome in zip(wave, rotate_wave(run, [decided[i] for i in wave], map_), strict=True):
+            results[index] = outcome
+    return results
+
+
+def rotate_wave(run: Run, items: list[SecretRecord], map_: Callable) -> list[Outcome]:
+    """Start each, verify every new (or current) key together, finish each."""
+    started = list(map_(isolated(name_of, lambda r: start(run, r)), items))
+    to_check = [s for s in started if isinstance(s, Stored | Settling)]
+    checks = [c for c in map(check_of, to_check) if c is not None]
+    try:
+        # The keys wait out IAM's propagation delay together, not one after another.
+        problems = verify_keys(run.clients, checks, run.settings.verify_timeout, run.clock, map_)
+    except Exception as err:
+        problems = {c.record.name: f"verification failed: {describe_error(err)}" for c in checks}
+    outcomes = list(map_(isolated(name_of, lambda item: finish(run, item, problems)), started))
+    for outcome, item in zip(outcomes, started, strict=True):
+        if isinstance(item, Stored) and outcome.status == Status.FAILED:
+            run.count_failure(outcome.reason or outcome.secret)
+    return outcomes
 
 
 # ---------------------------------------------------------------------------
@@ -2001,6 +2247,8 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
     counts = {str(status): sum(o.status == status for o in outcomes) for status in Status if status not in FAILING}
     counts["failed"] = len(failed)
     counts["forced_in_use"] = sum(o.forced_in_use for o in outcomes)
+    counts["overdue_keys"] = sum(o.overdue_keys for o in outcomes)
+    counts["stopped_early"] = int(any(o.stopped_early for o in outcomes))
     log_action("run_complete", dry_run=settings.dry_run, **counts)
     counts["succeeded"] = int(not failed)  # one a run, for the "no successful run for 36 hours" alarm
     name = getattr(context, "function_name", None)
@@ -2016,7 +2264,8 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
 
 
 METRICS = {"Rotated": "rotated", "Retired": "retired", "Waiting": "waiting", "ForcedWhileInUse": "forced_in_use",
-           "RolledBack": "rolled_back", "Skipped": "skipped", "Failed": "failed", "Succeeded": "succeeded"}
+           "RolledBack": "rolled_back", "Skipped": "skipped", "Failed": "failed", "Succeeded": "succeeded",
+           "OverdueKeys": "overdue_keys", "StoppedEarly": "stopped_early"}
 
 
 def emit_metrics(counts: dict[str, int], namespace: str, function_name: str | None) -> None:

@@ -37,9 +37,7 @@ os.environ.pop("AWS_PROFILE", None)
 make_moto_move_current_as_aws_does()
 
 EVENTS = Path(__file__).parent / "events"  # copies of ../shared/events
-SETTINGS_VARIABLES = ("sec", "LOG_LEVEL", "DRY_RUN", "REQUIRE_USER_TAG", "VERIFY_TIMEOUT_SECONDS", "ROTATE_AFTER_DAYS",
-                      "TIME_MARGIN_SECONDS", "MAX_WORKERS", "GRACE_HOURS", "MAX_GRACE_HOURS", "AWS_MAX_ATTEMPTS",
-                      "AWS_RETRY_MODE", "METRICS_NAMESPACE", "NOTIFY_TOPIC_ARN")
+SETTINGS_VARIABLES = tuple(lambda_function.SETTINGS_TABLE)
 
 
 STEPS = tuple(lambda_function.ROTATION_STEPS)  # createSecret, setSecret, testSecret, finishSecret

@@ -46,7 +46,9 @@ def test_create_schedule_and_deploy_with_the_aws_cli(server):
     assert config["Runtime"] == "python3.13"
     assert config["Handler"] == "lambda_function.lambda_handler"
     assert config["Role"] == role and config["Timeout"] == 900
-    assert config["Environment"]["Variables"] == {"sec": "iam-keys/a;iam-keys/b"}
+    # Production defaults: rotate at 80 days, keep the old key 24 hours: every key stays under 90 days.
+    assert config["Environment"]["Variables"] == {"sec": "iam-keys/a;iam-keys/b", "ROTATE_AFTER_DAYS": "80",
+                                                  "GRACE_HOURS": "24"}
     assert config["CodeSha256"] in deployed.stdout
     assert lam.get_function_concurrency(FunctionName="rotate-keys")["ReservedConcurrentExecutions"] == 1
     assert lam.get_function_event_invoke_config(FunctionName="rotate-keys")["MaximumRetryAttempts"] == 2
@@ -85,11 +87,55 @@ def test_settings_are_passed_by_name_and_configure_merges_them(server):
     def variables() -> dict:
         return lam.get_function_configuration(FunctionName="rotate-keys")["Environment"]["Variables"]
 
-    assert variables() == {"sec": "iam-keys/*", "GRACE_HOURS": "24"}
+    assert variables() == {"sec": "iam-keys/*", "GRACE_HOURS": "24", "ROTATE_AFTER_DAYS": "80"}
     make("configure", "FUNCTION=rotate-keys", "DRY_RUN=true")
-    assert variables() == {"sec": "iam-keys/*", "GRACE_HOURS": "24", "DRY_RUN": "true"}, "the others are kept"
+    assert variables() == {"sec": "iam-keys/*", "GRACE_HOURS": "24", "ROTATE_AFTER_DAYS": "80", "DRY_RUN": "true"}, \
+        "the others are kept"
     make("configure", "FUNCTION=rotate-keys", "SEC=iam-keys/a;iam-keys/b")
     assert variables()["sec"] == "iam-keys/a;iam-keys/b" and variables()["GRACE_HOURS"] == "24"
+    make("configure", "FUNCTION=rotate-keys", "DRY_RUN=")  # NAME= removes it
+    assert "DRY_RUN" not in variables()
+
+
+@pytest.mark.parametrize("given, says", [
+    ("GRACE_HOURS=abc", "GRACE_HOURS='abc' is not understood"),
+    ("SEC=a,b", "separate the secrets with ';'"),
+    ("DRYRUN=true", "did you mean DRY_RUN?"),
+    ("MAX_GRACE_HOURS=2400", "reaches MAX_KEY_AGE_DAYS"),
+])
+def test_configure_and_create_refuse_what_the_function_would_refuse_and_write_nothing(server, given, says):
+    make("create", "FUNCTION=rotate-keys", f"ROLE={role_arn()}", "SEC=iam-keys/*")
+    lam = boto3.client("lambda")
+    before = lam.get_function_configuration(FunctionName="rotate-keys")["Environment"]["Variables"]
+    done = make("configure", "FUNCTION=rotate-keys", given, ok=False)
+    assert done.returncode != 0 and says in done.stderr and "nothing written" in done.stderr
+    assert lam.get_function_configuration(FunctionName="rotate-keys")["Environment"]["Variables"] == before
+    done = make("create", "FUNCTION=other", f"ROLE={lam.get_function(FunctionName='rotate-keys')['Configuration']['Role']}",
+                "SEC=iam-keys/*", given, ok=False)
+    assert done.returncode != 0 and says in done.stderr
+    assert [f["FunctionName"] for f in lam.list_functions()["Functions"]] == ["rotate-keys"]
+
+
+def test_deploy_config_checks_settings_without_boto3():
+    # A deploy machine has the AWS CLI, not necessarily boto3: the function's parser is loaded with stand-ins.
+    code = ("import sys; sys.modules['boto3'] = None; sys.path.insert(0, 'tools'); import deploy_config; "
+            "print(deploy_config.merge_environment('{}', ['GRACE_HOURS=24', 'SEC=x']))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "'GRACE_HOURS': '24'" in done.stdout and "'sec': 'x'" in done.stdout
+
+
+def test_invoke_exits_non_zero_when_the_function_fails(tmp_path):
+    # moto cannot run the function: a stand-in `aws` answers as the CLI does for a function error.
+    fake = tmp_path / "aws"
+    fake.write_text("#!/bin/sh\nfor last; do :; done\n"
+                    "for a; do case $a in dist/*) echo '{\"errorMessage\": \"1 of 1 secrets failed\"}' > $a;; esac; done\n"
+                    "echo Unhandled\n")
+    fake.chmod(0o755)
+    done = subprocess.run(["make", "-s", "invoke", "FUNCTION=f", f"AWS={fake}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0 and "the function failed (Unhandled)" in done.stderr
+    assert "1 of 1 secrets failed" in done.stdout
 
 
 def test_destroy_removes_the_function_and_its_schedule(server):
@@ -166,9 +212,10 @@ def test_the_template_deploys_two_stacks_side_by_side_and_again_after_removal(se
     assert sorted(f["FunctionName"] for f in lam.list_functions()["Functions"]) == ["keys-prod", "keys-test"]
 
 
-def test_the_settings_make_passes_by_name_are_the_ones_the_function_reads():
-    # tools/deploy_config.py stays standard-library only (deploying needs no boto3), so it keeps its own list
-    # of names: this keeps it equal to what load_settings reads.
+def test_every_list_of_settings_is_the_function_s_table():
+    # One table (lambda_function.SETTINGS_TABLE): load_settings reads every row and nothing else; deploy_config
+    # takes its names from it; the Makefile keeps no list of its own; the template and the README name only
+    # settings of the table, and the README's table names every one.
     import inspect
     import re
 
@@ -176,6 +223,16 @@ def test_the_settings_make_passes_by_name_are_the_ones_the_function_reads():
 
     import lambda_function
 
+    table = set(lambda_function.SETTINGS_TABLE)
     source = inspect.getsource(lambda_function.load_settings)
-    read = set(re.findall(r'environ(?:\.get\(|, )"([A-Za-z_]+)"', source))
-    assert set(SETTINGS) == read
+    assert set(re.findall(r'setting\(environ, "([A-Za-z_]+)"', source)) == table - {"sec"}
+    assert "os.environ" not in source and 'environ.get("' not in source.replace('environ.get("sec")', "")
+    assert set(SETTINGS) == table
+    makefile = (ROOT / "Makefile").read_text()
+    assert not [name for name in table if f"{name}=$(" in makefile], "the Makefile keeps no list of settings"
+    template = (ROOT / "template.yaml").read_text()
+    variables = template.split("Variables:", 1)[1].split("\n\n", 1)[0]
+    assert set(re.findall(r"^\s+([A-Za-z_]+): ", variables, re.M)) <= table
+    readme = (ROOT / "README.md").read_text()
+    assert {name for name in table if f"| `{name}`" in readme or f"`{name}`" in readme.split("| `AWS_RETRY_MODE`")[1][:40]
+            } == table

@@ -1,21 +1,53 @@
 """Helpers for the Makefile's deploy targets; standard library only, so deploying needs no test stack.
 
-    python3 tools/deploy_config.py policy ACCOUNT_ID REGION FUNCTION [PREFIX] [KMS_KEY_ID] > dist/policy.json
+    python3 tools/deploy_config.py policy ACCOUNT_ID REGION FUNCTION [PREFIX] [KMS_KEY_ID] [USER_PATH] > policy.json
+    python3 tools/deploy_config.py create NAME=VALUE ...                    > environment.json
     python3 tools/deploy_config.py environment CURRENT_JSON NAME=VALUE ...  > merged.json
+
+Settings are checked with the function's own table and parser (``lambda_function.SETTINGS_TABLE`` and
+``load_settings``) before anything is written: an unknown name is refused with the nearest known one, a
+bad value with the function's own message, and ``NAME=`` removes the setting. Where boto3 is not installed
+(a deploy machine needs only the AWS CLI), the function is loaded with stand-ins for the few botocore names
+it imports; its settings parser uses none of them.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import json
 import re
 import sys
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The function's settings a deployer may set by name (make create/configure VAR=value).
-SETTINGS = ("sec", "DRY_RUN", "REQUIRE_USER_TAG", "ROTATE_AFTER_DAYS", "VERIFY_TIMEOUT_SECONDS", "TIME_MARGIN_SECONDS",
-            "MAX_WORKERS", "GRACE_HOURS", "MAX_GRACE_HOURS", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "LOG_LEVEL",
-            "METRICS_NAMESPACE", "NOTIFY_TOPIC_ARN")
+
+
+def function_module() -> types.ModuleType:
+    """lambda_function, importable without boto3: only its settings parser is used here."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import boto3  # noqa: F401
+    except ModuleNotFoundError:
+        class Stand(Exception):
+            def __init__(self, *args: object, **kwargs: object) -> None:
+                super().__init__(*args)
+
+        stand_ins = {"boto3": {"session": None}, "botocore": {}, "botocore.config": {"Config": Stand},
+                     "botocore.credentials": {"Credentials": Stand},
+                     "botocore.exceptions": {"BotoCoreError": Stand, "ClientError": Stand}}
+        for name, names in stand_ins.items():
+            module = types.ModuleType(name)
+            module.__dict__.update(names)
+            if sys.modules.get(name) is None:
+                sys.modules[name] = module
+    return importlib.import_module("lambda_function")
+
+
+FUNCTION = function_module()
+SETTINGS = tuple(FUNCTION.SETTINGS_TABLE)  # the function's settings a deployer may set by name
+ALIASES = {"SEC": "sec"}  # make's variable for `sec`
 
 
 def render_policy(account_id: str, region: str, function: str, prefix: str = "iam-keys/", kms_key_id: str = "") -> dict:
@@ -36,17 +68,33 @@ def render_policy(account_id: str, region: str, function: str, prefix: str = "ia
     return policy
 
 
-def merge_environment(current: str, assignments: list[str]) -> dict:
-    """The function's variables with the given NAME=VALUE set (an empty VALUE removes NAME); others kept."""
+def production_defaults() -> dict[str, str]:
+    """What make create (and the template) deploy when not told: a grace period and a rotation age that keep
+    every key under MAX_KEY_AGE_DAYS with the default MAX_GRACE_HOURS (80 + 7 + 2 <= 90)."""
+    return {s.name: s.deployed for s in FUNCTION.SETTINGS_TABLE.values() if s.deployed is not None}
+
+
+def merge_environment(current: str, assignments: list[str], defaults: dict[str, str] | None = None) -> dict:
+    """The function's variables with the given NAME=VALUE set (an empty VALUE removes NAME); others kept.
+    Checked whole with the function's own parser: nothing is written that the function would refuse."""
     variables = json.loads(current) if current.strip() not in ("", "None", "null") else {}
+    variables = {**(defaults or {}), **variables}
     for assignment in assignments:
         name, _, value = assignment.partition("=")
+        name = ALIASES.get(name, name)
         if name not in SETTINGS:
-            raise SystemExit(f"{name!r} is not a setting of the function; known: {', '.join(SETTINGS)}")
+            near = difflib.get_close_matches(name.upper(), [s.upper() for s in SETTINGS], n=1, cutoff=0.6)
+            hint = f"; did you mean {next(s for s in SETTINGS if s.upper() == near[0])}?" if near else ""
+            raise SystemExit(f"{name!r} is not a setting of the function{hint} (nothing written; known: "
+                             f"{', '.join(SETTINGS)})")
         if value:
             variables[name] = value
         else:
             variables.pop(name, None)
+    try:
+        FUNCTION.load_settings(variables, {})
+    except FUNCTION.ConfigError as err:
+        raise SystemExit(f"refused, nothing written: {err}") from None
     return {"Variables": variables}
 
 
@@ -56,6 +104,9 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[:1] == ["environment"] and len(argv) >= 2:
         print(json.dumps(merge_environment(argv[1], [a for a in argv[2:] if a])))
+        return 0
+    if argv[:1] == ["create"]:
+        print(json.dumps(merge_environment("{}", [a for a in argv[1:] if a], production_defaults())))
         return 0
     print(__doc__, file=sys.stderr)
     return 2
