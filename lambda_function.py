@@ -89,9 +89,10 @@ CURRENT, PREVIOUS, PENDING = "AWSCURRENT", "AWSPREVIOUS", "AWSPENDING"
 class RotationError(Exception):
     """One secret could not be handled. Carries the secret and the reason; str() is "secret 'x': why"."""
 
-    def __init__(self, secret: str, why: str) -> None:
+    def __init__(self, secret: str, why: str, stored_key_id: str | None = None) -> None:
         super().__init__(f"secret {secret!r}: {why}")
         self.secret, self.why = secret, why
+        self.stored_key_id = stored_key_id  # a new key the secret holds although the rotation failed
 
 
 class ConfigError(Exception):
@@ -147,6 +148,7 @@ class Settings:
     max_key_age_days: float = 90.0
     rollback_hours: float = 168.0  # a rollback restores a previous key only this soon after the rotation
     max_failures: int = 5  # rotations that acted and failed before no new one starts (0: no limit)
+    event_bus: str | None = None
 
     @property
     def call_budget(self) -> float:
@@ -279,6 +281,8 @@ SETTINGS_TABLE: dict[str, Setting] = {s.name: s for s in (
             choices=LOG_LEVELS),
     Setting("METRICS_NAMESPACE", "text", "IAMKeyRotation", "the CloudWatch namespace of the run's metrics"),
     Setting("NOTIFY_TOPIC_ARN", "text", None, "an SNS topic told of every run that changed or failed anything"),
+    Setting("EVENT_BUS", "text", None, "an EventBridge bus (name or ARN) told of each secret whose keys changed, "
+            "that failed, whose old key is still in use or that is overdue (empty: none)"),
 )}
 
 
@@ -337,6 +341,7 @@ def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None =
         notify_topic_arn=topic,
         rollback_hours=setting(environ, "ROLLBACK_HOURS"),
         max_failures=setting(environ, "MAX_FAILURES"),
+        event_bus=setting(environ, "EVENT_BUS"),
     )
 
 
@@ -689,6 +694,8 @@ class Outcome:
     key_age_days: float | None = None  # of the key the secret holds after the run (None: it holds none)
     next_rotation: str | None = None  # the UTC date the rotation falls due
     stopped_early: bool = False  # not attempted: MAX_FAILURES rotations had failed
+    secret_arn: str | None = None
+    current_key_id: str | None = None  # the key the secret holds after the run
 
     def summary(self) -> dict[str, Any]:
         fields = {k: v for k, v in self.__dict__.items()
@@ -778,6 +785,7 @@ class Clients:
     budget: CallBudget
     sns: Any = None
     identity: KeyIdentity | None = None
+    events: Any = None
 
     def sts_for(self, key: NewKey) -> Any:
         """Something whose get_caller_identity() answers who ``key`` is."""
@@ -817,12 +825,12 @@ def clients_for(environment: tuple[str | None, ...], retry_mode: str, max_attemp
     config = Config(retries={"mode": retry_mode, "total_max_attempts": max_attempts},
                     connect_timeout=5, read_timeout=15, max_pool_connections=64)
     budget = CallBudget()
-    made = {name: session.client(name, config=config) for name in ("iam", "secretsmanager", "sns")}
+    made = {name: session.client(name, config=config) for name in ("iam", "secretsmanager", "sns", "events")}
     for client in made.values():
         client.meta.events.register("before-call", budget.start)
         client.meta.events.register("request-created", budget.check)  # once per attempt, retries included
     return Clients(session=session, iam=made["iam"], secrets=made["secretsmanager"], sns=made["sns"], budget=budget,
-                   identity=KeyIdentity(session))
+                   identity=KeyIdentity(session), events=made["events"])
 
 
 # Calls whose request or answer carries a secret value: their AWS error
@@ -937,7 +945,10 @@ def current_value(clients: Clients, secret_id: str, arn: str) -> dict:
 
 
 def record_of(secret_id: str, meta: dict, response: dict) -> SecretRecord:
-    """A SecretRecord from DescribeSecret's answer and the current version's value."""
+    """A SecretRecord from DescribeSecret's answer and the current version's value (which must be the same
+    secret's: one user's key is never written into another's secret)."""
+    if response.get("ARN") not in (None, meta["ARN"]):
+        raise RotationError(secret_id, "the value read is another secret's; not trusted, nothing changed")
     value = parse_value(secret_id, response)
     return SecretRecord(
         name=secret_id, arn=meta["ARN"], secret_name=meta.get("Name", secret_id), value=value,
@@ -965,8 +976,13 @@ def current_values(clients: Clients, arns: list[str]) -> dict[str, dict | str]:
         answer = clients.secrets.batch_get_secret_value(SecretIdList=arns)
     except Exception as err:  # each secret of the batch fails with it; the other batches go on
         return dict.fromkeys(arns, describe_error(err, "BatchGetSecretValue"))
-    found: dict[str, dict | str] = {v["ARN"]: v for v in answer.get("SecretValues", [])}
-    for error in answer.get("Errors", []):
+    asked = set(arns)
+    found: dict[str, dict | str] = {}
+    for value in answer.get("SecretValues", []):
+        if value.get("ARN") not in asked:  # an answer to a question not asked: none of this batch's is trusted
+            return dict.fromkeys(arns, "BatchGetSecretValue answered for a secret it was not asked for; not trusted")
+        found[value["ARN"]] = value
+    for error in answer.get("Errors", []):  # each fails its own secret only (SecretId: the ARN or the name)
         found[error.get("SecretId", "")] = f"BatchGetSecretValue failed: {error.get('ErrorCode', 'Unknown')}"
     return found
 
@@ -982,9 +998,12 @@ def read_secrets(clients: Clients, secret_ids: list[str], map_: Callable) -> lis
 
     def record(item: tuple[str, dict]) -> SecretRecord:
         secret_id, meta = item
-        answer = values.get(meta["ARN"])
+        answer = values.get(meta["ARN"], values.get(meta.get("Name", "")))
         if isinstance(answer, str):
             raise RotationError(secret_id, answer)
+        if answer and answer.get("Name") not in (None, meta.get("Name")):
+            raise RotationError(secret_id, f"BatchGetSecretValue answered with secret {answer.get('Name')!r} for "
+                                           f"{meta.get('Name')!r}; not trusted, nothing changed")
         current = next((v for v, labels in (meta.get("VersionIdsToStages") or {}).items() if CURRENT in labels), None)
         if not answer or answer.get("VersionId") != current:
             # Left out of the batch, or not the version DescribeSecret saw as AWSCURRENT (written in between,
@@ -1341,6 +1360,7 @@ class Run:
     user_tags: dict[str, str | None] = field(default_factory=dict)  # casefolded user -> the ARN its tag names
     brought_forward: dict[str, tuple[float, float]] = field(default_factory=dict)  # secret -> (asked, due) days
     acted_failures: list[str] = field(default_factory=list)  # reasons of rotations that acted and failed
+    finished: tuple[str, str | None] | None = None  # finishSecret: (the new key, the old key)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count_failure(self, reason: str) -> None:
@@ -1498,6 +1518,9 @@ def failure(secret: str, err: BaseException) -> Outcome:
     """A failed Outcome. Unexpected errors are logged with their traceback (no secret is in scope here)."""
     if isinstance(err, RotationError):
         reason = str(err)
+        if err.stored_key_id:
+            log_action("failed", logging.ERROR, secret=secret, reason=reason)
+            return Outcome(secret=secret, status=Status.FAILED, reason=reason, new_key_id=err.stored_key_id)
     elif isinstance(err, ClientError | BotoCoreError | CallTooSlow):
         reason = str(RotationError(secret, describe_error(err)))
     else:
@@ -1790,7 +1813,8 @@ def finish(run: Run, item: Stored | Settling, problems: dict[str, str]) -> Outco
     record, plan, new_key, own = item.record, item.plan, item.new_key, item.own
     if record.name in problems:
         raise RotationError(record.name, f"new key {new_key.key_id} is stored, but {problems[record.name]}; old key "
-                                         "left Active, the next run verifies again before retiring it")
+                                         "left Active, the next run verifies again before retiring it",
+                            stored_key_id=new_key.key_id)
     keep_until = None
     if own.grace_hours > 0 and plan.deactivate_after:
         keep_until = iso(run.clock.now() + timedelta(hours=own.grace_hours))
@@ -1973,7 +1997,11 @@ def report_compliance(run: Run, records: list[Any], outcomes: list[Outcome]) -> 
         record = by_name.get(outcome.secret)
         if record is None:
             continue
-        if record.keys is None and record.authorised:  # e.g. held by a skip tag: still reported
+        outcome.secret_arn, outcome.user = record.arn, outcome.user or record.user_name
+        outcome.current_key_id = (outcome.restored_key_id if outcome.status == Status.ROLLED_BACK else
+                                  outcome.new_key_id if outcome.status in (Status.ROTATED, Status.FAILED)
+                                  and outcome.new_key_id else record.held_key_id)
+        if record.keys is None and record.authorised and outcome.status == Status.SKIPPED:  # a skip tag: reported
             try:
                 record.keys = list_keys(run.clients, record)
             except RotationError:
@@ -2116,9 +2144,24 @@ def serve_rotation_step(event: dict, context: Any, settings: Settings, clients: 
                                          "changes nothing; nothing changed")
     if request.step in CHANGING_STEPS:
         run.add_holders(read_secrets(clients, holder_ids(settings, clients, [record.name, record.arn]), map))
-    done = ROTATION_STEPS[request.step](run, record, request.token)
+    try:
+        done = ROTATION_STEPS[request.step](run, record, request.token)
+    except RotationError as err:
+        step_event(run, record, Outcome(secret=record.name, status=Status.FAILED, user=record.user_name,
+                                        reason=str(err), current_key_id=record.held_key_id))
+        raise
+    if request.step == "finishSecret" and run.finished:
+        new_key_id, old_key_id = run.finished
+        step_event(run, record, Outcome(secret=record.name, status=Status.ROTATED, user=record.user_name,
+                                        new_key_id=new_key_id, old_key_id=old_key_id, current_key_id=new_key_id))
     log_action("rotation_step", secret=request.secret_id, step=request.step, version=request.token, result=done)
     return {"secret": request.secret_id, "step": request.step, "status": done}
+
+
+def step_event(run: Run, record: SecretRecord, outcome: Outcome) -> None:
+    """Rotation mode publishes too: at finishSecret, and on a failed step (never failing the step for it)."""
+    outcome.secret_arn = record.arn
+    publish_events(run.clients, run.settings, [outcome.summary()])
 
 
 def step_create_secret(run: Run, record: SecretRecord, token: str) -> str:
@@ -2202,6 +2245,7 @@ def step_finish_secret(run: Run, record: SecretRecord, token: str) -> str:
     rest = [k for k in list_keys(clients, record) if k.key_id != check.key.key_id]
     plan = plan_rotation(rest, run.holders(record, rest, current=old_key or ""))
     retire_keys(clients, record, plan.deactivate_after, plan.delete_after)
+    run.finished = (check.key.key_id, old_key)
     with aws_step(record.name, "UpdateSecretVersionStage"):
         clients.secrets.update_secret_version_stage(SecretId=record.arn, VersionStage=PENDING,
                                                     RemoveFromVersionId=token)
@@ -2252,11 +2296,13 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
     log_action("run_complete", dry_run=settings.dry_run, **counts)
     counts["succeeded"] = int(not failed)  # one a run, for the "no successful run for 36 hours" alarm
     name = getattr(context, "function_name", None)
-    emit_metrics(counts, settings.metrics_namespace,
-                 name if isinstance(name, str) else os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+    function_name = name if isinstance(name, str) else os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+    emit_metrics(counts, settings.metrics_namespace, function_name)
     summary = {**{k: v for k, v in counts.items() if k != "succeeded"}, "dry_run": settings.dry_run,
                "secrets": [o.summary() for o in outcomes]}
     notify(clients, settings, summary)
+    summary["events_failed"] = publish_events(clients, settings, summary["secrets"])
+    emit_events_metric(summary["events_failed"], settings, function_name)
     if failed:
         reasons = "; ".join(o.reason or o.secret for o in failed)
         raise RotationFailed(f"{len(failed)} of {len(outcomes)} secrets failed: {reasons}")
@@ -2268,9 +2314,10 @@ METRICS = {"Rotated": "rotated", "Retired": "retired", "Waiting": "waiting", "Fo
            "OverdueKeys": "overdue_keys", "StoppedEarly": "stopped_early"}
 
 
-def emit_metrics(counts: dict[str, int], namespace: str, function_name: str | None) -> None:
+def emit_metrics(counts: dict[str, int], namespace: str, function_name: str | None,
+                 metrics: Mapping[str, str] = METRICS) -> None:
     """Print one CloudWatch Embedded Metric Format line with the run's counts."""
-    values = {metric: counts[key] for metric, key in METRICS.items()}
+    values = {metric: counts[key] for metric, key in metrics.items()}
     dimensions = {"FunctionName": function_name or "local"}
     document = {
         "_aws": {
@@ -2295,6 +2342,101 @@ WHAT_TO_DO = {
 }
 
 
+EVENT_SOURCE = "key-rotation"
+# Most significant first: an entry's detail-type is the first that applies.
+DETAIL_TYPES = (
+    ("Access Key Rotated", lambda e: e["status"] == Status.ROTATED),
+    ("Previous Access Key Retired", lambda e: e["status"] == Status.RETIRED),
+    ("Access Key Rolled Back", lambda e: e["status"] == Status.ROLLED_BACK),
+    ("Access Key Rotation Failed", lambda e: e["status"] in FAILING),
+    ("Previous Access Key Still In Use", lambda e: e["status"] == Status.WAITING and "was used since" in
+     (e.get("reason") or "")),
+    ("Access Key Overdue", lambda e: e.get("overdue")),
+)
+EVENTS_PER_CALL = 10  # PutEvents' most entries a call
+EVENT_FIELDS = ("secret_arn", "secret", "user", "status", "current_key_id", "previous_key_id", "retire_after",
+                "reason", "overdue", "holdouts")
+
+
+def event_entries(settings: Settings, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One PutEvents entry per secret whose keys changed, that failed, whose old key is still in use, or that
+    is overdue. Ids and names only: never a secret value."""
+    made = []
+    for entry in entries:
+        detail_type = next((name for name, applies in DETAIL_TYPES if applies(entry)), None)
+        if detail_type is None:
+            continue
+        current = entry.get("current_key_id")
+        previous = entry.get("retired_key_id") or (entry.get("old_key_id") if entry.get("old_key_id") != current
+                                                   else None)
+        detail = {"secret_arn": entry.get("secret_arn"), "secret": entry["secret"], "user": entry.get("user"),
+                  "status": entry["status"], "current_key_id": current, "previous_key_id": previous,
+                  "retire_after": entry.get("retire_after"), "reason": entry.get("reason"),
+                  "overdue": bool(entry.get("overdue")), "holdouts": entry.get("holdouts", [])}
+        made.append({"Source": EVENT_SOURCE, "DetailType": detail_type, "Detail": json.dumps(detail),
+                     "EventBusName": settings.event_bus,
+                     **({"Resources": [entry["secret_arn"]]} if entry.get("secret_arn") else {})})
+    return made
+
+
+def publish_events(clients: Clients, settings: Settings, entries: list[dict[str, Any]]) -> int:
+    """Put the run's events, 10 a call; an entry refused in a partial failure is retried once. A failure to
+    publish never fails a rotation: it is logged, and the entries that were not put are counted."""
+    if not settings.event_bus:
+        return 0
+    made, failed = event_entries(settings, entries), 0
+    for start_at in range(0, len(made), EVENTS_PER_CALL):
+        batch = made[start_at:start_at + EVENTS_PER_CALL]
+        for attempt in (1, 2):
+            try:
+                answer = clients.events.put_events(Entries=batch)
+            except Exception as err:
+                log_action("events_failed", logging.WARNING, entries=len(batch), error=describe_error(err, "PutEvents"))
+                failed += len(batch)
+                break
+            results = answer.get("Entries", [])
+            refused = [e for e, result in zip(batch, results, strict=False) if result.get("ErrorCode")]
+            refused += batch[len(results):]  # entries the answer does not account for
+            if not refused:
+                break
+            if attempt == 2:
+                log_action("events_failed", logging.WARNING, entries=len(refused),
+                           secrets=[json.loads(e["Detail"])["secret"] for e in refused])
+                failed += len(refused)
+            batch = refused
+    return failed
+
+
+def emit_events_metric(failed: int, settings: Settings, function_name: str | None) -> None:
+    """EventsFailed, per run (EMF), only when events are published at all."""
+    if settings.event_bus:
+        emit_metrics({"events_failed": failed}, settings.metrics_namespace, function_name,
+                     {"EventsFailed": "events_failed"})
+
+
+SNS_MESSAGE_LIMIT = 256 * 1024  # bytes: SNS refuses a larger message
+SNS_MESSAGE_ROOM = SNS_MESSAGE_LIMIT - 4 * 1024  # what the lines may use, leaving room for the counts and the tail
+
+
+def fit_message(summary: dict[str, Any], lines: list[str]) -> str:
+    """The notification within SNS's limit: the counts, then failures first, as many lines as fit, then where
+    to find the rest."""
+    counts = ", ".join(f"{k} {summary[k]}" for k in ("rotated", "retired", "waiting", "rolled_back", "failed")
+                       if summary.get(k))
+    ordered = sorted(lines, key=lambda line: ": failed" not in line and ": not_attempted" not in line)
+    kept, size = [], 0
+    for line in ordered:
+        size += len(line.encode()) + 1
+        if size > SNS_MESSAGE_ROOM:
+            break
+        kept.append(line)
+    message = "\n".join([f"IAM key rotation: {counts}", *kept])
+    if len(kept) < len(ordered):
+        message += (f"\n... and {len(ordered) - len(kept)} more secrets: the run's summary (the function's "
+                    "answer) and its log line run_complete list every one")
+    return message
+
+
 def notify(clients: Clients, settings: Settings, summary: dict[str, Any]) -> None:
     """One SNS message per run that rotated, retired, waited on or failed anything (no secret values)."""
     if not settings.notify_topic_arn:
@@ -2306,6 +2448,6 @@ def notify(clients: Clients, settings: Settings, summary: dict[str, Any]) -> Non
         return
     try:
         clients.sns.publish(TopicArn=settings.notify_topic_arn, Subject="IAM key rotation",
-                            Message="\n".join(lines))
+                            Message=fit_message(summary, lines))
     except Exception as err:  # a notice that failed must not fail the run it reports
         log_action("notify_failed", logging.WARNING, error=describe_error(err, "Publish"))

@@ -223,3 +223,21 @@ def invoke(monkeypatch, clock):
                                       os.environ, clock)
 
     return run
+
+
+E2E_FILES = {"test_end_to_end.py", "test_deploy.py", "test_readme.py", "test_lambda_runtime.py", "test_template.py"}
+
+
+def pytest_collection_modifyitems(items):
+    """Markers from what a test uses: `e2e` (a moto server over HTTP, the AWS CLI, the Lambda runtime client),
+    `aws` (moto in-process), else `unit` (pure functions): `pytest -m unit` answers in seconds."""
+    for item in items:
+        if item.get_closest_marker("unit") or item.get_closest_marker("e2e"):
+            continue
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "server" in fixtures or item.path.name in E2E_FILES:
+            item.add_marker(pytest.mark.e2e)
+        elif fixtures & {"aws", "invoke", "sts"} or item.get_closest_marker("aws"):
+            item.add_marker(pytest.mark.aws)
+        else:
+            item.add_marker(pytest.mark.unit)

@@ -110,8 +110,8 @@ def test_configure_and_create_refuse_what_the_function_would_refuse_and_write_no
     done = make("configure", "FUNCTION=rotate-keys", given, ok=False)
     assert done.returncode != 0 and says in done.stderr and "nothing written" in done.stderr
     assert lam.get_function_configuration(FunctionName="rotate-keys")["Environment"]["Variables"] == before
-    done = make("create", "FUNCTION=other", f"ROLE={lam.get_function(FunctionName='rotate-keys')['Configuration']['Role']}",
-                "SEC=iam-keys/*", given, ok=False)
+    role = lam.get_function(FunctionName="rotate-keys")["Configuration"]["Role"]
+    done = make("create", "FUNCTION=other", f"ROLE={role}", "SEC=iam-keys/*", given, ok=False)
     assert done.returncode != 0 and says in done.stderr
     assert [f["FunctionName"] for f in lam.list_functions()["Functions"]] == ["rotate-keys"]
 
@@ -128,9 +128,8 @@ def test_deploy_config_checks_settings_without_boto3():
 def test_invoke_exits_non_zero_when_the_function_fails(tmp_path):
     # moto cannot run the function: a stand-in `aws` answers as the CLI does for a function error.
     fake = tmp_path / "aws"
-    fake.write_text("#!/bin/sh\nfor last; do :; done\n"
-                    "for a; do case $a in dist/*) echo '{\"errorMessage\": \"1 of 1 secrets failed\"}' > $a;; esac; done\n"
-                    "echo Unhandled\n")
+    answer = """echo '{"errorMessage": "1 of 1 secrets failed"}' > $a"""
+    fake.write_text(f"#!/bin/sh\nfor a; do case $a in dist/*) {answer};; esac; done\necho Unhandled\n")
     fake.chmod(0o755)
     done = subprocess.run(["make", "-s", "invoke", "FUNCTION=f", f"AWS={fake}"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
@@ -234,5 +233,5 @@ def test_every_list_of_settings_is_the_function_s_table():
     variables = template.split("Variables:", 1)[1].split("\n\n", 1)[0]
     assert set(re.findall(r"^\s+([A-Za-z_]+): ", variables, re.M)) <= table
     readme = (ROOT / "README.md").read_text()
-    assert {name for name in table if f"| `{name}`" in readme or f"`{name}`" in readme.split("| `AWS_RETRY_MODE`")[1][:40]
-            } == table
+    retries = readme.split("| `AWS_RETRY_MODE`")[1][:40]
+    assert {name for name in table if f"| `{name}`" in readme or f"`{name}`" in retries} == table

@@ -102,9 +102,11 @@ def test_each_action_is_needed(monkeypatch, missing):
     assert "AccessDenied" in failure or "failed: 403" in failure
 
 
-def test_the_rest_are_logs_and_kms_via_secrets_manager():
+def test_the_rest_are_logs_kms_via_secrets_manager_and_optional_events():
+    # events:PutEvents is in the file for EVENT_BUS; make policy drops it unless EVENT_BUS= is given.
     assert set(ACTIONS) - set(CODE_ACTIONS) == {
-        "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "kms:Decrypt", "kms:GenerateDataKey"}
+        "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "kms:Decrypt", "kms:GenerateDataKey",
+        "events:PutEvents"}
     (kms,) = [s for s in POLICY["Statement"] if s["Sid"] == "UseSecretsKeyOnlyViaSecretsManager"]
     assert kms["Condition"] == {
         "StringEquals": {"kms:ViaService": "secretsmanager.REGION.amazonaws.com"},

@@ -128,11 +128,11 @@ def steady_state(aws, user: str, held_age_days: float):
 
 
 def test_young_key_in_steady_state_is_skipped(aws, invoke, monkeypatch):
-    monkeypatch.setenv("ROTATE_AFTER_DAYS", "90")
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "60")
     seeded = steady_state(aws, "alice", held_age_days=10)
     result = invoke(seeded.secret)
     assert (result["rotated"], result["skipped"]) == (0, 1)
-    assert "younger than rotate-after-days=90" in result["secrets"][0]["reason"]
+    assert "younger than rotate-after-days=60" in result["secrets"][0]["reason"]
     assert len(aws.versions(seeded.secret)) == 1
 
 
@@ -204,7 +204,8 @@ def test_one_emf_line_counts_rotated_skipped_failed(aws, invoke, capsys):
     (line,) = emf_lines(capsys.readouterr().out)
     assert (line["Rotated"], line["Skipped"], line["Failed"]) == (1, 1, 1)
     (directive,) = line["_aws"]["CloudWatchMetrics"]
-    assert {"Rotated", "Skipped", "Failed", "Retired", "Waiting", "ForcedWhileInUse", "RolledBack", "Succeeded"} == {
+    assert {"Rotated", "Skipped", "Failed", "Retired", "Waiting", "ForcedWhileInUse", "RolledBack", "Succeeded",
+            "OverdueKeys", "StoppedEarly"} == {
         m["Name"] for m in directive["Metrics"]}
     assert directive["Dimensions"] == [["FunctionName"]] and "FunctionName" in line
 
@@ -224,6 +225,7 @@ def test_bad_setting_is_named_and_nothing_changes(aws, invoke, monkeypatch, name
 def test_new_keys_wait_out_propagation_together_not_one_after_another(aws, invoke, clock, monkeypatch):
     # Each key is refused until 5 s after it was first tried, as IAM's propagation delay does.
     monkeypatch.setenv("MAX_WORKERS", "3")
+    monkeypatch.setenv("MAX_FAILURES", "0")  # no first wave (MAX_FAILURES verifies a first wave on its own)
     seeded = [seed_row(aws.iam, aws.secrets, ONE_ACTIVE, user=f"u{i}") for i in range(12)]
     first_tried: dict[str, float] = {}
 

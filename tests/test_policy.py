@@ -69,4 +69,5 @@ def test_policy_allows_exactly_what_the_code_calls(aws, invoke, monkeypatch, cal
     token = begin_rotation(seeded[2].secret)  # Secrets Manager rotation mode
     for name in STEPS:
         step(seeded[2].secret, token, name)
-    assert policy_actions() == called | LOG_ACTIONS | KMS_ACTIONS
+    # events:PutEvents only with EVENT_BUS (make policy EVENT_BUS=...; test_events covers the calls)
+    assert policy_actions() == called | LOG_ACTIONS | KMS_ACTIONS | {"events:PutEvents"}

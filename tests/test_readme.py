@@ -41,7 +41,8 @@ def test_the_readme_deploy_steps_work_as_written(server):
     assert tag == {"Key": "key-rotation-secret", "Value": arn}
     lam = boto3.client("lambda", region_name="eu-west-1")
     config = lam.get_function_configuration(FunctionName="iam-key-rotation")
-    assert config["Environment"]["Variables"] == {"sec": "iam-keys/*"} and config["Runtime"] == "python3.13"
+    assert config["Environment"]["Variables"] == {"sec": "iam-keys/*", "ROTATE_AFTER_DAYS": "80", "GRACE_HOURS": "24"}
+    assert config["Runtime"] == "python3.13"
     rendered = (ROOT / "dist" / "policy.json").read_text()
     assert "ACCOUNT_ID" not in rendered and "eu-west-1" in rendered
     boto3.client("iam").get_role_policy(RoleName="iam-key-rotation", PolicyName="key-rotation")

@@ -64,7 +64,12 @@ def test_role_policy_matches_lambda_execution_role_json():
             statement = present
         statements.append(as_placeholders(statement))
     expected = json.loads((ROOT / "LambdaExecutionRole.json").read_text())["Statement"]
-    assert statements == expected
+    # The events statement is a resource of its own in the template, present only with EventBusName.
+    (events,) = [s for s in expected if s["Sid"] == "PublishRotationEvents"]
+    assert statements == [s for s in expected if s is not events]
+    assert RESOURCES["EventsPolicy"]["Condition"] == "HasEventBus"
+    (granted,) = RESOURCES["EventsPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert granted["Action"] == "events:PutEvents" and "event-bus/${EventBusName}" in granted["Resource"]["Fn::Sub"]
 
 
 def test_stack_runs_daily_one_at_a_time_with_deliberate_retries_and_an_alarm():

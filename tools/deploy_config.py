@@ -50,8 +50,12 @@ SETTINGS = tuple(FUNCTION.SETTINGS_TABLE)  # the function's settings a deployer 
 ALIASES = {"SEC": "sec"}  # make's variable for `sec`
 
 
-def render_policy(account_id: str, region: str, function: str, prefix: str = "iam-keys/", kms_key_id: str = "") -> dict:
-    """LambdaExecutionRole.json with its placeholders filled; without a KMS key id, no KMS statement."""
+def render_policy(account_id: str, region: str, function: str, prefix: str = "iam-keys/", kms_key_id: str = "",
+                  user_path: str = "/", event_bus: str = "") -> dict:
+    """LambdaExecutionRole.json with its placeholders filled; without a KMS key id, no KMS statement; without
+    an event bus, no events:PutEvents. ``user_path`` narrows the users whose keys the role may manage."""
+    if not re.fullmatch(r"/([!-~]+/)*", user_path or "/"):
+        raise SystemExit(f"USER_PATH must look like /key-rotation/, not {user_path!r}")
     if not re.fullmatch(r"\d{12}", account_id):
         raise SystemExit(f"ACCOUNT_ID must be 12 digits, not {account_id!r}")
     if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
@@ -65,6 +69,13 @@ def render_policy(account_id: str, region: str, function: str, prefix: str = "ia
     policy = json.loads(text.replace("KMS_KEY_ID", kms_key_id or "KMS_KEY_ID"))
     if not kms_key_id:  # the default aws/secretsmanager key needs no statement
         policy["Statement"] = [s for s in policy["Statement"] if not s["Action"][0].startswith("kms:")]
+    bus_name = event_bus.rsplit("/", 1)[-1] if event_bus else ""
+    policy["Statement"] = [s for s in policy["Statement"] if bus_name or s["Action"] != ["events:PutEvents"]]
+    for statement in policy["Statement"]:
+        if isinstance(statement["Resource"], str):
+            statement["Resource"] = statement["Resource"].replace("EVENT_BUS", bus_name)
+            if statement["Resource"].endswith(":user/*"):
+                statement["Resource"] = statement["Resource"][:-len("/*")] + (user_path or "/") + "*"
     return policy
 
 
@@ -99,7 +110,7 @@ def merge_environment(current: str, assignments: list[str], defaults: dict[str, 
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["policy"] and 4 <= len(argv) <= 6:
+    if argv[:1] == ["policy"] and 4 <= len(argv) <= 8:
         print(json.dumps(render_policy(*argv[1:]), indent=2))
         return 0
     if argv[:1] == ["environment"] and len(argv) >= 2:

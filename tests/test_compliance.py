@@ -1,0 +1,103 @@
+"""The 90-day deadline (CIS IAM.3): rotations fall due in time whatever ROTATE_AFTER_DAYS or a tag say, and
+every summary entry says the held key's age, when it next rotates, and whether a managed key is overdue.
+Time is simulated: keys are backdated in moto's state, never waited for."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+import lambda_function
+from lambda_function import ConfigError
+from seed import backdate_key, seed_user
+
+
+
+
+def held_for(aws, user: str, age_days: float):
+    seeded = seed_user(aws.iam, aws.secrets, user, ("Inactive", "Active"), held=1)
+    backdate_key(user, seeded.key_ids[1], age_days)
+    return seeded
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("rotate_after, grace, expected", [
+    (0, 0, 0), (120, 0, 88), (120, 24, 81), (30, 24, 30), (400, 0, 88)])
+def test_the_deadline_brings_the_rotation_forward(rotate_after, grace, expected):
+    assert lambda_function.due_after_days(rotate_after, grace, 168, 90) == expected
+    assert lambda_function.due_after_days(rotate_after, grace, 168, 0) == rotate_after, "0 turns it off"
+
+
+def test_the_deadline_overrides_a_later_rotate_after_days(aws, invoke, monkeypatch, caplog):
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "120")
+    seeded = held_for(aws, "alice", 89)
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert entry["status"] == "rotated" and "rotation due at day 88, not 120" in entry["reason"]
+    assert any('"action": "deadline"' in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_with_a_grace_period_the_deadline_leaves_room_for_it(aws, invoke, monkeypatch):
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "120")
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    young, due = held_for(aws, "young", 80), held_for(aws, "due", 82)
+    result = invoke(young.secret, due.secret)
+    assert [e["status"] for e in result["secrets"]] == ["skipped", "rotated"]
+    assert "rotate-after-days=81" in result["secrets"][0]["reason"]
+
+
+def test_the_deadline_overrides_a_later_tag(aws, invoke):
+    seeded = held_for(aws, "alice", 89)
+    aws.secrets.tag_resource(SecretId=seeded.secret, Tags=[{"Key": "key-rotation:rotate-after-days", "Value": "200"}])
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert entry["status"] == "rotated"
+
+
+def test_a_skipped_secret_past_the_deadline_is_overdue_and_untouched(aws, invoke):
+    seeded = held_for(aws, "alice", 100)
+    aws.secrets.tag_resource(SecretId=seeded.secret, Tags=[{"Key": "key-rotation:mode", "Value": "skip"}])
+    result = invoke(seeded.secret)
+    (entry,) = result["secrets"]
+    assert entry["status"] == "skipped" and entry["overdue"] is True
+    assert entry["overdue_key_id"] == seeded.key_ids[1] and entry["overdue_key_age_days"] >= 100
+    assert result["overdue_keys"] == 1
+    assert len(aws.versions(seeded.secret)) == 1
+
+
+def test_a_previous_key_kept_active_past_the_deadline_is_overdue(aws, invoke, monkeypatch):
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    seeded = held_for(aws, "alice", 95)
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert entry["status"] == "rotated" and entry["overdue"] is True  # kept Active through its grace period
+    assert entry["overdue_key_id"] == seeded.key_ids[1]
+
+
+def test_an_old_key_deactivated_in_the_run_is_no_longer_overdue(aws, invoke):
+    seeded = held_for(aws, "alice", 95)
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert entry["status"] == "rotated" and entry["overdue"] is False
+
+
+def test_key_age_and_next_rotation(aws, invoke, clock, monkeypatch):
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "30")
+    young = held_for(aws, "young", 10)
+    (entry,) = invoke(young.secret)["secrets"]
+    assert entry["status"] == "skipped" and 9.9 <= entry["key_age_days"] <= 10.1
+    assert entry["next_rotation"] in {(clock.now() + timedelta(days=d)).strftime("%Y-%m-%d") for d in (19, 20, 21)}
+    old = held_for(aws, "old", 40)
+    (entry,) = invoke(old.secret)["secrets"]
+    assert entry["status"] == "rotated" and entry["key_age_days"] == 0.0
+    assert entry["next_rotation"] == (clock.now() + timedelta(days=30)).strftime("%Y-%m-%d")
+
+
+def test_a_dry_run_says_what_rotates_when(aws, invoke):
+    seeded = held_for(aws, "alice", 10)
+    (entry,) = invoke(seeded.secret, event={"dry_run": True})["secrets"]
+    assert entry["status"] == "planned" and 9.9 <= entry["key_age_days"] <= 10.1 and entry["next_rotation"]
+
+
+def test_a_grace_period_that_alone_reaches_the_deadline_is_refused(aws, invoke, monkeypatch):
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    monkeypatch.setenv("MAX_GRACE_HOURS", "2200")
+    with pytest.raises(ConfigError, match="reaches MAX_KEY_AGE_DAYS"):
+        invoke("any")

@@ -1,0 +1,144 @@
+"""Consumer events on EventBridge: one entry per secret whose keys changed, that failed, whose old key is still
+in use or that is overdue; read back through a rule to an SQS queue in moto, as a consumer would."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+import lambda_function
+from conftest import STEPS, step
+from lambda_function import RotationFailed
+from seed import ROWS, begin_rotation, iam_secret_keys, seed_row, set_last_used
+
+
+
+
+@pytest.fixture
+def bus(aws, monkeypatch):
+    """A bus, a rule matching every key-rotation event, an SQS queue behind it; EVENT_BUS set."""
+    events, sqs = boto3.client("events"), boto3.client("sqs")
+    events.create_event_bus(Name="keys")
+    queue = sqs.create_queue(QueueName="consumer")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="all", EventBusName="keys", EventPattern=json.dumps({"source": ["key-rotation"]}))
+    events.put_targets(Rule="all", EventBusName="keys", Targets=[{"Id": "q", "Arn": queue_arn}])
+    monkeypatch.setenv("EVENT_BUS", "keys")
+
+    def received() -> list[dict]:
+        got = []
+        while True:
+            messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+            if not messages:
+                return got
+            for message in messages:
+                got.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+    return received
+
+
+def events_client():
+    return lambda_function.aws_clients(lambda_function.Settings()).events
+
+
+def test_a_rotation_publishes_access_key_rotated_with_the_key_ids_and_no_secret(aws, invoke, bus):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    invoke(seeded.secret)
+    (event,) = bus()
+    new = aws.value(seeded.secret)["AccessKeyId"]
+    assert event["source"] == "key-rotation" and event["detail-type"] == "Access Key Rotated"
+    detail = event["detail"]
+    assert detail["secret"] == seeded.secret and detail["user"] == "alice" and detail["status"] == "rotated"
+    assert detail["secret_arn"] == aws.secrets.describe_secret(SecretId=seeded.secret)["ARN"]
+    assert (detail["current_key_id"], detail["previous_key_id"]) == (new, seeded.key_ids[0])
+    assert detail["overdue"] is False and detail["holdouts"] == []
+    for secret in iam_secret_keys("alice").values():
+        assert secret not in json.dumps(event)
+
+
+def test_a_failed_verification_still_says_the_key_the_secret_now_holds(aws, invoke, bus, sts, monkeypatch):
+    monkeypatch.setenv("VERIFY_TIMEOUT_SECONDS", "2")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    sts.refusals = 10**6
+    with pytest.raises(RotationFailed):
+        invoke(seeded.secret)
+    (event,) = bus()
+    assert event["detail-type"] == "Access Key Rotation Failed"
+    assert event["detail"]["current_key_id"] == aws.value(seeded.secret)["AccessKeyId"] != seeded.key_ids[0]
+
+
+def test_grace_retirement_still_in_use_and_rollback_each_have_their_event(aws, invoke, bus, clock, monkeypatch):
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    old = seeded.key_ids[0]
+    invoke(seeded.secret)
+    assert [e["detail-type"] for e in bus()] == ["Access Key Rotated"]
+    clock.advance(25 * 3600)
+    set_last_used("alice", old, clock.now())
+    invoke(seeded.secret)
+    (still,) = bus()
+    assert still["detail-type"] == "Previous Access Key Still In Use" and still["detail"]["previous_key_id"] == old
+    invoke(seeded.secret, event={"rollback": [seeded.secret]})
+    (back,) = bus()
+    assert back["detail-type"] == "Access Key Rolled Back" and back["detail"]["current_key_id"] == old
+    invoke(seeded.secret)  # nothing changed for a secret whose keys are steady: no event
+    assert [e["detail-type"] for e in bus()] in ([], ["Previous Access Key Retired"], ["Access Key Rotated"])
+
+
+def test_entries_go_ten_to_a_call(aws, invoke, bus):
+    seeded = [seed_row(aws.iam, aws.secrets, ROWS[1], user=f"u{i:02}") for i in range(25)]
+    calls = []
+    events_client().meta.events.register("provide-client-params.events.PutEvents",
+                                         lambda params, **_: calls.append(len(params["Entries"])))
+    invoke(*(s.secret for s in seeded))
+    assert calls == [10, 10, 5]
+    assert len(bus()) == 25
+
+
+def test_an_entry_refused_in_a_partial_failure_is_retried_once(aws, invoke, bus):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    calls = []
+
+    def refuse_first(parsed, **_):
+        calls.append(len(parsed.get("Entries", [])))
+        if len(calls) == 1:
+            parsed["FailedEntryCount"], parsed["Entries"] = 1, [{"ErrorCode": "InternalFailure"}]
+
+    events_client().meta.events.register("after-call.events.PutEvents", refuse_first)
+    result = invoke(seeded.secret)
+    assert calls == [1, 1] and result["events_failed"] == 0
+
+
+def test_a_publish_failure_never_fails_the_rotation(aws, invoke, bus):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+
+    def refuse(**_):
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "PutEvents")
+
+    events_client().meta.events.register("before-call.events.PutEvents", refuse)
+    result = invoke(seeded.secret)
+    assert result["rotated"] == 1 and result["events_failed"] == 1
+    aws.assert_converged(seeded.secret)
+
+
+def test_without_event_bus_nothing_is_published(aws, invoke, monkeypatch):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    calls = []
+    events_client().meta.events.register("before-call.events.PutEvents", lambda **_: calls.append(1))
+    invoke(seeded.secret)
+    assert calls == []
+
+
+def test_rotation_mode_publishes_at_finish_secret(aws, bus):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    token = begin_rotation(seeded.secret)
+    for name in STEPS:
+        step(seeded.secret, token, name)
+    (event,) = bus()
+    assert event["detail-type"] == "Access Key Rotated"
+    assert event["detail"]["current_key_id"] == aws.value(seeded.secret)["AccessKeyId"]
+    assert event["detail"]["previous_key_id"] == seeded.key_ids[0]

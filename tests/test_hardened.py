@@ -1,0 +1,193 @@
+"""Hardened against AWS's answers and limits: a bounded blast radius, attempts as botocore counts them,
+answers checked against the question, messages within SNS's limit, a rollback window.
+
+Faults are HTTP answers where botocore's retry handler must see them (``before-send`` returns the response
+AWS would send), or edits of the parsed answer (``after-call``) where the answer itself is what is wrong."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from botocore.awsrequest import AWSResponse
+
+import lambda_function
+from lambda_function import ConfigError, RotationFailed
+from seed import ROWS, seed_row
+
+
+
+
+def function_clients():
+    return lambda_function.aws_clients(lambda_function.Settings())
+
+
+# --- MAX_FAILURES -----------------------------------------------------------------------------------------------------
+
+
+def test_a_systemic_sts_denial_stops_after_max_failures_rotations(aws, invoke, sts):
+    seeded = [seed_row(aws.iam, aws.secrets, ROWS[1], user=f"u{i:02}") for i in range(50)]
+    sts.refusals, sts.refusal_code = 10**9, "AccessDenied"  # an SCP denying STS: every key fails at once
+    with pytest.raises(RotationFailed) as failure:
+        invoke(*(s.secret for s in seeded))
+    touched = [s for s in seeded if len(aws.versions(s.secret)) > 1]
+    assert len(touched) == 5, "the first wave only: at most MAX_FAILURES half-done rotations"
+    for s in seeded:
+        if s not in touched:
+            assert aws.keys(s.user) == {s.key_ids[0]: "Active"} and len(aws.versions(s.secret)) == 1
+        assert aws.keys(s.user)[s.key_ids[0]] == "Active", "no old key retired unverified"
+    assert "not attempted: MAX_FAILURES=5" in str(failure.value)
+
+
+def test_secrets_refused_for_their_own_value_do_not_count(aws, invoke):
+    for i in range(6):
+        aws.secrets.create_secret(Name=f"broken-{i}", SecretString="not json")
+    good = [seed_row(aws.iam, aws.secrets, ROWS[1], user=f"g{i}") for i in range(3)]
+    with pytest.raises(RotationFailed) as failure:
+        invoke(*[f"broken-{i}" for i in range(6)], *(g.secret for g in good))
+    assert str(failure.value).startswith("6 of 9")
+    for g in good:
+        aws.assert_converged(g.secret)
+
+
+def test_max_failures_zero_turns_the_limit_off(aws, invoke, sts, monkeypatch):
+    monkeypatch.setenv("MAX_FAILURES", "0")
+    seeded = [seed_row(aws.iam, aws.secrets, ROWS[1], user=f"u{i}") for i in range(7)]
+    sts.refusals, sts.refusal_code = 10**9, "AccessDenied"
+    with pytest.raises(RotationFailed):
+        invoke(*(s.secret for s in seeded))
+    assert all(len(aws.versions(s.secret)) == 2 for s in seeded)
+
+
+# --- AWS_MAX_ATTEMPTS: total attempts, the first included -----------------------------------------------------------
+
+
+class Raw:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_):
+        yield self.body
+
+
+def unavailable(request, **_) -> AWSResponse:
+    body = b"<ErrorResponse><Error><Code>ServiceUnavailable</Code><Message>x</Message></Error></ErrorResponse>"
+    return AWSResponse(request.url, 503, {}, Raw(body))
+
+
+@pytest.mark.parametrize("attempts", [1, 2])
+def test_aws_max_attempts_is_the_total_number_of_attempts(aws, invoke, monkeypatch, attempts):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", str(attempts))
+    monkeypatch.setenv("AWS_RETRY_MODE", "standard")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    sent = []
+    settings = lambda_function.load_settings({"AWS_MAX_ATTEMPTS": str(attempts), "AWS_RETRY_MODE": "standard"}, {})
+    iam = lambda_function.aws_clients(settings).iam
+
+    def fail_list(request, **kwargs):
+        body = request.body or b""
+        if b"ListAccessKeys" in (body if isinstance(body, bytes) else body.encode()):
+            sent.append(1)
+            return unavailable(request)
+        return None
+
+    iam.meta.events.register("before-send.iam", fail_list)
+    with pytest.raises(RotationFailed, match="ListAccessKeys failed: ServiceUnavailable"):
+        invoke(seeded.secret)
+    assert len(sent) == attempts
+
+
+# --- answers checked against the question ---------------------------------------------------------------------------
+
+
+def test_a_batch_answer_for_a_secret_not_asked_for_fails_the_batch(aws, invoke):
+    one = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    two = seed_row(aws.iam, aws.secrets, ROWS[1], user="bob")
+
+    def swap(parsed, **_):
+        for value in parsed.get("SecretValues", []):
+            value["ARN"] = value["ARN"] + "-elsewhere"
+
+    function_clients().secrets.meta.events.register("after-call.secrets-manager.BatchGetSecretValue", swap)
+    with pytest.raises(RotationFailed, match="not asked for"):
+        invoke(one.secret, two.secret)
+    assert len(aws.versions(one.secret)) == 1 and len(aws.versions(two.secret)) == 1
+
+
+def test_a_batch_answer_naming_another_secret_fails_that_secret(aws, invoke):
+    one = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+
+    def rename(parsed, **_):
+        for value in parsed.get("SecretValues", []):
+            value["Name"] = "iam-keys/someone-else"
+
+    function_clients().secrets.meta.events.register("after-call.secrets-manager.BatchGetSecretValue", rename)
+    with pytest.raises(RotationFailed, match="answered with secret 'iam-keys/someone-else'"):
+        invoke(one.secret)
+    assert len(aws.versions(one.secret)) == 1
+
+
+def test_a_list_secrets_that_repeats_its_next_token_stops(aws, invoke):
+    seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+
+    def repeat(parsed, **_):
+        parsed["NextToken"] = "1"  # (moto reads its tokens as numbers)
+
+    function_clients().secrets.meta.events.register("after-call.secrets-manager.ListSecrets", repeat)
+    with pytest.raises(ConfigError, match="repeated a NextToken"):
+        invoke(sec="iam-keys/*")
+
+
+def test_a_value_of_json_null_is_named(aws, invoke):
+    aws.secrets.create_secret(Name="nothing", SecretString="null")
+    with pytest.raises(RotationFailed, match="must be a JSON object, not null"):
+        invoke("nothing")
+
+
+# --- messages within SNS's limit ------------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_a_summary_of_a_thousand_failures_fits_in_an_sns_message():
+    lines = [f"iam-keys/secret-{i:04}: failed ({'x' * 400}). What to do: read the reason" for i in range(1000)]
+    message = lambda_function.fit_message({"failed": 1000}, lines)
+    assert len(message.encode()) <= 256 * 1024
+    assert "failed 1000" in message and "more secrets" in message
+
+
+# --- a rollback window ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_rollback_past_rollback_hours_is_refused_and_changes_nothing(aws, invoke, clock, dry_run):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    invoke(seeded.secret)
+    keys, versions = aws.keys("alice"), aws.stages(seeded.secret)
+    clock.advance(timedelta(hours=169).total_seconds())
+    event = {"rollback": [seeded.secret], **({"dry_run": True} if dry_run else {})}
+    with pytest.raises(RotationFailed, match="past ROLLBACK_HOURS=168"):
+        invoke(seeded.secret, event=event)
+    assert aws.keys("alice") == keys and aws.stages(seeded.secret) == versions
+
+
+def test_a_rollback_inside_the_window_restores(aws, invoke, clock):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    invoke(seeded.secret)
+    clock.advance(3600)
+    (entry,) = invoke(seeded.secret, event={"rollback": [seeded.secret]})["secrets"]
+    assert entry["status"] == "rolled_back" and entry["restored_key_id"] == seeded.key_ids[0]
+    assert json.loads(aws.secrets.get_secret_value(SecretId=seeded.secret)["SecretString"])["AccessKeyId"] == \
+        seeded.key_ids[0]
+
+
+# --- the template's default user path -------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_the_template_defaults_to_a_dedicated_user_path():
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "template.yaml").read_text()
+    block = text.split("  UserPath:", 1)[1].split("\n  ", 4)
+    assert "Default: /key-rotation/" in "\n".join(block[:3])
