@@ -13,8 +13,6 @@ from lambda_function import ConfigError
 from seed import backdate_key, seed_user
 
 
-
-
 def held_for(aws, user: str, age_days: float):
     seeded = seed_user(aws.iam, aws.secrets, user, ("Inactive", "Active"), held=1)
     backdate_key(user, seeded.key_ids[1], age_days)

@@ -21,8 +21,6 @@ from faults import record_calls
 from lambda_function import ConfigError, RotationError, RotationFailed
 from seed import ROWS, begin_rotation, enable_rotation, iam_secret_keys, seed_row, seed_user, set_last_used
 
-
-
 BATCH_ENTRIES = {
     "batch": None,
     "targeted": "secrets",

@@ -15,8 +15,6 @@ from lambda_function import RotationFailed
 from seed import ROWS, begin_rotation, iam_secret_keys, seed_row, set_last_used
 
 
-
-
 @pytest.fixture
 def bus(aws, monkeypatch):
     """A bus, a rule matching every key-rotation event, an SQS queue behind it; EVENT_BUS set."""

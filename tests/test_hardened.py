@@ -17,8 +17,6 @@ from lambda_function import ConfigError, RotationFailed
 from seed import ROWS, seed_row
 
 
-
-
 def function_clients():
     return lambda_function.aws_clients(lambda_function.Settings())
 
