@@ -36,6 +36,14 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 make_moto_move_current_as_aws_does()
 
+# The check that no test holds a date that will pass (tests/test_suite.py): every clock of the process, moto's
+# included, runs this many days ahead of today.
+if os.environ.get("TEST_CLOCK_SHIFT_DAYS"):
+    import freezegun
+
+    freezegun.freeze_time(datetime.now(UTC) + timedelta(days=float(os.environ["TEST_CLOCK_SHIFT_DAYS"])),
+                          tick=True).start()
+
 EVENTS = Path(__file__).parent / "events"  # copies of ../shared/events
 SETTINGS_VARIABLES = tuple(lambda_function.SETTINGS_TABLE)
 
@@ -241,3 +249,48 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.aws)
         else:
             item.add_marker(pytest.mark.unit)
+
+
+class WaitOnClock:
+    """A token bucket's condition whose wait passes on the test's clock instead of real time."""
+
+    def __init__(self, condition: Any, clock: FakeClock) -> None:
+        self.condition, self.clock = condition, clock
+
+    def __enter__(self) -> Any:
+        return self.condition.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self.condition.__exit__(*exc)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        # Real time always moves on; a float clock near 1000 s does not for a wait of 1e-16 s: at least 1 ms.
+        self.clock.sleep(max(timeout or 0, 0.001))
+        return True
+
+    def notify_all(self) -> None:
+        self.condition.notify_all()
+
+    def notify(self, n: int = 1) -> None:
+        self.condition.notify(n)
+
+
+@pytest.fixture
+def botocore_on_clock(monkeypatch, clock):
+    """botocore's own waits run on the test's clock, as its retries module takes ``sleep=`` and a clock: the
+    retry backoff (time.sleep in botocore.endpoint) and adaptive mode's rate limiter (its token bucket's
+    clock and condition). botocore's retry handler itself runs unchanged; a test never really sleeps."""
+    import botocore.endpoint
+    import botocore.retries.bucket as bucket
+
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", clock.sleep)
+    monkeypatch.setattr(bucket.Clock, "sleep", lambda self, seconds: clock.sleep(seconds))
+    monkeypatch.setattr(bucket.Clock, "current_time", lambda self: clock.state["mono"])
+    original = bucket.TokenBucket.__init__
+
+    def init(self, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._new_fill_rate_condition = WaitOnClock(self._new_fill_rate_condition, clock)
+
+    monkeypatch.setattr(bucket.TokenBucket, "__init__", init)
+    return clock

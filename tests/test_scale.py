@@ -97,10 +97,10 @@ def region(monkeypatch):
     server.shutdown()
 
 
-def test_throttling_slows_the_run_instead_of_failing_it(region, monkeypatch):
-    import botocore.endpoint
+def test_throttling_slows_the_run_instead_of_failing_it(region, monkeypatch, botocore_on_clock):
+    import os
 
-    monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda seconds: None)  # botocore's backoff: not waited
+    # botocore's backoff and adaptive mode's rate limiter wait on the test's clock, as does verification.
     iam, secrets = boto3.client("iam"), boto3.client("secretsmanager")
     seeded = [seed_user(iam, secrets, f"user-{i}", ("Inactive", "Active"), held=1) for i in range(4)]
     monkeypatch.setenv("sec", ";".join(s.secret for s in seeded))
@@ -110,7 +110,7 @@ def test_throttling_slows_the_run_instead_of_failing_it(region, monkeypatch):
     control(region, "reset")
     control(region, "config", {"throttle": throttle})
 
-    result = lambda_function.lambda_handler({}, None)
+    result = lambda_function.handle({}, None, os.environ, botocore_on_clock)
 
     stats = control(region, "stats")
     assert stats["throttled"] == throttle, "every operation was refused once"
@@ -200,12 +200,9 @@ def test_a_context_without_a_clock_still_rotates(aws, monkeypatch):
     assert lambda_function.lambda_handler({}, object())["rotated"] == 1
 
 
-def test_throttling_without_let_up_fails_the_secret_within_its_share_of_the_margin(region, monkeypatch):
+def test_throttling_without_let_up_fails_the_secret_within_its_share_of_the_margin(region, monkeypatch,
+                                                                                   botocore_on_clock):
     import os
-
-    import botocore.endpoint
-
-    from conftest import FakeClock
 
     iam, secrets = boto3.client("iam"), boto3.client("secretsmanager")
     seeded = seed_user(iam, secrets, "alice", ("Active",), held=0)
@@ -214,9 +211,7 @@ def test_throttling_without_let_up_fails_the_secret_within_its_share_of_the_marg
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "20")
     monkeypatch.setenv("VERIFY_TIMEOUT_SECONDS", "0")  # moto's STS would accept anything
     control(region, "config", {"throttle": {"PutSecretValue": 1000}})  # refused before moto sees it
-    clock = FakeClock()
-    # botocore's own backoff sleeps on the injected clock too: the test never sleeps.
-    monkeypatch.setattr(botocore.endpoint.time, "sleep", clock.sleep)
+    clock = botocore_on_clock  # botocore's own backoff and rate limiter wait on it too: the test never sleeps
 
     with pytest.raises(RotationFailed, match="past its share of TIME_MARGIN_SECONDS") as failure:
         lambda_function.handle({}, None, os.environ, clock)
