@@ -62,7 +62,7 @@ demo: $(VENV)/.installed  ## rotate demo users' keys on a local moto server (VER
 	$(BIN)/python tools/demo.py
 
 test: $(VENV)/.installed  ## run the test suite
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --durations=5
 
 bench: $(VENV)/.installed  ## rotate SIZES secrets, each call behind LATENCY_MS; print figures
 	$(BIN)/python tools/bench.py $(SIZES) --latency-ms $(LATENCY_MS) --propagation-s $(PROPAGATION_S)

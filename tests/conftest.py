@@ -36,6 +36,23 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 make_moto_move_current_as_aws_does()
 
+
+def share_botocore_data_loader() -> None:
+    """Every boto3 session of the process reads botocore's service models once: the function makes a fresh
+    session per execution environment, which the tests start anew for every test (the client cache is cleared
+    so that no test's event hooks leak into the next). The models themselves are unchanged."""
+    import functools
+
+    import botocore.session
+
+    if not getattr(botocore.session.create_loader, "shared", False):
+        shared = functools.lru_cache(maxsize=4)(botocore.session.create_loader)
+        shared.shared = True
+        botocore.session.create_loader = shared
+
+
+share_botocore_data_loader()
+
 # The check that no test holds a date that will pass (tests/test_suite.py): every clock of the process, moto's
 # included, runs this many days ahead of today.
 if os.environ.get("TEST_CLOCK_SHIFT_DAYS"):
@@ -202,11 +219,20 @@ def sts():
     lambda_function.Clients.sts_for = original
 
 
-@pytest.fixture
-def aws(sts):
-    """In-process moto, and STS answering as AWS does."""
+@pytest.fixture(scope="session")
+def moto_in_process():
+    """One in-process moto per worker, started once: starting it per test cost more than most tests."""
     with mock_aws():
-        yield Aws(sts)
+        yield
+
+
+@pytest.fixture
+def aws(sts, moto_in_process):
+    """In-process moto, reset to an empty account, and STS answering as AWS does."""
+    from moto.moto_api._internal.models import moto_api_backend
+
+    moto_api_backend.reset()
+    yield Aws(sts)
 
 
 @pytest.fixture

@@ -78,7 +78,10 @@ def run_as_role(monkeypatch, actions: list[str]) -> str | None:
             assert [k for k, s in keys.items() if s == "Active"] == [value["AccessKeyId"]]
         return None
 
+    from moto.moto_api._internal.models import moto_api_backend
+
     with mock_aws():
+        moto_api_backend.reset()  # inside the worker's moto (conftest), an empty account of its own
         return scenario()
 
 
