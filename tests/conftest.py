@@ -2,8 +2,9 @@
 
 moto differs from AWS in two ways these fixtures correct for the unit tests:
 - moto's STS accepts any access key, even a deleted or Inactive one, and any
-  secret. ``AwsLikeSts`` answers as STS does: only an Active key of an existing
-  user, signed with that key's real secret, authenticates.
+  signature. ``AwsLikeSts`` judges the request the function's own KeyIdentity
+  signed, at the wire, as STS does: only an Active key of an existing user whose
+  SigV4 signature verifies with that key's real secret authenticates.
 - moto lets PutSecretValue rewrite an existing version's value; AWS refuses
   (ResourceExistsException). Tests that depend on it say so.
 """
@@ -23,7 +24,7 @@ from moto import mock_aws
 
 import lambda_function
 from local_aws import LambdaContext, make_moto_move_current_as_aws_does, moto_server
-from seed import ACCOUNT_ID, iam_key_states, iam_secret_keys
+from seed import ACCOUNT_ID, iam_secret_keys
 
 __all__ = ["LambdaContext"]  # tests import it from here
 
@@ -110,10 +111,13 @@ class FakeClock(lambda_function.Clock):
 
 
 class AwsLikeSts:
-    """GetCallerIdentity as AWS answers it, from moto's IAM state (see the module docstring).
+    """STS's GetCallerIdentity judged as AWS judges it, at the wire (moto's STS accepts any key and any
+    signature). The request the function's own ``KeyIdentity`` signed reaches moto; this stand-in finds the key
+    the Authorization header names in moto's IAM, refuses it unless it exists and is Active, and recomputes
+    the SigV4 signature with the SecretAccessKey IAM holds for it: a wrongly signed request is refused too.
 
-    ``refusals`` makes the first calls fail as IAM propagation does; ``answer``
-    replaces the answer (another account, no Arn...).
+    ``refusals`` makes the first calls fail as IAM propagation does; ``answer`` replaces the answer (another
+    account, no Arn...); ``on_call`` runs at each call.
     """
 
     def __init__(self) -> None:
@@ -122,28 +126,59 @@ class AwsLikeSts:
         self.refusal_code = "InvalidClientTokenId"
         self.answer: dict | None = None
         self.on_call: Any = None
+        self.not_yet: Any = None  # key id -> True while IAM has not propagated the key
 
-    def client_for(self, key: lambda_function.NewKey) -> Any:
-        outer = self
+    def judge(self, response: Any, original: Any) -> Any:
+        """The stand-in for moto's TokenResponse.get_caller_identity."""
+        from moto.core.responses import ActionResult
 
-        class Client:
-            def get_caller_identity(self) -> dict:
-                outer.calls.append(key.key_id)
-                if outer.on_call:
-                    outer.on_call()
-                if len(outer.calls) <= outer.refusals:
-                    raise client_error(outer.refusal_code, "GetCallerIdentity", "The security token is invalid.", 403)
-                if outer.answer is not None:
-                    return outer.answer
-                for user, states in iam_key_states().items():
-                    if key.key_id in states:
-                        valid = states[key.key_id] == "Active" and iam_secret_keys(user)[key.key_id] == \
-                            key.secret_access_key
-                        if valid:
-                            return {"Arn": f"arn:aws:iam::{ACCOUNT_ID}:user/{user}", "Account": ACCOUNT_ID}
-                raise client_error("InvalidClientTokenId", "GetCallerIdentity", "The security token is invalid.", 403)
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        body = response.raw_body or response.body or ""
+        if not body and headers.get("content-length", "0") != "0":  # moto read the form already: as botocore sent it
+            body = "&".join(f"{k}={v[0]}" for k, v in response.querystring.items())
+        key_id, verdict = judge_signature(response.method, response.parsed_url.geturl(), headers, body)
+        self.calls.append(key_id)
+        if self.on_call:
+            self.on_call()
+        if len(self.calls) <= self.refusals or (self.not_yet and self.not_yet(key_id)):
+            raise sts_error(self.refusal_code, "The security token included in the request is invalid.")
+        if verdict:
+            raise sts_error(verdict, "The request signature we calculated does not match the signature you "
+                                     "provided." if verdict == "SignatureDoesNotMatch" else
+                            "The security token included in the request is invalid.")
+        if self.answer is not None:
+            return ActionResult(self.answer)
+        return original(response)
 
-        return Client()
+
+def sts_error(code: str, message: str) -> Exception:
+    from moto.sts.exceptions import STSClientError
+
+    return STSClientError(code, message)
+
+
+def judge_signature(method: str, url: str, headers: dict[str, str], body: Any) -> tuple[str, str | None]:
+    """(the key id the request is signed with, why STS refuses it or None), from moto's IAM state."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from moto.iam.models import iam_backends
+
+    authorization = headers.get("authorization", "")
+    fields = dict(part.strip().split("=", 1) for part in authorization.partition(" ")[2].split(",") if "=" in part)
+    credential = fields.get("Credential", "").split("/")
+    key_id = credential[0]
+    key = next((k for user in iam_backends[ACCOUNT_ID]["aws"].users.values() for k in user.access_keys
+                if k.access_key_id == key_id), None)
+    if key is None or key.status != "Active" or len(credential) != 5:
+        return key_id, "InvalidClientTokenId"
+    signed = fields.get("SignedHeaders", "").split(";")
+    request = AWSRequest(method=method, url=url, data=body,
+                         headers={name: headers[name] for name in signed if name in headers and name != "host"})
+    request.context["timestamp"] = headers.get("x-amz-date", "")
+    auth = SigV4Auth(Credentials(key_id, key.secret_access_key), credential[3], credential[2])  # service, region
+    expected = auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
+    return key_id, None if expected == fields.get("Signature") else "SignatureDoesNotMatch"
 
 
 class Aws:
@@ -212,11 +247,14 @@ def fresh_state(monkeypatch):
 
 @pytest.fixture
 def sts():
-    """Installed by hand, not by monkeypatch, so that a test's monkeypatch.undo() (ending its faults) keeps it."""
-    stand_in, original = AwsLikeSts(), lambda_function.Clients.sts_for
-    lambda_function.Clients.sts_for = lambda self, key: stand_in.client_for(key)
+    """STS as AWS judges it, in place of moto's answer (not of any code of ours). Installed by hand, not by
+    monkeypatch, so that a test's monkeypatch.undo() (ending its faults) keeps it."""
+    from moto.sts.responses import TokenResponse
+
+    stand_in, original = AwsLikeSts(), TokenResponse.get_caller_identity
+    TokenResponse.get_caller_identity = lambda self: stand_in.judge(self, original)
     yield stand_in
-    lambda_function.Clients.sts_for = original
+    TokenResponse.get_caller_identity = original
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import json
 import pytest
 
 import lambda_function
-from conftest import client_error
 from lambda_function import ConfigError, RotationFailed
 from seed import ROWS, backdate_key, seed_row, seed_user
 
@@ -229,19 +228,11 @@ def test_new_keys_wait_out_propagation_together_not_one_after_another(aws, invok
     seeded = [seed_row(aws.iam, aws.secrets, ONE_ACTIVE, user=f"u{i}") for i in range(12)]
     first_tried: dict[str, float] = {}
 
-    real_client_for = aws.sts.client_for
+    def not_yet(key_id: str) -> bool:
+        first_tried.setdefault(key_id, clock.monotonic())
+        return clock.monotonic() - first_tried[key_id] < 5
 
-    class Propagating:
-        def __init__(self, key):
-            self.key, self.real = key, real_client_for(key)
-
-        def get_caller_identity(self):
-            first_tried.setdefault(self.key.key_id, clock.monotonic())
-            if clock.monotonic() - first_tried[self.key.key_id] < 5:
-                raise client_error("InvalidClientTokenId", "GetCallerIdentity", "not yet", 403)
-            return self.real.get_caller_identity()
-
-    monkeypatch.setattr(aws.sts, "client_for", Propagating)
+    aws.sts.not_yet = not_yet
     result = invoke(*(s.secret for s in seeded))
     assert result["rotated"] == 12
     assert clock.sleeps == [1.0, 2.0, 4.0], "one shared wait, not one per secret"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import lambda_function
 from conftest import STEPS, step
 from faults import REFUSED, TIMEOUT, inject
 from lambda_function import RotationFailed
-from seed import ROWS, begin_rotation, iam_secret_keys, seed_row
+from seed import ROWS, begin_rotation, iam_secret_keys, seed_row, set_last_used
 
 POLICY = Path(__file__).parent.parent / "LambdaExecutionRole.json"
 LOG_ACTIONS = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}  # Lambda writes the logs
@@ -53,7 +54,11 @@ def test_policy_allows_exactly_what_the_code_calls(aws, invoke, monkeypatch, cal
     aws.iam.update_access_key(UserName=two.user, AccessKeyId=spare, Status="Active")
     aws.secrets.put_secret_value(SecretId=two.secret, SecretString=json.dumps(
         {**current, "AccessKeyId": spare, "SecretAccessKey": iam_secret_keys(two.user)[spare]}))
-    assert invoke(two.secret)["retired"] == 1
+    # Its verification (GetCallerIdentity) was its last use, as IAM records it; moto dates the version just
+    # written to the whole second, so date that use an hour back rather than within the same second.
+    set_last_used(two.user, current["AccessKeyId"], datetime.now(UTC) - timedelta(hours=1), service="sts")
+    second = invoke(two.secret)
+    assert second["retired"] == 1, json.dumps(second["secrets"])
     for mode in (REFUSED, TIMEOUT):  # the failure paths' calls count too
         fault = inject(monkeypatch, "put_secret_value", mode)
         try:
