@@ -25,7 +25,7 @@ SINCE    ?= 60
 ACCOUNT_ID ?=
 PREFIX   ?= iam-keys/
 KMS_KEY_ID ?=
-USER_PATH ?= /
+USER_PATH ?= /key-rotation/
 # The AWS CLI v1 reads only AWS_DEFAULT_REGION.
 ifneq ($(REGION),)
 export AWS_DEFAULT_REGION := $(REGION)

@@ -35,6 +35,7 @@ def test_the_readme_deploy_steps_work_as_written(server):
     boto3.client("iam").create_user(UserName="ci-deployer")  # the README's user exists already
     run(shell_block("### 1. A secret per user"))
     run(shell_block("### 2a. With the AWS CLI"))
+    run(shell_block("### 4. Schedule it"))
 
     arn = boto3.client("secretsmanager").describe_secret(SecretId="iam-keys/ci-deployer")["ARN"]
     (tag,) = boto3.client("iam").list_user_tags(UserName="ci-deployer")["Tags"]
