@@ -14,27 +14,53 @@ Handler: ``lambda_function.lambda_handler``. One file, in this order:
 4. Imperative shell: clients (with a per-call time budget), one small function
    per AWS step; each raises ``RotationError``.
 5. Batch mode (EventBridge schedule, console, CLI): ``run_batch`` in passes:
-   resolve the secrets (``sec``, prefixes), read them, decide (skip / claim the
-   user), start (settle a previous key still Active, or rotate up to the
-   store), verify every key together with STS, finish (retire old keys or keep
-   them through the grace period). ``{"rollback": [...]}`` runs
-   ``rollback_secret`` instead.
+   resolve the secrets (``sec``, prefixes), read them, authorise, decide (the
+   guard; claim the user), then in waves: start (repair a held key IAM no
+   longer has, settle a previous or adopted key still Active, or rotate up to
+   the store), verify every key together with STS, finish (retire old keys or
+   keep them through the grace period); last, the deadline's figures.
+   ``{"rollback": [...]}`` runs ``rollback_secret`` instead.
 6. Secrets Manager rotation mode (``Step`` events): ``serve_rotation_step``
    checks, once for every step, that the secret's rotation names this function
    and that the token's version is ``AWSPENDING``; then one function per step.
-7. The handler, the report and its metrics, the optional SNS notification.
+7. The handler, the report and its metrics, the optional SNS notification and
+   EventBridge events.
 
-Holders: a key is held by its secret's AWSCURRENT, AWSPREVIOUS or AWSPENDING
-version, or by another secret of the run that names the same user. A held key
-that may be in use is only ever deactivated, never deleted in the same run
-(unless ``{"force": true}``); a key another secret holds is never touched.
+The safety rules, each with the one function that enforces it:
 
-No SecretAccessKey is ever logged, returned or put in an error message, and
-no AWS error message of a call that carries one is repeated anywhere.
+- One guard, one order, every entry point (batch, targeted, force, rollback,
+  settle, each rotation step): settings (``load_settings``), metadata
+  (``guard``; a step's in ``step_guard``, before any value is read), authority
+  (``Run.refusal``), effective settings (``secret_settings``). A hold (dry run,
+  a skip tag) binds them all (``guard``, ``serve_rotation_step``).
+- Authority: with the user-tag guard on, only the secret the user's
+  key-rotation-secret tag names acts for the user or holds its keys
+  (``Run.refusal``, used by ``guard`` and ``Run.may_hold``).
+- Narrowing: the event and the secret's tags only make the function do less or
+  later (``event_controls``, ``resolve_secret_ids``, ``secret_settings``).
+- Holders: who holds or uses each key is worked out once (``Run.holders``); the
+  plan never deletes a held, another secret's or an adopted key
+  (``plan_rotation``); a held key is retired only after the key the secret
+  holds authenticated (``verify_keys`` before ``finish``/``settle``;
+  ``verify_current_first`` for force); an adopted key only through the usage
+  gate (``settle``, ``retirement``).
+- The new key is stored at once; a definite refusal deletes it, an ambiguous
+  failure re-reads first (``store_key``); a lost CreateAccessKey answer leaves
+  no unknown key behind (``create_key``).
+- The deadline: no managed Active key outlives MAX_KEY_AGE_DAYS
+  (``due_after_days``); what is overdue is reported (``compliance``).
+- Blast radius: at most MAX_FAILURES rotations half done (``rotate_in_waves``,
+  ``Run.stopped``); answers are checked against the question
+  (``current_values``, ``record_of``, ``list_prefix``).
+- No SecretAccessKey is ever logged, returned, published or put in an error
+  message, and no AWS error message of a call that carries one is repeated
+  anywhere (``describe_error``, ``loads_or_none``, ``event_entries``).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import math
@@ -144,7 +170,8 @@ class Settings:
     log_level: str = "INFO"
     metrics_namespace: str = "IAMKeyRotation"
     notify_topic_arn: str | None = None
-    report: bool = False  # event "report": read IAM's credential report, change nothing
+    report: bool = False  # event "report": read IAM's credential report, change nothing (a dry run besides)
+    account_report: bool = False  # the run includes the credential report (the event, or ACCOUNT_REPORT)
     max_key_age_days: float = 90.0
     rollback_hours: float = 168.0  # a rollback restores a previous key only this soon after the rotation
     max_failures: int = 5  # rotations that acted and failed before no new one starts (0: no limit)
@@ -281,6 +308,8 @@ SETTINGS_TABLE: dict[str, Setting] = {s.name: s for s in (
             choices=LOG_LEVELS),
     Setting("METRICS_NAMESPACE", "text", "IAMKeyRotation", "the CloudWatch namespace of the run's metrics"),
     Setting("NOTIFY_TOPIC_ARN", "text", None, "an SNS topic told of every run that changed or failed anything"),
+    Setting("ACCOUNT_REPORT", bool, False, "each run also reads IAM's credential report and lists every Active "
+            "key past MAX_KEY_AGE_DAYS in the account (needs the report's two IAM read actions)"),
     Setting("EVENT_BUS", "text", None, "an EventBridge bus (name or ARN) told of each secret whose keys changed, "
             "that failed, whose old key is still in use or that is overdue (empty: none)"),
 )}
@@ -321,9 +350,10 @@ def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None =
         secret_ids=parse_secret_ids(environ.get("sec")),
         targets=controls.get("secrets"),
         rollback=controls.get("rollback", ()),
-        dry_run=controls.get("dry_run", False) or setting(environ, "DRY_RUN"),
+        dry_run=controls.get("dry_run", False) or controls.get("report", False) or setting(environ, "DRY_RUN"),
         force=controls.get("force", False),
         report=controls.get("report", False),
+        account_report=controls.get("report", False) or setting(environ, "ACCOUNT_REPORT"),
         event_id=f"{event.get('id')}@{event.get('time')}" if event_time and event.get("id") else None,
         event_time=event_time,
         rotate_after_days=setting(environ, "ROTATE_AFTER_DAYS"),
@@ -2282,10 +2312,59 @@ def handle(event: Any, context: Any, environ: Mapping[str, str], clock: Clock,
     if is_rotation_event(event):
         return serve_rotation_step(event, context, settings, clients, clock)
     outcomes = run_batch(settings, clients, clock, context)
-    return report(outcomes, settings, clients, context)
+    account = account_report(clients, settings, clock, outcomes) if settings.account_report else None
+    return report(outcomes, settings, clients, context, account)
 
 
-def report(outcomes: list[Outcome], settings: Settings, clients: Clients, context: Any = None) -> dict[str, Any]:
+REPORT_WAIT_SECONDS = 60.0  # how long GenerateCredentialReport may take, on the function's clock
+ROOT_USER = "<root_account>"
+
+
+def account_report(clients: Clients, settings: Settings, clock: Clock, outcomes: list[Outcome]) -> dict[str, Any]:
+    """IAM's credential report (one for the whole account): every Active access key older than
+    MAX_KEY_AGE_DAYS, split by whether a secret of this run manages its user. Reads only."""
+    try:
+        deadline, delay = clock.monotonic() + REPORT_WAIT_SECONDS, 1.0
+        while clients.iam.generate_credential_report().get("State") != "COMPLETE":
+            if clock.monotonic() + delay > deadline:
+                raise RotationError("credential report", f"IAM's credential report did not complete within "
+                                                         f"{REPORT_WAIT_SECONDS:g}s; nothing changed")
+            clock.sleep(delay)
+            delay = min(delay * 2, 8.0)
+        answer = clients.iam.get_credential_report()
+    except RotationError as err:
+        return {"failed": str(err)}
+    except Exception as err:
+        why = describe_error(err, "GetCredentialReport")
+        if error_code(err) in ("AccessDenied", "AccessDeniedException"):
+            why += "; the report needs iam:GenerateCredentialReport and iam:GetCredentialReport"
+        return {"failed": f"credential report: {why}"}
+    managed = {o.user.casefold() for o in outcomes if o.user and o.status not in FAILING}
+    now, limit = clock.now(), timedelta(days=settings.max_key_age_days)
+    found: dict[str, Any] = {"overdue_managed": [], "overdue_unmanaged": [], "root_key_active": False,
+                             "generated": iso(answer["GeneratedTime"]) if answer.get("GeneratedTime") else None}
+    for row in csv.DictReader(io.StringIO(answer["Content"].decode())):
+        for slot in (1, 2):
+            if row.get(f"access_key_{slot}_active") != "true":
+                continue
+            if row["user"] == ROOT_USER:
+                found["root_key_active"] = True  # CIS asks that the root user have no key at all
+                continue
+            try:
+                rotated = datetime.fromisoformat(row.get(f"access_key_{slot}_last_rotated", ""))
+            except ValueError:
+                continue
+            rotated = rotated if rotated.tzinfo else rotated.replace(tzinfo=UTC)
+            if settings.max_key_age_days > 0 and now - rotated > limit:
+                kind = "overdue_managed" if row["user"].casefold() in managed else "overdue_unmanaged"
+                found[kind].append({"user": row["user"], "key_slot": slot, "age_days": age_days(rotated, now)})
+    log_action("account_report", overdue_managed=len(found["overdue_managed"]),
+               overdue_unmanaged=len(found["overdue_unmanaged"]), root_key_active=found["root_key_active"])
+    return found
+
+
+def report(outcomes: list[Outcome], settings: Settings, clients: Clients, context: Any = None,
+           account: dict[str, Any] | None = None) -> dict[str, Any]:
     """Summarise the run, emit its metrics, notify; then raise RotationFailed naming each failed secret."""
     failed = [o for o in outcomes if o.status in FAILING]
     counts = {str(status): sum(o.status == status for o in outcomes) for status in Status if status not in FAILING}
@@ -2293,6 +2372,7 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
     counts["forced_in_use"] = sum(o.forced_in_use for o in outcomes)
     counts["overdue_keys"] = sum(o.overdue_keys for o in outcomes)
     counts["stopped_early"] = int(any(o.stopped_early for o in outcomes))
+    counts["unmanaged_overdue_keys"] = len((account or {}).get("overdue_unmanaged", []))
     log_action("run_complete", dry_run=settings.dry_run, **counts)
     counts["succeeded"] = int(not failed)  # one a run, for the "no successful run for 36 hours" alarm
     name = getattr(context, "function_name", None)
@@ -2300,18 +2380,23 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
     emit_metrics(counts, settings.metrics_namespace, function_name)
     summary = {**{k: v for k, v in counts.items() if k != "succeeded"}, "dry_run": settings.dry_run,
                "secrets": [o.summary() for o in outcomes]}
+    if account is not None:
+        summary["report"] = account
     notify(clients, settings, summary)
     summary["events_failed"] = publish_events(clients, settings, summary["secrets"])
     emit_events_metric(summary["events_failed"], settings, function_name)
     if failed:
         reasons = "; ".join(o.reason or o.secret for o in failed)
         raise RotationFailed(f"{len(failed)} of {len(outcomes)} secrets failed: {reasons}")
+    if account and account.get("failed"):
+        raise RotationFailed(account["failed"])
     return summary
 
 
 METRICS = {"Rotated": "rotated", "Retired": "retired", "Waiting": "waiting", "ForcedWhileInUse": "forced_in_use",
            "RolledBack": "rolled_back", "Skipped": "skipped", "Failed": "failed", "Succeeded": "succeeded",
-           "OverdueKeys": "overdue_keys", "StoppedEarly": "stopped_early"}
+           "OverdueKeys": "overdue_keys", "StoppedEarly": "stopped_early",
+           "UnmanagedOverdueKeys": "unmanaged_overdue_keys"}
 
 
 def emit_metrics(counts: dict[str, int], namespace: str, function_name: str | None,

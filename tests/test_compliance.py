@@ -99,3 +99,42 @@ def test_a_grace_period_that_alone_reaches_the_deadline_is_refused(aws, invoke, 
     monkeypatch.setenv("MAX_GRACE_HOURS", "2200")
     with pytest.raises(ConfigError, match="reaches MAX_KEY_AGE_DAYS"):
         invoke("any")
+
+
+# --- the account: IAM's credential report ---------------------------------------------------------------------------
+
+
+def test_the_report_lists_overdue_keys_managed_and_unmanaged_and_changes_nothing(aws, invoke):
+    managed = held_for(aws, "managed", 120)
+    aws.iam.create_user(UserName="stray")
+    stray = [aws.iam.create_access_key(UserName="stray")["AccessKey"]["AccessKeyId"] for _ in range(2)]
+    backdate_key("stray", stray[0], 200)
+    backdate_key("stray", stray[1], 150)
+    aws.iam.update_access_key(UserName="stray", AccessKeyId=stray[1], Status="Inactive")  # inactive: not listed
+    aws.iam.create_user(UserName="fresh")
+    aws.iam.create_access_key(UserName="fresh")
+    keys_before = {u: aws.keys(u) for u in ("managed", "stray", "fresh")}
+    result = invoke(managed.secret, event={"report": True})
+    report = result["report"]
+    assert [(e["user"], e["key_slot"]) for e in report["overdue_managed"]] == [("managed", 2)]
+    assert [(e["user"], e["key_slot"]) for e in report["overdue_unmanaged"]] == [("stray", 1)]
+    assert report["overdue_unmanaged"][0]["age_days"] >= 200 and report["root_key_active"] is False
+    assert report["generated"] and result["dry_run"] is True and result["unmanaged_overdue_keys"] == 1
+    assert {u: aws.keys(u) for u in ("managed", "stray", "fresh")} == keys_before, "the report changes nothing"
+    assert len(aws.versions(managed.secret)) == 1
+
+
+def test_a_report_that_does_not_complete_fails_naming_it_and_the_rest_is_unaffected(aws, invoke, clock):
+    from seed import ROWS, seed_row
+
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+
+    def never_complete(parsed, **_):
+        parsed["State"] = "STARTED"
+
+    lambda_function.aws_clients(lambda_function.Settings()).iam.meta.events.register(
+        "after-call.iam.GenerateCredentialReport", never_complete)
+    with pytest.raises(lambda_function.RotationFailed, match="credential report did not complete within 60s"):
+        invoke(seeded.secret, event={"report": True})
+    assert sum(clock.sleeps) <= 60
+    assert len(aws.versions(seeded.secret)) == 1

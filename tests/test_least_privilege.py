@@ -23,7 +23,8 @@ ACTIONS = sorted(
     for statement in POLICY["Statement"]
     for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
 )
-CODE_ACTIONS = [a for a in ACTIONS if a.split(":")[0] in ("iam", "secretsmanager")]
+OPTIONAL = ("iam:GenerateCredentialReport", "iam:GetCredentialReport")  # ACCOUNT_REPORT only (make policy drops them)
+CODE_ACTIONS = [a for a in ACTIONS if a.split(":")[0] in ("iam", "secretsmanager") and a not in OPTIONAL]
 
 
 def admin_clients():
@@ -109,7 +110,7 @@ def test_the_rest_are_logs_kms_via_secrets_manager_and_optional_events():
     # events:PutEvents is in the file for EVENT_BUS; make policy drops it unless EVENT_BUS= is given.
     assert set(ACTIONS) - set(CODE_ACTIONS) == {
         "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "kms:Decrypt", "kms:GenerateDataKey",
-        "events:PutEvents"}
+        "events:PutEvents", "iam:GenerateCredentialReport", "iam:GetCredentialReport"}
     (kms,) = [s for s in POLICY["Statement"] if s["Sid"] == "UseSecretsKeyOnlyViaSecretsManager"]
     assert kms["Condition"] == {
         "StringEquals": {"kms:ViaService": "secretsmanager.REGION.amazonaws.com"},
@@ -122,6 +123,9 @@ def test_every_statement_is_scoped_but_listing_secrets():
             assert statement["Action"] == ["secretsmanager:ListSecrets", "secretsmanager:BatchGetSecretValue"]
             assert statement["Resource"] == "*"
             continue
+        if statement["Sid"] == "ReadCredentialReport":  # account-wide reads, no resource: only "*" (and optional)
+            assert statement["Action"] == list(OPTIONAL) and statement["Resource"] == "*"
+            continue
         assert "*" not in statement["Resource"].split(":")[2:5], statement["Sid"]
         assert statement["Resource"].startswith("arn:aws:"), statement["Sid"]
 
@@ -131,7 +135,7 @@ def test_changing_users_keys_needs_the_user_to_name_a_key_secret():
     assert keys["Condition"] == {"StringLike": {
         "aws:ResourceTag/key-rotation-secret": "arn:aws:secretsmanager:REGION:ACCOUNT_ID:secret:iam-keys/*"}}
     unconditioned = [a for s in POLICY["Statement"] if "Condition" not in s for a in s["Action"]]
-    assert not [a for a in unconditioned if a.startswith("iam:") and a != "iam:ListUserTags"]
+    assert not [a for a in unconditioned if a.startswith("iam:") and a != "iam:ListUserTags" and a not in OPTIONAL]
 
 
 def test_policy_linter_flags_what_is_not_explained(tmp_path):

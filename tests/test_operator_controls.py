@@ -204,7 +204,7 @@ def test_one_emf_line_counts_rotated_skipped_failed(aws, invoke, capsys):
     assert (line["Rotated"], line["Skipped"], line["Failed"]) == (1, 1, 1)
     (directive,) = line["_aws"]["CloudWatchMetrics"]
     assert {"Rotated", "Skipped", "Failed", "Retired", "Waiting", "ForcedWhileInUse", "RolledBack", "Succeeded",
-            "OverdueKeys", "StoppedEarly"} == {
+            "OverdueKeys", "StoppedEarly", "UnmanagedOverdueKeys"} == {
         m["Name"] for m in directive["Metrics"]}
     assert directive["Dimensions"] == [["FunctionName"]] and "FunctionName" in line
 

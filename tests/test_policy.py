@@ -25,7 +25,8 @@ def policy_actions() -> set[str]:
     for statement in json.loads(POLICY.read_text())["Statement"]:
         assert statement["Effect"] == "Allow"
         listed = statement["Action"]
-        assert statement["Resource"] != "*" or statement["Sid"] == "ListAndBatchReadSecrets", statement["Sid"]
+        assert statement["Resource"] != "*" or statement["Sid"] in ("ListAndBatchReadSecrets",
+                                                                    "ReadCredentialReport"), statement["Sid"]
         actions |= {listed} if isinstance(listed, str) else set(listed)
     return actions
 
@@ -75,4 +76,6 @@ def test_policy_allows_exactly_what_the_code_calls(aws, invoke, monkeypatch, cal
     for name in STEPS:
         step(seeded[2].secret, token, name)
     # events:PutEvents only with EVENT_BUS (make policy EVENT_BUS=...; test_events covers the calls)
-    assert policy_actions() == called | LOG_ACTIONS | KMS_ACTIONS | {"events:PutEvents"}
+    # ... and the credential report's two actions only with ACCOUNT_REPORT (test_compliance covers the calls)
+    assert policy_actions() == called | LOG_ACTIONS | KMS_ACTIONS | {"events:PutEvents", "iam:GenerateCredentialReport",
+                                                                     "iam:GetCredentialReport"}

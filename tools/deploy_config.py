@@ -51,7 +51,7 @@ ALIASES = {"SEC": "sec"}  # make's variable for `sec`
 
 
 def render_policy(account_id: str, region: str, function: str, prefix: str = "iam-keys/", kms_key_id: str = "",
-                  user_path: str = "/", event_bus: str = "") -> dict:
+                  user_path: str = "/", event_bus: str = "", account_report: str = "") -> dict:
     """LambdaExecutionRole.json with its placeholders filled; without a KMS key id, no KMS statement; without
     an event bus, no events:PutEvents. ``user_path`` narrows the users whose keys the role may manage."""
     if not re.fullmatch(r"/([!-~]+/)*", user_path or "/"):
@@ -71,6 +71,8 @@ def render_policy(account_id: str, region: str, function: str, prefix: str = "ia
         policy["Statement"] = [s for s in policy["Statement"] if not s["Action"][0].startswith("kms:")]
     bus_name = event_bus.rsplit("/", 1)[-1] if event_bus else ""
     policy["Statement"] = [s for s in policy["Statement"] if bus_name or s["Action"] != ["events:PutEvents"]]
+    if account_report.strip().lower() not in ("true", "1", "yes", "on"):  # the report's actions only when it is on
+        policy["Statement"] = [s for s in policy["Statement"] if s["Sid"] != "ReadCredentialReport"]
     for statement in policy["Statement"]:
         if isinstance(statement["Resource"], str):
             statement["Resource"] = statement["Resource"].replace("EVENT_BUS", bus_name)
@@ -110,7 +112,7 @@ def merge_environment(current: str, assignments: list[str], defaults: dict[str, 
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["policy"] and 4 <= len(argv) <= 8:
+    if argv[:1] == ["policy"] and 4 <= len(argv) <= 9:
         print(json.dumps(render_policy(*argv[1:]), indent=2))
         return 0
     if argv[:1] == ["environment"] and len(argv) >= 2:
