@@ -184,6 +184,7 @@ class Settings:
 
 
 CALL_BUDGET_SHARE = 0.25
+CLEANUP_SECONDS = 10.0  # a new key's clean-up after a failed store or create: its own bound, past the rotation's
 
 
 def env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -764,16 +765,33 @@ class CallBudget:
 
     seconds: float = 15.0
     clock: Clock = SYSTEM_CLOCK
+    local: threading.local = field(default_factory=threading.local)  # this thread's rotation deadline
 
     def start(self, context: dict, **_: Any) -> None:
         context["key_rotation_started"] = self.clock.monotonic()
 
+    @contextmanager
+    def deadline(self, seconds: float) -> Iterator[None]:
+        """A deadline for every attempt this thread makes within: a whole rotation's (backoff sleeps and the
+        adaptive rate limiter's waits included, since it is checked before each attempt is sent). A clean-up
+        nested in it gets a fresh, short deadline of its own."""
+        previous = getattr(self.local, "deadline", None)
+        self.local.deadline = self.clock.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self.local.deadline = previous
+
     def check(self, request: Any, **_: Any) -> None:
-        """Before each attempt is sent: a retry past the budget is not made."""
+        """Before each attempt is sent: a retry past the call's budget, or any attempt past the rotation's
+        deadline, is not made."""
         context = getattr(request, "context", None) or {}
         started, attempt = context.get("key_rotation_started"), context.get("retries", {}).get("attempt", 1)
         if started is not None and attempt > 1 and self.clock.monotonic() - started > self.seconds:
             raise CallTooSlow(f"gave up retrying after {self.seconds:g}s (a share of TIME_MARGIN_SECONDS)")
+        deadline = getattr(self.local, "deadline", None)
+        if deadline is not None and self.clock.monotonic() > deadline:
+            raise CallTooSlow("the rotation reached its deadline (TIME_MARGIN_SECONDS) before this attempt")
 
 
 class KeyIdentity:
@@ -859,6 +877,7 @@ def clients_for(environment: tuple[str | None, ...], retry_mode: str, max_attemp
     for client in made.values():
         client.meta.events.register("before-call", budget.start)
         client.meta.events.register("request-created", budget.check)  # once per attempt, retries included
+        client.meta.events.register("before-send", budget.check)  # again after adaptive mode's rate limiter
     return Clients(session=session, iam=made["iam"], secrets=made["secretsmanager"], sns=made["sns"], budget=budget,
                    identity=KeyIdentity(session), events=made["events"])
 
@@ -1143,7 +1162,8 @@ def create_key(clients: Clients, record: SecretRecord, existing: set[str]) -> Ne
             raise RotationError(record.name, f"{describe_error(err, 'CreateAccessKey')}; old key unchanged") from None
         # A timeout can hide a success, and a retried call's earlier attempt may have made a
         # key whose answer was lost: a key made so is one whose secret nobody will ever hold.
-        cleanup = remove_unknown_keys(clients, record, existing)
+        with clients.budget.deadline(CLEANUP_SECONDS):
+            cleanup = remove_unknown_keys(clients, record, existing)
         raise RotationError(record.name, f"{describe_error(err, 'CreateAccessKey')}; {cleanup}") from None
     key = response["AccessKey"]
     new_key = NewKey(key_id=key["AccessKeyId"], secret_access_key=key["SecretAccessKey"])
@@ -1187,11 +1207,13 @@ def store_key(clients: Clients, record: SecretRecord, new_key: NewKey, token: st
     del value  # the new secret leaves scope before anything below can raise
     if problem is not None:
         # Raised outside the except block: the error (which may echo the request) is not chained.
-        confirmed = False if definite else secret_holds(clients, record, new_key.key_id, token)
+        with clients.budget.deadline(CLEANUP_SECONDS):  # the clean-up's own short bound
+            confirmed = False if definite else secret_holds(clients, record, new_key.key_id, token)
+            discarded = discard_key(clients, record, new_key.key_id) if confirmed is False else None
         if confirmed:  # applied, but the answer was lost
             log_action("store_confirmed", logging.WARNING, secret=record.name, key_id=new_key.key_id, error=problem)
         elif confirmed is False:
-            raise RotationError(record.name, f"{problem}; {discard_key(clients, record, new_key.key_id)}")
+            raise RotationError(record.name, f"{problem}; {discarded}")
         else:
             raise RotationError(record.name, f"{problem}; could not re-read the secret, so new key "
                                              f"{new_key.key_id} was left in place for the next run to settle")
@@ -2089,7 +2111,15 @@ def rotate_in_waves(run: Run, decided: list[Any], map_: Callable) -> list[Outcom
 
 def rotate_wave(run: Run, items: list[SecretRecord], map_: Callable) -> list[Outcome]:
     """Start each, verify every new (or current) key together, finish each."""
-    started = list(map_(isolated(name_of, lambda r: start(run, r)), items))
+    budget, margin = run.clients.budget, run.settings.time_margin
+
+    def bounded(step: Callable[..., Any]) -> Callable[[Any], Any]:
+        def run_one(item: Any) -> Any:
+            with budget.deadline(margin):  # the whole of one secret's step, every attempt of every call
+                return step(run, item)
+        return run_one
+
+    started = list(map_(isolated(name_of, bounded(start)), items))
     to_check = [s for s in started if isinstance(s, Stored | Settling)]
     checks = [c for c in map(check_of, to_check) if c is not None]
     try:
@@ -2097,7 +2127,7 @@ def rotate_wave(run: Run, items: list[SecretRecord], map_: Callable) -> list[Out
         problems = verify_keys(run.clients, checks, run.settings.verify_timeout, run.clock, map_)
     except Exception as err:
         problems = {c.record.name: f"verification failed: {describe_error(err)}" for c in checks}
-    outcomes = list(map_(isolated(name_of, lambda item: finish(run, item, problems)), started))
+    outcomes = list(map_(isolated(name_of, bounded(lambda r, item: finish(r, item, problems))), started))
     for outcome, item in zip(outcomes, started, strict=True):
         if isinstance(item, Stored) and outcome.status == Status.FAILED:
             run.count_failure(outcome.reason or outcome.secret)

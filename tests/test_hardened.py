@@ -189,3 +189,36 @@ def test_the_template_defaults_to_a_dedicated_user_path():
     text = (Path(__file__).parent.parent / "template.yaml").read_text()
     block = text.split("  UserPath:", 1)[1].split("\n  ", 4)
     assert "Default: /key-rotation/" in "\n".join(block[:3])
+
+
+# --- a bounded rotation ----------------------------------------------------------------------------------------------
+
+
+def test_a_rotation_deadline_is_checked_before_every_attempt_and_a_clean_up_gets_its_own(aws, clock):
+    from lambda_function import CallTooSlow
+
+    settings = lambda_function.load_settings({"TIME_MARGIN_SECONDS": "40"}, {})
+    clients = lambda_function.aws_clients(settings, clock)
+    with clients.budget.deadline(40):
+        clients.iam.list_users()  # inside the deadline: sent
+        clock.advance(41)  # backoff and rate-limiter waits count: they pass on this clock too
+        with pytest.raises(CallTooSlow, match="reached its deadline"):
+            clients.iam.list_users()
+        with clients.budget.deadline(lambda_function.CLEANUP_SECONDS):  # a clean-up's own short bound
+            clients.iam.list_users()
+        with pytest.raises(CallTooSlow):
+            clients.iam.list_users()
+    clients.iam.list_users()  # outside any rotation: no deadline
+
+
+def test_a_rotation_past_its_deadline_fails_safely_and_deletes_the_key_it_made(aws, invoke, clock, monkeypatch):
+    # The store is reached only after the deadline (the clock jumps as CreateAccessKey answers): the store is
+    # not attempted, as a refused call; the new key's clean-up runs under its own bound.
+    monkeypatch.setenv("TIME_MARGIN_SECONDS", "40")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    clients = lambda_function.aws_clients(lambda_function.load_settings({"TIME_MARGIN_SECONDS": "40"}, {}), clock)
+    clients.iam.meta.events.register("after-call.iam.CreateAccessKey", lambda **_: clock.advance(45))
+    with pytest.raises(RotationFailed, match="deadline") as failure:
+        invoke(seeded.secret)
+    assert "new key deleted, old key unchanged" in str(failure.value)
+    assert aws.keys("alice") == {seeded.key_ids[0]: "Active"} and len(aws.versions(seeded.secret)) == 1
