@@ -34,11 +34,12 @@ endif
 # passed to tools/deploy_config.py, which checks names and values with the function's own settings table
 # (a typo is refused with the nearest name; NAME= removes the setting). No list of settings is kept here.
 MAKE_OWN := FUNCTION ROLE REGION TIMEOUT MEMORY SCHEDULE RETRIES EVENT SINCE ACCOUNT_ID PREFIX KMS_KEY_ID \
-  AWS PYTHON SIZES LATENCY_MS PROPAGATION_S VERBOSE USER_PATH
+  AWS PYTHON SIZES LATENCY_MS PROPAGATION_S VERBOSE USER_PATH STACK
 COMMAND_LINE = $(sort $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
 GIVEN_SETTINGS = $(foreach v,$(filter-out $(MAKE_OWN),$(COMMAND_LINE)),'$(v)=$($(v))')
 
-.PHONY: help demo test lint bench package policy create configure deploy schedule invoke logs destroy clean cli
+.PHONY: help demo test lint bench package policy create configure deploy schedule invoke report pause resume logs \
+  destroy clean cli
 
 help:  ## this list
 	@echo "make TARGET [VAR=value ...]"
@@ -133,6 +134,21 @@ invoke: need-function cli  ## run it now with EVENT (a JSON file; default: event
 	  --query FunctionError --output text) || exit 1; \
 	cat dist/invoke-result.json; echo; \
 	if [ -n "$$error" ] && [ "$$error" != "None" ]; then echo "the function failed ($$error): see above" >&2; exit 1; fi
+
+report: need-function cli  ## the account's keys past MAX_KEY_AGE_DAYS, managed or not, and what rotates when
+	@$(MAKE) -s invoke FUNCTION=$(FUNCTION) EVENT=events/report.json AWS=$(AWS) > dist/report.txt || \
+	  { cat dist/report.txt; exit 1; }
+	@$(PYTHON) tools/deploy_config.py report dist/invoke-result.json
+
+# The schedule's rule: route 2a names it FUNCTION-schedule; a stack (STACK=...) says it in its outputs.
+RULE = $(if $(STACK),$$($(AWS) cloudformation describe-stacks --stack-name $(STACK) --query \
+  "Stacks[0].Outputs[?OutputKey=='ScheduleRuleArn'].OutputValue" --output text | sed 's|.*rule/||'),$(FUNCTION)-schedule)
+
+pause: need-function cli  ## stop the daily runs (route 2a; STACK=... for route 2b); nothing else changes
+	@rule="$(RULE)"; $(AWS) events disable-rule --name "$$rule" && echo "paused $$rule"
+
+resume: need-function cli  ## start the daily runs again (route 2a; STACK=... for route 2b)
+	@rule="$(RULE)"; $(AWS) events enable-rule --name "$$rule" && echo "resumed $$rule"
 
 logs: need-function cli  ## the function's log lines of the last SINCE minutes (default 60)
 	$(AWS) logs filter-log-events --log-group-name /aws/lambda/$(FUNCTION) \

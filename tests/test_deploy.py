@@ -235,3 +235,25 @@ def test_every_list_of_settings_is_the_function_s_table():
     readme = (ROOT / "README.md").read_text()
     retries = readme.split("| `AWS_RETRY_MODE`")[1][:40]
     assert {name for name in table if f"| `{name}`" in readme or f"`{name}`" in retries} == table
+
+
+def test_pause_and_resume_the_schedule_of_route_2a(server):
+    make("create", "FUNCTION=rotate-keys", f"ROLE={role_arn()}", "SEC=iam-keys/*")
+    make("schedule", "FUNCTION=rotate-keys")
+    events = boto3.client("events")
+    make("pause", "FUNCTION=rotate-keys")
+    assert events.describe_rule(Name="rotate-keys-schedule")["State"] == "DISABLED"
+    make("resume", "FUNCTION=rotate-keys")
+    assert events.describe_rule(Name="rotate-keys-schedule")["State"] == "ENABLED"
+
+
+def test_the_report_table_reads_at_a_glance(tmp_path):
+    from deploy_config import render_report
+
+    summary = {"secrets": [{"secret": "iam-keys/a", "user": "a", "key_age_days": 3.0, "next_rotation": "2027-02-01",
+                            "overdue": False}],
+               "report": {"overdue_unmanaged": [{"user": "stray", "key_slot": 1, "age_days": 200.0}],
+                          "root_key_active": True}}
+    table = render_report(summary)
+    assert "a" in table and "yes (iam-keys/a)" in table and "stray" in table and "OVERDUE" in table
+    assert "root user has an Active access key" in table

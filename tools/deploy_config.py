@@ -111,12 +111,33 @@ def merge_environment(current: str, assignments: list[str], defaults: dict[str, 
     return {"Variables": variables}
 
 
+def render_report(summary: dict) -> str:
+    """make report: a table a person reads at a glance (user, key age, managed or not, next rotation)."""
+    rows = [("user", "key age (days)", "managed", "next rotation", "overdue")]
+    for entry in summary.get("secrets", []):
+        rows.append((str(entry.get("user")), str(entry.get("key_age_days")), f"yes ({entry['secret']})",
+                     str(entry.get("next_rotation")), "OVERDUE" if entry.get("overdue") else ""))
+    account = summary.get("report") or {}
+    for entry in account.get("overdue_unmanaged", []):
+        rows.append((entry["user"], str(entry["age_days"]), "no", "never (no secret)", "OVERDUE"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    if account.get("root_key_active"):
+        lines.append("the root user has an Active access key: CIS asks that it have none")
+    if account.get("failed"):
+        lines.append(account["failed"])
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["policy"] and 4 <= len(argv) <= 9:
         print(json.dumps(render_policy(*argv[1:]), indent=2))
         return 0
     if argv[:1] == ["environment"] and len(argv) >= 2:
         print(json.dumps(merge_environment(argv[1], [a for a in argv[2:] if a])))
+        return 0
+    if argv[:1] == ["report"] and len(argv) == 2:
+        print(render_report(json.loads(Path(argv[1]).read_text())))
         return 0
     if argv[:1] == ["create"]:
         print(json.dumps(merge_environment("{}", [a for a in argv[1:] if a], production_defaults())))
