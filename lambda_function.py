@@ -2084,6 +2084,7 @@ def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) 
         everything = read_secrets(clients, secret_ids + holders_only, pool.map)
         run.add_holders(everything)
         read = everything[:len(secret_ids)]
+        warn_if_too_many(len(secret_ids), context, getattr(context, "memory_limit_in_mb", None))
         # Read each user's tag once, in parallel, before the in-order decide pass uses it.
         list(pool.map(isolated(name_of, run.refusal), read))
         if settings.rollback:
@@ -2093,6 +2094,31 @@ def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) 
             outcomes = rotate_in_waves(run, decided, pool.map)
     report_compliance(run, read, outcomes)
     return outcomes
+
+
+CPU_SECONDS_PER_ROTATION = 0.017  # measured by make bench on a 2-core machine: a run is CPU-bound
+FULL_VCPU_MB = 1769  # Lambda gives one vCPU at this memory size, proportionally less below
+
+
+def capacity(memory_mb: float, seconds: float) -> int:
+    """How many rotations an invocation can do in ``seconds`` at ``memory_mb`` (CPU-bound)."""
+    return int(seconds * min(1.0, memory_mb / FULL_VCPU_MB) / CPU_SECONDS_PER_ROTATION)
+
+
+def warn_if_too_many(count: int, context: Any, memory: Any) -> None:
+    """A WARNING when the secrets selected cannot all be rotated in the time this memory size allows."""
+    left = time_left(context)
+    try:
+        memory_mb = float(memory) if isinstance(memory, int | float | str) and memory else None
+    except ValueError:
+        memory_mb = None
+    if left is None or memory_mb is None:
+        return
+    fits = capacity(memory_mb, left)
+    if count > fits:
+        log_action("too_many_secrets", logging.WARNING, selected=count, fit=fits, memory_mb=memory_mb,
+                   message=f"{count} secrets selected, but about {fits} rotations fit in the time left at "
+                           f"{memory_mb:g} MB (CPU-bound); raise the memory size or split the secrets")
 
 
 def rotate_in_waves(run: Run, decided: list[Any], map_: Callable) -> list[Outcome]:

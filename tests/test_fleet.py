@@ -162,3 +162,15 @@ def test_a_batch_answer_that_is_not_the_awscurrent_version_is_read_again_by_its_
     stored.default_version_id = next(v for v, d in stored.versions.items() if "AWSPREVIOUS" in d["version_stages"])
     result = invoke(seeded.secret, event={"dry_run": True})
     assert result["secrets"][0]["old_key_id"] == aws.value(seeded.secret)["AccessKeyId"] != seeded.key_ids[0]
+
+
+def test_a_run_warns_when_its_secrets_cannot_all_rotate_in_the_time_its_memory_allows(aws, invoke, caplog):
+    from conftest import LambdaContext
+
+    seeded = [seed_row(aws.iam, aws.secrets, ROWS[1], user=f"w{i}") for i in range(3)]
+    context = LambdaContext(timeout_seconds=0.2)
+    context.memory_limit_in_mb = 128  # 0.2 s at 128 MB: room for about one rotation
+    with pytest.raises(lambda_function.RotationFailed, match="not attempted"):  # too little time left, too
+        invoke(*(s.secret for s in seeded), context=context)
+    assert any('"action": "too_many_secrets"' in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    assert lambda_function.capacity(1769, 900) == 52941 and lambda_function.capacity(256, 900) == 7661
