@@ -34,11 +34,12 @@ endif
 # passed to tools/deploy_config.py, which checks names and values with the function's own settings table
 # (a typo is refused with the nearest name; NAME= removes the setting). No list of settings is kept here.
 MAKE_OWN := FUNCTION ROLE REGION TIMEOUT MEMORY SCHEDULE RETRIES EVENT SINCE ACCOUNT_ID PREFIX KMS_KEY_ID \
-  AWS PYTHON SIZES LATENCY_MS PROPAGATION_S VERBOSE USER_PATH STACK
+  AWS PYTHON SIZES LATENCY_MS PROPAGATION_S VERBOSE USER_PATH STACK TOPIC PORT
 COMMAND_LINE = $(sort $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
 GIVEN_SETTINGS = $(foreach v,$(filter-out $(MAKE_OWN),$(COMMAND_LINE)),'$(v)=$($(v))')
 
-.PHONY: help demo test lint bench package policy create configure deploy schedule invoke report pause resume logs \
+.PHONY: help demo test lint bench package policy create configure deploy schedule invoke report pause resume alarms \
+  local-aws logs \
   destroy clean cli
 
 help:  ## this list
@@ -139,6 +140,28 @@ report: need-function cli  ## the account's keys past MAX_KEY_AGE_DAYS, managed 
 	@$(MAKE) -s invoke FUNCTION=$(FUNCTION) EVENT=events/report.json AWS=$(AWS) > dist/report.txt || \
 	  { cat dist/report.txt; exit 1; }
 	@$(PYTHON) tools/deploy_config.py report dist/invoke-result.json
+
+# Route 2a's alarms: the template's four, told to TOPIC (an SNS topic ARN) when given.
+ALARM = $(AWS) cloudwatch put-metric-alarm --dimensions Name=FunctionName,Value=$(FUNCTION) \
+  $(if $(TOPIC),--alarm-actions $(TOPIC) --ok-actions $(TOPIC))
+
+alarms: need-function cli  ## route 2a: the template's alarms (errors, no good run for 36 h, key in use, overdue)
+	$(ALARM) --alarm-name $(FUNCTION)-errors --alarm-description "$(FUNCTION) failed to rotate at least one secret" \
+	  --namespace AWS/Lambda --metric-name Errors --statistic Sum --period 3600 --evaluation-periods 1 \
+	  --threshold 0 --comparison-operator GreaterThanThreshold --treat-missing-data notBreaching
+	$(ALARM) --alarm-name $(FUNCTION)-no-success --alarm-description "$(FUNCTION): no run without failures for 36 hours" \
+	  --namespace IAMKeyRotation --metric-name Succeeded --statistic Sum --period 43200 --evaluation-periods 3 \
+	  --datapoints-to-alarm 3 --threshold 1 --comparison-operator LessThanThreshold --treat-missing-data breaching
+	$(ALARM) --alarm-name $(FUNCTION)-still-in-use --alarm-description "$(FUNCTION) deactivated a key still in use" \
+	  --namespace IAMKeyRotation --metric-name ForcedWhileInUse --statistic Sum --period 86400 --evaluation-periods 1 \
+	  --threshold 0 --comparison-operator GreaterThanThreshold --treat-missing-data notBreaching
+	$(ALARM) --alarm-name $(FUNCTION)-overdue --alarm-description "$(FUNCTION) manages a key past MAX_KEY_AGE_DAYS" \
+	  --namespace IAMKeyRotation --metric-name OverdueKeys --statistic Maximum --period 86400 --evaluation-periods 1 \
+	  --threshold 0 --comparison-operator GreaterThanThreshold --treat-missing-data notBreaching
+	@echo "4 alarms for $(FUNCTION)$(if $(TOPIC), telling $(TOPIC))"
+
+local-aws:  $(VENV)/.installed  ## a local moto server standing in for AWS: prints the variables to export
+	$(BIN)/python tools/local_aws.py $(or $(PORT),5000)
 
 # The schedule's rule: route 2a names it FUNCTION-schedule; a stack (STACK=...) says it in its outputs.
 RULE = $(if $(STACK),$$($(AWS) cloudformation describe-stacks --stack-name $(STACK) --query \

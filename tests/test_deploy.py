@@ -257,3 +257,19 @@ def test_the_report_table_reads_at_a_glance(tmp_path):
     table = render_report(summary)
     assert "a" in table and "yes (iam-keys/a)" in table and "stray" in table and "OVERDUE" in table
     assert "root user has an Active access key" in table
+
+
+def test_alarms_for_route_2a_are_the_templates_four(server):
+    make("create", "FUNCTION=rotate-keys", f"ROLE={role_arn()}", "SEC=iam-keys/*")
+    make("alarms", "FUNCTION=rotate-keys", "TOPIC=arn:aws:sns:us-east-1:123456789012:ops")
+    alarms = {a["AlarmName"]: a for a in boto3.client("cloudwatch").describe_alarms()["MetricAlarms"]}
+    assert set(alarms) == {f"rotate-keys-{n}" for n in ("errors", "no-success", "still-in-use", "overdue")}
+    assert {a["MetricName"] for a in alarms.values()} == {"Errors", "Succeeded", "ForcedWhileInUse", "OverdueKeys"}
+    assert all(a["AlarmActions"] == ["arn:aws:sns:us-east-1:123456789012:ops"] for a in alarms.values())
+
+
+def test_local_aws_prints_the_variables_to_export():
+    done = subprocess.run([sys.executable, "-c", "import sys; sys.path[:0] = ['tools']; import local_aws, threading; "
+                           "threading.Timer(2, lambda: __import__('os')._exit(0)).start(); local_aws.serve_forever(0)"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "export AWS_ENDPOINT_URL=http://127.0.0.1:" in done.stdout and "export AWS_REGION=us-east-1" in done.stdout

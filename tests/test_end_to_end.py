@@ -64,8 +64,10 @@ def test_make_demo_script_rotates_every_row():
     out = done.stdout
     assert f"rotated {len(ROWS)}, skipped 0, failed 0" in out
     assert "two-active (2 active)" in out
-    for label in ("1. Dry run", "2. Rotation", "3. What the Lambda console shows", "4. Refused"):
+    for label in ("1. Dry run", "2. Rotation", "3. What the Lambda console shows", "4. Refused", "5. Day to day"):
         assert label in out
+    for status in ("rotated", "waiting", "retired", "rolled_back", "skipped"):
+        assert f" {status} " in out.split("5. Day to day")[1], status
     assert "refused: IAM user 'admin' has no tag 'key-rotation-secret'" in out
     assert '"_aws"' not in out and '"action"' not in out, "quiet: no metrics or log lines"
-    assert len(out.splitlines()) <= 40, "a first-time user reads it without scrolling"
+    assert len(out.splitlines()) < 60, "a first-time user reads it without scrolling"

@@ -1,9 +1,10 @@
-"""`make demo`: the function on a local moto server standing in for AWS, in four labelled parts.
+"""`make demo`: the function on a local moto server standing in for AWS, in five labelled parts.
 
 1. a dry run: what it would do to a user in each row of the decision table, changing nothing;
 2. the rotation itself, with a before/after table of each user's keys;
 3. what the Lambda console shows for that run (the summary it returns);
-4. a secret it refuses: one pointed at a user that does not name it back.
+4. a secret it refuses: one pointed at a user that does not name it back;
+5. day to day: a grace period over simulated days (rotated, waiting, retired), a rollback, a skip tag.
 
 Quiet by default; VERBOSE=1 also shows the function's JSON log lines.
 """
@@ -103,7 +104,29 @@ def main() -> int:
         except lambda_function.RotationFailed as err:
             print(f"  RotationFailed: {err}")
         print(f"  admin's keys: {describe_keys(iam, 'admin', None)} (untouched)")
-        return 0 if result["rotated"] == len(ROWS) and planned["planned"] == len(ROWS) else 1
+        return 0 if day_to_day(lambda_function, iam, secrets, verbose) and result["rotated"] == len(ROWS) \
+            and planned["planned"] == len(ROWS) else 1
+
+
+def day_to_day(lambda_function, iam, secrets, verbose: bool) -> bool:
+    """5. What an operator uses day to day: a grace period over simulated days, a rollback, a skip tag."""
+    from datetime import UTC, datetime, timedelta
+
+    heading("5. Day to day: GRACE_HOURS=24 over simulated days, a rollback, a skip tag")
+    seeded = seed_row(iam, secrets, ROWS[1], user="demo-grace")
+    start, env = datetime.now(UTC), {**os.environ, "sec": seeded.secret, "GRACE_HOURS": "24"}
+    seen = []
+    for label, hours, event in (("day 0", 0, {}), ("hour 1", 1, {}), ("day 1", 25, {}),
+                                ("rollback", 26, {"rollback": [seeded.secret]}), ("skip-tagged", 27, {})):
+        if label == "skip-tagged":
+            secrets.tag_resource(SecretId=seeded.secret, Tags=[{"Key": "key-rotation:mode", "Value": "skip"}])
+        clock = lambda_function.Clock(now=lambda hours=hours: start + timedelta(hours=hours))
+        with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
+            (entry,) = lambda_function.handle(event, LambdaContext(), env, clock)["secrets"]
+        seen.append(entry["status"])
+        print(f"  {label:<11} {entry['status']:<11} keys: "
+              f"{describe_keys(iam, seeded.user, held_key(secrets, seeded.secret))}")
+    return seen == ["rotated", "waiting", "retired", "rolled_back", "skipped"]
 
 
 if __name__ == "__main__":

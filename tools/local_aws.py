@@ -87,3 +87,28 @@ def make_moto_move_current_as_aws_does() -> None:
 
     update_secret_version_stage.moves_default_version = True
     SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage
+
+
+def serve_forever(port: int = 5000) -> None:
+    """`make local-aws`: a moto server on 127.0.0.1 until Ctrl-C, and the variables that point the AWS CLI, and
+    so every deploy step of the README, at it. Nothing leaves this machine."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    make_moto_move_current_as_aws_does()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    host, bound = server.get_host_and_port()
+    print("A local moto server stands in for AWS. In another shell:")
+    for name, value in {**FAKE_ENV, "AWS_ENDPOINT_URL": f"http://{host}:{bound}"}.items():
+        print(f"  export {name}={value}")
+    print("then follow the README's deploy steps (make policy ACCOUNT_ID=123456789012 ...). Ctrl-C stops it.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_forever(int(sys.argv[1]) if len(sys.argv) > 1 else 5000)
