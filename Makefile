@@ -163,9 +163,9 @@ alarms: need-function cli  ## route 2a: the template's alarms (errors, no good r
 local-aws:  $(VENV)/.installed  ## a local moto server standing in for AWS: prints the variables to export
 	$(BIN)/python tools/local_aws.py $(or $(PORT),5000)
 
-# The schedule's rule: route 2a names it FUNCTION-schedule; a stack (STACK=...) says it in its outputs.
-RULE = $(if $(STACK),$$($(AWS) cloudformation describe-stacks --stack-name $(STACK) --query \
-  "Stacks[0].Outputs[?OutputKey=='ScheduleRuleArn'].OutputValue" --output text | sed 's|.*rule/||'),$(FUNCTION)-schedule)
+# The schedule's rule: route 2a names it FUNCTION-schedule; a stack (STACK=...) knows its generated name.
+RULE = $(if $(STACK),$$($(AWS) cloudformation describe-stack-resource --stack-name $(STACK) \
+  --logical-resource-id ScheduleRule --query StackResourceDetail.PhysicalResourceId --output text),$(FUNCTION)-schedule)
 
 pause: need-function cli  ## stop the daily runs (route 2a; STACK=... for route 2b); nothing else changes
 	@rule="$(RULE)"; $(AWS) events disable-rule --name "$$rule" && echo "paused $$rule"

@@ -197,6 +197,13 @@ def test_the_template_deploys_two_stacks_side_by_side_and_again_after_removal(se
                 "CodeKey=lambda.zip", "SecretNames=iam-keys/*", *overrides)
 
     deploy("keys-prod")
+    # Pause and resume work for a stack too: the stack knows its (generated) rule.
+    make("pause", "FUNCTION=keys-prod", "STACK=keys-prod", f"AWS={Path(sys.executable).parent / 'aws'}")
+    events = boto3.client("events")
+    (rule,) = [r for r in events.list_rules()["Rules"] if "keys-prod" in r["Name"]]
+    assert rule["State"] == "DISABLED"
+    make("resume", "FUNCTION=keys-prod", "STACK=keys-prod")
+    assert events.describe_rule(Name=rule["Name"])["State"] == "ENABLED"
     deploy("keys-test", "NotifyTopicArn=arn:aws:sns:us-east-1:123456789012:rotation")
     lam = boto3.client("lambda")
     assert sorted(f["FunctionName"] for f in lam.list_functions()["Functions"]) == ["keys-prod", "keys-test"]

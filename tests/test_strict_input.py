@@ -204,3 +204,15 @@ def test_only_the_handler_reads_the_environment_for_settings():
     # the handler passes os.environ in; clients read where to connect (boto3's own variables); the report reads
     # Lambda's own AWS_LAMBDA_FUNCTION_NAME
     assert readers == {"lambda_handler", "aws_clients", "report"}
+
+
+@pytest.mark.parametrize("name", ["dry-run", "targeted", "force", "rollback", "report"])
+def test_the_shipped_event_files_are_accepted(name):
+    from pathlib import Path
+
+    event = json.loads((Path(__file__).parent.parent / "events" / f"{name}.json").read_text())
+    settings = lambda_function.load_settings({"sec": "iam-keys/*"}, event)
+    assert (settings.dry_run, bool(settings.targets), settings.force, bool(settings.rollback), settings.report) == {
+        "dry-run": (True, False, False, False, False), "targeted": (False, True, False, False, False),
+        "force": (False, True, True, False, False), "rollback": (False, False, False, True, False),
+        "report": (True, False, False, False, True)}[name]

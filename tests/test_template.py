@@ -114,3 +114,10 @@ def test_the_publish_permission_exists_only_while_a_topic_is_set():
     assert notify["Condition"] == "HasNotifyTopic" and notify["Type"] == "AWS::IAM::RolePolicy"
     (statement,) = notify["Properties"]["PolicyDocument"]["Statement"]
     assert statement["Action"] == "sns:Publish" and statement["Resource"] == {"Ref": "NotifyTopicArn"}
+
+
+def test_the_template_deploys_production_defaults_that_keep_keys_under_90_days():
+    assert TEMPLATE["Parameters"]["RotateAfterDays"]["Default"] == 80
+    assert TEMPLATE["Parameters"]["GraceHours"]["Default"] == 24
+    assert TEMPLATE["Parameters"]["UserPath"]["Default"] == "/key-rotation/"
+    assert RESOURCES["OverdueAlarm"]["Properties"]["MetricName"] == "OverdueKeys"
