@@ -164,8 +164,8 @@ local-aws:  $(VENV)/.installed  ## a local moto server standing in for AWS: prin
 	$(BIN)/python tools/local_aws.py $(or $(PORT),5000)
 
 # The schedule's rule: route 2a names it FUNCTION-schedule; a stack (STACK=...) knows its generated name.
-RULE = $(if $(STACK),$$($(AWS) cloudformation describe-stack-resource --stack-name $(STACK) \
-  --logical-resource-id ScheduleRule --query StackResourceDetail.PhysicalResourceId --output text),$(FUNCTION)-schedule)
+RULE = $(if $(STACK),$$($(AWS) cloudformation list-stack-resources --stack-name $(STACK) --query \
+  "StackResourceSummaries[?LogicalResourceId=='ScheduleRule'].PhysicalResourceId" --output text),$(FUNCTION)-schedule)
 
 pause: need-function cli  ## stop the daily runs (route 2a; STACK=... for route 2b); nothing else changes
 	@rule="$(RULE)"; $(AWS) events disable-rule --name "$$rule" && echo "paused $$rule"
