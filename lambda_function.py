@@ -725,6 +725,7 @@ class Outcome:
     key_age_days: float | None = None  # of the key the secret holds after the run (None: it holds none)
     next_rotation: str | None = None  # the UTC date the rotation falls due
     stopped_early: bool = False  # not attempted: MAX_FAILURES rotations had failed
+    still_in_use: bool = False  # waiting: IAM shows the previous (or adopted) key used since the store
     secret_arn: str | None = None
     current_key_id: str | None = None  # the key the secret holds after the run
 
@@ -1919,6 +1920,7 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
                                       else f"previous key {previous} is in its grace period until {until}")
         return base
     if decision == Retire.WAIT_USE:
+        base.still_in_use = True
         base.steps = [f"keep {previous} Active: {where}"]
         base.reason = (f"{what} was used since the new key was stored ({where}); kept Active "
                        f"until unused, or until MAX_GRACE_HOURS={run.settings.max_grace_hours:g} have passed")
@@ -2009,21 +2011,18 @@ def compliance(run: Run, record: SecretRecord, outcome: Outcome) -> None:
     keys, now, settings = record.keys, run.clock.now(), run.settings
     if keys is None:
         return
-    gone = {step.split()[1] for step in outcome.steps if outcome.status in CHANGED
-            and step.split()[0] in RETIRING_VERBS} if outcome.status in CHANGED else set()
+    changed = outcome.status in CHANGED
+    gone = {step.split()[1] for step in outcome.steps if changed and step.split()[0] in RETIRING_VERBS}
     active = {k.key_id: k.created for k in keys if k.active and k.key_id not in gone}
-    restored = {k.key_id: k.created for k in keys if k.key_id == outcome.restored_key_id}
     held_id = record.held_key_id
     if outcome.status == Status.ROTATED and outcome.new_key_id:
         held_id, active[outcome.new_key_id] = outcome.new_key_id, now
     elif outcome.status == Status.ROLLED_BACK and outcome.restored_key_id:
         held_id = outcome.restored_key_id
-        active.update(restored)
+        active.update({k.key_id: k.created for k in keys if k.key_id == held_id})  # re-activated
     if outcome.retired_key_id:
         active.pop(outcome.retired_key_id, None)
     held_created = active.get(held_id) or next((k.created for k in keys if k.key_id == held_id), None)
-    if held_id == outcome.new_key_id and outcome.status == Status.ROTATED:
-        held_created = now
     own = record.own or SecretSettings("rotate", settings.dry_run, settings.rotate_after_days, settings.grace_hours)
     due = due_after_days(own.rotate_after_days, own.grace_hours, settings.max_grace_hours, settings.max_key_age_days)
     outcome.key_age_days = age_days(held_created, now) if held_created else None
@@ -2287,24 +2286,25 @@ def step_set_secret(run: Run, record: SecretRecord, token: str) -> str:
     return "nothing to do: IAM already holds the key"
 
 
-def pending_check(run: Run, record: SecretRecord, token: str) -> Check:
-    """The pending version's key, which must exist and be Active."""
+def pending_check(run: Run, record: SecretRecord, token: str) -> tuple[Check, list[KeyState]]:
+    """The pending version's key, which must exist and be Active; and the user's keys as listed."""
     value = read_version_value(run.clients, record, PENDING)
     key = held_key(record, value) if value is not None else None
     if value is None or key is None:
         raise RotationError(record.name, f"pending version {token} holds no access key")
     if str(value["UserName"]).casefold() != record.user_name.casefold():
         raise RotationError(record.name, f"pending version {token} names another user; refused")
-    found = find_key(list_keys(run.clients, record), key.key_id)
+    keys = list_keys(run.clients, record)
+    found = find_key(keys, key.key_id)
     if found is None or not found.active:
         state = "no longer exists" if found is None else f"is {found.status}"
         raise RotationError(record.name, f"pending version {token} holds key {key.key_id}, which {state}; refused")
-    return Check(record, key)
+    return Check(record, key), keys
 
 
 def step_test_secret(run: Run, record: SecretRecord, token: str) -> str:
     """testSecret: the pending key exists, is Active and authenticates as the user."""
-    check = pending_check(run, record, token)
+    check, _ = pending_check(run, record, token)
     verify_one(run.clients, check, run.settings, run.clock)
     return f"verified {check.key.key_id}"
 
@@ -2320,7 +2320,7 @@ def step_finish_secret(run: Run, record: SecretRecord, token: str) -> str:
     finished by a retry.
     """
     clients = run.clients
-    check = pending_check(run, record, token)
+    check, keys = pending_check(run, record, token)
     verify_one(clients, check, run.settings, run.clock)
     current = record.version_with(CURRENT)
     old_key = record.held_key_id if current != token else key_held_at(clients, record, PREVIOUS)
@@ -2329,7 +2329,7 @@ def step_finish_secret(run: Run, record: SecretRecord, token: str) -> str:
             clients.secrets.update_secret_version_stage(SecretId=record.arn, VersionStage=CURRENT,
                                                         MoveToVersionId=token, RemoveFromVersionId=current)
             log_action("finish_secret", secret=record.name, version=token, previous_version=current)
-    rest = [k for k in list_keys(clients, record) if k.key_id != check.key.key_id]
+    rest = [k for k in keys if k.key_id != check.key.key_id]  # moving a label changes no key: listed once
     plan = plan_rotation(rest, run.holders(record, rest, current=old_key or ""))
     retire_keys(clients, record, plan.deactivate_after, plan.delete_after)
     run.finished = (check.key.key_id, old_key)
@@ -2491,8 +2491,7 @@ DETAIL_TYPES = (
     ("Previous Access Key Retired", lambda e: e["status"] == Status.RETIRED),
     ("Access Key Rolled Back", lambda e: e["status"] == Status.ROLLED_BACK),
     ("Access Key Rotation Failed", lambda e: e["status"] in FAILING),
-    ("Previous Access Key Still In Use", lambda e: e["status"] == Status.WAITING and "was used since" in
-     (e.get("reason") or "")),
+    ("Previous Access Key Still In Use", lambda e: e.get("still_in_use")),
     ("Access Key Overdue", lambda e: e.get("overdue")),
 )
 EVENTS_PER_CALL = 10  # PutEvents' most entries a call
