@@ -91,7 +91,7 @@ policy: need-function cli  ## dist/policy.json: the role's policy for ACCOUNT_ID
 	test -n "$$region" || region=$$($(AWS) configure get region); \
 	test -n "$$region" || { echo "give REGION=... (or configure the CLI's region)" >&2; exit 2; }; \
 	$(PYTHON) tools/deploy_config.py policy "$$account" "$$region" "$(FUNCTION)" "$(PREFIX)" "$(KMS_KEY_ID)" \
-	  "$(USER_PATH)" "$(EVENT_BUS)" "$(ACCOUNT_REPORT)" \
+	  "$(USER_PATH)" "$(EVENT_BUS)" "$(ACCOUNT_REPORT)" "$(LOOKUP_HOLDOUTS)" \
 	  > dist/policy.json.tmp && mv dist/policy.json.tmp dist/policy.json && echo "dist/policy.json ($$account, $$region)"
 
 create: need-function package cli  ## first deployment: function, settings, concurrency 1, async retries

@@ -18,7 +18,9 @@ Handler: ``lambda_function.lambda_handler``. One file, in this order:
    guard; claim the user), then in waves: start (repair a held key IAM no
    longer has, settle a previous or adopted key still Active, or rotate up to
    the store), verify every key together with STS, finish (retire old keys or
-   keep them through the grace period); last, the deadline's figures.
+   keep them through the grace period); with LOOKUP_HOLDOUTS, who CloudTrail
+   shows still using a previous key (``look_up_holdouts``, reads only); last,
+   the deadline's figures.
    ``{"rollback": [...]}`` runs ``rollback_secret`` instead.
 6. Secrets Manager rotation mode (``Step`` events): ``serve_rotation_step``
    checks, once for every step, that the secret's rotation names this function
@@ -176,6 +178,7 @@ class Settings:
     rollback_hours: float = 168.0  # a rollback restores a previous key only this soon after the rotation
     max_failures: int = 5  # rotations that acted and failed before no new one starts (0: no limit)
     event_bus: str | None = None
+    lookup_holdouts: bool = False  # ask CloudTrail who still uses a previous key kept Active or forced off
 
     @property
     def call_budget(self) -> float:
@@ -313,6 +316,8 @@ SETTINGS_TABLE: dict[str, Setting] = {s.name: s for s in (
             "key past MAX_KEY_AGE_DAYS in the account (needs the report's two IAM read actions)"),
     Setting("EVENT_BUS", "text", None, "an EventBridge bus (name or ARN) told of each secret whose keys changed, "
             "that failed, whose old key is still in use or that is overdue (empty: none)"),
+    Setting("LOOKUP_HOLDOUTS", bool, False, "ask CloudTrail who still uses a previous key kept Active (or "
+            "deactivated) although in use (needs cloudtrail:LookupEvents)"),
 )}
 
 
@@ -373,6 +378,7 @@ def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None =
         rollback_hours=setting(environ, "ROLLBACK_HOURS"),
         max_failures=setting(environ, "MAX_FAILURES"),
         event_bus=setting(environ, "EVENT_BUS"),
+        lookup_holdouts=setting(environ, "LOOKUP_HOLDOUTS"),
     )
 
 
@@ -728,10 +734,14 @@ class Outcome:
     still_in_use: bool = False  # waiting: IAM shows the previous (or adopted) key used since the store
     secret_arn: str | None = None
     current_key_id: str | None = None  # the key the secret holds after the run
+    holdouts: list[dict[str, Any]] | None = None  # LOOKUP_HOLDOUTS: who CloudTrail shows using old_key_id
+    holdouts_note: str | None = None  # why holdouts were not (all) found: not looked up, failed, first page only
+    in_use_since: datetime | None = field(default=None, repr=False)  # the store: where a holdout lookup starts
 
     def summary(self) -> dict[str, Any]:
         fields = {k: v for k, v in self.__dict__.items()
-                  if v not in (None, [], False) and k != "overdue_keys"}
+                  if (v not in (None, [], False) or (k == "holdouts" and v is not None))
+                  and k not in ("overdue_keys", "in_use_since")}
         return {**fields, "status": str(self.status), "overdue": self.overdue,
                 "key_age_days": self.key_age_days, "next_rotation": self.next_rotation}
 
@@ -795,6 +805,27 @@ class CallBudget:
             raise CallTooSlow("the rotation reached its deadline (TIME_MARGIN_SECONDS) before this attempt")
 
 
+@dataclass
+class Pacer:
+    """Spaces the attempts of one client's calls at least ``interval`` seconds apart on the clock: for an API
+    with a fixed request rate (CloudTrail's LookupEvents: 2 a second per account and region). Registered on
+    ``request-created``, which botocore emits for every attempt, so its retries are paced too; the clock is
+    set per invocation, as the budget's."""
+
+    interval: float
+    clock: Clock = SYSTEM_CLOCK
+    last: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wait(self, **_: Any) -> None:
+        with self.lock:
+            if self.last is not None:
+                gap = self.clock.monotonic() - self.last
+                if gap < self.interval:
+                    self.clock.sleep(self.interval - gap)
+            self.last = self.clock.monotonic()
+
+
 class KeyIdentity:
     """STS GetCallerIdentity signed with a given key, on one shared client.
 
@@ -835,6 +866,8 @@ class Clients:
     sns: Any = None
     identity: KeyIdentity | None = None
     events: Any = None
+    cloudtrail: Any = None
+    pacer: Pacer | None = None  # the cloudtrail client's
 
     def sts_for(self, key: NewKey) -> Any:
         """Something whose get_caller_identity() answers who ``key`` is."""
@@ -858,12 +891,14 @@ def aws_clients(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Clients:
     environment = tuple(os.environ.get(name) for name in CLIENT_ENVIRONMENT)
     clients = clients_for(environment, settings.retry_mode, settings.max_attempts)
     clients.budget.seconds, clients.budget.clock = settings.call_budget, clock
+    if clients.pacer is not None:
+        clients.pacer.clock = clock
     return clients
 
 
 @lru_cache(maxsize=8)
 def clients_for(environment: tuple[str | None, ...], retry_mode: str, max_attempts: int) -> Clients:
-    """IAM, Secrets Manager and SNS clients from a session of their own.
+    """IAM, Secrets Manager, SNS, EventBridge and CloudTrail clients from a session of their own.
 
     botocore's retries (adaptive by default: client-side rate limiting) are
     the only retry layer; ``CallBudget`` bounds how long they may go on.
@@ -874,13 +909,16 @@ def clients_for(environment: tuple[str | None, ...], retry_mode: str, max_attemp
     config = Config(retries={"mode": retry_mode, "total_max_attempts": max_attempts},
                     connect_timeout=5, read_timeout=15, max_pool_connections=64)
     budget = CallBudget()
-    made = {name: session.client(name, config=config) for name in ("iam", "secretsmanager", "sns", "events")}
+    made = {name: session.client(name, config=config)
+            for name in ("iam", "secretsmanager", "sns", "events", "cloudtrail")}
+    pacer = Pacer(LOOKUP_INTERVAL_SECONDS)
+    made["cloudtrail"].meta.events.register("request-created", pacer.wait)  # every attempt; before the budget's check
     for client in made.values():
         client.meta.events.register("before-call", budget.start)
         client.meta.events.register("request-created", budget.check)  # once per attempt, retries included
         client.meta.events.register("before-send", budget.check)  # again after adaptive mode's rate limiter
     return Clients(session=session, iam=made["iam"], secrets=made["secretsmanager"], sns=made["sns"], budget=budget,
-                   identity=KeyIdentity(session), events=made["events"])
+                   identity=KeyIdentity(session), events=made["events"], cloudtrail=made["cloudtrail"], pacer=pacer)
 
 
 # Calls whose request or answer carries a secret value: their AWS error
@@ -1919,6 +1957,8 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
         base.reason = item.reason or (f"{what} is kept Active until {until} (IAM's last-used data lags)" if adopted
                                       else f"previous key {previous} is in its grace period until {until}")
         return base
+    if decision in (Retire.WAIT_USE, Retire.FORCE):
+        base.in_use_since = stored_at  # where LOOKUP_HOLDOUTS asks CloudTrail from
     if decision == Retire.WAIT_USE:
         base.still_in_use = True
         base.steps = [f"keep {previous} Active: {where}"]
@@ -2069,6 +2109,98 @@ def report_compliance(run: Run, records: list[Any], outcomes: list[Outcome]) -> 
                            f"rotating at day {', '.join(f'{d:g}' for d in days)} instead")
 
 
+LOOKUP_INTERVAL_SECONDS = 0.5  # LookupEvents allows 2 calls a second per account and region: one every 0.5 s
+HOLDOUT_LOOKUPS_PER_RUN = 20  # keys a run asks CloudTrail about, at most (at 0.5 s each: 10 s)
+HOLDOUT_EVENTS = 50  # LookupEvents' largest page; only the first is read
+HOLDOUT_GROUPS = 10  # groups kept per key, the most recently seen first
+HOLDOUT_TEXT = 160  # characters kept of a user agent (it is the caller's to choose)
+HOLDOUT_TIME_RESERVE = 15.0  # seconds of Lambda time a lookup needs left (the report and its notices follow)
+
+
+def clip(value: Any) -> str | None:
+    """A caller-chosen string from CloudTrail, printable and short, for a log line or a message."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = "".join(ch if ch.isprintable() else "?" for ch in value)
+    return text if len(text) <= HOLDOUT_TEXT else text[:HOLDOUT_TEXT - 3] + "..."
+
+
+def group_holdouts(key_id: str, events: list[Any]) -> list[dict[str, Any]]:
+    """CloudTrail's events made with ``key_id``, grouped by source IP, user agent and event source: a count
+    and the last time seen each, most recent first. Events for another key (an answer to another question)
+    and events that are not CloudTrail's shape are left out."""
+    groups: dict[tuple, dict[str, Any]] = {}
+    for event in events:
+        if not isinstance(event, dict) or event.get("AccessKeyId", key_id) != key_id:
+            continue
+        record = loads_or_none(event.get("CloudTrailEvent") or "", {})
+        record = record if isinstance(record, dict) else {}
+        when = event.get("EventTime")
+        if not isinstance(when, datetime):
+            try:
+                when = datetime.fromisoformat(str(record.get("eventTime", "")).replace("Z", "+00:00"))
+            except ValueError:
+                when = None
+        where = (clip(record.get("sourceIPAddress")), clip(record.get("userAgent")),
+                 clip(record.get("eventSource") or event.get("EventSource")))
+        group = groups.setdefault(where, {"source_ip": where[0], "user_agent": where[1], "event_source": where[2],
+                                          "count": 0, "last_seen": None})
+        group["count"] += 1
+        if when is not None and (group["last_seen"] is None or iso(when) > group["last_seen"]):
+            group["last_seen"] = iso(when)
+    return sorted(groups.values(), key=lambda g: g["last_seen"] or "", reverse=True)[:HOLDOUT_GROUPS]
+
+
+def describe_holdouts(groups: list[dict[str, Any]], most: int = 3) -> str:
+    """The holdouts in a sentence: who (host and program), on which service, how often, last when."""
+    parts = [f"{g['source_ip'] or 'an unknown address'} with {g['user_agent'] or 'an unknown program'} on "
+             f"{g['event_source'] or 'an unknown service'} ({g['count']}x, last {g['last_seen'] or 'unknown'})"
+             for g in groups[:most]]
+    more = f" and {len(groups) - most} more" if len(groups) > most else ""
+    return "; ".join(parts) + more
+
+
+def look_up_holdouts(run: Run, outcomes: list[Outcome]) -> None:
+    """LOOKUP_HOLDOUTS: for each previous (or adopted) key kept Active because it was used since the store,
+    or deactivated although still in use, the management events CloudTrail saw made with it since the store
+    (LookupEvents, first page), as ``holdouts`` and a WARNING. At most HOLDOUT_LOOKUPS_PER_RUN keys, paced
+    under CloudTrail's rate (``Pacer``); a lookup that fails changes nothing but the report. Reads only."""
+    wanted = [o for o in outcomes if o.in_use_since and o.old_key_id and (o.still_in_use or o.forced_in_use)]
+    for index, outcome in enumerate(wanted):
+        if index >= HOLDOUT_LOOKUPS_PER_RUN:
+            outcome.holdouts_note = (f"not looked up: CloudTrail is asked about at most {HOLDOUT_LOOKUPS_PER_RUN} "
+                                     "keys a run")
+            continue
+        left = time_left(run.context)
+        if left is not None and left < HOLDOUT_TIME_RESERVE:
+            outcome.holdouts_note = "not looked up: too little Lambda time left"
+            continue
+        key_id = outcome.old_key_id
+        try:
+            with run.clients.budget.deadline(HOLDOUT_TIME_RESERVE):
+                answer = run.clients.cloudtrail.lookup_events(
+                    LookupAttributes=[{"AttributeKey": "AccessKeyId", "AttributeValue": key_id}],
+                    StartTime=outcome.in_use_since, EndTime=run.clock.now(), MaxResults=HOLDOUT_EVENTS)
+        except Exception as err:  # the report only: the keys are as the rotation left them
+            why = describe_error(err, "LookupEvents")
+            if error_code(err) in ("AccessDenied", "AccessDeniedException"):
+                why += "; LOOKUP_HOLDOUTS needs cloudtrail:LookupEvents"
+            outcome.holdouts_note = f"CloudTrail: {why}"
+            log_action("holdouts_failed", logging.WARNING, secret=outcome.secret, key_id=key_id, error=why)
+            continue
+        outcome.holdouts = group_holdouts(key_id, answer.get("Events") or [])
+        if answer.get("NextToken"):
+            outcome.holdouts_note = f"from CloudTrail's first page only (the {HOLDOUT_EVENTS} most recent events)"
+        elif not outcome.holdouts:
+            outcome.holdouts_note = ("CloudTrail shows no management event made with the key since the store "
+                                     "(data events, such as S3 reads, do not show; events take up to 15 minutes "
+                                     "to appear)")
+        if outcome.holdouts:
+            log_action("holdouts", logging.WARNING, secret=outcome.secret, user=outcome.user, key_id=key_id,
+                       holdouts=outcome.holdouts,
+                       message=f"key {key_id} is still used by: {describe_holdouts(outcome.holdouts)}")
+
+
 def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) -> list[Outcome]:
     """The batch passes: resolve, read, authorise, decide, then rotate in waves (start, verify together,
     finish); last, the deadline's figures for every secret."""
@@ -2091,6 +2223,8 @@ def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) 
         else:
             decided = [isolated(name_of, lambda r: decide(run, r))(item) for item in read]
             outcomes = rotate_in_waves(run, decided, pool.map)
+    if settings.lookup_holdouts:
+        look_up_holdouts(run, outcomes)
     report_compliance(run, read, outcomes)
     return outcomes
 
@@ -2583,6 +2717,9 @@ def notify(clients: Clients, settings: Settings, summary: dict[str, Any]) -> Non
     if not settings.notify_topic_arn:
         return
     lines = [f"{s['secret']}: {s['status']}" + (f" ({s['reason']})" if s.get("reason") else "")
+             + (f". Who still uses {s.get('old_key_id')}: {describe_holdouts(s['holdouts'])}"
+                if s.get("holdouts") else "")
+             + (f". Holdouts: {s['holdouts_note']}" if s.get("holdouts_note") else "")
              + f". What to do: {WHAT_TO_DO[Status(s['status'])]}"
              for s in summary["secrets"] if Status(s["status"]) in WHAT_TO_DO]
     if not lines:

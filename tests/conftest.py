@@ -5,6 +5,9 @@ moto differs from AWS in two ways these fixtures correct for the unit tests:
   signature. ``AwsLikeSts`` judges the request the function's own KeyIdentity
   signed, at the wire, as STS does: only an Active key of an existing user whose
   SigV4 signature verifies with that key's real secret authenticates.
+- moto has no CloudTrail LookupEvents. ``CloudTrailLookups`` answers it in
+  CloudTrail's documented shape (``Events[].CloudTrailEvent`` a JSON string),
+  from events the test records, at CloudTrail's rate of 2 calls a second.
 - moto lets PutSecretValue rewrite an existing version's value; AWS refuses
   (ResourceExistsException). Tests that depend on it say so.
 """
@@ -255,6 +258,111 @@ def sts():
     TokenResponse.get_caller_identity = lambda self: stand_in.judge(self, original)
     yield stand_in
     TokenResponse.get_caller_identity = original
+
+
+class CloudTrailLookups:
+    """CloudTrail's LookupEvents as AWS answers it, in moto's place (moto has none): the management events the
+    test records, filtered by the AccessKeyId attribute and StartTime/EndTime, newest first, MaxResults (at
+    most 50) a page with a NextToken when more remain; each ``Events[]`` entry carries ``CloudTrailEvent``, the
+    record as a JSON string. Like CloudTrail, a third call within one second on the test's clock is refused
+    with ThrottlingException. ``refuse`` answers every call with that error code instead."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.events: list[dict] = []
+        self.calls: list[dict] = []  # each call's request, with "at": the test clock's monotonic time
+        self.throttled = 0
+        self.refuse: str | None = None
+
+    def record(self, key_id: str, when: datetime, source_ip: str = "203.0.113.7",
+               user_agent: str = "aws-cli/2.15.0 Python/3.11", event_source: str = "iam.amazonaws.com",
+               event_name: str = "ListUsers", user: str = "app") -> None:
+        self.events.append({"key_id": key_id, "when": when, "record": {
+            "eventVersion": "1.09", "eventTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "eventSource": event_source,
+            "eventName": event_name, "awsRegion": "us-east-1", "sourceIPAddress": source_ip,
+            "userAgent": user_agent, "userIdentity": {"type": "IAMUser", "userName": user, "accessKeyId": key_id},
+            "eventID": f"{len(self.events):08d}-0000-0000-0000-000000000000", "readOnly": True}})
+
+    def answer(self, response: Any) -> str:
+        from moto.core.exceptions import JsonRESTError
+
+        request = json.loads(response.body or "{}")
+        now = self.clock.monotonic()
+        recent = [c for c in self.calls if now - c["at"] < 1.0]
+        self.calls.append({**request, "at": now})
+        if len(recent) >= 2:
+            self.throttled += 1
+            raise JsonRESTError("ThrottlingException", "Rate exceeded")
+        if self.refuse:
+            raise JsonRESTError(self.refuse, "injected")
+        (attribute,) = request.get("LookupAttributes") or [{}]
+        start, end = request.get("StartTime"), request.get("EndTime")
+        found = [e for e in self.events if attribute.get("AttributeKey") == "AccessKeyId"
+                 and e["key_id"] == attribute.get("AttributeValue")
+                 and (start is None or e["when"].timestamp() >= start)
+                 and (end is None or e["when"].timestamp() <= end)]
+        found.sort(key=lambda e: e["when"], reverse=True)
+        page = found[:min(request.get("MaxResults", 50), 50)]
+        body: dict = {"Events": [{
+            "EventId": e["record"]["eventID"], "EventName": e["record"]["eventName"], "ReadOnly": "true",
+            "AccessKeyId": e["key_id"], "EventTime": e["when"].timestamp(), "EventSource": e["record"]["eventSource"],
+            "Username": e["record"]["userIdentity"]["userName"], "Resources": [],
+            "CloudTrailEvent": json.dumps(e["record"])} for e in page]}
+        if len(found) > len(page):
+            body["NextToken"] = "more"
+        return json.dumps(body)
+
+
+@pytest.fixture
+def cloudtrail(clock):
+    """CloudTrail's LookupEvents in moto's place (see CloudTrailLookups), on the test's clock."""
+    from moto.cloudtrail.responses import CloudTrailResponse
+
+    stand_in = CloudTrailLookups(clock)
+    CloudTrailResponse.lookup_events = lambda self: stand_in.answer(self)
+    yield stand_in
+    del CloudTrailResponse.lookup_events
+
+
+@pytest.fixture
+def bus(aws, monkeypatch):
+    """A bus, a rule matching every key-rotation event, an SQS queue behind it; EVENT_BUS set."""
+    events, sqs = boto3.client("events"), boto3.client("sqs")
+    events.create_event_bus(Name="keys")
+    queue = sqs.create_queue(QueueName="consumer")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="all", EventBusName="keys", EventPattern=json.dumps({"source": ["key-rotation"]}))
+    events.put_targets(Rule="all", EventBusName="keys", Targets=[{"Id": "q", "Arn": queue_arn}])
+    monkeypatch.setenv("EVENT_BUS", "keys")
+
+    def received() -> list[dict]:
+        got = []
+        while True:
+            messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+            if not messages:
+                return got
+            for message in messages:
+                got.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+    return received
+
+
+@pytest.fixture
+def topic(aws, monkeypatch):
+    """An SNS topic with an SQS queue subscribed (raw delivery); NOTIFY_TOPIC_ARN set. Returns a reader."""
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    arn = sns.create_topic(Name="key-rotation")["TopicArn"]
+    queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    monkeypatch.setenv("NOTIFY_TOPIC_ARN", arn)
+
+    def messages() -> list[str]:
+        answer = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
+        return [m["Body"] for m in answer.get("Messages", [])]
+
+    return messages
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -13,30 +12,6 @@ import lambda_function
 from conftest import STEPS, step
 from lambda_function import RotationFailed
 from seed import ROWS, begin_rotation, iam_secret_keys, seed_row, set_last_used
-
-
-@pytest.fixture
-def bus(aws, monkeypatch):
-    """A bus, a rule matching every key-rotation event, an SQS queue behind it; EVENT_BUS set."""
-    events, sqs = boto3.client("events"), boto3.client("sqs")
-    events.create_event_bus(Name="keys")
-    queue = sqs.create_queue(QueueName="consumer")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name="all", EventBusName="keys", EventPattern=json.dumps({"source": ["key-rotation"]}))
-    events.put_targets(Rule="all", EventBusName="keys", Targets=[{"Id": "q", "Arn": queue_arn}])
-    monkeypatch.setenv("EVENT_BUS", "keys")
-
-    def received() -> list[dict]:
-        got = []
-        while True:
-            messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
-            if not messages:
-                return got
-            for message in messages:
-                got.append(json.loads(message["Body"]))
-                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
-
-    return received
 
 
 def events_client():

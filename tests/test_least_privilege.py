@@ -110,7 +110,7 @@ def test_the_rest_are_logs_kms_via_secrets_manager_and_optional_events():
     # events:PutEvents is in the file for EVENT_BUS; make policy drops it unless EVENT_BUS= is given.
     assert set(ACTIONS) - set(CODE_ACTIONS) == {
         "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "kms:Decrypt", "kms:GenerateDataKey",
-        "events:PutEvents", "iam:GenerateCredentialReport", "iam:GetCredentialReport"}
+        "events:PutEvents", "iam:GenerateCredentialReport", "iam:GetCredentialReport", "cloudtrail:LookupEvents"}
     (kms,) = [s for s in POLICY["Statement"] if s["Sid"] == "UseSecretsKeyOnlyViaSecretsManager"]
     assert kms["Condition"] == {
         "StringEquals": {"kms:ViaService": "secretsmanager.REGION.amazonaws.com"},
@@ -125,6 +125,9 @@ def test_every_statement_is_scoped_but_listing_secrets():
             continue
         if statement["Sid"] == "ReadCredentialReport":  # account-wide reads, no resource: only "*" (and optional)
             assert statement["Action"] == list(OPTIONAL) and statement["Resource"] == "*"
+            continue
+        if statement["Sid"] == "LookUpHoldouts":  # LookupEvents takes no resource: only "*" (and optional)
+            assert statement["Action"] == ["cloudtrail:LookupEvents"] and statement["Resource"] == "*"
             continue
         assert "*" not in statement["Resource"].split(":")[2:5], statement["Sid"]
         assert statement["Resource"].startswith("arn:aws:"), statement["Sid"]

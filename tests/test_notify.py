@@ -6,27 +6,10 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
 
 from lambda_function import RotationFailed
 from seed import ROWS, iam_secret_keys, seed_row
-
-
-@pytest.fixture
-def topic(aws, monkeypatch):
-    sns, sqs = boto3.client("sns"), boto3.client("sqs")
-    arn = sns.create_topic(Name="key-rotation")["TopicArn"]
-    queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
-    monkeypatch.setenv("NOTIFY_TOPIC_ARN", arn)
-
-    def messages() -> list[str]:
-        answer = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
-        return [m["Body"] for m in answer.get("Messages", [])]
-
-    return messages
 
 
 def test_a_run_sends_one_message_saying_what_happened_and_what_to_do(aws, invoke, topic):

@@ -25,8 +25,8 @@ def policy_actions() -> set[str]:
     for statement in json.loads(POLICY.read_text())["Statement"]:
         assert statement["Effect"] == "Allow"
         listed = statement["Action"]
-        assert statement["Resource"] != "*" or statement["Sid"] in ("ListAndBatchReadSecrets",
-                                                                    "ReadCredentialReport"), statement["Sid"]
+        assert statement["Resource"] != "*" or statement["Sid"] in ("ListAndBatchReadSecrets", "ReadCredentialReport",
+                                                                    "LookUpHoldouts"), statement["Sid"]
         actions |= {listed} if isinstance(listed, str) else set(listed)
     return actions
 
@@ -76,6 +76,26 @@ def test_policy_allows_exactly_what_the_code_calls(aws, invoke, monkeypatch, cal
     for name in STEPS:
         step(seeded[2].secret, token, name)
     # events:PutEvents only with EVENT_BUS (make policy EVENT_BUS=...; test_events covers the calls)
-    # ... and the credential report's two actions only with ACCOUNT_REPORT (test_compliance covers the calls)
-    assert policy_actions() == called | LOG_ACTIONS | KMS_ACTIONS | {"events:PutEvents", "iam:GenerateCredentialReport",
-                                                                     "iam:GetCredentialReport"}
+    # ... the credential report's two actions only with ACCOUNT_REPORT (test_compliance covers the calls)
+    # ... and cloudtrail:LookupEvents only with LOOKUP_HOLDOUTS (test_holdouts covers the call)
+    assert policy_actions() == called | LOG_ACTIONS | KMS_ACTIONS | {
+        "events:PutEvents", "iam:GenerateCredentialReport", "iam:GetCredentialReport", "cloudtrail:LookupEvents"}
+
+
+@pytest.mark.unit
+def test_make_policy_carries_each_optional_statement_only_when_its_setting_is_on():
+    from deploy_config import render_policy
+
+    def sids(*options: str) -> set[str]:
+        return {s["Sid"] for s in render_policy("111122223333", "eu-west-1", "rotate-keys", "iam-keys/", "", "/",
+                                                *options)["Statement"]}
+
+    optional = {"PublishRotationEvents", "ReadCredentialReport", "LookUpHoldouts"}
+    assert not sids() & optional, "off by default: the least the function needs"
+    assert sids("keys") & optional == {"PublishRotationEvents"}
+    assert sids("", "true") & optional == {"ReadCredentialReport"}
+    assert sids("", "", "true") & optional == {"LookUpHoldouts"}
+    assert sids("", "false", "no") & optional == set()
+    (lookup,) = [s for s in render_policy("111122223333", "eu-west-1", "f", "iam-keys/", "", "/", "", "", "true")[
+        "Statement"] if s["Sid"] == "LookUpHoldouts"]
+    assert lookup["Action"] == ["cloudtrail:LookupEvents"] and lookup["Resource"] == "*"

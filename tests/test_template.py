@@ -65,9 +65,15 @@ def test_role_policy_matches_lambda_execution_role_json():
         statements.append(as_placeholders(statement))
     expected = json.loads((ROOT / "LambdaExecutionRole.json").read_text())["Statement"]
     # The events statement is a resource of its own in the template, present only with EventBusName.
-    optional = [s for s in expected if s["Sid"] in ("PublishRotationEvents", "ReadCredentialReport")]
+    optional = [s for s in expected if s["Sid"] in ("PublishRotationEvents", "ReadCredentialReport", "LookUpHoldouts")]
     assert statements == [s for s in expected if s not in optional]
     assert RESOURCES["ReportPolicy"]["Condition"] == "WithAccountReport"
+    assert RESOURCES["HoldoutsPolicy"]["Condition"] == "WithHoldoutLookup"
+    (lookup,) = RESOURCES["HoldoutsPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert lookup == {**next(s for s in expected if s["Sid"] == "LookUpHoldouts")}
+    assert RESOURCES["Function"]["Properties"]["Environment"]["Variables"]["LOOKUP_HOLDOUTS"] == {
+        "Ref": "LookupHoldouts"}
+    assert TEMPLATE["Parameters"]["LookupHoldouts"]["Default"] == "false"
     assert RESOURCES["EventsPolicy"]["Condition"] == "HasEventBus"
     (granted,) = RESOURCES["EventsPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert granted["Action"] == "events:PutEvents" and "event-bus/${EventBusName}" in granted["Resource"]["Fn::Sub"]

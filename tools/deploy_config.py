@@ -1,6 +1,7 @@
 """Helpers for the Makefile's deploy targets; standard library only, so deploying needs no test stack.
 
-    python3 tools/deploy_config.py policy ACCOUNT_ID REGION FUNCTION [PREFIX] [KMS_KEY_ID] [USER_PATH] > policy.json
+    python3 tools/deploy_config.py policy ACCOUNT_ID REGION FUNCTION [PREFIX] [KMS_KEY_ID] [USER_PATH] \
+        [EVENT_BUS] [ACCOUNT_REPORT] [LOOKUP_HOLDOUTS]                      > policy.json
     python3 tools/deploy_config.py create NAME=VALUE ...                    > environment.json
     python3 tools/deploy_config.py environment CURRENT_JSON NAME=VALUE ...  > merged.json
 
@@ -51,9 +52,11 @@ ALIASES = {"SEC": "sec"}  # make's variable for `sec`
 
 
 def render_policy(account_id: str, region: str, function: str, prefix: str = "iam-keys/", kms_key_id: str = "",
-                  user_path: str = "/", event_bus: str = "", account_report: str = "") -> dict:
+                  user_path: str = "/", event_bus: str = "", account_report: str = "",
+                  lookup_holdouts: str = "") -> dict:
     """LambdaExecutionRole.json with its placeholders filled; without a KMS key id, no KMS statement; without
-    an event bus, no events:PutEvents. ``user_path`` narrows the users whose keys the role may manage."""
+    an event bus, no events:PutEvents; the credential report's and CloudTrail's reads only when ACCOUNT_REPORT
+    and LOOKUP_HOLDOUTS are on. ``user_path`` narrows the users whose keys the role may manage."""
     if not re.fullmatch(r"/([!-~]+/)*", user_path or "/"):
         raise SystemExit(f"USER_PATH must look like /key-rotation/, not {user_path!r}")
     if not re.fullmatch(r"\d{12}", account_id):
@@ -71,8 +74,9 @@ def render_policy(account_id: str, region: str, function: str, prefix: str = "ia
         policy["Statement"] = [s for s in policy["Statement"] if not s["Action"][0].startswith("kms:")]
     bus_name = event_bus.rsplit("/", 1)[-1] if event_bus else ""
     policy["Statement"] = [s for s in policy["Statement"] if bus_name or s["Action"] != ["events:PutEvents"]]
-    if account_report.strip().lower() not in ("true", "1", "yes", "on"):  # the report's actions only when it is on
-        policy["Statement"] = [s for s in policy["Statement"] if s["Sid"] != "ReadCredentialReport"]
+    for sid, wanted in (("ReadCredentialReport", account_report), ("LookUpHoldouts", lookup_holdouts)):
+        if wanted.strip().lower() not in FUNCTION.TRUE_WORDS:  # an optional read only when its setting is on
+            policy["Statement"] = [s for s in policy["Statement"] if s["Sid"] != sid]
     for statement in policy["Statement"]:
         if isinstance(statement["Resource"], str):
             statement["Resource"] = statement["Resource"].replace("EVENT_BUS", bus_name)
@@ -130,7 +134,7 @@ def render_report(summary: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["policy"] and 4 <= len(argv) <= 9:
+    if argv[:1] == ["policy"] and 4 <= len(argv) <= 10:
         print(json.dumps(render_policy(*argv[1:]), indent=2))
         return 0
     if argv[:1] == ["environment"] and len(argv) >= 2:
