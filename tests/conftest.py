@@ -25,6 +25,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+import faults as fault_kit
 import lambda_function
 from local_aws import LambdaContext, make_moto_move_current_as_aws_does, moto_server
 from seed import ACCOUNT_ID, iam_secret_keys
@@ -466,3 +467,12 @@ def botocore_on_clock(monkeypatch, clock):
 
     monkeypatch.setattr(bucket.TokenBucket, "__init__", init)
     return clock
+
+
+@pytest.fixture
+def faults(botocore_on_clock):
+    """Faults at the wire on the function's clients (tests/faults.py); botocore's backoff on the test's clock.
+    ``faults.clear()`` ends them (the test's other patches stay)."""
+    made = fault_kit.Faults()
+    yield made
+    made.clear()

@@ -1,82 +1,151 @@
-"""Fault injection at the boto3 call: refused, applied with the answer lost, process killed, a bug below us."""
+"""Faults where AWS makes them: per attempt, at the wire, on the function's own clients.
+
+The nth call of an operation fails, on every attempt botocore makes (or on the first ``attempts`` of them):
+
+- ``REFUSED``: each attempt is answered HTTP 503 ServiceUnavailable and never reaches moto's backend, so
+  nothing is applied; botocore's retry handler retries it with its backoff (on the test's clock) until
+  AWS_MAX_ATTEMPTS or the function's CallBudget stops it, and the call fails as it would on AWS.
+- ``TIMEOUT``: each attempt is applied by moto and its answer is lost (ReadTimeoutError, as urllib3 raises
+  it), so botocore retries it; every retry is applied too, as on AWS (a lost CreateAccessKey retried makes a
+  second key).
+- ``CRASH``: the first attempt is applied, then the process dies (``Crash``, a BaseException nothing may
+  catch): the crash is at the call.
+- ``BROKEN``: a bug below the function before anything is sent (RuntimeError at ``before-call``).
+
+How: botocore emits ``before-send`` for every attempt and takes the first answer a handler gives. moto (in
+process) answers there too; a refusal is registered ahead of it and points the attempt at an address moto
+leaves alone, a lost answer or crash behind it, once moto has applied the request. The function's code,
+botocore's retries and the budget's hooks all run unchanged. Use the ``faults`` fixture (conftest), which
+also puts botocore's backoff on the test's clock.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from botocore.exceptions import ClientError, ReadTimeoutError
+from botocore import xform_name
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ReadTimeoutError
 
 import lambda_function
 
 REFUSED, TIMEOUT, CRASH, BROKEN = "refused", "timeout", "crash", "broken"
 MODES = (REFUSED, TIMEOUT, CRASH, BROKEN)
+NOWHERE = "https://injected-fault.invalid/"  # an address moto's in-process stub does not answer
 
 
 class Crash(BaseException):
     """The process dies: nothing in the function may catch this."""
 
 
-class Faulty:
-    """A boto3 client whose `method` fails the `nth` time it is called."""
+class Raw:
+    """An HTTP body as botocore reads it."""
 
-    def __init__(self, client: Any, method: str, mode: str, nth: int = 1) -> None:
-        self.client, self.method, self.mode, self.nth = client, method, mode, nth
-        self.calls = 0
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_: Any) -> Any:
+        yield self.body
+
+
+def service_unavailable(request: Any) -> AWSResponse:
+    """A 503 in the service's own protocol: JSON (Secrets Manager, EventBridge) or query XML (IAM, SNS)."""
+    if request.headers.get("X-Amz-Target"):
+        body = json.dumps({"__type": "ServiceUnavailable", "message": "injected refusal"}).encode()
+        headers = {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": "injected"}
+    else:
+        body = (b"<ErrorResponse><Error><Type>Receiver</Type><Code>ServiceUnavailable</Code><Message>injected "
+                b"refusal</Message></Error><RequestId>injected</RequestId></ErrorResponse>")
+        headers = {"Content-Type": "text/xml"}
+    return AWSResponse(NOWHERE, 503, headers, Raw(body))
+
+
+class Fault:
+    """The nth call of one operation fails at the wire (see the module's docstring)."""
+
+    def __init__(self, method: str, mode: str, nth: int = 1, attempts: int | None = None) -> None:
+        self.method, self.mode, self.nth, self.attempts = method, mode, nth, attempts
+        self.calls = 0  # calls of the operation seen
+        self.failed = 0  # attempts of the nth call failed
+        self.active = True
 
     @property
     def fired(self) -> bool:
         return self.calls >= self.nth
 
-    def __getattr__(self, name: str) -> Any:
-        real = getattr(self.client, name)
-        if name != self.method:
-            return real
-
-        def call(**kwargs: Any) -> Any:
-            self.calls += 1
-            if self.calls != self.nth:
-                return real(**kwargs)
-            if self.mode == REFUSED:  # a 5xx: AWS says it failed, which may or may not be so
-                error = {"Error": {"Code": "ServiceUnavailable", "Message": "injected refusal"},
-                         "ResponseMetadata": {"HTTPStatusCode": 503}}
-                raise ClientError(error, "".join(part.title() for part in name.split("_")))
-            if self.mode == BROKEN:  # not an AWS error at all: a bug below us, before anything was sent
+    def on_call(self, model: Any, context: dict, **_: Any) -> None:
+        """before-call: count the calls; mark the nth."""
+        if not self.active or xform_name(model.name) != self.method:
+            return
+        self.calls += 1
+        if self.calls == self.nth:
+            context.setdefault("injected_faults", []).append(self)
+            if self.mode == BROKEN:
                 raise RuntimeError("injected failure")
-            real(**kwargs)  # AWS applies it ...
-            if self.mode == TIMEOUT:  # ... and the answer never arrives
-                raise ReadTimeoutError(endpoint_url="https://injected.invalid")
-            raise Crash(name)
 
-        return call
+    def _fails(self, request: Any) -> bool:
+        mine = self in (getattr(request, "context", None) or {}).get("injected_faults", [])
+        if not (self.active and mine) or (self.attempts is not None and self.failed >= self.attempts):
+            return False
+        if self.mode == CRASH and self.failed:
+            return False
+        self.failed += 1
+        return True
+
+    def before_moto(self, request: Any, **_: Any) -> AWSResponse | None:
+        """before-send, ahead of moto: a refusal the backend never sees."""
+        if self.mode == REFUSED and self._fails(request):
+            request.url = NOWHERE
+            return service_unavailable(request)
+        return None
+
+    def after_moto(self, request: Any, **_: Any) -> None:
+        """before-send, behind moto (which has applied the request): the answer is lost, or the process dies."""
+        if self.mode in (TIMEOUT, CRASH) and self._fails(request):
+            if self.mode == CRASH:
+                raise Crash(self.method)
+            raise ReadTimeoutError(endpoint_url=request.url)
 
 
-def service_of(method: str) -> str:
+def function_clients() -> lambda_function.Clients:
+    """The clients the function will use for the environment as it is now (cached per environment)."""
+    import os
+
+    return lambda_function.aws_clients(lambda_function.load_settings(os.environ, {}))
+
+
+def client_of(method: str) -> Any:
     """Which of the function's clients has `method`."""
-    clients = lambda_function.aws_clients(lambda_function.Settings())
-    return next(s for s in ("iam", "secrets", "sns") if hasattr(getattr(clients, s), method))
+    clients = function_clients()
+    return next(c for c in (clients.iam, clients.secrets, clients.sns, clients.events) if hasattr(c, method))
 
 
-def inject(monkeypatch, method: str, mode: str, nth: int = 1) -> Faulty:
-    """Make the function's `method` fail the nth time; return the proxy."""
-    real_clients = lambda_function.aws_clients
-    service = service_of(method)
-    faulty = Faulty(getattr(real_clients(lambda_function.Settings()), service), method, mode, nth)
+class Faults:
+    """The ``faults`` fixture: inject faults on the function's clients; ``clear()`` ends them all."""
 
-    def patched(settings, clock=lambda_function.SYSTEM_CLOCK):
-        clients = real_clients(settings, clock)
-        return lambda_function.Clients(**{**clients.__dict__, service: faulty})
+    def __init__(self) -> None:
+        self.made: list[Fault] = []
 
-    monkeypatch.setattr(lambda_function, "aws_clients", patched)
-    return faulty
+    def inject(self, method: str, mode: str, nth: int = 1, attempts: int | None = None) -> Fault:
+        fault = Fault(method, mode, nth, attempts)
+        events = client_of(method).meta.events
+        events.register("before-call", fault.on_call)
+        events.register_first("before-send", fault.before_moto)
+        events.register_last("before-send", fault.after_moto)
+        self.made.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        for fault in self.made:
+            fault.active = False
 
 
 def record_calls(run) -> list[str]:
     """The boto3 methods the function's clients call while `run()` goes, in order, a repeat as
     "method#2": what a fault can be injected into."""
-    from botocore import xform_name
-
     seen: list[str] = []
-    clients = lambda_function.aws_clients(lambda_function.Settings())
+    clients = function_clients()
     for client in (clients.iam, clients.secrets):
         client.meta.events.register("before-call", lambda model, **_: seen.append(xform_name(model.name)))
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from faults import CRASH, MODES, REFUSED, TIMEOUT, Crash, inject, record_calls
+from faults import CRASH, MODES, REFUSED, TIMEOUT, Crash, record_calls
 from lambda_function import RotationFailed
 from seed import ROWS, seed_row
 
@@ -72,12 +72,12 @@ def converge(aws, invoke, clock, secret: str, user: str) -> None:
 
 
 @pytest.mark.parametrize("row, call, mode", CASES)
-def test_fault_keeps_a_working_key_and_rerun_converges(aws, invoke, clock, monkeypatch, row, call, mode):
+def test_fault_keeps_a_working_key_and_rerun_converges(aws, invoke, clock, faults, monkeypatch, row, call, mode):
     seeded = seed_row(aws.iam, aws.secrets, row, user="alice")
     had_working_key = row.held is not None and row.statuses[row.held] == "Active"
     unheld_before = active_unheld(aws, seeded.secret, "alice")
     method, _, nth = call.partition("#")
-    fault = inject(monkeypatch, method, mode, int(nth or 1))
+    fault = faults.inject(method, mode, int(nth or 1))
 
     try:
         invoke(seeded.secret)
@@ -90,56 +90,56 @@ def test_fault_keeps_a_working_key_and_rerun_converges(aws, invoke, clock, monke
     if mode != CRASH:
         assert active_unheld(aws, seeded.secret, "alice") <= unheld_before
 
-    monkeypatch.undo()  # the faults go
+    faults.clear()  # the faults go
     converge(aws, invoke, clock, seeded.secret, "alice")
     aws.assert_converged(seeded.secret)
     assert len(aws.keys("alice")) <= 2
 
 
-def test_refused_store_deletes_new_key_and_keeps_old(aws, invoke, monkeypatch):
+def test_refused_store_deletes_new_key_and_keeps_old(aws, invoke, faults, monkeypatch):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    inject(monkeypatch, "put_secret_value", REFUSED)
+    faults.inject("put_secret_value", REFUSED)
     with pytest.raises(RotationFailed, match="new key deleted, old key unchanged"):
         invoke(seeded.secret)
     assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
     assert len(aws.versions(seeded.secret)) == 1
 
 
-def test_lost_answer_to_store_is_confirmed_and_rotation_completes(aws, invoke, monkeypatch):
+def test_lost_answer_to_store_is_confirmed_and_rotation_completes(aws, invoke, faults, monkeypatch):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    inject(monkeypatch, "put_secret_value", TIMEOUT)
+    faults.inject("put_secret_value", TIMEOUT)
     result = invoke(seeded.secret)
     assert result["rotated"] == 1
     assert aws.keys("alice")[seeded.key_ids[0]] == "Inactive"
     aws.assert_converged(seeded.secret)
 
 
-def test_unconfirmable_store_leaves_new_key_for_next_run(aws, invoke, monkeypatch):
+def test_unconfirmable_store_leaves_new_key_for_next_run(aws, invoke, faults, monkeypatch):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    inject(monkeypatch, "put_secret_value", REFUSED)
-    inject(monkeypatch, "get_secret_value", REFUSED)  # the re-read fails too (the first read was batched)
+    faults.inject("put_secret_value", REFUSED)
+    faults.inject("get_secret_value", REFUSED)  # the re-read fails too (the first read was batched)
     with pytest.raises(RotationFailed, match="could not re-read the secret"):
         invoke(seeded.secret)
     assert len(aws.keys("alice")) == 2, "the new key is not deleted blindly"
     assert aws.holds_working_key(seeded.secret)
 
 
-def test_lost_answer_to_create_removes_the_orphan_key(aws, invoke, monkeypatch):
+def test_lost_answer_to_create_removes_the_orphan_key(aws, invoke, faults, monkeypatch):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    inject(monkeypatch, "create_access_key", TIMEOUT)
+    faults.inject("create_access_key", TIMEOUT)
     with pytest.raises(RotationFailed, match="old key unchanged"):
         invoke(seeded.secret)
     assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
 
 
-def test_crash_after_create_leaves_a_key_that_is_adopted_then_retired_unused(aws, invoke, clock, monkeypatch):
+def test_crash_after_create_leaves_a_key_that_is_adopted_then_retired_unused(aws, invoke, clock, faults, monkeypatch):
     # The crashed run's key is held by no secret and young: for all IAM can tell, someone's key in use.
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    inject(monkeypatch, "create_access_key", CRASH)
+    faults.inject("create_access_key", CRASH)
     with pytest.raises(Crash):
         invoke(seeded.secret)
     (orphan,) = set(aws.keys("alice")) - set(seeded.key_ids)
-    monkeypatch.undo()
+    faults.clear()
     (entry,) = invoke(seeded.secret)["secrets"]
     assert entry["status"] == "waiting" and entry["adopted"] == orphan
     assert aws.keys("alice")[orphan] == "Active"
@@ -150,3 +150,45 @@ def test_crash_after_create_leaves_a_key_that_is_adopted_then_retired_unused(aws
     invoke(seeded.secret)  # the next rotation deletes it to make room
     assert orphan not in aws.keys("alice")
     aws.assert_converged(seeded.secret)
+
+
+@pytest.mark.parametrize("row, call", [pytest.param(row, call, id=f"{row.name}-{call}") for row in ROWS
+                                        for call in CALLS[row.name]])
+def test_one_refused_attempt_is_retried_by_botocore_and_the_run_is_as_without_it(aws, invoke, faults, row, call):
+    # A 503 on the first attempt only: botocore's retry handler sends the call again (its backoff on the test's
+    # clock), and the rotation ends as an unfaulted one does. Were botocore's retries lost, this would fail.
+    seeded = seed_row(aws.iam, aws.secrets, row, user="alice")
+    method, _, nth = call.partition("#")
+    fault = faults.inject(method, REFUSED, int(nth or 1), attempts=1)
+    result = invoke(seeded.secret)
+    assert fault.failed == 1 and result["failed"] == 0
+    aws.assert_converged(seeded.secret)
+    assert len(aws.keys("alice")) <= 2
+
+
+def test_refused_on_every_attempt_botocore_retries_until_the_budget_stops_it(aws, invoke, faults, clock,
+                                                                             monkeypatch):
+    import random
+
+    random.seed(7)  # botocore's backoff jitter: the same waits each run
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "20")
+    monkeypatch.setenv("TIME_MARGIN_SECONDS", "40")  # one call may retry for 10 s
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    fault = faults.inject("put_secret_value", REFUSED)
+    started = clock.monotonic()
+    with pytest.raises(RotationFailed, match="past its share of TIME_MARGIN_SECONDS") as failure:
+        invoke(seeded.secret)
+    assert 1 < fault.failed < 20, "botocore retried, then the budget stopped it before AWS_MAX_ATTEMPTS"
+    assert 10 <= clock.monotonic() - started <= 10 + 20 + 10, "the budget, one backoff past it, the clean-up"
+    assert "new key deleted, old key unchanged" in str(failure.value)
+    assert aws.keys("alice") == {seeded.key_ids[0]: "Active"} and aws.holds_working_key(seeded.secret)
+
+
+def test_within_the_budget_botocore_stops_at_aws_max_attempts(aws, invoke, faults, monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    fault = faults.inject("put_secret_value", REFUSED)
+    with pytest.raises(RotationFailed, match="ServiceUnavailable"):
+        invoke(seeded.secret)
+    assert fault.failed == 3, "AWS_MAX_ATTEMPTS counts every attempt, the first included"
+    assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 
 from conftest import load_event
-from faults import CRASH, REFUSED, TIMEOUT, Crash, inject
+from faults import CRASH, REFUSED, TIMEOUT, Crash
 from lambda_function import RotationFailed
 from seed import ROWS, iam_secret_keys, seed_row, set_last_used
 
@@ -187,16 +187,15 @@ ROLLBACK_CALLS = ["update_access_key", "update_access_key#2", "update_secret_ver
 
 @pytest.mark.parametrize("mode", [REFUSED, TIMEOUT, CRASH])
 @pytest.mark.parametrize("call", ROLLBACK_CALLS)
-def test_a_fault_in_a_rollback_keeps_a_working_key_and_a_rerun_converges(aws, invoke, rotated, monkeypatch, call,
-                                                                        mode):
+def test_a_fault_in_a_rollback_keeps_a_working_key_and_a_rerun_converges(aws, invoke, rotated, faults, call, mode):
     method, _, nth = call.partition("#")
-    fault = inject(monkeypatch, method, mode, int(nth or 1))
+    fault = faults.inject(method, mode, int(nth or 1))
     with pytest.raises((RotationFailed, Crash)):
         invoke(rotated.secret, event={"rollback": [rotated.secret]})
     assert fault.fired
     assert aws.holds_working_key(rotated.secret)
     assert rotated.key_ids[0] in aws.keys("alice")
-    monkeypatch.undo()
+    faults.clear()
     result = None
     try:
         result = invoke(rotated.secret, event={"rollback": [rotated.secret]})
@@ -212,18 +211,27 @@ def test_a_fault_in_a_rollback_keeps_a_working_key_and_a_rerun_converges(aws, in
 @pytest.mark.parametrize("mode", [REFUSED, TIMEOUT, CRASH])
 @pytest.mark.parametrize("call", ["get_access_key_last_used", "update_access_key"])
 def test_a_fault_while_retiring_keeps_the_previous_key_and_a_rerun_converges(aws, invoke, graced, clock,
-                                                                           monkeypatch, call, mode):
+                                                                           faults, monkeypatch, call, mode):
     seeded, _ = graced
     old, new = old_and_new(aws, seeded)
     clock.advance(25 * HOUR)
-    fault = inject(monkeypatch, call, mode)
+    fault = faults.inject(call, mode)
     with pytest.raises((RotationFailed, Crash)):
         invoke(seeded.secret)
     assert fault.fired
     assert old in aws.keys("alice"), "the previous key is never deleted while Active"
     assert aws.holds_working_key(seeded.secret)
-    monkeypatch.undo()
-    invoke(seeded.secret)  # retires the old key, or (if the deactivation was applied) rotates again
+    faults.clear()
+    invoke(seeded.secret)  # retires the old key, or (if the deactivation was applied) rotates again, with grace
+    if list(aws.keys("alice").values()).count("Active") > 1:
+        # ... whose previous key the next day's run retires. That run verified it just before the store, which
+        # IAM records as a use; moto dates the store to the whole second (of real time), so date that use an
+        # hour before the store.
+        previous = aws.value(seeded.secret, "AWSPREVIOUS")["AccessKeyId"]
+        (stored,) = [v["CreatedDate"] for v in aws.versions(seeded.secret) if "AWSCURRENT" in v["VersionStages"]]
+        set_last_used("alice", previous, stored.astimezone(UTC).replace(tzinfo=None) - timedelta(hours=1), "sts")
+        clock.advance(25 * HOUR)
+        invoke(seeded.secret)
     aws.assert_converged(seeded.secret)
     if fault.mode == REFUSED:
         assert aws.keys("alice") == {old: "Inactive", new: "Active"}

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 import lambda_function
-from faults import REFUSED, TIMEOUT, inject
+from faults import REFUSED, TIMEOUT
 from lambda_function import RotationFailed
 from seed import ROWS, iam_secret_keys, seed_row
 
@@ -25,26 +25,26 @@ def all_secret_keys(aws, secrets: list[str]) -> set[str]:
     return found - {None}
 
 
-def run_everything(aws, invoke, monkeypatch, caplog) -> tuple[list[str], str]:
+def run_everything(aws, invoke, faults, caplog) -> tuple[list[str], str]:
     """Rotate every row, then a failing store and a lost answer; return secrets and output."""
     seeded = [seed_row(aws.iam, aws.secrets, row) for row in ROWS]
     names = [s.secret for s in seeded]
     caplog.clear()  # the test's own seeding calls are not the function's logs
     output = [json.dumps(invoke(*names))]
-    inject(monkeypatch, "put_secret_value", REFUSED)
+    faults.inject("put_secret_value", REFUSED)
     with pytest.raises(RotationFailed) as failure:
         invoke(names[1])
     output.append(str(failure.value))
-    monkeypatch.undo()
-    inject(monkeypatch, "put_secret_value", TIMEOUT)
+    faults.clear()
+    faults.inject("put_secret_value", TIMEOUT)
     output.append(json.dumps(invoke(names[2])))
     return names, "\n".join(output)
 
 
-def test_no_secret_access_key_in_debug_logs_or_results(aws, invoke, monkeypatch, caplog):
+def test_no_secret_access_key_in_debug_logs_or_results(aws, invoke, faults, monkeypatch, caplog):
     monkeypatch.setenv("LOG_LEVEL", "DEBUG")
     caplog.set_level(logging.DEBUG)  # the root logger, as a Lambda at DEBUG has it
-    names, output = run_everything(aws, invoke, monkeypatch, caplog)
+    names, output = run_everything(aws, invoke, faults, caplog)
     logs = caplog.text
     secrets = all_secret_keys(aws, names)
     assert len(secrets) > len(names)

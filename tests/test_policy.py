@@ -10,7 +10,7 @@ import pytest
 
 import lambda_function
 from conftest import STEPS, step
-from faults import REFUSED, TIMEOUT, inject
+from faults import REFUSED, TIMEOUT
 from lambda_function import RotationFailed
 from seed import ROWS, begin_rotation, iam_secret_keys, seed_row, set_last_used
 
@@ -45,7 +45,7 @@ def called(aws):
     return seen
 
 
-def test_policy_allows_exactly_what_the_code_calls(aws, invoke, monkeypatch, called):
+def test_policy_allows_exactly_what_the_code_calls(aws, invoke, faults, monkeypatch, called):
     seeded = [seed_row(aws.iam, aws.secrets, row) for row in ROWS]
     invoke(sec="iam-keys/*")  # found by prefix
     # a previous key still Active: the next run retires it
@@ -61,17 +61,17 @@ def test_policy_allows_exactly_what_the_code_calls(aws, invoke, monkeypatch, cal
     second = invoke(two.secret)
     assert second["retired"] == 1, json.dumps(second["secrets"])
     for mode in (REFUSED, TIMEOUT):  # the failure paths' calls count too
-        fault = inject(monkeypatch, "put_secret_value", mode)
+        fault = faults.inject("put_secret_value", mode)
         try:
             invoke(seeded[1].secret)
         except RotationFailed:
             pass
         assert fault.fired
-        monkeypatch.undo()
-    inject(monkeypatch, "create_access_key", TIMEOUT)
+        faults.clear()
+    faults.inject("create_access_key", TIMEOUT)
     with pytest.raises(RotationFailed):
         invoke(seeded[1].secret)
-    monkeypatch.undo()
+    faults.clear()
     token = begin_rotation(seeded[2].secret)  # Secrets Manager rotation mode
     for name in STEPS:
         step(seeded[2].secret, token, name)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from conftest import load_event
-from faults import CRASH, Crash, inject
+from faults import CRASH, Crash
 from seed import ROWS, seed_row
 
 
@@ -82,13 +82,13 @@ def test_scheduled_event_without_id_falls_back_to_its_time(aws, invoke):
     assert len(aws.versions(seeded.secret)) == 2
 
 
-def test_redelivery_after_crash_past_store_finishes_the_rotation(aws, invoke, monkeypatch):
+def test_redelivery_after_crash_past_store_finishes_the_rotation(aws, invoke, faults, monkeypatch):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1])
     event = scheduled_event(now())
-    inject(monkeypatch, "put_secret_value", CRASH)
+    faults.inject("put_secret_value", CRASH)
     with pytest.raises(Crash):
         invoke(seeded.secret, event=event)
-    monkeypatch.undo()
+    faults.clear()
     new_key = aws.value(seeded.secret)["AccessKeyId"]
     assert aws.keys(seeded.user)[seeded.key_ids[0]] == "Active"
 

@@ -10,7 +10,7 @@ import pytest
 
 import lambda_function
 from conftest import STEPS, LambdaContext, step
-from faults import CRASH, REFUSED, Crash, inject
+from faults import CRASH, REFUSED, Crash
 from lambda_function import ConfigError, RotationError
 from seed import ROWS, begin_rotation, enable_rotation, seed_row
 
@@ -116,12 +116,12 @@ FAULT_CALLS = [
 
 @pytest.mark.parametrize("mode", [CRASH, REFUSED])
 @pytest.mark.parametrize("row_name, call", FAULT_CALLS, ids=[f"{r}-{c}" for r, c in FAULT_CALLS])
-def test_fault_then_same_token_retry_then_new_rotation_converge(aws, monkeypatch, row_name, call, mode):
+def test_fault_then_same_token_retry_then_new_rotation_converge(aws, faults, monkeypatch, row_name, call, mode):
     row = next(r for r in ROWS if r.name == row_name)
     seeded = seed_row(aws.iam, aws.secrets, row, user="alice")
     token = begin_rotation(seeded.secret)
     method, _, nth = call.partition("#")
-    fault = inject(monkeypatch, method, mode, int(nth or 1))
+    fault = faults.inject(method, mode, int(nth or 1))
 
     with pytest.raises((Crash, RotationError)):
         run_steps(seeded.secret, token)
@@ -129,7 +129,7 @@ def test_fault_then_same_token_retry_then_new_rotation_converge(aws, monkeypatch
     if row.statuses[row.held] == "Active":
         assert aws.holds_working_key(seeded.secret)
 
-    monkeypatch.undo()
+    faults.clear()
     if mode == CRASH and call == "create_access_key":
         clear_adopted_orphan(aws, seeded, token)
     run_steps(seeded.secret, token)  # Secrets Manager retries the same rotation
@@ -151,13 +151,13 @@ def clear_adopted_orphan(aws, seeded, token: str) -> None:
     aws.iam.delete_access_key(UserName="alice", AccessKeyId=orphan)
 
 
-def test_retried_create_after_crash_before_put_never_deletes_the_unheld_key(aws, monkeypatch):
+def test_retried_create_after_crash_before_put_never_deletes_the_unheld_key(aws, faults, monkeypatch):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[3], user="alice")  # 1 active + 1 inactive: no room to spare
     token = begin_rotation(seeded.secret)
-    inject(monkeypatch, "create_access_key", CRASH)
+    faults.inject("create_access_key", CRASH)
     with pytest.raises(Crash):
         step(seeded.secret, token, "createSecret")
-    monkeypatch.undo()
+    faults.clear()
     clear_adopted_orphan(aws, seeded, token)
     run_steps(seeded.secret, token)
     assert_finished(aws, seeded.secret, token)
@@ -221,10 +221,10 @@ def test_batch_run_after_a_rotation_reads_the_new_current_version(aws, invoke):
     assert aws.keys("alice") == {rotated_in: "Inactive", result["secrets"][0]["new_key_id"]: "Active"}
 
 
-def test_refused_pending_write_deletes_the_new_key_at_once(aws, monkeypatch):
+def test_refused_pending_write_deletes_the_new_key_at_once(aws, faults, monkeypatch):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
     token = begin_rotation(seeded.secret)
-    inject(monkeypatch, "put_secret_value", REFUSED)
+    faults.inject("put_secret_value", REFUSED)
     with pytest.raises(RotationError, match="new key deleted, old key unchanged"):
         step(seeded.secret, token, "createSecret")
     assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
