@@ -240,6 +240,20 @@ class Aws:
 
 
 @pytest.fixture(autouse=True)
+def a_year_ahead(request):
+    """For a year-ahead twin (marker ``year_ahead``), every clock of the process runs a year ahead of today."""
+    if request.node.get_closest_marker("year_ahead") is None:
+        yield
+        return
+    import freezegun
+
+    # pytest's own timing keeps real time (its --durations figures)
+    with freezegun.freeze_time(datetime.now(UTC) + timedelta(days=YEAR_AHEAD_DAYS), tick=True,
+                               ignore=["_pytest.timing"]):
+        yield
+
+
+@pytest.fixture(autouse=True)
 def fresh_state(monkeypatch):
     """Each test starts with no settings of ours in the environment and no cached clients."""
     for name in SETTINGS_VARIABLES:
@@ -409,9 +423,28 @@ def invoke(monkeypatch, clock):
 E2E_FILES = {"test_end_to_end.py", "test_deploy.py", "test_readme.py", "test_lambda_runtime.py", "test_template.py"}
 
 
+# The tests whose outcome depends on what day it is: redelivery windows, grace periods, the deadline, ages.
+TIME_SENSITIVE = {"test_redelivery.py", "test_grace.py", "test_compliance.py", "test_operator_controls.py",
+                  "test_entry_points.py", "test_hardened.py", "test_holdouts.py"}
+YEAR_AHEAD_DAYS = 366
+
+
+def year_ahead_twin(item: pytest.Function) -> pytest.Function:
+    """The same test, run with every clock of the process (ours, moto's, botocore's signing) a year ahead."""
+    callspec = getattr(item, "callspec", None)
+    name = f"{item.originalname}[{callspec.id}-a-year-ahead]" if callspec else f"{item.name}[a-year-ahead]"
+    twin = pytest.Function.from_parent(item.parent, name=name, callspec=callspec, callobj=item.obj,
+                                       fixtureinfo=item._fixtureinfo, originalname=item.originalname)
+    twin.add_marker(pytest.mark.year_ahead)
+    return twin
+
+
 def pytest_collection_modifyitems(items):
     """Markers from what a test uses: `e2e` (a moto server over HTTP, the AWS CLI, the Lambda runtime client),
-    `aws` (moto in-process), else `unit` (pure functions): `pytest -m unit` answers in seconds."""
+    `aws` (moto in-process), else `unit` (pure functions): `pytest -m unit` answers in seconds. And the check
+    that no test holds a date that will pass: each time-sensitive test runs again a year ahead."""
+    items.extend([year_ahead_twin(item) for item in items if item.path.name in TIME_SENSITIVE
+                  and isinstance(item, pytest.Function) and not item.get_closest_marker("year_ahead")])
     for item in items:
         if item.get_closest_marker("unit") or item.get_closest_marker("e2e"):
             continue

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import json
 import os
 import subprocess
@@ -34,14 +37,10 @@ def test_package_holds_only_the_function():
         assert archive.read("lambda_function.py") == (ROOT / "lambda_function.py").read_bytes()
 
 
-def test_create_schedule_and_deploy_with_the_aws_cli(server):
+def test_create_makes_the_function_one_at_a_time_with_production_defaults(server):
     role = role_arn()
     make("create", "FUNCTION=rotate-keys", f"ROLE={role}", "SEC=iam-keys/a;iam-keys/b")
-    make("schedule", "FUNCTION=rotate-keys")
-    make("schedule", "FUNCTION=rotate-keys")  # again: idempotent
-    deployed = make("deploy", "FUNCTION=rotate-keys")
-
-    lam, events = boto3.client("lambda"), boto3.client("events")
+    lam = boto3.client("lambda")
     config = lam.get_function(FunctionName="rotate-keys")["Configuration"]
     assert config["Runtime"] == "python3.13"
     assert config["Handler"] == "lambda_function.lambda_handler"
@@ -49,17 +48,42 @@ def test_create_schedule_and_deploy_with_the_aws_cli(server):
     # Production defaults: rotate at 80 days, keep the old key 24 hours: every key stays under 90 days.
     assert config["Environment"]["Variables"] == {"sec": "iam-keys/a;iam-keys/b", "ROTATE_AFTER_DAYS": "80",
                                                   "GRACE_HOURS": "24"}
-    assert config["CodeSha256"] in deployed.stdout
     assert lam.get_function_concurrency(FunctionName="rotate-keys")["ReservedConcurrentExecutions"] == 1
     assert lam.get_function_event_invoke_config(FunctionName="rotate-keys")["MaximumRetryAttempts"] == 2
 
+
+def test_deploy_uploads_the_new_code(server):
+    seed_function("rotate-keys", code=b"# an older version\n")
+    deployed = make("deploy", "FUNCTION=rotate-keys")
+    config = boto3.client("lambda").get_function(FunctionName="rotate-keys")["Configuration"]
+    assert config["CodeSha256"] in deployed.stdout
+    assert config["CodeSha256"] == base64.b64encode(hashlib.sha256((ROOT / "dist" / "lambda.zip").read_bytes())
+                                                    .digest()).decode()
+
+
+def assert_scheduled(function_arn: str) -> None:
+    """One daily rule, targeting the function, and one grant for EventBridge on that rule only."""
+    lam, events = boto3.client("lambda"), boto3.client("events")
     (rule,) = events.list_rules(NamePrefix="rotate-keys")["Rules"]
     assert rule["ScheduleExpression"] == "cron(0 6 * * ? *)" and rule["State"] == "ENABLED"
     (target,) = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
-    assert target["Arn"] == config["FunctionArn"]
+    assert target["Arn"] == function_arn
     (grant,) = json.loads(lam.get_policy(FunctionName="rotate-keys")["Policy"])["Statement"]
     assert grant["Principal"] == {"Service": "events.amazonaws.com"}
     assert grant["Condition"]["ArnLike"]["AWS:SourceArn"] == rule["Arn"]
+
+
+def test_schedule_adds_the_daily_rule_and_its_grant(server):
+    function_arn = seed_function("rotate-keys")
+    make("schedule", "FUNCTION=rotate-keys")
+    assert_scheduled(function_arn)
+
+
+def test_schedule_again_changes_nothing(server):
+    function_arn = seed_function("rotate-keys")
+    seed_schedule("rotate-keys")  # as a first make schedule left it
+    make("schedule", "FUNCTION=rotate-keys")
+    assert_scheduled(function_arn)
 
 
 def test_create_refuses_without_role_or_secrets(server):
@@ -74,27 +98,70 @@ def test_deploy_targets_never_guess_the_function_name(target):
     assert done.returncode != 0 and "give FUNCTION=" in done.stderr
 
 
-def role_arn() -> str:
-    return boto3.client("iam").create_role(RoleName="key-rotation", AssumeRolePolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                 "Principal": {"Service": "lambda.amazonaws.com"}}]}))["Role"]["Arn"]
+def role_arn(name: str = "key-rotation") -> str:
+    """A role Lambda may assume (made once)."""
+    iam = boto3.client("iam")
+    try:
+        return iam.get_role(RoleName=name)["Role"]["Arn"]
+    except iam.exceptions.NoSuchEntityException:
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                         "Principal": {"Service": "lambda.amazonaws.com"}}]}
+        return iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
 
 
-def test_settings_are_passed_by_name_and_configure_merges_them(server):
-    make("create", "FUNCTION=rotate-keys", f"ROLE={role_arn()}", "SEC=iam-keys/*", "GRACE_HOURS=24")
-    lam = boto3.client("lambda")
+def seed_function(name: str, variables: dict | None = None, code: bytes | None = None, region: str | None = None,
+                  role: str | None = None) -> str:
+    """A function as `make create` leaves it, made with boto3 (the AWS CLI costs about a second a call), for the
+    tests whose subject is another target. Returns its ARN."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as made:
+        made.writestr("lambda_function.py", code if code is not None else (ROOT / "lambda_function.py").read_bytes())
+    lam = boto3.client("lambda", region_name=region)
+    arn = lam.create_function(FunctionName=name, Runtime="python3.13", Role=role or role_arn(),
+                              Handler="lambda_function.lambda_handler", Code={"ZipFile": archive.getvalue()},
+                              Timeout=900, MemorySize=256,
+                              Environment={"Variables": variables if variables is not None else
+                                           {"sec": "iam-keys/*", "ROTATE_AFTER_DAYS": "80", "GRACE_HOURS": "24"}})
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    return arn["FunctionArn"]
 
-    def variables() -> dict:
-        return lam.get_function_configuration(FunctionName="rotate-keys")["Environment"]["Variables"]
 
-    assert variables() == {"sec": "iam-keys/*", "GRACE_HOURS": "24", "ROTATE_AFTER_DAYS": "80"}
+def seed_schedule(name: str, region: str | None = None) -> str:
+    """The rule, target and grant `make schedule` makes, with boto3. Returns the rule's ARN."""
+    lam, events = boto3.client("lambda", region_name=region), boto3.client("events", region_name=region)
+    function_arn = lam.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
+    rule_arn = events.put_rule(Name=f"{name}-schedule", ScheduleExpression="cron(0 6 * * ? *)")["RuleArn"]
+    lam.add_permission(FunctionName=name, StatementId="events-schedule", Action="lambda:InvokeFunction",
+                       Principal="events.amazonaws.com", SourceArn=rule_arn)
+    events.put_targets(Rule=f"{name}-schedule", Targets=[{"Id": "rotate", "Arn": function_arn}])
+    return rule_arn
+
+
+def variables_of(name: str) -> dict:
+    return boto3.client("lambda").get_function_configuration(FunctionName=name)["Environment"]["Variables"]
+
+
+def test_create_takes_settings_by_name(server):
+    make("create", "FUNCTION=rotate-keys", f"ROLE={role_arn()}", "SEC=iam-keys/*", "GRACE_HOURS=48",
+         "LOOKUP_HOLDOUTS=true")
+    assert variables_of("rotate-keys") == {"sec": "iam-keys/*", "GRACE_HOURS": "48", "ROTATE_AFTER_DAYS": "80",
+                                           "LOOKUP_HOLDOUTS": "true"}
+
+
+def test_configure_adds_a_setting_keeping_the_others_and_name_equals_nothing_removes_it(server):
+    seed_function("rotate-keys")
     make("configure", "FUNCTION=rotate-keys", "DRY_RUN=true")
-    assert variables() == {"sec": "iam-keys/*", "GRACE_HOURS": "24", "ROTATE_AFTER_DAYS": "80", "DRY_RUN": "true"}, \
-        "the others are kept"
-    make("configure", "FUNCTION=rotate-keys", "SEC=iam-keys/a;iam-keys/b")
-    assert variables()["sec"] == "iam-keys/a;iam-keys/b" and variables()["GRACE_HOURS"] == "24"
+    assert variables_of("rotate-keys") == {"sec": "iam-keys/*", "GRACE_HOURS": "24", "ROTATE_AFTER_DAYS": "80",
+                                           "DRY_RUN": "true"}, "the others are kept"
     make("configure", "FUNCTION=rotate-keys", "DRY_RUN=")  # NAME= removes it
-    assert "DRY_RUN" not in variables()
+    assert "DRY_RUN" not in variables_of("rotate-keys")
+
+
+def test_configure_sec_replaces_the_secrets(server):
+    seed_function("rotate-keys")
+    make("configure", "FUNCTION=rotate-keys", "SEC=iam-keys/a;iam-keys/b")
+    assert variables_of("rotate-keys")["sec"] == "iam-keys/a;iam-keys/b"
+    assert variables_of("rotate-keys")["GRACE_HOURS"] == "24"
 
 
 @pytest.mark.parametrize("given, says", [
@@ -104,7 +171,7 @@ def test_settings_are_passed_by_name_and_configure_merges_them(server):
     ("MAX_GRACE_HOURS=2400", "reaches MAX_KEY_AGE_DAYS"),
 ])
 def test_configure_and_create_refuse_what_the_function_would_refuse_and_write_nothing(server, given, says):
-    make("create", "FUNCTION=rotate-keys", f"ROLE={role_arn()}", "SEC=iam-keys/*")
+    seed_function("rotate-keys")
     lam = boto3.client("lambda")
     before = lam.get_function_configuration(FunctionName="rotate-keys")["Environment"]["Variables"]
     done = make("configure", "FUNCTION=rotate-keys", given, ok=False)
@@ -137,14 +204,14 @@ def test_invoke_exits_non_zero_when_the_function_fails(tmp_path):
     assert "1 of 1 secrets failed" in done.stdout
 
 
-def test_destroy_removes_the_function_and_its_schedule(server):
-    make("create", "FUNCTION=rotate-keys", f"ROLE={role_arn()}", "SEC=iam-keys/a")
-    make("schedule", "FUNCTION=rotate-keys")
+def test_destroy_removes_the_function_and_its_schedule_leaving_nothing_in_the_way(server):
+    seed_function("rotate-keys")
+    seed_schedule("rotate-keys")
     make("destroy", "FUNCTION=rotate-keys")
     assert boto3.client("lambda").list_functions()["Functions"] == []
     assert boto3.client("events").list_rules(NamePrefix="rotate-keys")["Rules"] == []
-    role = boto3.client("iam").get_role(RoleName="key-rotation")["Role"]["Arn"]
-    make("create", "FUNCTION=rotate-keys", f"ROLE={role}", "SEC=iam-keys/a")  # a re-deploy after removal works
+    seed_function("rotate-keys")  # the names are free again: a re-deploy after removal works
+    seed_schedule("rotate-keys")
 
 
 def test_policy_is_rendered_for_the_account_leaving_the_tracked_template_alone(server):
@@ -184,27 +251,25 @@ def aws_cli(*args: str) -> subprocess.CompletedProcess:
     return done
 
 
-def test_the_template_deploys_two_stacks_side_by_side_and_again_after_removal(server):
-    # moto's CloudFormation skips AWS::CloudWatch::Alarm and AWS::Lambda::EventInvokeConfig (it warns); the
-    # rest is created: function, role, rule, permission, queue, log group.
-    make("package")
-    boto3.client("s3").create_bucket(Bucket="artifacts")
-    boto3.client("s3").upload_file(str(ROOT / "dist" / "lambda.zip"), "artifacts", "lambda.zip")
+def deploy_stack(stack: str, *overrides: str) -> None:
+    """`aws cloudformation deploy` of the template, its code uploaded (moto's CloudFormation skips
+    AWS::CloudWatch::Alarm and AWS::Lambda::EventInvokeConfig, and warns; the rest is created: function, role,
+    rule, permission, queue, log group)."""
+    s3 = boto3.client("s3")
+    if "artifacts" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+        s3.create_bucket(Bucket="artifacts")
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as made:
+            made.writestr("lambda_function.py", (ROOT / "lambda_function.py").read_bytes())
+        s3.put_object(Bucket="artifacts", Key="lambda.zip", Body=archive.getvalue())
+    aws_cli("cloudformation", "deploy", "--template-file", "template.yaml", "--stack-name", stack,
+            "--capabilities", "CAPABILITY_IAM", "--parameter-overrides", "CodeBucket=artifacts",
+            "CodeKey=lambda.zip", "SecretNames=iam-keys/*", *overrides)
 
-    def deploy(stack: str, *overrides: str) -> None:
-        aws_cli("cloudformation", "deploy", "--template-file", "template.yaml", "--stack-name", stack,
-                "--capabilities", "CAPABILITY_IAM", "--parameter-overrides", "CodeBucket=artifacts",
-                "CodeKey=lambda.zip", "SecretNames=iam-keys/*", *overrides)
 
-    deploy("keys-prod")
-    # Pause and resume work for a stack too: the stack knows its (generated) rule.
-    make("pause", "FUNCTION=keys-prod", "STACK=keys-prod", f"AWS={Path(sys.executable).parent / 'aws'}")
-    events = boto3.client("events")
-    (rule,) = [r for r in events.list_rules()["Rules"] if "keys-prod" in r["Name"]]
-    assert rule["State"] == "DISABLED"
-    make("resume", "FUNCTION=keys-prod", "STACK=keys-prod")
-    assert events.describe_rule(Name=rule["Name"])["State"] == "ENABLED"
-    deploy("keys-test", "NotifyTopicArn=arn:aws:sns:us-east-1:123456789012:rotation")
+def test_the_template_deploys_two_stacks_side_by_side(server):
+    deploy_stack("keys-prod")
+    deploy_stack("keys-test", "NotifyTopicArn=arn:aws:sns:us-east-1:123456789012:rotation")
     lam = boto3.client("lambda")
     assert sorted(f["FunctionName"] for f in lam.list_functions()["Functions"]) == ["keys-prod", "keys-test"]
     config = lam.get_function_configuration(FunctionName="keys-prod")
@@ -212,10 +277,25 @@ def test_the_template_deploys_two_stacks_side_by_side_and_again_after_removal(se
     variables = lam.get_function_configuration(FunctionName="keys-test")["Environment"]["Variables"]
     assert variables["NOTIFY_TOPIC_ARN"] == "arn:aws:sns:us-east-1:123456789012:rotation"
 
-    aws_cli("cloudformation", "delete-stack", "--stack-name", "keys-prod")
-    assert [f["FunctionName"] for f in lam.list_functions()["Functions"]] == ["keys-test"]
-    deploy("keys-prod")  # the log group went with the stack: nothing blocks the re-deploy
-    assert sorted(f["FunctionName"] for f in lam.list_functions()["Functions"]) == ["keys-prod", "keys-test"]
+
+def test_a_stack_deploys_again_after_its_removal(server):
+    deploy_stack("keys-prod")
+    boto3.client("cloudformation").delete_stack(StackName="keys-prod")
+    lam = boto3.client("lambda")
+    assert lam.list_functions()["Functions"] == []
+    deploy_stack("keys-prod")  # the log group went with the stack: nothing blocks the re-deploy
+    assert [f["FunctionName"] for f in lam.list_functions()["Functions"]] == ["keys-prod"]
+
+
+def test_pause_and_resume_work_for_a_stack(server):
+    # The stack knows its (generated) rule.
+    deploy_stack("keys-prod")
+    make("pause", "FUNCTION=keys-prod", "STACK=keys-prod")
+    events = boto3.client("events")
+    (rule,) = [r for r in events.list_rules()["Rules"] if "keys-prod" in r["Name"]]
+    assert rule["State"] == "DISABLED"
+    make("resume", "FUNCTION=keys-prod", "STACK=keys-prod")
+    assert events.describe_rule(Name=rule["Name"])["State"] == "ENABLED"
 
 
 def test_every_list_of_settings_is_the_function_s_table():
@@ -245,8 +325,8 @@ def test_every_list_of_settings_is_the_function_s_table():
 
 
 def test_pause_and_resume_the_schedule_of_route_2a(server):
-    make("create", "FUNCTION=rotate-keys", f"ROLE={role_arn()}", "SEC=iam-keys/*")
-    make("schedule", "FUNCTION=rotate-keys")
+    seed_function("rotate-keys")
+    seed_schedule("rotate-keys")
     events = boto3.client("events")
     make("pause", "FUNCTION=rotate-keys")
     assert events.describe_rule(Name="rotate-keys-schedule")["State"] == "DISABLED"
@@ -267,7 +347,7 @@ def test_the_report_table_reads_at_a_glance(tmp_path):
 
 
 def test_alarms_for_route_2a_are_the_templates_four(server):
-    make("create", "FUNCTION=rotate-keys", f"ROLE={role_arn()}", "SEC=iam-keys/*")
+    seed_function("rotate-keys")
     make("alarms", "FUNCTION=rotate-keys", "TOPIC=arn:aws:sns:us-east-1:123456789012:ops")
     alarms = {a["AlarmName"]: a for a in boto3.client("cloudwatch").describe_alarms()["MetricAlarms"]}
     assert set(alarms) == {f"rotate-keys-{n}" for n in ("errors", "no-success", "still-in-use", "overdue")}

@@ -7,9 +7,9 @@
 
 Settings are checked with the function's own table and parser (``lambda_function.SETTINGS_TABLE`` and
 ``load_settings``) before anything is written: an unknown name is refused with the nearest known one, a
-bad value with the function's own message, and ``NAME=`` removes the setting. Where boto3 is not installed
-(a deploy machine needs only the AWS CLI), the function is loaded with stand-ins for the few botocore names
-it imports; its settings parser uses none of them.
+bad value with the function's own message, and ``NAME=`` removes the setting. The function is loaded with
+stand-ins for the few boto3 and botocore names it imports (its settings parser uses none of them), so a
+deploy machine needs only the AWS CLI.
 """
 
 from __future__ import annotations
@@ -26,22 +26,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def function_module() -> types.ModuleType:
-    """lambda_function, importable without boto3: only its settings parser is used here."""
+    """lambda_function, loaded without boto3: only its settings parser is used here, which needs none of the
+    few botocore names the function imports. So a deploy machine needs no boto3, and each make target spends
+    no time importing it (where the function is loaded already, as in the tests, it is used as it is)."""
     sys.path.insert(0, str(ROOT))
-    try:
-        import boto3  # noqa: F401
-    except ModuleNotFoundError:
-        class Stand(Exception):
-            def __init__(self, *args: object, **kwargs: object) -> None:
-                super().__init__(*args)
 
-        stand_ins = {"boto3": {"session": None}, "botocore": {}, "botocore.config": {"Config": Stand},
-                     "botocore.credentials": {"Credentials": Stand},
-                     "botocore.exceptions": {"BotoCoreError": Stand, "ClientError": Stand}}
+    class Stand(Exception):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args)
+
+    stand_ins = {"boto3": {"session": None}, "botocore": {}, "botocore.config": {"Config": Stand},
+                 "botocore.credentials": {"Credentials": Stand},
+                 "botocore.exceptions": {"BotoCoreError": Stand, "ClientError": Stand}}
+    if "lambda_function" not in sys.modules:
         for name, names in stand_ins.items():
-            module = types.ModuleType(name)
-            module.__dict__.update(names)
             if sys.modules.get(name) is None:
+                module = types.ModuleType(name)
+                module.__dict__.update(names)
                 sys.modules[name] = module
     return importlib.import_module("lambda_function")
 
