@@ -857,17 +857,36 @@ class KeyIdentity:
 
 @dataclass(frozen=True)
 class Clients:
-    """The clients every thread shares (botocore's clients are thread-safe)."""
+    """The clients every thread shares (botocore's clients are thread-safe). IAM, Secrets Manager and STS are
+    made with the session; SNS, EventBridge and CloudTrail, which only some settings use, on first use."""
 
     session: Any
     iam: Any
     secrets: Any
     budget: CallBudget
-    sns: Any = None
     identity: KeyIdentity | None = None
-    events: Any = None
-    cloudtrail: Any = None
     pacer: Pacer | None = None  # the cloudtrail client's
+    make: Callable[[str], Any] | None = None  # the maker of an optional client, by service name
+    made: dict[str, Any] = field(default_factory=dict, repr=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def optional(self, service: str) -> Any:
+        with self.lock:
+            if service not in self.made:
+                self.made[service] = self.make(service)
+            return self.made[service]
+
+    @property
+    def sns(self) -> Any:
+        return self.optional("sns")
+
+    @property
+    def events(self) -> Any:
+        return self.optional("events")
+
+    @property
+    def cloudtrail(self) -> Any:
+        return self.optional("cloudtrail")
 
     def sts_for(self, key: NewKey) -> Any:
         """Something whose get_caller_identity() answers who ``key`` is."""
@@ -898,7 +917,8 @@ def aws_clients(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Clients:
 
 @lru_cache(maxsize=8)
 def clients_for(environment: tuple[str | None, ...], retry_mode: str, max_attempts: int) -> Clients:
-    """IAM, Secrets Manager, SNS, EventBridge and CloudTrail clients from a session of their own.
+    """IAM, Secrets Manager, STS (and, on first use, SNS, EventBridge and CloudTrail) clients from a session of
+    their own.
 
     botocore's retries (adaptive by default: client-side rate limiting) are
     the only retry layer; ``CallBudget`` bounds how long they may go on.
@@ -908,17 +928,19 @@ def clients_for(environment: tuple[str | None, ...], retry_mode: str, max_attemp
     # ("max_attempts" in a Config counts retries only: 10 would make 11 attempts).
     config = Config(retries={"mode": retry_mode, "total_max_attempts": max_attempts},
                     connect_timeout=5, read_timeout=15, max_pool_connections=64)
-    budget = CallBudget()
-    made = {name: session.client(name, config=config)
-            for name in ("iam", "secretsmanager", "sns", "events", "cloudtrail")}
-    pacer = Pacer(LOOKUP_INTERVAL_SECONDS)
-    made["cloudtrail"].meta.events.register("request-created", pacer.wait)  # every attempt; before the budget's check
-    for client in made.values():
+    budget, pacer = CallBudget(), Pacer(LOOKUP_INTERVAL_SECONDS)
+
+    def make(service: str) -> Any:
+        client = session.client(service, config=config)
+        if service == "cloudtrail":
+            client.meta.events.register("request-created", pacer.wait)  # every attempt; before the budget's check
         client.meta.events.register("before-call", budget.start)
         client.meta.events.register("request-created", budget.check)  # once per attempt, retries included
         client.meta.events.register("before-send", budget.check)  # again after adaptive mode's rate limiter
-    return Clients(session=session, iam=made["iam"], secrets=made["secretsmanager"], sns=made["sns"], budget=budget,
-                   identity=KeyIdentity(session), events=made["events"], cloudtrail=made["cloudtrail"], pacer=pacer)
+        return client
+
+    return Clients(session=session, iam=make("iam"), secrets=make("secretsmanager"), budget=budget,
+                   identity=KeyIdentity(session), pacer=pacer, make=make)
 
 
 # Calls whose request or answer carries a secret value: their AWS error

@@ -77,10 +77,13 @@ def test_the_readme_tells_how_to_look_pause_undo_and_remove():
         assert what in README, what
 
 
-def test_the_readme_template_and_alarm_commands_work_as_written(server):
+def test_the_readme_template_commands_work_as_written(server):
     # moto's CloudFormation skips the alarms and the invoke config it does not model; the rest is created.
     run(shell_block("### 2b. Or with CloudFormation"))
     assert [f["FunctionName"] for f in boto3.client("lambda").list_functions()["Functions"]] == ["iam-key-rotation"]
+
+
+def test_the_readme_alarm_command_works_as_written(server):
     run(shell_block("### Metrics, alarms, notifications"))
     (alarm,) = boto3.client("cloudwatch").describe_alarms()["MetricAlarms"]
     assert (alarm["Namespace"], alarm["MetricName"]) == ("IAMKeyRotation", "ForcedWhileInUse")
