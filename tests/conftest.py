@@ -58,8 +58,8 @@ def share_botocore_data_loader() -> None:
 
 share_botocore_data_loader()
 
-# The check that no test holds a date that will pass (tests/test_suite.py): every clock of the process, moto's
-# included, runs this many days ahead of today.
+# TEST_CLOCK_SHIFT_DAYS=N runs the whole suite with every clock of the process, moto's included, N days ahead
+# (by hand; the suite's own check is the year-ahead twins, below).
 if os.environ.get("TEST_CLOCK_SHIFT_DAYS"):
     import freezegun
 
@@ -71,6 +71,7 @@ SETTINGS_VARIABLES = tuple(lambda_function.SETTINGS_TABLE)
 
 
 STEPS = tuple(lambda_function.ROTATION_STEPS)  # createSecret, setSecret, testSecret, finishSecret
+HOLDING_STAGES = (lambda_function.CURRENT, lambda_function.PREVIOUS, lambda_function.PENDING)  # a secret holds these
 
 
 def step(secret: str, token: str, name: str, context: Any = None) -> dict:
@@ -217,9 +218,12 @@ class Aws:
         )
 
     def held_keys(self, secret: str) -> dict[str, str]:
-        """Key id -> status, for every key a staged version of the secret holds."""
+        """Key id -> status ("deleted" if IAM has it no more), for every key the secret holds: the keys of its
+        AWSCURRENT, AWSPREVIOUS and AWSPENDING versions, as the function counts holders (``Run.holders``)."""
         held = {}
-        for version in self.stages(secret):
+        for version, stages in self.stages(secret).items():
+            if not set(stages) & set(HOLDING_STAGES):
+                continue
             try:
                 value = json.loads(self.secrets.get_secret_value(SecretId=secret, VersionId=version)["SecretString"])
             except ClientError:
@@ -228,6 +232,11 @@ class Aws:
             if key_id:
                 held[key_id] = self.keys(value["UserName"]).get(key_id, "deleted")
         return held
+
+    def active_unheld(self, secret: str, user: str) -> set[str]:
+        """The user's Active keys the secret does not hold."""
+        held = self.held_keys(secret)
+        return {k for k, status in self.keys(user).items() if status == "Active" and k not in held}
 
     def assert_converged(self, secret: str) -> None:
         """Steady state: one Active key, the secret's and working, at most one Inactive."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from xml.sax.saxutils import escape
 
 from botocore import xform_name
 from botocore.awsrequest import AWSResponse
@@ -49,23 +50,28 @@ class Raw:
         yield self.body
 
 
-def service_unavailable(request: Any) -> AWSResponse:
-    """A 503 in the service's own protocol: JSON (Secrets Manager, EventBridge) or query XML (IAM, SNS)."""
+def error_answer(request: Any, code: str = "ServiceUnavailable", message: str = "injected refusal",
+                 status: int = 503) -> AWSResponse:
+    """An AWS error answer in the service's own protocol: JSON (Secrets Manager, EventBridge) or query XML (IAM,
+    SNS). botocore retries it or not as it would AWS's (a 5xx or a throttling code: yes)."""
     if request.headers.get("X-Amz-Target"):
-        body = json.dumps({"__type": "ServiceUnavailable", "message": "injected refusal"}).encode()
+        body = json.dumps({"__type": code, "message": message}).encode()
         headers = {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": "injected"}
     else:
-        body = (b"<ErrorResponse><Error><Type>Receiver</Type><Code>ServiceUnavailable</Code><Message>injected "
-                b"refusal</Message></Error><RequestId>injected</RequestId></ErrorResponse>")
+        kind = "Receiver" if status >= 500 else "Sender"
+        body = (f"<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code><Message>{escape(message)}</Message>"
+                f"</Error><RequestId>injected</RequestId></ErrorResponse>").encode()
         headers = {"Content-Type": "text/xml"}
-    return AWSResponse(NOWHERE, 503, headers, Raw(body))
+    return AWSResponse(NOWHERE, status, headers, Raw(body))
 
 
 class Fault:
     """The nth call of one operation fails at the wire (see the module's docstring)."""
 
-    def __init__(self, method: str, mode: str, nth: int = 1, attempts: int | None = None) -> None:
+    def __init__(self, method: str, mode: str, nth: int = 1, attempts: int | None = None,
+                 error: tuple[str, Any, int] = ("ServiceUnavailable", "injected refusal", 503)) -> None:
         self.method, self.mode, self.nth, self.attempts = method, mode, nth, attempts
+        self.error = error  # REFUSED: (code, message or message(request), HTTP status)
         self.calls = 0  # calls of the operation seen
         self.failed = 0  # attempts of the nth call failed
         self.active = True
@@ -96,8 +102,10 @@ class Fault:
     def before_moto(self, request: Any, **_: Any) -> AWSResponse | None:
         """before-send, ahead of moto: a refusal the backend never sees."""
         if self.mode == REFUSED and self._fails(request):
+            code, message, status = self.error
+            answer = error_answer(request, code, message(request) if callable(message) else message, status)
             request.url = NOWHERE
-            return service_unavailable(request)
+            return answer
         return None
 
     def after_moto(self, request: Any, **_: Any) -> None:
@@ -127,14 +135,28 @@ class Faults:
     def __init__(self) -> None:
         self.made: list[Fault] = []
 
-    def inject(self, method: str, mode: str, nth: int = 1, attempts: int | None = None) -> Fault:
-        fault = Fault(method, mode, nth, attempts)
+    def inject(self, method: str, mode: str, nth: int = 1, attempts: int | None = None,
+               error: tuple[str, Any, int] | None = None) -> Fault:
+        """The nth call of ``method`` fails (every attempt, or the first ``attempts``); a refusal answers
+        ``error`` (code, message, status), by default 503 ServiceUnavailable."""
+        fault = Fault(method, mode, nth, attempts, *([error] if error else []))
         events = client_of(method).meta.events
         events.register("before-call", fault.on_call)
         events.register_first("before-send", fault.before_moto)
         events.register_last("before-send", fault.after_moto)
         self.made.append(fault)
         return fault
+
+    def watch(self, method: str) -> list[dict]:
+        """The parameters of each call of ``method`` the function makes, as botocore is given them."""
+        seen: list[dict] = []
+
+        def record(model: Any, params: dict, **_: Any) -> None:
+            if xform_name(model.name) == method:
+                seen.append(dict(params))
+
+        client_of(method).meta.events.register("before-call", record)
+        return seen
 
     def clear(self) -> None:
         for fault in self.made:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 import lambda_function
+from faults import function_clients
 from lambda_function import ConfigError, RotationFailed
 from seed import seed_user
 
@@ -127,25 +128,25 @@ def test_failed_run_names_every_failed_secret(aws, invoke, good):
 def test_first_secret_in_sec_naming_a_user_wins_even_when_read_last(aws, invoke, monkeypatch, order):
     import threading
 
-    import lambda_function
 
     monkeypatch.setenv("REQUIRE_USER_TAG", "false")  # the user can name only one secret back: this is the claim rule
     first = seed_user(aws.iam, aws.secrets, "shared-user", ("Active",), held=0, secret="a-first")
     aws.secrets.create_secret(Name="b-second", SecretString=json.dumps({"UserName": "shared-user"}))
     listed = ["a-first", "b-second"] if order == "listed-first-wins" else ["b-second", "a-first"]
-    clients = lambda_function.aws_clients(lambda_function.Settings())
-    real_describe, other_read = clients.secrets.describe_secret, threading.Event()
+    events = function_clients().secrets.meta.events
+    other_read = threading.Event()
 
-    def last_for_the_first_listed(**kwargs):
-        if kwargs["SecretId"] == listed[0]:
-            other_read.wait(10)  # its read finishes after the other one's
-            return real_describe(**kwargs)
-        try:
-            return real_describe(**kwargs)
-        finally:
+    def hold_the_first_listed(params, context, **_):  # its DescribeSecret goes out after the other one's answer
+        context["first_listed"] = json.loads(params["body"])["SecretId"] == listed[0]
+        if context["first_listed"]:
+            other_read.wait(10)
+
+    def answered(context, **_):
+        if context.get("first_listed") is False:
             other_read.set()
 
-    monkeypatch.setattr(clients.secrets, "describe_secret", last_for_the_first_listed)
+    events.register("before-call.secrets-manager.DescribeSecret", hold_the_first_listed)
+    events.register("after-call.secrets-manager.DescribeSecret", answered)
     with pytest.raises(RotationFailed) as failure:
         invoke(*listed)
     assert f"secret '{listed[1]}': IAM user 'shared-user' is also named by secret '{listed[0]}'" in str(failure.value)

@@ -47,14 +47,6 @@ def test_every_row_makes_the_calls_its_plan_says():
         assert CALLS[row.name].count("create_access_key") == 1 and CALLS[row.name].count("put_secret_value") == 1
 
 
-def active_unheld(aws, secret: str, user: str) -> set[str]:
-    """Active keys whose secret is held by neither AWSCURRENT nor AWSPREVIOUS."""
-    held = {aws.value(secret).get("AccessKeyId")}
-    if any("AWSPREVIOUS" in v["VersionStages"] for v in aws.versions(secret)):
-        held.add(aws.value(secret, "AWSPREVIOUS").get("AccessKeyId"))
-    return {k for k, s in aws.keys(user).items() if s == "Active" and k not in held}
-
-
 def converge(aws, invoke, clock, secret: str, user: str) -> None:
     """Re-run as the daily schedule would. A key a crash made after CreateAccessKey is held by no secret and
     is young, so it is adopted (someone's key in use, for all the function can tell): kept Active, then
@@ -75,7 +67,7 @@ def converge(aws, invoke, clock, secret: str, user: str) -> None:
 def test_fault_keeps_a_working_key_and_rerun_converges(aws, invoke, clock, faults, monkeypatch, row, call, mode):
     seeded = seed_row(aws.iam, aws.secrets, row, user="alice")
     had_working_key = row.held is not None and row.statuses[row.held] == "Active"
-    unheld_before = active_unheld(aws, seeded.secret, "alice")
+    unheld_before = aws.active_unheld(seeded.secret, "alice")
     method, _, nth = call.partition("#")
     fault = faults.inject(method, mode, int(nth or 1))
 
@@ -88,7 +80,7 @@ def test_fault_keeps_a_working_key_and_rerun_converges(aws, invoke, clock, fault
     if had_working_key:
         assert aws.holds_working_key(seeded.secret)
     if mode != CRASH:
-        assert active_unheld(aws, seeded.secret, "alice") <= unheld_before
+        assert aws.active_unheld(seeded.secret, "alice") <= unheld_before
 
     faults.clear()  # the faults go
     converge(aws, invoke, clock, seeded.secret, "alice")

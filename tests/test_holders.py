@@ -120,20 +120,15 @@ def test_create_retried_after_its_pending_key_was_deleted_converges(aws):
     aws.assert_converged(seeded.secret)
 
 
-def test_create_with_a_dead_pending_key_where_versions_cannot_be_rewritten_fails_clearly(aws, monkeypatch):
-    # As AWS answers: a version's value cannot change (ResourceExistsException).
-    from conftest import client_error
+def test_create_with_a_dead_pending_key_where_versions_cannot_be_rewritten_fails_clearly(aws, faults):
+    # As AWS answers (moto lets a version's value change): a version's value cannot (ResourceExistsException).
+    from faults import REFUSED
 
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
     token = begin_rotation(seeded.secret)
     step(seeded.secret, token, "createSecret")
     aws.iam.delete_access_key(UserName="alice", AccessKeyId=aws.value(seeded.secret, "AWSPENDING")["AccessKeyId"])
-    clients = lambda_function.aws_clients(lambda_function.Settings())
-
-    def as_aws(**_):
-        raise client_error("ResourceExistsException", "PutSecretValue", "version exists", 400)
-
-    monkeypatch.setattr(clients.secrets, "put_secret_value", as_aws)
+    faults.inject("put_secret_value", REFUSED, error=("ResourceExistsException", "version exists", 400))
     with pytest.raises(RotationError, match="cancel-rotate-secret") as failure:
         step(seeded.secret, token, "createSecret")
     assert "new key deleted" in str(failure.value)
@@ -236,10 +231,6 @@ def test_an_old_key_deleted_by_hand_before_it_is_deactivated_is_the_goal_reached
 # --- any interleaving -----------------------------------------------------------------------------------------------
 
 
-def held_active_keys(aws, secret: str) -> set[str]:
-    return {k for k, status in aws.held_keys(secret).items() if status == "Active"}
-
-
 @pytest.mark.parametrize("seed", range(12))
 def test_no_interleaving_destroys_a_held_key(aws, invoke, sts, clock, monkeypatch, seed):
     """Scheduled runs and their retries, Secrets Manager rotations step by step, failed verification and hand
@@ -287,7 +278,7 @@ def test_no_interleaving_destroys_a_held_key(aws, invoke, sts, clock, monkeypatc
     actions = [scheduled_run, scheduled_run, rotation_step, rotation_step, rotation_off, sts_flaky,
                hand_reactivate, hand_delete_inactive]
     for _ in range(10):
-        held_before = held_active_keys(aws, seeded.secret)
+        held_before = {k for k, status in aws.held_keys(seeded.secret).items() if status == "Active"}
         try:
             rng.choice(actions)()
         except (RotationFailed, RotationError):

@@ -12,7 +12,8 @@ import pytest
 from awslambdaric.bootstrap import make_error
 
 import lambda_function
-from conftest import STEPS, LambdaContext, client_error, step
+from conftest import STEPS, LambdaContext, step
+from faults import REFUSED
 from lambda_function import RotationError, RotationFailed
 from seed import FUNCTION_ARN, ROWS, begin_rotation, enable_rotation, seed_row, seed_user
 
@@ -171,27 +172,24 @@ def chain_text(err: BaseException | None) -> str:
 
 @pytest.mark.parametrize("operation", ["put_secret_value", "batch_get_secret_value"])
 @pytest.mark.parametrize("status", [400, 500])
-def test_an_aws_error_that_echoes_the_secret_is_not_repeated(aws, invoke, monkeypatch, caplog, capsys, operation,
-                                                             status):
+def test_an_aws_error_that_echoes_the_secret_is_not_repeated(aws, invoke, faults, monkeypatch, caplog, capsys,
+                                                             operation, status):
+    # The error answer, at the wire, quotes the value sent (PutSecretValue) or held (BatchGetSecretValue).
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("LOG_LEVEL", "DEBUG")
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    clients = lambda_function.aws_clients(lambda_function.Settings())
-    real = getattr(clients.secrets, operation)
+    held = aws.secrets.get_secret_value(SecretId=seeded.secret)["SecretString"]
     echoed: list[str] = []
 
-    def echoing(**kwargs):
-        if operation == "put_secret_value":
-            echoed.append(kwargs["SecretString"])
-        else:
-            echoed.append(real(**kwargs)["SecretValues"][0]["SecretString"])
-        raise client_error("ValidationException" if status == 400 else "InternalServiceError",
-                           "".join(p.title() for p in operation.split("_")), f"bad value: {echoed[-1]}", status)
+    def echo(request) -> str:
+        echoed.append(json.loads(request.body)["SecretString"] if operation == "put_secret_value" else held)
+        return f"bad value: {echoed[-1]}"
 
-    monkeypatch.setattr(clients.secrets, operation, echoing)
+    code = "ValidationException" if status == 400 else "InternalServiceError"
+    faults.inject(operation, REFUSED, error=(code, echo, status))
     with pytest.raises(RotationFailed) as failure:
         invoke(seeded.secret)
-    monkeypatch.undo()
+    faults.clear()
 
     secret_parts = {json.loads(text)["SecretAccessKey"] for text in echoed if "SecretAccessKey" in text}
     assert secret_parts

@@ -8,7 +8,8 @@ import json
 import pytest
 
 import lambda_function
-from conftest import client_error, load_event
+from conftest import load_event
+from faults import REFUSED
 from lambda_function import ConfigError, RotationFailed, load_settings
 from seed import ROWS, seed_row
 
@@ -138,33 +139,22 @@ def test_an_sts_answer_without_arn_fails_that_secret_and_keeps_the_old_key(aws, 
         assert aws.holds_working_key(seeded.secret)
 
 
-def test_a_definite_refusal_of_the_write_deletes_the_new_key_without_a_re_read(aws, invoke, monkeypatch, alice):
-    clients = lambda_function.aws_clients(lambda_function.Settings())
-    reads = []
-    real_get = clients.secrets.get_secret_value
-    monkeypatch.setattr(clients.secrets, "get_secret_value", lambda **kw: reads.append(kw) or real_get(**kw))
+DENIED = ("AccessDeniedException", "not allowed", 400)
+DOWN = ("ServiceFailure", "down", 500)
 
-    def denied(**_):
-        raise client_error("AccessDeniedException", "PutSecretValue", "not allowed", 400)
 
-    monkeypatch.setattr(clients.secrets, "put_secret_value", denied)
+def test_a_definite_refusal_of_the_write_deletes_the_new_key_without_a_re_read(aws, invoke, faults, alice):
+    reads = faults.watch("get_secret_value")
+    faults.inject("put_secret_value", REFUSED, error=DENIED)
     with pytest.raises(RotationFailed, match="AccessDeniedException; new key deleted, old key unchanged"):
         invoke(alice.secret)
     assert reads == [], "a definite refusal needs no re-read (the first read was batched)"
     assert untouched(aws, alice)
 
 
-def test_a_new_key_that_cannot_be_deleted_is_named_as_still_there(aws, invoke, monkeypatch, alice):
-    clients = lambda_function.aws_clients(lambda_function.Settings())
-
-    def denied(**_):
-        raise client_error("AccessDeniedException", "PutSecretValue", "not allowed", 400)
-
-    def cannot_delete(**_):
-        raise client_error("ServiceFailure", "DeleteAccessKey", "down", 500)
-
-    monkeypatch.setattr(clients.secrets, "put_secret_value", denied)
-    monkeypatch.setattr(clients.iam, "delete_access_key", cannot_delete)
+def test_a_new_key_that_cannot_be_deleted_is_named_as_still_there(aws, invoke, faults, alice):
+    faults.inject("put_secret_value", REFUSED, error=DENIED)
+    faults.inject("delete_access_key", REFUSED, error=DOWN)  # every attempt botocore makes
     with pytest.raises(RotationFailed) as failure:
         invoke(alice.secret)
     (new_key,) = set(aws.keys("alice")) - {alice.key_ids[0]}
@@ -173,22 +163,9 @@ def test_a_new_key_that_cannot_be_deleted_is_named_as_still_there(aws, invoke, m
     assert aws.holds_working_key(alice.secret)
 
 
-def test_a_failed_create_whose_clean_up_cannot_list_says_a_key_may_have_been_made(aws, invoke, monkeypatch, alice):
-    clients = lambda_function.aws_clients(lambda_function.Settings())
-    real_list = clients.iam.list_access_keys
-    calls = []
-
-    def lost(**kwargs):
-        raise client_error("ServiceFailure", "CreateAccessKey", "down", 500)
-
-    def list_once(**kwargs):
-        calls.append(kwargs)
-        if len(calls) > 1:
-            raise client_error("ServiceFailure", "ListAccessKeys", "down", 500)
-        return real_list(**kwargs)
-
-    monkeypatch.setattr(clients.iam, "create_access_key", lost)
-    monkeypatch.setattr(clients.iam, "list_access_keys", list_once)
+def test_a_failed_create_whose_clean_up_cannot_list_says_a_key_may_have_been_made(aws, invoke, faults, alice):
+    faults.inject("create_access_key", REFUSED, error=DOWN)
+    faults.inject("list_access_keys", REFUSED, nth=2, error=DOWN)  # the clean-up's listing
     with pytest.raises(RotationFailed, match="a key may have been made that nobody holds"):
         invoke(alice.secret)
     assert untouched(aws, alice)
