@@ -20,13 +20,9 @@ def run_steps(secret: str, token: str) -> None:
         step(secret, token, name)
 
 
-def stages(aws, secret: str) -> dict[str, list[str]]:
-    return aws.secrets.describe_secret(SecretId=secret)["VersionIdsToStages"]
-
-
 def assert_finished(aws, secret: str, token: str) -> None:
     """AWSCURRENT on the token's version, AWSPENDING nowhere, the keys in the steady state."""
-    labels = stages(aws, secret)
+    labels = aws.stages(secret)
     assert "AWSCURRENT" in labels[token]
     assert not any("AWSPENDING" in v for v in labels.values()), labels
     aws.assert_converged(secret)
@@ -71,7 +67,7 @@ def test_every_step_twice_converges(aws):
 def test_create_secret_leaves_the_current_key_alone_when_its_version_is_current(aws):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
     enable_rotation(seeded.secret)
-    current = next(v for v, s in stages(aws, seeded.secret).items() if "AWSCURRENT" in s)
+    current = next(v for v, s in aws.stages(seeded.secret).items() if "AWSCURRENT" in s)
     assert step(seeded.secret, current, "createSecret")["status"] == "already current"
     assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
 
@@ -205,7 +201,7 @@ def test_rotate_secret_runs_the_four_steps_through_the_handler(aws, rotation_fun
         assert after["AccessKeyId"] != before["AccessKeyId"]
         assert aws.keys("alice") == {before["AccessKeyId"]: "Inactive", after["AccessKeyId"]: "Active"}
         aws.assert_converged(seeded.secret)
-        labels = stages(aws, seeded.secret)
+        labels = aws.stages(seeded.secret)
         assert not any("AWSPENDING" in v for v in labels.values())
     assert invoked == list(STEPS) * 3
 
