@@ -59,3 +59,16 @@ def test_the_sts_stand_in_refuses_a_deleted_an_inactive_and_a_wrongly_signed_key
     assert verdict(good, iam_secret_keys("alice")[good]) == "InvalidClientTokenId"
     aws.iam.delete_access_key(UserName="alice", AccessKeyId=other)
     assert verdict(other, made[1]["SecretAccessKey"]) == "InvalidClientTokenId"
+
+
+@pytest.mark.unit
+def test_the_readme_gives_the_measured_time_and_ci_runs_the_same_command():
+    # The figure is measured by hand (make test, warm virtualenv) and written down; no test times itself.
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    measured = re.search(r"Measured here \(2 cores, warm virtualenv\): (\d[\d,]*)\s+tests in (\d+) s wall", readme)
+    assert measured, "the README states the measured figure"
+    assert int(measured.group(2)) <= 150, "make test runs in at most 150 s on the 2-core machine"
+    assert "$(BIN)/python -m pytest -n auto" in (ROOT / "Makefile").read_text(), "one xdist worker per core"
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
