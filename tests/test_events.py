@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 import lambda_function
 from conftest import STEPS, step
 from lambda_function import RotationFailed
-from seed import ROWS, begin_rotation, iam_secret_keys, seed_row, set_last_used
+from seed import ROWS, begin_rotation, iam_secret_keys, seed_row, seed_user, set_last_used
 
 
 def events_client():
@@ -115,3 +116,43 @@ def test_rotation_mode_publishes_at_finish_secret(aws, bus):
     assert event["detail-type"] == "Access Key Rotated"
     assert event["detail"]["current_key_id"] == aws.value(seeded.secret)["AccessKeyId"]
     assert event["detail"]["previous_key_id"] == seeded.key_ids[0]
+
+
+def test_the_readmes_rule_brings_a_ci_systems_copy_up_to_date(aws, invoke, monkeypatch):
+    # The README's rule, as written, on a bus with a queue behind it; the consumer, as the README describes it,
+    # reads the secret the event names whenever current_key_id changed and writes the key into the CI's store.
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Consumers: EventBridge events"):]
+    pattern = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+    events, sqs = boto3.client("events"), boto3.client("sqs")
+    events.create_event_bus(Name="keys")
+    queue = sqs.create_queue(QueueName="ci")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="ci-deployer-key", EventBusName="keys", EventPattern=json.dumps(pattern))
+    events.put_targets(Rule="ci-deployer-key", EventBusName="keys", Targets=[{"Id": "ci", "Arn": queue_arn}])
+    monkeypatch.setenv("EVENT_BUS", "keys")
+    ci = seed_user(aws.iam, aws.secrets, "ci-deployer", ("Active",), held=0, secret="iam-keys/ci-deployer")
+    other = seed_user(aws.iam, aws.secrets, "web", ("Active",), held=0, secret="iam-keys/web")
+    ci_store = {"AWS_ACCESS_KEY_ID": ci.key_ids[0]}
+
+    def consumer() -> int:
+        handled = 0
+        for message in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+            detail = json.loads(message["Body"])["detail"]
+            if detail["current_key_id"] != ci_store["AWS_ACCESS_KEY_ID"]:
+                value = json.loads(boto3.client("secretsmanager").get_secret_value(
+                    SecretId=detail["secret_arn"])["SecretString"])
+                ci_store.update(AWS_ACCESS_KEY_ID=value["AccessKeyId"], AWS_SECRET_ACCESS_KEY=value["SecretAccessKey"])
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+            handled += 1
+        return handled
+
+    invoke(ci.secret, other.secret)
+    assert consumer() == 1, "the rule matches the one secret's rotation, not the other's"
+    assert ci_store["AWS_ACCESS_KEY_ID"] == aws.value(ci.secret)["AccessKeyId"] != ci.key_ids[0]
+    assert ci_store["AWS_SECRET_ACCESS_KEY"] == iam_secret_keys("ci-deployer")[ci_store["AWS_ACCESS_KEY_ID"]]
+    invoke(ci.secret, event={"rollback": [ci.secret]})
+    assert consumer() == 1 and ci_store["AWS_ACCESS_KEY_ID"] == ci.key_ids[0], "a rollback is followed too"
