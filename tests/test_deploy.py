@@ -226,6 +226,11 @@ def test_policy_is_rendered_for_the_account_leaving_the_tracked_template_alone(s
     assert not [s for s in policy["Statement"] if s["Action"][0].startswith("kms:")], "default key: no KMS statement"
     make("policy", "FUNCTION=rotate-keys", "REGION=eu-west-1", "ACCOUNT_ID=111122223333", "KMS_KEY_ID=abc")
     assert "arn:aws:kms:eu-west-1:111122223333:key/abc" in (ROOT / "dist" / "policy.json").read_text()
+    optional = {"PublishRotationEvents", "ReadCredentialReport", "LookUpHoldouts"}
+    assert not optional & {s["Sid"] for s in json.loads((ROOT / "dist" / "policy.json").read_text())["Statement"]}
+    make("policy", "FUNCTION=rotate-keys", "REGION=eu-west-1", "ACCOUNT_ID=111122223333", "EVENT_BUS=keys",
+         "ACCOUNT_REPORT=true", "LOOKUP_HOLDOUTS=true")
+    assert optional <= {s["Sid"] for s in json.loads((ROOT / "dist" / "policy.json").read_text())["Statement"]}
 
 
 def test_without_an_aws_on_the_path_the_targets_use_a_cli_of_their_own():
