@@ -458,7 +458,7 @@ def pytest_collection_modifyitems(items):
         if item.get_closest_marker("unit") or item.get_closest_marker("e2e"):
             continue
         fixtures = set(getattr(item, "fixturenames", ()))
-        if "server" in fixtures or item.path.name in E2E_FILES:
+        if fixtures & {"server", "region"} or item.path.name in E2E_FILES:
             item.add_marker(pytest.mark.e2e)
         elif fixtures & {"aws", "invoke", "sts"} or item.get_closest_marker("aws"):
             item.add_marker(pytest.mark.aws)

@@ -93,10 +93,12 @@ def iam_key(iam, user: str, key_id: str) -> dict:
     return {"UserName": user, "AccessKeyId": key_id, "SecretAccessKey": iam_secret_keys(user)[key_id]}
 
 
+@pytest.mark.aws  # moto in-process, under mock_aws of its own
 def test_the_roles_actions_suffice(monkeypatch):
     assert run_as_role(monkeypatch, ACTIONS) is None
 
 
+@pytest.mark.aws
 @pytest.mark.parametrize("missing", CODE_ACTIONS)
 def test_each_action_is_needed(monkeypatch, missing):
     failure = run_as_role(monkeypatch, [a for a in ACTIONS if a != missing])
@@ -141,6 +143,7 @@ def test_changing_users_keys_needs_the_user_to_name_a_key_secret():
     assert not [a for a in unconditioned if a.startswith("iam:") and a != "iam:ListUserTags" and a not in OPTIONAL]
 
 
+@pytest.mark.e2e  # the linter runs as make lint runs it, in a process of its own
 def test_policy_linter_flags_what_is_not_explained(tmp_path):
     loose = tmp_path / "loose.json"
     loose.write_text(json.dumps({"Version": "2012-10-17", "Statement": [
