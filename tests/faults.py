@@ -11,6 +11,8 @@ The nth call of an operation fails, on every attempt botocore makes (or on the f
 - ``CRASH``: the first attempt is applied, then the process dies (``Crash``, a BaseException nothing may
   catch): the crash is at the call.
 - ``BROKEN``: a bug below the function before anything is sent (RuntimeError at ``before-call``).
+- ``LOST_ONCE``: the first attempt is applied and its answer lost; botocore's retry is answered as AWS would
+  answer it (a retried CreateAccessKey makes a second key; a retried write of the same version is a no-op).
 
 How: botocore emits ``before-send`` for every attempt and takes the first answer a handler gives. moto (in
 process) answers there too; a refusal is registered ahead of it and points the attempt at an address moto
@@ -31,8 +33,8 @@ from botocore.exceptions import ReadTimeoutError
 
 import lambda_function
 
-REFUSED, TIMEOUT, CRASH, BROKEN = "refused", "timeout", "crash", "broken"
-MODES = (REFUSED, TIMEOUT, CRASH, BROKEN)
+REFUSED, TIMEOUT, CRASH, BROKEN, LOST_ONCE = "refused", "timeout", "crash", "broken", "lost-once"
+MODES = (REFUSED, TIMEOUT, CRASH, BROKEN, LOST_ONCE)
 NOWHERE = "https://injected-fault.invalid/"  # an address moto's in-process stub does not answer
 
 
@@ -70,6 +72,8 @@ class Fault:
 
     def __init__(self, method: str, mode: str, nth: int = 1, attempts: int | None = None,
                  error: tuple[str, Any, int] = ("ServiceUnavailable", "injected refusal", 503)) -> None:
+        if mode == LOST_ONCE:
+            mode, attempts = TIMEOUT, 1
         self.method, self.mode, self.nth, self.attempts = method, mode, nth, attempts
         self.error = error  # REFUSED: (code, message or message(request), HTTP status)
         self.calls = 0  # calls of the operation seen
