@@ -916,6 +916,12 @@ def aws_clients(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Clients:
 
 
 @lru_cache(maxsize=8)
+def session_for(environment: tuple[str | None, ...]) -> Any:
+    """One boto3 session per environment (where clients connect, as whom): the clients' shared credentials."""
+    return boto3.session.Session()
+
+
+@lru_cache(maxsize=8)
 def clients_for(environment: tuple[str | None, ...], retry_mode: str, max_attempts: int) -> Clients:
     """IAM, Secrets Manager, STS (and, on first use, SNS, EventBridge and CloudTrail) clients from a session of
     their own.
@@ -923,7 +929,7 @@ def clients_for(environment: tuple[str | None, ...], retry_mode: str, max_attemp
     botocore's retries (adaptive by default: client-side rate limiting) are
     the only retry layer; ``CallBudget`` bounds how long they may go on.
     """
-    session = boto3.session.Session()
+    session = session_for(environment)
     # total_max_attempts counts the first attempt too, as AWS_MAX_ATTEMPTS does in botocore's own configuration
     # ("max_attempts" in a Config counts retries only: 10 would make 11 attempts).
     config = Config(retries={"mode": retry_mode, "total_max_attempts": max_attempts},
