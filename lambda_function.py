@@ -888,16 +888,6 @@ class Clients:
     def cloudtrail(self) -> Any:
         return self.optional("cloudtrail")
 
-    def sts_for(self, key: NewKey) -> Any:
-        """Something whose get_caller_identity() answers who ``key`` is."""
-        identity = self.identity
-
-        class Signed:
-            def get_caller_identity(self) -> dict:
-                return identity.caller_identity(key)
-
-        return Signed()
-
 
 # The environment that decides where clients connect and as whom. It does not
 # change within a Lambda execution environment; a test may change it.
@@ -923,8 +913,8 @@ def session_for(environment: tuple[str | None, ...]) -> Any:
 
 @lru_cache(maxsize=8)
 def clients_for(environment: tuple[str | None, ...], retry_mode: str, max_attempts: int) -> Clients:
-    """IAM, Secrets Manager, STS (and, on first use, SNS, EventBridge and CloudTrail) clients from a session of
-    their own.
+    """IAM, Secrets Manager, STS (and, on first use, SNS, EventBridge and CloudTrail) clients, from the
+    environment's session, for one retry setting.
 
     botocore's retries (adaptive by default: client-side rate limiting) are
     the only retry layer; ``CallBudget`` bounds how long they may go on.
@@ -1358,7 +1348,7 @@ def try_key(clients: Clients, check: Check) -> tuple[Verdict, str]:
     """Ask STS once who the key is."""
     record, key = check.record, check.key
     try:
-        arn = clients.sts_for(key).get_caller_identity().get("Arn")
+        arn = clients.identity.caller_identity(key).get("Arn")
     except (ClientError, BotoCoreError) as err:
         if isinstance(err, ClientError) and error_code(err) not in NOT_YET_VALID | THROTTLING:
             return Verdict.FAILED, f"key {key.key_id} did not authenticate: {describe_error(err, 'GetCallerIdentity')}"
