@@ -10,7 +10,7 @@ import pytest
 
 import lambda_function
 from conftest import STEPS, LambdaContext, step
-from faults import CRASH, REFUSED, Crash
+from faults import CRASH, LOST_ONCE, REFUSED, TIMEOUT, Crash
 from lambda_function import ConfigError, RotationError
 from seed import ROWS, begin_rotation, enable_rotation, seed_row
 
@@ -110,7 +110,7 @@ FAULT_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("mode", [CRASH, REFUSED])
+@pytest.mark.parametrize("mode", [CRASH, REFUSED, TIMEOUT, LOST_ONCE])
 @pytest.mark.parametrize("row_name, call", FAULT_CALLS, ids=[f"{r}-{c}" for r, c in FAULT_CALLS])
 def test_fault_then_same_token_retry_then_new_rotation_converge(aws, faults, monkeypatch, row_name, call, mode):
     row = next(r for r in ROWS if r.name == row_name)
@@ -119,16 +119,21 @@ def test_fault_then_same_token_retry_then_new_rotation_converge(aws, faults, mon
     method, _, nth = call.partition("#")
     fault = faults.inject(method, mode, int(nth or 1))
 
-    with pytest.raises((Crash, RotationError)):
+    try:
         run_steps(seeded.secret, token)
+        failed = False
+    except (Crash, RotationError):
+        failed = True
     assert fault.fired
+    assert failed or mode in (TIMEOUT, LOST_ONCE), "a refusal or a crash is not hidden"
     if row.statuses[row.held] == "Active":
         assert aws.holds_working_key(seeded.secret)
 
     faults.clear()
-    if mode == CRASH and call == "create_access_key":
-        clear_adopted_orphan(aws, seeded, token)
-    run_steps(seeded.secret, token)  # Secrets Manager retries the same rotation
+    if failed:  # (a lost answer botocore's retry or the function's re-read recovered from needs no retry)
+        if mode == CRASH and call == "create_access_key":
+            clear_adopted_orphan(aws, seeded, token)
+        run_steps(seeded.secret, token)  # Secrets Manager retries the same rotation
     assert_finished(aws, seeded.secret, token)
 
     later = begin_rotation(seeded.secret)  # and a later rotation
