@@ -109,16 +109,21 @@ def role_arn(name: str = "key-rotation") -> str:
         return iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
 
 
+def function_zip(code: bytes | None = None) -> bytes:
+    """A zip as make package builds it: lambda_function.py alone (or the given code in its place)."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as made:
+        made.writestr("lambda_function.py", code if code is not None else (ROOT / "lambda_function.py").read_bytes())
+    return archive.getvalue()
+
+
 def seed_function(name: str, variables: dict | None = None, code: bytes | None = None, region: str | None = None,
                   role: str | None = None) -> str:
     """A function as `make create` leaves it, made with boto3 (the AWS CLI costs about a second a call), for the
     tests whose subject is another target. Returns its ARN."""
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as made:
-        made.writestr("lambda_function.py", code if code is not None else (ROOT / "lambda_function.py").read_bytes())
     lam = boto3.client("lambda", region_name=region)
     arn = lam.create_function(FunctionName=name, Runtime="python3.13", Role=role or role_arn(),
-                              Handler="lambda_function.lambda_handler", Code={"ZipFile": archive.getvalue()},
+                              Handler="lambda_function.lambda_handler", Code={"ZipFile": function_zip(code)},
                               Timeout=900, MemorySize=256,
                               Environment={"Variables": variables if variables is not None else
                                            {"sec": "iam-keys/*", "ROTATE_AFTER_DAYS": "80", "GRACE_HOURS": "24"}})
@@ -263,10 +268,7 @@ def deploy_stack(stack: str, *overrides: str) -> None:
     s3 = boto3.client("s3")
     if "artifacts" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
         s3.create_bucket(Bucket="artifacts")
-        archive = io.BytesIO()
-        with zipfile.ZipFile(archive, "w") as made:
-            made.writestr("lambda_function.py", (ROOT / "lambda_function.py").read_bytes())
-        s3.put_object(Bucket="artifacts", Key="lambda.zip", Body=archive.getvalue())
+        s3.put_object(Bucket="artifacts", Key="lambda.zip", Body=function_zip())
     aws_cli("cloudformation", "deploy", "--template-file", "template.yaml", "--stack-name", stack,
             "--capabilities", "CAPABILITY_IAM", "--parameter-overrides", "CodeBucket=artifacts",
             "CodeKey=lambda.zip", "SecretNames=iam-keys/*", *overrides)

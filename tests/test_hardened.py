@@ -10,9 +10,9 @@ import json
 from datetime import timedelta
 
 import pytest
-from botocore.awsrequest import AWSResponse
 
 import lambda_function
+from faults import REFUSED
 from lambda_function import ConfigError, RotationFailed
 from seed import ROWS, seed_row
 
@@ -61,39 +61,15 @@ def test_max_failures_zero_turns_the_limit_off(aws, invoke, sts, monkeypatch):
 # --- AWS_MAX_ATTEMPTS: total attempts, the first included -----------------------------------------------------------
 
 
-class Raw:
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    def stream(self, **_):
-        yield self.body
-
-
-def unavailable(request, **_) -> AWSResponse:
-    body = b"<ErrorResponse><Error><Code>ServiceUnavailable</Code><Message>x</Message></Error></ErrorResponse>"
-    return AWSResponse(request.url, 503, {}, Raw(body))
-
-
 @pytest.mark.parametrize("attempts", [1, 2])
-def test_aws_max_attempts_is_the_total_number_of_attempts(aws, invoke, monkeypatch, attempts):
+def test_aws_max_attempts_is_the_total_number_of_attempts(aws, invoke, faults, monkeypatch, attempts):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", str(attempts))
     monkeypatch.setenv("AWS_RETRY_MODE", "standard")
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    sent = []
-    settings = lambda_function.load_settings({"AWS_MAX_ATTEMPTS": str(attempts), "AWS_RETRY_MODE": "standard"}, {})
-    iam = lambda_function.aws_clients(settings).iam
-
-    def fail_list(request, **kwargs):
-        body = request.body or b""
-        if b"ListAccessKeys" in (body if isinstance(body, bytes) else body.encode()):
-            sent.append(1)
-            return unavailable(request)
-        return None
-
-    iam.meta.events.register("before-send.iam", fail_list)
+    fault = faults.inject("list_access_keys", REFUSED)  # a 503 on every attempt
     with pytest.raises(RotationFailed, match="ListAccessKeys failed: ServiceUnavailable"):
         invoke(seeded.secret)
-    assert len(sent) == attempts
+    assert fault.failed == attempts
 
 
 # --- answers checked against the question ---------------------------------------------------------------------------
