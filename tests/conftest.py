@@ -1,6 +1,6 @@
 """Shared fixtures: moto-backed AWS, an STS that answers as AWS does, an injected clock, state readers.
 
-moto differs from AWS in two ways these fixtures correct for the unit tests:
+moto differs from AWS in three ways these fixtures correct for:
 - moto's STS accepts any access key, even a deleted or Inactive one, and any
   signature. ``AwsLikeSts`` judges the request the function's own KeyIdentity
   signed, at the wire, as STS does: only an Active key of an existing user whose
