@@ -179,6 +179,7 @@ class Settings:
     max_failures: int = 5  # rotations that acted and failed before no new one starts (0: no limit)
     event_bus: str | None = None
     lookup_holdouts: bool = False  # ask CloudTrail who still uses a previous key kept Active or forced off
+    central_account_id: str | None = None  # the one other account a topic or bus may be in
 
     @property
     def call_budget(self) -> float:
@@ -316,6 +317,9 @@ SETTINGS_TABLE: dict[str, Setting] = {s.name: s for s in (
             "key past MAX_KEY_AGE_DAYS in the account (needs the report's two IAM read actions)"),
     Setting("EVENT_BUS", "text", None, "an EventBridge bus (name or ARN) told of each secret whose keys changed, "
             "that failed, whose old key is still in use or that is overdue (empty: none)"),
+    Setting("CENTRAL_ACCOUNT_ID", "text", None, "the one other account (12 digits) whose SNS topic or EventBridge "
+            "bus may receive the run's summaries and events: an organisation's central account (empty: this "
+            "account's only)"),
     Setting("LOOKUP_HOLDOUTS", bool, False, "ask CloudTrail who still uses a previous key kept Active (or "
             "deactivated) although in use (needs cloudtrail:LookupEvents)"),
 )}
@@ -332,6 +336,13 @@ def setting(environ: Mapping[str, str], name: str, default: Any = None) -> Any:
     if row.kind == "choice":
         return env_choice(environ, name, default, row.choices, str.upper if name == "LOG_LEVEL" else str.lower)
     return (environ.get(name) or "").strip() or default
+
+
+def central_account(value: str | None) -> str | None:
+    """CENTRAL_ACCOUNT_ID: twelve digits, or unset."""
+    if value is not None and not (len(value) == 12 and value.isascii() and value.isdigit()):
+        raise ConfigError("setting CENTRAL_ACCOUNT_ID is not understood; use a 12-digit AWS account id")
+    return value
 
 
 def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None = None) -> Settings:
@@ -379,6 +390,7 @@ def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None =
         max_failures=setting(environ, "MAX_FAILURES"),
         event_bus=setting(environ, "EVENT_BUS"),
         lookup_holdouts=setting(environ, "LOOKUP_HOLDOUTS"),
+        central_account_id=central_account(setting(environ, "CENTRAL_ACCOUNT_ID")),
     )
 
 
