@@ -1,15 +1,32 @@
-"""A moto server on 127.0.0.1 standing in for AWS, for the demo, end-to-end tests and benchmarks."""
+"""A moto server on 127.0.0.1 standing in for AWS, for the demo, end-to-end tests and benchmarks.
+
+moto runs a Lambda function's code only in Docker. Here a Python function's invocations run in this
+process instead (``make_moto_run_lambda_in_process``): the deployed zip's handler module, loaded afresh for
+each invocation, against this same server, with the function's configured environment; what it logs goes
+to the CloudWatch Logs group /aws/lambda/FUNCTION, as Lambda's does.
+"""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import io
+import json
+import linecache
 import logging
 import os
+import sys
+import threading
 import time
+import traceback
+import types
 import urllib.request
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from moto.server import ThreadedMotoServer
 
@@ -26,12 +43,14 @@ FAKE_ENV = {
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     """Run a moto server on a free loopback port; point boto3 at it via AWS_ENDPOINT_URL."""
+    global served_endpoint
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     make_moto_move_current_as_aws_does()
+    make_moto_run_lambda_in_process()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    endpoint = served_endpoint = f"http://{host}:{port}"
     # moto keeps its state per process: start from an empty account.
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
     saved = {k: os.environ.get(k) for k in [*FAKE_ENV, "AWS_ENDPOINT_URL", "AWS_PROFILE"]}
@@ -41,6 +60,7 @@ def moto_server() -> Iterator[str]:
         yield endpoint
     finally:
         server.stop()
+        served_endpoint = None
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -50,11 +70,15 @@ def moto_server() -> Iterator[str]:
 
 @dataclass
 class LambdaContext:
-    """The parts of Lambda's context object the function uses: its own ARN, name and clock."""
+    """The parts of Lambda's context object the function uses: its own ARN, name and clock (and, when
+    given, its memory size and log stream, as Lambda's runtime gives them)."""
 
     invoked_function_arn: str = FUNCTION_ARN
     timeout_seconds: float = 900.0
     aws_request_id: str = ""
+    memory_limit_in_mb: str | None = None  # a string, as Lambda's runtime gives it; None: unknown
+    function_version: str = "$LATEST"
+    log_stream_name: str = ""
 
     def __post_init__(self) -> None:
         self._deadline = time.monotonic() + self.timeout_seconds
@@ -63,6 +87,10 @@ class LambdaContext:
     @property
     def function_name(self) -> str:
         return self.invoked_function_arn.split(":")[6]
+
+    @property
+    def log_group_name(self) -> str:
+        return f"/aws/lambda/{self.function_name}"
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
@@ -89,18 +117,265 @@ def make_moto_move_current_as_aws_does() -> None:
     SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage
 
 
+# ---------------------------------------------------------------------------
+# Lambda invocations, in this process
+# ---------------------------------------------------------------------------
+
+served_endpoint: str | None = None  # this process's server, for invocations that come without a Host header
+INVOCATIONS = threading.Lock()  # one at a time: each sets os.environ, sys.stdout and the root logger's handler
+_compiled: dict[tuple[str, str], types.CodeType] = {}  # (code sha, file in the zip) -> its code
+_serial = iter(range(1, 1 << 62))
+# What an invocation keeps of this process's environment: where programs and certificates are, the locale,
+# proxies, moto's own settings. The rest (a stray `sec` or AWS_PROFILE in the shell) a Lambda never sees.
+KEPT_ENVIRONMENT = ("PATH", "HOME", "LANG", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+                    "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+
+
+class InvocationError(Exception):
+    """The runtime's own failure (no such module, no such handler): Lambda's errorType says which."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+def make_moto_run_lambda_in_process() -> None:
+    """moto runs a function's code only in Docker ("error running docker" without it). This runs a
+    Python function's zip in this process instead, as Lambda would run it: the handler's module from
+    the zip, loaded afresh for each invocation (a new deployment takes effect at once, and no cache of
+    one invocation outlives it), against the server the request came to, with the function's
+    configured environment and a Lambda-like context; the answer is Lambda's (the handler's result as
+    JSON, or on an exception X-Amz-Function-Error: Unhandled and {"errorMessage", "errorType",
+    "requestId", "stackTrace"}); its log lines go to /aws/lambda/FUNCTION. Invocations run one at a
+    time, asynchronous ones included (the caller waits), and nothing stops one at the timeout: the
+    function sees its deadline in the context. Idempotent."""
+    from moto.awslambda.models import LambdaFunction
+
+    original = LambdaFunction.invoke
+    if getattr(original, "in_process", False):
+        return
+
+    def invoke(self, body, request_headers, response_headers):
+        if not str(self.run_time or "").startswith("python") or not getattr(self, "code_bytes", b""):
+            return original(self, body, request_headers, response_headers)  # an image or another language
+        return invoke_in_process(self, body, request_headers, response_headers)
+
+    invoke.in_process = True
+    LambdaFunction.invoke = invoke
+
+
+def header(headers: Any, name: str) -> str | None:
+    for key, value in (headers or {}).items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def invoke_in_process(function: Any, body: Any, request_headers: Any, response_headers: dict) -> bytes:
+    """Run one invocation of ``function`` (moto's LambdaFunction) here; answer as Lambda's Invoke does."""
+    from moto.awslambda.exceptions import LambdaClientError
+
+    if header(request_headers, "X-Amz-Invocation-Type") == "DryRun":
+        return b""  # Lambda checks the request and runs nothing
+    try:
+        event = json.loads(body) if body else {}
+    except ValueError as err:
+        raise LambdaClientError("InvalidRequestContentException",
+                                f"Could not parse request body into json: {err}") from None
+    host = header(request_headers, "Host")
+    endpoint = f"http://{host}" if host else served_endpoint
+    request_id = str(uuid.uuid4())
+    stream = f"{datetime.now(UTC):%Y/%m/%d}/[{function.version}]{uuid.uuid4().hex}"
+    context = LambdaContext(function.function_arn, float(function.timeout or 3), request_id,
+                            str(function.memory_size), str(function.version), stream)
+    sink = LogSink()
+    with INVOCATIONS:
+        sink.add(f"START RequestId: {request_id} Version: {function.version}")
+        started = time.monotonic()
+        with invocation_environment(function, endpoint, stream), captured(sink, request_id):
+            module_name = None
+            try:
+                handler, module_name = load_handler(function)
+                payload = json.dumps(handler(event, context)).encode()
+            except Exception as err:
+                payload = function_error(err, request_id, sink, response_headers)
+            finally:
+                if module_name:
+                    sys.modules.pop(module_name, None)
+        took = (time.monotonic() - started) * 1000
+        sink.add(f"END RequestId: {request_id}")
+        sink.add(f"REPORT RequestId: {request_id}\tDuration: {took:.2f} ms\tBilled Duration: {int(took) + 1} ms\t"
+                 f"Memory Size: {function.memory_size} MB")
+    logs = function.logs_backend
+    logs.ensure_log_group(function.logs_group_name)
+    logs.create_log_stream(function.logs_group_name, stream)
+    logs.put_log_events(function.logs_group_name, stream, sink.events)
+    tail = "\n".join(e["message"] for e in sink.events).encode()[-4096:]
+    response_headers["x-amz-log-result"] = base64.b64encode(tail).decode()  # moto drops it unless Tail
+    response_headers["x-amz-executed-version"] = str(function.version)
+    return payload
+
+
+def function_error(err: Exception, request_id: str, sink: LogSink, response_headers: dict) -> bytes:
+    """Lambda's answer to a handler that raised (or a module that would not load), and its [ERROR] log line."""
+    frames = traceback.extract_tb(err.__traceback__)
+    frames = [f for f in frames if f.filename != __file__]  # the function's frames, not this runner's
+    error_type = err.error_type if isinstance(err, InvocationError) else type(err).__name__
+    error = {"errorMessage": str(err), "errorType": error_type, "requestId": request_id,
+             "stackTrace": traceback.format_list(frames)}
+    sink.add("\n".join([f"[ERROR] {error_type}: {err}", "Traceback (most recent call last):",
+                        *(line.rstrip("\n") for line in error["stackTrace"])]))
+    response_headers["x-amz-function-error"] = "Unhandled"
+    return json.dumps(error).encode()
+
+
+def load_handler(function: Any) -> tuple[Any, str]:
+    """The handler from a fresh copy of the zip's module (its name distinct per invocation); the
+    module is in sys.modules while it runs (dataclasses look themselves up there)."""
+    module_path, _, attribute = str(function.handler).rpartition(".")
+    path = module_path.replace(".", "/") + ".py"
+    key = (function.code_sha_256, path)
+    if key not in _compiled:
+        with zipfile.ZipFile(io.BytesIO(function.code_bytes)) as archive:
+            try:
+                source = archive.read(path)
+            except KeyError:
+                raise InvocationError("Runtime.ImportModuleError", f"Unable to import module '{module_path}': "
+                                                                   f"No module named '{module_path}'") from None
+        try:
+            _compiled[key] = compile(source, f"/var/task/{path}", "exec")
+        except SyntaxError as err:
+            raise InvocationError("Runtime.UserCodeSyntaxError",
+                                  f"Syntax error in module '{module_path}': {err}") from None
+        text = source.decode("utf-8", "replace")
+        linecache.cache[f"/var/task/{path}"] = (len(text), None, text.splitlines(True), f"/var/task/{path}")
+    name = f"{module_path.replace('.', '_')}__{function.code_sha_256[:12]}_{next(_serial)}"
+    module = types.ModuleType(name)
+    module.__file__ = f"/var/task/{path}"
+    sys.modules[name] = module
+    try:
+        exec(_compiled[key], module.__dict__)
+    except Exception as err:
+        raise InvocationError("Runtime.ImportModuleError", f"Unable to import module '{module_path}': {err}") from err
+    handler = getattr(module, attribute, None)
+    if not callable(handler):
+        raise InvocationError("Runtime.HandlerNotFound", f"Handler '{attribute}' missing on module '{module_path}'")
+    return handler, name
+
+
+@contextlib.contextmanager
+def invocation_environment(function: Any, endpoint: str | None, stream: str) -> Iterator[None]:
+    """os.environ as Lambda sets it for the function (this server's endpoint, the function's region and
+    configured variables; credentials moto accepts), restored after."""
+    saved = dict(os.environ)
+    kept = {k: v for k, v in saved.items() if k in KEPT_ENVIRONMENT or k.startswith(("LC_", "MOTO_"))}
+    runtime = {
+        "AWS_LAMBDA_FUNCTION_NAME": function.function_name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_size),
+        "AWS_LAMBDA_FUNCTION_VERSION": str(function.version),
+        "AWS_LAMBDA_LOG_GROUP_NAME": function.logs_group_name,
+        "AWS_LAMBDA_LOG_STREAM_NAME": stream,
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{function.run_time}",
+        "_HANDLER": str(function.handler),
+        "LAMBDA_TASK_ROOT": "/var/task",
+        "AWS_REGION": function.region,
+        "AWS_DEFAULT_REGION": function.region,
+        # The execution role's credentials, in Lambda. moto accepts any (its STS included): a local demo.
+        "AWS_ACCESS_KEY_ID": FAKE_ENV["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": FAKE_ENV["AWS_SECRET_ACCESS_KEY"],
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_CONFIG_FILE": os.devnull,  # no profile of this machine's
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        **({"AWS_ENDPOINT_URL": endpoint} if endpoint else {}),
+    }
+    configured = {str(k): str(v) for k, v in (function.environment_vars or {}).items()}
+    os.environ.clear()
+    os.environ.update({**kept, **configured, **runtime})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class LogSink(io.TextIOBase):
+    """An invocation's log events: each logging record one event, each line printed one event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[dict[str, Any]] = []
+        self._partial = ""
+        self._lock = threading.RLock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            *lines, self._partial = (self._partial + text).split("\n")
+            for line in lines:
+                self.add(line)
+        return len(text)
+
+    def add(self, message: str) -> None:
+        if message.strip():
+            with self._lock:
+                self.events.append({"timestamp": int(time.time() * 1000), "message": message})
+
+    def close_partial(self) -> None:
+        with self._lock:
+            self.add(self._partial)
+            self._partial = ""
+
+
+class LambdaLogHandler(logging.Handler):
+    """Lambda's Python log line: [LEVEL]<tab>time<tab>request id<tab>message. Not the server's own loggers."""
+
+    def __init__(self, sink: LogSink, request_id: str) -> None:
+        super().__init__()
+        self.sink = sink
+        formatter = logging.Formatter(f"[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t{request_id}\t%(message)s",
+                                      "%Y-%m-%dT%H:%M:%S")
+        formatter.converter = time.gmtime
+        self.setFormatter(formatter)
+        self.addFilter(lambda record: not record.name.startswith(("moto", "werkzeug")))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.sink.add(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def captured(sink: LogSink, request_id: str) -> Iterator[None]:
+    """What the function logs and prints, into ``sink``."""
+    handler = LambdaLogHandler(sink, request_id)
+    logging.root.addHandler(handler)
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        logging.root.removeHandler(handler)
+        sink.close_partial()
+
+
 def serve_forever(port: int = 5000) -> None:
     """`make local-aws`: a moto server on 127.0.0.1 until Ctrl-C, and the variables that point the AWS CLI, and
     so every deploy step of the README, at it. Nothing leaves this machine."""
+    global served_endpoint
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     make_moto_move_current_as_aws_does()
+    make_moto_run_lambda_in_process()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, bound = server.get_host_and_port()
+    served_endpoint = f"http://{host}:{bound}"
     print("A local moto server stands in for AWS. In another shell:")
-    for name, value in {**FAKE_ENV, "AWS_ENDPOINT_URL": f"http://{host}:{bound}"}.items():
+    for name, value in {**FAKE_ENV, "AWS_ENDPOINT_URL": served_endpoint}.items():
         print(f"  export {name}={value}")
-    print("then follow the README's deploy steps (make policy ACCOUNT_ID=123456789012 ...). Ctrl-C stops it.")
+    print("then follow the README's deploy steps (make policy ACCOUNT_ID=123456789012 ...). A function's invocations "
+          "run its zip's code in this process, its logs go to /aws/lambda/FUNCTION. Ctrl-C stops it.", flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -109,6 +384,4 @@ def serve_forever(port: int = 5000) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     serve_forever(int(sys.argv[1]) if len(sys.argv) > 1 else 5000)
