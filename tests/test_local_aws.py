@@ -174,3 +174,17 @@ def test_make_invoke_report_and_logs_against_make_local_aws():
     finally:
         server.kill()
         server.wait()
+
+
+def test_secrets_managers_own_rotation_runs_the_four_steps_through_the_zip(server):
+    iam, secrets = boto3.client("iam"), boto3.client("secretsmanager")
+    alice = seed_user(iam, secrets, "alice", ("Active",), 0)
+    arn = create_function("iam-key-rotation", {"sec": alice.secret})
+
+    secrets.rotate_secret(SecretId=alice.secret, RotationLambdaARN=arn, RotationRules={"AutomaticallyAfterDays": 30})
+
+    new = held(alice.secret)
+    assert keys("alice") == {alice.key_ids[0]: "Inactive", new: "Active"}
+    steps = [json.loads(line.split("\t")[3])["step"] for line in log_lines("iam-key-rotation")
+             if '"action": "rotation_step"' in line]
+    assert steps == ["createSecret", "setSecret", "testSecret", "finishSecret"]
