@@ -137,6 +137,10 @@ def test_each_invocation_runs_the_deployed_code_fresh_with_the_functions_own_env
     error, failed = invoke("probe", {"fail": True})
     assert error == "Unhandled" and failed["errorType"] == "ValueError" and failed["errorMessage"] == "asked to"
 
+    boto3.client("lambda").update_function_configuration(FunctionName="probe", Handler="lambda_function.missing")
+    error, missing = invoke("probe", {})
+    assert error == "Unhandled" and missing["errorType"] == "Runtime.HandlerNotFound"
+
 
 def make(*args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(["make", "-s", *args, f"AWS={AWS_CLI}"], cwd=ROOT, env=env, capture_output=True,

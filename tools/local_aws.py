@@ -196,7 +196,7 @@ def invoke_in_process(function: Any, body: Any, request_headers: Any, response_h
             module_name = None
             try:
                 handler, module_name = load_handler(function)
-                payload = json.dumps(handler(event, context)).encode()
+                payload = marshalled(handler(event, context))
             except Exception as err:
                 payload = function_error(err, request_id, sink, response_headers)
             finally:
@@ -214,6 +214,13 @@ def invoke_in_process(function: Any, body: Any, request_headers: Any, response_h
     response_headers["x-amz-log-result"] = base64.b64encode(tail).decode()  # moto drops it unless Tail
     response_headers["x-amz-executed-version"] = str(function.version)
     return payload
+
+
+def marshalled(result: Any) -> bytes:
+    try:
+        return json.dumps(result).encode()
+    except (TypeError, ValueError) as err:
+        raise InvocationError("Runtime.MarshalError", f"Unable to marshal response: {err}") from None
 
 
 def function_error(err: Exception, request_id: str, sink: LogSink, response_headers: dict) -> bytes:
@@ -256,9 +263,11 @@ def load_handler(function: Any) -> tuple[Any, str]:
     try:
         exec(_compiled[key], module.__dict__)
     except Exception as err:
+        sys.modules.pop(name, None)
         raise InvocationError("Runtime.ImportModuleError", f"Unable to import module '{module_path}': {err}") from err
     handler = getattr(module, attribute, None)
     if not callable(handler):
+        sys.modules.pop(name, None)
         raise InvocationError("Runtime.HandlerNotFound", f"Handler '{attribute}' missing on module '{module_path}'")
     return handler, name
 
