@@ -229,8 +229,9 @@ def test_policy_is_rendered_for_the_account_leaving_the_tracked_template_alone(s
     policy = json.loads(rendered)
     assert "arn:aws:secretsmanager:eu-west-1:123456789012:secret:iam-keys/*" in rendered
     assert not [s for s in policy["Statement"] if s["Action"][0].startswith("kms:")], "default key: no KMS statement"
-    make("policy", "FUNCTION=rotate-keys", "REGION=eu-west-1", "ACCOUNT_ID=111122223333", "KMS_KEY_ID=abc")
-    assert "arn:aws:kms:eu-west-1:111122223333:key/abc" in (ROOT / "dist" / "policy.json").read_text()
+    key = "1234abcd-12ab-34cd-56ef-1234567890ab"
+    make("policy", "FUNCTION=rotate-keys", "REGION=eu-west-1", "ACCOUNT_ID=111122223333", f"KMS_KEY_ID={key}")
+    assert f"arn:aws:kms:eu-west-1:111122223333:key/{key}" in (ROOT / "dist" / "policy.json").read_text()
     optional = {"PublishRotationEvents", "ReadCredentialReport", "LookUpHoldouts"}
     assert not optional & {s["Sid"] for s in json.loads((ROOT / "dist" / "policy.json").read_text())["Statement"]}
     make("policy", "FUNCTION=rotate-keys", "REGION=eu-west-1", "ACCOUNT_ID=111122223333", "EVENT_BUS=keys",
@@ -239,11 +240,13 @@ def test_policy_is_rendered_for_the_account_leaving_the_tracked_template_alone(s
 
 
 def test_without_an_aws_on_the_path_the_targets_use_a_cli_of_their_own():
-    done = subprocess.run(["make", "-s", "-n", "deploy", "FUNCTION=f"], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(["make", "-s", "-n", "-p", "deploy", "FUNCTION=f"], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
-    assert ".venv-cli/bin/aws lambda update-function-code" in done.stdout
-    assert "requirements-dev.txt" not in done.stdout.replace("grep '^awscli==' requirements-dev.txt", ""), \
+    assert "\nAWS = .venv-cli/bin/aws\n" in done.stdout.replace("AWS := ", "AWS = "), "the tool is told this CLI"
+    assert ".venv-cli/bin/pip install" in done.stdout and "tools/deploy_config.py deploy" in done.stdout
+    commands = done.stdout.split("# Make data base")[0]
+    assert "requirements-dev.txt" not in commands.replace("grep '^awscli==' requirements-dev.txt", ""), \
         "the CLI alone, not the test stack"
 
 

@@ -1,34 +1,64 @@
-"""Helpers for the Makefile's deploy targets; standard library only, so deploying needs no test stack.
+"""The Makefile's deploy targets, in Python: every value is data, checked before any call.
 
-    python3 tools/deploy_config.py policy ACCOUNT_ID REGION FUNCTION [PREFIX] [KMS_KEY_ID] [USER_PATH] \
-        [EVENT_BUS] [ACCOUNT_REPORT] [LOOKUP_HOLDOUTS]                      > policy.json
-    python3 tools/deploy_config.py create NAME=VALUE ...                    > environment.json
-    python3 tools/deploy_config.py environment CURRENT_JSON NAME=VALUE ...  > merged.json
+    make TARGET VAR=value ...   # runs: python3 tools/deploy_config.py TARGET
 
-Settings are checked with the function's own table and parser (``lambda_function.SETTINGS_TABLE`` and
-``load_settings``) before anything is written: an unknown name is refused with the nearest known one, a
-bad value with the function's own message, and ``NAME=`` removes the setting. The function is loaded with
-stand-ins for the few boto3 and botocore names it imports (its settings parser uses none of them), so a
-deploy machine needs only the AWS CLI.
+Make hands this tool the user's values in the environment, never as shell text (the Makefile keeps each value
+as typed and exports it); this tool checks each one against what it names (a Lambda function name, a stack
+name, a whole number, an existing file, a secret-name prefix, a KMS key id...) and calls the AWS CLI with an
+argument list: a quote, backquotes, ``$(...)``, ``;`` or a newline in a value is text, never a command. A value
+that is not what it names is refused with exit 2 before anything is called.
+
+    python3 tools/deploy_config.py check TARGET     # the checks alone (make runs them before the CLI is installed)
+    python3 tools/deploy_config.py TARGET           # policy create configure deploy schedule invoke report
+                                                    # alarms pause resume logs destroy
+    python3 tools/deploy_config.py report-table FILE
+
+The function's settings given by name (``GIVEN_SETTINGS``: the names, each value in its own variable) are
+checked with the function's own table and parser (``lambda_function.SETTINGS_TABLE`` and ``load_settings``)
+before anything is written: an unknown name is refused with the nearest known one, a bad value with the
+function's own message, and ``NAME=`` removes the setting. The function is loaded with stand-ins for the few
+boto3 and botocore names it imports (its settings parser uses none of them), so a deploy machine needs only
+the AWS CLI.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import json
+import os
 import re
+import shlex
+import subprocess
 import sys
+import time
 import types
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+ALIASES = {"SEC": "sec"}  # make's variable for `sec`
 
 
+class Refused(SystemExit):
+    """A value that is not what it names, or a needed one missing: exit 2, before anything is called."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@functools.cache
 def function_module() -> types.ModuleType:
     """lambda_function, loaded without boto3: only its settings parser is used here, which needs none of the
     few botocore names the function imports. So a deploy machine needs no boto3, and each make target spends
-    no time importing it (where the function is loaded already, as in the tests, it is used as it is)."""
+    no time importing it (where the function is loaded already, as in the tests, it is used as it is). Loaded
+    on first use: a target that takes no setting never loads it."""
     sys.path.insert(0, str(ROOT))
 
     class Stand(Exception):
@@ -47,73 +77,498 @@ def function_module() -> types.ModuleType:
     return importlib.import_module("lambda_function")
 
 
-FUNCTION = function_module()
-SETTINGS = tuple(FUNCTION.SETTINGS_TABLE)  # the function's settings a deployer may set by name
-ALIASES = {"SEC": "sec"}  # make's variable for `sec`
+def __getattr__(name: str) -> Any:
+    """FUNCTION (the function's module) and SETTINGS (its settings' names), loaded when first asked for."""
+    if name == "FUNCTION":
+        return function_module()
+    if name == "SETTINGS":
+        return tuple(function_module().SETTINGS_TABLE)  # the function's settings a deployer may set by name
+    raise AttributeError(name)
 
 
-def render_policy(account_id: str, region: str, function: str, prefix: str = "iam-keys/", kms_key_id: str = "",
-                  user_path: str = "/", event_bus: str = "", account_report: str = "",
-                  lookup_holdouts: str = "") -> dict:
-    """LambdaExecutionRole.json with its placeholders filled; without a KMS key id, no KMS statement; without
-    an event bus, no events:PutEvents; the credential report's and CloudTrail's reads only when ACCOUNT_REPORT
-    and LOOKUP_HOLDOUTS are on. ``user_path`` narrows the users whose keys the role may manage."""
-    if not re.fullmatch(r"/([!-~]+/)*", user_path or "/"):
-        raise SystemExit(f"USER_PATH must look like /key-rotation/, not {user_path!r}")
-    if not re.fullmatch(r"\d{12}", account_id):
-        raise SystemExit(f"ACCOUNT_ID must be 12 digits, not {account_id!r}")
-    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
-        raise SystemExit(f"REGION must look like us-east-1, not {region!r}")
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", function):
-        raise SystemExit(f"FUNCTION must be a Lambda function name, not {function!r}")
-    text = (ROOT / "LambdaExecutionRole.json").read_text()
-    for placeholder, value in {"ACCOUNT_ID": account_id, "REGION": region, "FUNCTION_NAME": function,
-                               "iam-keys/": prefix}.items():
-        text = text.replace(placeholder, value)
-    policy = json.loads(text.replace("KMS_KEY_ID", kms_key_id or "KMS_KEY_ID"))
-    if not kms_key_id:  # the default aws/secretsmanager key needs no statement
-        policy["Statement"] = [s for s in policy["Statement"] if not s["Action"][0].startswith("kms:")]
-    bus_name = event_bus.rsplit("/", 1)[-1] if event_bus else ""
-    policy["Statement"] = [s for s in policy["Statement"] if bus_name or s["Action"] != ["events:PutEvents"]]
-    for sid, wanted in (("ReadCredentialReport", account_report), ("LookUpHoldouts", lookup_holdouts)):
-        if wanted.strip().lower() not in FUNCTION.TRUE_WORDS:  # an optional read only when its setting is on
-            policy["Statement"] = [s for s in policy["Statement"] if s["Sid"] != sid]
-    for statement in policy["Statement"]:
-        if isinstance(statement["Resource"], str):
-            statement["Resource"] = statement["Resource"].replace("EVENT_BUS", bus_name)
-            if statement["Resource"].endswith(":user/*"):
-                statement["Resource"] = statement["Resource"][:-len("/*")] + (user_path or "/") + "*"
-    return policy
+# --- what each value may be -------------------------------------------------------------------------------------
+
+PARTITION = r"arn:aws(-[a-z]+)*"
+REGION_RE = r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}"
+ACCOUNT_RE = r"[0-9]{12}"
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+MRK = r"mrk-[0-9a-f]{32}"
+ALIAS = r"alias/[A-Za-z0-9/_-]{1,250}"
+BUS_NAME = r"[A-Za-z0-9._/-]{1,256}"
+TOPIC_ARN = rf"{PARTITION}:sns:{REGION_RE}:{ACCOUNT_RE}:[A-Za-z0-9_-]{{1,256}}(\.fifo)?"
+BUS_ARN = rf"{PARTITION}:events:{REGION_RE}:{ACCOUNT_RE}:event-bus/{BUS_NAME}"
+CRON_FIELD = r"[0-9A-Za-z*?,/#-]+"
+
+# Each value make hands over: the pattern the whole value must match, and what it is (said when refused).
+RULES: dict[str, tuple[str, str]] = {
+    "FUNCTION": (r"[A-Za-z0-9_-]{1,64}", "a Lambda function name: 1 to 64 letters, digits, '-' or '_'"),
+    "STACK": (r"[A-Za-z][A-Za-z0-9-]{0,127}",
+              "a CloudFormation stack name: a letter, then at most 127 letters, digits or '-'"),
+    "ROLE": (rf"{PARTITION}:iam::{ACCOUNT_RE}:role/[A-Za-z0-9+=,.@_/-]{{1,512}}",
+             "a role ARN: arn:aws:iam::ACCOUNT_ID:role/NAME"),
+    "REGION": (REGION_RE, "a region like eu-west-1"),
+    "ACCOUNT_ID": (ACCOUNT_RE, "an account id: 12 digits"),
+    "TIMEOUT": (r"[1-9][0-9]{0,2}", "seconds: a whole number from 1 to 900"),
+    "MEMORY": (r"[1-9][0-9]{2,4}", "megabytes: a whole number from 128 to 10240"),
+    "RETRIES": (r"[0-2]", "0, 1 or 2"),
+    "SCHEDULE": (rf"rate\([1-9][0-9]{{0,5}} (minutes?|hours?|days?)\)|cron\({CRON_FIELD}( {CRON_FIELD}){{5}}\)",
+                 "an EventBridge schedule: cron(0 6 * * ? *) or rate(1 day)"),
+    "SINCE": (r"[0-9]{1,7}", "minutes: a whole number"),
+    "PREFIX": (r"[A-Za-z0-9/_+=.@-]{1,512}",
+               "a secret-name prefix: 1 to 512 letters, digits or /_+=.@- (what a Secrets Manager name may hold)"),
+    "KMS_KEY_ID": (rf"{UUID}|{MRK}|{ALIAS}|{PARTITION}:kms:{REGION_RE}:{ACCOUNT_RE}:(key/({UUID}|{MRK})|{ALIAS})",
+                   "a KMS key id (a UUID or mrk-<32 hex>), alias/NAME, or a key or alias ARN"),
+    # IAM's path rule, without the wildcards '*' and '?', which would widen the users the role reaches
+    "USER_PATH": (r"/|/[!-)+->@-~]{1,510}/", "a user path like /key-rotation/ (no '*' or '?')"),
+    "TOPIC": (TOPIC_ARN, "an SNS topic ARN: arn:aws:sns:REGION:ACCOUNT_ID:NAME"),
+    "EVENT": (r".+", "a JSON file"),  # and an existing file: checked apart
+}
+RANGES = {"TIMEOUT": (1, 900), "MEMORY": (128, 10240)}
+DEFAULTS = {"TIMEOUT": "900", "MEMORY": "256", "RETRIES": "2", "SCHEDULE": "cron(0 6 * * ? *)",
+            "EVENT": "events/dry-run.json", "SINCE": "60", "PREFIX": "iam-keys/", "USER_PATH": "/key-rotation/"}
+# Each deploy target: the values it needs, and the ones it may take.
+TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "policy": (("FUNCTION",), ("ACCOUNT_ID", "REGION", "PREFIX", "KMS_KEY_ID", "USER_PATH")),
+    "create": (("FUNCTION", "ROLE"), ("REGION", "TIMEOUT", "MEMORY", "RETRIES")),
+    "configure": (("FUNCTION",), ("REGION",)),
+    "deploy": (("FUNCTION",), ("REGION",)),
+    "schedule": (("FUNCTION",), ("REGION", "SCHEDULE")),
+    "invoke": (("FUNCTION",), ("REGION", "EVENT")),
+    "report": (("FUNCTION",), ("REGION",)),
+    "alarms": (("FUNCTION",), ("REGION", "TOPIC")),
+    "pause": (("FUNCTION",), ("REGION", "STACK")),
+    "resume": (("FUNCTION",), ("REGION", "STACK")),
+    "logs": (("FUNCTION",), ("REGION", "SINCE")),
+    "destroy": (("FUNCTION",), ("REGION",)),
+}
+SETTINGS_TARGETS = ("policy", "create", "configure")  # the targets that take the function's settings by name
+MISSING = {
+    "FUNCTION": "give FUNCTION=<the Lambda function's name>: it is never guessed",
+    "ROLE": "make create needs ROLE=arn:aws:iam::ACCOUNT_ID:role/NAME",
+    "sec": "make create needs SEC='iam-keys/a;iam-keys/b' (or SEC='iam-keys/*')",
+}
+
+
+def shown(value: str) -> str:
+    """A refused value as the message quotes it: repr (a newline shows as \\n), clipped."""
+    return repr(value if len(value) <= 80 else value[:77] + "...")
+
+
+def checked(name: str, value: str) -> str:
+    """The value, if it is what `name` names; else Refused."""
+    pattern, meaning = RULES[name]
+    if not re.fullmatch(pattern, value, re.ASCII):
+        raise Refused(f"{name} must be {meaning}, not {shown(value)}")
+    if name in RANGES and not RANGES[name][0] <= int(value) <= RANGES[name][1]:
+        raise Refused(f"{name} must be {meaning}, not {shown(value)}")
+    if name == "EVENT" and not Path(value).is_file():
+        raise Refused(f"EVENT must be an existing JSON file, not {shown(value)}")
+    return value
+
+
+def values(target: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The target's values from the environment make hands over, each checked: Refused before any call."""
+    needed, optional = TARGETS[target]
+    got: dict[str, str] = {}
+    for name in (*needed, *optional):
+        value = environ.get(name) or DEFAULTS.get(name, "")
+        if not value:
+            if name in needed:
+                raise Refused(MISSING[name])
+            continue
+        got[name] = checked(name, value)
+    return got
+
+
+def given_settings(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The function's settings given by name: GIVEN_SETTINGS lists the names, each value is in its own variable.
+    A name is checked before its value is read: the function's own, or refused with the nearest one."""
+    settings = tuple(function_module().SETTINGS_TABLE)
+    given = []
+    for raw in environ.get("GIVEN_SETTINGS", "").split():
+        name = ALIASES.get(raw, raw)
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", raw, re.ASCII) or name not in settings:
+            near = difflib.get_close_matches(raw.upper(), [s.upper() for s in settings], n=1, cutoff=0.6)
+            hint = f"; did you mean {next(s for s in settings if s.upper() == near[0])}?" if near else ""
+            raise Refused(f"refused, nothing written: {shown(raw)} is not a setting of the function{hint} "
+                          f"(known: {', '.join(settings)})")
+        given.append((name, environ.get(raw, "")))
+    return given
+
+
+def check_each_setting(given: list[tuple[str, str]]) -> None:
+    """Each given value alone, by its row of the table (the whole is checked again with what it joins)."""
+    function = function_module()
+    for name, value in given:
+        if not value:
+            continue
+        try:
+            function.setting({name: value}, name)
+            if name == "sec":
+                function.parse_secret_ids(value)
+            if name == "CENTRAL_ACCOUNT_ID":
+                function.central_account(value)
+        except function.ConfigError as err:
+            raise Refused(f"refused, nothing written: {err}") from None
 
 
 def production_defaults() -> dict[str, str]:
     """What make create (and the template) deploy when not told: a grace period and a rotation age that keep
     every key under MAX_KEY_AGE_DAYS with the default MAX_GRACE_HOURS (80 + 7 + 2 <= 90)."""
-    return {s.name: s.deployed for s in FUNCTION.SETTINGS_TABLE.values() if s.deployed is not None}
+    return {s.name: s.deployed for s in function_module().SETTINGS_TABLE.values() if s.deployed is not None}
 
 
 def merge_environment(current: str, assignments: list[str], defaults: dict[str, str] | None = None) -> dict:
     """The function's variables with the given NAME=VALUE set (an empty VALUE removes NAME); others kept.
     Checked whole with the function's own parser: nothing is written that the function would refuse."""
+    function = function_module()
+    settings = tuple(function.SETTINGS_TABLE)
     variables = json.loads(current) if current.strip() not in ("", "None", "null") else {}
     variables = {**(defaults or {}), **variables}
     for assignment in assignments:
         name, _, value = assignment.partition("=")
         name = ALIASES.get(name, name)
-        if name not in SETTINGS:
-            near = difflib.get_close_matches(name.upper(), [s.upper() for s in SETTINGS], n=1, cutoff=0.6)
-            hint = f"; did you mean {next(s for s in SETTINGS if s.upper() == near[0])}?" if near else ""
-            raise SystemExit(f"{name!r} is not a setting of the function{hint} (nothing written; known: "
-                             f"{', '.join(SETTINGS)})")
+        if name not in settings:
+            near = difflib.get_close_matches(name.upper(), [s.upper() for s in settings], n=1, cutoff=0.6)
+            hint = f"; did you mean {next(s for s in settings if s.upper() == near[0])}?" if near else ""
+            raise Refused(f"{shown(name)} is not a setting of the function{hint} (nothing written; known: "
+                          f"{', '.join(settings)})")
         if value:
             variables[name] = value
         else:
             variables.pop(name, None)
     try:
-        FUNCTION.load_settings(variables, {})
-    except FUNCTION.ConfigError as err:
-        raise SystemExit(f"refused, nothing written: {err}") from None
+        function.load_settings(variables, {})
+    except function.ConfigError as err:
+        raise Refused(f"refused, nothing written: {err}") from None
     return {"Variables": variables}
+
+
+def check(target: str, environ: Mapping[str, str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Everything the target is given, checked, before anything is called: its values and, for the targets
+    that take them, the function's settings by name."""
+    if target not in TARGETS:
+        raise Refused(f"no such target: {shown(target)}")
+    got = values(target, environ)
+    if environ.get("REGION"):
+        got["REGION"] = checked("REGION", environ["REGION"])
+    given = given_settings(environ) if target in SETTINGS_TARGETS else []
+    if target == "create":
+        if not dict(given).get("sec"):
+            raise Refused(MISSING["sec"])
+        merge_environment("{}", [f"{n}={v}" for n, v in given], production_defaults())
+    elif target == "configure":
+        if not given:
+            raise Refused("name a setting: make configure FUNCTION=f GRACE_HOURS=24")
+        check_each_setting(given)
+    elif target == "policy":
+        merge_environment("{}", [f"{n}={v}" for n, v in given])
+        options = policy_options(got, given)
+        check_policy_values(got.get("ACCOUNT_ID", ""), got.get("REGION", ""), got["FUNCTION"], **options)
+    return got, given
+
+
+# --- the role's policy, built as data ---------------------------------------------------------------------------
+
+PLACEHOLDERS = re.compile(r"ACCOUNT_ID|REGION|FUNCTION_NAME|iam-keys/")
+# The statements whose actions take no resource: AWS allows only "*" there.
+STAR_RESOURCE = {"ListAndBatchReadSecrets", "ReadCredentialReport", "LookUpHoldouts"}
+
+
+def policy_options(got: Mapping[str, str], given: list[tuple[str, str]]) -> dict[str, str]:
+    settings = dict(given)
+    return {"prefix": got.get("PREFIX", DEFAULTS["PREFIX"]), "kms_key_id": got.get("KMS_KEY_ID", ""),
+            "user_path": got.get("USER_PATH", DEFAULTS["USER_PATH"]),
+            "event_bus": settings.get("EVENT_BUS", ""), "account_report": settings.get("ACCOUNT_REPORT", ""),
+            "lookup_holdouts": settings.get("LOOKUP_HOLDOUTS", ""),
+            "notify_topic_arn": settings.get("NOTIFY_TOPIC_ARN", ""),
+            "central_account_id": settings.get("CENTRAL_ACCOUNT_ID", "")}
+
+
+def check_policy_values(account_id: str, region: str, function: str, prefix: str = "iam-keys/",
+                        kms_key_id: str = "", user_path: str = "/", event_bus: str = "", account_report: str = "",
+                        lookup_holdouts: str = "", notify_topic_arn: str = "", central_account_id: str = "") -> None:
+    """Each value against what it names (the account and region only when known: make asks the CLI for them
+    after these checks). Refused before anything is called."""
+    if account_id:
+        checked("ACCOUNT_ID", account_id)
+    if region:
+        checked("REGION", region)
+    checked("FUNCTION", function)
+    checked("PREFIX", prefix)
+    checked("USER_PATH", user_path or "/")
+    if kms_key_id:
+        checked("KMS_KEY_ID", kms_key_id)
+    if event_bus and not re.fullmatch(f"{BUS_NAME}|{BUS_ARN}", event_bus, re.ASCII):
+        raise Refused(f"EVENT_BUS must be an EventBridge bus name or ARN, not {shown(event_bus)}")
+    if notify_topic_arn and not re.fullmatch(TOPIC_ARN, notify_topic_arn, re.ASCII):
+        raise Refused(f"NOTIFY_TOPIC_ARN must be {RULES['TOPIC'][1]}, not {shown(notify_topic_arn)}")
+    if central_account_id and not re.fullmatch(ACCOUNT_RE, central_account_id, re.ASCII):
+        raise Refused(f"CENTRAL_ACCOUNT_ID must be 12 digits, not {shown(central_account_id)}")
+
+
+def check_destination(setting: str, arn: str, account_id: str, central_account_id: str) -> None:
+    """A topic or bus ARN must be in this account, or in the one CENTRAL_ACCOUNT_ID names."""
+    account = arn.split(":")[4]
+    if account == account_id or (central_account_id and account == central_account_id):
+        return
+    allowed = f"this account ({account_id})" + (f" or CENTRAL_ACCOUNT_ID ({central_account_id})"
+                                                if central_account_id else "")
+    raise Refused(f"{setting} is in account {account}, not {allowed}: refused, nothing written (give "
+                  f"CENTRAL_ACCOUNT_ID={account} if that is your organisation's central account)")
+
+
+def render_policy(account_id: str, region: str, function: str, prefix: str = "iam-keys/", kms_key_id: str = "",
+                  user_path: str = "/", event_bus: str = "", account_report: str = "",
+                  lookup_holdouts: str = "", notify_topic_arn: str = "", central_account_id: str = "") -> dict:
+    """LambdaExecutionRole.json, loaded as JSON, its placeholders filled in the strings that hold them, never
+    in the text: without a KMS key id, no KMS statement; without an event bus, no events:PutEvents; with a
+    topic, sns:Publish on it; the credential report's and CloudTrail's reads only when ACCOUNT_REPORT and
+    LOOKUP_HOLDOUTS are on. ``user_path`` narrows the users whose keys the role may manage. A topic or bus
+    in another account is refused unless ``central_account_id`` names that account."""
+    if not account_id:
+        raise Refused("ACCOUNT_ID must be an account id: 12 digits, not ''")
+    if not region:
+        raise Refused("give REGION=... (or configure the CLI's region)")
+    check_policy_values(account_id, region, function, prefix, kms_key_id, user_path, event_bus, account_report,
+                        lookup_holdouts, notify_topic_arn, central_account_id)
+    parts = {"ACCOUNT_ID": account_id, "REGION": region, "FUNCTION_NAME": function, "iam-keys/": prefix}
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):  # one pass: a filled-in value is never read again for placeholders
+            return PLACEHOLDERS.sub(lambda m: parts[m.group()], value)
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value
+
+    truthy = function_module().TRUE_WORDS
+    wanted = {"UseSecretsKeyOnlyViaSecretsManager": bool(kms_key_id), "PublishRotationEvents": bool(event_bus),
+              "ReadCredentialReport": account_report.strip().lower() in truthy,
+              "LookUpHoldouts": lookup_holdouts.strip().lower() in truthy}
+    template = json.loads((ROOT / "LambdaExecutionRole.json").read_text())
+    statements = []
+    for statement in template["Statement"]:
+        if not wanted.get(statement["Sid"], True):
+            continue
+        statement = fill(statement)
+        if statement["Sid"] == "UseSecretsKeyOnlyViaSecretsManager":
+            statement.update(kms_resource(kms_key_id, account_id, region, statement.get("Condition", {})))
+        elif statement["Sid"] == "PublishRotationEvents":
+            if event_bus.startswith("arn:"):
+                check_destination("EVENT_BUS", event_bus, account_id, central_account_id)
+                statement["Resource"] = event_bus
+            else:
+                statement["Resource"] = f"arn:aws:events:{region}:{account_id}:event-bus/{event_bus}"
+        elif isinstance(statement["Resource"], str) and statement["Resource"].endswith(":user/*"):
+            statement["Resource"] = statement["Resource"][:-len("/*")] + (user_path or "/") + "*"
+        statements.append(statement)
+    if notify_topic_arn:
+        check_destination("NOTIFY_TOPIC_ARN", notify_topic_arn, account_id, central_account_id)
+        statements.append({"Sid": "PublishRunSummaries", "Effect": "Allow", "Action": ["sns:Publish"],
+                           "Resource": notify_topic_arn})
+    policy = {**template, "Statement": statements}
+    least_privilege(policy)
+    return policy
+
+
+def kms_resource(kms_key_id: str, account_id: str, region: str, condition: dict) -> dict:
+    """The KMS statement's Resource (and Condition) for a key id, a key ARN, an alias or an alias ARN: an alias
+    is no resource IAM authorises a key's use by, so the key is named by its alias in a condition."""
+    if kms_key_id.startswith("arn:"):
+        key_region, key_account, resource = kms_key_id.split(":")[3:6]
+    else:
+        key_region, key_account, resource = region, account_id, kms_key_id if kms_key_id.startswith("alias/") \
+            else f"key/{kms_key_id}"
+    if not resource.startswith("alias/"):
+        return {"Resource": f"arn:aws:kms:{key_region}:{key_account}:{resource}"}
+    return {"Resource": f"arn:aws:kms:{key_region}:{key_account}:key/*",
+            "Condition": {**condition, "ForAnyValue:StringEquals": {"kms:ResourceAliases": resource}}}
+
+
+def least_privilege(policy: dict) -> None:
+    """What make policy writes grants named actions only (no wildcard) and "*" resources only where AWS
+    allows nothing else: a last check, whatever the values were."""
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        for action in actions:
+            if not re.fullmatch(r"[a-z0-9-]+:[A-Za-z]+", action, re.ASCII):
+                raise Refused(f"refused, nothing written: the policy would allow {shown(action)}")
+        if statement["Effect"] != "Allow" or set(statement) - {"Sid", "Effect", "Action", "Resource", "Condition"}:
+            raise Refused(f"refused, nothing written: statement {shown(statement['Sid'])} is not as the file has it")
+        if "*" == statement["Resource"] and statement["Sid"] not in STAR_RESOURCE:
+            raise Refused(f"refused, nothing written: statement {shown(statement['Sid'])} would reach every resource")
+
+
+# --- the targets: the AWS CLI called with argument lists --------------------------------------------------------
+
+class Cli:
+    """The AWS CLI (make's AWS: a path, or words such as `aws --profile p`, split as words, never run by a
+    shell), told the region if one is given (the CLI v1 reads only AWS_DEFAULT_REGION)."""
+
+    def __init__(self, environ: Mapping[str, str], region: str = "") -> None:
+        self.program = shlex.split(environ.get("AWS") or "aws")
+        self.env = dict(os.environ)
+        region = region or environ.get("AWS_DEFAULT_REGION") or environ.get("AWS_REGION") or ""
+        if region:
+            self.env["AWS_DEFAULT_REGION"] = region
+
+    def __call__(self, *args: str, show: bool = False, check: bool = True, quiet: bool = False) -> str:
+        done = subprocess.run([*self.program, *args], env=self.env, text=True,
+                              stdout=None if show else subprocess.PIPE,
+                              stderr=subprocess.DEVNULL if quiet else None)
+        if check and done.returncode != 0:
+            raise SystemExit(done.returncode)
+        return (done.stdout or "").strip()
+
+
+ZIP = "fileb://dist/lambda.zip"
+RESULT = "dist/invoke-result.json"
+
+
+def run_policy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    account = got.get("ACCOUNT_ID") or aws("sts", "get-caller-identity", "--query", "Account", "--output", "text")
+    region = got.get("REGION") or aws.env.get("AWS_DEFAULT_REGION") or aws("configure", "get", "region", check=False)
+    policy = render_policy(account, region, got["FUNCTION"], **policy_options(got, given))
+    Path("dist").mkdir(exist_ok=True)
+    Path("dist/policy.json.tmp").write_text(json.dumps(policy, indent=2) + "\n")
+    os.replace("dist/policy.json.tmp", "dist/policy.json")
+    print(f"dist/policy.json ({account}, {region})")
+
+
+def run_create(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    function = got["FUNCTION"]
+    environment = merge_environment("{}", [f"{n}={v}" for n, v in given], production_defaults())
+    print(aws("lambda", "create-function", "--function-name", function, "--runtime", "python3.13",
+              "--handler", "lambda_function.lambda_handler", "--role", got["ROLE"], "--timeout", got["TIMEOUT"],
+              "--memory-size", got["MEMORY"], "--zip-file", ZIP, "--environment", json.dumps(environment),
+              "--query", "FunctionArn", "--output", "text"))
+    aws("lambda", "put-function-concurrency", "--function-name", function, "--reserved-concurrent-executions", "1",
+        show=True)
+    aws("lambda", "put-function-event-invoke-config", "--function-name", function,
+        "--maximum-retry-attempts", got["RETRIES"], "--maximum-event-age-in-seconds", "21600",
+        "--query", "FunctionArn", "--output", "text", show=True)
+
+
+def run_configure(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    function = got["FUNCTION"]
+    current = aws("lambda", "get-function-configuration", "--function-name", function,
+                  "--query", "Environment.Variables", "--output", "json")
+    merged = merge_environment(current, [f"{n}={v}" for n, v in given])
+    aws("lambda", "update-function-configuration", "--function-name", function, "--environment", json.dumps(merged),
+        "--query", "Environment.Variables", "--output", "json", show=True)
+
+
+def run_deploy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    aws("lambda", "update-function-code", "--function-name", got["FUNCTION"], "--zip-file", ZIP,
+        "--query", "[FunctionName, CodeSha256]", "--output", "text", show=True)
+
+
+def run_schedule(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    function, rule = got["FUNCTION"], f"{got['FUNCTION']}-schedule"
+    function_arn = aws("lambda", "get-function", "--function-name", function,
+                       "--query", "Configuration.FunctionArn", "--output", "text")
+    rule_arn = aws("events", "put-rule", "--name", rule, "--schedule-expression", got["SCHEDULE"],
+                   "--query", "RuleArn", "--output", "text")
+    aws("lambda", "remove-permission", "--function-name", function, "--statement-id", "events-schedule",
+        check=False, quiet=True)
+    aws("lambda", "add-permission", "--function-name", function, "--statement-id", "events-schedule",
+        "--action", "lambda:InvokeFunction", "--principal", "events.amazonaws.com", "--source-arn", rule_arn)
+    aws("events", "put-targets", "--rule", rule, "--targets", json.dumps([{"Id": "rotate", "Arn": function_arn}]))
+    print(f"{rule_arn} -> {function_arn}")
+
+
+def invoke(function: str, event: str, aws: Cli) -> tuple[str, str]:
+    """The function's answer to the event file, and its FunctionError ("" when none)."""
+    Path("dist").mkdir(exist_ok=True)
+    error = aws("lambda", "invoke", "--function-name", function, "--payload", f"fileb://{event}", RESULT,
+                "--query", "FunctionError", "--output", "text")
+    return Path(RESULT).read_text(), "" if error in ("", "None") else error
+
+
+def run_invoke(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    answer, error = invoke(got["FUNCTION"], got["EVENT"], aws)
+    print(answer)
+    if error:
+        raise SystemExit(f"the function failed ({error}): see above")
+
+
+def run_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    answer, error = invoke(got["FUNCTION"], str(ROOT / "events" / "report.json"), aws)
+    if error:
+        print(answer)
+        raise SystemExit(f"the function failed ({error}): see above")
+    print(render_report(json.loads(answer)))
+
+
+# Route 2a's alarms: the template's four.
+ALARMS = (
+    ("errors", "{f} failed to rotate at least one secret", "AWS/Lambda", "Errors", "Sum", "3600", "1", None, "0",
+     "GreaterThanThreshold", "notBreaching"),
+    ("no-success", "{f}: no run without failures for 36 hours", "IAMKeyRotation", "Succeeded", "Sum", "43200", "3", "3",
+     "1", "LessThanThreshold", "breaching"),
+    ("still-in-use", "{f} deactivated a key still in use", "IAMKeyRotation", "ForcedWhileInUse", "Sum", "86400", "1",
+     None, "0", "GreaterThanThreshold", "notBreaching"),
+    ("overdue", "{f} manages a key past MAX_KEY_AGE_DAYS", "IAMKeyRotation", "OverdueKeys", "Maximum", "86400", "1",
+     None, "0", "GreaterThanThreshold", "notBreaching"),
+)
+
+
+def run_alarms(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    function, topic = got["FUNCTION"], got.get("TOPIC")
+    for name, says, namespace, metric, statistic, period, evaluations, datapoints, threshold, compare, missing \
+            in ALARMS:
+        aws("cloudwatch", "put-metric-alarm", "--alarm-name", f"{function}-{name}",
+            "--alarm-description", says.format(f=function),
+            "--dimensions", json.dumps([{"Name": "FunctionName", "Value": function}]),
+            "--namespace", namespace, "--metric-name", metric, "--statistic", statistic, "--period", period,
+            "--evaluation-periods", evaluations, *(["--datapoints-to-alarm", datapoints] if datapoints else []),
+            "--threshold", threshold, "--comparison-operator", compare, "--treat-missing-data", missing,
+            *(["--alarm-actions", topic, "--ok-actions", topic] if topic else []))
+    print(f"4 alarms for {function}" + (f", telling {topic}" if topic else ""))
+
+
+def schedule_rule(got: dict[str, str], aws: Cli) -> str:
+    """Route 2a names the rule FUNCTION-schedule; a stack (STACK=...) knows its generated name."""
+    if not got.get("STACK"):
+        return f"{got['FUNCTION']}-schedule"
+    rule = aws("cloudformation", "list-stack-resources", "--stack-name", got["STACK"], "--query",
+               "StackResourceSummaries[?LogicalResourceId=='ScheduleRule'].PhysicalResourceId", "--output", "text")
+    if not rule or rule == "None":
+        raise SystemExit(f"stack {got['STACK']} has no ScheduleRule")
+    return rule
+
+
+def run_pause(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    rule = schedule_rule(got, aws)
+    aws("events", "disable-rule", "--name", rule)
+    print(f"paused {rule}")
+
+
+def run_resume(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    rule = schedule_rule(got, aws)
+    aws("events", "enable-rule", "--name", rule)
+    print(f"resumed {rule}")
+
+
+def run_logs(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    start = (int(time.time()) - int(got["SINCE"]) * 60) * 1000
+    aws("logs", "filter-log-events", "--log-group-name", f"/aws/lambda/{got['FUNCTION']}",
+        "--start-time", str(start), "--query", "events[].message", "--output", "text", show=True)
+
+
+def run_destroy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    function, rule = got["FUNCTION"], f"{got['FUNCTION']}-schedule"
+    aws("events", "remove-targets", "--rule", rule, "--ids", "rotate", check=False, quiet=True)
+    aws("events", "delete-rule", "--name", rule, check=False, quiet=True)
+    aws("lambda", "delete-function", "--function-name", function)
+    print(f"removed {function} and its schedule; its log group /aws/lambda/{function} is kept")
+
+
+RUN = {"policy": run_policy, "create": run_create, "configure": run_configure, "deploy": run_deploy,
+       "schedule": run_schedule, "invoke": run_invoke, "report": run_report, "alarms": run_alarms,
+       "pause": run_pause, "resume": run_resume, "logs": run_logs, "destroy": run_destroy}
 
 
 def render_report(summary: dict) -> str:
@@ -134,19 +589,21 @@ def render_report(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    if argv[:1] == ["policy"] and 4 <= len(argv) <= 10:
-        print(json.dumps(render_policy(*argv[1:]), indent=2))
-        return 0
-    if argv[:1] == ["environment"] and len(argv) >= 2:
-        print(json.dumps(merge_environment(argv[1], [a for a in argv[2:] if a])))
-        return 0
-    if argv[:1] == ["report"] and len(argv) == 2:
-        print(render_report(json.loads(Path(argv[1]).read_text())))
-        return 0
-    if argv[:1] == ["create"]:
-        print(json.dumps(merge_environment("{}", [a for a in argv[1:] if a], production_defaults())))
-        return 0
+def main(argv: list[str], environ: Mapping[str, str] = os.environ) -> int:
+    try:
+        if argv[:1] == ["check"] and len(argv) == 2:
+            check(argv[1], environ)
+            return 0
+        if len(argv) == 1 and argv[0] in RUN:
+            got, given = check(argv[0], environ)
+            RUN[argv[0]](got, given, Cli(environ, got.get("REGION", "")))
+            return 0
+        if argv[:1] == ["report-table"] and len(argv) == 2:
+            print(render_report(json.loads(Path(argv[1]).read_text())))
+            return 0
+    except Refused as refused:
+        print(refused.message, file=sys.stderr)
+        return 2
     print(__doc__, file=sys.stderr)
     return 2
 
