@@ -121,7 +121,7 @@ RULES: dict[str, tuple[str, str]] = {
     # IAM's path rule, without the wildcards '*' and '?', which would widen the users the role reaches
     "USER_PATH": (r"/|/[!-)+->@-~]{1,510}/", "a user path like /key-rotation/ (no '*' or '?')"),
     "TOPIC": (TOPIC_ARN, "an SNS topic ARN: arn:aws:sns:REGION:ACCOUNT_ID:NAME"),
-    "EVENT": (r".+", "a JSON file"),  # and an existing file: checked apart
+    "EVENT": (r"[^\x00]+", "a JSON file"),  # and an existing file: checked apart
 }
 RANGES = {"TIMEOUT": (1, 900), "MEMORY": (128, 10240)}
 DEFAULTS = {"TIMEOUT": "900", "MEMORY": "256", "RETRIES": "2", "SCHEDULE": "cron(0 6 * * ? *)",
