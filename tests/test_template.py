@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -74,9 +75,11 @@ def test_role_policy_matches_lambda_execution_role_json():
     assert RESOURCES["Function"]["Properties"]["Environment"]["Variables"]["LOOKUP_HOLDOUTS"] == {
         "Ref": "LookupHoldouts"}
     assert TEMPLATE["Parameters"]["LookupHoldouts"]["Default"] == "false"
-    assert RESOURCES["EventsPolicy"]["Condition"] == "HasEventBus"
+    assert RESOURCES["EventsPolicy"]["Condition"] == "EventBusAllowed"
     (granted,) = RESOURCES["EventsPolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    assert granted["Action"] == "events:PutEvents" and "event-bus/${EventBusName}" in granted["Resource"]["Fn::Sub"]
+    by_name = granted["Resource"]["Fn::If"][2]  # a bus name: this account's bus of that name
+    assert granted["Action"] == "events:PutEvents"
+    assert "${AWS::AccountId}:event-bus/${EventBusName}" in by_name["Fn::Sub"]
 
 
 def test_stack_runs_daily_one_at_a_time_with_deliberate_retries_and_an_alarm():
@@ -117,9 +120,14 @@ def test_two_stacks_do_not_collide_and_a_redeploy_is_not_blocked():
 
 def test_the_publish_permission_exists_only_while_a_topic_is_set():
     notify = RESOURCES["NotifyPolicy"]
-    assert notify["Condition"] == "HasNotifyTopic" and notify["Type"] == "AWS::IAM::RolePolicy"
+    assert notify["Condition"] == "NotifyTopicAllowed" and notify["Type"] == "AWS::IAM::RolePolicy"
+    assert {"Fn::Condition": "HasNotifyTopic"} in TEMPLATE["Conditions"]["NotifyTopicAllowed"]["Fn::And"]
     (statement,) = notify["Properties"]["PolicyDocument"]["Statement"]
-    assert statement["Action"] == "sns:Publish" and statement["Resource"] == {"Ref": "NotifyTopicArn"}
+    assert statement["Action"] == "sns:Publish"
+    arn, parts = statement["Resource"]["Fn::Sub"]
+    assert arn == "arn:${AWS::Partition}:sns:${Region}:${Account}:${Name}"
+    assert parts["Account"] == {"Fn::If": ["TopicInCentralAccount", {"Ref": "CentralAccountId"},
+                                           {"Ref": "AWS::AccountId"}]}
 
 
 def test_the_template_deploys_production_defaults_that_keep_keys_under_90_days():
@@ -127,3 +135,102 @@ def test_the_template_deploys_production_defaults_that_keep_keys_under_90_days()
     assert TEMPLATE["Parameters"]["GraceHours"]["Default"] == 24
     assert TEMPLATE["Parameters"]["UserPath"]["Default"] == "/key-rotation/"
     assert RESOURCES["OverdueAlarm"]["Properties"]["MetricName"] == "OverdueKeys"
+
+
+# --- another account's topic or bus: only CentralAccountId's --------------------------------------------------------
+
+def evaluate(value, parameters: dict[str, str], account: str = "111122223333"):
+    """The few intrinsic functions the template's conditions and destinations use, evaluated as CloudFormation
+    does (Ref, Fn::Sub, Fn::Split, Fn::Select, Fn::Equals, Fn::And, Fn::Or, Fn::Not, Condition, Fn::If)."""
+    values = {**parameters, "AWS::AccountId": account, "AWS::Partition": "aws", "AWS::Region": "eu-west-1"}
+    conditions = TEMPLATE["Conditions"]
+
+    def run(node, names=values):
+        if isinstance(node, list):
+            return [run(item, names) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ((name, arg),) = node.items()
+        if name == "Ref":
+            return names[arg]
+        if name in ("Condition", "Fn::Condition"):  # !Condition, as the loader reads it
+            return run(conditions[arg], names)
+        if name == "Fn::Sub":
+            text, extra = (arg, {}) if isinstance(arg, str) else arg
+            scope = {**names, **{k: run(v, names) for k, v in extra.items()}}
+            return re.sub(r"\$\{([^}]+)\}", lambda m: scope[m.group(1)], text)
+        if name == "Fn::Split":
+            return run(arg[1], names).split(arg[0])
+        if name == "Fn::Select":
+            return run(arg[1], names)[int(arg[0])]
+        if name == "Fn::Equals":
+            return run(arg[0], names) == run(arg[1], names)
+        if name == "Fn::And":
+            return all(run(a, names) for a in arg)
+        if name == "Fn::Or":
+            return any(run(a, names) for a in arg)
+        if name == "Fn::Not":
+            return not run(arg[0], names)
+        if name == "Fn::If":
+            return run(arg[1] if run(conditions[arg[0]], names) else arg[2], names)
+        raise AssertionError(name)
+
+    return run(value)
+
+
+def granted(resource: str, parameters: dict[str, str]) -> str | None:
+    """The resource the template grants, or None when the policy is not created."""
+    defaults = {name: str(p.get("Default", "")) for name, p in TEMPLATE["Parameters"].items()}
+    parameters = {**defaults, **parameters}
+    if not evaluate({"Condition": RESOURCES[resource]["Condition"]}, parameters):
+        return None
+    (statement,) = RESOURCES[resource]["Properties"]["PolicyDocument"]["Statement"]
+    return evaluate(statement["Resource"], parameters)
+
+
+HERE, CENTRAL, THIRD = "111122223333", "222233334444", "333344445555"
+
+
+def test_publish_and_put_events_reach_this_account_or_central_account_id_only():
+    topic = "arn:aws:sns:eu-west-1:{}:key-rotation"
+    bus = "arn:aws:events:eu-west-1:{}:event-bus/central"
+    for parameter, policy, arn in (("NotifyTopicArn", "NotifyPolicy", topic), ("EventBusName", "EventsPolicy", bus)):
+        assert granted(policy, {parameter: arn.format(HERE)}) == arn.format(HERE)
+        assert granted(policy, {parameter: arn.format(CENTRAL)}) is None, "another account: no permission"
+        assert granted(policy, {parameter: arn.format(CENTRAL), "CentralAccountId": CENTRAL}) == arn.format(CENTRAL)
+        assert granted(policy, {parameter: arn.format(THIRD), "CentralAccountId": CENTRAL}) is None
+        assert granted(policy, {parameter: ""}) is None
+    assert granted("EventsPolicy", {"EventBusName": "keys"}) == f"arn:aws:events:eu-west-1:{HERE}:event-bus/keys"
+    variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
+    assert variables["CENTRAL_ACCOUNT_ID"] == {"Ref": "CentralAccountId"}
+
+
+# --- the parameters carry the settings table's bounds and choices ---------------------------------------------------
+
+def test_each_parameter_that_is_a_setting_has_the_tables_bounds_and_choices():
+    import lambda_function
+
+    variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
+    words = set(lambda_function.TRUE_WORDS + lambda_function.FALSE_WORDS)
+    patterns = {"NOTIFY_TOPIC_ARN": (["arn:aws:sns:eu-west-1:111122223333:ops", ""], ["ops", "arn:aws:sns:*"]),
+                "EVENT_BUS": (["keys", "arn:aws:events:eu-west-1:111122223333:event-bus/keys", ""],
+                              ["arn:aws:sns:eu-west-1:111122223333:t", "a b"]),
+                "CENTRAL_ACCOUNT_ID": (["111122223333", ""], ["1111", "11112222333x"]),
+                "sec": (["iam-keys/*", "iam-keys/a;iam-keys/b"], ["a,b", ""])}
+    checked = set()
+    for setting, value in variables.items():
+        row = lambda_function.SETTINGS_TABLE[setting]
+        parameter = TEMPLATE["Parameters"][value["Ref"]]
+        if row.kind in (int, float):
+            assert (parameter["MinValue"], parameter["MaxValue"]) == (row.low, row.high), setting
+            assert row.low <= parameter["Default"] <= row.high
+        elif row.kind is bool:
+            assert set(parameter["AllowedValues"]) <= words and parameter["Default"] in parameter["AllowedValues"]
+        elif row.kind == "choice":
+            assert tuple(parameter["AllowedValues"]) == row.choices, setting
+        else:
+            accepted, refused = patterns[setting]
+            assert all(re.fullmatch(parameter["AllowedPattern"], v) for v in accepted), setting
+            assert not any(re.fullmatch(parameter["AllowedPattern"], v) for v in refused), setting
+        checked.add(setting)
+    assert checked == set(variables)
