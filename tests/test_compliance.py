@@ -21,7 +21,7 @@ def held_for(aws, user: str, age_days: float):
 
 @pytest.mark.unit
 @pytest.mark.parametrize("rotate_after, grace, expected", [
-    (0, 0, 0), (120, 0, 88), (120, 24, 81), (30, 24, 30), (400, 0, 88)])
+    (0, 0, 0), (120, 0, 81), (120, 24, 81), (30, 24, 30), (400, 0, 81)])  # the usage gate counts either way
 def test_the_deadline_brings_the_rotation_forward(rotate_after, grace, expected):
     assert lambda_function.due_after_days(rotate_after, grace, 168, 90) == expected
     assert lambda_function.due_after_days(rotate_after, grace, 168, 0) == rotate_after, "0 turns it off"
@@ -31,7 +31,7 @@ def test_the_deadline_overrides_a_later_rotate_after_days(aws, invoke, monkeypat
     monkeypatch.setenv("ROTATE_AFTER_DAYS", "120")
     seeded = held_for(aws, "alice", 89)
     (entry,) = invoke(seeded.secret)["secrets"]
-    assert entry["status"] == "rotated" and "rotation due at day 88, not 120" in entry["reason"]
+    assert entry["status"] == "rotated" and "rotation due at day 81, not 120" in entry["reason"]
     assert any('"action": "deadline"' in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
 
 
@@ -134,7 +134,8 @@ def test_a_report_that_does_not_complete_fails_naming_it_and_the_rest_is_unaffec
 
     lambda_function.aws_clients(lambda_function.Settings()).iam.meta.events.register(
         "after-call.iam.GenerateCredentialReport", never_complete)
-    with pytest.raises(lambda_function.RotationFailed, match="credential report did not complete within 60s"):
-        invoke(seeded.secret, event={"report": True})
+    result = invoke(seeded.secret, event={"report": True})  # a report run answers with its summary
+    assert "credential report did not complete within 60s" in result["report"]["failed"]
+    assert result["secrets"][0]["status"] == "planned"
     assert sum(clock.sleeps) <= 60
     assert len(aws.versions(seeded.secret)) == 1

@@ -144,9 +144,9 @@ def test_calls_per_steady_state_rotation_at_fifty_secrets(aws, invoke, monkeypat
         client.meta.events.register("before-call", lambda model, **_: counts.update([model.name]))
     assert invoke(sec="iam-keys/*")["rotated"] == 50
     per_rotation = sum(counts.values()) / 50
-    # 7 a secret (DescribeSecret, ListUserTags, ListAccessKeys, Delete, Create, Put, Update), the values 20 a
-    # BatchGetSecretValue, one ListSecrets page for all 50. The README's "What a rotation costs" says why not 6.
-    assert per_rotation <= 7.1, counts
+    # 8 a secret (DescribeSecret, ListUserTags, ListAccessKeys, Delete, TagUser, Create, Put, Update), the values
+    # 20 a BatchGetSecretValue, one ListSecrets page for all 50. The README's "What a rotation costs" says why.
+    assert per_rotation <= 8.1, counts
     assert counts["ListSecrets"] == 1 and counts["BatchGetSecretValue"] == 3 and "GetSecretValue" not in counts
 
 

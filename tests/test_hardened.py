@@ -140,8 +140,12 @@ def test_a_rollback_past_rollback_hours_is_refused_and_changes_nothing(aws, invo
     keys, versions = aws.keys("alice"), aws.stages(seeded.secret)
     clock.advance(timedelta(hours=169).total_seconds())
     event = {"rollback": [seeded.secret], **({"dry_run": True} if dry_run else {})}
-    with pytest.raises(RotationFailed, match="past ROLLBACK_HOURS=168"):
-        invoke(seeded.secret, event=event)
+    if dry_run:  # a dry run answers with its whole summary, the failed entries in it
+        (entry,) = invoke(seeded.secret, event=event)["secrets"]
+        assert entry["status"] == "failed" and "past ROLLBACK_HOURS=168" in entry["reason"]
+    else:
+        with pytest.raises(RotationFailed, match="past ROLLBACK_HOURS=168"):
+            invoke(seeded.secret, event=event)
     assert aws.keys("alice") == keys and aws.stages(seeded.secret) == versions
 
 
@@ -188,13 +192,35 @@ def test_a_rotation_deadline_is_checked_before_every_attempt_and_a_clean_up_gets
 
 
 def test_a_rotation_past_its_deadline_fails_safely_and_deletes_the_key_it_made(aws, invoke, clock, monkeypatch):
-    # The store is reached only after the deadline (the clock jumps as CreateAccessKey answers): the store is
-    # not attempted, as a refused call; the new key's clean-up runs under its own bound.
+    # The store is reached only after the rotation's deadline (the clock jumps as CreateAccessKey answers): the
+    # store is not attempted, as a refused call; the new key's clean-up runs in the reserve kept at the end of
+    # TIME_MARGIN_SECONDS (the last CLEANUP_SECONDS of it).
     monkeypatch.setenv("TIME_MARGIN_SECONDS", "40")
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
     clients = lambda_function.aws_clients(lambda_function.load_settings({"TIME_MARGIN_SECONDS": "40"}, {}), clock)
-    clients.iam.meta.events.register("after-call.iam.CreateAccessKey", lambda **_: clock.advance(45))
+    clients.iam.meta.events.register("after-call.iam.CreateAccessKey", lambda **_: clock.advance(32))
     with pytest.raises(RotationFailed, match="deadline") as failure:
         invoke(seeded.secret)
     assert "new key deleted, old key unchanged" in str(failure.value)
     assert aws.keys("alice") == {seeded.key_ids[0]: "Active"} and len(aws.versions(seeded.secret)) == 1
+
+
+def test_a_clean_up_never_runs_past_the_margin_and_the_next_run_deletes_what_it_left(aws, invoke, clock,
+                                                                                    monkeypatch):
+    # Past the whole margin nothing more is attempted, the clean-up included (Lambda would stop the run): the
+    # new key is left, the reason says so, and the next run knows it for the function's own and deletes it.
+    monkeypatch.setenv("TIME_MARGIN_SECONDS", "40")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    clients = lambda_function.aws_clients(lambda_function.load_settings({"TIME_MARGIN_SECONDS": "40"}, {}), clock)
+    clients.iam.meta.events.register("after-call.iam.CreateAccessKey", lambda **_: clock.advance(45))
+    start, sent = clock.monotonic(), []
+    for client in (clients.iam, clients.secrets):  # what reaches the wire (after the budget's check)
+        client.meta.events.register_first("before-send", lambda request, **_: sent.append(clock.monotonic()))
+    with pytest.raises(RotationFailed, match="left in place"):
+        invoke(seeded.secret)
+    assert sent and all(at < start + 40 for at in sent), "nothing is sent past the margin's end"
+    (left,) = set(aws.keys("alice")) - set(seeded.key_ids)
+    lambda_function.clients_for.cache_clear()
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert left not in aws.keys("alice") and "never stored" in entry["reason"]
+    assert aws.holds_working_key(seeded.secret)

@@ -109,10 +109,15 @@ def test_dry_run_returns_plans_and_changes_nothing(aws, invoke, monkeypatch, how
                                    f"deactivate {seeded[-1].key_ids[0]}"]
 
 
-def test_dry_run_still_reports_bad_secrets(aws, invoke):
+def test_dry_run_still_reports_bad_secrets_and_returns_every_other_secret_s_plan(aws, invoke):
     aws.secrets.create_secret(Name="bad", SecretString="[]")
-    with pytest.raises(RotationFailed, match="secret 'bad'"):
-        invoke("bad", event={"dry_run": True})
+    good = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    result = invoke("bad", good.secret, event={"dry_run": True})
+    assert result["failed"] == 1 and result["planned"] == 1
+    bad, planned = result["secrets"]
+    assert bad["status"] == "failed" and "must be a JSON object" in bad["reason"]
+    assert planned["status"] == "planned" and planned["steps"]
+    assert aws.keys("alice") == {good.key_ids[0]: "Active"}
 
 
 # --- age threshold ------------------------------------------------------------------------------------------------
