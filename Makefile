@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CLI_VENV := .venv-cli
+CHECKOV := $(VENV)/checkov/bin/checkov
 ifeq ($(origin AWS),undefined)
 AWS    := $(or $(shell command -v aws 2>/dev/null),$(CLI_VENV)/bin/aws)
 endif
@@ -71,10 +72,18 @@ test: $(VENV)/.installed  ## run the test suite
 bench: $(VENV)/.installed  ## rotate SIZES secrets, each call behind LATENCY_MS; print figures
 	set -f; $(BIN)/python tools/bench.py $$SIZES --latency-ms "$$LATENCY_MS" --propagation-s "$$PROPAGATION_S"
 
-lint: $(VENV)/.installed  ## static checks: code, CloudFormation template, the role's policy
+lint: $(VENV)/.installed $(CHECKOV)  ## static checks: code, CloudFormation template (cfn-lint, checkov), the role's policy
 	$(BIN)/ruff check .
 	$(BIN)/cfn-lint template.yaml
+	$(CHECKOV) --file template.yaml --framework cloudformation --compact --quiet --skip-download
 	$(BIN)/python tools/lint_policy.py LambdaExecutionRole.json
+
+# checkov pins a boto3 older than the tests': a virtualenv of its own, inside .venv, at requirements-dev.txt's pin.
+CHECKOV_PIN = $$(sed -n 's/^\# *\(checkov==[0-9.]*\)$$/\1/p' requirements-dev.txt)
+$(CHECKOV): requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet --disable-pip-version-check "$(CHECKOV_PIN)"
+	touch $@
 
 package: dist/lambda.zip  ## the zip Lambda runs: lambda_function.py alone (boto3 is in the runtime)
 

@@ -234,3 +234,11 @@ def test_each_parameter_that_is_a_setting_has_the_tables_bounds_and_choices():
             assert not any(re.fullmatch(parameter["AllowedPattern"], v) for v in refused), setting
         checked.add(setting)
     assert checked == set(variables)
+
+
+def test_each_check_checkov_skips_is_explained_in_one_line():
+    skips = re.findall(r"# checkov:skip=([A-Z_0-9]+)(?::(.*))?$", (ROOT / "template.yaml").read_text(), re.M)
+    assert skips, "make lint runs checkov on the template"
+    assert all(reason and len(reason.split()) >= 5 for _check, reason in skips), skips
+    assert "$(CHECKOV) --file template.yaml" in (ROOT / "Makefile").read_text()
+    assert re.search(r"^# checkov==\d+\.\d+\.\d+$", (ROOT / "requirements-dev.txt").read_text(), re.M), "pinned"
