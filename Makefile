@@ -27,7 +27,7 @@ DEPLOY_VALUES := FUNCTION ROLE REGION TIMEOUT MEMORY SCHEDULE RETRIES EVENT SINC
 # The Makefile's own variables; every other NAME=VALUE on the command line is a setting of the function,
 # passed to tools/deploy_config.py, which checks names and values with the function's own settings table
 # (a typo is refused with the nearest name; NAME= removes the setting). No list of settings is kept here.
-MAKE_OWN := $(DEPLOY_VALUES) AWS PYTHON SIZES LATENCY_MS PROPAGATION_S VERBOSE PORT
+MAKE_OWN := $(DEPLOY_VALUES) AWS PYTHON SIZES LATENCY_MS PROPAGATION_S VERBOSE PORT MODEL_EXAMPLES MODEL_STEPS
 # A variable name make may export: letters, digits and '_' only (anything else is left out, and so refused).
 NAME_CHARS := a b c d e f g h i j k l m n o p q r s t u v w x y z A B C D E F G H I J K L M N O P Q R S T U V W X Y Z \
   0 1 2 3 4 5 6 7 8 9 _
@@ -41,7 +41,7 @@ export $(COMMAND_LINE) AWS SIZES LATENCY_MS PROPAGATION_S PORT
 DEPLOY := $(PYTHON) tools/deploy_config.py
 DEPLOY_TARGETS := policy create configure deploy schedule invoke report pause resume alarms logs destroy
 
-.PHONY: help demo test lint bench package policy create configure deploy schedule invoke report pause resume alarms \
+.PHONY: help demo test fuzz lint bench package policy create configure deploy schedule invoke report pause resume alarms \
   local-aws logs \
   destroy clean cli $(addprefix check-,$(DEPLOY_TARGETS))
 
@@ -68,6 +68,10 @@ demo: $(VENV)/.installed  ## rotate demo users' keys on a local moto server (VER
 
 test: $(VENV)/.installed  ## run the test suite
 	$(BIN)/python -m pytest -n auto --durations=5
+
+fuzz: $(VENV)/.installed  ## the model-based test, long and random (MODEL_EXAMPLES, default 300; MODEL_STEPS, 50)
+	MODEL_RANDOM=1 MODEL_EXAMPLES="$${MODEL_EXAMPLES:-300}" MODEL_STEPS="$${MODEL_STEPS:-50}" \
+	  $(BIN)/python -m pytest -n auto tests/test_model.py -p no:cacheprovider
 
 bench: $(VENV)/.installed  ## rotate SIZES secrets, each call behind LATENCY_MS; print figures
 	set -f; $(BIN)/python tools/bench.py $$SIZES --latency-ms "$$LATENCY_MS" --propagation-s "$$PROPAGATION_S"

@@ -1126,10 +1126,30 @@ def parse_value(secret: str, response: dict, what: str = "value") -> dict[str, A
         raise RotationError(secret, f"'UserName' must be a string, not {type(user_name).__name__}")
     if not user_name.strip():
         raise RotationError(secret, f"'UserName' is missing or empty in the {what}")
+    if not is_user_name(user_name):  # said without quoting it: it may be anything, a secret pasted there too
+        raise RotationError(secret, f"'UserName' in the {what} is not an IAM user name (1 to 64 letters, digits and "
+                                    "+=,.@_-); its value is not shown")
     held = value.get("AccessKeyId")
     if held is not None and not isinstance(held, str):
         raise RotationError(secret, "'AccessKeyId' must be a string")
+    if held and not is_access_key_id(held):
+        raise RotationError(secret, f"'AccessKeyId' in the {what} is not an access key id (AKIA and 16 capital "
+                                    "letters or digits); its value is not shown (a SecretAccessKey in the wrong "
+                                    "field?)")
     return value
+
+
+def is_access_key_id(value: Any) -> bool:
+    """An IAM user's access key id, as AWS documents and makes them: AKIA and 16 capital letters or digits. A
+    SecretAccessKey (40 characters, either case, / and +) never is, so one in the wrong field is never shown."""
+    return isinstance(value, str) and len(value) == 20 and value.startswith("AKIA") and value.isascii() \
+        and all(ch.isupper() or ch.isdigit() for ch in value[4:])
+
+
+def is_user_name(value: Any) -> bool:
+    """IAM's user name rule: 1 to 64 of letters, digits and +=,.@_-."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() \
+        and all(ch.isalnum() or ch in "+=,.@_-" for ch in value)
 
 
 def describe_secret(clients: Clients, secret_id: str) -> dict:
@@ -1770,10 +1790,7 @@ class Rotate:
     kept: tuple[str, ...] = ()  # adopted keys the rotation keeps Active
     reason: str | None = None
     restore: Restore | None = None  # tried first; if its key does not authenticate, the rotation goes ahead
-
-    @property
-    def lost(self) -> frozenset[str]:
-        return frozenset()  # the plan deletes them first
+    lost: frozenset[str] = frozenset()  # the function's own unstored keys: deleted first (the plan is without them)
 
 
 @dataclass
@@ -2032,7 +2049,9 @@ def cleanup_or(record: SecretRecord, own: SecretSettings, holders: Holders, outc
 
 def plan_of(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyState], holders: Holders,
             token: str, restore: Restore | None, found: str | None) -> Rotate:
-    """The rotation's plan, logged; a blocked plan fails the secret (nothing changed)."""
+    """The rotation's plan over the keys besides the function's own lost ones (``act`` deletes those first),
+    logged; a blocked plan fails the secret (nothing changed)."""
+    keys = [k for k in keys if k.key_id not in holders.lost]
     plan = plan_rotation(keys, holders, run.settings.force)
     kept = tuple(k for k in holders.adopted if k != plan.freed_adopted and find_key(keys, k))
     log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
@@ -2041,7 +2060,7 @@ def plan_of(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyS
     if plan.blocked and restore is None:
         raise RotationError(record.name, plan.blocked)
     reason = "; ".join(r for r in (found, freed_reason(plan, holders), lost_reason(holders.lost)) if r) or None
-    return Rotate(record, own, keys, holders, plan, token, kept, reason, restore)
+    return Rotate(record, own, keys, holders, plan, token, kept, reason, restore, holders.lost)
 
 
 def lost_reason(lost: Iterable[str]) -> str | None:
@@ -2064,8 +2083,8 @@ def planned(item: Rotate | Cleanup) -> Outcome:
                        restored_key_id=item.restore.key.key_id, reason=item.restore.found,
                        steps=[f"make version {item.restore.version} current"])
     return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
-                   old_key_id=record.held_key_id, steps=item.plan.steps(), adopted=item.kept[0] if item.kept else None,
-                   reason=item.reason)
+                   old_key_id=record.held_key_id, steps=[f"delete {k}" for k in sorted(item.lost)] + item.plan.steps(),
+                   adopted=item.kept[0] if item.kept else None, reason=item.reason)
 
 
 def act(run: Run, item: Outcome | Settling | Rotate | Cleanup) -> Outcome | Stored | Settling:
