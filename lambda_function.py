@@ -1685,16 +1685,20 @@ class Run:
     def adopted(self, record: SecretRecord, keys: list[KeyState], held: set[str | None]) -> dict[str, str]:
         """Active keys no secret holds that are someone's in use: used within MAX_GRACE_HOURS, younger than that,
         or adopted by an earlier run (the user's key-rotation-adopted tag). Key id -> its last use, least
-        recently used first; ``record.adopted_at`` says since when each is adopted (this run, if new)."""
+        recently used first; ``record.adopted_at`` says since when each is adopted: the first run that adopted
+        it, or, for a key the function's last create found (the key-rotation-made mark lists it: an old key whose
+        secret version a writer moved on), that create, whichever is earlier."""
         now, window = self.clock.now(), timedelta(hours=self.settings.max_grace_hours)
         named = parse_adopted(self.tags(record).get(ADOPTED_TAG))
+        made_at, known = parse_marker(self.tags(record).get(MADE_TAG))
         found = []
         for key in keys:
             if not key.active or key.key_id in held:
                 continue
             when, where = self.used(record, key.key_id)
             if key.key_id in named or now - key.created < window or (when is not None and now - when < window):
-                record.adopted_at[key.key_id] = min(named.get(key.key_id, now), now)
+                since = made_at if made_at is not None and key.key_id in known else now
+                record.adopted_at[key.key_id] = min(named.get(key.key_id, now), since, now)
                 used = f"{iso(when)} by {where}" if when else f"never; made {iso(key.created)}"
                 found.append((when is not None, when or key.created, key.key_id, used))  # never used sorts first
         return {key_id: used for _, _, key_id, used in sorted(found)}

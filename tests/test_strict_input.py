@@ -80,7 +80,8 @@ def test_defaults_are_the_safe_choices():
 
 BAD_EVENTS = [
     ({"dry_run": "true"}, "dry_run"), ({"dryRun": True}, "dry_run"), ({"DryRun": True}, "dry_run"),
-    ({"DRY_RUN": True}, "dry_run"), ({"dry-run": True}, "dry_run"), ({"force": 1}, "force"),
+    ({"DRY_RUN": True}, "dry_run"), ({"dry-run": True}, "dry_run"), ({"dry run": True}, "dry_run"),
+    ({"dry.run": True}, "dry_run"), ({" Dry_Run ": True}, "dry_run"), ({"force": 1}, "force"),
     ({"Force": True}, "force"), ({"secrets": "iam-keys/alice"}, "secrets"), ({"Secrets": ["x"]}, "secrets"),
     ({"rollback": []}, "rollback"), ({"roll_back": ["x"]}, "rollback"), (["dry_run"], "JSON object"),
     ({"secrets": ["iam-keys/alice"], "rollback": ["iam-keys/alice"]}, "not both"),
