@@ -353,6 +353,26 @@ def setting(environ: Mapping[str, str], name: str, default: Any = None) -> Any:
     return (environ.get(name) or "").strip() or default
 
 
+def event_bus(value: str | None) -> str | None:
+    """EVENT_BUS: a bus name, or an event bus ARN (arn:PARTITION:events:REGION:ACCOUNT:event-bus/NAME)."""
+    if value is None:
+        return None
+    name = value.split(":event-bus/", 1)[1] if value.startswith("arn:") and ":event-bus/" in value else value
+    parts = value.split(":")
+    good_arn = not value.startswith("arn:") or (len(parts) == 6 and parts[2] == "events" and account_of(value))
+    if not good_arn or not 0 < len(name) <= 256 or not all(ch.isalnum() or ch in "._-/" for ch in name):
+        raise ConfigError("setting EVENT_BUS is not understood; use a bus name (letters, digits, ._-/) or an event "
+                          "bus ARN (arn:aws:events:REGION:ACCOUNT_ID:event-bus/NAME)")
+    return value
+
+
+def account_of(arn: str | None) -> str | None:
+    """The account id of an ARN (None for a name or an ARN without twelve digits there)."""
+    parts = (arn or "").split(":")
+    account = parts[4] if len(parts) >= 6 and parts[0] == "arn" else ""
+    return account if len(account) == 12 and account.isdigit() else None
+
+
 def central_account(value: str | None) -> str | None:
     """CENTRAL_ACCOUNT_ID: twelve digits, or unset."""
     if value is not None and not (len(value) == 12 and value.isascii() and value.isdigit()):
@@ -376,7 +396,8 @@ def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None =
         raise ConfigError(f"setting MAX_GRACE_HOURS={max_grace:g} alone reaches MAX_KEY_AGE_DAYS={max_age:g}: a "
                           "previous key kept that long would be past the deadline; lower MAX_GRACE_HOURS")
     topic = setting(environ, "NOTIFY_TOPIC_ARN")
-    if topic is not None and not (topic.startswith("arn:") and ":sns:" in topic):
+    if topic is not None and not (topic.startswith("arn:") and topic.split(":")[2:3] == ["sns"]
+                                  and account_of(topic)):
         raise ConfigError(f"setting NOTIFY_TOPIC_ARN={topic!r} is not understood; use an SNS topic ARN "
                           "(arn:aws:sns:REGION:ACCOUNT_ID:NAME)")
     event_time = scheduled_time(event, now or datetime.now(UTC))
@@ -405,7 +426,7 @@ def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None =
         notify_topic_arn=topic,
         rollback_hours=setting(environ, "ROLLBACK_HOURS"),
         max_failures=setting(environ, "MAX_FAILURES"),
-        event_bus=setting(environ, "EVENT_BUS"),
+        event_bus=event_bus(setting(environ, "EVENT_BUS")),
         lookup_holdouts=setting(environ, "LOOKUP_HOLDOUTS"),
         central_account_id=central_account(setting(environ, "CENTRAL_ACCOUNT_ID")),
     )
@@ -2875,11 +2896,29 @@ def handle(event: Any, context: Any, environ: Mapping[str, str], clock: Clock,
     settings = load_settings(environ, event, clock.now())
     configure_logging(settings.log_level)
     clients = clients or aws_clients(settings, clock)
+    check_destinations(settings, context, clients)
     if is_rotation_event(event):
         return serve_rotation_step(event, context, settings, clients, clock)
     outcomes = run_batch(settings, clients, clock, context)
     account = account_report(clients, settings, clock, outcomes) if settings.account_report else None
     return report(outcomes, settings, clients, context, account)
+
+
+def check_destinations(settings: Settings, context: Any, clients: Clients) -> None:
+    """Summaries and events go to this account's topic and bus, or CENTRAL_ACCOUNT_ID's: one in any other account
+    is a ConfigError before anything is touched. This account: the context's function ARN (STS, without one)."""
+    foreign = [(name, account) for name, account in (("NOTIFY_TOPIC_ARN", account_of(settings.notify_topic_arn)),
+                                                     ("EVENT_BUS", account_of(settings.event_bus)))
+               if account is not None and account != settings.central_account_id]
+    if not foreign:
+        return
+    home = account_of(getattr(context, "invoked_function_arn", None))
+    if home is None:
+        home = clients.optional("sts").get_caller_identity().get("Account")
+    for name, account in foreign:
+        if account != home:
+            raise ConfigError(f"setting {name} is in account {account}, not this one ({home}); summaries and "
+                              "events go to another account only when CENTRAL_ACCOUNT_ID names it; nothing changed")
 
 
 REPORT_WAIT_SECONDS = 60.0  # how long GenerateCredentialReport may take, on the function's clock
@@ -3021,8 +3060,8 @@ DETAIL_TYPES = (
     ("Access Key Overdue", lambda e: e.get("overdue")),
 )
 EVENTS_PER_CALL = 10  # PutEvents' most entries a call
-EVENT_FIELDS = ("secret_arn", "secret", "user", "status", "current_key_id", "previous_key_id", "retire_after",
-                "reason", "overdue", "holdouts")
+PUT_EVENTS_BYTES = 256 * 1024  # PutEvents' largest request, its entries' sizes added up as AWS counts them
+EVENT_TEXT = 2048  # characters kept of any one text field of an event (a reason, a name): fields clipped, marked
 
 
 def event_entries(settings: Settings, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -3040,38 +3079,71 @@ def event_entries(settings: Settings, entries: list[dict[str, Any]]) -> list[dic
                   "status": entry["status"], "current_key_id": current, "previous_key_id": previous,
                   "retire_after": entry.get("retire_after"), "reason": entry.get("reason"),
                   "overdue": bool(entry.get("overdue")), "holdouts": entry.get("holdouts", [])}
-        made.append({"Source": EVENT_SOURCE, "DetailType": detail_type, "Detail": json.dumps(detail),
+        clipped = {k: clip_text(v, EVENT_TEXT) if isinstance(v, str) else v for k, v in detail.items()}
+        if clipped != detail:
+            clipped["clipped"] = True  # a consumer knows a field is cut short, and reads the summary for the rest
+        arn = entry.get("secret_arn")
+        made.append({"Source": EVENT_SOURCE, "DetailType": detail_type, "Detail": json.dumps(clipped),
                      "EventBusName": settings.event_bus,
-                     **({"Resources": [entry["secret_arn"]]} if entry.get("secret_arn") else {})})
+                     **({"Resources": [clip_text(arn, EVENT_TEXT)]} if arn else {})})
     return made
 
 
+def clip_text(text: str, most: int) -> str:
+    """At most ``most`` characters, marked where cut."""
+    return text if len(text) <= most else text[:most - 12] + "...(clipped)"
+
+
+def entry_size(entry: dict[str, Any]) -> int:
+    """An entry's size as PutEvents counts it: 14 bytes of time, then the UTF-8 of its texts."""
+    texts = [entry.get("Source", ""), entry.get("DetailType", ""), entry.get("Detail", ""),
+             *entry.get("Resources", [])]
+    return 14 + sum(len(t.encode()) for t in texts)
+
+
+def put_batches(made: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The entries in calls of at most EVENTS_PER_CALL entries and PUT_EVENTS_BYTES."""
+    batches: list[list[dict[str, Any]]] = []
+    size = 0
+    for entry in made:
+        if not batches or len(batches[-1]) >= EVENTS_PER_CALL or size + entry_size(entry) > PUT_EVENTS_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(entry)
+        size += entry_size(entry)
+    return batches
+
+
 def publish_events(clients: Clients, settings: Settings, entries: list[dict[str, Any]]) -> int:
-    """Put the run's events, 10 a call; an entry refused in a partial failure is retried once. A failure to
-    publish never fails a rotation: it is logged, and the entries that were not put are counted."""
+    """Put the run's events, in calls within PutEvents' limits; an entry refused in a partial failure is retried
+    once, and a call refused whole is tried again one entry a call, so one bad entry never costs another its
+    delivery. A failure to publish never fails a rotation: it is logged, and the entries not put are counted."""
     if not settings.event_bus:
         return 0
-    made, failed = event_entries(settings, entries), 0
-    for start_at in range(0, len(made), EVENTS_PER_CALL):
-        batch = made[start_at:start_at + EVENTS_PER_CALL]
-        for attempt in (1, 2):
-            try:
-                answer = clients.events.put_events(Entries=batch)
-            except Exception as err:
-                log_action("events_failed", logging.WARNING, entries=len(batch), error=describe_error(err, "PutEvents"))
-                failed += len(batch)
-                break
-            results = answer.get("Entries", [])
-            refused = [e for e, result in zip(batch, results, strict=False) if result.get("ErrorCode")]
-            refused += batch[len(results):]  # entries the answer does not account for
-            if not refused:
-                break
-            if attempt == 2:
-                log_action("events_failed", logging.WARNING, entries=len(refused),
-                           secrets=[json.loads(e["Detail"])["secret"] for e in refused])
-                failed += len(refused)
-            batch = refused
-    return failed
+    return sum(put_batch(clients, batch) for batch in put_batches(event_entries(settings, entries)))
+
+
+def put_batch(clients: Clients, batch: list[dict[str, Any]]) -> int:
+    """One PutEvents call (and its retries, as above); how many entries were not put."""
+    for attempt in (1, 2):
+        try:
+            answer = clients.events.put_events(Entries=batch)
+        except Exception as err:
+            if len(batch) > 1 and is_definite_refusal(err):  # the request as a whole: each entry on its own
+                return sum(put_batch(clients, [entry]) for entry in batch)
+            log_action("events_failed", logging.WARNING, entries=len(batch), error=describe_error(err, "PutEvents"))
+            return len(batch)
+        results = answer.get("Entries", [])
+        refused = [e for e, result in zip(batch, results, strict=False) if result.get("ErrorCode")]
+        refused += batch[len(results):]  # entries the answer does not account for
+        if not refused:
+            return 0
+        if attempt == 2:
+            log_action("events_failed", logging.WARNING, entries=len(refused),
+                       secrets=[json.loads(e["Detail"])["secret"] for e in refused])
+            return len(refused)
+        batch = refused
+    return 0
 
 
 def emit_events_metric(failed: int, settings: Settings, function_name: str | None) -> None:
@@ -3083,6 +3155,7 @@ def emit_events_metric(failed: int, settings: Settings, function_name: str | Non
 
 SNS_MESSAGE_LIMIT = 256 * 1024  # bytes: SNS refuses a larger message
 SNS_MESSAGE_ROOM = SNS_MESSAGE_LIMIT - 4 * 1024  # what the lines may use, leaving room for the counts and the tail
+SNS_LINE = 4096  # characters of one secret's line at the most (clipped, marked): no one secret crowds out the rest
 
 
 def fit_message(summary: dict[str, Any], lines: list[str]) -> str:
@@ -3114,6 +3187,7 @@ def notify(clients: Clients, settings: Settings, summary: dict[str, Any]) -> Non
              + (f". Holdouts: {s['holdouts_note']}" if s.get("holdouts_note") else "")
              + f". What to do: {WHAT_TO_DO[Status(s['status'])]}"
              for s in summary["secrets"] if Status(s["status"]) in WHAT_TO_DO]
+    lines = [clip_text(line, SNS_LINE) for line in lines]
     if not lines:
         return
     try:

@@ -1,6 +1,6 @@
 """Shared fixtures: moto-backed AWS, an STS that answers as AWS does, an injected clock, state readers.
 
-moto differs from AWS in three ways these fixtures correct for:
+moto differs from AWS in four ways these fixtures correct for:
 - moto's STS accepts any access key, even a deleted or Inactive one, and any
   signature. ``AwsLikeSts`` judges the request the function's own KeyIdentity
   signed, at the wire, as STS does: only an Active key of an existing user whose
@@ -8,6 +8,7 @@ moto differs from AWS in three ways these fixtures correct for:
 - moto has no CloudTrail LookupEvents. ``CloudTrailLookups`` answers it in
   CloudTrail's documented shape (``Events[].CloudTrailEvent`` a JSON string),
   from events the test records, at CloudTrail's rate of 2 calls a second.
+- moto's PutEvents takes a request of any size; ``bus`` refuses one over 256 KiB as AWS does.
 - moto lets PutSecretValue rewrite an existing version's value; AWS refuses
   (ResourceExistsException). Tests that depend on it say so.
 """
@@ -143,6 +144,8 @@ class AwsLikeSts:
         if not body and headers.get("content-length", "0") != "0":  # moto read the form already: as botocore sent it
             body = "&".join(f"{k}={v[0]}" for k, v in response.querystring.items())
         key_id, verdict = judge_signature(response.method, response.parsed_url.geturl(), headers, body)
+        if key_id == os.environ.get("AWS_ACCESS_KEY_ID"):  # the function's own (role) credentials: AWS knows them
+            return original(response)
         self.calls.append(key_id)
         if self.on_call:
             self.on_call()
@@ -355,9 +358,31 @@ def cloudtrail(clock):
     del CloudTrailResponse.lookup_events
 
 
+def put_events_as_aws_does(original):
+    """moto accepts a PutEvents request of any size; AWS refuses one whose entries add up to more than 256 KiB
+    (14 bytes of time, then the UTF-8 of Source, DetailType, Detail and Resources), whole, with a
+    ValidationException. This stand-in refuses as AWS does, then lets moto answer."""
+
+    def put_events(self) -> str:
+        from moto.core.exceptions import JsonRESTError
+
+        entries = self._get_param("Entries") or []
+        size = sum(14 + sum(len(str(e.get(k, "")).encode()) for k in ("Source", "DetailType", "Detail"))
+                   + sum(len(r.encode()) for r in e.get("Resources") or []) for e in entries)
+        if size > 256 * 1024:
+            raise JsonRESTError("ValidationException", "Total size of the entries in the request is over the limit.")
+        return original(self)
+
+    return put_events
+
+
 @pytest.fixture
 def bus(aws, monkeypatch):
-    """A bus, a rule matching every key-rotation event, an SQS queue behind it; EVENT_BUS set."""
+    """A bus, a rule matching every key-rotation event, an SQS queue behind it; EVENT_BUS set. PutEvents refuses
+    a request over its size limit as AWS does (``put_events_as_aws_does``)."""
+    from moto.events.responses import EventsHandler
+
+    monkeypatch.setattr(EventsHandler, "put_events", put_events_as_aws_does(EventsHandler.put_events))
     events, sqs = boto3.client("events"), boto3.client("sqs")
     events.create_event_bus(Name="keys")
     queue = sqs.create_queue(QueueName="consumer")["QueueUrl"]
