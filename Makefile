@@ -23,7 +23,7 @@ PORT       ?= 5000
 # SCHEDULE='cron(0 6 * * ? *)' EVENT=events/dry-run.json SINCE=60 PREFIX=iam-keys/ USER_PATH=/key-rotation/;
 # REGION defaults to AWS_DEFAULT_REGION or AWS_REGION.
 DEPLOY_VALUES := FUNCTION ROLE REGION TIMEOUT MEMORY SCHEDULE RETRIES EVENT SINCE ACCOUNT_ID PREFIX KMS_KEY_ID \
-  USER_PATH STACK TOPIC
+  USER_PATH STACK TOPIC SECRET
 # The Makefile's own variables; every other NAME=VALUE on the command line is a setting of the function,
 # passed to tools/deploy_config.py, which checks names and values with the function's own settings table
 # (a typo is refused with the nearest name; NAME= removes the setting). No list of settings is kept here.
@@ -39,25 +39,29 @@ $(foreach v,$(COMMAND_LINE),$(eval override $(v) := $$(value $(v))))
 export GIVEN_SETTINGS := $(filter-out $(MAKE_OWN),$(COMMAND_LINE))
 export $(COMMAND_LINE) AWS SIZES LATENCY_MS PROPAGATION_S PORT
 DEPLOY := $(PYTHON) tools/deploy_config.py
-DEPLOY_TARGETS := policy create configure deploy schedule invoke report pause resume alarms logs destroy
+DEPLOY_TARGETS := policy create configure deploy schedule invoke report pause resume alarms logs destroy \
+  rollback skip unskip status
 
 .PHONY: help demo test fuzz lint bench package policy create configure deploy schedule invoke report pause resume alarms \
   local-aws logs \
-  destroy clean cli $(addprefix check-,$(DEPLOY_TARGETS))
+  destroy rollback skip unskip status clean cli $(addprefix check-,$(DEPLOY_TARGETS))
 
 help:  ## this list
 	@echo "make TARGET [VAR=value ...]"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 14
-	@echo "Deploy variables: FUNCTION (required) REGION ROLE SEC ACCOUNT_ID PREFIX KMS_KEY_ID EVENT SINCE SCHEDULE"
-	@echo "  TIMEOUT MEMORY RETRIES, and the function's settings by name: DRY_RUN GRACE_HOURS ROTATE_AFTER_DAYS ..."
+	@echo "Deploy variables: FUNCTION (required) REGION ROLE SEC SECRET STACK TOPIC ACCOUNT_ID PREFIX KMS_KEY_ID"
+	@echo "  USER_PATH EVENT SINCE SCHEDULE TIMEOUT MEMORY RETRIES, and the function's settings by name:"
+	@echo "  DRY_RUN GRACE_HOURS ROTATE_AFTER_DAYS ..."
 	@echo "Bench variables: SIZES LATENCY_MS PROPAGATION_S. Demo: VERBOSE=1 shows the function's log lines."
 
 $(VENV)/.installed: requirements-dev.txt
+	@echo "building .venv from requirements-dev.txt (about a minute, once)..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 $(CLI_VENV)/bin/aws:
+	@echo "installing the AWS CLI into .venv-cli (about 60 MB, once)..."
 	$(PYTHON) -m venv $(CLI_VENV)
 	$(CLI_VENV)/bin/pip install --quiet --disable-pip-version-check "$$(grep '^awscli==' requirements-dev.txt)"
 
@@ -85,6 +89,7 @@ lint: $(VENV)/.installed $(CHECKOV)  ## static checks: code, CloudFormation temp
 # checkov pins a boto3 older than the tests': a virtualenv of its own, inside .venv, at requirements-dev.txt's pin.
 CHECKOV_PIN = $$(sed -n 's/^\# *\(checkov==[0-9.]*\)$$/\1/p' requirements-dev.txt)
 $(CHECKOV): requirements-dev.txt
+	@echo "building .venv/checkov for make lint (once)..."
 	$(PYTHON) -m venv $(VENV)/checkov
 	$(VENV)/checkov/bin/pip install --quiet --disable-pip-version-check "$(CHECKOV_PIN)"
 	touch $@
@@ -124,7 +129,7 @@ report: check-report cli  ## the account's keys past MAX_KEY_AGE_DAYS, managed o
 alarms: check-alarms cli  ## route 2a: the template's alarms (errors, no good run for 36 h, key in use, overdue)
 	@$(DEPLOY) alarms
 
-local-aws:  $(VENV)/.installed  ## a local moto server standing in for AWS: prints the variables to export
+local-aws:  $(VENV)/.installed  ## a local moto server standing in for AWS, running the function's invocations in-process: prints the variables to export
 	$(BIN)/python tools/local_aws.py "$$PORT"
 
 pause: check-pause cli  ## stop the daily runs (route 2a; STACK=... for route 2b); nothing else changes
@@ -136,8 +141,20 @@ resume: check-resume cli  ## start the daily runs again (route 2a; STACK=... for
 logs: check-logs cli  ## the function's log lines of the last SINCE minutes (default 60)
 	@$(DEPLOY) logs
 
-destroy: check-destroy cli  ## remove the schedule and the function (the role and the secrets stay)
+destroy: check-destroy cli  ## remove the schedule, the function and its alarms; list what stays (role, log group)
 	@$(DEPLOY) destroy
+
+rollback: check-rollback cli  ## undo SECRET's last rotation now: the event {"rollback": [SECRET]}
+	@$(DEPLOY) rollback
+
+skip: check-skip cli  ## hold one secret: tag SECRET key-rotation:mode=skip (every entry point obeys)
+	@$(DEPLOY) skip
+
+unskip: check-unskip cli  ## release SECRET: remove its key-rotation:mode=skip tag
+	@$(DEPLOY) unskip
+
+status: check-status cli  ## the last run's summary (SINCE minutes back, default a week) and the alarms' states
+	@$(DEPLOY) status
 
 clean:  ## remove the virtualenvs and build output
 	rm -rf $(VENV) $(CLI_VENV) dist .pytest_cache .ruff_cache

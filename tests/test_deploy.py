@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -209,14 +210,78 @@ def test_invoke_exits_non_zero_when_the_function_fails(tmp_path):
     assert "1 of 1 secrets failed" in done.stdout
 
 
+def seed_alarms(function: str) -> None:
+    """The four alarms `make alarms` makes, by name (boto3: the CLI costs about a second a call)."""
+    cloudwatch = boto3.client("cloudwatch")
+    for name in ("errors", "no-success", "still-in-use", "overdue"):
+        cloudwatch.put_metric_alarm(AlarmName=f"{function}-{name}", Namespace="IAMKeyRotation", MetricName="Failed",
+                                    Statistic="Sum", Period=86400, EvaluationPeriods=1, Threshold=0,
+                                    ComparisonOperator="GreaterThanThreshold")
+
+
 def test_destroy_removes_the_function_and_its_schedule_leaving_nothing_in_the_way(server):
     seed_function("rotate-keys")
     seed_schedule("rotate-keys")
-    make("destroy", "FUNCTION=rotate-keys")
+    seed_alarms("rotate-keys")
+    seed_alarms("rotate-keys-other")  # another function's alarms share the prefix: kept
+    boto3.client("logs").create_log_group(logGroupName="/aws/lambda/rotate-keys")
+    done = make("destroy", "FUNCTION=rotate-keys")
     assert boto3.client("lambda").list_functions()["Functions"] == []
     assert boto3.client("events").list_rules(NamePrefix="rotate-keys")["Rules"] == []
+    alarms = [a["AlarmName"] for a in boto3.client("cloudwatch").describe_alarms()["MetricAlarms"]]
+    assert sorted(alarms) == sorted(f"rotate-keys-other-{n}" for n in ("errors", "no-success", "still-in-use",
+                                                                       "overdue")), "its four alarms went"
+    # What stays is listed, each with the command that removes it: the role and the log group.
+    assert f"the role {role_arn()}" in done.stdout and "aws iam delete-role --role-name key-rotation" in done.stdout
+    assert "aws logs delete-log-group --log-group-name /aws/lambda/rotate-keys" in done.stdout
     seed_function("rotate-keys")  # the names are free again: a re-deploy after removal works
     seed_schedule("rotate-keys")
+
+
+def test_pause_without_stack_for_a_function_with_no_rule_says_to_give_stack(server):
+    seed_function("keys-prod")  # a stack's function: its rule has a generated name
+    done = make("pause", "FUNCTION=keys-prod", ok=False)
+    assert done.returncode != 0, done.stderr
+    assert "no rule keys-prod-schedule" in done.stderr and "give STACK=<the stack's name>" in done.stderr
+
+
+def test_rollback_skip_unskip_and_status_by_name(server):
+    # The function runs in the local AWS's own process (tools/local_aws.py): a rotation, then the day-two targets.
+    from seed import seed_user
+
+    iam, secrets, lam = boto3.client("iam"), boto3.client("secretsmanager"), boto3.client("lambda")
+    alice = seed_user(iam, secrets, "alice", ("Active",), 0)
+    (old,) = alice.key_ids
+    seed_function("rotate-keys", {"sec": alice.secret})
+
+    def held() -> str:
+        return json.loads(secrets.get_secret_value(SecretId=alice.secret)["SecretString"])["AccessKeyId"]
+
+    def run() -> dict:
+        answer = lam.invoke(FunctionName="rotate-keys", Payload=b"{}")
+        return json.loads(answer["Payload"].read())
+
+    assert run()["rotated"] == 1 and held() != old
+    status = make("status", "FUNCTION=rotate-keys").stdout
+    assert re.search(r"last run \d{4}-\d\d-\d\dT[\d:]+Z: 1 rotated", status), status
+    assert "alarms: none named rotate-keys-" in status
+
+    rolled = make("rollback", "FUNCTION=rotate-keys", f"SECRET={alice.secret}")
+    assert json.loads(rolled.stdout)["rolled_back"] == 1 and held() == old
+
+    make("skip", f"SECRET={alice.secret}")
+    assert {"Key": "key-rotation:mode", "Value": "skip"} in secrets.describe_secret(SecretId=alice.secret)["Tags"]
+    assert run()["skipped"] == 1 and held() == old, "a skip-tagged secret is left alone"
+    make("unskip", f"SECRET={alice.secret}")
+    assert "key-rotation:mode" not in {t["Key"] for t in secrets.describe_secret(SecretId=alice.secret)["Tags"]}
+    secrets.tag_resource(SecretId=alice.secret, Tags=[{"Key": "key-rotation:mode", "Value": "dry-run"}])
+    refused = make("unskip", f"SECRET={alice.secret}", ok=False)
+    assert refused.returncode != 0 and "key-rotation:mode=dry-run, not skip: left as it is" in refused.stderr
+
+    seed_alarms("rotate-keys")
+    status = make("status", "FUNCTION=rotate-keys").stdout
+    assert status.count("alarm rotate-keys-") == 4 and "alarm rotate-keys-overdue: " in status
+    assert re.search(r"last run \S+: 1 skipped", status), status
 
 
 def test_policy_is_rendered_for_the_account_leaving_the_tracked_template_alone(server):
@@ -253,7 +318,8 @@ def test_without_an_aws_on_the_path_the_targets_use_a_cli_of_their_own():
 def test_make_help_lists_every_target():
     out = make("help").stdout
     for target in ("demo", "test", "bench", "lint", "package", "policy", "create", "configure", "deploy", "schedule",
-                   "invoke", "logs", "destroy"):
+                   "invoke", "logs", "destroy", "rollback", "skip", "unskip", "status", "pause", "resume", "fuzz",
+                   "local-aws", "alarms", "report"):
         assert f"  {target} " in out, target
 
 

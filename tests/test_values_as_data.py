@@ -36,6 +36,8 @@ with open({log!r}, "a") as log:
 if sys.argv[1:3] == ["lambda", "invoke"]:
     open(sys.argv[sys.argv.index("--payload") + 2], "w").write('{{"secrets": []}}')
     print("None")
+elif sys.argv[1:3] == ["secretsmanager", "describe-secret"]:
+    print("skip")  # the key-rotation:mode tag make unskip asks for
 else:
     print("{{}}")
 """
@@ -77,7 +79,8 @@ def test_no_target_runs_what_a_value_holds(tmp_path, fake_aws, target):
     done = make(target, every_value(target, canary, TARGETS.index(target)), aws)
     assert not canary.exists(), f"make {target} ran a value: {done.stderr}"
     assert done.returncode == 2, done.stderr
-    assert "FUNCTION must be a Lambda function name" in done.stderr
+    first = deploy_config.TARGETS[target][0][0]  # the first value checked: FUNCTION, or SECRET for skip/unskip
+    assert f"{first} must be {deploy_config.RULES[first][1]}" in done.stderr
     assert calls() == [], "nothing called"
 
 
@@ -115,6 +118,21 @@ def test_settings_and_event_files_reach_the_cli_as_typed(tmp_path, fake_aws):
     assert not canary.exists()
 
 
+def test_a_secret_name_reaches_the_cli_and_the_event_as_data(tmp_path, fake_aws):
+    # SECRET accepts what a secret's name may hold ('+', '=', '@' ...): it reaches the tag call as one argument and
+    # the rollback event as a JSON string, never shell text.
+    aws, calls = fake_aws
+    secret = "iam-keys/team+a=b@c.d_e-f"
+    for target in ("skip", "unskip", "rollback"):
+        done = make(target, {"FUNCTION": "rotate-keys", "SECRET": secret}, aws)
+        assert done.returncode == 0, done.stderr
+    tag, describe, untag, invoke = calls()
+    assert tag[:2] == ["secretsmanager", "tag-resource"] and tag[tag.index("--secret-id") + 1] == secret
+    assert describe[describe.index("--secret-id") + 1] == secret == untag[untag.index("--secret-id") + 1]
+    sent = invoke[invoke.index("--payload") + 1].removeprefix("fileb://")
+    assert json.loads((ROOT / sent).read_text()) == {"rollback": [secret]}
+
+
 @pytest.mark.parametrize("target, values, says", [
     ("deploy", {"FUNCTION": "f" * 65}, "FUNCTION must be a Lambda function name"),
     ("deploy", {"FUNCTION": "arn:aws:lambda:us-east-1:123456789012:function:f"}, "FUNCTION must be"),
@@ -133,6 +151,11 @@ def test_settings_and_event_files_reach_the_cli_as_typed(tmp_path, fake_aws):
     ("configure", {"FUNCTION": "f", "DRYRUN": "true"}, "did you mean DRY_RUN?"),
     ("policy", {"FUNCTION": "f", "REGION": "eu-west-1;"}, "REGION must be a region"),
     ("policy", {"FUNCTION": "f", "USER_PATH": "/*/"}, "USER_PATH must be a user path"),
+    ("rollback", {"FUNCTION": "f"}, "give SECRET="),
+    ("rollback", {"FUNCTION": "f", "SECRET": "iam-keys/*"}, "SECRET must be a secret's name"),
+    ("skip", {"SECRET": "iam-keys/a b"}, "SECRET must be a secret's name"),
+    ("unskip", {"SECRET": "arn:aws:secretsmanager:eu-west-1:1:secret:x"}, "SECRET must be a secret's name"),
+    ("status", {"FUNCTION": "f", "SINCE": "1d"}, "SINCE must be minutes: a whole number"),
 ])
 def test_a_refused_value_is_named_and_nothing_is_called(fake_aws, target, values, says):
     aws, calls = fake_aws
@@ -145,7 +168,7 @@ def valid(target: str) -> dict[str, str]:
     """Values the target accepts, with its needed ones."""
     return {"FUNCTION": "rotate-keys", "ROLE": "arn:aws:iam::123456789012:role/key-rotation", "SEC": "iam-keys/*",
             "GRACE_HOURS": "24", "GIVEN_SETTINGS": "SEC GRACE_HOURS" if target in ("create", "configure") else "",
-            "EVENT": "events/dry-run.json"}
+            "EVENT": "events/dry-run.json", "SECRET": "iam-keys/ci-deployer"}
 
 
 @pytest.mark.unit

@@ -10,7 +10,8 @@ that is not what it names is refused with exit 2 before anything is called.
 
     python3 tools/deploy_config.py check TARGET     # the checks alone (make runs them before the CLI is installed)
     python3 tools/deploy_config.py TARGET           # policy create configure deploy schedule invoke report
-                                                    # alarms pause resume logs destroy
+                                                    # alarms pause resume logs destroy rollback skip unskip
+                                                    # status
     python3 tools/deploy_config.py report-table FILE
 
 The function's settings given by name (``GIVEN_SETTINGS``: the names, each value in its own variable) are
@@ -122,6 +123,10 @@ RULES: dict[str, tuple[str, str]] = {
     "USER_PATH": (r"/|/[!-)+->@-~]{1,510}/", "a user path like /key-rotation/ (no '*' or '?')"),
     "TOPIC": (TOPIC_ARN, "an SNS topic ARN: arn:aws:sns:REGION:ACCOUNT_ID:NAME"),
     "EVENT": (r"[^\x00]+", "a JSON file"),  # and an existing file: checked apart
+    # a secret's name (what Secrets Manager allows in one) or its ARN
+    "SECRET": (rf"[A-Za-z0-9/_+=.@-]{{1,512}}|{PARTITION}:secretsmanager:{REGION_RE}:{ACCOUNT_RE}:secret:"
+               r"[A-Za-z0-9/_+=.@-]{1,512}",
+               "a secret's name (1 to 512 letters, digits or /_+=.@-) or ARN, e.g. iam-keys/ci-deployer"),
 }
 RANGES = {"TIMEOUT": (1, 900), "MEMORY": (128, 10240)}
 DEFAULTS = {"TIMEOUT": "900", "MEMORY": "256", "RETRIES": "2", "SCHEDULE": "cron(0 6 * * ? *)",
@@ -140,12 +145,19 @@ TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "resume": (("FUNCTION",), ("REGION", "STACK")),
     "logs": (("FUNCTION",), ("REGION", "SINCE")),
     "destroy": (("FUNCTION",), ("REGION",)),
+    "rollback": (("FUNCTION", "SECRET"), ("REGION",)),
+    "skip": (("SECRET",), ("REGION",)),
+    "unskip": (("SECRET",), ("REGION",)),
+    "status": (("FUNCTION",), ("REGION", "SINCE")),
 }
+# A target's own default where the shared one does not suit: status looks back a week for the last run.
+TARGET_DEFAULTS = {("status", "SINCE"): "10080"}
 SETTINGS_TARGETS = ("policy", "create", "configure")  # the targets that take the function's settings by name
 MISSING = {
     "FUNCTION": "give FUNCTION=<the Lambda function's name>: it is never guessed",
     "ROLE": "make create needs ROLE=arn:aws:iam::ACCOUNT_ID:role/NAME",
     "sec": "make create needs SEC='iam-keys/a;iam-keys/b' (or SEC='iam-keys/*')",
+    "SECRET": "give SECRET=<the secret's name or ARN>, e.g. SECRET=iam-keys/ci-deployer",
 }
 
 
@@ -171,7 +183,7 @@ def values(target: str, environ: Mapping[str, str]) -> dict[str, str]:
     needed, optional = TARGETS[target]
     got: dict[str, str] = {}
     for name in (*needed, *optional):
-        value = environ.get(name) or DEFAULTS.get(name, "")
+        value = environ.get(name) or TARGET_DEFAULTS.get((target, name)) or DEFAULTS.get(name, "")
         if not value:
             if name in needed:
                 raise Refused(MISSING[name])
@@ -540,14 +552,27 @@ def schedule_rule(got: dict[str, str], aws: Cli) -> str:
     return rule
 
 
-def run_pause(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+def existing_rule(got: dict[str, str], aws: Cli) -> str:
+    """The schedule's rule, if it exists; else the hint the user needs (a stack's rule has a generated name)."""
     rule = schedule_rule(got, aws)
+    if aws("events", "describe-rule", "--name", rule, "--query", "Name", "--output", "text", check=False,
+           quiet=True) != rule:
+        if got.get("STACK"):
+            raise SystemExit(f"no rule {rule} (stack {got['STACK']}'s ScheduleRule) in this region: is REGION= right?")
+        raise SystemExit(f"no rule {rule}: route 2a's schedule is made by make schedule FUNCTION={got['FUNCTION']}; "
+                         f"for a CloudFormation stack (route 2b) give STACK=<the stack's name>, e.g. "
+                         f"make pause FUNCTION={got['FUNCTION']} STACK=iam-key-rotation")
+    return rule
+
+
+def run_pause(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    rule = existing_rule(got, aws)
     aws("events", "disable-rule", "--name", rule)
     print(f"paused {rule}")
 
 
 def run_resume(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    rule = schedule_rule(got, aws)
+    rule = existing_rule(got, aws)
     aws("events", "enable-rule", "--name", rule)
     print(f"resumed {rule}")
 
@@ -558,17 +583,121 @@ def run_logs(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> Non
         "--start-time", str(start), "--query", "events[].message", "--output", "text", show=True)
 
 
+def alarm_names(function: str) -> list[str]:
+    """Route 2a's four alarms (make alarms) for the function, in ALARMS' order."""
+    return [f"{function}-{alarm[0]}" for alarm in ALARMS]
+
+
 def run_destroy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    """The schedule, the function and route 2a's alarms (one fires on missing data once the function is gone);
+    then what stays, each with the command that removes it: the role, the log group, the secrets."""
     function, rule = got["FUNCTION"], f"{got['FUNCTION']}-schedule"
+    role = aws("lambda", "get-function-configuration", "--function-name", function, "--query", "Role",
+               "--output", "text")
     aws("events", "remove-targets", "--rule", rule, "--ids", "rotate", check=False, quiet=True)
     aws("events", "delete-rule", "--name", rule, check=False, quiet=True)
     aws("lambda", "delete-function", "--function-name", function)
-    print(f"removed {function} and its schedule; its log group /aws/lambda/{function} is kept")
+    print(f"removed {function} and its schedule ({rule})")
+    found = aws("cloudwatch", "describe-alarms", "--alarm-names", *alarm_names(function),
+                "--query", "MetricAlarms[].AlarmName", "--output", "json")
+    alarms = json.loads(found or "[]")
+    if alarms:
+        aws("cloudwatch", "delete-alarms", "--alarm-names", *alarms)
+        print(f"removed its alarms: {' '.join(alarms)}")
+    role_name = role.rsplit("/", 1)[-1]
+    group = f"/aws/lambda/{function}"
+    groups = aws("logs", "describe-log-groups", "--log-group-name-prefix", group,
+                 "--query", "logGroups[].logGroupName", "--output", "json")
+    print("left in place:")
+    print(f"  the role {role} (aws iam delete-role-policy --role-name {role_name} --policy-name key-rotation; "
+          f"aws iam delete-role --role-name {role_name})")
+    if group in json.loads(groups or "[]"):
+        print(f"  the log group {group} (aws logs delete-log-group --log-group-name {group}; a CloudFormation "
+              f"stack with the function name {function} fails while it exists)")
+    print("  the secrets, their keys and the users' key-rotation-secret tags")
+
+
+def run_rollback(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    """The event {"rollback": [SECRET]}, written as JSON (the value is data) and sent as a file."""
+    Path("dist").mkdir(exist_ok=True)
+    event = Path("dist/rollback-event.json")
+    event.write_text(json.dumps({"rollback": [got["SECRET"]]}) + "\n")
+    answer, error = invoke(got["FUNCTION"], str(event), aws)
+    print(answer)
+    if error:
+        raise SystemExit(f"the function failed ({error}): see above")
+
+
+MODE_TAG = "key-rotation:mode"
+
+
+def run_skip(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    aws("secretsmanager", "tag-resource", "--secret-id", got["SECRET"],
+        "--tags", json.dumps([{"Key": MODE_TAG, "Value": "skip"}]))
+    print(f"{got['SECRET']}: {MODE_TAG}=skip (every entry point leaves it alone; make unskip SECRET=... resumes)")
+
+
+def run_unskip(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    mode = aws("secretsmanager", "describe-secret", "--secret-id", got["SECRET"],
+               "--query", f"Tags[?Key=='{MODE_TAG}'].Value | [0]", "--output", "text")
+    if mode in ("", "None"):
+        print(f"{got['SECRET']} has no {MODE_TAG} tag: nothing to do")
+        return
+    if mode != "skip":
+        raise SystemExit(f"{got['SECRET']} has {MODE_TAG}={mode}, not skip: left as it is (remove it with aws "
+                         f"secretsmanager untag-resource --secret-id {got['SECRET']} --tag-keys {MODE_TAG})")
+    aws("secretsmanager", "untag-resource", "--secret-id", got["SECRET"], "--tag-keys", json.dumps([MODE_TAG]))
+    print(f"{got['SECRET']}: {MODE_TAG} removed; the next run rotates it when due")
+
+
+def last_run(events: list[list]) -> tuple[int, dict] | None:
+    """The last run_complete line's time (ms) and fields, from [timestamp, message] pairs (Lambda's prefix
+    "[INFO]\\tTIME\\tREQUEST\\t" removed)."""
+    for timestamp, message in sorted(events, key=lambda event: event[0], reverse=True):
+        try:
+            line = json.loads(str(message).strip().split("\t")[-1])
+        except ValueError:
+            continue
+        if isinstance(line, dict) and line.get("action") == "run_complete":
+            return timestamp, line
+    return None
+
+
+COUNTS = ("rotated", "retired", "waiting", "rolled_back", "skipped", "planned", "failed", "not_attempted",
+          "forced_in_use", "overdue_keys", "stopped_early", "unmanaged_overdue_keys")
+
+
+def run_status(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    """The last run's summary (its run_complete line within SINCE minutes) and the alarms named FUNCTION-..."""
+    function = got["FUNCTION"]
+    start = (int(time.time()) - int(got["SINCE"]) * 60) * 1000
+    found = aws("logs", "filter-log-events", "--log-group-name", f"/aws/lambda/{function}",
+                "--start-time", str(start), "--filter-pattern", '"run_complete"',
+                "--query", "events[].[timestamp, message]", "--output", "json", check=False)
+    last = last_run(json.loads(found) if found.startswith("[") else [])
+    if last is None:
+        print(f"last run: no run_complete line in /aws/lambda/{function} in the last {got['SINCE']} minutes "
+              f"(SINCE=... looks further back; make logs FUNCTION={function} shows what there is)")
+    else:
+        timestamp, summary = last
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp / 1000))
+        counts = ", ".join(f"{summary[name]} {name}" for name in COUNTS if summary.get(name))
+        print(f"last run {when}{' (dry run)' if summary.get('dry_run') else ''}: {counts or 'nothing to do'}")
+        if summary.get("failed") or summary.get("not_attempted"):
+            print(f"  each failure's reason: make logs FUNCTION={function} (its \"failed\" lines)")
+    alarms = aws("cloudwatch", "describe-alarms", "--alarm-name-prefix", f"{function}-",
+                 "--query", "MetricAlarms[].[AlarmName, StateValue]", "--output", "json")
+    states = json.loads(alarms or "[]")
+    if not states:
+        print(f"alarms: none named {function}-... (make alarms FUNCTION={function} adds them; a stack names its own)")
+    for name, state in states:
+        print(f"alarm {name}: {state}")
 
 
 RUN = {"policy": run_policy, "create": run_create, "configure": run_configure, "deploy": run_deploy,
        "schedule": run_schedule, "invoke": run_invoke, "report": run_report, "alarms": run_alarms,
-       "pause": run_pause, "resume": run_resume, "logs": run_logs, "destroy": run_destroy}
+       "pause": run_pause, "resume": run_resume, "logs": run_logs, "destroy": run_destroy,
+       "rollback": run_rollback, "skip": run_skip, "unskip": run_unskip, "status": run_status}
 
 
 def render_report(summary: dict) -> str:
