@@ -139,7 +139,8 @@ def table_rows(text: str) -> list[tuple[str, str]]:
 
 
 def test_readme_table_matches_code_table():
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    # The decision table lives in docs/design.md (the README links to it).
+    readme = (Path(__file__).parent.parent / "docs" / "design.md").read_text()
     code = re.sub(r"^ {4}", "", plan_rotation.__doc__, flags=re.M)
     assert table_rows(readme) == table_rows(code)
     assert len(table_rows(code)) == 6

@@ -1,40 +1,181 @@
-"""The README's deploy commands, run as written (bash, the real AWS CLI) against a moto server.
+"""Every command block (```sh) of README.md and docs/*.md, run as written (bash, the real AWS CLI) against a local AWS.
 
-Only the names change nothing: the steps are taken from the README itself, so a step that stops working
-fails here. Step 3 (invoke, logs) needs Lambda to run code, which moto does only with Docker: not run."""
+The blocks are taken from the documents themselves, so a step that stops working fails here, and a block no test
+runs fails `test_every_command_block_is_run_by_a_test`. The README's deploy steps are walked in order, as a newcomer
+takes them, against `make local-aws` (the README's own "Try it" block), which runs the function's invocations
+in-process: the dry run, the first rotation, the report and day two included. The other blocks run against the moto
+server fixture `server` (tools/local_aws.py, the same in-process runner)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import boto3
+import pytest
 
 ROOT = Path(__file__).parent.parent
-README = (ROOT / "README.md").read_text()
+DOCUMENTS = ("README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")))
+FENCE = re.compile(r"^```(\S*)\s*$")
+RUNNERS = (Path(__file__), Path(__file__).with_name("test_docs.py"))  # the files whose sh(...) calls count
 
 
-def shell_block(heading: str, nth: int = 0) -> str:
-    """The nth (first) ```sh block after the heading."""
-    section = README[README.index(heading):]
-    return re.findall(r"```sh\n(.*?)```", section, re.S)[nth]
+def command_blocks(document: str) -> dict[str, list[str]]:
+    """Each heading of the document (the line, as written) and the ```sh blocks of its section, in order."""
+    blocks: dict[str, list[str]] = {}
+    heading, language, lines = "", None, []
+    for line in (ROOT / document).read_text().splitlines():
+        fence = FENCE.match(line)
+        if language is None and fence:
+            language, lines = fence.group(1), []
+        elif language is not None and line.strip() == "```":
+            if language == "sh":
+                blocks.setdefault(heading, []).append("\n".join(lines) + "\n")
+            language = None
+        elif language is not None:
+            lines.append(line)
+        elif line.startswith("#"):
+            heading = line
+    return blocks
 
 
-def run(script: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # the dev CLI as `aws`
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+def sh(document: str, heading: str, nth: int = 0) -> str:
+    """The nth ```sh block of the section under this heading (the heading line as written)."""
+    return command_blocks(document)[heading][nth]
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a user's shell has: the dev CLI as `aws`, no pytest or xdist variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(extra or {})
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    return env
+
+
+def run(script: str, env: dict[str, str] | None = None, timeout: int = 300) -> str:
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env or cli_env(),
+                          capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout + done.stderr
-    return done
+    return done.stdout
 
 
-def test_readme_step_1_makes_the_secret_and_the_users_tag_naming_it(server):
-    boto3.client("iam").create_user(UserName="ci-deployer")  # the README's user exists already
-    run(shell_block("### 1. A secret per user"))
+def test_every_command_block_is_run_by_a_test():
+    # Each block is found by (document, heading, n); each must be named by a sh(...) call in a test file.
+    called = set()
+    for runner in RUNNERS:
+        if runner.exists():
+            for document, heading, nth in re.findall(r'\bsh\(\s*"([^"]+)",\s*"([^"]+)"(?:,\s*(\d+))?\)',
+                                                     runner.read_text()):
+                called.add((document, heading, int(nth or 0)))
+    found = {(document, heading, n) for document in DOCUMENTS
+             for heading, blocks in command_blocks(document).items() for n in range(len(blocks))}
+    assert found, "the documents hold command blocks"
+    assert found - called == set(), "blocks no test runs"
+    assert called - found == set(), "tests naming blocks that are not there"
+
+
+def test_the_opening_commands_work_on_this_clone():
+    # `make demo` as written; `make test` as written, told (PYTEST_ADDOPTS) to run one test, not the whole suite
+    # it is part of.
+    one_test = "-p no:cacheprovider tests/test_plan.py::test_readme_table_matches_code_table"
+    out = run(sh("README.md", "# IAM access key rotation"), cli_env({"PYTEST_ADDOPTS": one_test}))
+    assert "rolled_back" in out and "skip-tagged" in out, out  # the demo's last part
+    assert re.search(r"\b1 passed\b", out), out
+
+
+@pytest.fixture
+def local_aws():
+    """The README's "Try it" block: `make local-aws` in one shell; returns the variables it prints to export."""
+    server = subprocess.Popen(["bash", "-c", sh("README.md", "## Try it")], cwd=ROOT, env=cli_env({"PORT": "0"}),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        exports = {}
+        for line in server.stdout:
+            found = re.match(r"\s+export (\w+)=(.*)", line)
+            if found:
+                exports[found[1]] = found[2]
+            if "Ctrl-C" in line:
+                break
+        assert "AWS_ENDPOINT_URL" in exports, "make local-aws prints the variables to export"
+        yield exports
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_a_newcomer_walks_the_readme_against_make_local_aws(local_aws):
+    # Steps 1, 2a, 3 and 4, then day two, in the README's order, in a second shell holding the exports.
+    env = cli_env({**local_aws, "AWS_PROFILE": ""})
+    env.pop("AWS_PROFILE")
+
+    def client(service: str):
+        return boto3.client(service, endpoint_url=local_aws["AWS_ENDPOINT_URL"], region_name=local_aws["AWS_REGION"],
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    iam, secrets, lam, events = client("iam"), client("secretsmanager"), client("lambda"), client("events")
+
+    def keys() -> dict[str, str]:
+        listed = iam.list_access_keys(UserName="ci-deployer")["AccessKeyMetadata"]
+        return {k["AccessKeyId"]: k["Status"] for k in listed}
+
+    def held() -> str | None:
+        return json.loads(secrets.get_secret_value(SecretId="iam-keys/ci-deployer")["SecretString"]).get("AccessKeyId")
+
+    # 1. On a fresh account the user does not exist: the block makes it, under /key-rotation/, naming the secret.
+    run(sh("README.md", "### 1. A secret per user, and the user's tag naming it back"), env)
+    arn = secrets.describe_secret(SecretId="iam-keys/ci-deployer")["ARN"]
+    assert iam.get_user(UserName="ci-deployer")["User"]["Path"] == "/key-rotation/"
+    assert iam.list_user_tags(UserName="ci-deployer")["Tags"] == [{"Key": "key-rotation-secret", "Value": arn}]
+
+    # 2a. The role with the function's policy (for this account and region), then the function.
+    run(sh("README.md", "### 2a. With the AWS CLI"), env)
+    policy = iam.get_role_policy(RoleName="iam-key-rotation", PolicyName="key-rotation")["PolicyDocument"]
+    text = json.dumps(policy)
+    assert "ACCOUNT_ID" not in text and ":us-east-1:123456789012:" in text and "MarkRotatedUsers" in text
+    run(sh("README.md", "### 2a. With the AWS CLI", 1), env)
+    config = lam.get_function_configuration(FunctionName="iam-key-rotation")
+    assert config["Environment"]["Variables"] == {"sec": "iam-keys/*", "ROTATE_AFTER_DAYS": "80", "GRACE_HOURS": "24"}
+    assert config["Runtime"] == "python3.13"
+    assert config["Role"] == iam.get_role(RoleName="iam-key-rotation")["Role"]["Arn"]
+
+    # 3. The dry run changes nothing; its log lines are there. Then the first rotation, and the report.
+    out = run(sh("README.md", "### 3. A dry run first"), env)
+    assert '"planned": 1' in out and '"action": "run_complete", "dry_run": true' in out, out
+    assert keys() == {} and held() is None
+    out = run(sh("README.md", "### 3. A dry run first", 1), env)
+    (first,) = keys()
+    assert held() == first and keys() == {first: "Active"}
+    assert re.search(r"^ci-deployer\s+0\.0\s+yes \(iam-keys/ci-deployer\)", out, re.M), out
+
+    # 4. The daily rule.
+    run(sh("README.md", "### 4. Schedule it"), env)
+    (rule,) = events.list_rules(NamePrefix="iam-key-rotation")["Rules"]
+    assert (rule["Name"], rule["ScheduleExpression"]) == ("iam-key-rotation-schedule", "cron(0 6 * * ? *)")
+
+    # A later run rotates (force: the key is young); the old key stays Active through the grace period.
+    answer = json.loads(lam.invoke(FunctionName="iam-key-rotation",
+                                   Payload=(ROOT / "events" / "force.json").read_bytes())["Payload"].read())
+    assert answer["rotated"] == 1, answer
+    second = held()
+    assert keys() == {first: "Active", second: "Active"}
+
+    # Day two: status, rollback, skip, pause.
+    out = run(sh("README.md", "## Day two"), env)
+    assert re.search(r"last run \S+: 1 rotated", out) and "alarms: none named iam-key-rotation-" in out, out
+    assert '"rolled_back": 1' in out and held() == first and keys() == {first: "Active", second: "Inactive"}
+    tags = secrets.describe_secret(SecretId="iam-keys/ci-deployer")["Tags"]
+    assert {"Key": "key-rotation:mode", "Value": "skip"} in tags
+    assert events.describe_rule(Name="iam-key-rotation-schedule")["State"] == "DISABLED"
+
+
+def test_step_1_for_a_user_that_exists_moves_it_under_the_path_and_tags_it(server):
+    boto3.client("iam").create_user(UserName="ci-deployer")  # the user exists already, at /
+    run(sh("README.md", "### 1. A secret per user, and the user's tag naming it back"))
     arn = boto3.client("secretsmanager").describe_secret(SecretId="iam-keys/ci-deployer")["ARN"]
     user = boto3.client("iam").get_user(UserName="ci-deployer")["User"]
     assert user["Path"] == "/key-rotation/"
@@ -42,48 +183,50 @@ def test_readme_step_1_makes_the_secret_and_the_users_tag_naming_it(server):
     assert tag == {"Key": "key-rotation-secret", "Value": arn}
 
 
-def test_readme_step_2a_makes_the_role_with_the_functions_policy(server):
-    run(shell_block("### 2a. With the AWS CLI"))
-    rendered = (ROOT / "dist" / "policy.json").read_text()
-    assert "ACCOUNT_ID" not in rendered and "eu-west-1" in rendered
-    policy = boto3.client("iam").get_role_policy(RoleName="iam-key-rotation", PolicyName="key-rotation")
-    assert policy["PolicyDocument"] == json.loads(rendered)
+def test_route_2b_after_route_2a_removes_what_2a_left_then_deploys_the_stack(server):
+    # What route 2a leaves (made with boto3: the 2a blocks have their own test): function, rule, log group.
+    from test_deploy import seed_function, seed_schedule
+
+    seed_function("iam-key-rotation")
+    seed_schedule("iam-key-rotation")
+    logs = boto3.client("logs")
+    logs.create_log_group(logGroupName="/aws/lambda/iam-key-rotation")  # the function's first run makes it
+    out = run(sh("README.md", "### 2b. Or with CloudFormation"))
+    assert "left in place:" in out and "the role" in out
+    assert logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/iam-key-rotation")["logGroups"] == []
+    assert boto3.client("lambda").list_functions()["Functions"] == []
+    # moto's CloudFormation skips the alarms and the invoke config it does not model; the rest is created.
+    run(sh("README.md", "### 2b. Or with CloudFormation", 1))
+    (function,) = boto3.client("lambda").list_functions()["Functions"]
+    assert function["FunctionName"] == "iam-key-rotation"
 
 
-def test_readme_step_2a_then_makes_the_function(server):
-    # The role of the block before, made here with boto3 (that block has its own test).
-    from test_deploy import role_arn
-
-    role = role_arn("iam-key-rotation")
-    run(shell_block("### 2a. With the AWS CLI", 1))
-    lam = boto3.client("lambda", region_name="eu-west-1")
-    config = lam.get_function_configuration(FunctionName="iam-key-rotation")
-    assert config["Environment"]["Variables"] == {"sec": "iam-keys/*", "ROTATE_AFTER_DAYS": "80", "GRACE_HOURS": "24"}
-    assert config["Runtime"] == "python3.13" and config["Role"] == role
-
-
-def test_readme_step_4_schedules_the_function(server):
-    # The function of step 2a, made here with boto3 (step 2a has its own test).
+def test_the_alarms_block_makes_the_four_alarms(server):
     from test_deploy import seed_function
 
-    seed_function("iam-key-rotation", region="eu-west-1")
-    run(shell_block("### 4. Schedule it"))
-    rules = boto3.client("events", region_name="eu-west-1").list_rules(NamePrefix="iam-key-rotation")["Rules"]
-    assert [r["Name"] for r in rules] == ["iam-key-rotation-schedule"]
+    seed_function("iam-key-rotation")
+    run(sh("docs/operate.md", "## Alarms"))
+    alarms = {a["AlarmName"]: a for a in boto3.client("cloudwatch").describe_alarms()["MetricAlarms"]}
+    assert set(alarms) == {f"iam-key-rotation-{n}" for n in ("errors", "no-success", "still-in-use", "overdue")}
+    still = alarms["iam-key-rotation-still-in-use"]
+    assert (still["Namespace"], still["MetricName"]) == ("IAMKeyRotation", "ForcedWhileInUse")
+    assert all(a["AlarmActions"] == ["arn:aws:sns:us-east-1:123456789012:ops"] for a in alarms.values())
 
 
-def test_the_readme_tells_how_to_look_pause_undo_and_remove():
-    for what in ("make logs", "disable-rule", '{"rollback": [', "make destroy", "delete-stack", "key-rotation:mode"):
-        assert what in README, what
+def test_the_rotation_mode_block_runs_secrets_managers_four_steps_through_the_function(server):
+    from test_deploy import seed_function
 
+    from seed import seed_user
 
-def test_the_readme_template_commands_work_as_written(server):
-    # moto's CloudFormation skips the alarms and the invoke config it does not model; the rest is created.
-    run(shell_block("### 2b. Or with CloudFormation"))
-    assert [f["FunctionName"] for f in boto3.client("lambda").list_functions()["Functions"]] == ["iam-key-rotation"]
-
-
-def test_the_readme_alarm_command_works_as_written(server):
-    run(shell_block("### Metrics, alarms, notifications"))
-    (alarm,) = boto3.client("cloudwatch").describe_alarms()["MetricAlarms"]
-    assert (alarm["Namespace"], alarm["MetricName"]) == ("IAMKeyRotation", "ForcedWhileInUse")
+    iam, secrets = boto3.client("iam"), boto3.client("secretsmanager")
+    user = seed_user(iam, secrets, "ci-deployer", ("Active",), 0, secret="iam-keys/ci-deployer")
+    seed_function("iam-key-rotation")
+    run(sh("docs/operate.md", "## Secrets Manager rotation mode"))
+    described = secrets.describe_secret(SecretId="iam-keys/ci-deployer")
+    assert described["RotationEnabled"] and described["RotationLambdaARN"].endswith(":function:iam-key-rotation")
+    new = json.loads(secrets.get_secret_value(SecretId="iam-keys/ci-deployer")["SecretString"])["AccessKeyId"]
+    listed = iam.list_access_keys(UserName="ci-deployer")["AccessKeyMetadata"]
+    statuses = {k["AccessKeyId"]: k["Status"] for k in listed}
+    assert statuses == {user.key_ids[0]: "Inactive", new: "Active"}
+    (grant,) = json.loads(boto3.client("lambda").get_policy(FunctionName="iam-key-rotation")["Policy"])["Statement"]
+    assert grant["Principal"] == {"Service": "secretsmanager.amazonaws.com"}
