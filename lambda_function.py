@@ -117,10 +117,11 @@ CURRENT, PREVIOUS, PENDING = "AWSCURRENT", "AWSPREVIOUS", "AWSPENDING"
 class RotationError(Exception):
     """One secret could not be handled. Carries the secret and the reason; str() is "secret 'x': why"."""
 
-    def __init__(self, secret: str, why: str, stored_key_id: str | None = None) -> None:
+    def __init__(self, secret: str, why: str, stored_key_id: str | None = None, code: str | None = None) -> None:
         super().__init__(f"secret {secret!r}: {why}")
         self.secret, self.why = secret, why
         self.stored_key_id = stored_key_id  # a new key the secret holds although the rotation failed
+        self.code = code  # the AWS error code behind it, as data (never read back out of ``why``)
 
 
 class ConfigError(Exception):
@@ -135,6 +136,7 @@ class RotationFailed(Exception):
 # 2. Settings and logging
 # ---------------------------------------------------------------------------
 
+
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 RETRY_MODES = ("adaptive", "standard", "legacy")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -147,6 +149,9 @@ DEFAULT_MAX_GRACE_HOURS = 168.0
 # EventBridge and Lambda give up on an event within a day. Older (the console's
 # 1970 sample) or far-future events run as a manual invocation would.
 REDELIVERY_WINDOW = timedelta(hours=25)
+
+
+CALL_BUDGET_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,6 @@ class Settings:
         return self.time_margin * CALL_BUDGET_SHARE
 
 
-CALL_BUDGET_SHARE = 0.25
 CLEANUP_SECONDS = 10.0  # a new key's clean-up after a failed store or create: kept at the end of the margin
 
 
@@ -353,6 +357,13 @@ def setting(environ: Mapping[str, str], name: str, default: Any = None) -> Any:
     return (environ.get(name) or "").strip() or default
 
 
+def account_of(arn: str | None) -> str | None:
+    """The account id of an ARN (None for a name or an ARN without twelve digits there)."""
+    parts = (arn or "").split(":")
+    account = parts[4] if len(parts) >= 6 and parts[0] == "arn" else ""
+    return account if len(account) == 12 and account.isdigit() else None
+
+
 def event_bus(value: str | None) -> str | None:
     """EVENT_BUS: a bus name, or an event bus ARN (arn:PARTITION:events:REGION:ACCOUNT:event-bus/NAME)."""
     if value is None:
@@ -366,18 +377,42 @@ def event_bus(value: str | None) -> str | None:
     return value
 
 
-def account_of(arn: str | None) -> str | None:
-    """The account id of an ARN (None for a name or an ARN without twelve digits there)."""
-    parts = (arn or "").split(":")
-    account = parts[4] if len(parts) >= 6 and parts[0] == "arn" else ""
-    return account if len(account) == 12 and account.isdigit() else None
-
-
 def central_account(value: str | None) -> str | None:
     """CENTRAL_ACCOUNT_ID: twelve digits, or unset."""
     if value is not None and not (len(value) == 12 and value.isascii() and value.isdigit()):
         raise ConfigError("setting CENTRAL_ACCOUNT_ID is not understood; use a 12-digit AWS account id")
     return value
+
+
+def is_rotation_event(event: Any) -> bool:
+    """Is this Secrets Manager invoking us as the secret's rotation function?"""
+    return isinstance(event, dict) and "Step" in event
+
+
+def is_scheduled(event: Any) -> bool:
+    """Is this an EventBridge (scheduled) event, which may be delivered more than once?"""
+    return isinstance(event, dict) and (
+        event.get("source") == "aws.events" or event.get("detail-type") == "Scheduled Event")
+
+
+def scheduled_time(event: Any, now: datetime) -> datetime | None:
+    """The time of a scheduled event close enough to now to be redelivered; None otherwise.
+
+    A scheduled event without a readable ``time`` is refused: without it redelivery protection would be off,
+    and a redelivery would rotate again and retire the key the first delivery just stored.
+    """
+    if not is_scheduled(event):
+        return None
+    raw = event.get("time")
+    try:
+        if not isinstance(raw, str):
+            raise ValueError(raw)
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(f'scheduled event "time" must be an ISO 8601 time, not {json.dumps(raw)}; without it a '
+                          "redelivered event would rotate again") from None
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return when if abs(now - when) <= REDELIVERY_WINDOW else None
 
 
 def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None = None) -> Settings:
@@ -432,37 +467,6 @@ def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None =
     )
 
 
-def is_rotation_event(event: Any) -> bool:
-    """Is this Secrets Manager invoking us as the secret's rotation function?"""
-    return isinstance(event, dict) and "Step" in event
-
-
-def is_scheduled(event: Any) -> bool:
-    """Is this an EventBridge (scheduled) event, which may be delivered more than once?"""
-    return isinstance(event, dict) and (
-        event.get("source") == "aws.events" or event.get("detail-type") == "Scheduled Event")
-
-
-def scheduled_time(event: Any, now: datetime) -> datetime | None:
-    """The time of a scheduled event close enough to now to be redelivered; None otherwise.
-
-    A scheduled event without a readable ``time`` is refused: without it redelivery protection would be off,
-    and a redelivery would rotate again and retire the key the first delivery just stored.
-    """
-    if not is_scheduled(event):
-        return None
-    raw = event.get("time")
-    try:
-        if not isinstance(raw, str):
-            raise ValueError(raw)
-        when = datetime.fromisoformat(raw)
-    except ValueError:
-        raise ConfigError(f'scheduled event "time" must be an ISO 8601 time, not {json.dumps(raw)}; without it a '
-                          "redelivered event would rotate again") from None
-    when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    return when if abs(now - when) <= REDELIVERY_WINDOW else None
-
-
 logger = logging.getLogger("key_rotation")
 # Loggers whose DEBUG output carries request and response bodies, and so
 # secret values: they stay at WARNING whatever LOG_LEVEL says.
@@ -486,7 +490,7 @@ def log_action(action: str, level: int = logging.INFO, **fields: Any) -> None:
 
 
 # ---------------------------------------------------------------------------
-# 3. Functional core
+# 3. Functional core (pure, no AWS)
 # ---------------------------------------------------------------------------
 
 
@@ -554,6 +558,34 @@ class RotationPlan:
         )
 
 
+def find_key(keys: Iterable[KeyState], key_id: str | None) -> KeyState | None:
+    return next((k for k in keys if k.key_id == key_id), None)
+
+
+def sorted_out(keys: list[KeyState], holders: Holders, current: KeyState | None) -> tuple[list[KeyState], ...]:
+    """The keys a plan may act on, besides the current one and those another secret holds or someone uses: the
+    function's own lost keys; Active keys this secret's AWSPREVIOUS or AWSPENDING holds; and the free ones (the
+    lost, the not Active, then the Active nobody holds), oldest first."""
+    mine = [k for k in keys if k.key_id not in holders.others and k is not current
+            and not (k.active and k.key_id in holders.adopted)]
+    lost = [k for k in mine if k.key_id in holders.lost]
+    mine = [k for k in mine if k not in lost]
+    in_use = [k for k in mine if k.active and k.key_id in holders.ours]
+    free = lost + [k for k in mine if not k.active] + [k for k in mine if k.active and k.key_id not in holders.ours]
+    return lost, in_use, free
+
+
+def no_room(kept: list[KeyState], keys: list[KeyState], holders: Holders, adopted: list[str]) -> str:
+    """Why a plan is blocked: who holds or uses each key that stays."""
+    why = [f"{k.key_id} is Active and held by this secret's AWSPREVIOUS or AWSPENDING version" for k in kept]
+    why += [f"{k.key_id} is held by secret {holders.others[k.key_id]!r}" for k in keys if k.key_id in holders.others]
+    why += [f"{key_id} is held by no secret but in use (last used {holders.adopted[key_id]})" for key_id in adopted]
+    blocked = "no room for a new key without touching a key someone holds: " + "; ".join(why)
+    if adopted:
+        blocked += '; {"force": true} deletes the least recently used key in use to make room'
+    return blocked
+
+
 def plan_rotation(keys: list[KeyState], holders: Holders, force: bool = False) -> RotationPlan:
     """Decide which keys to delete and deactivate around creating a new one.
 
@@ -566,31 +598,19 @@ def plan_rotation(keys: list[KeyState], holders: Holders, force: bool = False) -
     | 2 inactive | delete both, create, store |
     | 2 active | delete one, create, store, deactivate the other |
 
-    Holders win over the table. The key the secret holds (AWSCURRENT) is never
-    deleted before the new key is stored: if it is Inactive it is deleted after
-    the store, if Active it is the one deactivated. A key another secret holds
-    is never touched. An Active key the secret's AWSPREVIOUS or AWSPENDING
-    version holds is never deleted (``force`` deactivates, then deletes it).
-    Only keys that were already Inactive, or Active keys nobody holds, are
-    deleted; of two Active keys the unheld one goes (the older if neither is
-    held). If that leaves no room for a new key, the plan is ``blocked``.
-
-    An adopted key (Active, held by no secret, but IAM shows it in use) is
-    someone's key in use: never deleted, and never deactivated by the plan: it
-    stays Active and is retired later only through the usage gate (``settle``).
-    If it alone leaves no room, the plan is ``blocked``; ``force`` deletes the
-    least recently used adopted key instead, and the plan names it.
-    A key this function made and never stored (``lost``) is deleted first, whatever its status: its secret was
-    only ever in a lost answer. Expired keys (IAM) are planned like Inactive ones.
+    Holders win over the table. The key the secret holds (AWSCURRENT) is never deleted before the new key is
+    stored: Inactive, it is deleted after the store; Active, it is the one deactivated. A key another secret
+    holds is never touched. An Active key the secret's AWSPREVIOUS or AWSPENDING version holds is never deleted
+    (``force`` deactivates, then deletes it). Only keys already Inactive, or Active keys nobody holds, are
+    deleted; of two Active keys the unheld one goes (the older if neither is held). No room left: ``blocked``.
+    An adopted key (Active, held by no secret, in use) is never deleted nor deactivated by the plan: the usage
+    gate retires it (``settle``); if it alone leaves no room, ``force`` deletes the least recently used one
+    and the plan names it. A key this function made and never stored (``lost``) is deleted first: its secret
+    was only ever in a lost answer. Expired keys (IAM) are planned like Inactive ones.
     """
     by_age = sorted(keys, key=lambda k: (k.created, k.key_id))
     current = find_key(by_age, holders.current)
-    mine = [k for k in by_age if k.key_id not in holders.others and k is not current
-            and not (k.active and k.key_id in holders.adopted)]
-    lost = [k for k in mine if k.key_id in holders.lost]
-    mine = [k for k in mine if k not in lost]
-    in_use = [k for k in mine if k.active and k.key_id in holders.ours]
-    free = lost + [k for k in mine if not k.active] + [k for k in mine if k.active and k.key_id not in holders.ours]
+    lost, in_use, free = sorted_out(by_age, holders, current)
     deactivate_first = in_use if force else []
     delete_first = free + deactivate_first
     if current is not None and current.key_id in holders.others:
@@ -607,15 +627,7 @@ def plan_rotation(keys: list[KeyState], holders: Holders, force: bool = False) -
         freed = adopted[0]  # the least recently used
         delete_first.append(find_key(by_age, freed))
     if len(keys) - len(delete_first) >= MAX_KEYS_PER_USER:
-        kept = [f"{k.key_id} is Active and held by this secret's AWSPREVIOUS or AWSPENDING version"
-                for k in in_use if k not in deactivate_first]
-        kept += [f"{k.key_id} is held by secret {holders.others[k.key_id]!r}"
-                 for k in by_age if k.key_id in holders.others]
-        kept += [f"{key_id} is held by no secret but in use (last used {holders.adopted[key_id]})"
-                 for key_id in adopted]
-        blocked = "no room for a new key without touching a key someone holds: " + "; ".join(kept)
-        if adopted:
-            blocked += '; {"force": true} deletes the least recently used key in use to make room'
+        blocked = no_room([k for k in in_use if k not in deactivate_first], by_age, holders, adopted)
     return RotationPlan(
         deactivate_first=tuple(k.key_id for k in deactivate_first),
         delete_first=tuple(k.key_id for k in delete_first),
@@ -624,10 +636,6 @@ def plan_rotation(keys: list[KeyState], holders: Holders, force: bool = False) -
         blocked=blocked,
         freed_adopted=freed,
     )
-
-
-def find_key(keys: Iterable[KeyState], key_id: str | None) -> KeyState | None:
-    return next((k for k in keys if k.key_id == key_id), None)
 
 
 def needs_repair(keys: list[KeyState], held_key_id: str | None) -> bool:
@@ -679,14 +687,14 @@ class Retire(StrEnum):
     FORCE = "force"  # still used past MAX_GRACE_HOURS: deactivate anyway, loudly
 
 
-def retirement(now: datetime, stored_at: datetime, last_used: datetime | None | bool,
+def retirement(now: datetime, stored_at: datetime, used_at: datetime | None | bool,
                grace_hours: float, max_grace_hours: float) -> Retire:
-    """The grace-period decision. ``last_used`` is False while not yet asked, else IAM's answer (None: never)."""
+    """The grace-period decision. ``used_at`` is False while not yet asked, else IAM's answer (None: never)."""
     if now + GRACE_TOLERANCE < stored_at + timedelta(hours=grace_hours):
         return Retire.WAIT_GRACE
-    if last_used is False:
+    if used_at is False:
         return Retire.CHECK_USE
-    if last_used is None or last_used < stored_at:
+    if used_at is None or used_at < stored_at:
         return Retire.RETIRE
     if now + GRACE_TOLERANCE >= stored_at + timedelta(hours=max_grace_hours):
         return Retire.FORCE
@@ -701,30 +709,29 @@ ADOPTED_TAG = "key-rotation-adopted"  # the keys in use the function adopted: "<
 # used, is the function's own: its secret was only ever in a lost answer (a crash, a lost reply, a failed store
 # whose clean-up failed too). Wide enough for the call's retries and the clocks' skew.
 MADE_WINDOW = timedelta(minutes=5)
+HELD_PREFIX = "current="  # in the mark: the key the secret held at the create (the one the rotation retires)
 
 
-def made_marker(now: datetime, existing: Iterable[str]) -> str:
-    """The key-rotation-made tag's value: when, and the keys the user had just before the create."""
-    return " ".join([iso(now), *sorted(existing)])
+def parse_marker(marker: str | None) -> tuple[datetime | None, frozenset[str], str | None]:
+    """The key-rotation-made mark: when, the keys the user had then, and which of them the secret held."""
+    parts = (marker or "").split()
+    try:
+        when = datetime.fromisoformat(parts[0].replace("Z", "+00:00")) if parts else None
+    except ValueError:
+        return None, frozenset(), None
+    held = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith(HELD_PREFIX)), None)
+    known = frozenset(p.split("=", 1)[-1] for p in parts[1:])
+    return (when if when is None or when.tzinfo else when.replace(tzinfo=UTC)), known, held
 
 
 def made_candidates(keys: list[KeyState], held: set[str | None], marker: str | None) -> list[str]:
     """Keys the marker says this function made (created within MADE_WINDOW of it, not listed in it) that no
     secret holds. Each is the function's own lost key if IAM shows it never used (``Run.unheld`` asks)."""
-    when, known = parse_marker(marker)
+    when, known, _ = parse_marker(marker)
     if when is None:
         return []
     return [k.key_id for k in keys if k.key_id not in held and k.key_id not in known
             and abs(k.created - when) <= MADE_WINDOW]
-
-
-def parse_marker(marker: str | None) -> tuple[datetime | None, frozenset[str]]:
-    parts = (marker or "").split()
-    try:
-        when = datetime.fromisoformat(parts[0].replace("Z", "+00:00")) if parts else None
-    except ValueError:
-        return None, frozenset()
-    return (when if when is None or when.tzinfo else when.replace(tzinfo=UTC)), frozenset(parts[1:])
 
 
 def parse_adopted(value: str | None) -> dict[str, datetime]:
@@ -738,10 +745,6 @@ def parse_adopted(value: str | None) -> dict[str, datetime]:
             continue
         found[key_id] = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return found
-
-
-def format_adopted(adopted: Mapping[str, datetime]) -> str:
-    return " ".join(f"{key_id}@{iso(when)}" for key_id, when in sorted(adopted.items()))
 
 
 VERSION_PREFIX = "key-rotation-"  # marks the secret versions this function writes
@@ -767,8 +770,18 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def made_marker(now: datetime, existing: Iterable[str], held: str | None) -> str:
+    """The key-rotation-made tag's value: when, and the keys the user had just before the create, the one the
+    secret held marked (``current=KEY``)."""
+    return " ".join([iso(now), *(f"{HELD_PREFIX}{k}" if k == held else k for k in sorted(existing))])
+
+
+def format_adopted(adopted: Mapping[str, datetime]) -> str:
+    return " ".join(f"{key_id}@{iso(when)}" for key_id, when in sorted(adopted.items()))
+
+
 # ---------------------------------------------------------------------------
-# Records
+# 4. Records: what a run reads and carries
 # ---------------------------------------------------------------------------
 
 
@@ -847,17 +860,78 @@ class Outcome:
     holdouts_note: str | None = None  # why holdouts were not (all) found: not looked up, failed, first page only
     in_use_since: datetime | None = field(default=None, repr=False)  # the store: where a holdout lookup starts
     managed: bool = field(default=False, repr=False)  # an authorised secret names the user (the account report)
+    retired_keys: list[str] = field(default_factory=list, repr=False)  # deactivated or deleted in this run
 
     def summary(self) -> dict[str, Any]:
         fields = {k: v for k, v in self.__dict__.items()
                   if (v not in (None, [], False) or (k == "holdouts" and v is not None))
-                  and k not in ("overdue_keys", "in_use_since", "managed")}
+                  and k not in ("overdue_keys", "in_use_since", "managed", "retired_keys")}
         return {**fields, "status": str(self.status), "overdue": self.overdue,
                 "key_age_days": self.key_age_days, "next_rotation": self.next_rotation}
 
 
+@dataclass
+class Stored:
+    """A rotation whose new key is in the secret: next, verify it, then retire or keep the old key."""
+
+    record: SecretRecord
+    plan: RotationPlan
+    new_key: NewKey
+    own: SecretSettings
+    adopted: tuple[str, ...] = ()  # keys in use that no secret held: kept Active
+    reason: str | None = None
+    lost: frozenset[str] = frozenset()  # the function's own unstored keys, deleted before the create
+
+
+@dataclass
+class Settling:
+    """A secret whose previous (or adopted) key is still Active: verify the current key, then retire or keep it."""
+
+    record: SecretRecord
+    previous_key_id: str
+    own: SecretSettings
+    reason: str | None = None
+    adopted: datetime | None = None  # an adopted key: when a run first adopted it (its usage gate counts from then)
+    lost: frozenset[str] = frozenset()  # the function's own unstored keys: deleted first
+
+
+@dataclass
+class Restore:
+    """The key the secret holds is gone or off: AWSPREVIOUS's key, Active and the same user's, to go back to."""
+
+    version: str
+    key: NewKey
+    found: str  # what was found, for the reason
+
+
+@dataclass
+class Rotate:
+    """A rotation decided on, from reads alone: the plan, and what the run found. Nothing has changed yet."""
+
+    record: SecretRecord
+    own: SecretSettings
+    keys: list[KeyState]
+    holders: Holders
+    plan: RotationPlan
+    token: str
+    kept: tuple[str, ...] = ()  # adopted keys the rotation keeps Active
+    reason: str | None = None
+    restore: Restore | None = None  # tried first; if its key does not authenticate, the rotation goes ahead
+    lost: frozenset[str] = frozenset()  # the function's own unstored keys: deleted first (the plan is without them)
+
+
+@dataclass
+class Cleanup:
+    """Nothing is due but the function's own unstored keys: delete them, then report ``outcome``."""
+
+    record: SecretRecord
+    own: SecretSettings
+    lost: frozenset[str]
+    outcome: Outcome
+
+
 # ---------------------------------------------------------------------------
-# 4. Imperative shell: clients and AWS steps
+# 5. Clients and AWS steps
 # ---------------------------------------------------------------------------
 
 
@@ -1018,16 +1092,6 @@ CLIENT_ENVIRONMENT = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "A
                       "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
-def aws_clients(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Clients:
-    """The shared clients: made once per execution environment and retry settings."""
-    environment = tuple(os.environ.get(name) for name in CLIENT_ENVIRONMENT)
-    clients = clients_for(environment, settings.retry_mode, settings.max_attempts)
-    clients.budget.seconds, clients.budget.clock = settings.call_budget, clock
-    if clients.pacer is not None:
-        clients.pacer.clock = clock
-    return clients
-
-
 @lru_cache(maxsize=8)
 def session_for(environment: tuple[str | None, ...]) -> Any:
     """One boto3 session per environment (where clients connect, as whom): the clients' shared credentials."""
@@ -1060,6 +1124,16 @@ def clients_for(environment: tuple[str | None, ...], retry_mode: str, max_attemp
 
     return Clients(session=session, iam=make("iam"), secrets=make("secretsmanager"), budget=budget,
                    identity=KeyIdentity(session), pacer=pacer, make=make)
+
+
+def aws_clients(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Clients:
+    """The shared clients: made once per execution environment and retry settings."""
+    environment = tuple(os.environ.get(name) for name in CLIENT_ENVIRONMENT)
+    clients = clients_for(environment, settings.retry_mode, settings.max_attempts)
+    clients.budget.seconds, clients.budget.clock = settings.call_budget, clock
+    if clients.pacer is not None:
+        clients.pacer.clock = clock
+    return clients
 
 
 # Calls whose request or answer carries a secret value: their AWS error
@@ -1128,6 +1202,19 @@ def loads_or_none(text: str, invalid: Any = None) -> Any:
         return invalid
 
 
+def is_access_key_id(value: Any) -> bool:
+    """An IAM user's access key id, as AWS documents and makes them: AKIA and 16 capital letters or digits. A
+    SecretAccessKey (40 characters, either case, / and +) never is, so one in the wrong field is never shown."""
+    return isinstance(value, str) and len(value) == 20 and value.startswith("AKIA") and value.isascii() \
+        and all(ch.isupper() or ch.isdigit() for ch in value[4:])
+
+
+def is_user_name(value: Any) -> bool:
+    """IAM's user name rule: 1 to 64 of letters, digits and +=,.@_-."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() \
+        and all(ch.isalnum() or ch in "+=,.@_-" for ch in value)
+
+
 def parse_value(secret: str, response: dict, what: str = "value") -> dict[str, Any]:
     """A secret version's JSON object, checked: it must name a user. The value itself is never quoted."""
     if "SecretString" not in response:
@@ -1158,19 +1245,6 @@ def parse_value(secret: str, response: dict, what: str = "value") -> dict[str, A
                                     "letters or digits); its value is not shown (a SecretAccessKey in the wrong "
                                     "field?)")
     return value
-
-
-def is_access_key_id(value: Any) -> bool:
-    """An IAM user's access key id, as AWS documents and makes them: AKIA and 16 capital letters or digits. A
-    SecretAccessKey (40 characters, either case, / and +) never is, so one in the wrong field is never shown."""
-    return isinstance(value, str) and len(value) == 20 and value.startswith("AKIA") and value.isascii() \
-        and all(ch.isupper() or ch.isdigit() for ch in value[4:])
-
-
-def is_user_name(value: Any) -> bool:
-    """IAM's user name rule: 1 to 64 of letters, digits and +=,.@_-."""
-    return isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() \
-        and all(ch.isalnum() or ch in "+=,.@_-" for ch in value)
 
 
 def describe_secret(clients: Clients, secret_id: str) -> dict:
@@ -1209,12 +1283,6 @@ def record_of(secret_id: str, meta: dict, response: dict) -> SecretRecord:
     )
 
 
-def read_secret(clients: Clients, secret_id: str) -> SecretRecord:
-    """DescribeSecret and GetSecretValue(AWSCURRENT), both consistent reads."""
-    meta = describe_secret(clients, secret_id)
-    return record_of(secret_id, meta, current_value(clients, secret_id, meta["ARN"]))
-
-
 BATCH_SIZE = 20  # BatchGetSecretValue's most secrets by id a call
 
 
@@ -1236,33 +1304,6 @@ def current_values(clients: Clients, arns: list[str]) -> dict[str, dict | str]:
     return found
 
 
-def read_secrets(clients: Clients, secret_ids: list[str], map_: Callable) -> list[SecretRecord | Outcome]:
-    """Read many secrets: DescribeSecret each, then their values 20 a call (a secret the batch's answer
-    leaves out, one GetSecretValue of its own)."""
-    metas = list(map_(isolated(name_of, lambda s: (s, describe_secret(clients, s))), secret_ids))
-    arns = list(dict.fromkeys(m[1]["ARN"] for m in metas if not isinstance(m, Outcome)))
-    values: dict[str, dict | str] = {}
-    for found in map_(lambda i: current_values(clients, arns[i:i + BATCH_SIZE]), range(0, len(arns), BATCH_SIZE)):
-        values.update(found)
-
-    def record(item: tuple[str, dict]) -> SecretRecord:
-        secret_id, meta = item
-        answer = values.get(meta["ARN"], values.get(meta.get("Name", "")))
-        if isinstance(answer, str):
-            raise RotationError(secret_id, answer)
-        if answer and answer.get("Name") not in (None, meta.get("Name")):
-            raise RotationError(secret_id, f"BatchGetSecretValue answered with secret {answer.get('Name')!r} for "
-                                           f"{meta.get('Name')!r}; not trusted, nothing changed")
-        current = next((v for v, labels in (meta.get("VersionIdsToStages") or {}).items() if CURRENT in labels), None)
-        if not answer or answer.get("VersionId") != current:
-            # Left out of the batch, or not the version DescribeSecret saw as AWSCURRENT (written in between,
-            # or a reader that does not follow staging labels): read the AWSCURRENT label itself.
-            answer = current_value(clients, secret_id, meta["ARN"])
-        return record_of(secret_id, meta, answer)
-
-    return list(map_(isolated(lambda item: item[0], record), metas))
-
-
 def read_version_value(clients: Clients, record: SecretRecord, stage: str) -> dict[str, Any] | None:
     """The value of the version with ``stage``, or None if there is none (or it has no value yet)."""
     version = record.version_with(stage)
@@ -1275,15 +1316,6 @@ def read_version_value(clients: Clients, record: SecretRecord, stage: str) -> di
             return None
         raise RotationError(record.name, describe_error(err)) from None
     return parse_value(record.name, response, f"{stage} version")
-
-
-def key_held_at(clients: Clients, record: SecretRecord, stage: str) -> str | None:
-    """The key id the version with ``stage`` holds, for the same user (read once per run)."""
-    if stage not in record.other_keys:
-        value = read_version_value(clients, record, stage)
-        same_user = value is not None and str(value.get("UserName")).casefold() == record.user_name.casefold()
-        record.other_keys[stage] = (value.get("AccessKeyId") or None) if same_user else None
-    return record.other_keys[stage]
 
 
 USER_TAG = "key-rotation-secret"
@@ -1350,6 +1382,22 @@ def set_key_status(clients: Clients, record: SecretRecord, key_id: str, status: 
                secret=record.name, user=record.user_name, key_id=key_id)
 
 
+def remove_unknown_keys(clients: Clients, record: SecretRecord, existing: set[str]) -> str:
+    """Delete keys that were not there before a failed CreateAccessKey; say truthfully what is left."""
+    try:
+        unknown = [k.key_id for k in list_keys(clients, record) if k.key_id not in existing]
+    except Exception:
+        return "could not list the keys again, so a key may have been made that nobody holds (the next run " \
+               "deletes it); old key unchanged"
+    for key_id in unknown:
+        try:
+            delete_key(clients, record, key_id)
+        except Exception as err:
+            return f"key {key_id} made by the failed call is still there ({describe_error(err, 'DeleteAccessKey')})" \
+                   "; old key unchanged"
+    return "old key unchanged"
+
+
 def create_key(clients: Clients, record: SecretRecord, existing: set[str]) -> NewKey:
     """Create a new access key. A retried call (from any layer) or an ambiguous failure removes any key an
     attempt made whose answer was lost; a definite refusal on the first attempt deletes nothing."""
@@ -1379,53 +1427,6 @@ def create_key(clients: Clients, record: SecretRecord, existing: set[str]) -> Ne
     return new_key
 
 
-def remove_unknown_keys(clients: Clients, record: SecretRecord, existing: set[str]) -> str:
-    """Delete keys that were not there before a failed CreateAccessKey; say truthfully what is left."""
-    try:
-        unknown = [k.key_id for k in list_keys(clients, record) if k.key_id not in existing]
-    except Exception:
-        return "could not list the keys again, so a key may have been made that nobody holds (the next run " \
-               "deletes it); old key unchanged"
-    for key_id in unknown:
-        try:
-            delete_key(clients, record, key_id)
-        except Exception as err:
-            return f"key {key_id} made by the failed call is still there ({describe_error(err, 'DeleteAccessKey')})" \
-                   "; old key unchanged"
-    return "old key unchanged"
-
-
-def store_key(clients: Clients, record: SecretRecord, new_key: NewKey, token: str, pending: bool = False) -> None:
-    """Write the new key into the secret: as its new AWSCURRENT version, or as AWSPENDING version ``token``.
-
-    A definite refusal means nothing was written: the new key is deleted. An
-    ambiguous failure (timeout, 5xx, retry budget) re-reads the secret first.
-    """
-    value = {**record.value, "AccessKeyId": new_key.key_id, "SecretAccessKey": new_key.secret_access_key}
-    version: dict[str, Any] = {"ClientRequestToken": token}
-    if pending:
-        version["VersionStages"] = [PENDING]
-    problem = None
-    try:
-        clients.secrets.put_secret_value(SecretId=record.arn, SecretString=json.dumps(value), **version)
-    except Exception as err:  # whatever went wrong, the new key must not be lost or left unheld
-        problem, definite = describe_error(err, "PutSecretValue"), is_definite_refusal(err)
-    del value  # the new secret leaves scope before anything below can raise
-    if problem is not None:
-        # Raised outside the except block: the error (which may echo the request) is not chained.
-        with clients.budget.cleanup(CLEANUP_SECONDS):  # the clean-up's own short bound, inside the margin
-            confirmed = False if definite else secret_holds(clients, record, new_key.key_id, token)
-            discarded = discard_key(clients, record, new_key.key_id) if confirmed is False else None
-        if confirmed:  # applied, but the answer was lost
-            log_action("store_confirmed", logging.WARNING, secret=record.name, key_id=new_key.key_id, error=problem)
-        elif confirmed is False:
-            raise RotationError(record.name, f"{problem}; {discarded}")
-        else:
-            raise RotationError(record.name, f"{problem}; could not re-read the secret, so new key "
-                                             f"{new_key.key_id} was left in place for the next run to settle")
-    log_action("store_key", secret=record.name, user=record.user_name, key_id=new_key.key_id)
-
-
 def secret_holds(clients: Clients, record: SecretRecord, key_id: str, version_id: str) -> bool | None:
     """Re-read the version we tried to write: does it hold key_id? None if that cannot be known."""
     try:
@@ -1451,6 +1452,37 @@ def discard_key(clients: Clients, record: SecretRecord, key_id: str) -> str:
     return "new key deleted, old key unchanged"
 
 
+def store_key(clients: Clients, record: SecretRecord, new_key: NewKey, token: str, pending: bool = False) -> None:
+    """Write the new key into the secret: as its new AWSCURRENT version, or as AWSPENDING version ``token``.
+
+    A definite refusal means nothing was written: the new key is deleted. An
+    ambiguous failure (timeout, 5xx, retry budget) re-reads the secret first.
+    """
+    value = {**record.value, "AccessKeyId": new_key.key_id, "SecretAccessKey": new_key.secret_access_key}
+    version: dict[str, Any] = {"ClientRequestToken": token}
+    if pending:
+        version["VersionStages"] = [PENDING]
+    problem = code = None
+    try:
+        clients.secrets.put_secret_value(SecretId=record.arn, SecretString=json.dumps(value), **version)
+    except Exception as err:  # whatever went wrong, the new key must not be lost or left unheld
+        problem, definite, code = describe_error(err, "PutSecretValue"), is_definite_refusal(err), error_code(err)
+    del value  # the new secret leaves scope before anything below can raise
+    if problem is not None:
+        # Raised outside the except block: the error (which may echo the request) is not chained.
+        with clients.budget.cleanup(CLEANUP_SECONDS):  # the clean-up's own short bound, inside the margin
+            confirmed = False if definite else secret_holds(clients, record, new_key.key_id, token)
+            discarded = discard_key(clients, record, new_key.key_id) if confirmed is False else None
+        if confirmed:  # applied, but the answer was lost
+            log_action("store_confirmed", logging.WARNING, secret=record.name, key_id=new_key.key_id, error=problem)
+        elif confirmed is False:
+            raise RotationError(record.name, f"{problem}; {discarded}", code=code)
+        else:
+            raise RotationError(record.name, f"{problem}; could not re-read the secret, so new key "
+                                             f"{new_key.key_id} was left in place for the next run to settle")
+    log_action("store_key", secret=record.name, user=record.user_name, key_id=new_key.key_id)
+
+
 def retire_keys(clients: Clients, record: SecretRecord, deactivate: Iterable[str], delete: Iterable[str] = (),
                 done: str = "new key stored") -> None:
     """Deactivate, then delete, old keys once the key the secret holds is stored and verified."""
@@ -1472,8 +1504,6 @@ def last_used(clients: Clients, record: SecretRecord, key_id: str) -> tuple[date
     where = f"{used.get('ServiceName', 'N/A')} in {used.get('Region', 'N/A')}"
     return when, where
 
-
-# --- verification: STS GetCallerIdentity with the key --------------------------------------------------------------
 
 # IAM is eventually consistent: a new key is refused like this for a few seconds.
 NOT_YET_VALID = {"InvalidClientTokenId", "SignatureDoesNotMatch", "AuthFailure", "UnrecognizedClientException"}
@@ -1510,6 +1540,14 @@ def try_key(clients: Clients, check: Check) -> tuple[Verdict, str]:
     return Verdict.OK, ""
 
 
+def safe_try_key(clients: Clients, check: Check) -> tuple[Verdict, str]:
+    """try_key, with any surprise (an odd answer, a bug) a failure of that key alone."""
+    try:
+        return try_key(clients, check)
+    except Exception as err:
+        return Verdict.FAILED, f"verifying key {check.key.key_id}: {describe_error(err, 'GetCallerIdentity')}"
+
+
 def verify_keys(clients: Clients, checks: list[Check], timeout: float, clock: Clock,
                 map_: Callable = map) -> dict[str, str]:
     """Wait until every key authenticates as its user; return why, by secret, for those that did not.
@@ -1542,14 +1580,6 @@ def verify_keys(clients: Clients, checks: list[Check], timeout: float, clock: Cl
     return problems
 
 
-def safe_try_key(clients: Clients, check: Check) -> tuple[Verdict, str]:
-    """try_key, with any surprise (an odd answer, a bug) a failure of that key alone."""
-    try:
-        return try_key(clients, check)
-    except Exception as err:
-        return Verdict.FAILED, f"verifying key {check.key.key_id}: {describe_error(err, 'GetCallerIdentity')}"
-
-
 def verify_one(clients: Clients, check: Check, settings: Settings, clock: Clock) -> None:
     problems = verify_keys(clients, [check], settings.verify_timeout, clock)
     if problems:
@@ -1563,9 +1593,99 @@ def held_key(record: SecretRecord, value: dict[str, Any] | None = None) -> NewKe
     return NewKey(key_id, secret_key) if isinstance(key_id, str) and isinstance(secret_key, str) else None
 
 
+def failure(secret: str, err: BaseException) -> Outcome:
+    """A failed Outcome. Unexpected errors are logged with their traceback (no secret is in scope here)."""
+    if isinstance(err, RotationError):
+        reason = str(err)
+        if err.stored_key_id:
+            log_action("failed", logging.ERROR, secret=secret, reason=reason)
+            return Outcome(secret=secret, status=Status.FAILED, reason=reason, new_key_id=err.stored_key_id)
+    elif isinstance(err, ClientError | BotoCoreError | CallTooSlow):
+        reason = str(RotationError(secret, describe_error(err)))
+    else:
+        reason = str(RotationError(secret, f"unexpected {type(err).__name__}"))
+        logger.error(json.dumps({"action": "unexpected_error", "secret": secret}), exc_info=err)
+    log_action("failed", logging.ERROR, secret=secret, reason=reason)
+    return Outcome(secret=secret, status=Status.FAILED, reason=reason)
+
+
+def isolated(secret_of: Callable[[Any], str], step: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """One pass's step for one item: Outcomes pass through; any exception becomes that secret's failure."""
+    def run(item: Any) -> Any:
+        if isinstance(item, Outcome):
+            return item
+        try:
+            return step(item)
+        except Exception as err:  # one secret's surprise must not stop the others
+            return failure(secret_of(item), err)
+    return run
+
+
+def name_of(item: Any) -> str:
+    """The secret an item of a pass is about, as the caller named it."""
+    if isinstance(item, str):
+        return item
+    return item.record.name if hasattr(item, "record") else item.name
+
+
+def read_secrets(clients: Clients, secret_ids: list[str], map_: Callable) -> list[SecretRecord | Outcome]:
+    """Read many secrets: DescribeSecret each, then their values 20 a call (a secret the batch's answer
+    leaves out, one GetSecretValue of its own)."""
+    metas = list(map_(isolated(name_of, lambda s: (s, describe_secret(clients, s))), secret_ids))
+    arns = list(dict.fromkeys(m[1]["ARN"] for m in metas if not isinstance(m, Outcome)))
+    values: dict[str, dict | str] = {}
+    for found in map_(lambda i: current_values(clients, arns[i:i + BATCH_SIZE]), range(0, len(arns), BATCH_SIZE)):
+        values.update(found)
+
+    def record(item: tuple[str, dict]) -> SecretRecord:
+        secret_id, meta = item
+        answer = values.get(meta["ARN"], values.get(meta.get("Name", "")))
+        if isinstance(answer, str):
+            raise RotationError(secret_id, answer)
+        if answer and answer.get("Name") not in (None, meta.get("Name")):
+            raise RotationError(secret_id, f"BatchGetSecretValue answered with secret {answer.get('Name')!r} for "
+                                           f"{meta.get('Name')!r}; not trusted, nothing changed")
+        current = next((v for v, labels in (meta.get("VersionIdsToStages") or {}).items() if CURRENT in labels), None)
+        if not answer or answer.get("VersionId") != current:
+            # Left out of the batch, or not the version DescribeSecret saw as AWSCURRENT (written in between,
+            # or a reader that does not follow staging labels): read the AWSCURRENT label itself.
+            answer = current_value(clients, secret_id, meta["ARN"])
+        return record_of(secret_id, meta, answer)
+
+    return list(map_(isolated(lambda item: item[0], record), metas))
+
+
+def time_left(context: Any) -> float | None:
+    """Seconds left before Lambda stops the function, if the context says (a number)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    millis = remaining() if callable(remaining) else None
+    return millis / 1000 if isinstance(millis, int | float) and not isinstance(millis, bool) else None
+
+
+def same_user(record: SecretRecord, value: Mapping[str, Any]) -> bool:
+    """Does a version's value name the secret's own user? (IAM user names are unique regardless of case.)"""
+    return str(value.get("UserName")).casefold() == record.user_name.casefold()
+
+
+def key_held_at(clients: Clients, record: SecretRecord, stage: str) -> str | None:
+    """The key id the version with ``stage`` holds, for the same user (read once per run)."""
+    if stage not in record.other_keys:
+        value = read_version_value(clients, record, stage)
+        record.other_keys[stage] = (value.get("AccessKeyId") or None) if value and same_user(record, value) else None
+    return record.other_keys[stage]
+
+
+def move_current(run: Run, record: SecretRecord, version: str, current: str | None) -> None:
+    """Move AWSCURRENT to ``version`` (Secrets Manager moves AWSPREVIOUS with it)."""
+    with aws_step(record.name, "UpdateSecretVersionStage"):
+        run.clients.secrets.update_secret_version_stage(SecretId=record.arn, VersionStage=CURRENT,
+                                                        MoveToVersionId=version, RemoveFromVersionId=current)
+
+
 # ---------------------------------------------------------------------------
-# 5. Batch mode
+# 6. Authority, holders and the guard
 # ---------------------------------------------------------------------------
+
 
 TAG_MODE = "key-rotation:mode"
 TAG_ROTATE_AFTER = "key-rotation:rotate-after-days"
@@ -1601,6 +1721,13 @@ def secret_settings(record: SecretRecord, settings: Settings) -> SecretSettings:
     return SecretSettings(mode=mode, dry_run=settings.dry_run or mode == "dry-run",
                           rotate_after_days=max(rotate_after, settings.rotate_after_days),
                           grace_hours=max(grace, settings.grace_hours))
+
+
+def previous_key(run: Run, record: SecretRecord, keys: list[KeyState]) -> str | None:
+    """The key AWSPREVIOUS holds, read only when some key besides the current one is Active."""
+    if any(k.active and k.key_id != record.held_key_id for k in keys):
+        return key_held_at(run.clients, record, PREVIOUS)
+    return None
 
 
 @dataclass
@@ -1705,31 +1832,25 @@ class Run:
 
     def adopted(self, record: SecretRecord, keys: list[KeyState], held: set[str | None]) -> dict[str, str]:
         """Active keys no secret holds that are someone's in use: used within MAX_GRACE_HOURS, younger than that,
-        or adopted by an earlier run (the user's key-rotation-adopted tag). Key id -> its last use, least
-        recently used first; ``record.adopted_at`` says since when each is adopted: the first run that adopted
-        it, or, for a key the function's last create found (the key-rotation-made mark lists it: an old key whose
-        secret version a writer moved on), that create, whichever is earlier."""
+        adopted by an earlier run (the user's key-rotation-adopted tag), or an old key of the function's last
+        create (the key-rotation-made mark names it current=) that a re-save left unheld. Key id -> its last use,
+        least recently used first; ``record.adopted_at`` says since when each is adopted: the first run that
+        adopted it, or that create, whichever is earlier."""
         now, window = self.clock.now(), timedelta(hours=self.settings.max_grace_hours)
         named = parse_adopted(self.tags(record).get(ADOPTED_TAG))
-        made_at, known = parse_marker(self.tags(record).get(MADE_TAG))
+        made_at, _, replaced = parse_marker(self.tags(record).get(MADE_TAG))
         found = []
         for key in keys:
             if not key.active or key.key_id in held:
                 continue
             when, where = self.used(record, key.key_id)
-            if key.key_id in named or now - key.created < window or (when is not None and now - when < window):
-                since = made_at if made_at is not None and key.key_id in known else now
+            retiring = made_at is not None and key.key_id == replaced  # the last create's old key, unheld by a write
+            if key.key_id in named or retiring or now - key.created < window or (when and now - when < window):
+                since = made_at if retiring else now
                 record.adopted_at[key.key_id] = min(named.get(key.key_id, now), since, now)
                 used = f"{iso(when)} by {where}" if when else f"never; made {iso(key.created)}"
                 found.append((when is not None, when or key.created, key.key_id, used))  # never used sorts first
         return {key_id: used for _, _, key_id, used in sorted(found)}
-
-
-def previous_key(run: Run, record: SecretRecord, keys: list[KeyState]) -> str | None:
-    """The key AWSPREVIOUS holds, read only when some key besides the current one is Active."""
-    if any(k.active and k.key_id != record.held_key_id for k in keys):
-        return key_held_at(run.clients, record, PREVIOUS)
-    return None
 
 
 class Hold(Exception):
@@ -1767,100 +1888,6 @@ def guard(run: Run, record: SecretRecord, entry: Entry) -> SecretSettings:
     if own.mode == "skip":
         raise Hold(f"tag {TAG_MODE}=skip")
     return own
-
-
-@dataclass
-class Stored:
-    """A rotation whose new key is in the secret: next, verify it, then retire or keep the old key."""
-
-    record: SecretRecord
-    plan: RotationPlan
-    new_key: NewKey
-    own: SecretSettings
-    adopted: tuple[str, ...] = ()  # keys in use that no secret held: kept Active
-    reason: str | None = None
-
-
-@dataclass
-class Settling:
-    """A secret whose previous (or adopted) key is still Active: verify the current key, then retire or keep it."""
-
-    record: SecretRecord
-    previous_key_id: str
-    own: SecretSettings
-    reason: str | None = None
-    adopted: datetime | None = None  # an adopted key: when a run first adopted it (its usage gate counts from then)
-    lost: frozenset[str] = frozenset()  # the function's own unstored keys: deleted first
-
-
-@dataclass
-class Restore:
-    """The key the secret holds is gone or off: AWSPREVIOUS's key, Active and the same user's, to go back to."""
-
-    version: str
-    key: NewKey
-    found: str  # what was found, for the reason
-
-
-@dataclass
-class Rotate:
-    """A rotation decided on, from reads alone: the plan, and what the run found. Nothing has changed yet."""
-
-    record: SecretRecord
-    own: SecretSettings
-    keys: list[KeyState]
-    holders: Holders
-    plan: RotationPlan
-    token: str
-    kept: tuple[str, ...] = ()  # adopted keys the rotation keeps Active
-    reason: str | None = None
-    restore: Restore | None = None  # tried first; if its key does not authenticate, the rotation goes ahead
-    lost: frozenset[str] = frozenset()  # the function's own unstored keys: deleted first (the plan is without them)
-
-
-@dataclass
-class Cleanup:
-    """Nothing is due but the function's own unstored keys: delete them, then report ``outcome``."""
-
-    record: SecretRecord
-    own: SecretSettings
-    lost: frozenset[str]
-    outcome: Outcome
-
-
-def failure(secret: str, err: BaseException) -> Outcome:
-    """A failed Outcome. Unexpected errors are logged with their traceback (no secret is in scope here)."""
-    if isinstance(err, RotationError):
-        reason = str(err)
-        if err.stored_key_id:
-            log_action("failed", logging.ERROR, secret=secret, reason=reason)
-            return Outcome(secret=secret, status=Status.FAILED, reason=reason, new_key_id=err.stored_key_id)
-    elif isinstance(err, ClientError | BotoCoreError | CallTooSlow):
-        reason = str(RotationError(secret, describe_error(err)))
-    else:
-        reason = str(RotationError(secret, f"unexpected {type(err).__name__}"))
-        logger.error(json.dumps({"action": "unexpected_error", "secret": secret}), exc_info=err)
-    log_action("failed", logging.ERROR, secret=secret, reason=reason)
-    return Outcome(secret=secret, status=Status.FAILED, reason=reason)
-
-
-def isolated(secret_of: Callable[[Any], str], step: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """One pass's step for one item: Outcomes pass through; any exception becomes that secret's failure."""
-    def run(item: Any) -> Any:
-        if isinstance(item, Outcome):
-            return item
-        try:
-            return step(item)
-        except Exception as err:  # one secret's surprise must not stop the others
-            return failure(secret_of(item), err)
-    return run
-
-
-def name_of(item: Any) -> str:
-    """The secret an item of a pass is about, as the caller named it."""
-    if isinstance(item, str):
-        return item
-    return item.record.name if hasattr(item, "record") else item.name
 
 
 MAX_LIST_PAGES = 1000  # 100,000 secrets: far past any fleet; a service repeating itself is not paged for ever
@@ -1918,6 +1945,11 @@ def holder_ids(settings: Settings, clients: Clients, acting: list[str]) -> list[
     return [s for s in resolve_secret_ids(settings, clients, None) if s not in acting]
 
 
+def skipped(record: SecretRecord, reason: str) -> Outcome:
+    log_action("skip", secret=record.name, user=record.user_name, reason=reason)
+    return Outcome(secret=record.name, status=Status.SKIPPED, user=record.user_name, reason=reason)
+
+
 def decide(run: Run, record: SecretRecord) -> SecretRecord | Outcome:
     """Second pass, in order: the guard; then the first authorised secret naming a user gets it."""
     if record.arn in run.arns:
@@ -1935,18 +1967,6 @@ def decide(run: Run, record: SecretRecord) -> SecretRecord | Outcome:
     return record
 
 
-def skipped(record: SecretRecord, reason: str) -> Outcome:
-    log_action("skip", secret=record.name, user=record.user_name, reason=reason)
-    return Outcome(secret=record.name, status=Status.SKIPPED, user=record.user_name, reason=reason)
-
-
-def time_left(context: Any) -> float | None:
-    """Seconds left before Lambda stops the function, if the context says (a number)."""
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    millis = remaining() if callable(remaining) else None
-    return millis / 1000 if isinstance(millis, int | float) and not isinstance(millis, bool) else None
-
-
 def already_rotated(record: SecretRecord, settings: Settings, token: str) -> bool:
     """Did this scheduled event already rotate the secret (a redelivery)?
 
@@ -1959,6 +1979,11 @@ def already_rotated(record: SecretRecord, settings: Settings, token: str) -> boo
     return (settings.event_time is not None and record.version_created is not None
             and (record.version_id or "").startswith(VERSION_PREFIX)
             and record.version_created >= settings.event_time)
+
+
+# ---------------------------------------------------------------------------
+# 7. Settling: the usage gate
+# ---------------------------------------------------------------------------
 
 
 # IAM's last-used data lags by hours: an adopted key is not retired sooner than this after its adoption.
@@ -1990,147 +2015,12 @@ def store_time(record: SecretRecord, now: datetime) -> datetime:
     return key.created if key is not None else now
 
 
-def out_of_time(run: Run, record: SecretRecord) -> Outcome | None:
-    """NOT_ATTEMPTED when less Lambda time is left than TIME_MARGIN_SECONDS."""
-    margin, left = run.settings.time_margin, time_left(run.context)
-    if left is None or left >= margin:
-        return None
-    reason = str(RotationError(record.name, f"not attempted: less than {margin:g}s of the Lambda time limit left"))
-    log_action("not_attempted", logging.ERROR, secret=record.name, reason=reason)
-    return Outcome(secret=record.name, status=Status.NOT_ATTEMPTED, reason=reason)
-
-
-def restorable(run: Run, record: SecretRecord, keys: list[KeyState],
-               holders: Holders) -> tuple[Restore | None, str | None]:
-    """The key the secret holds is gone from IAM (deleted by hand), Expired or Inactive: can AWSPREVIOUS's key,
-    Active and the same user's, be restored (no STS wait for an old key)? Reads only. Returns the restore, or
-    None with what was found (None for a key that is merely not Active: a row of the table)."""
-    held = find_key(keys, record.held_key_id)
-    what = f"the key the secret holds, {record.held_key_id}, " + (
-        "no longer exists in IAM" if held is None else f"is {held.status}")
-    version = record.version_with(PREVIOUS)
-    value = read_version_value(run.clients, record, PREVIOUS) if version else None
-    previous = held_key(record, value) if value is not None and same_user(record, value) else None
-    found = find_key(keys, previous.key_id) if previous else None
-    if previous is None or found is None or not found.active or previous.key_id in holders.others:
-        return None, (None if held is not None else f"{what}, and no Active previous key to restore: rotated afresh")
-    return Restore(version, previous, what), None
-
-
-def same_user(record: SecretRecord, value: Mapping[str, Any]) -> bool:
-    """Does a version's value name the secret's own user? (IAM user names are unique regardless of case.)"""
-    return str(value.get("UserName")).casefold() == record.user_name.casefold()
-
-
-def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Cleanup:
-    """What one claimed secret needs, from reads alone: restore a previous key, settle a previous or adopted key
-    still Active, rotate, clean up the function's own unstored keys, or nothing. Nothing changes here."""
-    settings = run.settings
-    own = record.own or guard(run, record, Entry.BATCH)
-    keys = record.keys = list_keys(run.clients, record)
-    token = version_token(settings.event_id, record.arn)
-    redelivery = already_rotated(record, settings, token)
-    holders = run.holders(record, keys)
-    held = find_key(keys, record.held_key_id)
-    held_ok = held is not None and held.active
-    restore, found = (None, None)
-    if record.held_key_id and not held_ok and not redelivery:
-        restore, found = restorable(run, record, keys, holders)
-    settling = settle_first(run, record, keys, holders, own, redelivery) if held_ok else None
-    if settling is not None:
-        return settling
-    if redelivery:
-        return cleanup_or(record, own, holders, skipped(record, "already rotated for this scheduled event"))
-    due = due_days(run, record, own)
-    remaining = [k for k in keys if k.key_id not in holders.lost]  # the function's own lost keys go in any case
-    if not settings.force and not rotation_due(remaining, record.held_key_id, run.clock.now(), due):
-        return cleanup_or(record, own, holders,
-                          skipped(record, f"key {record.held_key_id} is younger than rotate-after-days={due:g}"))
-    return plan_of(run, record, own, keys, holders, token, restore, found)
-
-
-def settle_first(run: Run, record: SecretRecord, keys: list[KeyState], holders: Holders, own: SecretSettings,
-                 redelivery: bool) -> Settling | None:
-    """A previous key still Active (the grace period), or an adopted key, is settled before anything else
-    (force aside): the key the secret holds must authenticate before either is retired."""
-    if run.settings.force and not redelivery:
-        return None
-    previous = previous_key(run, record, keys)
-    found = find_key(keys, previous)
-    if found is not None and found.active and previous != record.held_key_id and previous not in holders.others:
-        return Settling(record, previous, own, "already rotated for this scheduled event" if redelivery else None,
-                        lost=holders.lost)
-    adopted = [k for k in keys if k.key_id in holders.adopted]
-    if adopted:
-        return Settling(record, adopted[0].key_id, own, adopted=record.adopted_at[adopted[0].key_id],
-                        lost=holders.lost)
-    return None
-
-
-def cleanup_or(record: SecretRecord, own: SecretSettings, holders: Holders, outcome: Outcome) -> Outcome | Cleanup:
-    """Nothing is due: report ``outcome``, after deleting the function's own unstored keys if there are any."""
-    return Cleanup(record, own, holders.lost, outcome) if holders.lost else outcome
-
-
-def plan_of(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyState], holders: Holders,
-            token: str, restore: Restore | None, found: str | None) -> Rotate:
-    """The rotation's plan over the keys besides the function's own lost ones (``act`` deletes those first),
-    logged; a blocked plan fails the secret (nothing changed)."""
-    keys = [k for k in keys if k.key_id not in holders.lost]
-    plan = plan_rotation(keys, holders, run.settings.force)
-    kept = tuple(k for k in holders.adopted if k != plan.freed_adopted and find_key(keys, k))
-    log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
-               keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), dry_run=own.dry_run,
-               blocked=plan.blocked, adopted=list(kept), lost=sorted(holders.lost))
-    if plan.blocked and restore is None:
-        raise RotationError(record.name, plan.blocked)
-    reason = "; ".join(r for r in (found, freed_reason(plan, holders), lost_reason(holders.lost)) if r) or None
-    return Rotate(record, own, keys, holders, plan, token, kept, reason, restore, holders.lost)
-
-
 def lost_reason(lost: Iterable[str]) -> str | None:
     lost = sorted(lost)
     if not lost:
         return None
     return (f"deleted {', '.join(lost)}: made by this function, never stored (its secret was only in a lost "
             "answer) and never used")
-
-
-def planned(item: Rotate | Cleanup) -> Outcome:
-    """A hold's answer: what acting would do, from the decision alone."""
-    record = item.record
-    if isinstance(item, Cleanup):
-        return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
-                       old_key_id=record.held_key_id, steps=[f"delete {k}" for k in sorted(item.lost)],
-                       reason=lost_reason(item.lost))
-    if item.restore is not None:
-        return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
-                       restored_key_id=item.restore.key.key_id, reason=item.restore.found,
-                       steps=[f"make version {item.restore.version} current"])
-    return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
-                   old_key_id=record.held_key_id, steps=[f"delete {k}" for k in sorted(item.lost)] + item.plan.steps(),
-                   adopted=item.kept[0] if item.kept else None, reason=item.reason)
-
-
-def act(run: Run, item: Outcome | Settling | Rotate | Cleanup) -> Outcome | Stored | Settling:
-    """Carry out what ``assess`` decided. Under a hold (dry run, the dry-run tag) nothing here changes anything:
-    the decision becomes a plan (a Settling's retirement is planned by ``settle``, after verification)."""
-    if isinstance(item, Outcome):
-        return item
-    if item.own.dry_run:
-        return item if isinstance(item, Settling) else planned(item)
-    late = out_of_time(run, item.record)
-    if late is not None:
-        return late
-    delete_lost(run, item.record, item.lost)
-    record_adoptions(run, item.record)
-    if isinstance(item, Cleanup):
-        item.outcome.reason = "; ".join(r for r in (item.outcome.reason, lost_reason(item.lost)) if r)
-        return item.outcome
-    if isinstance(item, Settling):
-        item.reason = "; ".join(r for r in (item.reason, lost_reason(item.lost)) if r) or None
-        return item
-    return rotate(run, item)
 
 
 def delete_lost(run: Run, record: SecretRecord, lost: Iterable[str]) -> None:
@@ -2155,143 +2045,6 @@ def record_adoptions(run: Run, record: SecretRecord) -> None:
                    error=err.why)
         return
     run.tags(record)[ADOPTED_TAG] = value
-
-
-def rotate(run: Run, item: Rotate) -> Outcome | Stored:
-    """Restore a previous key if one works at once; else (MAX_FAILURES permitting) make room, mark, create and
-    store the new key. From the first change on, a failure counts towards MAX_FAILURES."""
-    record, plan = item.record, item.plan
-    if item.restore is not None:
-        restored = restore_previous(run, record, item.restore)
-        if isinstance(restored, Outcome):
-            return restored
-        item.reason = "; ".join(r for r in (restored, item.reason) if r)
-        if plan.blocked:
-            raise RotationError(record.name, f"{restored}; {plan.blocked}")
-    stopped = run.stopped()
-    if stopped:
-        log_action("not_attempted", logging.ERROR, secret=record.name, reason=stopped)
-        return Outcome(secret=record.name, status=Status.NOT_ATTEMPTED, user=record.user_name,
-                       reason=str(RotationError(record.name, stopped)), stopped_early=True)
-    if plan.retires_held_first:
-        verify_current_first(run, record, "force")
-    try:
-        new_key = make_room_and_create(run, record, plan, item.keys)
-        store_key(run.clients, record, new_key, item.token)
-    except RotationError as err:  # the rotation acted: it counts towards MAX_FAILURES
-        run.count_failure(str(err))
-        raise
-    return Stored(record, plan, new_key, item.own, item.kept, item.reason or None)
-
-
-def due_days(run: Run, record: SecretRecord, own: SecretSettings) -> float:
-    """The secret's rotation age after the deadline; a deadline that brings it forward is noted for the run."""
-    due = due_after_days(own.rotate_after_days, own.grace_hours, run.settings.max_grace_hours,
-                         run.settings.max_key_age_days)
-    if due < own.rotate_after_days:
-        run.brought_forward[record.name] = (own.rotate_after_days, due)
-    return due
-
-
-def freed_reason(plan: RotationPlan, holders: Holders) -> str | None:
-    if plan.freed_adopted is None:
-        return None
-    return (f"force: deleted key {plan.freed_adopted}, held by no secret but in use (last used "
-            f"{holders.adopted[plan.freed_adopted]}), to make room")
-
-
-def verify_current_first(run: Run, record: SecretRecord, why: str) -> None:
-    """Before a held key is retired, the key the secret holds now must authenticate (force included)."""
-    key = held_key(record)
-    if key is None:
-        raise RotationError(record.name, f"{why}: the secret's AWSCURRENT holds no usable key, so no held key is "
-                                         "retired; nothing changed")
-    problems = verify_keys(run.clients, [Check(record, key)], run.settings.verify_timeout, run.clock)
-    if problems:
-        raise RotationError(record.name, f"{why}: the key the secret holds did not authenticate "
-                                         f"({problems[record.name]}), so no held key is retired; nothing changed")
-
-
-def move_current(run: Run, record: SecretRecord, version: str, current: str | None) -> None:
-    """Move AWSCURRENT to ``version`` (Secrets Manager moves AWSPREVIOUS with it)."""
-    with aws_step(record.name, "UpdateSecretVersionStage"):
-        run.clients.secrets.update_secret_version_stage(SecretId=record.arn, VersionStage=CURRENT,
-                                                        MoveToVersionId=version, RemoveFromVersionId=current)
-
-
-def restore_previous(run: Run, record: SecretRecord, restore: Restore) -> Outcome | str:
-    """Move AWSCURRENT back to AWSPREVIOUS's version if its key authenticates at once (nothing deleted); else
-    say why not (the caller rotates afresh)."""
-    key = restore.key
-    verdict, why = safe_try_key(run.clients, Check(record, key))  # an old key: no propagation to wait for
-    if verdict != Verdict.OK:
-        return f"{restore.found}, and previous key {key.key_id} did not authenticate ({why}): rotated afresh"
-    move_current(run, record, restore.version, record.version_id)
-    log_action("repaired", logging.WARNING, secret=record.name, user=record.user_name, key_id=key.key_id,
-               version=restore.version)
-    return Outcome(secret=record.name, status=Status.ROLLED_BACK, user=record.user_name, restored_key_id=key.key_id,
-                   steps=[f"make version {restore.version} current"],
-                   reason=(f"{restore.found}; AWSCURRENT moved back to version {restore.version}, whose key "
-                           f"{key.key_id} is Active and authenticates; nothing deleted"))
-
-
-def make_room_and_create(run: Run, record: SecretRecord, plan: RotationPlan, keys: list[KeyState]) -> NewKey:
-    """Deactivate (force only) and delete the keys the plan removes first, mark the user (MADE_TAG: when, and
-    the keys it has), then create the new key. The mark is what lets a later run know a key made now, whose
-    answer is lost, for the function's own."""
-    clients = run.clients
-    try:
-        for key_id in plan.deactivate_first:
-            set_key_status(clients, record, key_id, KeyStatus.INACTIVE)
-        for key_id in plan.delete_first:
-            delete_key(clients, record, key_id)
-    except Exception as err:
-        raise RotationError(record.name, f"{describe_error(err)}; old key unchanged") from None
-    remaining = {k.key_id for k in keys} - set(plan.delete_first)
-    try:
-        tag_user(clients, record, MADE_TAG, made_marker(run.clock.now(), remaining))
-    except RotationError as err:
-        raise RotationError(record.name, f"{err.why} (the function marks a user before it makes a key: "
-                                         f"iam:TagUser for tag {MADE_TAG}); old key unchanged") from None
-    return create_key(clients, record, remaining)
-
-
-def check_of(item: Stored | Settling) -> Check | None:
-    """The key to authenticate before retiring anything: the new key, or the key the secret now holds."""
-    if isinstance(item, Stored):
-        return Check(item.record, item.new_key)
-    key = held_key(item.record)
-    return Check(item.record, key) if key else None
-
-
-def finish(run: Run, item: Stored | Settling, problems: dict[str, str]) -> Outcome:
-    """Last pass: retire old keys of a verified secret, or keep them through the grace period."""
-    if isinstance(item, Settling):
-        return settle(run, item, problems)
-    record, plan, new_key, own = item.record, item.plan, item.new_key, item.own
-    if record.name in problems:
-        raise RotationError(record.name, f"new key {new_key.key_id} is stored, but {problems[record.name]}; old key "
-                                         "left Active, the next run verifies again before retiring it",
-                            stored_key_id=new_key.key_id)
-    keep_until = None
-    if own.grace_hours > 0 and plan.deactivate_after:
-        keep_until = iso(run.clock.now() + timedelta(hours=own.grace_hours))
-        retire_keys(run.clients, record, (), plan.delete_after)
-    else:
-        retire_keys(run.clients, record, plan.deactivate_after, plan.delete_after)
-    reason = item.reason
-    if item.adopted:
-        since = record.adopted_at.get(item.adopted[0], run.clock.now())
-        keep_until = iso(adopted_until(since, run.settings.max_grace_hours))
-        reason = "; ".join(r for r in (reason, f"key {item.adopted[0]} is held by no secret but in use: kept Active "
-                                               f"until {keep_until}") if r)
-    outcome = Outcome(secret=record.name, status=Status.ROTATED, user=record.user_name,
-                      old_key_id=record.held_key_id, new_key_id=new_key.key_id,
-                      steps=plan.steps(new_key.key_id, keep_until), retire_after=keep_until,
-                      adopted=item.adopted[0] if item.adopted else None, reason=reason)
-    log_action("rotated", secret=record.name, user=record.user_name, old_key_id=record.held_key_id,
-               new_key_id=new_key.key_id, retire_after=outcome.retire_after, adopted=outcome.adopted)
-    return outcome
 
 
 def settle_decision(run: Run, item: Settling) -> tuple[Retire, str, str]:
@@ -2323,8 +2076,9 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
     as ``settle_decision`` says (at MAX_GRACE_HOURS, loudly, regardless)."""
     record, previous, own = item.record, item.previous_key_id, item.own
     adopted = item.adopted is not None
-    base = Outcome(secret=record.name, status=Status.WAITING, user=record.user_name,
-                   old_key_id=previous, new_key_id=record.held_key_id, adopted=previous if adopted else None)
+    base = Outcome(secret=record.name, status=Status.WAITING, user=record.user_name, old_key_id=previous,
+                   new_key_id=record.held_key_id, adopted=previous if adopted else None,
+                   retired_keys=sorted(item.lost))
     if held_key(record) is None:
         raise RotationError(record.name, f"AWSCURRENT holds no usable key; previous key {previous} kept Active")
     if record.name in problems:
@@ -2351,6 +2105,7 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
         return base
     retire_keys(run.clients, record, (previous,), done=f"the current key {record.held_key_id} works")
     base.status, base.steps, base.reason = Status.RETIRED, [f"deactivate {previous}"], item.reason
+    base.retired_keys.append(previous)
     if decision == Retire.FORCE:
         base.forced_in_use = True
         base.reason = (f"{what} deactivated although still in use ({where}): "
@@ -2358,6 +2113,27 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
         log_action("forced_while_in_use", logging.WARNING, secret=record.name, user=record.user_name,
                    key_id=previous, last_use=where)
     return base
+
+
+# ---------------------------------------------------------------------------
+# 8. Rollback
+# ---------------------------------------------------------------------------
+
+
+def restore_previous(run: Run, record: SecretRecord, restore: Restore) -> Outcome | str:
+    """Move AWSCURRENT back to AWSPREVIOUS's version if its key authenticates at once (nothing deleted); else
+    say why not (the caller rotates afresh)."""
+    key = restore.key
+    verdict, why = safe_try_key(run.clients, Check(record, key))  # an old key: no propagation to wait for
+    if verdict != Verdict.OK:
+        return f"{restore.found}, and previous key {key.key_id} did not authenticate ({why}): rotated afresh"
+    move_current(run, record, restore.version, record.version_id)
+    log_action("repaired", logging.WARNING, secret=record.name, user=record.user_name, key_id=key.key_id,
+               version=restore.version)
+    return Outcome(secret=record.name, status=Status.ROLLED_BACK, user=record.user_name, restored_key_id=key.key_id,
+                   steps=[f"make version {restore.version} current"],
+                   reason=(f"{restore.found}; AWSCURRENT moved back to version {restore.version}, whose key "
+                           f"{key.key_id} is Active and authenticates; nothing deleted"))
 
 
 def rollback_plan(run: Run, record: SecretRecord) -> tuple[str, NewKey, KeyState, str | None]:
@@ -2421,12 +2197,15 @@ def rollback_secret(run: Run, record: SecretRecord) -> Outcome:
     if retired:
         retire_keys(clients, record, (retired,), done=f"rolled back to key {found.key_id}")
     log_action("rolled_back", secret=record.name, user=record.user_name, key_id=found.key_id, version=version)
-    outcome.status = Status.ROLLED_BACK
+    outcome.status, outcome.retired_keys = Status.ROLLED_BACK, [retired] if retired else []
     return outcome
 
 
-RETIRING_VERBS = ("delete", "deactivate")
-CHANGED = (Status.ROTATED, Status.RETIRED, Status.ROLLED_BACK)
+# ---------------------------------------------------------------------------
+# 9. Compliance, the account report and who still uses a key
+# ---------------------------------------------------------------------------
+
+
 
 
 def compliance(run: Run, record: SecretRecord, outcome: Outcome) -> None:
@@ -2435,8 +2214,7 @@ def compliance(run: Run, record: SecretRecord, outcome: Outcome) -> None:
     keys, now, settings = record.keys, run.clock.now(), run.settings
     if keys is None:
         return
-    changed = outcome.status in CHANGED
-    gone = {step.split()[1] for step in outcome.steps if changed and step.split()[0] in RETIRING_VERBS}
+    gone = set(outcome.retired_keys)
     active = {k.key_id: k.created for k in keys if k.active and k.key_id not in gone}
     held_id = record.held_key_id
     if outcome.status == Status.ROTATED and outcome.new_key_id:
@@ -2588,32 +2366,318 @@ def look_up_holdouts(run: Run, outcomes: list[Outcome]) -> None:
                        message=f"key {key_id} is still used by: {describe_holdouts(outcome.holdouts)}")
 
 
-def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) -> list[Outcome]:
-    """The batch passes: resolve, read, authorise, decide, then rotate in waves (start, verify together,
-    finish); last, the deadline's figures for every secret."""
-    run = Run(settings, clients, clock, context)
-    wanted = settings.rollback or settings.targets
-    secret_ids = resolve_secret_ids(settings, clients, wanted)
-    # A targeted run or a rollback acts on the named secrets only, but every secret sec selects may hold
-    # one of their users' keys: those are read too, as holders (with the guard off: see holder_ids).
-    holders_only = holder_ids(settings, clients, secret_ids) if wanted else []
-    workers = max(1, min(settings.max_workers, len(secret_ids) + len(holders_only)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
-        everything = read_secrets(clients, secret_ids + holders_only, pool.map)
-        run.add_holders(everything)
-        read = everything[:len(secret_ids)]
-        warn_if_too_many(len(secret_ids), context, getattr(context, "memory_limit_in_mb", None))
-        # Read each user's tag once, in parallel, before the in-order decide pass uses it.
-        list(pool.map(isolated(name_of, run.refusal), read))
-        if settings.rollback:
-            outcomes = list(pool.map(isolated(name_of, lambda r: rollback_secret(run, r)), read))
-        else:
-            decided = [isolated(name_of, lambda r: decide(run, r))(item) for item in read]
-            outcomes = rotate_in_waves(run, decided, pool.map)
-    if settings.lookup_holdouts:
-        look_up_holdouts(run, outcomes)
-    report_compliance(run, read, outcomes)
-    return outcomes
+REPORT_WAIT_SECONDS = 60.0  # how long GenerateCredentialReport may take, on the function's clock
+ROOT_USER = "<root_account>"
+
+
+def read_credential_report(answer: dict, managed: set[str], now: datetime, max_age_days: float,
+                           found: dict[str, Any]) -> None:
+    """Every Active access key of the credential report older than ``max_age_days``, into ``found``. A row
+    without a user, or a field that is not a date, is skipped; a report that is not CSV text raises."""
+    limit = timedelta(days=max_age_days)
+    content = answer.get("Content")
+    text = content.decode() if isinstance(content, bytes) else content
+    for row in csv.DictReader(io.StringIO(text)):
+        user = row.get("user")
+        if not isinstance(user, str):
+            continue
+        for slot in (1, 2):
+            if row.get(f"access_key_{slot}_active") != "true":
+                continue
+            if user == ROOT_USER:
+                found["root_key_active"] = True  # CIS asks that the root user have no key at all
+                continue
+            try:
+                rotated = datetime.fromisoformat(str(row.get(f"access_key_{slot}_last_rotated", "")))
+            except ValueError:
+                continue
+            rotated = rotated if rotated.tzinfo else rotated.replace(tzinfo=UTC)
+            if max_age_days > 0 and now - rotated > limit:
+                kind = "overdue_managed" if user.casefold() in managed else "overdue_unmanaged"
+                found[kind].append({"user": clip(user), "key_slot": slot, "age_days": age_days(rotated, now)})
+
+
+def account_report(clients: Clients, settings: Settings, clock: Clock, outcomes: list[Outcome]) -> dict[str, Any]:
+    """IAM's credential report (one for the whole account): every Active access key older than
+    MAX_KEY_AGE_DAYS, split by whether a secret of this run manages its user. Reads only."""
+    try:
+        deadline, delay = clock.monotonic() + REPORT_WAIT_SECONDS, 1.0
+        while clients.iam.generate_credential_report().get("State") != "COMPLETE":
+            if clock.monotonic() + delay > deadline:
+                raise RotationError("credential report", f"IAM's credential report did not complete within "
+                                                         f"{REPORT_WAIT_SECONDS:g}s; nothing changed")
+            clock.sleep(delay)
+            delay = min(delay * 2, 8.0)
+        answer = clients.iam.get_credential_report()
+    except RotationError as err:
+        return {"failed": str(err)}
+    except Exception as err:
+        why = describe_error(err, "GetCredentialReport")
+        if error_code(err) in ("AccessDenied", "AccessDeniedException"):
+            why += "; the report needs iam:GenerateCredentialReport and iam:GetCredentialReport"
+        return {"failed": f"credential report: {why}"}
+    managed = {o.user.casefold() for o in outcomes if o.user and o.managed}
+    found: dict[str, Any] = {"overdue_managed": [], "overdue_unmanaged": [], "root_key_active": False,
+                             "generated": iso(answer["GeneratedTime"]) if answer.get("GeneratedTime") else None}
+    try:
+        read_credential_report(answer, managed, clock.now(), settings.max_key_age_days, found)
+    except Exception as err:  # a report not as documented: said, never lost with the run's summary
+        return {**found, "failed": f"credential report: not understood ({type(err).__name__}); nothing changed"}
+    log_action("account_report", overdue_managed=len(found["overdue_managed"]),
+               overdue_unmanaged=len(found["overdue_unmanaged"]), root_key_active=found["root_key_active"])
+    return found
+
+
+# ---------------------------------------------------------------------------
+# 10. Batch passes
+# ---------------------------------------------------------------------------
+
+
+def out_of_time(run: Run, record: SecretRecord) -> Outcome | None:
+    """NOT_ATTEMPTED when less Lambda time is left than TIME_MARGIN_SECONDS."""
+    margin, left = run.settings.time_margin, time_left(run.context)
+    if left is None or left >= margin:
+        return None
+    reason = str(RotationError(record.name, f"not attempted: less than {margin:g}s of the Lambda time limit left"))
+    log_action("not_attempted", logging.ERROR, secret=record.name, reason=reason)
+    return Outcome(secret=record.name, status=Status.NOT_ATTEMPTED, reason=reason)
+
+
+def restorable(run: Run, record: SecretRecord, keys: list[KeyState],
+               holders: Holders) -> tuple[Restore | None, str | None]:
+    """The key the secret holds is gone from IAM (deleted by hand), Expired or Inactive: can AWSPREVIOUS's key,
+    Active and the same user's, be restored (no STS wait for an old key)? Reads only. Returns the restore, or
+    None with what was found (None for a key that is merely not Active: a row of the table)."""
+    held = find_key(keys, record.held_key_id)
+    what = f"the key the secret holds, {record.held_key_id}, " + (
+        "no longer exists in IAM" if held is None else f"is {held.status}")
+    version = record.version_with(PREVIOUS)
+    value = read_version_value(run.clients, record, PREVIOUS) if version else None
+    previous = held_key(record, value) if value is not None and same_user(record, value) else None
+    found = find_key(keys, previous.key_id) if previous else None
+    if previous is None or found is None or not found.active or previous.key_id in holders.others:
+        return None, (None if held is not None else f"{what}, and no Active previous key to restore: rotated afresh")
+    return Restore(version, previous, what), None
+
+
+def settle_first(run: Run, record: SecretRecord, keys: list[KeyState], holders: Holders, own: SecretSettings,
+                 redelivery: bool) -> Settling | None:
+    """A previous key still Active (the grace period), or an adopted key, is settled before anything else
+    (force aside): the key the secret holds must authenticate before either is retired."""
+    if run.settings.force and not redelivery:
+        return None
+    previous = previous_key(run, record, keys)
+    found = find_key(keys, previous)
+    if found is not None and found.active and previous != record.held_key_id and previous not in holders.others:
+        return Settling(record, previous, own, "already rotated for this scheduled event" if redelivery else None,
+                        lost=holders.lost)
+    adopted = [k for k in keys if k.key_id in holders.adopted]
+    if adopted:
+        return Settling(record, adopted[0].key_id, own, adopted=record.adopted_at[adopted[0].key_id],
+                        lost=holders.lost)
+    return None
+
+
+def cleanup_or(record: SecretRecord, own: SecretSettings, holders: Holders, outcome: Outcome) -> Outcome | Cleanup:
+    """Nothing is due: report ``outcome``, after deleting the function's own unstored keys if there are any."""
+    return Cleanup(record, own, holders.lost, outcome) if holders.lost else outcome
+
+
+def planned(item: Rotate | Cleanup) -> Outcome:
+    """A hold's answer: what acting would do, from the decision alone."""
+    record = item.record
+    if isinstance(item, Cleanup):
+        return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
+                       old_key_id=record.held_key_id, steps=[f"delete {k}" for k in sorted(item.lost)],
+                       reason=lost_reason(item.lost))
+    if item.restore is not None:
+        return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
+                       restored_key_id=item.restore.key.key_id, reason=item.restore.found,
+                       steps=[f"make version {item.restore.version} current"])
+    return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
+                   old_key_id=record.held_key_id, steps=[f"delete {k}" for k in sorted(item.lost)] + item.plan.steps(),
+                   adopted=item.kept[0] if item.kept else None, reason=item.reason)
+
+
+def due_days(run: Run, record: SecretRecord, own: SecretSettings) -> float:
+    """The secret's rotation age after the deadline; a deadline that brings it forward is noted for the run."""
+    due = due_after_days(own.rotate_after_days, own.grace_hours, run.settings.max_grace_hours,
+                         run.settings.max_key_age_days)
+    if due < own.rotate_after_days:
+        run.brought_forward[record.name] = (own.rotate_after_days, due)
+    return due
+
+
+def freed_reason(plan: RotationPlan, holders: Holders) -> str | None:
+    if plan.freed_adopted is None:
+        return None
+    return (f"force: deleted key {plan.freed_adopted}, held by no secret but in use (last used "
+            f"{holders.adopted[plan.freed_adopted]}), to make room")
+
+
+def plan_of(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyState], holders: Holders,
+            token: str, restore: Restore | None, found: str | None) -> Rotate:
+    """The rotation's plan over the keys besides the function's own lost ones (``act`` deletes those first),
+    logged; a blocked plan fails the secret (nothing changed)."""
+    keys = [k for k in keys if k.key_id not in holders.lost]
+    plan = plan_rotation(keys, holders, run.settings.force)
+    kept = tuple(k for k in holders.adopted if k != plan.freed_adopted and find_key(keys, k))
+    log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
+               keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), dry_run=own.dry_run,
+               blocked=plan.blocked, adopted=list(kept), lost=sorted(holders.lost))
+    if plan.blocked and restore is None:
+        raise RotationError(record.name, plan.blocked)
+    reason = "; ".join(r for r in (found, freed_reason(plan, holders), lost_reason(holders.lost)) if r) or None
+    return Rotate(record, own, keys, holders, plan, token, kept, reason, restore, holders.lost)
+
+
+def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Cleanup:
+    """What one claimed secret needs, from reads alone: restore a previous key, settle a previous or adopted key
+    still Active, rotate, clean up the function's own unstored keys, or nothing. Nothing changes here."""
+    settings = run.settings
+    own = record.own or guard(run, record, Entry.BATCH)
+    keys = record.keys = list_keys(run.clients, record)
+    token = version_token(settings.event_id, record.arn)
+    redelivery = already_rotated(record, settings, token)
+    holders = run.holders(record, keys)
+    held = find_key(keys, record.held_key_id)
+    held_ok = held is not None and held.active
+    restore, found = (None, None)
+    if record.held_key_id and not held_ok and not redelivery:
+        restore, found = restorable(run, record, keys, holders)
+    settling = settle_first(run, record, keys, holders, own, redelivery) if held_ok else None
+    if settling is not None:
+        return settling
+    if redelivery:
+        return cleanup_or(record, own, holders, skipped(record, "already rotated for this scheduled event"))
+    due = due_days(run, record, own)
+    remaining = [k for k in keys if k.key_id not in holders.lost]  # the function's own lost keys go in any case
+    if not settings.force and not rotation_due(remaining, record.held_key_id, run.clock.now(), due):
+        return cleanup_or(record, own, holders,
+                          skipped(record, f"key {record.held_key_id} is younger than rotate-after-days={due:g}"))
+    return plan_of(run, record, own, keys, holders, token, restore, found)
+
+
+def verify_current_first(run: Run, record: SecretRecord, why: str) -> None:
+    """Before a held key is retired, the key the secret holds now must authenticate (force included)."""
+    key = held_key(record)
+    if key is None:
+        raise RotationError(record.name, f"{why}: the secret's AWSCURRENT holds no usable key, so no held key is "
+                                         "retired; nothing changed")
+    problems = verify_keys(run.clients, [Check(record, key)], run.settings.verify_timeout, run.clock)
+    if problems:
+        raise RotationError(record.name, f"{why}: the key the secret holds did not authenticate "
+                                         f"({problems[record.name]}), so no held key is retired; nothing changed")
+
+
+def make_room_and_create(run: Run, record: SecretRecord, plan: RotationPlan, keys: list[KeyState]) -> NewKey:
+    """Deactivate (force only) and delete the keys the plan removes first, mark the user (MADE_TAG: when, and
+    the keys it has), then create the new key. The mark is what lets a later run know a key made now, whose
+    answer is lost, for the function's own."""
+    clients = run.clients
+    try:
+        for key_id in plan.deactivate_first:
+            set_key_status(clients, record, key_id, KeyStatus.INACTIVE)
+        for key_id in plan.delete_first:
+            delete_key(clients, record, key_id)
+    except Exception as err:
+        raise RotationError(record.name, f"{describe_error(err)}; old key unchanged") from None
+    remaining = {k.key_id for k in keys} - set(plan.delete_first)
+    try:
+        tag_user(clients, record, MADE_TAG, made_marker(run.clock.now(), remaining, record.held_key_id))
+    except RotationError as err:
+        raise RotationError(record.name, f"{err.why} (the function marks a user before it makes a key: "
+                                         f"iam:TagUser for tag {MADE_TAG}); old key unchanged") from None
+    return create_key(clients, record, remaining)
+
+
+def rotate(run: Run, item: Rotate) -> Outcome | Stored:
+    """Restore a previous key if one works at once; else (MAX_FAILURES permitting) make room, mark, create and
+    store the new key. From the first change on, a failure counts towards MAX_FAILURES."""
+    record, plan = item.record, item.plan
+    if item.restore is not None:
+        restored = restore_previous(run, record, item.restore)
+        if isinstance(restored, Outcome):
+            return restored
+        item.reason = "; ".join(r for r in (restored, item.reason) if r)
+        if plan.blocked:
+            raise RotationError(record.name, f"{restored}; {plan.blocked}")
+    stopped = run.stopped()
+    if stopped:
+        log_action("not_attempted", logging.ERROR, secret=record.name, reason=stopped)
+        return Outcome(secret=record.name, status=Status.NOT_ATTEMPTED, user=record.user_name,
+                       reason=str(RotationError(record.name, stopped)), stopped_early=True)
+    if plan.retires_held_first:
+        verify_current_first(run, record, "force")
+    try:
+        new_key = make_room_and_create(run, record, plan, item.keys)
+        store_key(run.clients, record, new_key, item.token)
+    except RotationError as err:  # the rotation acted: it counts towards MAX_FAILURES
+        run.count_failure(str(err))
+        raise
+    return Stored(record, plan, new_key, item.own, item.kept, item.reason or None, item.lost)
+
+
+def act(run: Run, item: Outcome | Settling | Rotate | Cleanup) -> Outcome | Stored | Settling:
+    """Carry out what ``assess`` decided. Under a hold (dry run, the dry-run tag) nothing here changes anything:
+    the decision becomes a plan (a Settling's retirement is planned by ``settle``, after verification)."""
+    if isinstance(item, Outcome):
+        return item
+    if item.own.dry_run:
+        return item if isinstance(item, Settling) else planned(item)
+    late = out_of_time(run, item.record)
+    if late is not None:
+        return late
+    delete_lost(run, item.record, item.lost)
+    record_adoptions(run, item.record)
+    if isinstance(item, Cleanup):
+        item.outcome.reason = "; ".join(r for r in (item.outcome.reason, lost_reason(item.lost)) if r)
+        item.outcome.retired_keys = sorted(item.lost)
+        return item.outcome
+    if isinstance(item, Settling):
+        item.reason = "; ".join(r for r in (item.reason, lost_reason(item.lost)) if r) or None
+        return item
+    return rotate(run, item)
+
+
+def check_of(item: Stored | Settling) -> Check | None:
+    """The key to authenticate before retiring anything: the new key, or the key the secret now holds."""
+    if isinstance(item, Stored):
+        return Check(item.record, item.new_key)
+    key = held_key(item.record)
+    return Check(item.record, key) if key else None
+
+
+def finish(run: Run, item: Stored | Settling, problems: dict[str, str]) -> Outcome:
+    """Last pass: retire old keys of a verified secret, or keep them through the grace period."""
+    if isinstance(item, Settling):
+        return settle(run, item, problems)
+    record, plan, new_key, own = item.record, item.plan, item.new_key, item.own
+    if record.name in problems:
+        raise RotationError(record.name, f"new key {new_key.key_id} is stored, but {problems[record.name]}; old key "
+                                         "left Active, the next run verifies again before retiring it",
+                            stored_key_id=new_key.key_id)
+    keep_until = None
+    if own.grace_hours > 0 and plan.deactivate_after:
+        keep_until = iso(run.clock.now() + timedelta(hours=own.grace_hours))
+        retire_keys(run.clients, record, (), plan.delete_after)
+    else:
+        retire_keys(run.clients, record, plan.deactivate_after, plan.delete_after)
+    retired = [*sorted(item.lost), *plan.deactivate_first, *plan.delete_first, *plan.delete_after,
+               *(plan.deactivate_after if keep_until is None else ())]
+    reason = item.reason
+    if item.adopted:
+        since = record.adopted_at.get(item.adopted[0], run.clock.now())
+        keep_until = iso(adopted_until(since, run.settings.max_grace_hours))
+        reason = "; ".join(r for r in (reason, f"key {item.adopted[0]} is held by no secret but in use: kept Active "
+                                               f"until {keep_until}") if r)
+    outcome = Outcome(secret=record.name, status=Status.ROTATED, user=record.user_name,
+                      old_key_id=record.held_key_id, new_key_id=new_key.key_id,
+                      steps=plan.steps(new_key.key_id, keep_until), retire_after=keep_until,
+                      adopted=item.adopted[0] if item.adopted else None, reason=reason, retired_keys=retired)
+    log_action("rotated", secret=record.name, user=record.user_name, old_key_id=record.held_key_id,
+               new_key_id=new_key.key_id, retire_after=outcome.retire_after, adopted=outcome.adopted)
+    return outcome
 
 
 CPU_SECONDS_PER_ROTATION = 0.017  # measured by make bench on a 2-core machine: a run is CPU-bound
@@ -2661,18 +2725,6 @@ def waves_of(assessed: list[Any], limit: int) -> list[list[int]]:
     return [[i for i in todo if i <= cut], [i for i in todo if i > cut]]
 
 
-def rotate_in_waves(run: Run, decided: list[Any], map_: Callable) -> list[Outcome]:
-    """Assess every claimed secret (reads only), then act in waves: the first MAX_FAILURES rotations that will
-    act are made and verified before the rest start, so a fault present from the start (an SCP denying STS, a
-    disabled KMS key) leaves at most that many rotations half done; once MAX_FAILURES rotations that acted have
-    failed, no new one starts."""
-    results: list[Any] = list(map_(isolated(name_of, bounded(run, assess)), decided))
-    for wave in waves_of(results, run.settings.max_failures):
-        for index, outcome in zip(wave, rotate_wave(run, [results[i] for i in wave], map_), strict=True):
-            results[index] = outcome
-    return results
-
-
 def rotate_wave(run: Run, items: list[Any], map_: Callable) -> list[Outcome]:
     """Act on each, verify every new (or current) key together, finish each."""
     started = list(map_(isolated(name_of, bounded(run, act)), items))
@@ -2690,329 +2742,49 @@ def rotate_wave(run: Run, items: list[Any], map_: Callable) -> list[Outcome]:
     return outcomes
 
 
-# ---------------------------------------------------------------------------
-# 6. Secrets Manager rotation mode: the same table, one step per invocation
-# ---------------------------------------------------------------------------
+def rotate_in_waves(run: Run, decided: list[Any], map_: Callable) -> list[Outcome]:
+    """Assess every claimed secret (reads only), then act in waves: the first MAX_FAILURES rotations that will
+    act are made and verified before the rest start, so a fault present from the start (an SCP denying STS, a
+    disabled KMS key) leaves at most that many rotations half done; once MAX_FAILURES rotations that acted have
+    failed, no new one starts."""
+    results: list[Any] = list(map_(isolated(name_of, bounded(run, assess)), decided))
+    for wave in waves_of(results, run.settings.max_failures):
+        for index, outcome in zip(wave, rotate_wave(run, [results[i] for i in wave], map_), strict=True):
+            results[index] = outcome
+    return results
 
 
-def unqualified(function_arn: str) -> str:
-    """arn:aws:lambda:region:account:function:name[:qualifier] without the version or alias."""
-    return ":".join(function_arn.split(":")[:7])
-
-
-@dataclass(frozen=True)
-class StepEvent:
-    """A typed view of a Secrets Manager rotation event."""
-
-    step: str
-    secret_id: str
-    token: str
-
-    @classmethod
-    def parse(cls, event: dict) -> StepEvent:
-        step, secret_id, token = event.get("Step"), event.get("SecretId"), event.get("ClientRequestToken")
-        if step not in ROTATION_STEPS or not isinstance(secret_id, str) or not isinstance(token, str) or not token:
-            raise ConfigError(f"rotation event needs Step (one of {', '.join(ROTATION_STEPS)}), SecretId and "
-                              f"ClientRequestToken; got Step={step!r}")
-        return cls(step, secret_id, token)
-
-
-def step_guard(request: StepEvent, meta: dict, context: Any) -> bool:
-    """A step's metadata checks, before any value is read: rotation enabled for this very function, the token
-    a version of the secret staged AWSPENDING. True: the version is already current (a no-op)."""
-    me = getattr(context, "invoked_function_arn", None)
-    lambda_arn = meta.get("RotationLambdaARN")
-    if not meta.get("RotationEnabled") or not isinstance(me, str) or not lambda_arn \
-            or unqualified(lambda_arn) != unqualified(me):
-        raise RotationError(request.secret_id, f"refused {request.step}: the secret's rotation is not enabled with "
-                                               "this function as its rotation function; nothing changed")
-    labels = (meta.get("VersionIdsToStages") or {}).get(request.token)
-    if labels is None:
-        raise RotationError(request.secret_id, f"refused {request.step}: version {request.token} is not a "
-                                               "version of this secret")
-    if CURRENT in labels and not (request.step == "finishSecret" and PENDING in labels):
-        return True
-    if PENDING not in labels:
-        raise RotationError(request.secret_id, f"refused {request.step}: version {request.token} is not staged "
-                                               "AWSPENDING; nothing changed")
-    return False
-
-
-CHANGING_STEPS = ("createSecret", "finishSecret")  # a dry run refuses these; testSecret and setSecret change nothing
-
-
-def serve_rotation_step(event: dict, context: Any, settings: Settings, clients: Clients, clock: Clock) -> dict:
-    """One rotation step, behind the same guard as every entry point: metadata, then the value, authority and
-    effective settings (a hold refuses: Secrets Manager marks the rotation failed), then the step."""
-    request = StepEvent.parse(event)
-    meta = describe_secret(clients, request.secret_id)
-    if step_guard(request, meta, context):
-        log_action("rotation_already_current", secret=request.secret_id, step=request.step, version=request.token)
-        return {"secret": request.secret_id, "step": request.step, "status": "already current"}
-    record = record_of(request.secret_id, meta, current_value(clients, request.secret_id, meta["ARN"]))
+def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) -> list[Outcome]:
+    """The batch passes: resolve, read, authorise, decide, then rotate in waves (start, verify together,
+    finish); last, the deadline's figures for every secret."""
     run = Run(settings, clients, clock, context)
-    try:
-        own = guard(run, record, Entry.STEP)
-    except Hold as hold:
-        raise RotationError(record.name, f"refused {request.step}: {hold}; nothing changed") from None
-    if own.dry_run and request.step in CHANGING_STEPS:
-        raise RotationError(record.name, f"refused {request.step}: a dry run (DRY_RUN or tag {TAG_MODE}=dry-run) "
-                                         "changes nothing; nothing changed")
-    if request.step in CHANGING_STEPS:
-        run.add_holders(read_secrets(clients, holder_ids(settings, clients, [record.name, record.arn]), map))
-    try:
-        done = ROTATION_STEPS[request.step](run, record, request.token)
-    except RotationError as err:
-        step_event(run, record, Outcome(secret=record.name, status=Status.FAILED, user=record.user_name,
-                                        reason=str(err), current_key_id=record.held_key_id))
-        raise
-    if request.step == "finishSecret" and run.finished:
-        new_key_id, old_key_id = run.finished
-        step_event(run, record, Outcome(secret=record.name, status=Status.ROTATED, user=record.user_name,
-                                        new_key_id=new_key_id, old_key_id=old_key_id, current_key_id=new_key_id))
-    log_action("rotation_step", secret=request.secret_id, step=request.step, version=request.token, result=done)
-    return {"secret": request.secret_id, "step": request.step, "status": done}
-
-
-def step_event(run: Run, record: SecretRecord, outcome: Outcome) -> None:
-    """Rotation mode publishes too: at finishSecret, and on a failed step (never failing the step for it)."""
-    outcome.secret_arn = record.arn
-    publish_events(run.clients, run.settings, [outcome.summary()])
-
-
-def step_create_secret(run: Run, record: SecretRecord, token: str) -> str:
-    """createSecret: clean up as the table says, create the key, store it as AWSPENDING version ``token``."""
-    clients = run.clients
-    keys = list_keys(clients, record)
-    pending = read_version_value(clients, record, PENDING)
-    if pending is not None:
-        pending_key = find_key(keys, pending.get("AccessKeyId"))
-        if pending_key is not None and pending_key.active:
-            return "pending version already exists"
-        # Its key is gone (or Inactive): make a new one in its place so this token can converge.
-        # (Real Secrets Manager refuses to rewrite a version: that refusal deletes the new key, and says what to do.)
-        log_action("pending_key_gone", logging.WARNING, secret=record.name, version=token,
-                   key_id=pending.get("AccessKeyId"))
-    plan = plan_rotation(keys, run.holders(record, keys))
-    log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
-               keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), version=token)
-    if plan.blocked:
-        raise RotationError(record.name, plan.blocked)
-    new_key = make_room_and_create(run, record, plan, keys)
-    try:
-        store_key(clients, record, new_key, token, pending=True)
-    except RotationError as err:
-        if pending is not None and "ResourceExists" in err.why:
-            raise RotationError(record.name, f"{err.why}. Version {token} holds a key that no longer works and "
-                                             "Secrets Manager does not let a version be rewritten: cancel this "
-                                             f"rotation (aws secretsmanager cancel-rotate-secret --secret-id "
-                                             f"{record.arn}) and rotate again") from None
-        raise
-    return f"created {new_key.key_id}"
-
-
-def step_set_secret(run: Run, record: SecretRecord, token: str) -> str:
-    """setSecret: nothing to do, IAM already holds the key createSecret made."""
-    return "nothing to do: IAM already holds the key"
-
-
-def pending_check(run: Run, record: SecretRecord, token: str) -> tuple[Check, list[KeyState]]:
-    """The pending version's key, which must exist and be Active; and the user's keys as listed."""
-    value = read_version_value(run.clients, record, PENDING)
-    key = held_key(record, value) if value is not None else None
-    if value is None or key is None:
-        raise RotationError(record.name, f"pending version {token} holds no access key")
-    if str(value["UserName"]).casefold() != record.user_name.casefold():
-        raise RotationError(record.name, f"pending version {token} names another user; refused")
-    keys = list_keys(run.clients, record)
-    found = find_key(keys, key.key_id)
-    if found is None or not found.active:
-        state = "no longer exists" if found is None else f"is {found.status}"
-        raise RotationError(record.name, f"pending version {token} holds key {key.key_id}, which {state}; refused")
-    return Check(record, key), keys
-
-
-def step_test_secret(run: Run, record: SecretRecord, token: str) -> str:
-    """testSecret: the pending key exists, is Active and authenticates as the user."""
-    check, _ = pending_check(run, record, token)
-    verify_one(run.clients, check, run.settings, run.clock)
-    return f"verified {check.key.key_id}"
-
-
-def step_finish_secret(run: Run, record: SecretRecord, token: str) -> str:
-    """finishSecret: verify the pending key, make it AWSCURRENT, carry out the plan's retirement, then drop
-    AWSPENDING.
-
-    The retirement is the shared plan's: ``plan_rotation`` over the keys besides the new one, with the same
-    holders createSecret planned with. The keys that plan deletes first are gone by now, so it yields the
-    retirement createSecret's plan made (deactivate the old Active key, delete an Inactive one the secret
-    held), never a deletion of an Active key. AWSPENDING goes last, so a finish interrupted after the move is
-    finished by a retry.
-    """
-    clients = run.clients
-    check, keys = pending_check(run, record, token)
-    verify_one(clients, check, run.settings, run.clock)
-    current = record.version_with(CURRENT)
-    old_key = record.held_key_id if current != token else key_held_at(clients, record, PREVIOUS)
-    with aws_step(record.name, "UpdateSecretVersionStage"):
-        if current != token:
-            clients.secrets.update_secret_version_stage(SecretId=record.arn, VersionStage=CURRENT,
-                                                        MoveToVersionId=token, RemoveFromVersionId=current)
-            log_action("finish_secret", secret=record.name, version=token, previous_version=current)
-    rest = [k for k in keys if k.key_id != check.key.key_id]  # moving a label changes no key: listed once
-    plan = plan_rotation(rest, run.holders(record, rest, current=old_key or ""))
-    retire_keys(clients, record, plan.deactivate_after, plan.delete_after)
-    run.finished = (check.key.key_id, old_key)
-    with aws_step(record.name, "UpdateSecretVersionStage"):
-        clients.secrets.update_secret_version_stage(SecretId=record.arn, VersionStage=PENDING,
-                                                    RemoveFromVersionId=token)
-    return (f"current is {check.key.key_id}; deactivated {', '.join(plan.deactivate_after) or 'nothing'}"
-            + (f"; deleted {', '.join(plan.delete_after)}" if plan.delete_after else ""))
-
-
-ROTATION_STEPS: dict[str, Callable[..., str]] = {
-    "createSecret": step_create_secret,
-    "setSecret": step_set_secret,
-    "testSecret": step_test_secret,
-    "finishSecret": step_finish_secret,
-}
+    wanted = settings.rollback or settings.targets
+    secret_ids = resolve_secret_ids(settings, clients, wanted)
+    # A targeted run or a rollback acts on the named secrets only, but every secret sec selects may hold
+    # one of their users' keys: those are read too, as holders (with the guard off: see holder_ids).
+    holders_only = holder_ids(settings, clients, secret_ids) if wanted else []
+    workers = max(1, min(settings.max_workers, len(secret_ids) + len(holders_only)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
+        everything = read_secrets(clients, secret_ids + holders_only, pool.map)
+        run.add_holders(everything)
+        read = everything[:len(secret_ids)]
+        warn_if_too_many(len(secret_ids), context, getattr(context, "memory_limit_in_mb", None))
+        # Read each user's tag once, in parallel, before the in-order decide pass uses it.
+        list(pool.map(isolated(name_of, run.refusal), read))
+        if settings.rollback:
+            outcomes = list(pool.map(isolated(name_of, lambda r: rollback_secret(run, r)), read))
+        else:
+            decided = [isolated(name_of, lambda r: decide(run, r))(item) for item in read]
+            outcomes = rotate_in_waves(run, decided, pool.map)
+    if settings.lookup_holdouts:
+        look_up_holdouts(run, outcomes)
+    report_compliance(run, read, outcomes)
+    return outcomes
 
 
 # ---------------------------------------------------------------------------
-# 7. Handler, report, metrics, notification
+# 11. Notices: the summary, metrics, SNS and EventBridge
 # ---------------------------------------------------------------------------
-
-configure_logging()  # before any client exists
-
-
-def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
-    """Rotate every secret ``sec`` selects, or serve one Secrets Manager rotation step."""
-    return handle(event, context, os.environ, SYSTEM_CLOCK)
-
-
-def handle(event: Any, context: Any, environ: Mapping[str, str], clock: Clock,
-           clients: Clients | None = None) -> dict[str, Any]:
-    """The handler with its environment, clock and clients passed in."""
-    settings = load_settings(environ, event, clock.now())
-    configure_logging(settings.log_level)
-    clients = clients or aws_clients(settings, clock)
-    check_destinations(settings, context, clients)
-    if is_rotation_event(event):
-        return serve_rotation_step(event, context, settings, clients, clock)
-    outcomes = run_batch(settings, clients, clock, context)
-    account = account_report(clients, settings, clock, outcomes) if settings.account_report else None
-    return report(outcomes, settings, clients, context, account)
-
-
-def check_destinations(settings: Settings, context: Any, clients: Clients) -> None:
-    """Summaries and events go to this account's topic and bus, or CENTRAL_ACCOUNT_ID's: one in any other account
-    is a ConfigError before anything is touched. This account: the context's function ARN (STS, without one)."""
-    foreign = [(name, account) for name, account in (("NOTIFY_TOPIC_ARN", account_of(settings.notify_topic_arn)),
-                                                     ("EVENT_BUS", account_of(settings.event_bus)))
-               if account is not None and account != settings.central_account_id]
-    if not foreign:
-        return
-    home = account_of(getattr(context, "invoked_function_arn", None))
-    if home is None:
-        home = clients.optional("sts").get_caller_identity().get("Account")
-    for name, account in foreign:
-        if account != home:
-            raise ConfigError(f"setting {name} is in account {account}, not this one ({home}); summaries and "
-                              "events go to another account only when CENTRAL_ACCOUNT_ID names it; nothing changed")
-
-
-REPORT_WAIT_SECONDS = 60.0  # how long GenerateCredentialReport may take, on the function's clock
-ROOT_USER = "<root_account>"
-
-
-def account_report(clients: Clients, settings: Settings, clock: Clock, outcomes: list[Outcome]) -> dict[str, Any]:
-    """IAM's credential report (one for the whole account): every Active access key older than
-    MAX_KEY_AGE_DAYS, split by whether a secret of this run manages its user. Reads only."""
-    try:
-        deadline, delay = clock.monotonic() + REPORT_WAIT_SECONDS, 1.0
-        while clients.iam.generate_credential_report().get("State") != "COMPLETE":
-            if clock.monotonic() + delay > deadline:
-                raise RotationError("credential report", f"IAM's credential report did not complete within "
-                                                         f"{REPORT_WAIT_SECONDS:g}s; nothing changed")
-            clock.sleep(delay)
-            delay = min(delay * 2, 8.0)
-        answer = clients.iam.get_credential_report()
-    except RotationError as err:
-        return {"failed": str(err)}
-    except Exception as err:
-        why = describe_error(err, "GetCredentialReport")
-        if error_code(err) in ("AccessDenied", "AccessDeniedException"):
-            why += "; the report needs iam:GenerateCredentialReport and iam:GetCredentialReport"
-        return {"failed": f"credential report: {why}"}
-    managed = {o.user.casefold() for o in outcomes if o.user and o.managed}
-    found: dict[str, Any] = {"overdue_managed": [], "overdue_unmanaged": [], "root_key_active": False,
-                             "generated": iso(answer["GeneratedTime"]) if answer.get("GeneratedTime") else None}
-    try:
-        read_credential_report(answer, managed, clock.now(), settings.max_key_age_days, found)
-    except Exception as err:  # a report not as documented: said, never lost with the run's summary
-        return {**found, "failed": f"credential report: not understood ({type(err).__name__}); nothing changed"}
-    log_action("account_report", overdue_managed=len(found["overdue_managed"]),
-               overdue_unmanaged=len(found["overdue_unmanaged"]), root_key_active=found["root_key_active"])
-    return found
-
-
-def read_credential_report(answer: dict, managed: set[str], now: datetime, max_age_days: float,
-                           found: dict[str, Any]) -> None:
-    """Every Active access key of the credential report older than ``max_age_days``, into ``found``. A row
-    without a user, or a field that is not a date, is skipped; a report that is not CSV text raises."""
-    limit = timedelta(days=max_age_days)
-    content = answer.get("Content")
-    text = content.decode() if isinstance(content, bytes) else content
-    for row in csv.DictReader(io.StringIO(text)):
-        user = row.get("user")
-        if not isinstance(user, str):
-            continue
-        for slot in (1, 2):
-            if row.get(f"access_key_{slot}_active") != "true":
-                continue
-            if user == ROOT_USER:
-                found["root_key_active"] = True  # CIS asks that the root user have no key at all
-                continue
-            try:
-                rotated = datetime.fromisoformat(str(row.get(f"access_key_{slot}_last_rotated", "")))
-            except ValueError:
-                continue
-            rotated = rotated if rotated.tzinfo else rotated.replace(tzinfo=UTC)
-            if max_age_days > 0 and now - rotated > limit:
-                kind = "overdue_managed" if user.casefold() in managed else "overdue_unmanaged"
-                found[kind].append({"user": clip(user), "key_slot": slot, "age_days": age_days(rotated, now)})
-
-
-def report(outcomes: list[Outcome], settings: Settings, clients: Clients, context: Any = None,
-           account: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Summarise the run, emit its metrics, notify; then raise RotationFailed naming each failed secret."""
-    failed = [o for o in outcomes if o.status in FAILING]
-    counts = {str(status): sum(o.status == status for o in outcomes) for status in Status if status not in FAILING}
-    counts["failed"] = len(failed)
-    counts["forced_in_use"] = sum(o.forced_in_use for o in outcomes)
-    counts["overdue_keys"] = sum(o.overdue_keys for o in outcomes)
-    counts["stopped_early"] = int(any(o.stopped_early for o in outcomes))
-    counts["unmanaged_overdue_keys"] = len((account or {}).get("overdue_unmanaged", []))
-    log_action("run_complete", dry_run=settings.dry_run, **counts)
-    counts["succeeded"] = int(not failed)  # one a run, for the "no successful run for 36 hours" alarm
-    name = getattr(context, "function_name", None)
-    function_name = name if isinstance(name, str) else os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
-    emit_metrics(counts, settings.metrics_namespace, function_name)
-    summary = {**{k: v for k, v in counts.items() if k != "succeeded"}, "dry_run": settings.dry_run,
-               "secrets": [o.summary() for o in outcomes]}
-    if account is not None:
-        summary["report"] = account
-    notify(clients, settings, summary)
-    summary["events_failed"] = publish_events(clients, settings, summary["secrets"])
-    emit_events_metric(summary["events_failed"], settings, function_name)
-    if settings.dry_run:  # a plan or a report is the answer: the failed entries are in it, with the rest
-        return summary
-    if failed:
-        reasons = "; ".join(o.reason or o.secret for o in failed)
-        raise RotationFailed(f"{len(failed)} of {len(outcomes)} secrets failed: {reasons}")
-    if account and account.get("failed"):
-        raise RotationFailed(account["failed"])
-    return summary
 
 
 METRICS = {"Rotated": "rotated", "Retired": "retired", "Waiting": "waiting", "ForcedWhileInUse": "forced_in_use",
@@ -3064,6 +2836,11 @@ PUT_EVENTS_BYTES = 256 * 1024  # PutEvents' largest request, its entries' sizes 
 EVENT_TEXT = 2048  # characters kept of any one text field of an event (a reason, a name): fields clipped, marked
 
 
+def clip_text(text: str, most: int) -> str:
+    """At most ``most`` characters, marked where cut."""
+    return text if len(text) <= most else text[:most - 12] + "...(clipped)"
+
+
 def event_entries(settings: Settings, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One PutEvents entry per secret whose keys changed, that failed, whose old key is still in use, or that
     is overdue. Ids and names only: never a secret value."""
@@ -3089,11 +2866,6 @@ def event_entries(settings: Settings, entries: list[dict[str, Any]]) -> list[dic
     return made
 
 
-def clip_text(text: str, most: int) -> str:
-    """At most ``most`` characters, marked where cut."""
-    return text if len(text) <= most else text[:most - 12] + "...(clipped)"
-
-
 def entry_size(entry: dict[str, Any]) -> int:
     """An entry's size as PutEvents counts it: 14 bytes of time, then the UTF-8 of its texts."""
     texts = [entry.get("Source", ""), entry.get("DetailType", ""), entry.get("Detail", ""),
@@ -3112,15 +2884,6 @@ def put_batches(made: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         batches[-1].append(entry)
         size += entry_size(entry)
     return batches
-
-
-def publish_events(clients: Clients, settings: Settings, entries: list[dict[str, Any]]) -> int:
-    """Put the run's events, in calls within PutEvents' limits; an entry refused in a partial failure is retried
-    once, and a call refused whole is tried again one entry a call, so one bad entry never costs another its
-    delivery. A failure to publish never fails a rotation: it is logged, and the entries not put are counted."""
-    if not settings.event_bus:
-        return 0
-    return sum(put_batch(clients, batch) for batch in put_batches(event_entries(settings, entries)))
 
 
 def put_batch(clients: Clients, batch: list[dict[str, Any]]) -> int:
@@ -3144,6 +2907,15 @@ def put_batch(clients: Clients, batch: list[dict[str, Any]]) -> int:
             return len(refused)
         batch = refused
     return 0
+
+
+def publish_events(clients: Clients, settings: Settings, entries: list[dict[str, Any]]) -> int:
+    """Put the run's events, in calls within PutEvents' limits; an entry refused in a partial failure is retried
+    once, and a call refused whole is tried again one entry a call, so one bad entry never costs another its
+    delivery. A failure to publish never fails a rotation: it is logged, and the entries not put are counted."""
+    if not settings.event_bus:
+        return 0
+    return sum(put_batch(clients, batch) for batch in put_batches(event_entries(settings, entries)))
 
 
 def emit_events_metric(failed: int, settings: Settings, function_name: str | None) -> None:
@@ -3195,3 +2967,266 @@ def notify(clients: Clients, settings: Settings, summary: dict[str, Any]) -> Non
                             Message=fit_message(summary, lines))
     except Exception as err:  # a notice that failed must not fail the run it reports
         log_action("notify_failed", logging.WARNING, error=describe_error(err, "Publish"))
+
+
+def report(outcomes: list[Outcome], settings: Settings, clients: Clients, context: Any = None,
+           account: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Summarise the run, emit its metrics, notify; then raise RotationFailed naming each failed secret."""
+    failed = [o for o in outcomes if o.status in FAILING]
+    counts = {str(status): sum(o.status == status for o in outcomes) for status in Status if status not in FAILING}
+    counts["failed"] = len(failed)
+    counts["forced_in_use"] = sum(o.forced_in_use for o in outcomes)
+    counts["overdue_keys"] = sum(o.overdue_keys for o in outcomes)
+    counts["stopped_early"] = int(any(o.stopped_early for o in outcomes))
+    counts["unmanaged_overdue_keys"] = len((account or {}).get("overdue_unmanaged", []))
+    log_action("run_complete", dry_run=settings.dry_run, **counts)
+    counts["succeeded"] = int(not failed)  # one a run, for the "no successful run for 36 hours" alarm
+    name = getattr(context, "function_name", None)
+    function_name = name if isinstance(name, str) else os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+    emit_metrics(counts, settings.metrics_namespace, function_name)
+    summary = {**{k: v for k, v in counts.items() if k != "succeeded"}, "dry_run": settings.dry_run,
+               "secrets": [o.summary() for o in outcomes]}
+    if account is not None:
+        summary["report"] = account
+    notify(clients, settings, summary)
+    summary["events_failed"] = publish_events(clients, settings, summary["secrets"])
+    emit_events_metric(summary["events_failed"], settings, function_name)
+    if settings.dry_run:  # a plan or a report is the answer: the failed entries are in it, with the rest
+        return summary
+    if failed:
+        reasons = "; ".join(o.reason or o.secret for o in failed)
+        raise RotationFailed(f"{len(failed)} of {len(outcomes)} secrets failed: {reasons}")
+    if account and account.get("failed"):
+        raise RotationFailed(account["failed"])
+    return summary
+
+
+# ---------------------------------------------------------------------------
+# 12. Secrets Manager rotation mode: the same table, one step per invocation
+# ---------------------------------------------------------------------------
+
+
+def unqualified(function_arn: str) -> str:
+    """arn:aws:lambda:region:account:function:name[:qualifier] without the version or alias."""
+    return ":".join(function_arn.split(":")[:7])
+
+
+def step_guard(request: StepEvent, meta: dict, context: Any) -> bool:
+    """A step's metadata checks, before any value is read: rotation enabled for this very function, the token
+    a version of the secret staged AWSPENDING. True: the version is already current (a no-op)."""
+    me = getattr(context, "invoked_function_arn", None)
+    lambda_arn = meta.get("RotationLambdaARN")
+    if not meta.get("RotationEnabled") or not isinstance(me, str) or not lambda_arn \
+            or unqualified(lambda_arn) != unqualified(me):
+        raise RotationError(request.secret_id, f"refused {request.step}: the secret's rotation is not enabled with "
+                                               "this function as its rotation function; nothing changed")
+    labels = (meta.get("VersionIdsToStages") or {}).get(request.token)
+    if labels is None:
+        raise RotationError(request.secret_id, f"refused {request.step}: version {request.token} is not a "
+                                               "version of this secret")
+    if CURRENT in labels and not (request.step == "finishSecret" and PENDING in labels):
+        return True
+    if PENDING not in labels:
+        raise RotationError(request.secret_id, f"refused {request.step}: version {request.token} is not staged "
+                                               "AWSPENDING; nothing changed")
+    return False
+
+
+CHANGING_STEPS = ("createSecret", "finishSecret")  # a dry run refuses these; testSecret and setSecret change nothing
+
+
+def step_event(run: Run, record: SecretRecord, outcome: Outcome) -> None:
+    """Rotation mode publishes too: at finishSecret, and on a failed step (never failing the step for it)."""
+    outcome.secret_arn = record.arn
+    publish_events(run.clients, run.settings, [outcome.summary()])
+
+
+def step_create_secret(run: Run, record: SecretRecord, token: str) -> str:
+    """createSecret: clean up as the table says, create the key, store it as AWSPENDING version ``token``."""
+    clients = run.clients
+    keys = list_keys(clients, record)
+    pending = read_version_value(clients, record, PENDING)
+    if pending is not None:
+        pending_key = find_key(keys, pending.get("AccessKeyId"))
+        if pending_key is not None and pending_key.active:
+            return "pending version already exists"
+        # Its key is gone (or Inactive): make a new one in its place so this token can converge.
+        # (Real Secrets Manager refuses to rewrite a version: that refusal deletes the new key, and says what to do.)
+        log_action("pending_key_gone", logging.WARNING, secret=record.name, version=token,
+                   key_id=pending.get("AccessKeyId"))
+    plan = plan_rotation(keys, run.holders(record, keys))
+    log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
+               keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), version=token)
+    if plan.blocked:
+        raise RotationError(record.name, plan.blocked)
+    new_key = make_room_and_create(run, record, plan, keys)
+    try:
+        store_key(clients, record, new_key, token, pending=True)
+    except RotationError as err:
+        if pending is not None and err.code == "ResourceExistsException":
+            raise RotationError(record.name, f"{err.why}. Version {token} holds a key that no longer works and "
+                                             "Secrets Manager does not let a version be rewritten: cancel this "
+                                             f"rotation (aws secretsmanager cancel-rotate-secret --secret-id "
+                                             f"{record.arn}) and rotate again") from None
+        raise
+    return f"created {new_key.key_id}"
+
+
+def step_set_secret(run: Run, record: SecretRecord, token: str) -> str:
+    """setSecret: nothing to do, IAM already holds the key createSecret made."""
+    return "nothing to do: IAM already holds the key"
+
+
+def pending_check(run: Run, record: SecretRecord, token: str) -> tuple[Check, list[KeyState]]:
+    """The pending version's key, which must exist and be Active; and the user's keys as listed."""
+    value = read_version_value(run.clients, record, PENDING)
+    key = held_key(record, value) if value is not None else None
+    if value is None or key is None:
+        raise RotationError(record.name, f"pending version {token} holds no access key")
+    if not same_user(record, value):
+        raise RotationError(record.name, f"pending version {token} names another user; refused")
+    keys = list_keys(run.clients, record)
+    found = find_key(keys, key.key_id)
+    if found is None or not found.active:
+        state = "no longer exists" if found is None else f"is {found.status}"
+        raise RotationError(record.name, f"pending version {token} holds key {key.key_id}, which {state}; refused")
+    return Check(record, key), keys
+
+
+def step_test_secret(run: Run, record: SecretRecord, token: str) -> str:
+    """testSecret: the pending key exists, is Active and authenticates as the user."""
+    check, _ = pending_check(run, record, token)
+    verify_one(run.clients, check, run.settings, run.clock)
+    return f"verified {check.key.key_id}"
+
+
+def step_finish_secret(run: Run, record: SecretRecord, token: str) -> str:
+    """finishSecret: verify the pending key, make it AWSCURRENT, carry out the plan's retirement, then drop
+    AWSPENDING.
+
+    The retirement is the shared plan's: ``plan_rotation`` over the keys besides the new one, with the same
+    holders createSecret planned with. The keys that plan deletes first are gone by now, so it yields the
+    retirement createSecret's plan made (deactivate the old Active key, delete an Inactive one the secret
+    held), never a deletion of an Active key. AWSPENDING goes last, so a finish interrupted after the move is
+    finished by a retry.
+    """
+    clients = run.clients
+    check, keys = pending_check(run, record, token)
+    verify_one(clients, check, run.settings, run.clock)
+    current = record.version_with(CURRENT)
+    old_key = record.held_key_id if current != token else key_held_at(clients, record, PREVIOUS)
+    with aws_step(record.name, "UpdateSecretVersionStage"):
+        if current != token:
+            move_current(run, record, token, current)
+            log_action("finish_secret", secret=record.name, version=token, previous_version=current)
+    rest = [k for k in keys if k.key_id != check.key.key_id]  # moving a label changes no key: listed once
+    plan = plan_rotation(rest, run.holders(record, rest, current=old_key or ""))
+    retire_keys(clients, record, plan.deactivate_after, plan.delete_after)
+    run.finished = (check.key.key_id, old_key)
+    with aws_step(record.name, "UpdateSecretVersionStage"):
+        clients.secrets.update_secret_version_stage(SecretId=record.arn, VersionStage=PENDING,
+                                                    RemoveFromVersionId=token)
+    return (f"current is {check.key.key_id}; deactivated {', '.join(plan.deactivate_after) or 'nothing'}"
+            + (f"; deleted {', '.join(plan.delete_after)}" if plan.delete_after else ""))
+
+
+ROTATION_STEPS: dict[str, Callable[..., str]] = {
+    "createSecret": step_create_secret,
+    "setSecret": step_set_secret,
+    "testSecret": step_test_secret,
+    "finishSecret": step_finish_secret,
+}
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """A typed view of a Secrets Manager rotation event."""
+
+    step: str
+    secret_id: str
+    token: str
+
+    @classmethod
+    def parse(cls, event: dict) -> StepEvent:
+        step, secret_id, token = event.get("Step"), event.get("SecretId"), event.get("ClientRequestToken")
+        if step not in ROTATION_STEPS or not isinstance(secret_id, str) or not isinstance(token, str) or not token:
+            raise ConfigError(f"rotation event needs Step (one of {', '.join(ROTATION_STEPS)}), SecretId and "
+                              f"ClientRequestToken; got Step={step!r}")
+        return cls(step, secret_id, token)
+
+
+def serve_rotation_step(event: dict, context: Any, settings: Settings, clients: Clients, clock: Clock) -> dict:
+    """One rotation step, behind the same guard as every entry point: metadata, then the value, authority and
+    effective settings (a hold refuses: Secrets Manager marks the rotation failed), then the step."""
+    request = StepEvent.parse(event)
+    meta = describe_secret(clients, request.secret_id)
+    if step_guard(request, meta, context):
+        log_action("rotation_already_current", secret=request.secret_id, step=request.step, version=request.token)
+        return {"secret": request.secret_id, "step": request.step, "status": "already current"}
+    record = record_of(request.secret_id, meta, current_value(clients, request.secret_id, meta["ARN"]))
+    run = Run(settings, clients, clock, context)
+    try:
+        own = guard(run, record, Entry.STEP)
+    except Hold as hold:
+        raise RotationError(record.name, f"refused {request.step}: {hold}; nothing changed") from None
+    if own.dry_run and request.step in CHANGING_STEPS:
+        raise RotationError(record.name, f"refused {request.step}: a dry run (DRY_RUN or tag {TAG_MODE}=dry-run) "
+                                         "changes nothing; nothing changed")
+    if request.step in CHANGING_STEPS:
+        run.add_holders(read_secrets(clients, holder_ids(settings, clients, [record.name, record.arn]), map))
+    try:
+        done = ROTATION_STEPS[request.step](run, record, request.token)
+    except RotationError as err:
+        step_event(run, record, Outcome(secret=record.name, status=Status.FAILED, user=record.user_name,
+                                        reason=str(err), current_key_id=record.held_key_id))
+        raise
+    if request.step == "finishSecret" and run.finished:
+        new_key_id, old_key_id = run.finished
+        step_event(run, record, Outcome(secret=record.name, status=Status.ROTATED, user=record.user_name,
+                                        new_key_id=new_key_id, old_key_id=old_key_id, current_key_id=new_key_id))
+    log_action("rotation_step", secret=request.secret_id, step=request.step, version=request.token, result=done)
+    return {"secret": request.secret_id, "step": request.step, "status": done}
+
+
+# ---------------------------------------------------------------------------
+# 13. The handler
+# ---------------------------------------------------------------------------
+
+
+configure_logging()  # before any client exists
+
+
+def check_destinations(settings: Settings, context: Any, clients: Clients) -> None:
+    """Summaries and events go to this account's topic and bus, or CENTRAL_ACCOUNT_ID's: one in any other account
+    is a ConfigError before anything is touched. This account: the context's function ARN (STS, without one)."""
+    foreign = [(name, account) for name, account in (("NOTIFY_TOPIC_ARN", account_of(settings.notify_topic_arn)),
+                                                     ("EVENT_BUS", account_of(settings.event_bus)))
+               if account is not None and account != settings.central_account_id]
+    if not foreign:
+        return
+    home = account_of(getattr(context, "invoked_function_arn", None))
+    if home is None:
+        home = clients.optional("sts").get_caller_identity().get("Account")
+    for name, account in foreign:
+        if account != home:
+            raise ConfigError(f"setting {name} is in account {account}, not this one ({home}); summaries and "
+                              "events go to another account only when CENTRAL_ACCOUNT_ID names it; nothing changed")
+
+
+def handle(event: Any, context: Any, environ: Mapping[str, str], clock: Clock,
+           clients: Clients | None = None) -> dict[str, Any]:
+    """The handler with its environment, clock and clients passed in."""
+    settings = load_settings(environ, event, clock.now())
+    configure_logging(settings.log_level)
+    clients = clients or aws_clients(settings, clock)
+    check_destinations(settings, context, clients)
+    if is_rotation_event(event):
+        return serve_rotation_step(event, context, settings, clients, clock)
+    outcomes = run_batch(settings, clients, clock, context)
+    account = account_report(clients, settings, clock, outcomes) if settings.account_report else None
+    return report(outcomes, settings, clients, context, account)
+
+
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    """Rotate every secret ``sec`` selects, or serve one Secrets Manager rotation step."""
+    return handle(event, context, os.environ, SYSTEM_CLOCK)

@@ -207,3 +207,22 @@ def test_a_key_in_use_adopted_near_the_deadline_still_leaves_the_rotation_inside
     rotated_on = next(day for day, e in enumerate(entries, 1) if e["status"] == "rotated")
     assert 79 + rotated_on < 90, entries
     assert held not in aws.keys("alice") or aws.keys("alice")[held] != "Active"
+
+
+# --- found by the model-based test ---------------------------------------------------------------------------------
+
+
+def test_a_writer_re_saving_the_secret_in_the_grace_period_gets_no_key_deleted(aws, invoke, clock, monkeypatch):
+    # Shrunk by Hypothesis (ScheduledAccount): a rotation keeps the old key Active for GRACE_HOURS; an application
+    # re-saves the secret, so AWSPREVIOUS now holds the new key and the old key is held by no secret; the next
+    # run (the console's) took the old key for a stale one and deleted it, breaking every consumer still on it.
+    # It is the last create's old key (key-rotation-made lists it): kept, under the usage gate from that create.
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    (old,) = seeded.key_ids
+    backdate_key("alice", old, 30)
+    invoke(seeded.secret)
+    resave(aws, clock, seeded.secret, note="re-saved")
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert aws.keys("alice").get(old) == "Active", entry
+    assert entry["status"] == "waiting" and aws.holds_working_key(seeded.secret)

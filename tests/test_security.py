@@ -202,7 +202,7 @@ def test_an_aws_error_that_echoes_the_secret_is_not_repeated(aws, invoke, faults
 def test_records_holding_a_secret_do_not_show_it(aws):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
     clients = lambda_function.aws_clients(lambda_function.Settings())
-    record = lambda_function.read_secret(clients, seeded.secret)
+    (record,) = lambda_function.read_secrets(clients, [seeded.secret], map)
     secret = record.value["SecretAccessKey"]
     key = lambda_function.held_key(record)
     for thing in (record, key, lambda_function.Check(record, key)):
