@@ -1,62 +1,67 @@
 """Rotate IAM user access keys held in Secrets Manager secrets.
 
-Handler: ``lambda_function.lambda_handler``. One file, in this order:
+Handler: ``lambda_function.lambda_handler``. One file, read top to bottom: each section calls only what stands
+above it.
 
-1. Vocabularies and errors: ``Status``, ``KeyStatus``; ``RotationError(secret,
-   why)`` for one secret, ``ConfigError`` for the invocation, ``RotationFailed``
-   at the end of a run in which any secret failed.
-2. Settings: ``load_settings(environ, event)`` parses every setting and event
-   control once per invocation, strictly, into one frozen ``Settings``.
-   Logging is set up beside it.
-3. Functional core (pure, no AWS): ``plan_rotation`` (the decision table is its
-   docstring), ``rotation_due``, ``retirement`` (the grace period), the
-   redelivery token.
-4. Imperative shell: clients (with a per-call time budget), one small function
-   per AWS step; each raises ``RotationError``.
-5. Batch mode (EventBridge schedule, console, CLI): ``run_batch`` in passes:
-   resolve the secrets (``sec``, prefixes), read them, authorise, decide (the
-   guard; claim the user), then in waves: start (repair a held key IAM no
-   longer has, settle a previous or adopted key still Active, or rotate up to
-   the store), verify every key together with STS, finish (retire old keys or
-   keep them through the grace period); with LOOKUP_HOLDOUTS, who CloudTrail
-   shows still using a previous key (``look_up_holdouts``, reads only); last,
-   the deadline's figures.
-   ``{"rollback": [...]}`` runs ``rollback_secret`` instead.
-6. Secrets Manager rotation mode (``Step`` events): ``serve_rotation_step``
-   checks, once for every step, that the secret's rotation names this function
-   and that the token's version is ``AWSPENDING``; then one function per step.
-7. The handler, the report and its metrics, the optional SNS notification and
-   EventBridge events.
+1. Vocabularies and errors: ``Status``, ``KeyStatus``; ``RotationError(secret, why)`` for one secret,
+   ``ConfigError`` for the invocation, ``RotationFailed`` at the end of a run in which any secret failed.
+2. Settings and logging: ``SETTINGS_TABLE`` (each setting named, typed, bounded, explained once);
+   ``load_settings(environ, event)`` parses every setting and event control once, strictly, into ``Settings``.
+3. Functional core (pure, no AWS): ``plan_rotation`` (the decision table is its docstring), ``rotation_due``,
+   ``due_after_days`` (the deadline), ``retirement`` (the grace period), the user-tag evidence (``made_marker``,
+   ``made_candidates``, ``parse_adopted``), the redelivery token.
+4. Records: what a run reads (``SecretRecord``) and carries between passes (``Outcome``, ``Rotate``,
+   ``Settling``, ``Stored``, ``Cleanup``, ``Restore``).
+5. Clients and AWS steps: clients with a per-call time budget and a per-rotation deadline; one small function
+   per AWS step, each raising ``RotationError``; verification with STS (``verify_keys``).
+6. Authority, holders and the guard: ``Run`` (who holds, uses or may act for each user's keys), ``guard``,
+   ``secret_settings``, resolving and claiming the secrets.
+7. Settling: the usage gate of a previous or adopted key (``settle_decision``, ``settle``).
+8. Rollback: ``rollback_secret``, and ``restore_previous`` for a held key IAM no longer has.
+9. Compliance and the account report: the deadline's figures per secret, IAM's credential report, and (with
+   LOOKUP_HOLDOUTS) who CloudTrail shows still using a key (reads only).
+10. Batch passes (EventBridge schedule, console, CLI): ``run_batch``: resolve, read, authorise, decide; then
+    ``assess`` every claimed secret (reads only) and ``act`` in waves (``waves_of``): verify every key together,
+    ``finish``; ``{"rollback": [...]}`` runs ``rollback_secret`` instead.
+11. Notices: the run's summary and metrics (``report``), the SNS message, the EventBridge events.
+12. Secrets Manager rotation mode (``Step`` events): ``serve_rotation_step``, one function per step.
+13. The handler: ``handle(event, context, environ, clock)``.
 
-The safety rules, each with the one function that enforces it:
+The safety rules, each with the one function that enforces it, and the documented exceptions:
 
-- One guard, one order, every entry point (batch, targeted, force, rollback,
-  settle, each rotation step): settings (``load_settings``), metadata
-  (``guard``; a step's in ``step_guard``, before any value is read), authority
-  (``Run.refusal``), effective settings (``secret_settings``). A hold (dry run,
-  a skip tag) binds them all (``guard``, ``serve_rotation_step``).
-- Authority: with the user-tag guard on, only the secret the user's
-  key-rotation-secret tag names acts for the user or holds its keys
-  (``Run.refusal``, used by ``guard`` and ``Run.may_hold``).
-- Narrowing: the event and the secret's tags only make the function do less or
-  later (``event_controls``, ``resolve_secret_ids``, ``secret_settings``).
-- Holders: who holds or uses each key is worked out once (``Run.holders``); the
-  plan never deletes a held, another secret's or an adopted key
-  (``plan_rotation``); a held key is retired only after the key the secret
-  holds authenticated (``verify_keys`` before ``finish``/``settle``;
-  ``verify_current_first`` for force); an adopted key only through the usage
-  gate (``settle``, ``retirement``).
-- The new key is stored at once; a definite refusal deletes it, an ambiguous
-  failure re-reads first (``store_key``); a lost CreateAccessKey answer leaves
-  no unknown key behind (``create_key``).
-- The deadline: no managed Active key outlives MAX_KEY_AGE_DAYS
-  (``due_after_days``); what is overdue is reported (``compliance``).
-- Blast radius: at most MAX_FAILURES rotations half done (``rotate_in_waves``,
-  ``Run.stopped``); answers are checked against the question
-  (``current_values``, ``record_of``, ``list_prefix``).
-- No SecretAccessKey is ever logged, returned, published or put in an error
-  message, and no AWS error message of a call that carries one is repeated
-  anywhere (``describe_error``, ``loads_or_none``, ``event_entries``).
+- One guard, one order, every entry point (batch, targeted, force, rollback, settle, each rotation step):
+  settings (``load_settings``; a step's controls refused by ``step_controls``), metadata (``guard``; a step's in
+  ``step_guard``, before any value is read), authority (``Run.refusal``), effective settings
+  (``secret_settings``). A hold (dry run, a skip or dry-run tag) is decided there and binds them all: the batch
+  turns a decision into a plan in one place (``act``), a rotation step refuses (``serve_rotation_step``).
+- Authority: with the user-tag guard on, only the secret the user's key-rotation-secret tag names acts for the
+  user or holds its keys (``Run.refusal``, used by ``guard`` and ``Run.may_hold``).
+- Narrowing: the event and the secret's tags only make the function do less or later (``event_controls``,
+  ``resolve_secret_ids``, ``secret_settings``).
+- Holders: who holds or uses each key is worked out once (``Run.holders``); the plan never deletes a held,
+  another secret's or an adopted key (``plan_rotation``); a held key is retired only after the key the secret
+  holds authenticated (``verify_keys`` before ``finish``/``settle``; ``verify_current_first`` for force); an
+  adopted key only through the usage gate, never in the run that adopts it (``adopted_retirement``). Exceptions:
+  ``{"force": true}`` retires held keys (after the current key authenticated) and frees an adopted one;
+  ``VERIFY_TIMEOUT_SECONDS=0`` skips verification; rotation mode deactivates the old key at ``finishSecret``.
+- Evidence, not what a writer controls: the grace period, the usage gate and the rollback window count from
+  IAM's creation date of the key the secret holds (``store_time``); an adoption from the user's tag
+  (``record_adoptions``); the function's own unstored key is known by its mark on the user
+  (``make_room_and_create``, ``made_candidates``) and deleted by the next run of either mode (``delete_lost``,
+  ``plan_rotation``).
+- The new key is stored at once; a definite refusal deletes it, an ambiguous failure re-reads first
+  (``store_key``); a lost CreateAccessKey answer leaves no unknown key behind (``create_key``); a clean-up runs
+  inside TIME_MARGIN_SECONDS (``CallBudget.cleanup``).
+- The deadline: no managed Active key outlives MAX_KEY_AGE_DAYS (``due_after_days``, which counts the usage
+  gate); what is overdue is reported whatever the hold (``report_compliance``, ``compliance``).
+- Blast radius: at most MAX_FAILURES rotations half done (``waves_of``, ``Run.stopped``); answers are checked
+  against the question (``current_values``, ``record_of``, ``list_prefix``).
+- Values are data: a secret's UserName and AccessKeyId are checked against IAM's shapes and never quoted
+  (``parse_value``); every event field and SNS line is clipped, PutEvents calls kept within their limits and one
+  refused entry costs no other its delivery (``event_entries``, ``put_batches``, ``put_batch``); summaries and
+  events go to this account or CENTRAL_ACCOUNT_ID's only (``check_destinations``).
+- No SecretAccessKey is ever logged, returned, published or put in an error message, and no AWS error message
+  of a call that carries one is repeated anywhere (``describe_error``, ``loads_or_none``, ``event_entries``).
 """
 
 from __future__ import annotations
@@ -348,12 +353,15 @@ def setting(environ: Mapping[str, str], name: str, default: Any = None) -> Any:
     """One setting, read and checked as its row of SETTINGS_TABLE says (``default`` for a derived default)."""
     row = SETTINGS_TABLE[name]
     default = row.default if default is None else default
-    if row.kind is bool:
-        return env_bool(environ, name, default)
-    if row.kind in (int, float):
-        return env_number(environ, name, default, row.low, row.high, row.kind)
-    if row.kind == "choice":
-        return env_choice(environ, name, default, row.choices, str.upper if name == "LOG_LEVEL" else str.lower)
+    try:
+        if row.kind is bool:
+            return env_bool(environ, name, default)
+        if row.kind in (int, float):
+            return env_number(environ, name, default, row.low, row.high, row.kind)
+        if row.kind == "choice":
+            return env_choice(environ, name, default, row.choices, str.upper if name == "LOG_LEVEL" else str.lower)
+    except ConfigError as err:  # said with what the setting is for, from the table
+        raise ConfigError(f"{err} ({name}: {row.meaning})") from None
     return (environ.get(name) or "").strip() or default
 
 
