@@ -126,7 +126,8 @@ def test_a_newcomer_walks_the_readme_against_make_local_aws(local_aws):
     def held() -> str | None:
         return json.loads(secrets.get_secret_value(SecretId="iam-keys/ci-deployer")["SecretString"]).get("AccessKeyId")
 
-    # 1. On a fresh account the user does not exist: the block makes it, under /key-rotation/, naming the secret.
+    # 1. On a fresh account the user does not exist: the block makes it (at /, as IAM does by default), moves it
+    # under /key-rotation/ as it would an existing user, and tags it naming the secret.
     run(sh("README.md", "### 1. A secret per user, and the user's tag naming it back"), env)
     arn = secrets.describe_secret(SecretId="iam-keys/ci-deployer")["ARN"]
     assert iam.get_user(UserName="ci-deployer")["User"]["Path"] == "/key-rotation/"
@@ -171,16 +172,6 @@ def test_a_newcomer_walks_the_readme_against_make_local_aws(local_aws):
     tags = secrets.describe_secret(SecretId="iam-keys/ci-deployer")["Tags"]
     assert {"Key": "key-rotation:mode", "Value": "skip"} in tags
     assert events.describe_rule(Name="iam-key-rotation-schedule")["State"] == "DISABLED"
-
-
-def test_step_1_for_a_user_that_exists_moves_it_under_the_path_and_tags_it(server):
-    boto3.client("iam").create_user(UserName="ci-deployer")  # the user exists already, at /
-    run(sh("README.md", "### 1. A secret per user, and the user's tag naming it back"))
-    arn = boto3.client("secretsmanager").describe_secret(SecretId="iam-keys/ci-deployer")["ARN"]
-    user = boto3.client("iam").get_user(UserName="ci-deployer")["User"]
-    assert user["Path"] == "/key-rotation/"
-    (tag,) = boto3.client("iam").list_user_tags(UserName="ci-deployer")["Tags"]
-    assert tag == {"Key": "key-rotation-secret", "Value": arn}
 
 
 def test_route_2b_after_route_2a_removes_what_2a_left_then_deploys_the_stack(server):
