@@ -302,8 +302,10 @@ def test_policy_is_rendered_for_the_account_leaving_the_tracked_template_alone(s
 
 
 def test_without_an_aws_on_the_path_the_targets_use_a_cli_of_their_own():
+    outer = ("AWS", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")  # what an outer make (make test) exports
+    env = {k: v for k, v in os.environ.items() if k not in outer}
     done = subprocess.run(["make", "-s", "-n", "-p", "deploy", "FUNCTION=f"], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, "PATH": "/usr/bin:/bin"})
+                          text=True, env={**env, "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert "\nAWS = .venv-cli/bin/aws\n" in done.stdout.replace("AWS := ", "AWS = "), "the tool is told this CLI"
     assert ".venv-cli/bin/pip install" in done.stdout and "tools/deploy_config.py deploy" in done.stdout
