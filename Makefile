@@ -39,10 +39,10 @@ $(foreach v,$(COMMAND_LINE),$(eval override $(v) := $$(value $(v))))
 export GIVEN_SETTINGS := $(filter-out $(MAKE_OWN),$(COMMAND_LINE))
 export $(COMMAND_LINE) AWS SIZES LATENCY_MS PROPAGATION_S PORT
 DEPLOY := $(PYTHON) tools/deploy_config.py
-DEPLOY_TARGETS := policy create configure deploy schedule invoke report pause resume alarms logs destroy \
-  rollback skip unskip status
+DEPLOY_TARGETS := policy create configure deploy schedule exposed-rule invoke report pause resume alarms logs \
+  destroy rollback skip unskip status
 
-.PHONY: help demo test fuzz lint bench package policy create configure deploy schedule invoke report pause resume alarms \
+.PHONY: help demo test fuzz lint bench package policy create configure deploy schedule exposed-rule invoke report pause resume alarms \
   local-aws logs \
   destroy rollback skip unskip status clean cli $(addprefix check-,$(DEPLOY_TARGETS))
 
@@ -119,6 +119,9 @@ deploy: check-deploy package cli  ## upload new code to an existing function
 
 schedule: check-schedule cli  ## the EventBridge rule (daily by default) and its permission to invoke
 	@$(DEPLOY) schedule
+
+exposed-rule: check-exposed-rule cli  ## route 2a: run the function the moment AWS Health reports a key exposed
+	@$(DEPLOY) exposed-rule
 
 invoke: check-invoke cli  ## run it now with EVENT (a JSON file; default: events/dry-run.json, a dry run)
 	@$(DEPLOY) invoke

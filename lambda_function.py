@@ -148,7 +148,10 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The event's controls and their types. A key that means one of these once case and every character but letters
 # and digits are ignored (dryRun, DRY_RUN, dry-run, "dry run", dry.run) is refused, never ignored.
 EVENT_CONTROLS: dict[str, type] = {"dry_run": bool, "force": bool, "secrets": list, "rollback": list,
-                                   "report": bool}
+                                   "report": bool, "exposed": list}
+# AWS Health's events for an access key found exposed (service RISK), each naming the key in affectedEntities.
+EXPOSURE_CODES = ("AWS_RISK_CREDENTIALS_EXPOSED", "AWS_RISK_CREDENTIALS_COMPROMISED",
+                  "AWS_RISK_CREDENTIALS_EXPOSURE_SUSPECTED", "AWS_RISK_CREDENTIALS_COMPROMISE_SUSPECTED")
 DEFAULT_MAX_GRACE_HOURS = 168.0
 # A scheduled event is a redelivery candidate only this close to its own time:
 # EventBridge and Lambda give up on an event within a day. Older (the console's
@@ -183,6 +186,7 @@ class Settings:
     metrics_namespace: str = "IAMKeyRotation"
     notify_topic_arn: str | None = None
     report: bool = False  # event "report": read IAM's credential report, change nothing (a dry run besides)
+    exposed: tuple[str, ...] = ()  # event "exposed" or an AWS Health RISK event: keys to replace and revoke now
     account_report: bool = False  # the run includes the credential report (the event, or ACCOUNT_REPORT)
     max_key_age_days: float = 90.0
     rollback_hours: float = 168.0  # a rollback restores a previous key only this soon after the rotation
@@ -249,6 +253,19 @@ def parse_secret_ids(value: str | None) -> tuple[str, ...]:
     return ids
 
 
+def is_access_key_id(value: Any) -> bool:
+    """An IAM user's access key id, as AWS documents and makes them: AKIA and 16 capital letters or digits. A
+    SecretAccessKey (40 characters, either case, / and +) never is, so one in the wrong field is never shown."""
+    return isinstance(value, str) and len(value) == 20 and value.startswith("AKIA") and value.isascii() \
+        and all(ch.isupper() or ch.isdigit() for ch in value[4:])
+
+
+def is_user_name(value: Any) -> bool:
+    """IAM's user name rule: 1 to 64 of letters, digits and +=,.@_-."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() \
+        and all(ch.isalnum() or ch in "+=,.@_-" for ch in value)
+
+
 def folded(key: str) -> str:
     """An event key as it is compared with the controls' names: lower case, letters and digits only."""
     return "".join(ch for ch in key.casefold() if ch.isalnum())
@@ -283,12 +300,37 @@ def event_controls(event: Any) -> dict[str, Any]:
         if EVENT_CONTROLS[control] is list:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value) \
                     or not any(v.strip() for v in value):
-                raise ConfigError(f'event "{control}" must be a non-empty list of secret names or ARNs')
+                what = "access key ids" if control == "exposed" else "secret names or ARNs"
+                raise ConfigError(f'event "{control}" must be a non-empty list of {what}')
             value = tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
         controls[control] = value
     if "secrets" in controls and "rollback" in controls:
         raise ConfigError('event: use "secrets" or "rollback", not both')
+    if "exposed" in controls and set(controls) - {"exposed", "dry_run"}:
+        raise ConfigError('event: "exposed" goes alone (or with "dry_run")')
     return controls
+
+
+def exposed_keys(event: Any, controls: Mapping[str, Any]) -> tuple[str, ...]:
+    """The access keys an event says are exposed: an AWS Health RISK event's affected entities, or the
+    operator's ``{"exposed": [...]}``. A key id of the wrong shape is refused without being shown (it may be a
+    secret pasted by mistake); a Health event of another kind is not understood."""
+    if isinstance(event, dict) and event.get("source") == "aws.health":
+        detail = event.get("detail") if isinstance(event.get("detail"), dict) else {}
+        if detail.get("service") != "RISK" or detail.get("eventTypeCode") not in EXPOSURE_CODES:
+            raise ConfigError("an AWS Health event this function does not act on: it answers RISK events of an "
+                              f"exposed access key ({', '.join(EXPOSURE_CODES)}); nothing changed")
+        entities = detail.get("affectedEntities")
+        keys = [e.get("entityValue") for e in entities if isinstance(e, dict)] if isinstance(entities, list) else []
+        if not keys:
+            raise ConfigError("the AWS Health event names no access key (detail.affectedEntities); nothing changed")
+    else:
+        keys = list(controls.get("exposed", ()))
+    bad = sum(not is_access_key_id(k) for k in keys)
+    if bad:
+        raise ConfigError(f"the event names {bad} exposed key id(s) that are not access key ids (AKIA and 16 capital "
+                          "letters or digits); not shown, nothing changed")
+    return tuple(dict.fromkeys(keys))
 
 
 @dataclass(frozen=True)
@@ -385,6 +427,15 @@ def event_bus(value: str | None) -> str | None:
     return value
 
 
+def notify_topic(topic: str | None) -> str | None:
+    """NOTIFY_TOPIC_ARN: an SNS topic ARN, or unset."""
+    if topic is not None and not (topic.startswith("arn:") and topic.split(":")[2:3] == ["sns"]
+                                  and account_of(topic)):
+        raise ConfigError(f"setting NOTIFY_TOPIC_ARN={topic!r} is not understood; use an SNS topic ARN "
+                          "(arn:aws:sns:REGION:ACCOUNT_ID:NAME)")
+    return topic
+
+
 def central_account(value: str | None) -> str | None:
     """CENTRAL_ACCOUNT_ID: twelve digits, or unset."""
     if value is not None and not (len(value) == 12 and value.isascii() and value.isdigit()):
@@ -438,11 +489,7 @@ def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None =
     if max_age > 0 and max_grace / 24 >= max_age:
         raise ConfigError(f"setting MAX_GRACE_HOURS={max_grace:g} alone reaches MAX_KEY_AGE_DAYS={max_age:g}: a "
                           "previous key kept that long would be past the deadline; lower MAX_GRACE_HOURS")
-    topic = setting(environ, "NOTIFY_TOPIC_ARN")
-    if topic is not None and not (topic.startswith("arn:") and topic.split(":")[2:3] == ["sns"]
-                                  and account_of(topic)):
-        raise ConfigError(f"setting NOTIFY_TOPIC_ARN={topic!r} is not understood; use an SNS topic ARN "
-                          "(arn:aws:sns:REGION:ACCOUNT_ID:NAME)")
+    topic = notify_topic(setting(environ, "NOTIFY_TOPIC_ARN"))
     event_time = scheduled_time(event, now or datetime.now(UTC))
     return Settings(
         secret_ids=parse_secret_ids(environ.get("sec")),
@@ -451,6 +498,7 @@ def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None =
         dry_run=controls.get("dry_run", False) or controls.get("report", False) or setting(environ, "DRY_RUN"),
         force=controls.get("force", False),
         report=controls.get("report", False),
+        exposed=() if is_rotation_event(event) else exposed_keys(event, controls),
         account_report=controls.get("report", False) or setting(environ, "ACCOUNT_REPORT"),
         event_id=f"{event.get('id')}@{event.get('time')}" if event_time and event.get("id") else None,
         event_time=event_time,
@@ -868,6 +916,9 @@ class Outcome:
     holdouts_note: str | None = None  # why holdouts were not (all) found: not looked up, failed, first page only
     in_use_since: datetime | None = field(default=None, repr=False)  # the store: where a holdout lookup starts
     managed: bool = field(default=False, repr=False)  # an authorised secret names the user (the account report)
+    exposed: bool = False  # the run answered a leak of ``exposed_key_id`` (an AWS Health event, or the operator)
+    exposed_key_id: str | None = None
+    quarantined: bool | None = None  # AWS attached its AWSCompromisedKeyQuarantine policy to the user (None: unknown)
     retired_keys: list[str] = field(default_factory=list, repr=False)  # deactivated or deleted in this run
 
     def summary(self) -> dict[str, Any]:
@@ -889,6 +940,7 @@ class Stored:
     adopted: tuple[str, ...] = ()  # keys in use that no secret held: kept Active
     reason: str | None = None
     lost: frozenset[str] = frozenset()  # the function's own unstored keys, deleted before the create
+    exposed: str | None = None  # the leaked key this rotation replaces: deactivated at once, never deleted
 
 
 @dataclass
@@ -901,6 +953,7 @@ class Settling:
     reason: str | None = None
     adopted: datetime | None = None  # an adopted key: when a run first adopted it (its usage gate counts from then)
     lost: frozenset[str] = frozenset()  # the function's own unstored keys: deleted first
+    exposed: bool = False  # a leaked key: deactivated at once once the current key authenticates (no gate)
 
 
 @dataclass
@@ -926,6 +979,7 @@ class Rotate:
     reason: str | None = None
     restore: Restore | None = None  # tried first; if its key does not authenticate, the rotation goes ahead
     lost: frozenset[str] = frozenset()  # the function's own unstored keys: deleted first (the plan is without them)
+    exposed: str | None = None  # the leaked key this rotation replaces: deactivated at once, never deleted
 
 
 @dataclass
@@ -1208,19 +1262,6 @@ def loads_or_none(text: str, invalid: Any = None) -> Any:
         return json.loads(text)
     except (ValueError, RecursionError):
         return invalid
-
-
-def is_access_key_id(value: Any) -> bool:
-    """An IAM user's access key id, as AWS documents and makes them: AKIA and 16 capital letters or digits. A
-    SecretAccessKey (40 characters, either case, / and +) never is, so one in the wrong field is never shown."""
-    return isinstance(value, str) and len(value) == 20 and value.startswith("AKIA") and value.isascii() \
-        and all(ch.isupper() or ch.isdigit() for ch in value[4:])
-
-
-def is_user_name(value: Any) -> bool:
-    """IAM's user name rule: 1 to 64 of letters, digits and +=,.@_-."""
-    return isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() \
-        and all(ch.isalnum() or ch in "+=,.@_-" for ch in value)
 
 
 def parse_value(secret: str, response: dict, what: str = "value") -> dict[str, Any]:
@@ -1754,6 +1795,7 @@ class Run:
     brought_forward: dict[str, tuple[float, float]] = field(default_factory=dict)  # secret -> (asked, due) days
     acted_failures: list[str] = field(default_factory=list)  # reasons of rotations that acted and failed
     finished: tuple[str, str | None] | None = None  # finishSecret: (the new key, the old key)
+    exposed: dict[str, str] = field(default_factory=dict)  # casefolded user -> its leaked key this run answers
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count_failure(self, reason: str) -> None:
@@ -2060,6 +2102,8 @@ def settle_decision(run: Run, item: Settling) -> tuple[Retire, str, str]:
     key counts from the store (the current key's creation, ``store_time``); an adopted one from its adoption."""
     record, previous, now = item.record, item.previous_key_id, run.clock.now()
     max_grace = run.settings.max_grace_hours
+    if item.exposed:  # a leaked key: no grace period, no usage gate
+        return Retire.RETIRE, iso(now), "exposed"
     if item.adopted is not None:
         until = iso(adopted_until(item.adopted, max_grace))
         if now + GRACE_TOLERANCE < adopted_until(item.adopted, max_grace):
@@ -2337,8 +2381,10 @@ def look_up_holdouts(run: Run, outcomes: list[Outcome]) -> None:
     """LOOKUP_HOLDOUTS: for each previous (or adopted) key kept Active because it was used since the store,
     or deactivated although still in use, the management events CloudTrail saw made with it since the store
     (LookupEvents, first page), as ``holdouts`` and a WARNING. At most HOLDOUT_LOOKUPS_PER_RUN keys, paced
-    under CloudTrail's rate (``Pacer``); a lookup that fails changes nothing but the report. Reads only."""
-    wanted = [o for o in outcomes if o.in_use_since and o.old_key_id and (o.still_in_use or o.forced_in_use)]
+    under CloudTrail's rate (``Pacer``); a lookup that fails changes nothing but the report. Reads only.
+    A leaked key is always looked up, since its creation: who used it, the attacker beside the consumers."""
+    wanted = [o for o in outcomes if o.in_use_since and (o.exposed or (
+        run.settings.lookup_holdouts and o.old_key_id and (o.still_in_use or o.forced_in_use)))]
     for index, outcome in enumerate(wanted):
         if index >= HOLDOUT_LOOKUPS_PER_RUN:
             outcome.holdouts_note = (f"not looked up: CloudTrail is asked about at most {HOLDOUT_LOOKUPS_PER_RUN} "
@@ -2348,7 +2394,7 @@ def look_up_holdouts(run: Run, outcomes: list[Outcome]) -> None:
         if left is not None and left < HOLDOUT_TIME_RESERVE:
             outcome.holdouts_note = "not looked up: too little Lambda time left"
             continue
-        key_id = outcome.old_key_id
+        key_id = outcome.exposed_key_id or outcome.old_key_id
         try:
             with run.clients.budget.deadline(HOLDOUT_TIME_RESERVE):
                 answer = run.clients.cloudtrail.lookup_events(
@@ -2539,6 +2585,30 @@ def plan_of(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyS
     return Rotate(record, own, keys, holders, plan, token, kept, reason, restore, holders.lost)
 
 
+def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyState], holders: Holders,
+                   token: str, exposed: str) -> Outcome | Settling | Rotate:
+    """A leaked key of this secret's user: the key the secret holds is replaced now, whatever its age, and
+    deactivated once the new key authenticates (force's plan: a previous key in the way is retired first); a
+    previous or adopted key is deactivated once the current key authenticates. Never deleted: it is evidence."""
+    key = find_key(keys, exposed)
+    if key is None or not key.active:
+        state = "no longer exists" if key is None else f"is already {key.status}"
+        return Outcome(secret=record.name, status=Status.SKIPPED, user=record.user_name,
+                       reason=f"exposed key {exposed} {state}: nothing to revoke")
+    if exposed != record.held_key_id:
+        return Settling(record, exposed, own, f"key {exposed} was exposed: deactivated at once, no grace period "
+                                              "and no usage gate", lost=holders.lost, exposed=True)
+    rest = [k for k in keys if k.key_id not in holders.lost]
+    plan = plan_rotation(rest, holders, force=True)
+    log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id, exposed=exposed,
+               keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), dry_run=own.dry_run)
+    if plan.blocked:
+        raise RotationError(record.name, f"exposed key {exposed} cannot be replaced: {plan.blocked}")
+    kept = tuple(k for k in holders.adopted if k != plan.freed_adopted and find_key(rest, k))
+    reason = f"key {exposed} was exposed: replaced now and deactivated at once, whatever its age or GRACE_HOURS"
+    return Rotate(record, own, rest, holders, plan, token, kept, reason, lost=holders.lost, exposed=exposed)
+
+
 def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Cleanup:
     """What one claimed secret needs, from reads alone: restore a previous key, settle a previous or adopted key
     still Active, rotate, clean up the function's own unstored keys, or nothing. Nothing changes here."""
@@ -2548,6 +2618,9 @@ def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Clea
     token = version_token(settings.event_id, record.arn)
     redelivery = already_rotated(record, settings, token)
     holders = run.holders(record, keys)
+    exposed = run.exposed.get(record.user_name.casefold())
+    if exposed is not None:
+        return assess_exposed(run, record, own, keys, holders, token, exposed)
     held = find_key(keys, record.held_key_id)
     held_ok = held is not None and held.active
     restore, found = (None, None)
@@ -2623,7 +2696,7 @@ def rotate(run: Run, item: Rotate) -> Outcome | Stored:
     except RotationError as err:  # the rotation acted: it counts towards MAX_FAILURES
         run.count_failure(str(err))
         raise
-    return Stored(record, plan, new_key, item.own, item.kept, item.reason or None, item.lost)
+    return Stored(record, plan, new_key, item.own, item.kept, item.reason or None, item.lost, item.exposed)
 
 
 def act(run: Run, item: Outcome | Settling | Rotate | Cleanup) -> Outcome | Stored | Settling:
@@ -2666,7 +2739,7 @@ def finish(run: Run, item: Stored | Settling, problems: dict[str, str]) -> Outco
                                          "left Active, the next run verifies again before retiring it",
                             stored_key_id=new_key.key_id)
     keep_until = None
-    if own.grace_hours > 0 and plan.deactivate_after:
+    if own.grace_hours > 0 and plan.deactivate_after and not item.exposed:
         keep_until = iso(run.clock.now() + timedelta(hours=own.grace_hours))
         retire_keys(run.clients, record, (), plan.delete_after)
     else:
@@ -2762,15 +2835,98 @@ def rotate_in_waves(run: Run, decided: list[Any], map_: Callable) -> list[Outcom
     return results
 
 
+QUARANTINE_POLICY = "AWSCompromisedKeyQuarantine"  # AWS attaches it (or its V2, V3) to a user whose key leaked
+
+
+def secret_name_of(arn: str) -> str:
+    """A secret's name from its ARN (arn:...:secret:NAME-6 random characters)."""
+    name = arn.split(":secret:", 1)[-1]
+    return name[:-7] if len(name) > 7 and name[-7] == "-" else name
+
+
+def selects(settings: Settings, arn: str) -> bool:
+    """Does ``sec`` select this secret (by ARN, name or prefix)? An event never widens what may be touched."""
+    name = secret_name_of(arn)
+    return any(arn == entry or name == entry or (entry.endswith("*") and name.startswith(entry[:-1]))
+               for entry in settings.secret_ids)
+
+
+def exposure_of(run: Run, key_id: str) -> Outcome | str:
+    """Whose leaked key this is (GetAccessKeyLastUsed names the user) and which secret manages it: the one the
+    user's key-rotation-secret tag names, if ``sec`` selects it (authority as everywhere else). Else a report
+    of the key that changes nothing."""
+    iam, unmanaged = run.clients.iam, Outcome(secret=f"exposed key {key_id}", status=Status.SKIPPED,
+                                              exposed=True, exposed_key_id=key_id)
+    try:
+        used = iam.get_access_key_last_used(AccessKeyId=key_id)
+        user = used.get("UserName")
+        tags = {t["Key"]: t["Value"] for t in iam.list_user_tags(UserName=user)["Tags"]} if is_user_name(user) else {}
+    except Exception as err:
+        unmanaged.status, unmanaged.reason = Status.FAILED, (
+            f"cannot tell whose key {key_id} is ({describe_error(err, 'GetAccessKeyLastUsed')}): the role reads only "
+            "the keys of users tagged key-rotation-secret; nothing changed")
+        return unmanaged
+    named = tags.get(USER_TAG)
+    if named and selects(run.settings, named):
+        run.exposed[user.casefold()] = key_id
+        run.user_tags[user.casefold()] = tags  # read once: the guard's authority check uses them too
+        return named
+    unmanaged.user = user
+    when = used.get("AccessKeyLastUsed", {}).get("LastUsedDate")
+    unmanaged.reason = (f"key {key_id} of IAM user {user!r} is exposed, but no secret this function manages names "
+                        f"the user back; last used {iso(when) if when else 'never'}; nothing changed: give its "
+                        "consumers a new key, then deactivate it (never delete it: it is evidence)")
+    return unmanaged
+
+
+def selected(run: Run) -> tuple[list[str], list[str], list[Outcome]]:
+    """The secrets a run acts on, those it reads only as holders, and the reports of leaked keys it cannot act on.
+    A targeted run or a rollback acts on the named secrets only, a leak on the secret its user's tag names; every
+    secret ``sec`` selects may hold one of their users' keys: those are read too (with the guard off)."""
+    settings = run.settings
+    if settings.exposed:
+        found = [exposure_of(run, key_id) for key_id in settings.exposed]
+        secret_ids = list(dict.fromkeys(f for f in found if isinstance(f, str)))
+        return secret_ids, holder_ids(settings, run.clients, secret_ids), [f for f in found if isinstance(f, Outcome)]
+    wanted = settings.rollback or settings.targets
+    secret_ids = resolve_secret_ids(settings, run.clients, wanted)
+    return secret_ids, holder_ids(settings, run.clients, secret_ids) if wanted else [], []
+
+
+def quarantined(run: Run, user: str) -> bool | None:
+    """Has AWS attached its quarantine policy to the user (it denies some actions to every key of the user, the
+    new one too)? None: not known (the role lacks iam:ListAttachedUserPolicies, or the call failed)."""
+    try:
+        attached = run.clients.iam.list_attached_user_policies(UserName=user).get("AttachedPolicies", [])
+    except Exception as err:
+        log_action("quarantine_unknown", logging.WARNING, user=user, error=describe_error(err))
+        return None
+    return any(str(p.get("PolicyName", "")).startswith(QUARANTINE_POLICY) for p in attached)
+
+
+def answer_exposures(run: Run, records: list[Any], outcomes: list[Outcome]) -> None:
+    """Mark every outcome of a leak: the key, whether AWS quarantined the user, where CloudTrail's lookup starts
+    (the key's creation); a WARNING for each, loudest for one a hold kept from being revoked."""
+    keys = {r.name: r.keys or [] for r in records if isinstance(r, SecretRecord)}
+    for outcome in outcomes:
+        key_id = outcome.exposed_key_id or run.exposed.get((outcome.user or "").casefold())
+        if key_id is None:
+            continue
+        outcome.exposed, outcome.exposed_key_id = True, key_id
+        found = find_key(keys.get(outcome.secret, []), key_id)
+        outcome.in_use_since = found.created if found else run.clock.now() - timedelta(days=90)
+        outcome.quarantined = quarantined(run, outcome.user) if is_user_name(outcome.user) else None
+        held = outcome.status in (Status.SKIPPED, Status.PLANNED) and outcome.secret in keys
+        log_action("exposed_key_held" if held else "exposed_key", logging.WARNING, secret=outcome.secret,
+                   user=outcome.user, key_id=key_id, status=str(outcome.status), quarantined=outcome.quarantined,
+                   message=f"exposed key {key_id}: {outcome.reason or outcome.status}")
+
+
 def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) -> list[Outcome]:
     """The batch passes: resolve, read, authorise, decide, then rotate in waves (start, verify together,
     finish); last, the deadline's figures for every secret."""
     run = Run(settings, clients, clock, context)
-    wanted = settings.rollback or settings.targets
-    secret_ids = resolve_secret_ids(settings, clients, wanted)
-    # A targeted run or a rollback acts on the named secrets only, but every secret sec selects may hold
-    # one of their users' keys: those are read too, as holders (with the guard off: see holder_ids).
-    holders_only = holder_ids(settings, clients, secret_ids) if wanted else []
+    secret_ids, holders_only, unmanaged = selected(run)
     workers = max(1, min(settings.max_workers, len(secret_ids) + len(holders_only)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
         everything = read_secrets(clients, secret_ids + holders_only, pool.map)
@@ -2783,8 +2939,10 @@ def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) 
             outcomes = list(pool.map(isolated(name_of, lambda r: rollback_secret(run, r)), read))
         else:
             decided = [isolated(name_of, lambda r: decide(run, r))(item) for item in read]
-            outcomes = rotate_in_waves(run, decided, pool.map)
-    if settings.lookup_holdouts:
+            outcomes = rotate_in_waves(run, decided, pool.map) + unmanaged
+    if settings.exposed:
+        answer_exposures(run, read, outcomes)
+    if settings.lookup_holdouts or settings.exposed:
         look_up_holdouts(run, outcomes)
     report_compliance(run, read, outcomes)
     return outcomes
@@ -2832,6 +2990,7 @@ WHAT_TO_DO = {
 EVENT_SOURCE = "key-rotation"
 # Most significant first: an entry's detail-type is the first that applies.
 DETAIL_TYPES = (
+    ("Access Key Exposed", lambda e: e.get("exposed")),
     ("Access Key Rotated", lambda e: e["status"] == Status.ROTATED),
     ("Previous Access Key Retired", lambda e: e["status"] == Status.RETIRED),
     ("Access Key Rolled Back", lambda e: e["status"] == Status.ROLLED_BACK),
@@ -2863,7 +3022,9 @@ def event_entries(settings: Settings, entries: list[dict[str, Any]]) -> list[dic
         detail = {"secret_arn": entry.get("secret_arn"), "secret": entry["secret"], "user": entry.get("user"),
                   "status": entry["status"], "current_key_id": current, "previous_key_id": previous,
                   "retire_after": entry.get("retire_after"), "reason": entry.get("reason"),
-                  "overdue": bool(entry.get("overdue")), "holdouts": entry.get("holdouts", [])}
+                  "overdue": bool(entry.get("overdue")), "holdouts": entry.get("holdouts", []),
+                  **({"exposed": True, "exposed_key_id": entry.get("exposed_key_id"),
+                      "quarantined": entry.get("quarantined")} if entry.get("exposed") else {})}
         clipped = {k: clip_text(v, EVENT_TEXT) if isinstance(v, str) else v for k, v in detail.items()}
         if clipped != detail:
             clipped["clipped"] = True  # a consumer knows a field is cut short, and reads the summary for the rest
@@ -2957,6 +3118,20 @@ def fit_message(summary: dict[str, Any], lines: list[str]) -> str:
     return message
 
 
+def exposure_advice(entry: dict[str, Any]) -> str:
+    """What a leak's line adds: what was done, what is left to the operator."""
+    if not entry.get("exposed"):
+        return ""
+    key, status = entry.get("exposed_key_id"), Status(entry["status"])
+    done = {Status.ROTATED: f"replaced by {entry.get('new_key_id')} and deactivated (not deleted: it is evidence); "
+                            "a consumer still on it is broken until it reads the secret again",
+            Status.RETIRED: "deactivated (not deleted: it is evidence)"}.get(status, "NOT revoked: see the reason")
+    quarantine = {True: " AWS attached its quarantine policy to the user: remove it once you have checked the "
+                        "key's use (see the incident guide).",
+                  None: " Whether AWS quarantined the user is not known."}.get(entry.get("quarantined"), "")
+    return f". EXPOSED key {key}: {done}. Check who used it (the holdouts above, CloudTrail).{quarantine}"
+
+
 def notify(clients: Clients, settings: Settings, summary: dict[str, Any]) -> None:
     """One SNS message per run that rotated, retired, waited on or failed anything (no secret values)."""
     if not settings.notify_topic_arn:
@@ -2965,8 +3140,8 @@ def notify(clients: Clients, settings: Settings, summary: dict[str, Any]) -> Non
              + (f". Who still uses {s.get('old_key_id')}: {describe_holdouts(s['holdouts'])}"
                 if s.get("holdouts") else "")
              + (f". Holdouts: {s['holdouts_note']}" if s.get("holdouts_note") else "")
-             + f". What to do: {WHAT_TO_DO[Status(s['status'])]}"
-             for s in summary["secrets"] if Status(s["status"]) in WHAT_TO_DO]
+             + f". What to do: {WHAT_TO_DO.get(Status(s['status']), 'read the reason')}" + exposure_advice(s)
+             for s in summary["secrets"] if Status(s["status"]) in WHAT_TO_DO or s.get("exposed")]
     lines = [clip_text(line, SNS_LINE) for line in lines]
     if not lines:
         return

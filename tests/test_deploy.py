@@ -16,6 +16,8 @@ from pathlib import Path
 import boto3
 import pytest
 
+import lambda_function
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -85,6 +87,21 @@ def test_schedule_again_changes_nothing(server):
     seed_schedule("rotate-keys")  # as a first make schedule left it
     make("schedule", "FUNCTION=rotate-keys")
     assert_scheduled(function_arn)
+
+
+def test_exposed_rule_runs_the_function_on_aws_health_s_exposed_key_events(server):
+    # moto delivers no Health events: the rule's pattern is checked against the shared event shape instead.
+    function_arn = seed_function("rotate-keys")
+    make("exposed-rule", "FUNCTION=rotate-keys")
+    events = boto3.client("events")
+    (rule,) = events.list_rules(NamePrefix="rotate-keys-exposed")["Rules"]
+    (target,) = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+    assert target["Arn"] == function_arn
+    health = json.loads((ROOT / "tests" / "events" / "aws-health-risk-credentials-exposed.json").read_text())
+    pattern = json.loads(rule["EventPattern"])
+    assert [health["source"]] == pattern["source"] and [health["detail-type"]] == pattern["detail-type"]
+    assert health["detail"]["eventTypeCode"] in pattern["detail"]["eventTypeCode"]
+    assert pattern["detail"]["eventTypeCode"] == list(lambda_function.EXPOSURE_CODES)
 
 
 def test_create_refuses_without_role_or_secrets(server):
@@ -367,7 +384,7 @@ def test_pause_and_resume_work_for_a_stack(server):
     deploy_stack("keys-prod")
     make("pause", "FUNCTION=keys-prod", "STACK=keys-prod")
     events = boto3.client("events")
-    (rule,) = [r for r in events.list_rules()["Rules"] if "keys-prod" in r["Name"]]
+    (rule,) = [r for r in events.list_rules()["Rules"] if "keys-prod" in r["Name"] and r.get("ScheduleExpression")]
     assert rule["State"] == "DISABLED"
     make("resume", "FUNCTION=keys-prod", "STACK=keys-prod")
     assert events.describe_rule(Name=rule["Name"])["State"] == "ENABLED"

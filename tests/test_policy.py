@@ -75,6 +75,8 @@ def test_policy_allows_exactly_what_the_code_calls(aws, invoke, faults, monkeypa
     token = begin_rotation(seeded[2].secret)  # Secrets Manager rotation mode
     for name in STEPS:
         step(seeded[2].secret, token, name)
+    # a leaked key: its user, the quarantine policy, a rotation (CloudTrail's lookup: LookupEvents, below)
+    invoke(seeded[3].secret, event={"exposed": [aws.value(seeded[3].secret)["AccessKeyId"]]}, sec="iam-keys/*")
     # events:PutEvents only with EVENT_BUS (make policy EVENT_BUS=...; test_events covers the calls)
     # ... the credential report's two actions only with ACCOUNT_REPORT (test_compliance covers the calls)
     # ... and cloudtrail:LookupEvents only with LOOKUP_HOLDOUTS (test_holdouts covers the call)

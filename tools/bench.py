@@ -82,6 +82,28 @@ def bench(url: str, n: int, latency_ms: float, run: int, propagation_s: float = 
             "rotated": result["rotated"], "correct": correct, "cpu_ms": 1000 * cpu / n, "peak_mb": peak_mb}
 
 
+def bench_exposed(url: str, latency_ms: float, run: int) -> dict:
+    """A leaked key: from the event ({"exposed": [...]}, as an AWS Health event becomes) to the key Inactive."""
+    (seeded,) = [seed_user(boto3.client("iam"), boto3.client("secretsmanager"), f"leak{run}", ("Active",), 0)]
+    os.environ["sec"] = seeded.secret
+    control(url, "reset")
+    control(url, "config", {"latency_ms": latency_ms})
+    clients = lambda_function.aws_clients(lambda_function.load_settings(os.environ, {}))
+    revoked_at: list[float] = []
+    clients.iam.meta.events.register("after-call.iam.UpdateAccessKey",
+                                     lambda **_: revoked_at.append(time.perf_counter()))
+    with contextlib.redirect_stdout(io.StringIO()):
+        started = time.perf_counter()
+        lambda_function.lambda_handler({"exposed": [seeded.key_ids[0]]}, LambdaContext())
+        wall = (revoked_at[0] if revoked_at else time.perf_counter()) - started
+    calls = control(url, "stats")["calls"]
+    control(url, "config", {"latency_ms": 0})
+    keys = boto3.client("iam").list_access_keys(UserName=seeded.user)["AccessKeyMetadata"]
+    revoked = {k["AccessKeyId"]: k["Status"] for k in keys}.get(seeded.key_ids[0]) == "Inactive"
+    after = sum(calls.get(op, 0) for op in ("ListAttachedUserPolicies", "LookupEvents"))  # the report, after
+    return {"wall": wall, "calls": sum(calls.values()) - after, "by_op": calls, "revoked": revoked}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="*", type=int, default=[50, 200, 1000])
@@ -112,7 +134,13 @@ def main() -> int:
         print("  " + " ".join(f"{'N=' + str(r['n']):>8}" for r in rows) + "  operation")
         for op in ops:
             print("  " + " ".join(f"{r['calls'].get(op, 0) / r['n']:>8.2f}" for r in rows) + f"  {op}")
-        return 0 if all(r["correct"] == r["n"] == r["rotated"] for r in rows) else 1
+        leak = bench_exposed(url, args.latency_ms, len(rows))
+        steady = rows[0]["per_rotation"] if rows else 0
+        print(f"\na leaked key, from the event to the key Inactive: {leak['wall']:.2f} s, {leak['calls']} calls at "
+              f"{args.latency_ms:g} ms a call (a steady-state rotation: {steady:.2f}; the quarantine check and "
+              f"CloudTrail's lookup follow), {'revoked' if leak['revoked'] else 'NOT revoked'}")
+        print("  " + ", ".join(f"{op} {n}" for op, n in sorted(leak["by_op"].items())))
+        return 0 if all(r["correct"] == r["n"] == r["rotated"] for r in rows) and leak["revoked"] else 1
     finally:
         server.terminate()
 

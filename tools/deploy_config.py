@@ -138,6 +138,7 @@ TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "configure": (("FUNCTION",), ("REGION",)),
     "deploy": (("FUNCTION",), ("REGION",)),
     "schedule": (("FUNCTION",), ("REGION", "SCHEDULE")),
+    "exposed-rule": (("FUNCTION",), ("REGION",)),
     "invoke": (("FUNCTION",), ("REGION", "EVENT")),
     "report": (("FUNCTION",), ("REGION",)),
     "alarms": (("FUNCTION",), ("REGION", "TOPIC")),
@@ -491,6 +492,30 @@ def run_schedule(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) ->
     print(f"{rule_arn} -> {function_arn}")
 
 
+def exposure_pattern() -> dict:
+    """AWS Health's events for an exposed access key: the codes the function answers (its own list)."""
+    return {"source": ["aws.health"], "detail-type": ["AWS Health Event"],
+            "detail": {"service": ["RISK"], "eventTypeCode": list(function_module().EXPOSURE_CODES)}}
+
+
+def run_exposed_rule(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    """Route 2a: a rule that runs the function the moment AWS Health reports one of the account's keys exposed."""
+    function, rule = got["FUNCTION"], f"{got['FUNCTION']}-exposed"
+    function_arn = aws("lambda", "get-function", "--function-name", function,
+                       "--query", "Configuration.FunctionArn", "--output", "text")
+    rule_arn = aws("events", "put-rule", "--name", rule, "--event-pattern", json.dumps(exposure_pattern()),
+                   "--query", "RuleArn", "--output", "text")
+    aws("lambda", "remove-permission", "--function-name", function, "--statement-id", "events-exposed",
+        check=False, quiet=True)
+    aws("lambda", "add-permission", "--function-name", function, "--statement-id", "events-exposed",
+        "--action", "lambda:InvokeFunction", "--principal", "events.amazonaws.com", "--source-arn", rule_arn)
+    aws("events", "put-targets", "--rule", rule, "--targets", json.dumps([{"Id": "exposed", "Arn": function_arn}]))
+    print(f"{rule_arn} -> {function_arn}")
+    if function_arn.split(":")[3] != "us-east-1":
+        print("AWS Health delivers these events in us-east-1: forward them from there to this region's default "
+              "bus (docs/operate.md, When a key leaks)")
+
+
 def invoke(function: str, event: str, aws: Cli) -> tuple[str, str]:
     """The function's answer to the event file, and its FunctionError ("" when none)."""
     Path("dist").mkdir(exist_ok=True)
@@ -596,6 +621,8 @@ def run_destroy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> 
                "--output", "text")
     aws("events", "remove-targets", "--rule", rule, "--ids", "rotate", check=False, quiet=True)
     aws("events", "delete-rule", "--name", rule, check=False, quiet=True)
+    aws("events", "remove-targets", "--rule", f"{function}-exposed", "--ids", "exposed", check=False, quiet=True)
+    aws("events", "delete-rule", "--name", f"{function}-exposed", check=False, quiet=True)
     aws("lambda", "delete-function", "--function-name", function)
     print(f"removed {function} and its schedule ({rule})")
     found = aws("cloudwatch", "describe-alarms", "--alarm-names", *alarm_names(function),
@@ -695,7 +722,8 @@ def run_status(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> N
 
 
 RUN = {"policy": run_policy, "create": run_create, "configure": run_configure, "deploy": run_deploy,
-       "schedule": run_schedule, "invoke": run_invoke, "report": run_report, "alarms": run_alarms,
+       "schedule": run_schedule, "exposed-rule": run_exposed_rule, "invoke": run_invoke, "report": run_report,
+       "alarms": run_alarms,
        "pause": run_pause, "resume": run_resume, "logs": run_logs, "destroy": run_destroy,
        "rollback": run_rollback, "skip": run_skip, "unskip": run_unskip, "status": run_status}
 

@@ -96,6 +96,11 @@ class Region:
                 start_response("403 Forbidden", [("Content-Type", "text/xml"),
                                                   ("Content-Length", str(len(NOT_YET_XML)))])
                 return [NOT_YET_XML]
+        if operation == "LookupEvents":  # moto has no CloudTrail LookupEvents: CloudTrail's answer for no events
+            body = b'{"Events": []}'
+            start_response("200 OK", [("Content-Type", "application/x-amz-json-1.1"),
+                                      ("Content-Length", str(len(body)))])
+            return [body]
         answer: list = []
         body = b"".join(self.app(environ, lambda status, headers, exc_info=None: answer.append((status, headers))))
         if operation == "CreateAccessKey":

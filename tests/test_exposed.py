@@ -1,0 +1,159 @@
+"""A leaked key: replaced and revoked at once, consumers told, who used it named.
+
+Two triggers, one path: AWS Health's RISK event (tests/events, a copy of ../shared/events) and the operator's
+{"exposed": [...]}. What AWS is left holding is read back from moto; what consumers and operators are told from
+SQS behind the bus and the topic; CloudTrail through its stand-in (conftest.CloudTrailLookups)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from conftest import load_event
+from lambda_function import ConfigError
+from seed import ROWS, backdate_key, iam_secret_keys, seed_row, seed_user, set_last_used
+
+
+def health_event(*key_ids: str, code: str = "AWS_RISK_CREDENTIALS_EXPOSED") -> dict:
+    event = load_event("aws-health-risk-credentials-exposed")
+    event["detail"] = {**event["detail"], "eventTypeCode": code,
+                       "affectedEntities": [{"entityValue": k} for k in key_ids]}
+    return event
+
+
+def operator_event(*key_ids: str) -> dict:
+    return {"exposed": list(key_ids)}
+
+
+TRIGGERS = [pytest.param(health_event, id="aws-health"), pytest.param(operator_event, id="operator")]
+
+
+@pytest.fixture
+def alice(aws, monkeypatch):
+    """alice's key, a day old, held by her secret; a grace period is set (a leak ignores it)."""
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "80")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    backdate_key("alice", seeded.key_ids[0], 1)
+    return seeded
+
+
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_a_leaked_current_key_is_replaced_and_deactivated_at_once_never_deleted(aws, invoke, alice, bus, topic,
+                                                                                caplog, trigger):
+    caplog.set_level(logging.INFO)
+    (leaked,) = alice.key_ids
+    result = invoke(sec="iam-keys/*", event=trigger(leaked))
+    new = aws.value(alice.secret)["AccessKeyId"]
+    assert aws.keys("alice") == {leaked: "Inactive", new: "Active"}, "whatever its age or GRACE_HOURS"
+    assert aws.holds_working_key(alice.secret) and aws.sts.calls[-1] == new, "the new key authenticated first"
+    (entry,) = result["secrets"]
+    assert entry["status"] == "rotated" and entry["exposed"] is True
+    assert (entry["exposed_key_id"], entry["new_key_id"]) == (leaked, new)
+    (event,) = bus()
+    assert event["detail-type"] == "Access Key Exposed" and event["detail"]["exposed_key_id"] == leaked
+    assert event["detail"]["current_key_id"] == new
+    (message,) = topic()
+    assert f"EXPOSED key {leaked}" in message and "deactivated" in message and "broken until it reads" in message
+    assert any('"action": "exposed_key"' in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    said = json.dumps(result) + message + json.dumps(event) + caplog.text
+    assert not [s for s in iam_secret_keys("alice").values() if s in said]
+
+
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_a_leaked_previous_key_in_its_grace_period_is_deactivated_now(aws, invoke, clock, monkeypatch, trigger):
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    invoke(seeded.secret)  # rotated: the old key kept Active for a day
+    (previous,) = seeded.key_ids
+    current = aws.value(seeded.secret)["AccessKeyId"]
+    assert aws.keys("alice")[previous] == "Active"
+    (entry,) = invoke(seeded.secret, event=trigger(previous))["secrets"]
+    assert aws.keys("alice") == {previous: "Inactive", current: "Active"}
+    assert entry["status"] == "retired" and entry["exposed_key_id"] == previous
+
+
+def test_a_leaked_adopted_key_is_deactivated_now(aws, invoke, clock):
+    seeded = seed_user(aws.iam, aws.secrets, "alice", ("Active", "Active"), held=0, stale=False)
+    held, person = seeded.key_ids
+    set_last_used("alice", person, clock.now())
+    invoke(seeded.secret)  # adopted: kept Active
+    assert aws.keys("alice")[person] == "Active"
+    (entry,) = invoke(seeded.secret, event=operator_event(person))["secrets"]
+    assert aws.keys("alice")[person] == "Inactive" and entry["exposed"] and entry["status"] == "retired"
+    assert aws.holds_working_key(seeded.secret)
+
+
+def test_a_dry_run_plans_the_answer_and_changes_nothing(aws, invoke, alice):
+    (leaked,) = alice.key_ids
+    (entry,) = invoke(alice.secret, event={**operator_event(leaked), "dry_run": True})["secrets"]
+    assert entry["status"] == "planned" and entry["exposed_key_id"] == leaked
+    assert aws.keys("alice") == {leaked: "Active"} and len(aws.versions(alice.secret)) == 1
+
+
+def test_a_skip_tag_holds_and_the_leak_is_reported_loudly(aws, invoke, alice, caplog):
+    (leaked,) = alice.key_ids
+    aws.secrets.tag_resource(SecretId=alice.secret, Tags=[{"Key": "key-rotation:mode", "Value": "skip"}])
+    (entry,) = invoke(alice.secret, event=operator_event(leaked))["secrets"]
+    assert entry["status"] == "skipped" and entry["exposed"] and aws.keys("alice") == {leaked: "Active"}
+    assert any('"action": "exposed_key_held"' in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_a_key_no_secret_of_this_function_manages_is_reported_and_untouched(aws, invoke, alice, topic):
+    aws.iam.create_user(UserName="stray")
+    stray = aws.iam.create_access_key(UserName="stray")["AccessKey"]["AccessKeyId"]
+    (entry,) = invoke(alice.secret, event=operator_event(stray))["secrets"]
+    assert entry["status"] == "skipped" and entry["user"] == "stray" and entry["exposed_key_id"] == stray
+    assert "no secret this function manages" in entry["reason"] and "last used never" in entry["reason"]
+    assert aws.keys("stray") == {stray: "Active"} and aws.keys("alice") == {alice.key_ids[0]: "Active"}
+    assert "EXPOSED key" in topic()[0]
+
+
+def test_a_key_whose_user_names_a_secret_sec_does_not_select_is_not_acted_on(aws, invoke, monkeypatch):
+    other = seed_row(aws.iam, aws.secrets, ROWS[1], user="bob")  # bob's tag names iam-keys/bob
+    (entry,) = invoke(event=operator_event(other.key_ids[0]), sec="iam-keys/alice*")["secrets"]
+    assert entry["status"] == "skipped" and "no secret this function manages" in entry["reason"]
+    assert aws.keys("bob") == {other.key_ids[0]: "Active"}
+
+
+@pytest.mark.parametrize("event", [
+    health_event("not-a-key"), operator_event("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+    health_event("AKIAIOSFODNN7EXAMPLE", code="AWS_EC2_OPERATIONAL_ISSUE"), health_event()])
+def test_an_event_naming_no_access_key_id_or_of_another_kind_is_refused_before_anything(aws, invoke, alice, faults,
+                                                                                      event):
+    reads = faults.watch("get_access_key_last_used")
+    with pytest.raises(ConfigError) as refused:
+        invoke(alice.secret, event=event)
+    assert "wJalrXUtnFEMI" not in str(refused.value) and reads == []
+    assert aws.keys("alice") == {alice.key_ids[0]: "Active"}
+
+
+def test_an_event_naming_several_keys_answers_each(aws, invoke, alice):
+    bob = seed_row(aws.iam, aws.secrets, ROWS[1], user="bob")
+    result = invoke(event=health_event(alice.key_ids[0], bob.key_ids[0]), sec="iam-keys/*")
+    assert sorted(e["status"] for e in result["secrets"]) == ["rotated", "rotated"]
+    assert aws.keys("alice")[alice.key_ids[0]] == "Inactive" and aws.keys("bob")[bob.key_ids[0]] == "Inactive"
+
+
+def test_who_used_the_leaked_key_is_named_and_the_quarantine_reported(aws, invoke, alice, cloudtrail, clock, topic):
+    (leaked,) = alice.key_ids
+    cloudtrail.record(leaked, clock.now(), source_ip="198.51.100.9", user_agent="curl/8.5", event_name="ListBuckets",
+                      event_source="s3.amazonaws.com", user="alice")
+    policy = aws.iam.create_policy(PolicyName="AWSCompromisedKeyQuarantineV3", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "iam:CreateUser", "Resource": "*"}]}))
+    aws.iam.attach_user_policy(UserName="alice", PolicyArn=policy["Policy"]["Arn"])
+    (entry,) = invoke(alice.secret, event=operator_event(leaked))["secrets"]
+    (group,) = entry["holdouts"]
+    assert (group["source_ip"], group["user_agent"], group["count"]) == ("198.51.100.9", "curl/8.5", 1)
+    assert entry["quarantined"] is True
+    message = topic()[0]
+    assert "198.51.100.9" in message and "quarantine policy" in message
+
+
+def test_without_cloudtrail_permission_the_note_says_so_and_the_key_is_still_revoked(aws, invoke, alice, cloudtrail):
+    cloudtrail.refuse = "AccessDeniedException"
+    (entry,) = invoke(alice.secret, event=operator_event(alice.key_ids[0]))["secrets"]
+    assert "needs cloudtrail:LookupEvents" in entry["holdouts_note"]
+    assert aws.keys("alice")[alice.key_ids[0]] == "Inactive"
