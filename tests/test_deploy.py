@@ -439,12 +439,15 @@ def test_the_report_table_reads_at_a_glance(tmp_path):
     assert "root user has an Active access key" in table
 
 
-def test_alarms_for_route_2a_are_the_templates_four(server):
-    seed_function("rotate-keys")
+def test_alarms_for_route_2a_are_the_templates_four_in_the_function_s_namespace(server):
+    # The function's METRICS_NAMESPACE, read from its configuration, is where the custom metrics' alarms look.
+    seed_function("rotate-keys", {"sec": "iam-keys/*", "METRICS_NAMESPACE": "Keys/Prod"})
     make("alarms", "FUNCTION=rotate-keys", "TOPIC=arn:aws:sns:us-east-1:123456789012:ops")
     alarms = {a["AlarmName"]: a for a in boto3.client("cloudwatch").describe_alarms()["MetricAlarms"]}
     assert set(alarms) == {f"rotate-keys-{n}" for n in ("errors", "no-success", "still-in-use", "overdue")}
     assert {a["MetricName"] for a in alarms.values()} == {"Errors", "Succeeded", "ForcedWhileInUse", "OverdueKeys"}
+    assert {a["MetricName"]: a["Namespace"] for a in alarms.values()} == {
+        "Errors": "AWS/Lambda", "Succeeded": "Keys/Prod", "ForcedWhileInUse": "Keys/Prod", "OverdueKeys": "Keys/Prod"}
     assert all(a["AlarmActions"] == ["arn:aws:sns:us-east-1:123456789012:ops"] for a in alarms.values())
 
 

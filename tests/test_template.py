@@ -216,6 +216,7 @@ def test_each_parameter_that_is_a_setting_has_the_tables_bounds_and_choices():
                 "EVENT_BUS": (["keys", "arn:aws:events:eu-west-1:111122223333:event-bus/keys", ""],
                               ["arn:aws:sns:eu-west-1:111122223333:t", "a b"]),
                 "CENTRAL_ACCOUNT_ID": (["111122223333", ""], ["1111", "11112222333x"]),
+                "METRICS_NAMESPACE": (["IAMKeyRotation", "Keys/Prod"], ["", ":x", "x" * 256]),
                 "sec": (["iam-keys/*", "iam-keys/a;iam-keys/b"], ["a,b", ""])}
     checked = set()
     for setting, value in variables.items():
@@ -242,3 +243,46 @@ def test_each_check_checkov_skips_is_explained_in_one_line():
     assert all(reason and len(reason.split()) >= 5 for _check, reason in skips), skips
     assert "$(CHECKOV) --file template.yaml" in (ROOT / "Makefile").read_text()
     assert re.search(r"^# checkov==\d+\.\d+\.\d+$", (ROOT / "requirements-dev.txt").read_text(), re.M), "pinned"
+
+
+# --- the alarms, defined once; the dashboard names what the function emits -------------------------------------------
+
+def test_the_template_s_alarms_are_deploy_config_s_alarms_in_the_function_s_namespace():
+    from deploy_config import ALARMS
+
+    alarms = {name: r["Properties"] for name, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert set(alarms) == {alarm["Resource"] for alarm in ALARMS}, "every alarm is a row of ALARMS, and each row one"
+    topic = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+    for alarm in ALARMS:
+        expected = {key: value for key, value in alarm.items() if key not in ("Name", "Resource")}
+        expected["AlarmDescription"] = {"Fn::Sub": alarm["AlarmDescription"].format(f="${Function}")}
+        expected["Namespace"] = alarm["Namespace"] or {"Ref": "MetricsNamespace"}
+        expected |= {"Dimensions": [{"Name": "FunctionName", "Value": {"Ref": "Function"}}],
+                     "AlarmActions": topic, "OKActions": topic}
+        assert alarms[alarm["Resource"]] == expected, alarm["Resource"]
+    variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
+    assert variables["METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}
+    import lambda_function
+    assert TEMPLATE["Parameters"]["MetricsNamespace"]["Default"] == \
+        lambda_function.SETTINGS_TABLE["METRICS_NAMESPACE"].default
+
+
+def dashboard_metrics(body: str, names: dict[str, str]) -> list[list]:
+    """Each metric row of a dashboard's widgets, its ${...} filled in from names."""
+    for name, value in names.items():
+        body = body.replace("${" + name + "}", value)
+    assert "${" not in body, "every substitution known"
+    return [row for widget in json.loads(body)["widgets"] for row in widget["properties"].get("metrics", [])]
+
+
+def test_every_metric_the_dashboard_shows_is_one_the_function_emits():
+    import lambda_function
+
+    dashboard = RESOURCES["Dashboard"]["Properties"]
+    rows = dashboard_metrics(dashboard["DashboardBody"]["Fn::Sub"],
+                             {"MetricsNamespace": "NS", "Function": "f", "AWS::Region": "eu-west-1"})
+    emitted = set(lambda_function.METRICS) | {"EventsFailed"}
+    shown = {row[1] for row in rows if row[0] == "NS"}
+    assert shown <= emitted, shown - emitted
+    assert {"Rotated", "Failed", "OverdueKeys", "ForcedWhileInUse"} <= shown
+    assert all(row[0] in ("NS", "AWS/Lambda") and row[2:4] == ["FunctionName", "f"] for row in rows), rows

@@ -539,31 +539,71 @@ def run_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> N
     print(render_report(json.loads(answer)))
 
 
-# Route 2a's alarms: the template's four.
-ALARMS = (
-    ("errors", "{f} failed to rotate at least one secret", "AWS/Lambda", "Errors", "Sum", "3600", "1", None, "0",
-     "GreaterThanThreshold", "notBreaching"),
-    ("no-success", "{f}: no run without failures for 36 hours", "IAMKeyRotation", "Succeeded", "Sum", "43200", "3", "3",
-     "1", "LessThanThreshold", "breaching"),
-    ("still-in-use", "{f} deactivated a key still in use", "IAMKeyRotation", "ForcedWhileInUse", "Sum", "86400", "1",
-     None, "0", "GreaterThanThreshold", "notBreaching"),
-    ("overdue", "{f} manages a key past MAX_KEY_AGE_DAYS", "IAMKeyRotation", "OverdueKeys", "Maximum", "86400", "1",
-     None, "0", "GreaterThanThreshold", "notBreaching"),
+# The four alarms, defined once: template.yaml's alarm resources are these (tests/test_template.py keeps each
+# equal to its row) and make alarms puts them by name, FUNCTION-<name>. "{f}" is the function's name; the namespace
+# None is the function's METRICS_NAMESPACE (the template's MetricsNamespace parameter), where its EMF metrics go.
+ALARMS: tuple[dict[str, Any], ...] = (
+    {"Name": "errors", "Resource": "ErrorsAlarm",
+     "AlarmDescription": "{f} failed to rotate at least one secret: see its logs",
+     "Namespace": "AWS/Lambda", "MetricName": "Errors", "Statistic": "Sum", "Period": 3600,
+     "EvaluationPeriods": 1, "Threshold": 0, "ComparisonOperator": "GreaterThanThreshold",
+     "TreatMissingData": "notBreaching"},
+    {"Name": "no-success", "Resource": "NoSuccessAlarm",
+     "AlarmDescription": "{f} has not completed a run without failures for 36 hours",
+     "Namespace": None, "MetricName": "Succeeded", "Statistic": "Sum", "Period": 43200,
+     "EvaluationPeriods": 3, "DatapointsToAlarm": 3, "Threshold": 1, "ComparisonOperator": "LessThanThreshold",
+     "TreatMissingData": "breaching"},  # no run at all is the failure this alarm is for
+    {"Name": "still-in-use", "Resource": "StillInUseAlarm",
+     "AlarmDescription": "{f} deactivated an old key still in use after MAX_GRACE_HOURS: see its logs",
+     "Namespace": None, "MetricName": "ForcedWhileInUse", "Statistic": "Sum", "Period": 86400,
+     "EvaluationPeriods": 1, "Threshold": 0, "ComparisonOperator": "GreaterThanThreshold",
+     "TreatMissingData": "notBreaching"},
+    {"Name": "overdue", "Resource": "OverdueAlarm",
+     "AlarmDescription": "{f} manages an Active key older than MAX_KEY_AGE_DAYS (CIS IAM.3): see the run's summary",
+     "Namespace": None, "MetricName": "OverdueKeys", "Statistic": "Maximum", "Period": 86400,
+     "EvaluationPeriods": 1, "Threshold": 0, "ComparisonOperator": "GreaterThanThreshold",
+     "TreatMissingData": "notBreaching"},
 )
+NAMESPACE_RE = r"[!-9;-~][ -~]{0,254}"  # CloudWatch's: printable ASCII, not starting with ':', at most 255
+
+
+def metrics_namespace(function: str, aws: Cli) -> str:
+    """The deployed function's METRICS_NAMESPACE (its settings table's default when it has none)."""
+    found = aws("lambda", "get-function-configuration", "--function-name", function,
+                "--query", "Environment.Variables", "--output", "json")
+    try:
+        variables = json.loads(found or "null")
+    except ValueError:
+        variables = None
+    namespace = variables.get("METRICS_NAMESPACE") if isinstance(variables, dict) else None
+    namespace = namespace or function_module().SETTINGS_TABLE["METRICS_NAMESPACE"].default
+    if not re.fullmatch(NAMESPACE_RE, namespace, re.ASCII) or namespace.startswith("AWS/"):
+        raise SystemExit(f"{function}'s METRICS_NAMESPACE {shown(namespace)} is no CloudWatch namespace: "
+                         f"no alarm made")
+    return namespace
+
+
+def alarm_arguments(alarm: Mapping[str, Any], function: str, namespace: str, topic: str | None) -> list[str]:
+    """put-metric-alarm's arguments for one row of ALARMS."""
+    optional = {"DatapointsToAlarm": "--datapoints-to-alarm"}
+    return ["--alarm-name", f"{function}-{alarm['Name']}",
+            "--alarm-description", alarm["AlarmDescription"].format(f=function),
+            "--dimensions", json.dumps([{"Name": "FunctionName", "Value": function}]),
+            "--namespace", alarm["Namespace"] or namespace, "--metric-name", alarm["MetricName"],
+            "--statistic", alarm["Statistic"], "--period", str(alarm["Period"]),
+            "--evaluation-periods", str(alarm["EvaluationPeriods"]),
+            *[arg for key, flag in optional.items() if key in alarm for arg in (flag, str(alarm[key]))],
+            "--threshold", str(alarm["Threshold"]), "--comparison-operator", alarm["ComparisonOperator"],
+            "--treat-missing-data", alarm["TreatMissingData"],
+            *(["--alarm-actions", topic, "--ok-actions", topic] if topic else [])]
 
 
 def run_alarms(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
     function, topic = got["FUNCTION"], got.get("TOPIC")
-    for name, says, namespace, metric, statistic, period, evaluations, datapoints, threshold, compare, missing \
-            in ALARMS:
-        aws("cloudwatch", "put-metric-alarm", "--alarm-name", f"{function}-{name}",
-            "--alarm-description", says.format(f=function),
-            "--dimensions", json.dumps([{"Name": "FunctionName", "Value": function}]),
-            "--namespace", namespace, "--metric-name", metric, "--statistic", statistic, "--period", period,
-            "--evaluation-periods", evaluations, *(["--datapoints-to-alarm", datapoints] if datapoints else []),
-            "--threshold", threshold, "--comparison-operator", compare, "--treat-missing-data", missing,
-            *(["--alarm-actions", topic, "--ok-actions", topic] if topic else []))
-    print(f"4 alarms for {function}" + (f", telling {topic}" if topic else ""))
+    namespace = metrics_namespace(function, aws)
+    for alarm in ALARMS:
+        aws("cloudwatch", "put-metric-alarm", *alarm_arguments(alarm, function, namespace, topic))
+    print(f"{len(ALARMS)} alarms for {function} (its metrics in {namespace})" + (f", telling {topic}" if topic else ""))
 
 
 def schedule_rule(got: dict[str, str], aws: Cli) -> str:
@@ -610,7 +650,7 @@ def run_logs(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> Non
 
 def alarm_names(function: str) -> list[str]:
     """Route 2a's four alarms (make alarms) for the function, in ALARMS' order."""
-    return [f"{function}-{alarm[0]}" for alarm in ALARMS]
+    return [f"{function}-{alarm['Name']}" for alarm in ALARMS]
 
 
 def run_destroy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
