@@ -80,10 +80,11 @@ fuzz: $(VENV)/.installed  ## the model-based test, long and random (MODEL_EXAMPL
 bench: $(VENV)/.installed  ## rotate SIZES secrets, each call behind LATENCY_MS; print figures
 	set -f; $(BIN)/python tools/bench.py $$SIZES --latency-ms "$$LATENCY_MS" --propagation-s "$$PROPAGATION_S"
 
-lint: $(VENV)/.installed $(CHECKOV)  ## static checks: code, CloudFormation template (cfn-lint, checkov), the role's policy
+lint: $(VENV)/.installed $(CHECKOV)  ## static checks: code, CloudFormation templates (cfn-lint, checkov), the role's policy
 	$(BIN)/ruff check .
-	$(BIN)/cfn-lint template.yaml
+	$(BIN)/cfn-lint template.yaml central.yaml
 	$(CHECKOV) --file template.yaml --framework cloudformation --compact --quiet --skip-download
+	$(CHECKOV) --file central.yaml --framework cloudformation --compact --quiet --skip-download
 	$(BIN)/python tools/lint_policy.py LambdaExecutionRole.json
 
 # checkov pins a boto3 older than the tests': a virtualenv of its own, inside .venv, at requirements-dev.txt's pin.
