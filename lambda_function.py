@@ -17,7 +17,8 @@ above it.
 6. Authority, holders and the guard: ``Run`` (who holds, uses or may act for each user's keys), ``guard``,
    ``secret_settings``, resolving and claiming the secrets.
 7. Settling: the usage gate of a previous or adopted key (``settle_decision``, ``settle``).
-8. Rollback: ``rollback_secret``, and ``restore_previous`` for a held key IAM no longer has.
+8. Rollback: ``restore_previous``, the one way back to AWSPREVIOUS's key, for ``rollback_secret`` and for
+   ``repair`` (the key the secret holds is gone or off).
 9. Compliance and the account report: the deadline's figures per secret, IAM's credential report, and (with
    LOOKUP_HOLDOUTS) who CloudTrail shows still using a key (reads only).
 10. Batch passes (EventBridge schedule, console, CLI): ``run_batch``: resolve, read, authorise, decide; then
@@ -2172,14 +2173,34 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
 # ---------------------------------------------------------------------------
 
 
-def restore_previous(run: Run, record: SecretRecord, restore: Restore) -> Outcome | str:
-    """Move AWSCURRENT back to AWSPREVIOUS's version if its key authenticates at once (nothing deleted); else
-    say why not (the caller rotates afresh)."""
+def restore_previous(run: Run, record: SecretRecord, version: str, key: NewKey, reactivate: bool) -> str | None:
+    """The one way back to AWSPREVIOUS's key: re-activate it if it is not Active, check it authenticates (a key
+    that never stopped working at once; a re-activated one waiting out IAM's propagation), then move AWSCURRENT
+    back. Returns why not, with everything as it was; None once AWSCURRENT holds it again."""
+    clients = run.clients
+    if reactivate:
+        with aws_step(record.name, "UpdateAccessKey"):
+            set_key_status(clients, record, key.key_id, KeyStatus.ACTIVE)
+        why = verify_keys(clients, [Check(record, key)], run.settings.verify_timeout, run.clock).get(record.name)
+    else:
+        verdict, why = safe_try_key(clients, Check(record, key))  # an old key: no propagation to wait for
+        why = None if verdict == Verdict.OK else why
+    if why:
+        if reactivate:  # put it back as it was: nothing changed
+            with aws_step(record.name, "UpdateAccessKey"):
+                set_key_status(clients, record, key.key_id, KeyStatus.INACTIVE)
+        return why
+    move_current(run, record, version, record.version_id)
+    return None
+
+
+def repair(run: Run, record: SecretRecord, restore: Restore) -> Outcome | str:
+    """The key the secret holds is gone or off: go back to AWSPREVIOUS's key if it authenticates at once
+    (nothing deleted); else say why not (the caller rotates afresh)."""
     key = restore.key
-    verdict, why = safe_try_key(run.clients, Check(record, key))  # an old key: no propagation to wait for
-    if verdict != Verdict.OK:
+    why = restore_previous(run, record, restore.version, key, reactivate=False)
+    if why:
         return f"{restore.found}, and previous key {key.key_id} did not authenticate ({why}): rotated afresh"
-    move_current(run, record, restore.version, record.version_id)
     log_action("repaired", logging.WARNING, secret=record.name, user=record.user_name, key_id=key.key_id,
                version=restore.version)
     return Outcome(secret=record.name, status=Status.ROLLED_BACK, user=record.user_name, restored_key_id=key.key_id,
@@ -2235,17 +2256,9 @@ def rollback_secret(run: Run, record: SecretRecord) -> Outcome:
                       restored_key_id=found.key_id, retired_key_id=retired, steps=steps)
     if own.dry_run:
         return outcome
-    with aws_step(record.name, "UpdateAccessKey"):
-        if not found.active:
-            set_key_status(clients, record, found.key_id, KeyStatus.ACTIVE)
-    try:
-        verify_one(clients, Check(record, previous), run.settings, run.clock)
-    except RotationError:
-        if not found.active:  # put it back as it was: nothing changed
-            with aws_step(record.name, "UpdateAccessKey"):
-                set_key_status(clients, record, found.key_id, KeyStatus.INACTIVE)
-        raise
-    move_current(run, record, version, record.version_id)
+    why = restore_previous(run, record, version, previous, reactivate=not found.active)
+    if why:
+        raise RotationError(record.name, f"cannot roll back: {why}; nothing changed")
     if retired:
         retire_keys(clients, record, (retired,), done=f"rolled back to key {found.key_id}")
     log_action("rolled_back", secret=record.name, user=record.user_name, key_id=found.key_id, version=version)
@@ -2677,7 +2690,7 @@ def rotate(run: Run, item: Rotate) -> Outcome | Stored:
     store the new key. From the first change on, a failure counts towards MAX_FAILURES."""
     record, plan = item.record, item.plan
     if item.restore is not None:
-        restored = restore_previous(run, record, item.restore)
+        restored = repair(run, record, item.restore)
         if isinstance(restored, Outcome):
             return restored
         item.reason = "; ".join(r for r in (restored, item.reason) if r)
