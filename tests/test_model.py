@@ -216,19 +216,19 @@ class Account(RuleBasedStateMachine):
         for user in MANAGED:
             after = self.keys(user)
             gone = set(before[user]) - set(after)
-            if kind != "force":
+            if kind not in ("force", "exposed"):  # a leak's answer plans as force does
                 assert not gone & held_before[user], f"{user}: a held Active key was deleted: {gone}"
                 assert not gone & used_before[user], f"{user}: a key in use was deleted: {gone}"
             current = self.read_key(user)
             if current != current_before[user]:
                 self.replaced.setdefault(current_before[user], now)
-                if kind in ("force", "rollback", "step"):
+                if kind in ("force", "rollback", "step", "exposed"):
                     self.excused.add(current_before[user])
             made = set(after) - set(before[user])
             stored = self.versions_hold(user)
             for key_id in made - stored:
                 self.lost[key_id] = user
-            if kind in ("force", "rollback", "step"):
+            if kind in ("force", "rollback", "step", "exposed"):
                 self.excused |= {k for k, s in before[user].items() if s == "Active" and after.get(k) != "Active"}
             clean_run = fault is None and not self.tags[user] and (
                 kind == "create" or (kind in ("batch", "force") and not self.rotation_on[user]))
@@ -267,6 +267,25 @@ class Account(RuleBasedStateMachine):
     @rule()
     def force_run(self) -> None:
         self.invoke({"force": True}, "force")
+
+    @rule(user=st.sampled_from(MANAGED), index=st.integers(0, 1), health=st.booleans())
+    def a_key_leaks(self, user, index, health) -> None:
+        """AWS Health (or the operator) says one of the user's keys is exposed: with no hold and no fault it is
+        Inactive after the run, and never deleted by it (it is evidence)."""
+        keys = sorted(self.keys(user))
+        if index >= len(keys):
+            return
+        leaked, was = keys[index], self.keys(user)[keys[index]]
+        event = {"exposed": [leaked]}
+        if health:
+            event = load_event("aws-health-risk-credentials-exposed")
+            event["detail"] = {**event["detail"], "affectedEntities": [{"entityValue": leaked}]}
+        fault = self.fault
+        self.invoke(event, "exposed", hold=bool(self.tags[user]) or self.rotation_on[user])
+        self.excused.add(leaked)
+        assert leaked in self.keys(user), "a leaked key is never deleted by the run that answers it"
+        if fault is None and self.acts_on(user) and was == "Active" and self.works(user):
+            assert self.keys(user)[leaked] == "Inactive", f"{user}: leaked key {leaked} still Active"
 
     @rule(user=st.sampled_from(MANAGED))
     def rollback_run(self, user) -> None:
