@@ -1599,15 +1599,18 @@ def safe_try_key(clients: Clients, check: Check) -> tuple[Verdict, str]:
 
 
 def verify_keys(clients: Clients, checks: list[Check], timeout: float, clock: Clock,
-                map_: Callable = map) -> dict[str, str]:
-    """Wait until every key authenticates as its user; return why, by secret, for those that did not.
+                map_: Callable = map, once: bool = False) -> dict[str, str]:
+    """The one way a key is verified: wait until every key authenticates as its user; return why, by secret, for
+    those that did not.
 
     All keys wait out IAM's propagation delay together (tried with ``map_``,
     e.g. a thread pool's), backing off 1, 2, 4, 8, 8... seconds until
-    ``timeout`` is used up. A timeout of 0 skips verification.
+    ``timeout`` is used up. A timeout of 0 skips verification. With ``once``,
+    one attempt each and no wait, whatever the timeout: for an old key, which
+    has no propagation to wait out.
     """
     problems: dict[str, str] = {}
-    if timeout <= 0:
+    if timeout <= 0 and not once:
         return problems
     pending, deadline, delay = list(checks), clock.monotonic() + timeout, 1.0
     while pending:
@@ -1619,10 +1622,10 @@ def verify_keys(clients: Clients, checks: list[Check], timeout: float, clock: Cl
             elif verdict == Verdict.NOT_YET:
                 waiting.append((check, why))
         pending = [check for check, _ in waiting]
-        if pending and clock.monotonic() + delay > deadline:
+        if pending and (once or clock.monotonic() + delay > deadline):
             for check, why in waiting:
-                problems[check.record.name] = (f"key {check.key.key_id} did not authenticate within "
-                                               f"{timeout:g}s ({why})")
+                problems[check.record.name] = why if once else (f"key {check.key.key_id} did not authenticate "
+                                                                f"within {timeout:g}s ({why})")
             break
         if pending:
             clock.sleep(delay)
@@ -2182,9 +2185,8 @@ def restore_previous(run: Run, record: SecretRecord, version: str, key: NewKey, 
         with aws_step(record.name, "UpdateAccessKey"):
             set_key_status(clients, record, key.key_id, KeyStatus.ACTIVE)
         why = verify_keys(clients, [Check(record, key)], run.settings.verify_timeout, run.clock).get(record.name)
-    else:
-        verdict, why = safe_try_key(clients, Check(record, key))  # an old key: no propagation to wait for
-        why = None if verdict == Verdict.OK else why
+    else:  # an old key that never stopped working: no propagation to wait for
+        why = verify_keys(clients, [Check(record, key)], 0, run.clock, once=True).get(record.name)
     if why:
         if reactivate:  # put it back as it was: nothing changed
             with aws_step(record.name, "UpdateAccessKey"):
