@@ -23,10 +23,12 @@ PORT       ?= 5000
 # SCHEDULE='cron(0 6 * * ? *)' EVENT=events/dry-run.json SINCE=60 PREFIX=iam-keys/ USER_PATH=/key-rotation/;
 # REGION defaults to AWS_DEFAULT_REGION or AWS_REGION.
 DEPLOY_VALUES := FUNCTION ROLE REGION TIMEOUT MEMORY SCHEDULE RETRIES EVENT SINCE ACCOUNT_ID PREFIX KMS_KEY_ID \
-  USER_PATH STACK TOPIC SECRET
+  USER_PATH STACK TOPIC SECRET \
+  OUS REGIONS ARTIFACT_PREFIX STACK_SET CALL_AS CANARY FAILURE_PERCENT MAX_PERCENT OVERRIDES ORG_ID LOG_GROUP DAYS
 # The Makefile's own variables; every other NAME=VALUE on the command line is a setting of the function,
 # passed to tools/deploy_config.py, which checks names and values with the function's own settings table
-# (a typo is refused with the nearest name; NAME= removes the setting). No list of settings is kept here.
+# (a typo is refused with the nearest name; NAME= removes the setting); for org-deploy and org-update, each is
+# one of template.yaml's parameters by name (SecretNames=...), checked with the template's. No list is kept here.
 MAKE_OWN := $(DEPLOY_VALUES) AWS PYTHON SIZES LATENCY_MS PROPAGATION_S VERBOSE PORT MODEL_EXAMPLES MODEL_STEPS
 # A variable name make may export: letters, digits and '_' only (anything else is left out, and so refused).
 NAME_CHARS := a b c d e f g h i j k l m n o p q r s t u v w x y z A B C D E F G H I J K L M N O P Q R S T U V W X Y Z \
@@ -40,11 +42,12 @@ export GIVEN_SETTINGS := $(filter-out $(MAKE_OWN),$(COMMAND_LINE))
 export $(COMMAND_LINE) AWS SIZES LATENCY_MS PROPAGATION_S PORT
 DEPLOY := $(PYTHON) tools/deploy_config.py
 DEPLOY_TARGETS := policy create configure deploy schedule exposed-rule invoke report pause resume alarms logs \
-  destroy rollback skip unskip status
+  destroy rollback skip unskip status org-package org-deploy org-update org-status org-remove org-report
 
 .PHONY: help demo test fuzz lint bench package policy create configure deploy schedule exposed-rule invoke report pause resume alarms \
   local-aws logs \
-  destroy rollback skip unskip status clean cli $(addprefix check-,$(DEPLOY_TARGETS))
+  destroy rollback skip unskip status clean cli $(addprefix check-,$(DEPLOY_TARGETS)) \
+  org-package org-deploy org-update org-status org-remove org-report
 
 help:  ## this list
 	@echo "make TARGET [VAR=value ...]"
@@ -52,6 +55,8 @@ help:  ## this list
 	@echo "Deploy variables: FUNCTION (required) REGION ROLE SEC SECRET STACK TOPIC ACCOUNT_ID PREFIX KMS_KEY_ID"
 	@echo "  USER_PATH EVENT SINCE SCHEDULE TIMEOUT MEMORY RETRIES, and the function's settings by name:"
 	@echo "  DRY_RUN GRACE_HOURS ROTATE_AFTER_DAYS ..."
+	@echo "Organisation (org-*): OUS REGIONS ARTIFACT_PREFIX STACK_SET CALL_AS CANARY FAILURE_PERCENT MAX_PERCENT"
+	@echo "  OVERRIDES ORG_ID LOG_GROUP DAYS, and template.yaml's parameters by name: SecretNames=..."
 	@echo "Bench variables: SIZES LATENCY_MS PROPAGATION_S. Demo: VERBOSE=1 shows the function's log lines."
 
 $(VENV)/.installed: requirements-dev.txt
@@ -159,6 +164,25 @@ unskip: check-unskip cli  ## release SECRET: remove its key-rotation:mode=skip t
 
 status: check-status cli  ## the last run's summary (SINCE minutes back, default a week) and the alarms' states
 	@$(DEPLOY) status
+
+# The organisation: one function per account, deployed by a service-managed stack set (README: Organisations).
+org-package: check-org-package package cli  ## dist/lambda.zip to each region's bucket ARTIFACT_PREFIX-REGION; prints the bucket policy
+	@$(DEPLOY) org-package
+
+org-deploy: check-org-deploy package cli  ## the stack set to every account of OUS in REGIONS: one account first, then MAX_PERCENT at a time
+	@$(DEPLOY) org-deploy
+
+org-update: check-org-update package cli  ## new code or parameters to every account, staged as org-deploy
+	@$(DEPLOY) org-update
+
+org-status: check-org-status cli  ## each account and region with its stack instance's status, and the code deployed
+	@$(DEPLOY) org-status
+
+org-remove: check-org-remove cli  ## remove the function from every account of OUS in REGIONS (and the stack set once empty)
+	@$(DEPLOY) org-remove
+
+org-report: check-org-report cli  ## one table of every account's secrets, key age, next rotation, overdue (central log group)
+	@$(DEPLOY) org-report
 
 clean:  ## remove the virtualenvs and build output
 	rm -rf $(VENV) $(CLI_VENV) dist .pytest_cache .ruff_cache

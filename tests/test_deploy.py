@@ -335,7 +335,8 @@ def test_make_help_lists_every_target():
     out = make("help").stdout
     for target in ("demo", "test", "bench", "lint", "package", "policy", "create", "configure", "deploy", "schedule",
                    "invoke", "logs", "destroy", "rollback", "skip", "unskip", "status", "pause", "resume", "fuzz",
-                   "local-aws", "alarms", "report"):
+                   "local-aws", "alarms", "report", "org-package", "org-deploy", "org-update", "org-status",
+                   "org-remove", "org-report"):
         assert f"  {target} " in out, target
 
 

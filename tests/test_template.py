@@ -86,7 +86,8 @@ def test_stack_runs_daily_one_at_a_time_with_deliberate_retries_and_an_alarm():
     function = RESOURCES["Function"]["Properties"]
     assert function["Runtime"] == "python3.13" and function["Handler"] == "lambda_function.lambda_handler"
     assert function["ReservedConcurrentExecutions"] == 1
-    assert function["Code"] == {"S3Bucket": {"Ref": "CodeBucket"}, "S3Key": {"Ref": "CodeKey"}}
+    assert function["Code"] == {"S3Bucket": {"Fn::If": ["BucketPerRegion", {"Fn::Sub": "${CodeBucket}-${AWS::Region}"},
+                                                    {"Ref": "CodeBucket"}]}, "S3Key": {"Ref": "CodeKey"}}
     assert function["Environment"]["Variables"]["sec"] == {"Ref": "SecretNames"}
     assert RESOURCES["AsyncInvokeConfig"]["Properties"]["MaximumRetryAttempts"] == {"Ref": "AsyncRetries"}
     assert TEMPLATE["Parameters"]["AsyncRetries"]["Default"] == 2

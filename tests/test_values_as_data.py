@@ -79,7 +79,8 @@ def test_no_target_runs_what_a_value_holds(tmp_path, fake_aws, target):
     done = make(target, every_value(target, canary, TARGETS.index(target)), aws)
     assert not canary.exists(), f"make {target} ran a value: {done.stderr}"
     assert done.returncode == 2, done.stderr
-    first = deploy_config.TARGETS[target][0][0]  # the first value checked: FUNCTION, or SECRET for skip/unskip
+    needed, optional = deploy_config.TARGETS[target]
+    first = (*needed, *optional)[0]  # the first value checked: FUNCTION, SECRET for skip/unskip, OUS for org-...
     assert f"{first} must be {deploy_config.RULES[first][1]}" in done.stderr
     assert calls() == [], "nothing called"
 
@@ -156,6 +157,11 @@ def test_a_secret_name_reaches_the_cli_and_the_event_as_data(tmp_path, fake_aws)
     ("skip", {"SECRET": "iam-keys/a b"}, "SECRET must be a secret's name"),
     ("unskip", {"SECRET": "arn:aws:secretsmanager:eu-west-1:1:secret:x"}, "SECRET must be a secret's name"),
     ("status", {"FUNCTION": "f", "SINCE": "1d"}, "SINCE must be minutes: a whole number"),
+    ("org-deploy", {"REGIONS": "eu-west-1", "ARTIFACT_PREFIX": "acme"}, "give OUS="),
+    ("org-deploy", {"OUS": "ou-ab12-cd34ef56", "REGIONS": "eu-west-1", "ARTIFACT_PREFIX": "acme",
+                    "SecretNames": "iam-keys/*", "OVERRIDES": "111122223333:GraceHours=1;id"},
+     "GraceHours must be what the template allows"),
+    ("org-remove", {"OUS": "ou-ab12-cd34ef56"}, "give REGIONS="),
 ])
 def test_a_refused_value_is_named_and_nothing_is_called(fake_aws, target, values, says):
     aws, calls = fake_aws
@@ -168,7 +174,8 @@ def valid(target: str) -> dict[str, str]:
     """Values the target accepts, with its needed ones."""
     return {"FUNCTION": "rotate-keys", "ROLE": "arn:aws:iam::123456789012:role/key-rotation", "SEC": "iam-keys/*",
             "GRACE_HOURS": "24", "GIVEN_SETTINGS": "SEC GRACE_HOURS" if target in ("create", "configure") else "",
-            "EVENT": "events/dry-run.json", "SECRET": "iam-keys/ci-deployer"}
+            "EVENT": "events/dry-run.json", "SECRET": "iam-keys/ci-deployer",
+            "OUS": "ou-ab12-cd34ef56", "REGIONS": "eu-west-1 us-east-1", "ARTIFACT_PREFIX": "acme-keys"}
 
 
 @pytest.mark.unit

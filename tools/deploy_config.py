@@ -24,8 +24,10 @@ the AWS CLI.
 
 from __future__ import annotations
 
+import calendar
 import difflib
 import functools
+import hashlib
 import importlib
 import json
 import os
@@ -99,6 +101,8 @@ BUS_NAME = r"[A-Za-z0-9._/-]{1,256}"
 TOPIC_ARN = rf"{PARTITION}:sns:{REGION_RE}:{ACCOUNT_RE}:[A-Za-z0-9_-]{{1,256}}(\.fifo)?"
 BUS_ARN = rf"{PARTITION}:events:{REGION_RE}:{ACCOUNT_RE}:event-bus/{BUS_NAME}"
 CRON_FIELD = r"[0-9A-Za-z*?,/#-]+"
+OU_RE = r"ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}|r-[0-9a-z]{4,32}"
+OVERRIDE_RE = rf"{ACCOUNT_RE}:[A-Za-z][A-Za-z0-9]{{0,254}}=[!-~]{{0,4096}}"  # a value without spaces
 
 # Each value make hands over: the pattern the whole value must match, and what it is (said when refused).
 RULES: dict[str, tuple[str, str]] = {
@@ -127,10 +131,30 @@ RULES: dict[str, tuple[str, str]] = {
     "SECRET": (rf"[A-Za-z0-9/_+=.@-]{{1,512}}|{PARTITION}:secretsmanager:{REGION_RE}:{ACCOUNT_RE}:secret:"
                r"[A-Za-z0-9/_+=.@-]{1,512}",
                "a secret's name (1 to 512 letters, digits or /_+=.@-) or ARN, e.g. iam-keys/ci-deployer"),
+    # the organisation's targets (make org-...): lists are separated by spaces or commas
+    "OUS": (rf"(?:{OU_RE})([ ,]+(?:{OU_RE}))*", "organisational unit ids (ou-xxxx-xxxxxxxx, or the root r-xxxx), "
+            "separated by spaces or commas"),
+    "REGIONS": (rf"{REGION_RE}([ ,]+{REGION_RE})*", "regions like eu-west-1, separated by spaces or commas"),
+    "ARTIFACT_PREFIX": (r"[a-z0-9][a-z0-9-]{1,38}[a-z0-9]",
+                        "an S3 bucket name's start: 3 to 40 lowercase letters, digits or '-' (each region's "
+                        "bucket is PREFIX-REGION)"),
+    "STACK_SET": (r"[A-Za-z][A-Za-z0-9-]{0,127}",
+                  "a stack set name: a letter, then at most 127 letters, digits or '-'"),
+    "CALL_AS": (r"SELF|DELEGATED_ADMIN", "SELF (the management account) or DELEGATED_ADMIN"),
+    "CANARY": (ACCOUNT_RE, "the account deployed first: 12 digits"),
+    "FAILURE_PERCENT": (r"[0-9]{1,3}", "a percentage: a whole number from 0 to 100"),
+    "MAX_PERCENT": (r"[0-9]{1,3}", "a percentage: a whole number from 1 to 100"),
+    "OVERRIDES": (rf"{OVERRIDE_RE}(\s+{OVERRIDE_RE})*",
+                  "ACCOUNT_ID:Parameter=value, separated by spaces (e.g. 111122223333:DryRun=true)"),
+    "ORG_ID": (r"o-[a-z0-9]{10,32}", "an organisation id: o- and 10 to 32 lowercase letters or digits"),
+    "LOG_GROUP": (r"[A-Za-z0-9_/.#-]{1,512}", "a log group name, e.g. /aws/events/key-rotation"),
+    "DAYS": (r"[1-9][0-9]{0,3}", "days: a whole number from 1 to 9999"),
 }
-RANGES = {"TIMEOUT": (1, 900), "MEMORY": (128, 10240)}
+RANGES = {"TIMEOUT": (1, 900), "MEMORY": (128, 10240), "FAILURE_PERCENT": (0, 100), "MAX_PERCENT": (1, 100)}
 DEFAULTS = {"TIMEOUT": "900", "MEMORY": "256", "RETRIES": "2", "SCHEDULE": "cron(0 6 * * ? *)",
-            "EVENT": "events/dry-run.json", "SINCE": "60", "PREFIX": "iam-keys/", "USER_PATH": "/key-rotation/"}
+            "EVENT": "events/dry-run.json", "SINCE": "60", "PREFIX": "iam-keys/", "USER_PATH": "/key-rotation/",
+            "STACK_SET": "iam-key-rotation", "CALL_AS": "SELF", "FAILURE_PERCENT": "10", "MAX_PERCENT": "25",
+            "LOG_GROUP": "/aws/events/key-rotation", "DAYS": "100"}
 # Each deploy target: the values it needs, and the ones it may take.
 TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "policy": (("FUNCTION",), ("ACCOUNT_ID", "REGION", "PREFIX", "KMS_KEY_ID", "USER_PATH")),
@@ -150,7 +174,17 @@ TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "skip": (("SECRET",), ("REGION",)),
     "unskip": (("SECRET",), ("REGION",)),
     "status": (("FUNCTION",), ("REGION", "SINCE")),
+    # the organisation's: a stack set of template.yaml in every account of OUS, in every one of REGIONS
+    "org-package": (("REGIONS", "ARTIFACT_PREFIX"), ("ORG_ID",)),
+    "org-deploy": (("OUS", "REGIONS", "ARTIFACT_PREFIX"),
+                   ("STACK_SET", "CALL_AS", "CANARY", "FAILURE_PERCENT", "MAX_PERCENT", "OVERRIDES")),
+    "org-update": (("OUS", "REGIONS", "ARTIFACT_PREFIX"),
+                   ("STACK_SET", "CALL_AS", "CANARY", "FAILURE_PERCENT", "MAX_PERCENT", "OVERRIDES")),
+    "org-status": ((), ("STACK_SET", "CALL_AS")),
+    "org-remove": (("OUS", "REGIONS"), ("STACK_SET", "CALL_AS", "FAILURE_PERCENT", "MAX_PERCENT")),
+    "org-report": ((), ("REGION", "LOG_GROUP", "DAYS")),
 }
+ORG_TARGETS = ("org-deploy", "org-update")  # the targets that take the template's parameters by name
 # A target's own default where the shared one does not suit: status looks back a week for the last run.
 TARGET_DEFAULTS = {("status", "SINCE"): "10080"}
 SETTINGS_TARGETS = ("policy", "create", "configure")  # the targets that take the function's settings by name
@@ -159,6 +193,9 @@ MISSING = {
     "ROLE": "make create needs ROLE=arn:aws:iam::ACCOUNT_ID:role/NAME",
     "sec": "make create needs SEC='iam-keys/a;iam-keys/b' (or SEC='iam-keys/*')",
     "SECRET": "give SECRET=<the secret's name or ARN>, e.g. SECRET=iam-keys/ci-deployer",
+    "OUS": "give OUS=<the organisational units to deploy to>, e.g. OUS=ou-ab12-cd34ef56: never guessed",
+    "REGIONS": "give REGIONS=<the regions to deploy to>, e.g. REGIONS='eu-west-1 us-east-1': never guessed",
+    "ARTIFACT_PREFIX": "give ARTIFACT_PREFIX=<the start of each region's code bucket name> (make org-package's)",
 }
 
 
@@ -257,6 +294,90 @@ def merge_environment(current: str, assignments: list[str], defaults: dict[str, 
     return {"Variables": variables}
 
 
+def listed(value: str) -> list[str]:
+    """A list value's items (OUS, REGIONS: separated by spaces or commas), each once, in order."""
+    return list(dict.fromkeys(item for item in re.split(r"[\s,]+", value) if item))
+
+
+# Set by the org targets themselves (each region's bucket, the zip's key): never given.
+DERIVED_PARAMETERS = ("CodeBucket", "CodeKey", "CodeBucketPerRegion")
+
+
+PARAMETER_LINE = r"    (Type|Default|AllowedPattern|AllowedValues|MinValue|MaxValue): (.*?)(\s+#.*)?"
+
+
+@functools.cache
+def template_parameters() -> dict[str, dict[str, Any]]:
+    """template.yaml's parameters: name -> its Default, AllowedPattern and AllowedValues, read line by line (the
+    deploy machine has no YAML parser; the file's Parameters section is written one key a line, and a test
+    keeps this reading equal to a YAML parser's)."""
+    found: dict[str, dict[str, Any]] = {}
+    inside, current = False, None
+    for line in (ROOT / "template.yaml").read_text().splitlines():
+        if not line.startswith(" ") and line.strip():
+            inside = line.startswith("Parameters:")
+            continue
+        if not inside:
+            continue
+        if match := re.fullmatch(r"  ([A-Za-z0-9]+):", line):
+            current = found.setdefault(match.group(1), {})
+        elif current is not None and (match := re.fullmatch(PARAMETER_LINE, line)):
+            key, raw = match.group(1), match.group(2)
+            if key == "AllowedValues":
+                current[key] = [v.strip().strip('"') for v in raw.strip("[]").split(",")]
+            elif raw.startswith('"'):
+                current[key] = json.loads(raw)
+            else:
+                current[key] = raw
+    return found
+
+
+def stack_parameters(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The template's parameters given by name (make org-deploy SecretNames='iam-keys/*' ...), each name one of
+    the template's and each value checked with the template's own AllowedPattern or AllowedValues."""
+    parameters = template_parameters()
+    given = []
+    for name in environ.get("GIVEN_SETTINGS", "").split():
+        if name in DERIVED_PARAMETERS:
+            raise Refused(f"{name} is set by ARTIFACT_PREFIX and dist/lambda.zip (make org-package): not given")
+        if name not in parameters:
+            near = difflib.get_close_matches(name, list(parameters), n=1, cutoff=0.6)
+            raise Refused(f"refused, nothing called: {shown(name)} is not a parameter of template.yaml"
+                          f"{'; did you mean ' + near[0] + '?' if near else ''} (known: "
+                          f"{', '.join(n for n in parameters if n not in DERIVED_PARAMETERS)})")
+        given.append((name, checked_parameter(name, environ.get(name, ""))))
+    return given
+
+
+def checked_parameter(name: str, value: str) -> str:
+    """A template parameter's value, if the template would take it; else Refused."""
+    parameter = template_parameters().get(name)
+    if parameter is None or name in DERIVED_PARAMETERS:
+        raise Refused(f"refused, nothing called: {shown(name)} is not a parameter given by name")
+    allowed, pattern = parameter.get("AllowedValues"), parameter.get("AllowedPattern")
+    if parameter.get("Type") == "Number":
+        low, high = float(parameter.get("MinValue", "-inf")), float(parameter.get("MaxValue", "inf"))
+        pattern = r"-?[0-9]{1,9}(\.[0-9]{1,9})?"
+        if re.fullmatch(pattern, value, re.ASCII) and not low <= float(value) <= high:
+            pattern = f"a number from {parameter.get('MinValue')} to {parameter.get('MaxValue')}"
+            value = value + " "  # refused below
+    if not re.fullmatch(r"[ -~]{0,4096}", value, re.ASCII) or (allowed and value not in allowed) or \
+            (pattern and not re.fullmatch(pattern, value)):
+        what = f"one of {', '.join(allowed)}" if allowed else f"what the template allows ({pattern or 'text'})"
+        raise Refused(f"refused, nothing called: {name} must be {what}, not {shown(value.rstrip(' '))}")
+    return value
+
+
+def overrides(value: str) -> dict[str, list[tuple[str, str]]]:
+    """OVERRIDES=ACCOUNT:Parameter=value ...: account -> its parameters, each checked as the template's."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for item in value.split():
+        account, _, assignment = item.partition(":")
+        name, _, setting = assignment.partition("=")
+        found.setdefault(account, []).append((name, checked_parameter(name, setting)))
+    return found
+
+
 def check(target: str, environ: Mapping[str, str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """Everything the target is given, checked, before anything is called: its values and, for the targets
     that take them, the function's settings by name."""
@@ -266,6 +387,9 @@ def check(target: str, environ: Mapping[str, str]) -> tuple[dict[str, str], list
     if environ.get("REGION"):
         got["REGION"] = checked("REGION", environ["REGION"])
     given = given_settings(environ) if target in SETTINGS_TARGETS else []
+    if target in ORG_TARGETS:
+        given = stack_parameters(environ)
+        overrides(got.get("OVERRIDES", ""))
     if target == "create":
         if not dict(given).get("sec"):
             raise Refused(MISSING["sec"])
@@ -427,10 +551,14 @@ class Cli:
         if region:
             self.env["AWS_DEFAULT_REGION"] = region
 
-    def __call__(self, *args: str, show: bool = False, check: bool = True, quiet: bool = False) -> str:
+    def __call__(self, *args: str, show: bool = False, check: bool = True, quiet: bool = False,
+                 status: bool = False) -> Any:
+        """The call's output (status=True: whether it failed)."""
         done = subprocess.run([*self.program, *args], env=self.env, text=True,
                               stdout=None if show else subprocess.PIPE,
                               stderr=subprocess.DEVNULL if quiet else None)
+        if status:
+            return done.returncode != 0
         if check and done.returncode != 0:
             raise SystemExit(done.returncode)
         return (done.stdout or "").strip()
@@ -761,11 +889,259 @@ def run_status(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> N
         print(f"alarm {name}: {state}")
 
 
+# --- the organisation's targets: one function per account, by a service-managed stack set ------------------------
+
+CODE_ZIP = ROOT / "dist" / "lambda.zip"
+POLL_SECONDS = 10  # between two looks at a stack set operation (or a Logs Insights query)
+
+
+def code_key() -> str:
+    """The zip's key in each region's bucket, named by its content: new code is a new key, so a stack set update
+    replaces the function's code (the same key would leave it as it was)."""
+    if not CODE_ZIP.is_file():
+        raise Refused("no dist/lambda.zip: make package (make org-package builds it)")
+    return f"iam-key-rotation/{hashlib.sha256(CODE_ZIP.read_bytes()).hexdigest()[:16]}.zip"
+
+
+def bucket_policy(bucket: str, organisation: str) -> dict:
+    """What each region's bucket needs: every principal of the organisation (each account's CloudFormation,
+    deploying the function) may read the code, no one else."""
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "OrganisationReadsKeyRotationCode", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/iam-key-rotation/*",
+        "Condition": {"StringEquals": {"aws:PrincipalOrgID": organisation}}}]}
+
+
+def run_org_package(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    """dist/lambda.zip to PREFIX-REGION for each region (the bucket made if missing); each bucket's policy printed
+    and written to dist/, to apply (aws s3api put-bucket-policy), never applied here."""
+    key, environ = code_key(), {"AWS": " ".join(shlex.quote(word) for word in aws.program)}
+    organisation = got.get("ORG_ID") or aws("organizations", "describe-organization", "--query", "Organization.Id",
+                                            "--output", "text")
+    checked("ORG_ID", organisation)
+    for region in listed(got["REGIONS"]):
+        regional, bucket = Cli(environ, region), f"{got['ARTIFACT_PREFIX']}-{region}"
+        if regional("s3api", "head-bucket", "--bucket", bucket, check=False, quiet=True, status=True):
+            place = [] if region == "us-east-1" else ["--create-bucket-configuration",
+                                                      json.dumps({"LocationConstraint": region})]
+            regional("s3api", "create-bucket", "--bucket", bucket, *place, "--output", "text")
+        regional("s3api", "put-object", "--bucket", bucket, "--key", key, "--body", str(CODE_ZIP),
+                 "--output", "text")
+        policy = Path("dist") / f"bucket-policy-{bucket}.json"
+        policy.write_text(json.dumps(bucket_policy(bucket, organisation), indent=2) + "\n")
+        print(f"s3://{bucket}/{key}\n{policy.read_text()}  apply it: aws s3api put-bucket-policy --bucket {bucket} "
+              f"--policy file://{policy} --region {region}")
+
+
+def stack_set_call(got: dict[str, str]) -> list[str]:
+    return ["--stack-set-name", got["STACK_SET"], "--call-as", got["CALL_AS"]]
+
+
+def parameters_json(got: dict[str, str], given: list[tuple[str, str]], previous: list[str]) -> str:
+    """The stack set's parameters: the code's (each region's bucket, the zip's key), those given, and each other
+    one the stack set has kept as it was (UsePreviousValue)."""
+    values = {"CodeBucket": got["ARTIFACT_PREFIX"], "CodeKey": code_key(), "CodeBucketPerRegion": "true",
+              **dict(given)}
+    kept = [{"ParameterKey": name, "UsePreviousValue": True} for name in previous if name not in values]
+    return json.dumps([{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()] + kept)
+
+
+def preferences(got: dict[str, str], first: bool) -> str:
+    """The roll-out's pace: one account first, stopping at its failure; then a percentage at a time."""
+    if first:
+        return json.dumps({"RegionConcurrencyType": "SEQUENTIAL", "FailureToleranceCount": 0,
+                           "MaxConcurrentCount": 1})
+    return json.dumps({"RegionConcurrencyType": "PARALLEL", "FailureTolerancePercentage": int(got["FAILURE_PERCENT"]),
+                       "MaxConcurrentPercentage": int(got["MAX_PERCENT"])})
+
+
+def targets(got: dict[str, str], account: str | None = None) -> str:
+    """The OUs, or one account of them (INTERSECTION: only if it is in one of the OUs)."""
+    chosen: dict[str, Any] = {"OrganizationalUnitIds": listed(got["OUS"])}
+    if account:
+        chosen |= {"Accounts": [account], "AccountFilterType": "INTERSECTION"}
+    return json.dumps(chosen)
+
+
+def wait_for(got: dict[str, str], operation: str, stage: str, aws: Cli) -> None:
+    """Until the operation ends; a failed or stopped one ends the roll-out there."""
+    while True:
+        status = aws("cloudformation", "describe-stack-set-operation", *stack_set_call(got), "--operation-id",
+                     operation, "--query", "StackSetOperation.Status", "--output", "text")
+        if status not in ("RUNNING", "QUEUED", "STOPPING"):
+            break
+        time.sleep(POLL_SECONDS)
+    print(f"{stage}: {status}")
+    if status != "SUCCEEDED":
+        raise SystemExit(f"{stage} ended {status}: the roll-out stops here (make org-status shows each account)")
+
+
+def canary(got: dict[str, str], aws: Cli) -> str | None:
+    """The account deployed first: CANARY, or the first account of the first OU."""
+    if got.get("CANARY"):
+        return got["CANARY"]
+    first = aws("organizations", "list-accounts-for-parent", "--parent-id", listed(got["OUS"])[0],
+                "--query", "Accounts[0].Id", "--output", "text", check=False)
+    return first if re.fullmatch(ACCOUNT_RE, first, re.ASCII) else None
+
+
+def staged(got: dict[str, str], action: list[str], aws: Cli) -> None:
+    """`action` (create-stack-instances or update-stack-set) in two stages: the canary account in every region,
+    then every account of the OUs."""
+    regions = ["--regions", *listed(got["REGIONS"])]
+    first = canary(got, aws)
+    stages = ([(f"stage 1, account {first}", targets(got, first), True)] if first else []) + \
+        [(f"stage {2 if first else 1}, every account of {got['OUS']}", targets(got), False)]
+    for stage, chosen, one in stages:
+        operation = aws("cloudformation", *action, *stack_set_call(got), "--deployment-targets", chosen, *regions,
+                        "--operation-preferences", preferences(got, one), "--query", "OperationId", "--output", "text")
+        wait_for(got, operation, stage, aws)
+
+
+def stack_set_parameters(got: dict[str, str], aws: Cli) -> list[str] | None:
+    """The stack set's parameter names, or None when there is no such stack set."""
+    found = aws("cloudformation", "describe-stack-set", *stack_set_call(got), "--query",
+                "StackSet.Parameters[].ParameterKey", "--output", "json", check=False, quiet=True)
+    try:
+        names = json.loads(found)
+    except ValueError:
+        return None
+    return [name for name in names if isinstance(name, str)] if isinstance(names, list) else []
+
+
+def update_stack_set(got: dict[str, str], given: list[tuple[str, str]], previous: list[str], aws: Cli) -> None:
+    staged(got, ["update-stack-set", "--template-body", f"file://{ROOT / 'template.yaml'}", "--parameters",
+                 parameters_json(got, given, previous), "--capabilities", "CAPABILITY_IAM"], aws)
+
+
+def apply_overrides(got: dict[str, str], verb: str, aws: Cli) -> None:
+    """OVERRIDES: each account's own parameters (a dry run in production first, an exemption), one at a time."""
+    for account, assignments in overrides(got.get("OVERRIDES", "")).items():
+        operation = aws("cloudformation", verb, *stack_set_call(got), "--deployment-targets", targets(got, account),
+                        "--regions", *listed(got["REGIONS"]), "--parameter-overrides",
+                        json.dumps([{"ParameterKey": k, "ParameterValue": v} for k, v in assignments]),
+                        "--operation-preferences", preferences(got, True), "--query", "OperationId",
+                        "--output", "text")
+        wait_for(got, operation, f"overrides for {account}", aws)
+
+
+def run_org_deploy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    """The stack set, created (service-managed, automatic deployment) or updated; the overridden accounts first,
+    with their overrides; then its instances in every account of OUS and every region, staged."""
+    previous = stack_set_parameters(got, aws)
+    if previous is None:
+        if not dict(given).get("SecretNames"):
+            raise Refused("make org-deploy creates the stack set: give SecretNames='iam-keys/*' (the function's sec)")
+        aws("cloudformation", "create-stack-set", *stack_set_call(got), "--template-body",
+            f"file://{ROOT / 'template.yaml'}", "--parameters", parameters_json(got, given, []),
+            "--capabilities", "CAPABILITY_IAM", "--permission-model", "SERVICE_MANAGED", "--auto-deployment",
+            json.dumps({"Enabled": True, "RetainStacksOnAccountRemoval": False}), "--output", "text")
+        print(f"stack set {got['STACK_SET']} (service-managed; an account joining {got['OUS']} gets the function, "
+              f"one leaving loses it)")
+    else:
+        update_stack_set(got, given, previous, aws)
+    apply_overrides(got, "create-stack-instances" if previous is None else "update-stack-instances", aws)
+    staged(got, ["create-stack-instances"], aws)
+
+
+def run_org_update(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    """New code or parameters to every instance, staged; accounts that joined the OUs since are covered too."""
+    previous = stack_set_parameters(got, aws)
+    if previous is None:
+        raise SystemExit(f"no stack set {got['STACK_SET']} ({got['CALL_AS']}): make org-deploy creates it")
+    update_stack_set(got, given, previous, aws)
+    apply_overrides(got, "update-stack-instances", aws)
+    staged(got, ["create-stack-instances"], aws)
+
+
+def run_org_status(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    """Each account and region with its stack instance's status, and the code the stack set deploys."""
+    found = aws("cloudformation", "list-stack-instances", *stack_set_call(got), "--query",
+                "Summaries[].[Account, Region, Status, StackInstanceStatus.DetailedStatus, StatusReason]",
+                "--output", "json")
+    code = aws("cloudformation", "describe-stack-set", *stack_set_call(got), "--query",
+               "StackSet.Parameters[?ParameterKey=='CodeKey'].ParameterValue | [0]", "--output", "text")
+    print(render_table([("account", "region", "status", "detail", "reason"),
+                        *[tuple("" if cell in (None, "None") else str(cell) for cell in row)
+                          for row in json.loads(found or "[]")]]))
+    print(f"code: {code} (make org-update after make org-package deploys new code)")
+
+
+def run_org_remove(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    """The stack instances of OUS in REGIONS (their stacks deleted), then the stack set once it has none."""
+    operation = aws("cloudformation", "delete-stack-instances", *stack_set_call(got), "--deployment-targets",
+                    targets(got), "--regions", *listed(got["REGIONS"]), "--no-retain-stacks",
+                    "--operation-preferences", preferences(got, False), "--query", "OperationId", "--output", "text")
+    wait_for(got, operation, f"removing {got['OUS']} in {got['REGIONS']}", aws)
+    left = aws("cloudformation", "list-stack-instances", *stack_set_call(got), "--query", "Summaries[].Account",
+               "--output", "json")
+    if json.loads(left or "[]"):
+        print(f"stack set {got['STACK_SET']} kept: it still has instances (make org-status)")
+        return
+    aws("cloudformation", "delete-stack-set", *stack_set_call(got))
+    print(f"removed stack set {got['STACK_SET']}; left in place: the code buckets and central.yaml's stack")
+
+
+# make org-report: the central log group's events (central.yaml), one row per account and secret.
+REPORT_QUERY = """fields @timestamp
+| filter source = "key-rotation"
+| stats max(@timestamp) as last by account, detail.secret, `detail-type`
+| limit 10000"""
+ROTATED, OVERDUE, FAILED = "Access Key Rotated", "Access Key Overdue", "Access Key Rotation Failed"
+
+
+def report_rows(results: list[list[dict]], now: float, rotate_after_days: int) -> list[tuple[str, ...]]:
+    """Logs Insights' rows (each a list of {"field", "value"}) as the table's: per account and secret, the key's
+    age (since its last rotation seen), the next rotation, and OVERDUE / FAILED when such an event came later."""
+    seen: dict[tuple[str, str], dict[str, float]] = {}
+    for result in results:
+        row = {cell.get("field"): cell.get("value") for cell in result}
+        when = calendar.timegm(time.strptime(str(row["last"])[:19], "%Y-%m-%d %H:%M:%S")) if row.get("last") else 0.0
+        seen.setdefault((str(row.get("account")), str(row.get("detail.secret"))), {})[
+            str(row.get("detail-type"))] = when
+    rows = []
+    for (account, secret), kinds in sorted(seen.items()):
+        rotated = kinds.get(ROTATED)
+        age = f"{(now - rotated) / 86400:.0f}" if rotated else "?"
+        due = time.strftime("%Y-%m-%d", time.gmtime(rotated + rotate_after_days * 86400)) if rotated else "?"
+        marks = [word for kind, word in ((OVERDUE, "OVERDUE"), (FAILED, "FAILED"))
+                 if kinds.get(kind, 0) > (rotated or 0)]
+        rows.append((account, secret, age, due, " ".join(marks)))
+    return rows
+
+
+def render_table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def run_org_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    """One table of every account's managed secrets, from the central log group (a Logs Insights query)."""
+    end = int(time.time())
+    query = aws("logs", "start-query", "--log-group-name", got["LOG_GROUP"], "--start-time",
+                str(end - int(got["DAYS"]) * 86400), "--end-time", str(end), "--query-string", REPORT_QUERY,
+                "--query", "queryId", "--output", "text")
+    while True:
+        answer = json.loads(aws("logs", "get-query-results", "--query-id", query, "--output", "json") or "{}")
+        if answer.get("status") not in ("Scheduled", "Running"):
+            break
+        time.sleep(POLL_SECONDS)
+    if answer.get("status") != "Complete":
+        raise SystemExit(f"the query on {got['LOG_GROUP']} ended {answer.get('status')}")
+    after = int(production_defaults().get("ROTATE_AFTER_DAYS", "80"))
+    rows = report_rows(answer.get("results", []), time.time(), after)
+    print(render_table([("account", "secret", "key age (days)", f"next rotation (+{after} d)", "overdue"), *rows]))
+    print(f"{len({row[0] for row in rows})} accounts, {len(rows)} secrets with an event in the last {got['DAYS']} "
+          f"days; {sum('OVERDUE' in row[4] for row in rows)} overdue")
+
+
 RUN = {"policy": run_policy, "create": run_create, "configure": run_configure, "deploy": run_deploy,
        "schedule": run_schedule, "exposed-rule": run_exposed_rule, "invoke": run_invoke, "report": run_report,
        "alarms": run_alarms,
        "pause": run_pause, "resume": run_resume, "logs": run_logs, "destroy": run_destroy,
-       "rollback": run_rollback, "skip": run_skip, "unskip": run_unskip, "status": run_status}
+       "rollback": run_rollback, "skip": run_skip, "unskip": run_unskip, "status": run_status,
+       "org-package": run_org_package, "org-deploy": run_org_deploy, "org-update": run_org_update,
+       "org-status": run_org_status, "org-remove": run_org_remove, "org-report": run_org_report}
 
 
 def render_report(summary: dict) -> str:
@@ -777,8 +1153,7 @@ def render_report(summary: dict) -> str:
     account = summary.get("report") or {}
     for entry in account.get("overdue_unmanaged", []):
         rows.append((entry["user"], str(entry["age_days"]), "no", "never (no secret)", "OVERDUE"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines = [render_table(rows)]
     if account.get("root_key_active"):
         lines.append("the root user has an Active access key: CIS asks that it have none")
     if account.get("failed"):

@@ -1,0 +1,382 @@
+"""Every account of an organisation (issue 30): make org-* and central.yaml.
+
+Most tests run tools/deploy_config.py's targets in-process with a stand-in `aws` on the path that records each
+call and answers from a script: what is tested is the arguments each target builds (values as data, the staged
+roll-out, the overrides) and what it prints. The arguments it builds are then given to moto's Organizations and
+CloudFormation StackSets (botocore checks each against the service's model), and moto runs the template in each
+member account: its function, role and schedule are there. moto does not model StackSets' operation preferences
+(every operation succeeds at once, none is paced), AccountFilterType (the first stage's one account), automatic
+deployment to an account that joins an OU later (the test runs org-update's last stage instead), the function
+running in a member account and its events reaching the central bus (not tested here), nor CloudWatch Logs
+Insights (org-report's query is tested for what it asks, its table from a canned answer).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import boto3
+import deploy_config
+import pytest
+import yaml
+from moto import mock_aws
+
+import lambda_function
+
+ROOT = Path(__file__).parent.parent
+FAKE_AWS = """#!{python}
+import json, sys
+args = sys.argv[1:]
+with open({log!r}, "a") as log:
+    log.write(json.dumps(args) + "\\n")
+answers = json.load(open({answers!r}))
+answer = answers.get(" ".join(args[:2]), {{"out": "{{}}"}})
+print(answer["out"])
+sys.exit(answer.get("rc", 0))
+"""
+OU, OTHER_OU = "ou-ab12-cd34ef56", "ou-ab12-99999999"
+PROD, CANARY = "222222222222", "111111111111"
+
+
+@pytest.fixture
+def org(tmp_path, monkeypatch):
+    """Runs an org target with a scripted `aws`: org(target, answers, **values) -> (exit code, calls)."""
+    log, answers = tmp_path / "calls.jsonl", tmp_path / "answers.json"
+    program = tmp_path / "aws"
+    program.write_text(FAKE_AWS.format(python=sys.executable, log=str(log), answers=str(answers)))
+    program.chmod(0o755)
+    zipped = tmp_path / "lambda.zip"
+    zipped.write_bytes(b"the function's zip")
+    monkeypatch.setattr(deploy_config, "CODE_ZIP", zipped)
+    monkeypatch.setattr(deploy_config, "POLL_SECONDS", 0)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dist").mkdir()
+
+    def run(target: str, script: dict | None = None, **values: str) -> tuple[int, list[list[str]]]:
+        log.unlink(missing_ok=True)
+        answers.write_text(json.dumps({"cloudformation describe-stack-set": {"out": "", "rc": 254},
+                                       "organizations list-accounts-for-parent": {"out": CANARY},
+                                       "cloudformation create-stack-instances": {"out": "op-1"},
+                                       "cloudformation update-stack-set": {"out": "op-2"},
+                                       "cloudformation update-stack-instances": {"out": "op-3"},
+                                       "cloudformation delete-stack-instances": {"out": "op-4"},
+                                       "cloudformation describe-stack-set-operation": {"out": "SUCCEEDED"},
+                                       **(script or {})}))
+        settings = [name for name in values if name not in deploy_config.RULES]
+        code = deploy_config.main([target], {**values, "AWS": str(program), "GIVEN_SETTINGS": " ".join(settings)})
+        calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        return code, calls
+
+    return run
+
+
+def arg(call: list[str], flag: str):
+    value = call[call.index(flag) + 1]
+    return json.loads(value) if value[:1] in "[{" else value
+
+
+def named(calls: list[list[str]], operation: str) -> list[list[str]]:
+    return [call for call in calls if call[1] == operation]
+
+
+DEPLOY = {"OUS": f"{OU},{OTHER_OU}", "REGIONS": "eu-west-1 us-east-1", "ARTIFACT_PREFIX": "acme-keys",
+          "SecretNames": "iam-keys/*", "CentralAccountId": "999999999999",
+          "EventBusName": "arn:aws:events:eu-west-1:999999999999:event-bus/key-rotation"}
+
+
+@pytest.mark.unit
+def test_org_deploy_creates_a_service_managed_stack_set_and_rolls_out_one_account_first(org):
+    code, calls = org("org-deploy", **DEPLOY, CALL_AS="DELEGATED_ADMIN")
+    assert code == 0
+    (create,) = named(calls, "create-stack-set")
+    assert arg(create, "--permission-model") == "SERVICE_MANAGED"
+    assert arg(create, "--auto-deployment") == {"Enabled": True, "RetainStacksOnAccountRemoval": False}
+    assert arg(create, "--template-body") == f"file://{ROOT / 'template.yaml'}"
+    assert all(arg(call, "--call-as") == "DELEGATED_ADMIN" for call in calls if call[0] == "cloudformation")
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in arg(create, "--parameters")}
+    assert parameters["CodeBucket"] == "acme-keys" and parameters["CodeBucketPerRegion"] == "true"
+    assert re.fullmatch(r"iam-key-rotation/[0-9a-f]{16}\.zip", parameters["CodeKey"])
+    assert parameters["EventBusName"] == DEPLOY["EventBusName"] and parameters["SecretNames"] == "iam-keys/*"
+    first, rest = named(calls, "create-stack-instances")
+    assert arg(first, "--deployment-targets") == {"OrganizationalUnitIds": [OU, OTHER_OU], "Accounts": [CANARY],
+                                                  "AccountFilterType": "INTERSECTION"}
+    assert arg(first, "--operation-preferences") == {"RegionConcurrencyType": "SEQUENTIAL",
+                                                     "FailureToleranceCount": 0, "MaxConcurrentCount": 1}
+    assert arg(rest, "--deployment-targets") == {"OrganizationalUnitIds": [OU, OTHER_OU]}
+    assert arg(rest, "--operation-preferences") == {"RegionConcurrencyType": "PARALLEL",
+                                                    "FailureTolerancePercentage": 10, "MaxConcurrentPercentage": 25}
+    assert first[first.index("--regions") + 1:first.index("--regions") + 3] == ["eu-west-1", "us-east-1"]
+
+
+@pytest.mark.unit
+def test_a_failed_first_account_stops_the_roll_out(org):
+    with pytest.raises(SystemExit, match="stage 1, account 111111111111 ended FAILED: the roll-out stops here"):
+        org("org-deploy", {"cloudformation describe-stack-set-operation": {"out": "FAILED"}}, **DEPLOY)
+    calls = [json.loads(line) for line in Path("calls.jsonl").read_text().splitlines()]
+    assert len(named(calls, "create-stack-instances")) == 1, "only the first account was tried"
+
+
+@pytest.mark.unit
+def test_overrides_deploy_their_accounts_first_with_their_own_parameters(org):
+    code, calls = org("org-deploy", **DEPLOY, OVERRIDES=f"{PROD}:RotateAfterDays=30 {PROD}:RequireUserTag=true",
+                      CANARY=CANARY, MAX_PERCENT="50", FAILURE_PERCENT="0")
+    assert code == 0
+    overridden, first, rest = named(calls, "create-stack-instances")
+    assert arg(overridden, "--deployment-targets")["Accounts"] == [PROD]
+    assert arg(overridden, "--parameter-overrides") == [{"ParameterKey": "RotateAfterDays", "ParameterValue": "30"},
+                                                        {"ParameterKey": "RequireUserTag", "ParameterValue": "true"}]
+    assert arg(first, "--deployment-targets")["Accounts"] == [CANARY]
+    assert not named(calls, "list-accounts-for-parent"), "CANARY given: not looked up"
+    assert arg(rest, "--operation-preferences")["MaxConcurrentPercentage"] == 50
+
+
+@pytest.mark.unit
+def test_org_update_updates_the_stack_set_staged_keeping_parameters_not_given(org):
+    exists = {"cloudformation describe-stack-set": {"out": json.dumps(["SecretNames", "GraceHours", "CodeKey"])}}
+    code, calls = org("org-update", exists, OUS=OU, REGIONS="eu-west-1", ARTIFACT_PREFIX="acme-keys")
+    assert code == 0
+    first, rest = named(calls, "update-stack-set")
+    kept = [p["ParameterKey"] for p in arg(first, "--parameters") if p.get("UsePreviousValue")]
+    assert kept == ["SecretNames", "GraceHours"], "the code's parameters are set anew, the others kept"
+    assert arg(first, "--deployment-targets")["Accounts"] == [CANARY]
+    assert arg(rest, "--deployment-targets") == {"OrganizationalUnitIds": [OU]}
+    assert named(calls, "create-stack-instances"), "accounts that joined the OU since are covered"
+
+
+@pytest.mark.unit
+def test_a_new_stack_set_needs_secret_names_and_nothing_is_created_without(org):
+    values = {k: v for k, v in DEPLOY.items() if k != "SecretNames"}
+    code, calls = org("org-deploy", **values)
+    assert code == 2 and [call[1] for call in calls] == ["describe-stack-set"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("target, values, says", [
+    ("org-deploy", {"REGIONS": "eu-west-1", "ARTIFACT_PREFIX": "acme"}, "give OUS="),
+    ("org-deploy", {"OUS": OU, "ARTIFACT_PREFIX": "acme"}, "give REGIONS="),
+    ("org-update", {"OUS": OU, "REGIONS": "eu-west-1"}, "give ARTIFACT_PREFIX="),
+    ("org-remove", {"OUS": OU}, "give REGIONS="),
+    ("org-package", {"ARTIFACT_PREFIX": "acme"}, "give REGIONS="),
+    ("org-deploy", {**DEPLOY, "OUS": "ou-1; touch x"}, "OUS must be organisational unit ids"),
+    ("org-deploy", {**DEPLOY, "REGIONS": "eu-west-1 $(id)"}, "REGIONS must be regions"),
+    ("org-deploy", {**DEPLOY, "CALL_AS": "ADMIN"}, "CALL_AS must be SELF"),
+    ("org-deploy", {**DEPLOY, "MAX_PERCENT": "0"}, "MAX_PERCENT must be a percentage"),
+    ("org-deploy", {**DEPLOY, "OVERRIDES": "22:DryRun=true"}, "OVERRIDES must be ACCOUNT_ID:Parameter=value"),
+    ("org-deploy", {**DEPLOY, "OVERRIDES": f"{PROD}:DryRun=true"}, "'DryRun' is not a parameter given by name"),
+    ("org-deploy", {**DEPLOY, "OVERRIDES": f"{PROD}:RequireUserTag=no"}, "RequireUserTag must be one of"),
+    ("org-deploy", {**DEPLOY, "CodeKey": "x.zip"}, "CodeKey is set by ARTIFACT_PREFIX"),
+    ("org-deploy", {**DEPLOY, "SecretName": "x"}, "did you mean SecretNames?"),
+    ("org-deploy", {**DEPLOY, "CentralAccountId": "9999"}, "CentralAccountId must be what the template allows"),
+    ("org-deploy", {**DEPLOY, "GraceHours": "1;id"}, "GraceHours must be what the template allows"),
+    ("org-deploy", {**DEPLOY, "RotateAfterDays": "3651"}, "RotateAfterDays must be what the template allows"),
+    ("org-package", {"REGIONS": "eu-west-1", "ARTIFACT_PREFIX": "Acme_Keys"}, "ARTIFACT_PREFIX must be"),
+    ("org-report", {"LOG_GROUP": "/aws/events/x y"}, "LOG_GROUP must be a log group name"),
+])
+def test_org_targets_refuse_a_missing_or_bad_value_before_any_call(org, capsys, target, values, says):
+    code, calls = org(target, **values)
+    assert code == 2 and says in capsys.readouterr().err
+    assert calls == []
+
+
+@pytest.mark.unit
+def test_org_status_prints_each_account_and_region_with_its_instance_s_status(org, capsys):
+    rows = [[CANARY, "eu-west-1", "CURRENT", "SUCCEEDED", None], [PROD, "us-east-1", "OUTDATED", "FAILED", "boom"]]
+    code, calls = org("org-status", {"cloudformation list-stack-instances": {"out": json.dumps(rows)},
+                                     "cloudformation describe-stack-set": {"out": "iam-key-rotation/0123.zip"}})
+    assert code == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["account", "region", "status", "detail", "reason"]
+    assert out[1].split() == [CANARY, "eu-west-1", "CURRENT", "SUCCEEDED"]
+    assert out[2].split() == [PROD, "us-east-1", "OUTDATED", "FAILED", "boom"]
+    assert out[3].startswith("code: iam-key-rotation/0123.zip")
+
+
+@pytest.mark.unit
+def test_org_package_uploads_to_each_region_s_bucket_and_prints_the_organisation_s_policy(org, capsys):
+    code, calls = org("org-package", {"s3api head-bucket": {"out": "", "rc": 254}}, REGIONS="eu-west-1,us-east-1",
+                      ARTIFACT_PREFIX="acme-keys", ORG_ID="o-abcdefghij")
+    assert code == 0
+    made = {arg(call, "--bucket"): call for call in named(calls, "create-bucket")}
+    assert arg(made["acme-keys-eu-west-1"], "--create-bucket-configuration") == {"LocationConstraint": "eu-west-1"}
+    assert "--create-bucket-configuration" not in made["acme-keys-us-east-1"]
+    keys = {arg(call, "--bucket"): arg(call, "--key") for call in named(calls, "put-object")}
+    assert set(keys) == {"acme-keys-eu-west-1", "acme-keys-us-east-1"} and len(set(keys.values())) == 1
+    policy = json.loads(Path("dist/bucket-policy-acme-keys-eu-west-1.json").read_text())
+    (statement,) = policy["Statement"]
+    assert statement["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": "o-abcdefghij"}}
+    assert statement["Action"] == "s3:GetObject" and statement["Resource"].endswith("/iam-key-rotation/*")
+    assert "aws s3api put-bucket-policy --bucket acme-keys-eu-west-1" in capsys.readouterr().out
+    assert not named(calls, "put-bucket-policy"), "printed to apply, never applied"
+
+
+@pytest.mark.unit
+def test_org_remove_deletes_the_instances_then_the_empty_stack_set(org):
+    code, calls = org("org-remove", {"cloudformation list-stack-instances": {"out": "[]"}}, OUS=OU,
+                      REGIONS="eu-west-1")
+    assert code == 0
+    (delete,) = named(calls, "delete-stack-instances")
+    assert "--no-retain-stacks" in delete and arg(delete, "--deployment-targets") == {"OrganizationalUnitIds": [OU]}
+    assert named(calls, "delete-stack-set")
+
+
+# --- org-report: Logs Insights is not modelled by moto: the query asked, and the table from a canned answer ---------
+
+def insights(account: str, secret: str, kind: str, when: str) -> list[dict]:
+    return [{"field": "account", "value": account}, {"field": "detail.secret", "value": secret},
+            {"field": "detail-type", "value": kind}, {"field": "last", "value": when}]
+
+
+@pytest.mark.unit
+def test_org_report_queries_the_central_log_group_and_prints_one_table(org, capsys, monkeypatch):
+    answer = {"status": "Complete", "results": [
+        insights(CANARY, "iam-keys/ci", "Access Key Rotated", "2026-01-01 06:00:00.000"),
+        insights(PROD, "iam-keys/app", "Access Key Rotated", "2025-09-01 06:00:00.000"),
+        insights(PROD, "iam-keys/app", "Access Key Overdue", "2026-01-10 06:00:00.000"),
+        insights(PROD, "iam-keys/db", "Access Key Rotation Failed", "2026-01-10 06:00:00.000")]}
+    monkeypatch.setattr(deploy_config.time, "time", lambda: 1768212000.0)  # 2026-01-12 10:00 UTC
+    code, calls = org("org-report", {"logs start-query": {"out": "q-1"},
+                                     "logs get-query-results": {"out": json.dumps(answer)}}, DAYS="30")
+    assert code == 0
+    (start,) = named(calls, "start-query")
+    assert arg(start, "--log-group-name") == "/aws/events/key-rotation"
+    assert arg(start, "--query-string") == deploy_config.REPORT_QUERY
+    assert int(arg(start, "--end-time")) - int(arg(start, "--start-time")) == 30 * 86400
+    assert 'filter source = "key-rotation"' in deploy_config.REPORT_QUERY
+    assert lambda_function.EVENT_SOURCE == "key-rotation"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == [CANARY, "iam-keys/ci", "11", "2026-03-22"]
+    assert lines[2].split() == [PROD, "iam-keys/app", "133", "2025-11-20", "OVERDUE"]
+    assert lines[3].split() == [PROD, "iam-keys/db", "?", "?", "FAILED"]
+    assert lines[4].startswith("2 accounts, 3 secrets") and lines[4].endswith("1 overdue")
+
+
+@pytest.mark.unit
+def test_the_report_names_only_event_kinds_the_function_sends():
+    kinds = {name for name, _applies in lambda_function.DETAIL_TYPES}
+    assert {deploy_config.ROTATED, deploy_config.OVERDUE, deploy_config.FAILED} <= kinds
+
+
+# --- the template's parameters, read without a YAML parser ----------------------------------------------------------
+
+class CfnLoader(yaml.SafeLoader):
+    pass
+
+
+CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def load(name: str) -> dict:
+    return yaml.load((ROOT / name).read_text(), Loader=CfnLoader)
+
+
+@pytest.mark.unit
+def test_the_line_by_line_reading_of_the_template_s_parameters_is_yaml_s():
+    parameters = load("template.yaml")["Parameters"]
+    read = deploy_config.template_parameters()
+    assert set(read) == set(parameters)
+    for name, parameter in parameters.items():
+        for key in ("Type", "Default", "AllowedPattern", "AllowedValues", "MinValue", "MaxValue"):
+            if key in parameter:
+                expected = [str(v) for v in parameter[key]] if key == "AllowedValues" else str(parameter[key])
+                assert read[name][key] == expected, (name, key)
+            else:
+                assert key not in read[name], (name, key)
+
+
+# --- central.yaml ---------------------------------------------------------------------------------------------------
+
+CENTRAL = (ROOT / "central.yaml").read_text()
+
+
+@pytest.mark.unit
+def test_the_central_bus_takes_events_from_the_organisation_only_and_keeps_every_one():
+    template = load("central.yaml")
+    resources = template["Resources"]
+    statement = resources["BusPolicy"]["Properties"]["Statement"]
+    assert statement["Action"] == "events:PutEvents" and "aws:PrincipalOrgID" in statement["Condition"]["StringEquals"]
+    rule = resources["KeepEventsRule"]["Properties"]
+    assert rule["EventPattern"] == {"source": [lambda_function.EVENT_SOURCE]}
+    assert resources["LogGroup"]["Type"] == "AWS::Logs::LogGroup" and "LogRetentionDays" in template["Parameters"]
+    assert '"Principal": {"Service": ["events.amazonaws.com"' in CENTRAL, "the logs resource policy EventBridge needs"
+    alarms = {name for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert alarms == {"FailedAlarm", "OverdueAlarm", "ForcedWhileInUseAlarm"}
+
+
+@pytest.mark.unit
+def test_the_central_filters_match_the_events_the_function_sends():
+    kinds = {name for name, _applies in lambda_function.DETAIL_TYPES}
+    named_kinds = set(re.findall(r'\$\.detail-type = "([^"]+)"', CENTRAL))
+    assert named_kinds and named_kinds <= kinds
+    # a forced retirement is told by its reason's wording (the event has no field of its own for it)
+    wording = re.search(r'\$\.detail\.reason = "\*([^"*]+)\*"', CENTRAL).group(1)
+    assert wording in (ROOT / "lambda_function.py").read_text()
+    assert '"overdue": bool(entry.get("overdue"))' in (ROOT / "lambda_function.py").read_text(), "$.detail.overdue"
+
+
+@pytest.mark.unit
+def test_each_check_checkov_skips_in_central_yaml_is_explained_and_make_lint_runs_both():
+    skips = re.findall(r"# checkov:skip=([A-Z_0-9]+)(?::(.*))?$", CENTRAL, re.M)
+    assert all(reason and len(reason.split()) >= 5 for _check, reason in skips), skips
+    makefile = (ROOT / "Makefile").read_text()
+    assert "cfn-lint template.yaml central.yaml" in makefile and "$(CHECKOV) --file central.yaml" in makefile
+
+
+# --- moto: the arguments the tool builds, against Organizations and StackSets as moto models them -------------------
+
+@pytest.mark.unit
+def test_the_stack_set_the_tool_describes_deploys_to_every_account_of_an_ou_in_moto(org, monkeypatch):
+    # moto makes a stack instance per account and region of the OU; it paces nothing and makes no stack in the
+    # member accounts, and refuses AccountFilterType (so the first stage's targets are the OU's first account).
+    with mock_aws():
+        organizations = boto3.client("organizations", region_name="us-east-1")
+        organizations.create_organization(FeatureSet="ALL")
+        root = organizations.list_roots()["Roots"][0]["Id"]
+        ou = organizations.create_organizational_unit(ParentId=root, Name="workloads")["OrganizationalUnit"]["Id"]
+        accounts = []
+        for name in ("dev", "prod"):
+            made = organizations.create_account(AccountName=name, Email=f"{name}@example.com")["CreateAccountStatus"]
+            organizations.move_account(AccountId=made["AccountId"], SourceParentId=root, DestinationParentId=ou)
+            accounts.append(made["AccountId"])
+        got = {**{k: v for k, v in DEPLOY.items() if k in deploy_config.RULES}, "OUS": ou, "STACK_SET": "keys",
+               "CALL_AS": "SELF", "FAILURE_PERCENT": "10", "MAX_PERCENT": "25"}
+        for region in deploy_config.listed(got["REGIONS"]):  # make org-package's buckets
+            s3 = boto3.client("s3", region_name=region)
+            place = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+            s3.create_bucket(Bucket=f"acme-keys-{region}", **place)
+            s3.put_object(Bucket=f"acme-keys-{region}", Key=deploy_config.code_key(), Body=b"zip")
+        cloudformation = boto3.client("cloudformation", region_name="us-east-1")
+        cloudformation.create_stack_set(
+            StackSetName="keys", TemplateBody=(ROOT / "template.yaml").read_text(),
+            Parameters=json.loads(deploy_config.parameters_json(got, [("SecretNames", "iam-keys/*")], [])),
+            Capabilities=["CAPABILITY_IAM"], PermissionModel="SERVICE_MANAGED", CallAs="SELF",
+            AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False})
+        for first in (True, False):
+            cloudformation.create_stack_instances(
+                StackSetName="keys", Regions=deploy_config.listed(got["REGIONS"]), CallAs="SELF",
+                DeploymentTargets=json.loads(deploy_config.targets(got)),
+                OperationPreferences=json.loads(deploy_config.preferences(got, first)))
+        instances = cloudformation.list_stack_instances(StackSetName="keys")["Summaries"]
+        assert sorted((i["Account"], i["Region"]) for i in instances) == sorted(
+            (a, r) for a in accounts for r in ("eu-west-1", "us-east-1"))
+        for account in accounts:  # each member account has its own function, role and rules (moto ran the stack)
+            monkeypatch.setenv("MOTO_ACCOUNT_ID", account)
+            for region in ("eu-west-1", "us-east-1"):
+                (function,) = boto3.client("lambda", region_name=region).list_functions()["Functions"]
+                assert function["Role"].startswith(f"arn:aws:iam::{account}:role/keys-FunctionRole-")
+                assert function["Environment"]["Variables"]["sec"] == "iam-keys/*"
+                rules = boto3.client("events", region_name=region).list_rules()["Rules"]
+                assert any(r.get("ScheduleExpression") == "cron(0 6 * * ? *)" for r in rules)
+        monkeypatch.delenv("MOTO_ACCOUNT_ID")
+        # An account joining the OU later: AWS's automatic deployment covers it; moto does not model that, and
+        # org-update's last stage (create-stack-instances on the OUs) covers it.
+        joined = organizations.create_account(AccountName="new", Email="new@example.com")["CreateAccountStatus"]
+        organizations.move_account(AccountId=joined["AccountId"], SourceParentId=root, DestinationParentId=ou)
+        cloudformation.create_stack_instances(
+            StackSetName="keys", Regions=["eu-west-1"], CallAs="SELF",
+            DeploymentTargets=json.loads(deploy_config.targets(got)),
+            OperationPreferences=json.loads(deploy_config.preferences(got, False)))
+        instances = cloudformation.list_stack_instances(StackSetName="keys")["Summaries"]
+        assert (joined["AccountId"], "eu-west-1") in {(i["Account"], i["Region"]) for i in instances}
