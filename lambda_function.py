@@ -78,7 +78,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -123,11 +123,13 @@ CURRENT, PREVIOUS, PENDING = "AWSCURRENT", "AWSPREVIOUS", "AWSPENDING"
 class RotationError(Exception):
     """One secret could not be handled. Carries the secret and the reason; str() is "secret 'x': why"."""
 
-    def __init__(self, secret: str, why: str, stored_key_id: str | None = None, code: str | None = None) -> None:
+    def __init__(self, secret: str, why: str, stored_key_id: str | None = None, code: str | None = None,
+                 made_nothing: bool = False) -> None:
         super().__init__(f"secret {secret!r}: {why}")
         self.secret, self.why = secret, why
         self.stored_key_id = stored_key_id  # a new key the secret holds although the rotation failed
         self.code = code  # the AWS error code behind it, as data (never read back out of ``why``)
+        self.made_nothing = made_nothing  # CreateAccessKey refused outright: it made no key
 
 
 class ConfigError(Exception):
@@ -767,28 +769,34 @@ ADOPTED_TAG = "key-rotation-adopted"  # the keys in use the function adopted: "<
 # whose clean-up failed too). Wide enough for the call's retries and the clocks' skew.
 MADE_WINDOW = timedelta(minutes=5)
 HELD_PREFIX = "current="  # in the mark: the key the secret held at the create (the one the rotation retires)
+MADE_SKEW = timedelta(seconds=30)  # IAM's clock and Lambda's may differ by this much; a key is made after its mark
+NO_KEY_MADE = "none"  # the mark's token once the create was refused outright: it made no key
 
 
-def parse_marker(marker: str | None) -> tuple[datetime | None, frozenset[str], str | None]:
-    """The key-rotation-made mark: when, the keys the user had then, and which of them the secret held."""
+def parse_marker(marker: str | None) -> tuple[datetime | None, frozenset[str], str | None, str | None]:
+    """The key-rotation-made mark: when, the keys the user had then, which of them the secret held, and the
+    secret version the create was for (``none``: the create was refused, it made no key)."""
     parts = (marker or "").split()
     try:
         when = datetime.fromisoformat(parts[0].replace("Z", "+00:00")) if parts else None
     except ValueError:
-        return None, frozenset(), None
-    held = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith(HELD_PREFIX)), None)
-    known = frozenset(p.split("=", 1)[-1] for p in parts[1:])
-    return (when if when is None or when.tzinfo else when.replace(tzinfo=UTC)), known, held
+        return None, frozenset(), None, None
+    named = {p.split("=", 1)[0]: p.split("=", 1)[1] for p in parts[1:] if "=" in p}
+    known = frozenset(p for p in parts[1:] if "=" not in p) | {named.get("current")} - {None}
+    when = when if when is None or when.tzinfo else when.replace(tzinfo=UTC)
+    return when, frozenset(known), named.get("current"), named.get("token")
 
 
-def made_candidates(keys: list[KeyState], held: set[str | None], marker: str | None) -> list[str]:
-    """Keys the marker says this function made (created within MADE_WINDOW of it, not listed in it) that no
-    secret holds. Each is the function's own lost key if IAM shows it never used (``Run.unheld`` asks)."""
-    when, known, _ = parse_marker(marker)
-    if when is None:
+def made_candidates(keys: list[KeyState], held: set[str | None], marker: str | None,
+                    versions: Iterable[str]) -> list[str]:
+    """Keys the mark says this function made (created in MADE_WINDOW after it, not listed in it) that no secret
+    holds, if the create's secret version was never written (a stored key is no one's lost key) and the create
+    was not refused. Each is the function's own lost key if IAM shows it never used (``Run.holders`` asks)."""
+    when, known, _, token = parse_marker(marker)
+    if when is None or token == NO_KEY_MADE or (token is not None and token in set(versions)):
         return []
     return [k.key_id for k in keys if k.key_id not in held and k.key_id not in known
-            and abs(k.created - when) <= MADE_WINDOW]
+            and when - MADE_SKEW <= k.created <= when + MADE_WINDOW]
 
 
 def parse_adopted(value: str | None) -> dict[str, datetime]:
@@ -827,10 +835,12 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def made_marker(now: datetime, existing: Iterable[str], held: str | None) -> str:
-    """The key-rotation-made tag's value: when, and the keys the user had just before the create, the one the
-    secret held marked (``current=KEY``)."""
-    return " ".join([iso(now), *(f"{HELD_PREFIX}{k}" if k == held else k for k in sorted(existing))])
+def made_marker(now: datetime, existing: Iterable[str], held: str | None, token: str | None) -> str:
+    """The key-rotation-made tag's value: when, the keys the user had just before the create (the one the secret
+    held marked ``current=KEY``), and the secret version the new key is for (``token=...``; none in rotation
+    mode, whose AWSPENDING version exists before its key does)."""
+    keys = [f"{HELD_PREFIX}{k}" if k == held else k for k in sorted(existing)]
+    return " ".join([iso(now), *keys, *([f"token={token}"] if token else [])])
 
 
 def format_adopted(adopted: Mapping[str, datetime]) -> str:
@@ -955,6 +965,7 @@ class Settling:
     adopted: datetime | None = None  # an adopted key: when a run first adopted it (its usage gate counts from then)
     lost: frozenset[str] = frozenset()  # the function's own unstored keys: deleted first
     exposed: bool = False  # a leaked key: deactivated at once once the current key authenticates (no gate)
+    also: tuple[str, ...] = ()  # more leaked keys of the user, deactivated with it
 
 
 @dataclass
@@ -1462,8 +1473,9 @@ def create_key(clients: Clients, record: SecretRecord, existing: set[str]) -> Ne
                 # listing (made by hand?). It is not ours to delete.
                 raise RotationError(record.name, "CreateAccessKey refused: LimitExceeded: a key appeared since the "
                                                  "keys were listed (made by hand?); nothing deleted, old key "
-                                                 "unchanged") from None
-            raise RotationError(record.name, f"{describe_error(err, 'CreateAccessKey')}; old key unchanged") from None
+                                                 "unchanged", made_nothing=True) from None
+            raise RotationError(record.name, f"{describe_error(err, 'CreateAccessKey')}; old key unchanged",
+                                made_nothing=True) from None
         # A timeout can hide a success, and a retried call's earlier attempt may have made a
         # key whose answer was lost: a key made so is one whose secret nobody will ever hold.
         with clients.budget.cleanup(CLEANUP_SECONDS):
@@ -1799,7 +1811,8 @@ class Run:
     brought_forward: dict[str, tuple[float, float]] = field(default_factory=dict)  # secret -> (asked, due) days
     acted_failures: list[str] = field(default_factory=list)  # reasons of rotations that acted and failed
     finished: tuple[str, str | None] | None = None  # finishSecret: (the new key, the old key)
-    exposed: dict[str, str] = field(default_factory=dict)  # casefolded user -> its leaked key this run answers
+    exposed: dict[str, set[str]] = field(default_factory=dict)  # casefolded user -> its leaked keys this run answers
+    exposures: dict[str, str] = field(default_factory=dict)  # leaked key -> the secret (ARN) that answers it
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count_failure(self, reason: str) -> None:
@@ -1879,8 +1892,9 @@ class Run:
                                      key_held_at(self.clients, record, PENDING) if record.version_with(PENDING)
                                      else None) if k and k != current)
         held = {current, *ours, *others}
-        lost = frozenset(k for k in made_candidates(keys, held, self.tags(record).get(MADE_TAG))
-                         if self.used(record, k)[0] is None)
+        leaked = self.exposed.get(record.user_name.casefold(), set())  # evidence: never anyone's lost key
+        lost = frozenset(k for k in made_candidates(keys, held, self.tags(record).get(MADE_TAG), record.stages)
+                         if k not in leaked and self.used(record, k)[0] is None)
         return Holders(current=current, ours=ours, others=others, lost=lost,
                        adopted=self.adopted(record, keys, held | lost))
 
@@ -1892,7 +1906,7 @@ class Run:
         adopted it, or that create, whichever is earlier."""
         now, window = self.clock.now(), timedelta(hours=self.settings.max_grace_hours)
         named = parse_adopted(self.tags(record).get(ADOPTED_TAG))
-        made_at, _, replaced = parse_marker(self.tags(record).get(MADE_TAG))
+        made_at, _, replaced, _ = parse_marker(self.tags(record).get(MADE_TAG))
         found = []
         for key in keys:
             if not key.active or key.key_id in held:
@@ -2117,7 +2131,11 @@ def settle_decision(run: Run, item: Settling) -> tuple[Retire, str, str]:
         last_seen = when or (key.created if key is not None else now)
         return (adopted_retirement(now, item.adopted, last_seen, max_grace), until,
                 f"last used {iso(when)} by {where}" if when else "never used")
-    stored_at, hours = store_time(record, now), item.own.grace_hours
+    # The store: the current key's creation, or the previous key's if later (a writer who put an older key back
+    # by hand does not make the previous key's clock start long ago).
+    previous_key = find_key(record.keys or [], previous)
+    stored_at = max(store_time(record, now), previous_key.created if previous_key else store_time(record, now))
+    hours = item.own.grace_hours
     until = iso(stored_at + timedelta(hours=hours))
     decision = retirement(now, stored_at, False, hours, max_grace)
     if decision != Retire.CHECK_USE:
@@ -2159,9 +2177,10 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
     if own.dry_run:
         base.status, base.steps = Status.PLANNED, [f"deactivate {previous}"]
         return base
-    retire_keys(run.clients, record, (previous,), done=f"the current key {record.held_key_id} works")
-    base.status, base.steps, base.reason = Status.RETIRED, [f"deactivate {previous}"], item.reason
-    base.retired_keys.append(previous)
+    retire_keys(run.clients, record, (previous, *item.also), done=f"the current key {record.held_key_id} works")
+    base.status, base.steps, base.reason = Status.RETIRED, [f"deactivate {k}" for k in (previous, *item.also)], \
+        item.reason
+    base.retired_keys += [previous, *item.also]
     if decision == Retire.FORCE:
         base.forced_in_use = True
         base.reason = (f"{what} deactivated although still in use ({where}): "
@@ -2601,27 +2620,38 @@ def plan_of(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyS
 
 
 def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyState], holders: Holders,
-                   token: str, exposed: str) -> Outcome | Settling | Rotate:
-    """A leaked key of this secret's user: the key the secret holds is replaced now, whatever its age, and
+                   token: str, leaked: set[str]) -> Outcome | Settling | Rotate:
+    """Leaked keys of this secret's user. The key the secret holds is replaced now, whatever its age, and
     deactivated once the new key authenticates (force's plan: a previous key in the way is retired first); a
-    previous or adopted key is deactivated once the current key authenticates. Never deleted: it is evidence."""
-    key = find_key(keys, exposed)
-    if key is None or not key.active:
-        state = "no longer exists" if key is None else f"is already {key.status}"
+    previous or adopted key is deactivated once the current key authenticates. A leaked key is never deleted (it
+    is evidence), nor a person's key in use freed for room: then the key the secret holds is NOT replaced, the
+    other leaked keys are still deactivated, and the reason says what is in the way."""
+    active = sorted(k for k in leaked if (found := find_key(keys, k)) is not None and found.active)
+    if not active:
         return Outcome(secret=record.name, status=Status.SKIPPED, user=record.user_name,
-                       reason=f"exposed key {exposed} {state}: nothing to revoke")
-    if exposed != record.held_key_id:
-        return Settling(record, exposed, own, f"key {exposed} was exposed: deactivated at once, no grace period "
-                                              "and no usage gate", lost=holders.lost, exposed=True)
-    rest = [k for k in keys if k.key_id not in holders.lost]
-    plan = plan_rotation(rest, holders, force=True)
-    log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id, exposed=exposed,
-               keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), dry_run=own.dry_run)
-    if plan.blocked:
-        raise RotationError(record.name, f"exposed key {exposed} cannot be replaced: {plan.blocked}")
-    kept = tuple(k for k in holders.adopted if k != plan.freed_adopted and find_key(rest, k))
-    reason = f"key {exposed} was exposed: replaced now and deactivated at once, whatever its age or GRACE_HOURS"
-    return Rotate(record, own, rest, holders, plan, token, kept, reason, lost=holders.lost, exposed=exposed)
+                       reason=f"exposed key {', '.join(sorted(leaked))}: already Inactive or gone, nothing to revoke")
+    others, why = [k for k in active if k != record.held_key_id], None
+    if record.held_key_id in active:
+        rest = [k for k in keys if k.key_id not in holders.lost]
+        plan = plan_rotation(rest, holders, force=True)
+        in_the_way = sorted(set(plan.delete_first) & leaked) + [k for k in [plan.freed_adopted] if k]
+        why = plan.blocked or (in_the_way and f"no room without deleting {', '.join(in_the_way)} (a leaked key is "
+                                             "evidence; an adopted one is someone's key in use)")
+        log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
+                   exposed=active, steps=plan.steps(), dry_run=own.dry_run, blocked=why or None)
+        if not why:
+            kept = tuple(k for k in holders.adopted if find_key(rest, k))
+            reason = (f"key {record.held_key_id} was exposed: replaced now and deactivated at once, whatever its "
+                      "age or GRACE_HOURS")
+            return Rotate(record, own, rest, holders, plan, token, kept, reason, lost=holders.lost,
+                          exposed=record.held_key_id)
+    not_replaced = (f"; exposed key {record.held_key_id} NOT replaced: {why}: make room by hand and send the "
+                    "event again") if why else ""
+    if not others:
+        raise RotationError(record.name, not_replaced.lstrip("; "))
+    return Settling(record, others[0], own, f"key {', '.join(others)} was exposed: deactivated at once, no grace "
+                                           f"period and no usage gate{not_replaced}", lost=holders.lost,
+                    exposed=True, also=tuple(others[1:]))
 
 
 def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Cleanup:
@@ -2633,9 +2663,11 @@ def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Clea
     token = version_token(settings.event_id, record.arn)
     redelivery = already_rotated(record, settings, token)
     holders = run.holders(record, keys)
-    exposed = run.exposed.get(record.user_name.casefold())
-    if exposed is not None:
-        return assess_exposed(run, record, own, keys, holders, token, exposed)
+    if settings.exposed:  # a leak's run acts on the leaked keys alone
+        leaked = run.exposed.get(record.user_name.casefold())
+        if not leaked:
+            return skipped(record, "names another user than the leaked key's; not acted on")
+        return assess_exposed(run, record, own, keys, holders, token, leaked)
     held = find_key(keys, record.held_key_id)
     held_ok = held is not None and held.active
     restore, found = (None, None)
@@ -2666,7 +2698,8 @@ def verify_current_first(run: Run, record: SecretRecord, why: str) -> None:
                                          f"({problems[record.name]}), so no held key is retired; nothing changed")
 
 
-def make_room_and_create(run: Run, record: SecretRecord, plan: RotationPlan, keys: list[KeyState]) -> NewKey:
+def make_room_and_create(run: Run, record: SecretRecord, plan: RotationPlan, keys: list[KeyState],
+                         token: str | None) -> NewKey:
     """Deactivate (force only) and delete the keys the plan removes first, mark the user (MADE_TAG: when, and
     the keys it has), then create the new key. The mark is what lets a later run know a key made now, whose
     answer is lost, for the function's own."""
@@ -2680,11 +2713,18 @@ def make_room_and_create(run: Run, record: SecretRecord, plan: RotationPlan, key
         raise RotationError(record.name, f"{describe_error(err)}; old key unchanged") from None
     remaining = {k.key_id for k in keys} - set(plan.delete_first)
     try:
-        tag_user(clients, record, MADE_TAG, made_marker(run.clock.now(), remaining, record.held_key_id))
+        tag_user(clients, record, MADE_TAG, made_marker(run.clock.now(), remaining, record.held_key_id, token))
     except RotationError as err:
         raise RotationError(record.name, f"{err.why} (the function marks a user before it makes a key: "
                                          f"iam:TagUser for tag {MADE_TAG}); old key unchanged") from None
-    return create_key(clients, record, remaining)
+    try:
+        return create_key(clients, record, remaining)
+    except RotationError as err:
+        if err.made_nothing:  # refused outright: no key of ours to look for (a person's may appear)
+            with suppress(RotationError):
+                tag_user(clients, record, MADE_TAG, made_marker(run.clock.now(), remaining, record.held_key_id,
+                                                                NO_KEY_MADE))
+        raise
 
 
 def rotate(run: Run, item: Rotate) -> Outcome | Stored:
@@ -2706,7 +2746,7 @@ def rotate(run: Run, item: Rotate) -> Outcome | Stored:
     if plan.retires_held_first:
         verify_current_first(run, record, "force")
     try:
-        new_key = make_room_and_create(run, record, plan, item.keys)
+        new_key = make_room_and_create(run, record, plan, item.keys, item.token)
         store_key(run.clients, record, new_key, item.token)
     except RotationError as err:  # the rotation acted: it counts towards MAX_FAILURES
         run.count_failure(str(err))
@@ -2866,6 +2906,13 @@ def selects(settings: Settings, arn: str) -> bool:
                for entry in settings.secret_ids)
 
 
+def own_secret(run: Run, arn: str) -> bool:
+    """Is the secret in this function's region (and, when the context says, account)?"""
+    parts = arn.split(":")
+    account = account_of(getattr(run.context, "invoked_function_arn", None))
+    return len(parts) >= 7 and parts[3] == run.clients.secrets.meta.region_name and account in (None, parts[4])
+
+
 def exposure_of(run: Run, key_id: str) -> Outcome | str:
     """Whose leaked key this is (GetAccessKeyLastUsed names the user) and which secret manages it: the one the
     user's key-rotation-secret tag names, if ``sec`` selects it (authority as everywhere else). Else a report
@@ -2882,8 +2929,9 @@ def exposure_of(run: Run, key_id: str) -> Outcome | str:
             "the keys of users tagged key-rotation-secret; nothing changed")
         return unmanaged
     named = tags.get(USER_TAG)
-    if named and selects(run.settings, named):
-        run.exposed[user.casefold()] = key_id
+    if named and selects(run.settings, named) and own_secret(run, named):
+        run.exposed.setdefault(user.casefold(), set()).add(key_id)
+        run.exposures[key_id] = named
         run.user_tags[user.casefold()] = tags  # read once: the guard's authority check uses them too
         return named
     unmanaged.user = user
@@ -2923,11 +2971,15 @@ def answer_exposures(run: Run, records: list[Any], outcomes: list[Outcome]) -> N
     """Mark every outcome of a leak: the key, whether AWS quarantined the user, where CloudTrail's lookup starts
     (the key's creation); a WARNING for each, loudest for one a hold kept from being revoked."""
     keys = {r.name: r.keys or [] for r in records if isinstance(r, SecretRecord)}
+    by_secret = {o.secret: o for o in outcomes}
+    for key_id, secret in run.exposures.items():  # every leaked key's secret says so, whatever became of it
+        if secret in by_secret and not by_secret[secret].exposed_key_id:
+            by_secret[secret].exposed_key_id = key_id
     for outcome in outcomes:
-        key_id = outcome.exposed_key_id or run.exposed.get((outcome.user or "").casefold())
+        key_id = outcome.exposed_key_id
         if key_id is None:
             continue
-        outcome.exposed, outcome.exposed_key_id = True, key_id
+        outcome.exposed = True
         found = find_key(keys.get(outcome.secret, []), key_id)
         outcome.in_use_since = found.created if found else run.clock.now() - timedelta(days=90)
         outcome.quarantined = quarantined(run, outcome.user) if is_user_name(outcome.user) else None
@@ -3257,7 +3309,7 @@ def step_create_secret(run: Run, record: SecretRecord, token: str) -> str:
                keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), version=token)
     if plan.blocked:
         raise RotationError(record.name, plan.blocked)
-    new_key = make_room_and_create(run, record, plan, keys)
+    new_key = make_room_and_create(run, record, plan, keys, None)
     try:
         store_key(clients, record, new_key, token, pending=True)
     except RotationError as err:

@@ -10,6 +10,7 @@ import pytest
 
 import lambda_function
 from conftest import LambdaContext
+from faults import REFUSED
 from lambda_function import ConfigError, RotationFailed
 from seed import ROWS, backdate_key, begin_rotation, enable_rotation, seed_row, seed_user, set_last_used
 
@@ -226,3 +227,86 @@ def test_a_writer_re_saving_the_secret_in_the_grace_period_gets_no_key_deleted(a
     (entry,) = invoke(seeded.secret)["secrets"]
     assert aws.keys("alice").get(old) == "Active", entry
     assert entry["status"] == "waiting" and aws.holds_working_key(seeded.secret)
+
+
+# --- found by the security review of this round ---------------------------------------------------------------------
+
+
+def test_two_leaked_keys_of_one_user_are_both_revoked_and_neither_deleted(aws, invoke, clock, monkeypatch):
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    invoke(seeded.secret)  # the previous key kept Active for a day
+    (previous,) = seeded.key_ids
+    current = aws.value(seeded.secret)["AccessKeyId"]
+    for order in ([previous, current], [current, previous]):
+        result = invoke(seeded.secret, event={"exposed": order, "dry_run": True})
+        assert result["secrets"][0]["exposed"]
+    (entry,) = invoke(seeded.secret, event={"exposed": [previous, current]})["secrets"]
+    keys = aws.keys("alice")
+    assert keys[previous] == "Inactive" and previous in keys, "a leaked key is evidence: never deleted"
+    assert keys[current] == "Active" and "NOT replaced" in entry["reason"], "no room without deleting evidence"
+    assert aws.holds_working_key(seeded.secret)
+
+
+def test_a_leak_never_frees_a_person_s_key_in_use_for_room(aws, invoke, clock):
+    seeded = seed_user(aws.iam, aws.secrets, "alice", ("Active", "Active"), held=0, stale=False)
+    held, person = seeded.key_ids
+    set_last_used("alice", person, clock.now())
+    with pytest.raises(RotationFailed, match="NOT replaced"):
+        invoke(seeded.secret, event={"exposed": [held]})
+    assert aws.keys("alice") == {held: "Active", person: "Active"}
+
+
+def test_a_person_s_key_made_after_a_refused_create_is_never_taken_for_the_function_s(aws, invoke, faults, clock):
+    # A person makes a key between the function's mark and its create, which IAM refuses outright
+    # (LimitExceeded, as AWS answers at two keys; moto does not count them, so the refusal is injected): the mark
+    # then says no key was made, and the person's key, new and not yet used, is kept by every later run.
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    person = []
+
+    def a_person_makes_a_key(**_):
+        if not person:
+            person.append(aws.iam.create_access_key(UserName="alice")["AccessKey"]["AccessKeyId"])
+
+    import lambda_function
+
+    lambda_function.aws_clients(lambda_function.Settings()).iam.meta.events.register(
+        "before-call.iam.CreateAccessKey", a_person_makes_a_key)
+    faults.inject("create_access_key", REFUSED, error=("LimitExceeded", "Cannot exceed quota for "
+                                                                        "AccessKeysPerUser: 2", 409))
+    with pytest.raises(RotationFailed, match="LimitExceeded"):
+        invoke(seeded.secret)
+    faults.clear()
+    clock.advance(3600)
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert aws.keys("alice")[person[0]] == "Active" and entry["adopted"] == person[0], "adopted, not deleted"
+
+
+def test_a_leak_whose_secret_fails_still_says_the_key_was_not_revoked(aws, invoke, topic):
+    # A writer pointed alice's secret at bob: the secret is refused, and the leak is reported as such.
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    aws.iam.create_user(UserName="bob")
+    aws.secrets.put_secret_value(SecretId=seeded.secret, SecretString=json.dumps({"UserName": "bob"}))
+    with pytest.raises(RotationFailed):
+        invoke(seeded.secret, event={"exposed": [seeded.key_ids[0]]})
+    (message,) = topic()
+    assert f"EXPOSED key {seeded.key_ids[0]}: NOT revoked" in message
+    assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
+
+
+def test_a_hand_rollback_does_not_make_the_new_key_s_gate_count_from_the_old_key(aws, invoke, clock, monkeypatch):
+    # The rotation replaced an 85-day-old key; a writer copies the previous value back by hand. The key the
+    # rotation made (now the previous one, in use) keeps its grace period from its own creation.
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "80")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    (old,) = seeded.key_ids
+    backdate_key("alice", old, 85)
+    invoke(seeded.secret)
+    new = aws.value(seeded.secret)["AccessKeyId"]
+    previous = aws.value(seeded.secret, "AWSPREVIOUS")
+    resave(aws, clock, seeded.secret, **previous)
+    clock.advance(3600)
+    set_last_used("alice", new, clock.now())
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert aws.keys("alice")[new] == "Active" and not entry.get("forced_in_use"), entry
