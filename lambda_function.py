@@ -3090,6 +3090,7 @@ def event_entries(settings: Settings, entries: list[dict[str, Any]]) -> list[dic
                   "status": entry["status"], "current_key_id": current, "previous_key_id": previous,
                   "retire_after": entry.get("retire_after"), "reason": entry.get("reason"),
                   "overdue": bool(entry.get("overdue")), "holdouts": entry.get("holdouts", []),
+                  "forced_in_use": bool(entry.get("forced_in_use")), "key_age_days": entry.get("key_age_days"),
                   **({"exposed": True, "exposed_key_id": entry.get("exposed_key_id"),
                       "quarantined": entry.get("quarantined")} if entry.get("exposed") else {})}
         clipped = {k: clip_text(v, EVENT_TEXT) if isinstance(v, str) else v for k, v in detail.items()}
