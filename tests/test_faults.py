@@ -124,18 +124,25 @@ def test_lost_answer_to_create_removes_the_orphan_key(aws, invoke, faults, monke
     assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
 
 
+def crashed_after_create(aws, invoke, faults):
+    """alice's rotation dies right after CreateAccessKey (IAM made the key; its answer, with the secret, is lost):
+    the seeded user and the key the crash left."""
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    faults.inject("create_access_key", CRASH)
+    with pytest.raises(Crash):
+        invoke(seeded.secret)
+    (made,) = set(aws.keys("alice")) - set(seeded.key_ids)
+    faults.clear()
+    return seeded, made
+
+
 @pytest.mark.parametrize("rotate_after_days", ["0", "30"])
 def test_a_key_the_function_made_and_lost_in_a_crash_is_deleted_by_the_next_run(aws, invoke, faults, monkeypatch,
                                                                                 rotate_after_days):
     # The crashed run's key is held by no secret, never used, and made just after the run marked the user
     # (key-rotation-made): the function's own, whose secret was only in the lost answer. The next run deletes it,
     # whether it rotates (the plan deletes it first) or nothing is due (a clean-up alone).
-    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    faults.inject("create_access_key", CRASH)
-    with pytest.raises(Crash):
-        invoke(seeded.secret)
-    (orphan,) = set(aws.keys("alice")) - set(seeded.key_ids)
-    faults.clear()
+    seeded, orphan = crashed_after_create(aws, invoke, faults)
     monkeypatch.setenv("ROTATE_AFTER_DAYS", rotate_after_days)
     (entry,) = invoke(seeded.secret)["secrets"]
     assert orphan not in aws.keys("alice")
@@ -146,12 +153,7 @@ def test_a_key_the_function_made_and_lost_in_a_crash_is_deleted_by_the_next_run(
 
 def test_a_key_a_person_made_and_used_beside_the_function_s_mark_is_adopted_not_deleted(aws, invoke, faults, clock):
     # The same moment, but the key is someone's: IAM shows it used. It is never the function's to delete.
-    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    faults.inject("create_access_key", CRASH)
-    with pytest.raises(Crash):
-        invoke(seeded.secret)
-    (made,) = set(aws.keys("alice")) - set(seeded.key_ids)
-    faults.clear()
+    seeded, made = crashed_after_create(aws, invoke, faults)
     set_last_used("alice", made, clock.now())
     (entry,) = invoke(seeded.secret)["secrets"]
     assert aws.keys("alice")[made] == "Active" and entry["adopted"] == made

@@ -606,18 +606,25 @@ def run_deploy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> N
         "--query", "[FunctionName, CodeSha256]", "--output", "text", show=True)
 
 
-def run_schedule(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    function, rule = got["FUNCTION"], f"{got['FUNCTION']}-schedule"
+def rule_to_function(aws: Cli, function: str, rule: str, target: str, *rule_args: str) -> tuple[str, str]:
+    """An EventBridge rule (put-rule with ``rule_args``) that invokes the function, with the grant it needs (one
+    statement per rule, ``events-TARGET``, replaced, so running it again changes nothing). (rule ARN, function ARN)."""
     function_arn = aws("lambda", "get-function", "--function-name", function,
                        "--query", "Configuration.FunctionArn", "--output", "text")
-    rule_arn = aws("events", "put-rule", "--name", rule, "--schedule-expression", got["SCHEDULE"],
-                   "--query", "RuleArn", "--output", "text")
-    aws("lambda", "remove-permission", "--function-name", function, "--statement-id", "events-schedule",
+    rule_arn = aws("events", "put-rule", "--name", rule, *rule_args, "--query", "RuleArn", "--output", "text")
+    statement = "events-schedule" if target == "rotate" else f"events-{target}"
+    aws("lambda", "remove-permission", "--function-name", function, "--statement-id", statement,
         check=False, quiet=True)
-    aws("lambda", "add-permission", "--function-name", function, "--statement-id", "events-schedule",
+    aws("lambda", "add-permission", "--function-name", function, "--statement-id", statement,
         "--action", "lambda:InvokeFunction", "--principal", "events.amazonaws.com", "--source-arn", rule_arn)
-    aws("events", "put-targets", "--rule", rule, "--targets", json.dumps([{"Id": "rotate", "Arn": function_arn}]))
+    aws("events", "put-targets", "--rule", rule, "--targets", json.dumps([{"Id": target, "Arn": function_arn}]))
     print(f"{rule_arn} -> {function_arn}")
+    return rule_arn, function_arn
+
+
+def run_schedule(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    rule_to_function(aws, got["FUNCTION"], f"{got['FUNCTION']}-schedule", "rotate",
+                     "--schedule-expression", got["SCHEDULE"])
 
 
 def exposure_pattern() -> dict:
@@ -628,17 +635,8 @@ def exposure_pattern() -> dict:
 
 def run_exposed_rule(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
     """Route 2a: a rule that runs the function the moment AWS Health reports one of the account's keys exposed."""
-    function, rule = got["FUNCTION"], f"{got['FUNCTION']}-exposed"
-    function_arn = aws("lambda", "get-function", "--function-name", function,
-                       "--query", "Configuration.FunctionArn", "--output", "text")
-    rule_arn = aws("events", "put-rule", "--name", rule, "--event-pattern", json.dumps(exposure_pattern()),
-                   "--query", "RuleArn", "--output", "text")
-    aws("lambda", "remove-permission", "--function-name", function, "--statement-id", "events-exposed",
-        check=False, quiet=True)
-    aws("lambda", "add-permission", "--function-name", function, "--statement-id", "events-exposed",
-        "--action", "lambda:InvokeFunction", "--principal", "events.amazonaws.com", "--source-arn", rule_arn)
-    aws("events", "put-targets", "--rule", rule, "--targets", json.dumps([{"Id": "exposed", "Arn": function_arn}]))
-    print(f"{rule_arn} -> {function_arn}")
+    _, function_arn = rule_to_function(aws, got["FUNCTION"], f"{got['FUNCTION']}-exposed", "exposed",
+                                       "--event-pattern", json.dumps(exposure_pattern()))
     if function_arn.split(":")[3] != "us-east-1":
         print("AWS Health delivers these events in us-east-1: forward them from there to this region's default "
               "bus (docs/operate.md, When a key leaks)")
