@@ -271,7 +271,8 @@ class Account(RuleBasedStateMachine):
     @rule(user=st.sampled_from(MANAGED), index=st.integers(0, 1), health=st.booleans())
     def a_key_leaks(self, user, index, health) -> None:
         """AWS Health (or the operator) says one of the user's keys is exposed: with no hold and no fault it is
-        Inactive after the run, and never deleted by it (it is evidence)."""
+        Inactive after the run, or the run says loudly why not (no room but a person's key in use, or another
+        leaked key: neither is ever deleted); it is never deleted by the run (it is evidence)."""
         keys = sorted(self.keys(user))
         if index >= len(keys):
             return
@@ -284,8 +285,9 @@ class Account(RuleBasedStateMachine):
         self.invoke(event, "exposed", hold=bool(self.tags[user]) or self.rotation_on[user])
         self.excused.add(leaked)
         assert leaked in self.keys(user), "a leaked key is never deleted by the run that answers it"
-        if fault is None and self.acts_on(user) and was == "Active" and self.works(user):
-            assert self.keys(user)[leaked] == "Inactive", f"{user}: leaked key {leaked} still Active"
+        if fault is None and self.acts_on(user) and was == "Active" and self.works(user) \
+                and self.keys(user)[leaked] == "Active":  # only when there is no room but a person's key in use
+            assert "NOT replaced" in self.outputs[-1], f"{user}: leaked key {leaked} still Active, unsaid"
 
     @rule(user=st.sampled_from(MANAGED))
     def rollback_run(self, user) -> None:
