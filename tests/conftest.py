@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -435,6 +436,18 @@ def aws(sts, moto_in_process):
 
     moto_api_backend.reset()
     yield Aws(sts)
+
+
+def read_exports(lines) -> dict[str, str]:
+    """The variables `make local-aws` prints to export, read from its output up to its Ctrl-C line."""
+    exports = {}
+    for line in lines:
+        found = re.match(r"\s+export (\w+)=(.*)", line)
+        if found:
+            exports[found[1]] = found[2]
+        if "Ctrl-C" in line:
+            break
+    return exports
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from conftest import read_exports
 from seed import seed_user
 
 ROOT = Path(__file__).parent.parent
@@ -152,13 +153,7 @@ def test_make_invoke_report_and_logs_against_make_local_aws():
     server = subprocess.Popen([sys.executable, "tools/local_aws.py", "0"], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     try:
-        exports = {}
-        for line in server.stdout:
-            found = re.match(r"\s+export (\w+)=(.*)", line)
-            if found:
-                exports[found[1]] = found[2]
-            if "Ctrl-C" in line:
-                break
+        exports = read_exports(server.stdout)
         env = {**os.environ, **exports}
         env.pop("AWS_PROFILE", None)
         clients = {name: boto3.client(service, endpoint_url=exports["AWS_ENDPOINT_URL"], region_name="us-east-1")

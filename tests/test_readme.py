@@ -19,6 +19,8 @@ from pathlib import Path
 import boto3
 import pytest
 
+from conftest import read_exports
+
 ROOT = Path(__file__).parent.parent
 DOCUMENTS = ("README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")))
 FENCE = re.compile(r"^```(\S*)\s*$")
@@ -94,13 +96,7 @@ def local_aws():
     server = subprocess.Popen(["bash", "-c", sh("README.md", "## Try it")], cwd=ROOT, env=cli_env({"PORT": "0"}),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        exports = {}
-        for line in server.stdout:
-            found = re.match(r"\s+export (\w+)=(.*)", line)
-            if found:
-                exports[found[1]] = found[2]
-            if "Ctrl-C" in line:
-                break
+        exports = read_exports(server.stdout)
         assert "AWS_ENDPOINT_URL" in exports, "make local-aws prints the variables to export"
         yield exports
     finally:
