@@ -60,7 +60,8 @@ The safety rules, each with the one function that enforces it, and the documente
 - Values are data: a secret's UserName and AccessKeyId are checked against IAM's shapes and never quoted
   (``parse_value``); every event field and SNS line is clipped, PutEvents calls kept within their limits and one
   refused entry costs no other its delivery (``event_entries``, ``put_batches``, ``put_batch``); summaries and
-  events go to this account or CENTRAL_ACCOUNT_ID's only (``check_destinations``).
+  events go to this account or CENTRAL_ACCOUNT_ID's only, and a bus of this region only
+  (``check_destinations``).
 - No SecretAccessKey is ever logged, returned, published or put in an error message, and no AWS error message
   of a call that carries one is repeated anywhere (``describe_error``, ``loads_or_none``, ``event_entries``).
 """
@@ -68,6 +69,7 @@ The safety rules, each with the one function that enforces it, and the documente
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -3023,7 +3025,8 @@ def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) 
 METRICS = {"Rotated": "rotated", "Retired": "retired", "Waiting": "waiting", "ForcedWhileInUse": "forced_in_use",
            "RolledBack": "rolled_back", "Skipped": "skipped", "Failed": "failed", "Succeeded": "succeeded",
            "OverdueKeys": "overdue_keys", "StoppedEarly": "stopped_early",
-           "UnmanagedOverdueKeys": "unmanaged_overdue_keys"}
+           "UnmanagedOverdueKeys": "unmanaged_overdue_keys", "OldestKeyAgeDays": "oldest_key_age_days"}
+GAUGES = frozenset({"OldestKeyAgeDays"})  # a level, not a count: read with Maximum (days, unit None)
 
 
 def emit_metrics(counts: dict[str, int], namespace: str, function_name: str | None,
@@ -3035,7 +3038,8 @@ def emit_metrics(counts: dict[str, int], namespace: str, function_name: str | No
         "_aws": {
             "Timestamp": int(time.time() * 1000),
             "CloudWatchMetrics": [{"Namespace": namespace, "Dimensions": [list(dimensions)],
-                                   "Metrics": [{"Name": name, "Unit": "Count"} for name in values]}],
+                                   "Metrics": [{"Name": name, "Unit": "None" if name in GAUGES else "Count"}
+                                               for name in values]}],
         },
         **dimensions,
         **values,
@@ -3146,13 +3150,51 @@ def put_batch(clients: Clients, batch: list[dict[str, Any]]) -> int:
     return 0
 
 
-def publish_events(clients: Clients, settings: Settings, entries: list[dict[str, Any]]) -> int:
-    """Put the run's events, in calls within PutEvents' limits; an entry refused in a partial failure is retried
-    once, and a call refused whole is tried again one entry a call, so one bad entry never costs another its
-    delivery. A failure to publish never fails a rotation: it is logged, and the entries not put are counted."""
+# The code's own version: the first 16 hex digits of this file's SHA-256, as make org-package names the zip
+# (iam-key-rotation/<version>.zip), so make org-report shows which code each account runs.
+def code_version() -> str:
+    """This file's version (its loader's reading of it: a zip's or a task directory's), or "unknown"."""
+    try:
+        return hashlib.sha256(__loader__.get_data(__file__)).hexdigest()[:16]
+    except (AttributeError, OSError):
+        return "unknown"
+
+
+CODE_VERSION = code_version()  # read once, at import
+CHECKED = "Access Keys Checked"  # a whole run's state: every managed secret's key age and next rotation
+CHECKED_ROWS = 200  # secrets per "Access Keys Checked" event: about 150 KB at most, within PutEvents' 256 KiB
+
+
+def is_whole_run(settings: Settings) -> bool:
+    """A run over every secret ``sec`` selects (not a targeted, rollback or leak run): its state is the account's."""
+    return settings.targets is None and not settings.rollback and not settings.exposed
+
+
+def checked_entries(settings: Settings, summary: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
+    """A whole run's "Access Keys Checked" events, for the organisation's report and dashboard: each secret's
+    user, status, key age, next rotation and whether it is overdue, CHECKED_ROWS a part; ids and names only."""
+    rows = [{"secret": clip_text(s["secret"], EVENT_TEXT), "user": clip_text(str(s.get("user") or ""), EVENT_TEXT),
+             "status": s["status"], "key_age_days": s.get("key_age_days"), "next_rotation": s.get("next_rotation"),
+             "overdue": bool(s.get("overdue"))} for s in summary["secrets"]]
+    parts = [rows[i:i + CHECKED_ROWS] for i in range(0, len(rows), CHECKED_ROWS)] or [[]]
+    common = {"run": run_id, "parts": len(parts), "code": CODE_VERSION, "dry_run": settings.dry_run,
+              "secrets_checked": len(rows), "oldest_key_age_days": summary["oldest_key_age_days"],
+              "overdue_keys": summary["overdue_keys"], "failed": summary["failed"]}
+    return [{"Source": EVENT_SOURCE, "DetailType": CHECKED, "Detail": json.dumps({**common, "part": number,
+                                                                                   "secrets": part}),
+             "EventBusName": settings.event_bus} for number, part in enumerate(parts, start=1)]
+
+
+def publish_events(clients: Clients, settings: Settings, entries: list[dict[str, Any]],
+                   more: list[dict[str, Any]] = ()) -> int:
+    """Put the run's events (and ``more``, made already), in calls within PutEvents' limits; an entry refused
+    in a partial failure is retried once, and a call refused whole is tried again one entry a call, so one bad
+    entry never costs another its delivery. A failure to publish never fails a rotation: it is logged, and the
+    entries not put are counted."""
     if not settings.event_bus:
         return 0
-    return sum(put_batch(clients, batch) for batch in put_batches(event_entries(settings, entries)))
+    made = event_entries(settings, entries) + list(more)
+    return sum(put_batch(clients, batch) for batch in put_batches(made))
 
 
 def emit_events_metric(failed: int, settings: Settings, function_name: str | None) -> None:
@@ -3230,6 +3272,8 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
     counts["overdue_keys"] = sum(o.overdue_keys for o in outcomes)
     counts["stopped_early"] = int(any(o.stopped_early for o in outcomes))
     counts["unmanaged_overdue_keys"] = len((account or {}).get("overdue_unmanaged", []))
+    ages = [o.key_age_days for o in outcomes if isinstance(o.key_age_days, int | float)]
+    counts["oldest_key_age_days"] = max(ages, default=0)
     log_action("run_complete", dry_run=settings.dry_run, **counts)
     counts["succeeded"] = int(not failed)  # one a run, for the "no successful run for 36 hours" alarm
     name = getattr(context, "function_name", None)
@@ -3240,7 +3284,10 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
     if account is not None:
         summary["report"] = account
     notify(clients, settings, summary)
-    summary["events_failed"] = publish_events(clients, settings, summary["secrets"])
+    run_id = getattr(context, "aws_request_id", None)
+    checked = checked_entries(settings, summary, run_id if isinstance(run_id, str) else str(uuid.uuid4())) \
+        if is_whole_run(settings) else []
+    summary["events_failed"] = publish_events(clients, settings, summary["secrets"], checked)
     emit_events_metric(summary["events_failed"], settings, function_name)
     if settings.dry_run:  # a plan or a report is the answer: the failed entries are in it, with the rest
         return summary
@@ -3447,15 +3494,28 @@ def serve_rotation_step(event: dict, context: Any, settings: Settings, clients: 
 configure_logging()  # before any client exists
 
 
+def region_of(arn: str | None) -> str | None:
+    """The region of an ARN (None for a name, or an ARN without one)."""
+    parts = (arn or "").split(":")
+    return (parts[3] or None) if len(parts) >= 6 and parts[0] == "arn" else None
+
+
 def check_destinations(settings: Settings, context: Any, clients: Clients) -> None:
     """Summaries and events go to this account's topic and bus, or CENTRAL_ACCOUNT_ID's: one in any other account
-    is a ConfigError before anything is touched. This account: the context's function ARN (STS, without one)."""
+    is a ConfigError before anything is touched, and so is a bus in another region, which PutEvents never reaches
+    (a rule forwards there: template.yaml's ForwardEventsRule). This account and region: the context's function
+    ARN (STS and the session's region, without one)."""
+    function_arn = getattr(context, "invoked_function_arn", None)
+    bus_region, here = region_of(settings.event_bus), region_of(function_arn) or clients.session.region_name
+    if bus_region is not None and bus_region != here:
+        raise ConfigError(f"setting EVENT_BUS is in region {bus_region}, not this one ({here}): PutEvents reaches "
+                          "only this region's buses; give a bus here and forward with a rule; nothing changed")
     foreign = [(name, account) for name, account in (("NOTIFY_TOPIC_ARN", account_of(settings.notify_topic_arn)),
                                                      ("EVENT_BUS", account_of(settings.event_bus)))
                if account is not None and account != settings.central_account_id]
     if not foreign:
         return
-    home = account_of(getattr(context, "invoked_function_arn", None))
+    home = account_of(function_arn)
     if home is None:
         home = clients.optional("sts").get_caller_identity().get("Account")
     for name, account in foreign:

@@ -209,8 +209,12 @@ def test_one_emf_line_counts_rotated_skipped_failed(aws, invoke, capsys):
     assert (line["Rotated"], line["Skipped"], line["Failed"]) == (1, 1, 1)
     (directive,) = line["_aws"]["CloudWatchMetrics"]
     assert {"Rotated", "Skipped", "Failed", "Retired", "Waiting", "ForcedWhileInUse", "RolledBack", "Succeeded",
-            "OverdueKeys", "StoppedEarly", "UnmanagedOverdueKeys"} == {
+            "OverdueKeys", "StoppedEarly", "UnmanagedOverdueKeys", "OldestKeyAgeDays"} == {
         m["Name"] for m in directive["Metrics"]}
+    units = {m["Name"]: m["Unit"] for m in directive["Metrics"]}
+    assert units.pop("OldestKeyAgeDays") == "None" and set(units.values()) == {"Count"}, "a level, in days"
+    assert line["OldestKeyAgeDays"] == 0, "the held keys were made this run"
+
     assert directive["Dimensions"] == [["FunctionName"]] and "FunctionName" in line
 
 

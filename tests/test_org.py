@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import zipfile
 from pathlib import Path
 
 import boto3
@@ -49,7 +50,8 @@ def org(tmp_path, monkeypatch):
     program.write_text(FAKE_AWS.format(python=sys.executable, log=str(log), answers=str(answers)))
     program.chmod(0o755)
     zipped = tmp_path / "lambda.zip"
-    zipped.write_bytes(b"the function's zip")
+    with zipfile.ZipFile(zipped, "w") as code:
+        code.write(ROOT / "lambda_function.py", "lambda_function.py")
     monkeypatch.setattr(deploy_config, "CODE_ZIP", zipped)
     monkeypatch.setattr(deploy_config, "POLL_SECONDS", 0)
     monkeypatch.chdir(tmp_path)

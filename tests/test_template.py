@@ -77,7 +77,7 @@ def test_role_policy_matches_lambda_execution_role_json():
     assert TEMPLATE["Parameters"]["LookupHoldouts"]["Default"] == "false"
     assert RESOURCES["EventsPolicy"]["Condition"] == "EventBusAllowed"
     (granted,) = RESOURCES["EventsPolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    by_name = granted["Resource"]["Fn::If"][2]  # a bus name: this account's bus of that name
+    by_name = granted["Resource"]["Fn::If"][1]["Fn::If"][2]  # a bus name: this account's bus of that name
     assert granted["Action"] == "events:PutEvents"
     assert "${AWS::AccountId}:event-bus/${EventBusName}" in by_name["Fn::Sub"]
 
@@ -151,6 +151,8 @@ def evaluate(value, parameters: dict[str, str], account: str = "111122223333"):
             return [run(item, names) for item in node]
         if not isinstance(node, dict):
             return node
+        if len(node) != 1 or not next(iter(node)).startswith(("Ref", "Fn::", "Condition")):  # a map of values
+            return {key: run(item, names) for key, item in node.items()}
         ((name, arg),) = node.items()
         if name == "Ref":
             return names[arg]
@@ -198,13 +200,44 @@ def test_publish_and_put_events_reach_this_account_or_central_account_id_only():
     for parameter, policy, arn in (("NotifyTopicArn", "NotifyPolicy", topic), ("EventBusName", "EventsPolicy", bus)):
         assert granted(policy, {parameter: arn.format(HERE)}) == arn.format(HERE)
         assert granted(policy, {parameter: arn.format(CENTRAL)}) is None, "another account: no permission"
-        assert granted(policy, {parameter: arn.format(CENTRAL), "CentralAccountId": CENTRAL}) == arn.format(CENTRAL)
         assert granted(policy, {parameter: arn.format(THIRD), "CentralAccountId": CENTRAL}) is None
         assert granted(policy, {parameter: ""}) is None
+    assert granted("NotifyPolicy", {"NotifyTopicArn": topic.format(CENTRAL), "CentralAccountId": CENTRAL}
+                   ) == topic.format(CENTRAL)
     assert granted("EventsPolicy", {"EventBusName": "keys"}) == f"arn:aws:events:eu-west-1:{HERE}:event-bus/keys"
+    # The central bus: the function puts on this account's default bus, and a rule forwards (any region)
+    central = {"EventBusName": f"arn:aws:events:us-east-1:{CENTRAL}:event-bus/central",
+               "CentralAccountId": CENTRAL}
+    assert granted("EventsPolicy", central) == f"arn:aws:events:eu-west-1:{HERE}:event-bus/default"
     variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
     assert variables["CENTRAL_ACCOUNT_ID"] == {"Ref": "CentralAccountId"}
 
+
+
+def test_events_for_the_central_bus_are_forwarded_by_a_rule_whose_role_reaches_that_bus_only():
+    central = f"arn:aws:events:us-east-1:{CENTRAL}:event-bus/central"
+    parameters = {name: str(p.get("Default", "")) for name, p in TEMPLATE["Parameters"].items()}
+    both = {**parameters, "EventBusName": central, "CentralAccountId": CENTRAL}
+    rule, role = RESOURCES["ForwardEventsRule"], RESOURCES["ForwardEventsRole"]
+    assert rule["Condition"] == role["Condition"] == "BusInCentralAccount"
+    for given, made in ((both, True), ({**both, "CentralAccountId": ""}, False),
+                        ({**both, "EventBusName": "keys"}, False), ({**both, "EventBusName": ""}, False)):
+        assert evaluate({"Condition": "BusInCentralAccount"}, given) is made, given
+    forward = rule["Properties"]
+    assert forward["EventBusName"] == "default"
+    assert evaluate(forward["EventPattern"], both) == {"source": ["key-rotation"], "account": [HERE]}
+    (target,) = forward["Targets"]
+    assert evaluate(target["Arn"], both) == central, "the central bus, in its own region"
+    assert target["RoleArn"] == {"Fn::GetAtt": "ForwardEventsRole.Arn"}
+    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "events.amazonaws.com"}
+    assert evaluate(trust["Condition"], both) == {"StringEquals": {"aws:SourceAccount": HERE}}
+    (policy,) = role["Properties"]["Policies"]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "events:PutEvents" and evaluate(statement["Resource"], both) == central
+    variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
+    assert evaluate(variables["EVENT_BUS"], both) == "default"
+    assert evaluate(variables["EVENT_BUS"], {**both, "EventBusName": "keys"}) == "keys"
 
 # --- the parameters carry the settings table's bounds and choices ---------------------------------------------------
 
@@ -222,6 +255,9 @@ def test_each_parameter_that_is_a_setting_has_the_tables_bounds_and_choices():
     checked = set()
     for setting, value in variables.items():
         row = lambda_function.SETTINGS_TABLE[setting]
+        if "Fn::If" in value:  # EVENT_BUS: the parameter, or "default" when a rule forwards to the central bus
+            assert value["Fn::If"][1] == "default" and lambda_function.setting({"EVENT_BUS": "default"}, setting)
+            value = value["Fn::If"][2]
         parameter = TEMPLATE["Parameters"][value["Ref"]]
         if row.kind in (int, float):
             assert (parameter["MinValue"], parameter["MaxValue"]) == (row.low, row.high), setting

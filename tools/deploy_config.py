@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 import types
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -495,6 +496,10 @@ def render_policy(account_id: str, region: str, function: str, prefix: str = "ia
         elif statement["Sid"] == "PublishRotationEvents":
             if event_bus.startswith("arn:"):
                 check_destination("EVENT_BUS", event_bus, account_id, central_account_id)
+                if event_bus.split(":")[3] != region:
+                    raise Refused(f"EVENT_BUS is in region {event_bus.split(':')[3]}, not {region}: PutEvents "
+                                  "reaches only its own region's buses (give a bus in this region and forward "
+                                  "with a rule; template.yaml does: its ForwardEventsRule); nothing written")
                 statement["Resource"] = event_bus
             else:
                 statement["Resource"] = f"arn:aws:events:{region}:{account_id}:event-bus/{event_bus}"
@@ -898,7 +903,8 @@ def code_key() -> str:
     replaces the function's code (the same key would leave it as it was)."""
     if not CODE_ZIP.is_file():
         raise Refused("no dist/lambda.zip: make package (make org-package builds it)")
-    return f"iam-key-rotation/{hashlib.sha256(CODE_ZIP.read_bytes()).hexdigest()[:16]}.zip"
+    with zipfile.ZipFile(CODE_ZIP) as code:  # the function names its version so: lambda_function.CODE_VERSION
+        return f"iam-key-rotation/{hashlib.sha256(code.read('lambda_function.py')).hexdigest()[:16]}.zip"
 
 
 def bucket_policy(bucket: str, organisation: str) -> dict:

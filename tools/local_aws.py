@@ -124,6 +124,17 @@ def make_moto_move_current_as_aws_does() -> None:
 served_endpoint: str | None = None  # this process's server, for invocations that come without a Host header
 INVOCATIONS = threading.Lock()  # one at a time: each sets os.environ, sys.stdout and the root logger's handler
 _compiled: dict[tuple[str, str], types.CodeType] = {}  # (code sha, file in the zip) -> its code
+_sources: dict[tuple[str, str], bytes] = {}  # (code sha, file in the zip) -> its bytes
+
+
+@dataclass(frozen=True)
+class TaskFile:
+    """The module's loader, as far as a module reads its own source (``__loader__.get_data(__file__)``)."""
+
+    source: bytes
+
+    def get_data(self, path: str) -> bytes:
+        return self.source
 _serial = iter(range(1, 1 << 62))
 # What an invocation keeps of this process's environment: where programs and certificates are, the locale,
 # proxies, moto's own settings. The rest (a stray `sec` or AWS_PROFILE in the shell) a Lambda never sees.
@@ -249,6 +260,7 @@ def load_handler(function: Any) -> tuple[Any, str]:
             except KeyError:
                 raise InvocationError("Runtime.ImportModuleError", f"Unable to import module '{module_path}': "
                                                                    f"No module named '{module_path}'") from None
+        _sources[key] = source
         try:
             _compiled[key] = compile(source, f"/var/task/{path}", "exec")
         except SyntaxError as err:
@@ -259,6 +271,7 @@ def load_handler(function: Any) -> tuple[Any, str]:
     name = f"{module_path.replace('.', '_')}__{function.code_sha_256[:12]}_{next(_serial)}"
     module = types.ModuleType(name)
     module.__file__ = f"/var/task/{path}"
+    module.__loader__ = TaskFile(_sources[key])  # the module reads its own source as from /var/task
     sys.modules[name] = module
     try:
         exec(_compiled[key], module.__dict__)
