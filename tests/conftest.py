@@ -178,8 +178,9 @@ def judge_signature(method: str, url: str, headers: dict[str, str], body: Any) -
     fields = dict(part.strip().split("=", 1) for part in authorization.partition(" ")[2].split(",") if "=" in part)
     credential = fields.get("Credential", "").split("/")
     key_id = credential[0]
-    key = next((k for user in iam_backends[ACCOUNT_ID]["aws"].users.values() for k in user.access_keys
-                if k.access_key_id == key_id), None)
+    accounts = [ACCOUNT_ID, *(account for account in list(iam_backends) if account != ACCOUNT_ID)]  # any account's
+    key = next((k for account in accounts for user in iam_backends[account]["aws"].users.values()
+                for k in user.access_keys if k.access_key_id == key_id), None)
     if key is None or key.status != "Active" or len(credential) != 5:
         return key_id, "InvalidClientTokenId"
     signed = fields.get("SignedHeaders", "").split(";")

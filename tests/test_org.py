@@ -190,9 +190,9 @@ def test_org_status_prints_each_account_and_region_with_its_instance_s_status(or
                                      "cloudformation describe-stack-set": {"out": "iam-key-rotation/0123.zip"}})
     assert code == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["account", "region", "status", "detail", "reason"]
-    assert out[1].split() == [CANARY, "eu-west-1", "CURRENT", "SUCCEEDED"]
-    assert out[2].split() == [PROD, "us-east-1", "OUTDATED", "FAILED", "boom"]
+    assert out[0].split() == ["account", "region", "status", "detail", "function", "version", "reason"]
+    assert out[1].split() == [CANARY, "eu-west-1", "CURRENT", "SUCCEEDED", "0123"]
+    assert out[2].split() == [PROD, "us-east-1", "OUTDATED", "FAILED", "not", "yet", "0123", "boom"]
     assert out[3].startswith("code: iam-key-rotation/0123.zip")
 
 
@@ -224,41 +224,71 @@ def test_org_remove_deletes_the_instances_then_the_empty_stack_set(org):
     assert named(calls, "delete-stack-set")
 
 
-# --- org-report: Logs Insights is not modelled by moto: the query asked, and the table from a canned answer ---------
+# --- org-report: the query asked, and the table from each account's latest Access Keys Checked -------------------
 
-def insights(account: str, secret: str, kind: str, when: str) -> list[dict]:
-    return [{"field": "account", "value": account}, {"field": "detail.secret", "value": secret},
-            {"field": "detail-type", "value": kind}, {"field": "last", "value": when}]
+def checked_in_logs(account: str, region: str, when: str, rows: list[dict], run: str = "r1",
+                    dry_run: bool = False) -> list[list[dict]]:
+    """Logs Insights' rows for one whole run, its events made by the function (``checked_entries``) and
+    delivered as EventBridge writes an event to a log group (the event's JSON, with its account, region, time)."""
+    settings = lambda_function.Settings(event_bus="default", dry_run=dry_run)
+    summary = {"secrets": rows, "oldest_key_age_days": max((r["key_age_days"] or 0) for r in rows),
+               "overdue_keys": sum(r["overdue"] for r in rows), "failed": 0}
+    results = []
+    for entry in lambda_function.checked_entries(settings, summary, run):
+        event = {"version": "0", "id": "e", "detail-type": entry["DetailType"], "source": entry["Source"],
+                 "account": account, "time": when, "region": region, "resources": [],
+                 "detail": json.loads(entry["Detail"])}
+        results.append([{"field": "@timestamp", "value": when.replace("T", " ")[:19] + ".000"},
+                        {"field": "@message", "value": json.dumps(event)}])
+    return results
+
+
+def secret_row(secret: str, age: float, due: str, overdue: bool = False, status: str = "skipped") -> dict:
+    return {"secret": secret, "user": secret.rsplit("/", 1)[-1], "status": status, "key_age_days": age,
+            "next_rotation": due, "overdue": overdue}
 
 
 @pytest.mark.unit
-def test_org_report_queries_the_central_log_group_and_prints_one_table(org, capsys, monkeypatch):
+def test_org_report_prints_each_account_s_latest_whole_run_and_says_which_are_overdue_or_stale(org, capsys,
+                                                                                              monkeypatch):
     answer = {"status": "Complete", "results": [
-        insights(CANARY, "iam-keys/ci", "Access Key Rotated", "2026-01-01 06:00:00.000"),
-        insights(PROD, "iam-keys/app", "Access Key Rotated", "2025-09-01 06:00:00.000"),
-        insights(PROD, "iam-keys/app", "Access Key Overdue", "2026-01-10 06:00:00.000"),
-        insights(PROD, "iam-keys/db", "Access Key Rotation Failed", "2026-01-10 06:00:00.000")]}
+        *checked_in_logs(CANARY, "eu-west-1", "2026-01-12T06:00:00Z", [secret_row("iam-keys/ci", 11, "2026-03-22")],
+                         run="new"),
+        *checked_in_logs(CANARY, "eu-west-1", "2026-01-11T06:00:00Z", [secret_row("iam-keys/ci", 10, "2026-03-22"),
+                                                                        secret_row("iam-keys/gone", 3, "x")]),
+        *checked_in_logs(PROD, "us-east-1", "2026-01-09T06:00:00Z", [secret_row("iam-keys/app", 133, "2025-11-20",
+                                                                               overdue=True)], dry_run=True),
+        [{"field": "@message", "value": "not an event"}]]}
     monkeypatch.setattr(deploy_config.time, "time", lambda: 1768212000.0)  # 2026-01-12 10:00 UTC
     code, calls = org("org-report", {"logs start-query": {"out": "q-1"},
-                                     "logs get-query-results": {"out": json.dumps(answer)}}, DAYS="30")
+                                     "logs get-query-results": {"out": json.dumps(answer)}}, DAYS="7")
     assert code == 0
     (start,) = named(calls, "start-query")
     assert arg(start, "--log-group-name") == "/aws/events/key-rotation"
     assert arg(start, "--query-string") == deploy_config.REPORT_QUERY
-    assert int(arg(start, "--end-time")) - int(arg(start, "--start-time")) == 30 * 86400
-    assert 'filter source = "key-rotation"' in deploy_config.REPORT_QUERY
-    assert lambda_function.EVENT_SOURCE == "key-rotation"
+    assert int(arg(start, "--end-time")) - int(arg(start, "--start-time")) == 7 * 86400
+    assert f'`detail-type` = "{lambda_function.CHECKED}"' in deploy_config.REPORT_QUERY
+    assert f'source = "{lambda_function.EVENT_SOURCE}"' in deploy_config.REPORT_QUERY
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split() == [CANARY, "iam-keys/ci", "11", "2026-03-22"]
-    assert lines[2].split() == [PROD, "iam-keys/app", "133", "2025-11-20", "OVERDUE"]
-    assert lines[3].split() == [PROD, "iam-keys/db", "?", "?", "FAILED"]
-    assert lines[4].startswith("2 accounts, 3 secrets") and lines[4].endswith("1 overdue")
+    assert lines[0].split()[:3] == ["account", "region", "secret"]
+    version = lambda_function.CODE_VERSION
+    assert lines[1].split() == [CANARY, "eu-west-1", "iam-keys/ci", "ci", "11", "2026-03-22", "skipped", version]
+    assert lines[2].split() == [PROD, "us-east-1", "iam-keys/app", "app", "133", "2025-11-20", "OVERDUE", "(dry",
+                                "run)", version]
+    assert "iam-keys/gone" not in "\n".join(lines), "an older run's secret is not reported"
+    assert lines[3].startswith(f"{PROD} us-east-1: STALE, last checked 2026-01-09T06:00:00Z")
+    assert lines[4] == "2 accounts and regions, 2 secrets, 1 overdue, 1 stale (each function's last whole run " \
+                       "in the last 7 days)"
 
 
 @pytest.mark.unit
-def test_the_report_names_only_event_kinds_the_function_sends():
-    kinds = {name for name, _applies in lambda_function.DETAIL_TYPES}
-    assert {deploy_config.ROTATED, deploy_config.OVERDUE, deploy_config.FAILED} <= kinds
+def test_a_run_with_a_part_missing_is_said_so():
+    rows = [secret_row(f"iam-keys/u{i:03}", 1, "2026-03-01") for i in range(lambda_function.CHECKED_ROWS + 1)]
+    results = checked_in_logs(CANARY, "eu-west-1", "2026-01-12T06:00:00Z", rows)
+    assert len(results) == 2, "two parts"
+    table, notes = deploy_config.report_rows(results[:1], 1768212000.0)
+    assert len(table) == lambda_function.CHECKED_ROWS
+    assert notes == [f"{CANARY} eu-west-1: only 1 of 2 parts of its last run"]
 
 
 # --- the template's parameters, read without a YAML parser ----------------------------------------------------------
@@ -309,7 +339,7 @@ def test_the_central_bus_takes_events_from_the_organisation_only_and_keeps_every
 
 @pytest.mark.unit
 def test_the_central_filters_match_the_events_the_function_sends():
-    kinds = {name for name, _applies in lambda_function.DETAIL_TYPES}
+    kinds = {name for name, _applies in lambda_function.DETAIL_TYPES} | {lambda_function.CHECKED}
     named_kinds = set(re.findall(r'\$\.detail-type = "([^"]+)"', CENTRAL))
     assert named_kinds and named_kinds <= kinds
     # the fields the filters read are the event's own (never a reason's wording)

@@ -155,7 +155,7 @@ RANGES = {"TIMEOUT": (1, 900), "MEMORY": (128, 10240), "FAILURE_PERCENT": (0, 10
 DEFAULTS = {"TIMEOUT": "900", "MEMORY": "256", "RETRIES": "2", "SCHEDULE": "cron(0 6 * * ? *)",
             "EVENT": "events/dry-run.json", "SINCE": "60", "PREFIX": "iam-keys/", "USER_PATH": "/key-rotation/",
             "STACK_SET": "iam-key-rotation", "CALL_AS": "SELF", "FAILURE_PERCENT": "10", "MAX_PERCENT": "25",
-            "LOG_GROUP": "/aws/events/key-rotation", "DAYS": "100"}
+            "LOG_GROUP": "/aws/events/key-rotation", "DAYS": "3"}
 # Each deploy target: the values it needs, and the ones it may take.
 TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "policy": (("FUNCTION",), ("ACCOUNT_ID", "REGION", "PREFIX", "KMS_KEY_ID", "USER_PATH")),
@@ -1059,15 +1059,19 @@ def run_org_update(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
 
 
 def run_org_status(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    """Each account and region with its stack instance's status, and the code the stack set deploys."""
+    """Each account and region with its stack instance's status and the function's version: the stack set's
+    code where the instance is CURRENT (it runs what the stack set holds), not yet that code elsewhere. The
+    version is the zip's name, which the function reports itself (make org-report's code column)."""
     found = aws("cloudformation", "list-stack-instances", *stack_set_call(got), "--query",
                 "Summaries[].[Account, Region, Status, StackInstanceStatus.DetailedStatus, StatusReason]",
                 "--output", "json")
     code = aws("cloudformation", "describe-stack-set", *stack_set_call(got), "--query",
                "StackSet.Parameters[?ParameterKey=='CodeKey'].ParameterValue | [0]", "--output", "text")
-    print(render_table([("account", "region", "status", "detail", "reason"),
-                        *[tuple("" if cell in (None, "None") else str(cell) for cell in row)
-                          for row in json.loads(found or "[]")]]))
+    version = code.rpartition("/")[2].removesuffix(".zip")
+    rows = [tuple("" if cell in (None, "None") else str(cell) for cell in row) for row in json.loads(found or "[]")]
+    print(render_table([("account", "region", "status", "detail", "function version", "reason"),
+                        *[(*row[:4], version if row[2] == "CURRENT" else f"not yet {version}", *row[4:])
+                          for row in rows]]))
     print(f"code: {code} (make org-update after make org-package deploys new code)")
 
 
@@ -1086,32 +1090,56 @@ def run_org_remove(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
     print(f"removed stack set {got['STACK_SET']}; left in place: the code buckets and central.yaml's stack")
 
 
-# make org-report: the central log group's events (central.yaml), one row per account and secret.
-REPORT_QUERY = """fields @timestamp
-| filter source = "key-rotation"
-| stats max(@timestamp) as last by account, detail.secret, `detail-type`
+# make org-report: the central log group's events (central.yaml), one row per account, region and secret, from
+# each function's latest whole run ("Access Keys Checked": key ages and next rotations as that account computed
+# them, with its own settings). The query asks for the events, newest first; the rows are read from each event's
+# JSON here (so what the table says is what the function sent, whatever Logs Insights' parsing of fields).
+REPORT_QUERY = """fields @timestamp, @message
+| filter source = "key-rotation" and `detail-type` = "Access Keys Checked"
+| sort @timestamp desc
 | limit 10000"""
-ROTATED, OVERDUE, FAILED = "Access Key Rotated", "Access Key Overdue", "Access Key Rotation Failed"
+STALE_HOURS = 36  # a function that has not checked its keys for this long is not running daily: said so
 
 
-def report_rows(results: list[list[dict]], now: float, rotate_after_days: int) -> list[tuple[str, ...]]:
-    """Logs Insights' rows (each a list of {"field", "value"}) as the table's: per account and secret, the key's
-    age (since its last rotation seen), the next rotation, and OVERDUE / FAILED when such an event came later."""
-    seen: dict[tuple[str, str], dict[str, float]] = {}
+def latest_runs(results: list[list[dict]]) -> dict[tuple[str, str], dict]:
+    """Per (account, region): its latest run's events, the parts of one run together (newest run first)."""
+    runs: dict[tuple[str, str], dict] = {}
     for result in results:
-        row = {cell.get("field"): cell.get("value") for cell in result}
-        when = calendar.timegm(time.strptime(str(row["last"])[:19], "%Y-%m-%d %H:%M:%S")) if row.get("last") else 0.0
-        seen.setdefault((str(row.get("account")), str(row.get("detail.secret"))), {})[
-            str(row.get("detail-type"))] = when
-    rows = []
-    for (account, secret), kinds in sorted(seen.items()):
-        rotated = kinds.get(ROTATED)
-        age = f"{(now - rotated) / 86400:.0f}" if rotated else "?"
-        due = time.strftime("%Y-%m-%d", time.gmtime(rotated + rotate_after_days * 86400)) if rotated else "?"
-        marks = [word for kind, word in ((OVERDUE, "OVERDUE"), (FAILED, "FAILED"))
-                 if kinds.get(kind, 0) > (rotated or 0)]
-        rows.append((account, secret, age, due, " ".join(marks)))
-    return rows
+        message = next((cell.get("value") for cell in result if cell.get("field") == "@message"), None)
+        try:
+            event = json.loads(message or "")
+            detail = event["detail"]
+            if event.get("detail-type") != "Access Keys Checked" or not isinstance(detail, dict):
+                continue
+            place, when = (str(event["account"]), str(event["region"])), str(event["time"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        run = runs.setdefault(place, {"run": detail.get("run"), "time": when, "parts": {}})
+        if when > run["time"] and detail.get("run") != run["run"]:  # an older run was read first: the newer wins
+            run.update(run=detail.get("run"), time=when, parts={})
+        if detail.get("run") == run["run"]:
+            run["parts"][detail.get("part")] = detail
+    return runs
+
+
+def report_rows(results: list[list[dict]], now: float) -> tuple[list[tuple[str, ...]], list[str]]:
+    """The table's rows (account, region, secret, user, key age, next rotation, state, code) and what is wrong
+    with a run as a whole: a part missing, or a run older than STALE_HOURS."""
+    rows, notes = [], []
+    for (account, region), run in sorted(latest_runs(results).items()):
+        parts = list(run["parts"].values())
+        checked = calendar.timegm(time.strptime(run["time"][:19], "%Y-%m-%dT%H:%M:%S"))
+        if (now - checked) / 3600 > STALE_HOURS:
+            notes.append(f"{account} {region}: STALE, last checked {run['time']} (is its daily schedule on?)")
+        if len(parts) != (parts[0].get("parts") if parts else 0):
+            notes.append(f"{account} {region}: only {len(parts)} of {parts[0].get('parts')} parts of its last run")
+        for detail in sorted(parts, key=lambda d: d.get("part") or 0):
+            for secret in detail.get("secrets") or []:
+                state = "OVERDUE" if secret.get("overdue") else str(secret.get("status"))
+                rows.append((account, region, str(secret.get("secret")), str(secret.get("user")),
+                             str(secret.get("key_age_days")), str(secret.get("next_rotation")),
+                             state + (" (dry run)" if detail.get("dry_run") else ""), str(detail.get("code"))))
+    return rows, notes
 
 
 def render_table(rows: list[tuple[str, ...]]) -> str:
@@ -1119,8 +1147,8 @@ def render_table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
-def run_org_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    """One table of every account's managed secrets, from the central log group (a Logs Insights query)."""
+def query_results(got: dict[str, str], aws: Cli) -> list[list[dict]]:
+    """REPORT_QUERY over the last DAYS of LOG_GROUP, waited for."""
     end = int(time.time())
     query = aws("logs", "start-query", "--log-group-name", got["LOG_GROUP"], "--start-time",
                 str(end - int(got["DAYS"]) * 86400), "--end-time", str(end), "--query-string", REPORT_QUERY,
@@ -1132,11 +1160,19 @@ def run_org_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
         time.sleep(POLL_SECONDS)
     if answer.get("status") != "Complete":
         raise SystemExit(f"the query on {got['LOG_GROUP']} ended {answer.get('status')}")
-    after = int(production_defaults().get("ROTATE_AFTER_DAYS", "80"))
-    rows = report_rows(answer.get("results", []), time.time(), after)
-    print(render_table([("account", "secret", "key age (days)", f"next rotation (+{after} d)", "overdue"), *rows]))
-    print(f"{len({row[0] for row in rows})} accounts, {len(rows)} secrets with an event in the last {got['DAYS']} "
-          f"days; {sum('OVERDUE' in row[4] for row in rows)} overdue")
+    return answer.get("results", [])
+
+
+def run_org_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    """One table of every account's managed secrets, from the central log group (a Logs Insights query)."""
+    rows, notes = report_rows(query_results(got, aws), time.time())
+    print(render_table([("account", "region", "secret", "user", "key age (days)", "next rotation", "state",
+                         "code"), *rows]))
+    for note in notes:
+        print(note)
+    print(f"{len({row[:2] for row in rows})} accounts and regions, {len(rows)} secrets, "
+          f"{sum(row[6].startswith('OVERDUE') for row in rows)} overdue, {sum('STALE' in n for n in notes)} stale "
+          f"(each function's last whole run in the last {got['DAYS']} days)")
 
 
 RUN = {"policy": run_policy, "create": run_create, "configure": run_configure, "deploy": run_deploy,

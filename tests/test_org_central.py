@@ -1,0 +1,326 @@
+"""An organisation end to end, in moto: central.yaml in an audit account, template.yaml by a service-managed
+stack set in every account of an OU in two regions, the function run in a member account's credentials, its
+events forwarded to the central bus in another region and account, kept in the central log group and read by a
+consumer's queue there, and make org-report's table made from that log group.
+
+Where moto is not AWS, and what stands in (each at the wire, none in place of our code), ``delivered_as_aws_does``:
+- A rule whose target is another account's bus: moto puts a new event there, with the central account's id and
+  region; AWS delivers the event itself, its ``account`` and ``region`` the sender's.
+- moto delivers an event to a queue or a log group without its ``account`` field; AWS delivers the whole event.
+- moto matches every event to a schedule rule (which has no pattern) and fails on its Lambda target; AWS matches
+  no event to a schedule rule.
+- moto's CloudFormation makes no metric filter and no alarm (it skips both): the filters are checked against the
+  events the function sends by ``matches``, CloudWatch Logs' JSON filter syntax as far as central.yaml uses it.
+- Logs Insights: moto runs ``fields``, ``sort`` and ``limit``, not ``filter``; org-report reads each event's JSON
+  itself and keeps only Access Keys Checked, so its table is the same on AWS.
+- STS: the conftest stand-in judges the new key's signature in whichever account holds it.
+- Stack sets: moto paces nothing and has no automatic deployment (test_org.py says more).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import types
+import zipfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import deploy_config
+import pytest
+import yaml
+
+import lambda_function
+from conftest import load_event
+from seed import seed_user
+
+ROOT = Path(__file__).parent.parent
+CENTRAL_REGION, MEMBER_REGION = "eu-west-1", "us-east-1"
+
+
+def delivered_as_aws_does(original):
+    """moto's Rule.send_to_targets, but a schedule rule matches no event, and an event forwarded to another bus
+    arrives as itself (AWS keeps its account, region and time), matched against that bus's rules; every other
+    target as moto sends it."""
+
+    def send_to_targets(self, event, transform_input=True):
+        from moto.events.models import events_backends
+
+        if self.scheduled_expression:
+            return
+        buses = [t for t in self.targets if re.fullmatch(r"arn:aws:events:[^:]+:\d{12}:event-bus/.+", t["Arn"])]
+        if buses and self.event_pattern.matches_event(event):
+            for target in buses:
+                _arn, _aws, _events, region, account, resource = target["Arn"].split(":", 5)
+                bus = events_backends[account][region].event_buses[resource.split("/", 1)[1]]
+                for rule in list(bus.rules.values()):
+                    rule.send_to_targets(dict(event))
+        kept, self.targets = self.targets, [t for t in self.targets if t not in buses]
+        try:
+            original(self, event, transform_input)
+        finally:
+            self.targets = kept
+
+    return send_to_targets
+
+
+class Organisation:
+    """Organizations with one OU of two member accounts, and an audit account outside it."""
+
+    def __init__(self, monkeypatch):
+        self.monkeypatch = monkeypatch
+        organizations = boto3.client("organizations", region_name="us-east-1")
+        organizations.create_organization(FeatureSet="ALL")
+        self.root = organizations.list_roots()["Roots"][0]["Id"]
+        self.ou = organizations.create_organizational_unit(ParentId=self.root, Name="workloads")[
+            "OrganizationalUnit"]["Id"]
+        self.members = [self.account(organizations, name, self.ou) for name in ("dev", "prod")]
+        self.audit = self.account(organizations, "audit", None)
+
+    def account(self, organizations, name: str, ou: str | None) -> str:
+        made = organizations.create_account(AccountName=name, Email=f"{name}@example.com")["CreateAccountStatus"]
+        if ou:
+            organizations.move_account(AccountId=made["AccountId"], SourceParentId=self.root, DestinationParentId=ou)
+        return made["AccountId"]
+
+    def act_as(self, account: str | None, region: str = MEMBER_REGION) -> None:
+        """The credentials' account (moto's MOTO_ACCOUNT_ID; None: the management account) and region."""
+        if account is None:
+            self.monkeypatch.delenv("MOTO_ACCOUNT_ID", raising=False)
+        else:
+            self.monkeypatch.setenv("MOTO_ACCOUNT_ID", account)
+        for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+            self.monkeypatch.setenv(name, region)
+        lambda_function.clients_for.cache_clear()
+
+
+def deploy_central(org: Organisation) -> dict:
+    """central.yaml in the audit account, and a consumer's queue behind its bus: the stack's outputs."""
+    org.act_as(org.audit, CENTRAL_REGION)
+    cloudformation = boto3.client("cloudformation")
+    cloudformation.create_stack(StackName="key-rotation-central", TemplateBody=(ROOT / "central.yaml").read_text(),
+                                Parameters=[{"ParameterKey": "OrganizationId", "ParameterValue": "o-abcdefghij"}])
+    (stack,) = cloudformation.describe_stacks(StackName="key-rotation-central")["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    sqs, events = boto3.client("sqs"), boto3.client("events")
+    queue = sqs.create_queue(QueueName="security-team")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    bus = outputs["BusArn"].rsplit("/", 1)[1]
+    events.put_rule(Name="security-team", EventBusName=bus, EventPattern=json.dumps({"source": ["key-rotation"]}))
+    events.put_targets(Rule="security-team", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}])
+    return {**outputs, "QueueUrl": queue}
+
+
+def deploy_stack_set(org: Organisation, central: dict, tmp_path: Path) -> None:
+    """make org-package's buckets and make org-deploy's stack set (its arguments, from the tool) in moto."""
+    org.act_as(None)
+    zipped = tmp_path / "lambda.zip"
+    with zipfile.ZipFile(zipped, "w") as code:
+        code.write(ROOT / "lambda_function.py", "lambda_function.py")
+    org.monkeypatch.setattr(deploy_config, "CODE_ZIP", zipped)
+    got = {"OUS": org.ou, "REGIONS": f"{CENTRAL_REGION} {MEMBER_REGION}", "ARTIFACT_PREFIX": "acme-keys",
+           "STACK_SET": "keys", "CALL_AS": "SELF", "FAILURE_PERCENT": "10", "MAX_PERCENT": "25"}
+    for region in deploy_config.listed(got["REGIONS"]):
+        s3 = boto3.client("s3", region_name=region)
+        place = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        s3.create_bucket(Bucket=f"acme-keys-{region}", **place)
+        s3.put_object(Bucket=f"acme-keys-{region}", Key=deploy_config.code_key(), Body=zipped.read_bytes())
+    given = [("SecretNames", "iam-keys/*"), ("EventBusName", central["BusArn"]), ("CentralAccountId", org.audit)]
+    cloudformation = boto3.client("cloudformation", region_name="us-east-1")
+    cloudformation.create_stack_set(
+        StackSetName="keys", TemplateBody=(ROOT / "template.yaml").read_text(),
+        Parameters=json.loads(deploy_config.parameters_json(got, given, [])), Capabilities=["CAPABILITY_IAM"],
+        PermissionModel="SERVICE_MANAGED", CallAs="SELF",
+        AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False})
+    cloudformation.create_stack_instances(
+        StackSetName="keys", Regions=deploy_config.listed(got["REGIONS"]), CallAs="SELF",
+        DeploymentTargets=json.loads(deploy_config.targets(got)),
+        OperationPreferences=json.loads(deploy_config.preferences(got, False)))
+
+
+def run_member_function(org: Organisation, account: str, clock) -> dict:
+    """The member's function, as its stack deployed it (its environment), run in that account's credentials."""
+    org.act_as(account, MEMBER_REGION)
+    (function,) = boto3.client("lambda").list_functions()["Functions"]
+    for name, value in function["Environment"]["Variables"].items():
+        org.monkeypatch.setenv(name, str(value))  # moto keeps a template number as a number
+    context = types.SimpleNamespace(invoked_function_arn=function["FunctionArn"],
+                                    function_name=function["FunctionName"], aws_request_id=f"run-{account}",
+                                    memory_limit_in_mb=256, get_remaining_time_in_millis=lambda: 900_000)
+    return lambda_function.handle(load_event("eventbridge-scheduled", time=clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")),
+                                  context, __import__("os").environ, clock)
+
+
+def backdate(account: str, user: str, days: float) -> None:
+    from moto.iam.models import iam_backends
+
+    for key in iam_backends[account]["aws"].users[user].access_keys:
+        key.create_date = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=days)
+
+
+@pytest.fixture
+def organisation(aws, monkeypatch):
+    from moto.events.models import Rule
+    from moto.events.utils import EventTemplateParser
+
+    monkeypatch.setattr(Rule, "send_to_targets", delivered_as_aws_does(Rule.send_to_targets))
+    whole = EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE.replace('"region"', '"account": "<account>", "region"')
+    monkeypatch.setattr(EventTemplateParser, "DEFAULT_EVENT_INPUT_TEMPLATE", whole)
+    return Organisation(monkeypatch)
+
+
+def received(queue: str) -> list[dict]:
+    sqs, got = boto3.client("sqs", region_name=CENTRAL_REGION), []
+    while messages := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            got.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+    return got
+
+
+@pytest.mark.aws
+def test_a_member_account_s_rotation_reaches_the_central_bus_in_another_region_and_org_report_shows_it(
+        organisation, clock, tmp_path):
+    org = organisation
+    central = deploy_central(org)
+    deploy_stack_set(org, central, tmp_path)
+    member, other = org.members
+    org.act_as(member, MEMBER_REGION)
+    seeded = seed_user(boto3.client("iam"), boto3.client("secretsmanager"), "deployer", ("Active",), 0)
+    backdate(member, "deployer", 85)
+
+    summary = run_member_function(org, member, clock)
+
+    assert summary["rotated"] == 1
+    value = json.loads(boto3.client("secretsmanager").get_secret_value(SecretId=seeded.secret)["SecretString"])
+    assert value["AccessKeyId"] != seeded.key_ids[0], "rotated in the member account"
+    org.act_as(org.audit, CENTRAL_REGION)
+    got = received(central["QueueUrl"])
+    kinds = {(e["detail-type"], e["account"], e["region"]) for e in got}
+    assert ("Access Key Rotated", member, MEMBER_REGION) in kinds, kinds
+    assert ("Access Keys Checked", member, MEMBER_REGION) in kinds, kinds
+    assert not any(e["account"] == other for e in got), "the other member ran nothing"
+    rotated = next(e for e in got if e["detail-type"] == "Access Key Rotated")
+    assert rotated["detail"]["current_key_id"] == value["AccessKeyId"]
+    assert value["SecretAccessKey"] not in json.dumps(got), "ids and names only"
+
+    # make org-report's query, run on the central log group as moto runs it, and the tool's table from it
+    logs = boto3.client("logs")
+    now = int(datetime.now(UTC).timestamp())
+    query = logs.start_query(logGroupName=central["LogGroupName"], startTime=now - 3 * 86400, endTime=now + 60,
+                             queryString=deploy_config.REPORT_QUERY)["queryId"]
+    answer = logs.get_query_results(queryId=query)
+    assert answer["status"] == "Complete"
+    rows, notes = deploy_config.report_rows(answer["results"], now)
+    assert rows == [(member, MEMBER_REGION, seeded.secret, "deployer", "0.0", rows[0][5], "rotated",
+                     lambda_function.CODE_VERSION)], rows
+    assert notes == []
+
+
+@pytest.mark.aws
+def test_the_forwarding_role_may_put_events_on_the_central_bus_only(organisation, tmp_path):
+    org = organisation
+    central = deploy_central(org)
+    deploy_stack_set(org, central, tmp_path)
+    org.act_as(org.members[0], MEMBER_REGION)
+    iam, events = boto3.client("iam"), boto3.client("events")
+    (function,) = boto3.client("lambda").list_functions()["Functions"]
+    assert function["Environment"]["Variables"]["EVENT_BUS"] == "default", "the function puts in its own account"
+    function_role = function["Role"].rsplit("/", 1)[1]
+    granted = [iam.get_role_policy(RoleName=function_role, PolicyName=name)["PolicyDocument"]
+               for name in iam.list_role_policies(RoleName=function_role)["PolicyNames"]]
+    assert org.audit not in json.dumps(granted), "the function's role reaches nothing in another account"
+    (rule,) = [r for r in events.list_rules()["Rules"] if "ForwardEventsRule" in r["Name"]]
+    (target,) = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+    assert target["Arn"] == central["BusArn"]
+    forward_role = target["RoleArn"].rsplit("/", 1)[1]
+    (name,) = iam.list_role_policies(RoleName=forward_role)["PolicyNames"]
+    document = iam.get_role_policy(RoleName=forward_role, PolicyName=name)["PolicyDocument"]
+    # moto keeps a template's inline policy as Python's repr of it; AWS answers the JSON document
+    (statement,) = (ast.literal_eval(document) if isinstance(document, str) else document)["Statement"]
+    assert (statement["Action"], statement["Resource"]) == ("events:PutEvents", central["BusArn"])
+
+
+# --- central.yaml's filters, read as CloudWatch Logs reads them (moto makes none) ----------------------------------
+
+def matches(pattern: str, event: dict) -> bool:
+    """A CloudWatch Logs JSON filter pattern, of the forms central.yaml uses: { $.a.b = "v" } and
+    { $.a.b IS TRUE }, joined by &&."""
+    body = re.fullmatch(r"\{\s*(.*?)\s*\}", pattern)
+    assert body, pattern
+    for term in re.split(r"\s*&&\s*", body[1]):
+        found = re.fullmatch(r'\$\.([A-Za-z0-9_.-]+)\s*(?:=\s*"([^"]*)"|IS (TRUE|FALSE))', term)
+        assert found, f"a term outside the syntax this test reads: {term}"
+        value = event
+        for step in found[1].split("."):
+            value = value.get(step) if isinstance(value, dict) else None
+        if found[2] is not None and value != found[2]:
+            return False
+        if found[3] is not None and value is not (found[3] == "TRUE"):
+            return False
+    return True
+
+
+class Loader(yaml.SafeLoader):
+    pass
+
+
+Loader.add_multi_constructor("!", lambda loader, suffix, node: {suffix: loader.construct_scalar(node)}
+                             if isinstance(node, yaml.ScalarNode) else None)
+
+
+def filters() -> dict[str, dict]:
+    resources = yaml.load((ROOT / "central.yaml").read_text(), Loader=Loader)["Resources"]
+    return {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::Logs::MetricFilter"}
+
+
+def as_delivered(entry: dict, account: str = "111111111111") -> dict:
+    return {"source": entry["Source"], "detail-type": entry["DetailType"], "account": account,
+            "region": MEMBER_REGION, "detail": json.loads(entry["Detail"])}
+
+
+@pytest.mark.unit
+def test_each_central_filter_counts_the_events_it_names_and_no_other():
+    settings = lambda_function.Settings(event_bus="default")
+    summaries = [{"secret": "a", "status": "failed"}, {"secret": "b", "status": "rotated", "key_age_days": 0},
+                 {"secret": "c", "status": "retired", "forced_in_use": True},
+                 {"secret": "d", "status": "skipped", "overdue": True, "key_age_days": 97}]
+    sent = [as_delivered(e) for e in lambda_function.event_entries(settings, summaries)]
+    sent += [as_delivered(e) for e in lambda_function.checked_entries(
+        settings, {"secrets": summaries, "oldest_key_age_days": 97, "overdue_keys": 1, "failed": 1}, "run-1")]
+    counted = {name: [e["detail"].get("secret") or e["detail-type"] for e in sent if matches(f["FilterPattern"], e)]
+               for name, f in filters().items()}
+    assert counted["FailedFilter"] == counted["FailedByAccountFilter"] == ["a"]
+    assert counted["RotatedByAccountFilter"] == ["b"]
+    assert counted["ForcedFilter"] == counted["ForcedByAccountFilter"] == ["c"]
+    assert counted["OverdueFilter"] == counted["OverdueByAccountFilter"] == ["d"]
+    assert counted["OldestKeyAgeByAccountFilter"] == [lambda_function.CHECKED]
+    (age,) = filters()["OldestKeyAgeByAccountFilter"]["MetricTransformations"]
+    assert age["MetricValue"] == "$.detail.oldest_key_age_days" and age["Dimensions"] == [
+        {"Key": "Account", "Value": "$.account"}]
+
+
+@pytest.mark.unit
+def test_the_dashboards_read_metrics_the_function_or_the_central_filters_make():
+    central = (ROOT / "central.yaml").read_text()
+    made = {t["MetricName"] for f in filters().values() for t in f["MetricTransformations"]}
+    shown = set(re.findall(r'MetricName=\\\\?"([A-Za-z]+)\\\\?"', central))
+    assert shown and shown <= made, shown - made
+    template = (ROOT / "template.yaml").read_text()  # each of its metrics the function's: test_template.py
+    assert '["${MetricsNamespace}", "OldestKeyAgeDays", "FunctionName", "${Function}"]' in template
+    assert "OldestKeyAgeDays" in lambda_function.METRICS
+
+
+@pytest.mark.unit
+def test_an_event_bus_in_another_region_is_refused_before_anything_is_touched(aws, invoke, monkeypatch):
+    seeded = seed_user(aws.iam, aws.secrets, "alice", ("Active",), 0)
+    monkeypatch.setenv("EVENT_BUS", "arn:aws:events:eu-west-1:123456789012:event-bus/keys")
+    with pytest.raises(lambda_function.ConfigError, match="EVENT_BUS is in region eu-west-1, not this one"):
+        invoke(seeded.secret)
+    assert aws.keys("alice") == {seeded.key_ids[0]: "Active"} and len(aws.versions(seeded.secret)) == 1
+    with pytest.raises(deploy_config.Refused, match="EVENT_BUS is in region eu-west-1, not us-east-1"):
+        deploy_config.render_policy("123456789012", "us-east-1", "f", event_bus=
+                                    "arn:aws:events:eu-west-1:123456789012:event-bus/keys")
