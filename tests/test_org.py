@@ -288,7 +288,50 @@ def test_a_run_with_a_part_missing_is_said_so():
     assert len(results) == 2, "two parts"
     table, notes = deploy_config.report_rows(results[:1], 1768212000.0)
     assert len(table) == lambda_function.CHECKED_ROWS
-    assert notes == [f"{CANARY} eu-west-1: only 1 of 2 parts of its last run"]
+    assert notes == [f"{CANARY} eu-west-1: 1 parts of its last run arrived, not '2'"]
+
+
+@pytest.mark.unit
+def test_rows_not_as_the_function_writes_them_are_left_out_and_counted_never_printed(org, capsys, monkeypatch):
+    # Any principal of the organisation may put events on the central bus: a forged row cannot add a line for
+    # another account, move the terminal, or crash the report for everyone.
+    forged = [secret_row("iam-keys/ok", 1, "2026-03-01"),
+              secret_row("x\n111111111111  us-east-1  iam-keys/prod  u  1  2026-03-01  rotated", 1, "2026-03-01"),
+              {**secret_row("iam-keys/esc", 1, "2026-03-01"), "user": "\x1b[2Kroot"},
+              {**secret_row("iam-keys/age", 1, "2026-03-01"), "key_age_days": "1; 0"}, "not a row", None]
+    results = checked_in_logs(PROD, "us-east-1", "2026-01-12T06:00:00Z", forged[:1])
+    event = json.loads(results[0][1]["value"])
+    event["detail"]["secrets"] = forged  # as a forger would put them on the bus
+    results[0][1]["value"] = json.dumps(event)
+    malformed = []
+    for detail in ({"part": [1], "secrets": []}, {"part": 1, "secrets": "abc"}, {"part": "1", "secrets": []}):
+        event = {"detail-type": lambda_function.CHECKED, "account": CANARY, "region": "eu-west-1",
+                 "time": "2026-01-12T07:00:00Z", "detail": {"run": "m", "parts": 1, **detail}}
+        malformed.append([{"field": "@message", "value": json.dumps(event)}])
+    spoofed = event | {"account": "1111\n11111111", "time": "2026-01-12T08:00:00Z"}
+    malformed.append([{"field": "@message", "value": json.dumps(spoofed)}])
+    answer = {"status": "Complete", "results": results + malformed}
+    monkeypatch.setattr(deploy_config.time, "time", lambda: 1768212000.0)
+    code, _calls = org("org-report", {"logs start-query": {"out": "q-1"},
+                                      "logs get-query-results": {"out": json.dumps(answer)}})
+    assert code == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert [line.split()[:3] for line in lines[1:-2]] == [[PROD, "us-east-1", "iam-keys/ok"]]
+    assert lines[-2] == f"{PROD} us-east-1: 5 rows not as the function writes them, left out"
+    assert "\x1b" not in out and "111111111111" not in out
+
+
+@pytest.mark.unit
+def test_a_retried_invocation_s_parts_are_its_newest():
+    # Lambda retries an invocation that failed with the same request id: both attempts send the same run id.
+    # The rows come newest first, and the retry's part is the one kept.
+    first = checked_in_logs(PROD, "us-east-1", "2026-01-12T06:00:00Z",
+                            [secret_row("iam-keys/app", 95, "2026-01-12", overdue=True, status="failed")], run="r")
+    retry = checked_in_logs(PROD, "us-east-1", "2026-01-12T06:05:00Z",
+                            [secret_row("iam-keys/app", 0, "2026-04-02", status="rotated")], run="r")
+    rows, notes = deploy_config.report_rows(retry + first, 1768212000.0)
+    assert [row[4:7] for row in rows] == [("0", "2026-04-02", "rotated")] and notes == []
 
 
 # --- the template's parameters, read without a YAML parser ----------------------------------------------------------

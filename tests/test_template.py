@@ -77,7 +77,7 @@ def test_role_policy_matches_lambda_execution_role_json():
     assert TEMPLATE["Parameters"]["LookupHoldouts"]["Default"] == "false"
     assert RESOURCES["EventsPolicy"]["Condition"] == "EventBusAllowed"
     (granted,) = RESOURCES["EventsPolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    by_name = granted["Resource"]["Fn::If"][1]["Fn::If"][2]  # a bus name: this account's bus of that name
+    by_name = granted["Resource"]["Fn::If"][2]["Fn::If"][2]  # a bus name: this account's bus of that name
     assert granted["Action"] == "events:PutEvents"
     assert "${AWS::AccountId}:event-bus/${EventBusName}" in by_name["Fn::Sub"]
 
@@ -219,10 +219,16 @@ def test_events_for_the_central_bus_are_forwarded_by_a_rule_whose_role_reaches_t
     parameters = {name: str(p.get("Default", "")) for name, p in TEMPLATE["Parameters"].items()}
     both = {**parameters, "EventBusName": central, "CentralAccountId": CENTRAL}
     rule, role = RESOURCES["ForwardEventsRule"], RESOURCES["ForwardEventsRole"]
-    assert rule["Condition"] == role["Condition"] == "BusInCentralAccount"
+    assert rule["Condition"] == role["Condition"] == "ForwardToBus"
+    here_elsewhere = f"arn:aws:events:us-east-1:{HERE}:event-bus/keys"  # this account's bus, another region
     for given, made in ((both, True), ({**both, "CentralAccountId": ""}, False),
+                        ({**both, "EventBusName": here_elsewhere}, True),
+                        ({**both, "EventBusName": here_elsewhere.replace("us-east-1", "eu-west-1")}, False),
+                        ({**both, "EventBusName": central.replace(CENTRAL, THIRD)}, False),
                         ({**both, "EventBusName": "keys"}, False), ({**both, "EventBusName": ""}, False)):
-        assert evaluate({"Condition": "BusInCentralAccount"}, given) is made, given
+        assert evaluate({"Condition": "ForwardToBus"}, given) is made, given
+    assert granted("EventsPolicy", {**both, "EventBusName": here_elsewhere}
+                   ) == f"arn:aws:events:eu-west-1:{HERE}:event-bus/default"
     forward = rule["Properties"]
     assert forward["EventBusName"] == "default"
     assert evaluate(forward["EventPattern"], both) == {"source": ["key-rotation"], "account": [HERE]}

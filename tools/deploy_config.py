@@ -445,8 +445,13 @@ def check_policy_values(account_id: str, region: str, function: str, prefix: str
         raise Refused(f"CENTRAL_ACCOUNT_ID must be 12 digits, not {shown(central_account_id)}")
 
 
-def check_destination(setting: str, arn: str, account_id: str, central_account_id: str) -> None:
-    """A topic or bus ARN must be in this account, or in the one CENTRAL_ACCOUNT_ID names."""
+def check_destination(setting: str, arn: str, account_id: str, central_account_id: str, region: str = "") -> None:
+    """A topic or bus ARN must be in this account, or in the one CENTRAL_ACCOUNT_ID names; a bus (``region``
+    given) in this region, since PutEvents reaches no other (template.yaml forwards with ForwardEventsRule)."""
+    if region and arn.split(":")[3] != region:
+        raise Refused(f"{setting} is in region {arn.split(':')[3]}, not {region}: PutEvents reaches only its own "
+                      "region's buses (give a bus here and forward with a rule, as template.yaml does); nothing "
+                      "written")
     account = arn.split(":")[4]
     if account == account_id or (central_account_id and account == central_account_id):
         return
@@ -495,11 +500,7 @@ def render_policy(account_id: str, region: str, function: str, prefix: str = "ia
             statement.update(kms_resource(kms_key_id, account_id, region, statement.get("Condition", {})))
         elif statement["Sid"] == "PublishRotationEvents":
             if event_bus.startswith("arn:"):
-                check_destination("EVENT_BUS", event_bus, account_id, central_account_id)
-                if event_bus.split(":")[3] != region:
-                    raise Refused(f"EVENT_BUS is in region {event_bus.split(':')[3]}, not {region}: PutEvents "
-                                  "reaches only its own region's buses (give a bus in this region and forward "
-                                  "with a rule; template.yaml does: its ForwardEventsRule); nothing written")
+                check_destination("EVENT_BUS", event_bus, account_id, central_account_id, region)
                 statement["Resource"] = event_bus
             else:
                 statement["Resource"] = f"arn:aws:events:{region}:{account_id}:event-bus/{event_bus}"
@@ -903,8 +904,11 @@ def code_key() -> str:
     replaces the function's code (the same key would leave it as it was)."""
     if not CODE_ZIP.is_file():
         raise Refused("no dist/lambda.zip: make package (make org-package builds it)")
-    with zipfile.ZipFile(CODE_ZIP) as code:  # the function names its version so: lambda_function.CODE_VERSION
-        return f"iam-key-rotation/{hashlib.sha256(code.read('lambda_function.py')).hexdigest()[:16]}.zip"
+    try:
+        with zipfile.ZipFile(CODE_ZIP) as code:  # the function names its version so: lambda_function.CODE_VERSION
+            return f"iam-key-rotation/{hashlib.sha256(code.read('lambda_function.py')).hexdigest()[:16]}.zip"
+    except (KeyError, zipfile.BadZipFile):
+        raise Refused("dist/lambda.zip holds no lambda_function.py: make package builds it") from None
 
 
 def bucket_policy(bucket: str, organisation: str) -> dict:
@@ -1101,44 +1105,82 @@ REPORT_QUERY = """fields @timestamp, @message
 STALE_HOURS = 36  # a function that has not checked its keys for this long is not running daily: said so
 
 
+# Each cell of org-report's table, as the function makes it: any principal of the organisation may put events
+# on the central bus, so a row that is not of these shapes is left out (and counted), never printed.
+CELL_SHAPES = {"secret": r"[A-Za-z0-9/_+=.@!-]{1,512}", "user": r"[A-Za-z0-9_+=,.@-]{0,64}",
+               "status": r"rotated|retired|waiting|rolled_back|skipped|planned|failed|not_attempted",
+               "key_age_days": r"None|\d{1,6}(\.\d{1,3})?", "next_rotation": r"None|\d{4}-\d{2}-\d{2}",
+               "code": r"[0-9a-f]{16}|unknown"}
+PLACE_SHAPES = (r"\d{12}", r"[a-z]{2}(-[a-z]+)+-\d{1,2}", r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z?")
+
+
+def checked_event(result: list[dict]) -> tuple[str, str, str, dict] | None:
+    """(account, region, time, detail) of one Logs Insights row holding an Access Keys Checked event whose
+    envelope is as EventBridge writes it, else None."""
+    try:
+        message = next((cell.get("value") for cell in result if cell.get("field") == "@message"), None)
+        event = json.loads(message or "")
+        detail, place = event["detail"], (str(event["account"]), str(event["region"]), str(event["time"]))
+        if event.get("detail-type") != "Access Keys Checked" or not isinstance(detail, dict) or not all(
+                re.fullmatch(shape, value, re.ASCII) for shape, value in zip(PLACE_SHAPES, place, strict=True)):
+            return None
+        if not isinstance(detail.get("part"), int) or not isinstance(detail.get("secrets"), list):
+            return None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return (*place, detail)
+
+
 def latest_runs(results: list[list[dict]]) -> dict[tuple[str, str], dict]:
-    """Per (account, region): its latest run's events, the parts of one run together (newest run first)."""
+    """Per (account, region): its latest run's parts (rows come newest first; of a part sent twice, by a
+    retried invocation with the same run id, the newest is kept)."""
     runs: dict[tuple[str, str], dict] = {}
     for result in results:
-        message = next((cell.get("value") for cell in result if cell.get("field") == "@message"), None)
-        try:
-            event = json.loads(message or "")
-            detail = event["detail"]
-            if event.get("detail-type") != "Access Keys Checked" or not isinstance(detail, dict):
-                continue
-            place, when = (str(event["account"]), str(event["region"])), str(event["time"])
-        except (ValueError, KeyError, TypeError):
+        found = checked_event(result)
+        if found is None:
             continue
-        run = runs.setdefault(place, {"run": detail.get("run"), "time": when, "parts": {}})
-        if when > run["time"] and detail.get("run") != run["run"]:  # an older run was read first: the newer wins
-            run.update(run=detail.get("run"), time=when, parts={})
-        if detail.get("run") == run["run"]:
-            run["parts"][detail.get("part")] = detail
+        account, region, when, detail = found
+        run = runs.setdefault((account, region), {"run": str(detail.get("run")), "time": when, "parts": {}})
+        if when > run["time"] and str(detail.get("run")) != run["run"]:  # an older run was read first
+            run.update(run=str(detail.get("run")), time=when, parts={})
+        if str(detail.get("run")) == run["run"]:
+            run["parts"].setdefault(detail["part"], detail)
     return runs
+
+
+def secret_cells(secret: Any, code: str) -> dict[str, str] | None:
+    """A secret's cells, each of its shape (CELL_SHAPES), or None."""
+    if not isinstance(secret, dict):
+        return None
+    cells = {name: str(secret.get(name)) for name in CELL_SHAPES if name != "code"} | {"code": code}
+    return cells if all(re.fullmatch(CELL_SHAPES[name], value, re.ASCII) for name, value in cells.items()) else None
 
 
 def report_rows(results: list[list[dict]], now: float) -> tuple[list[tuple[str, ...]], list[str]]:
     """The table's rows (account, region, secret, user, key age, next rotation, state, code) and what is wrong
-    with a run as a whole: a part missing, or a run older than STALE_HOURS."""
+    with a run: older than STALE_HOURS, a part missing, rows not of the function's shapes (left out)."""
     rows, notes = [], []
     for (account, region), run in sorted(latest_runs(results).items()):
-        parts = list(run["parts"].values())
+        parts = [run["parts"][number] for number in sorted(run["parts"])]
         checked = calendar.timegm(time.strptime(run["time"][:19], "%Y-%m-%dT%H:%M:%S"))
         if (now - checked) / 3600 > STALE_HOURS:
             notes.append(f"{account} {region}: STALE, last checked {run['time']} (is its daily schedule on?)")
-        if len(parts) != (parts[0].get("parts") if parts else 0):
-            notes.append(f"{account} {region}: only {len(parts)} of {parts[0].get('parts')} parts of its last run")
-        for detail in sorted(parts, key=lambda d: d.get("part") or 0):
-            for secret in detail.get("secrets") or []:
-                state = "OVERDUE" if secret.get("overdue") else str(secret.get("status"))
-                rows.append((account, region, str(secret.get("secret")), str(secret.get("user")),
-                             str(secret.get("key_age_days")), str(secret.get("next_rotation")),
-                             state + (" (dry run)" if detail.get("dry_run") else ""), str(detail.get("code"))))
+        if len(parts) != parts[0].get("parts"):
+            notes.append(f"{account} {region}: {len(parts)} parts of its last run arrived, "
+                         f"not {shown(str(parts[0].get('parts')))}")
+        bad = 0
+        for detail in parts:
+            for secret in detail["secrets"]:
+                cells = secret_cells(secret, str(detail.get("code")))
+                if cells is None:
+                    bad += 1
+                    continue
+                state = "OVERDUE" if secret.get("overdue") is True else cells["status"]
+                rows.append((account, region, cells["secret"], cells["user"], cells["key_age_days"],
+                             cells["next_rotation"], state + (" (dry run)" if detail.get("dry_run") is True else ""),
+                             cells["code"]))
+        if bad:
+            notes.append(f"{account} {region}: {bad} rows not as the function writes them, left out")
     return rows, notes
 
 
