@@ -235,6 +235,9 @@ def test_events_for_the_central_bus_are_forwarded_by_a_rule_whose_role_reaches_t
     (target,) = forward["Targets"]
     assert evaluate(target["Arn"], both) == central, "the central bus, in its own region"
     assert target["RoleArn"] == {"Fn::GetAtt": "ForwardEventsRole.Arn"}
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": "FailedEvents.Arn"}}, "undelivered: kept"
+    (dead_letters,) = RESOURCES["ForwardFailuresToQueue"]["Properties"]["PolicyDocument"]["Statement"]
+    assert dead_letters["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": "ForwardEventsRule.Arn"}}}
     (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "events.amazonaws.com"}
     assert evaluate(trust["Condition"], both) == {"StringEquals": {"aws:SourceAccount": HERE}}
