@@ -395,17 +395,17 @@ def bus(aws, monkeypatch):
     events.put_targets(Rule="all", EventBusName="keys", Targets=[{"Id": "q", "Arn": queue_arn}])
     monkeypatch.setenv("EVENT_BUS", "keys")
 
-    def received() -> list[dict]:
-        got = []
-        while True:
-            messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
-            if not messages:
-                return got
-            for message in messages:
-                got.append(json.loads(message["Body"]))
-                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+    return lambda: drain(sqs, queue)
 
-    return received
+
+def drain(sqs: Any, queue: str) -> list[dict]:
+    """Every event waiting on an SQS queue, read and deleted."""
+    got = []
+    while messages := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            got.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+    return got
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 import lambda_function
-from conftest import load_event
+from conftest import drain, load_event
 from seed import seed_user
 
 ROOT = Path(__file__).parent.parent
@@ -172,15 +172,6 @@ def organisation(aws, monkeypatch):
     return Organisation(monkeypatch)
 
 
-def received(queue: str) -> list[dict]:
-    sqs, got = boto3.client("sqs", region_name=CENTRAL_REGION), []
-    while messages := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
-        for message in messages:
-            got.append(json.loads(message["Body"]))
-            sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
-    return got
-
-
 @pytest.mark.aws
 def test_a_member_account_s_rotation_reaches_the_central_bus_in_another_region_and_org_report_shows_it(
         organisation, clock, tmp_path):
@@ -198,7 +189,7 @@ def test_a_member_account_s_rotation_reaches_the_central_bus_in_another_region_a
     value = json.loads(boto3.client("secretsmanager").get_secret_value(SecretId=seeded.secret)["SecretString"])
     assert value["AccessKeyId"] != seeded.key_ids[0], "rotated in the member account"
     org.act_as(org.audit, CENTRAL_REGION)
-    got = received(central["QueueUrl"])
+    got = drain(boto3.client("sqs", region_name=CENTRAL_REGION), central["QueueUrl"])
     kinds = {(e["detail-type"], e["account"], e["region"]) for e in got}
     assert ("Access Key Rotated", member, MEMBER_REGION) in kinds, kinds
     assert ("Access Keys Checked", member, MEMBER_REGION) in kinds, kinds
