@@ -3286,7 +3286,7 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
     notify(clients, settings, summary)
     run_id = getattr(context, "aws_request_id", None)
     checked = checked_entries(settings, summary, run_id if isinstance(run_id, str) else str(uuid.uuid4())) \
-        if is_whole_run(settings) else []
+        if is_whole_run(settings) and settings.event_bus else []  # rows made only where they are sent
     summary["events_failed"] = publish_events(clients, settings, summary["secrets"], checked)
     emit_events_metric(summary["events_failed"], settings, function_name)
     if settings.dry_run:  # a plan or a report is the answer: the failed entries are in it, with the rest
