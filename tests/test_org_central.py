@@ -3,7 +3,8 @@ stack set in every account of an OU in two regions, the function run in a member
 events forwarded to the central bus in another region and account, kept in the central log group and read by a
 consumer's queue there, and make org-report's table made from that log group.
 
-Where moto is not AWS, and what stands in (each at the wire, none in place of our code), ``delivered_as_aws_does``:
+Where moto is not AWS, and what stands in (each at the wire, none in place of our code): tools/local_aws.py's
+``organisation_stand_ins``, which `make local-aws` uses too:
 - A rule whose target is another account's bus: moto puts a new event there, with the central account's id and
   region; AWS delivers the event itself, its ``account`` and ``region`` the sender's.
 - moto delivers an event to a queue or a log group without its ``account`` field; AWS delivers the whole event.
@@ -14,7 +15,8 @@ Where moto is not AWS, and what stands in (each at the wire, none in place of ou
 - Logs Insights: moto runs ``fields``, ``sort`` and ``limit``, not ``filter``; org-report reads each event's JSON
   itself and keeps only Access Keys Checked, so its table is the same on AWS.
 - STS: the conftest stand-in judges the new key's signature in whichever account holds it.
-- Stack sets: moto paces nothing and has no automatic deployment (test_org.py says more).
+- Stack sets: moto ignores DeploymentTargets' AccountFilterType (org-deploy's first stage, one account): the stand-in
+  counts it as AWS does. moto paces nothing and has no automatic deployment (test_org.py says more).
 """
 
 from __future__ import annotations
@@ -34,36 +36,11 @@ import yaml
 
 import lambda_function
 from conftest import drain, load_event
+from local_aws import organisation_stand_ins
 from seed import seed_user
 
 ROOT = Path(__file__).parent.parent
 CENTRAL_REGION, MEMBER_REGION = "eu-west-1", "us-east-1"
-
-
-def delivered_as_aws_does(original):
-    """moto's Rule.send_to_targets, but a schedule rule matches no event, and an event forwarded to another bus
-    arrives as itself (AWS keeps its account, region and time), matched against that bus's rules; every other
-    target as moto sends it."""
-
-    def send_to_targets(self, event, transform_input=True):
-        from moto.events.models import events_backends
-
-        if self.scheduled_expression:
-            return
-        buses = [t for t in self.targets if re.fullmatch(r"arn:aws:events:[^:]+:\d{12}:event-bus/.+", t["Arn"])]
-        if buses and self.event_pattern.matches_event(event):
-            for target in buses:
-                _arn, _aws, _events, region, account, resource = target["Arn"].split(":", 5)
-                bus = events_backends[account][region].event_buses[resource.split("/", 1)[1]]
-                for rule in list(bus.rules.values()):
-                    rule.send_to_targets(dict(event))
-        kept, self.targets = self.targets, [t for t in self.targets if t not in buses]
-        try:
-            original(self, event, transform_input)
-        finally:
-            self.targets = kept
-
-    return send_to_targets
 
 
 class Organisation:
@@ -163,12 +140,8 @@ def backdate(account: str, user: str, days: float) -> None:
 
 @pytest.fixture
 def organisation(aws, monkeypatch):
-    from moto.events.models import Rule
-    from moto.events.utils import EventTemplateParser
-
-    monkeypatch.setattr(Rule, "send_to_targets", delivered_as_aws_does(Rule.send_to_targets))
-    whole = EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE.replace('"region"', '"account": "<account>", "region"')
-    monkeypatch.setattr(EventTemplateParser, "DEFAULT_EVENT_INPUT_TEMPLATE", whole)
+    for owner, name, value in organisation_stand_ins():
+        monkeypatch.setattr(owner, name, value)
     return Organisation(monkeypatch)
 
 
@@ -315,3 +288,25 @@ def test_an_event_bus_in_another_region_is_refused_before_anything_is_touched(aw
     with pytest.raises(deploy_config.Refused, match="EVENT_BUS is in region eu-west-1, not us-east-1"):
         deploy_config.render_policy("123456789012", "us-east-1", "f", event_bus=
                                     "arn:aws:events:eu-west-1:123456789012:event-bus/keys")
+
+
+@pytest.mark.aws
+def test_org_deploy_s_first_stage_deploys_its_one_account_and_the_second_the_rest(organisation):
+    # moto ignores AccountFilterType and would deploy every account of the OU at the first stage; the stand-in
+    # (make local-aws's too) counts it as AWS does.
+    org = organisation
+    org.act_as(None)
+    cloudformation = boto3.client("cloudformation", region_name=MEMBER_REGION)
+    cloudformation.create_stack_set(StackSetName="s", PermissionModel="SERVICE_MANAGED",
+                                    TemplateBody=json.dumps({"Resources": {"Q": {"Type": "AWS::SQS::Queue"}}}),
+                                    AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False})
+    first, _second = org.members
+
+    def deployed() -> list[str]:
+        return sorted(i["Account"] for i in cloudformation.list_stack_instances(StackSetName="s")["Summaries"])
+
+    for chosen, expected in ((first, [first]), (None, sorted(org.members))):
+        cloudformation.create_stack_instances(StackSetName="s", Regions=[MEMBER_REGION],
+                                              DeploymentTargets=json.loads(deploy_config.targets({"OUS": org.ou},
+                                                                                                 chosen)))
+        assert deployed() == expected

@@ -2,8 +2,13 @@
 
 moto runs a Lambda function's code only in Docker. Here a Python function's invocations run in this
 process instead (``make_moto_run_lambda_in_process``): the deployed zip's handler module, loaded afresh for
-each invocation, against this same server, with the function's configured environment; what it logs goes
-to the CloudWatch Logs group /aws/lambda/FUNCTION, as Lambda's does.
+each invocation, against this same server, with the function's configured environment and its role's
+credentials (so it acts in its own account); what it logs goes to the CloudWatch Logs group
+/aws/lambda/FUNCTION, as Lambda's does.
+
+`make local-aws` (``serve_forever``) also holds an organisation (``make_organisation``), with the stand-ins that
+make moto's EventBridge, StackSets and change sets behave as AWS's across accounts and regions
+(``organisation_stand_ins``; tests/test_org_central.py sets the same ones).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import json
 import linecache
 import logging
 import os
+import re
+import shlex
 import sys
 import threading
 import time
@@ -26,6 +33,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from moto.server import ThreadedMotoServer
@@ -302,10 +310,7 @@ def invocation_environment(function: Any, endpoint: str | None, stream: str) -> 
         "LAMBDA_TASK_ROOT": "/var/task",
         "AWS_REGION": function.region,
         "AWS_DEFAULT_REGION": function.region,
-        # The execution role's credentials, in Lambda. moto accepts any (its STS included): a local demo.
-        "AWS_ACCESS_KEY_ID": FAKE_ENV["AWS_ACCESS_KEY_ID"],
-        "AWS_SECRET_ACCESS_KEY": FAKE_ENV["AWS_SECRET_ACCESS_KEY"],
-        "AWS_SESSION_TOKEN": "testing",
+        **execution_credentials(function),
         "AWS_CONFIG_FILE": os.devnull,  # no profile of this machine's
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         **({"AWS_ENDPOINT_URL": endpoint} if endpoint else {}),
@@ -318,6 +323,19 @@ def invocation_environment(function: Any, endpoint: str | None, stream: str) -> 
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def execution_credentials(function: Any) -> dict[str, str]:
+    """The execution role's credentials, as Lambda gives them: its role assumed (moto's STS, in this process), so
+    every call the function makes is in the function's own account (a stack set's member account included). moto
+    accepts any signature: the new key's check proves nothing locally."""
+    from moto.sts.models import sts_backends
+
+    assumed = sts_backends[function.account_id]["aws"].assume_role(
+        region_name=function.region, role_session_name=function.function_name[:64], role_arn=function.role,
+        policy="", duration=900, external_id="")
+    return {"AWS_ACCESS_KEY_ID": assumed.access_key_id, "AWS_SECRET_ACCESS_KEY": assumed.secret_access_key,
+            "AWS_SESSION_TOKEN": assumed.session_token}
 
 
 class LogSink(io.TextIOBase):
@@ -382,22 +400,147 @@ def captured(sink: LogSink, request_id: str) -> Iterator[None]:
         sink.close_partial()
 
 
+# ---------------------------------------------------------------------------
+# An organisation: EventBridge and StackSets across accounts and regions, as AWS has them
+# ---------------------------------------------------------------------------
+
+ORGANISATION = {"workloads": ("dev", "prod"), "": ("security",)}  # make local-aws's OUs (root: "") and accounts
+ACCOUNT_ROLE = "OrganizationAccountAccessRole"  # the role Organizations makes in each account it creates
+STACK_SET_FILTERS = ("INTERSECTION", "DIFFERENCE", "UNION")
+
+
+def delivered_as_aws_does(original: Any) -> Any:
+    """moto's Rule.send_to_targets, but a schedule rule matches no event, and an event forwarded to another bus
+    (another account's, another region's) arrives as itself (AWS keeps its account, region and time), matched
+    against that bus's rules; every other target as moto sends it."""
+
+    def send_to_targets(self, event, transform_input=True):
+        from moto.events.models import events_backends
+
+        if self.scheduled_expression:
+            return
+        buses = [t for t in self.targets if re.fullmatch(r"arn:aws:events:[^:]+:\d{12}:event-bus/.+", t["Arn"])]
+        if buses and self.event_pattern.matches_event(event):
+            for target in buses:
+                _arn, _aws, _events, region, account, resource = target["Arn"].split(":", 5)
+                bus = events_backends[account][region].event_buses.get(resource.split("/", 1)[1])
+                for rule in list(bus.rules.values()) if bus else []:
+                    rule.send_to_targets(dict(event))
+        kept, self.targets = self.targets, [t for t in self.targets if t not in buses]
+        try:
+            original(self, event, transform_input)
+        finally:
+            self.targets = kept
+
+    send_to_targets.as_aws = True
+    return send_to_targets
+
+
+def targeted_as_aws_does(original: Any) -> Any:
+    """moto's StackInstances.create_instances, but DeploymentTargets' Accounts and AccountFilterType count as they
+    do on AWS (moto ignores both: an INTERSECTION of one account deploys every account of the OUs)."""
+
+    def create_instances(self, accounts, regions, parameters, deployment_targets, permission_model):
+        chosen, kind = deployment_targets.get("Accounts") or [], deployment_targets.get("AccountFilterType")
+        if not chosen or kind not in STACK_SET_FILTERS:
+            return original(self, accounts, regions, parameters, deployment_targets, permission_model)
+        ous = set(deployment_targets.get("OrganizationalUnitIds") or [])
+        ous |= {ou.id for ou in self.org_backend.ou if ou.parent_id in ous}
+        in_ous = [account.id for account in self.org_backend.accounts if account.parent_id in ous]
+        picked = {"INTERSECTION": [a for a in in_ous if a in chosen],
+                  "DIFFERENCE": [a for a in in_ous if a not in chosen], "UNION": [*in_ous, *chosen]}[kind]
+        return original(self, [*accounts, *picked], regions, parameters, {}, permission_model)
+
+    create_instances.as_aws = True
+    return create_instances
+
+
+def outputs_as_aws_does(original: Any) -> Any:
+    """moto's ChangeSet.apply, but the stack then has the change set's template's outputs, as on AWS (moto keeps
+    those of the template the stack had before: `aws cloudformation deploy` leaves a new stack without outputs)."""
+
+    def apply(self):
+        from moto.cloudformation.parsing import OutputMap
+
+        original(self)
+        self.stack.output_map = OutputMap(self.stack.resource_map, self.template_dict, self.stack.stack_id)
+
+    apply.as_aws = True
+    return apply
+
+
+def organisation_stand_ins() -> list[tuple[Any, str, Any]]:
+    """(owner, attribute, value): what makes moto's EventBridge and StackSets behave as AWS's do across accounts
+    and regions, and its change sets leave a stack's outputs, for a test to set with monkeypatch, or make local-aws
+    for good."""
+    from moto.cloudformation.models import ChangeSet, StackInstances
+    from moto.events.models import Rule
+    from moto.events.utils import EventTemplateParser
+
+    template = EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE  # AWS gives a target the event's account too
+    if '"account"' not in template:
+        template = template.replace('"region"', '"account": "<account>", "region"')
+    patches = [(EventTemplateParser, "DEFAULT_EVENT_INPUT_TEMPLATE", template)]
+    for owner, name, make in ((Rule, "send_to_targets", delivered_as_aws_does),
+                              (StackInstances, "create_instances", targeted_as_aws_does),
+                              (ChangeSet, "apply", outputs_as_aws_does)):
+        current = getattr(owner, name)
+        patches.append((owner, name, current if getattr(current, "as_aws", False) else make(current)))
+    return patches
+
+
+def make_organisation(endpoint: str, config: Path) -> dict[str, str]:
+    """An organisation in this server, its management account the default one: ORGANISATION's OUs and accounts,
+    and ``config``, an AWS CLI config file with a profile for each account (its ACCOUNT_ROLE assumed from the
+    management account's credentials, as an administrator reaches a member account). Its variables to export."""
+    import boto3
+
+    organizations = boto3.client("organizations", endpoint_url=endpoint, region_name=FAKE_ENV["AWS_REGION"],
+                                 aws_access_key_id="testing", aws_secret_access_key="testing")
+    organizations.create_organization(FeatureSet="ALL")
+    root = organizations.list_roots()["Roots"][0]["Id"]
+    exports, profiles = {}, []
+    for ou_name, accounts in ORGANISATION.items():
+        parent = root
+        if ou_name:
+            parent = organizations.create_organizational_unit(ParentId=root, Name=ou_name)["OrganizationalUnit"]["Id"]
+            exports["OU"] = parent
+        for name in accounts:
+            made = organizations.create_account(AccountName=name, Email=f"{name}@example.com")["CreateAccountStatus"]
+            if parent != root:
+                organizations.move_account(AccountId=made["AccountId"], SourceParentId=root, DestinationParentId=parent)
+            profiles.append(f"[profile {name}]\nrole_arn = arn:aws:iam::{made['AccountId']}:role/{ACCOUNT_ROLE}\n"
+                            f"credential_source = Environment\n")
+            exports[f"{name.upper()}_ACCOUNT"] = made["AccountId"]
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("# make local-aws's organisation: each account's profile\n" + "\n".join(profiles))
+    return {"AWS_CONFIG_FILE": str(config.resolve()), "OU": exports["OU"],
+            "SECURITY_ACCOUNT": exports["SECURITY_ACCOUNT"]}
+
+
 def serve_forever(port: int = 5000) -> None:
-    """`make local-aws`: a moto server on 127.0.0.1 until Ctrl-C, and the variables that point the AWS CLI, and
-    so every deploy step of the README, at it. Nothing leaves this machine."""
+    """`make local-aws`: a moto server on 127.0.0.1 until Ctrl-C, holding an organisation (make_organisation), and
+    the variables that point the AWS CLI, and so every deploy step of the README, at it. Nothing leaves this
+    machine."""
     global served_endpoint
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     make_moto_move_current_as_aws_does()
     make_moto_run_lambda_in_process()
+    for owner, name, value in organisation_stand_ins():
+        setattr(owner, name, value)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, bound = server.get_host_and_port()
     served_endpoint = f"http://{host}:{bound}"
+    organisation = make_organisation(served_endpoint, Path("dist") / f"local-aws-{bound}.config")  # one a server
     print("A local moto server stands in for AWS. In another shell:")
-    for name, value in {**FAKE_ENV, "AWS_ENDPOINT_URL": served_endpoint}.items():
-        print(f"  export {name}={value}")
-    print("then follow the README's deploy steps (make policy ACCOUNT_ID=123456789012 ...). A function's invocations "
-          "run its zip's code in this process, its logs go to /aws/lambda/FUNCTION. Ctrl-C stops it.", flush=True)
+    for name, value in {**FAKE_ENV, "AWS_ENDPOINT_URL": served_endpoint, **organisation}.items():
+        print(f"  export {name}={shlex.quote(value)}")
+    print("then follow the README's deploy steps (make policy ACCOUNT_ID=123456789012 ...). Its organisation: this "
+          f"account manages it, OU {organisation['OU']} holds accounts dev and prod, account security "
+          f"({organisation['SECURITY_ACCOUNT']}) is outside it; AWS_CONFIG_FILE has a profile for each. A function's "
+          "invocations run its zip's code in this process, in its own account; its logs go to /aws/lambda/FUNCTION. "
+          "Ctrl-C stops it.", flush=True)
     try:
         while True:
             time.sleep(3600)
