@@ -24,7 +24,8 @@ PORT       ?= 5000
 # REGION defaults to AWS_DEFAULT_REGION or AWS_REGION.
 DEPLOY_VALUES := FUNCTION ROLE REGION TIMEOUT MEMORY SCHEDULE RETRIES EVENT SINCE ACCOUNT_ID PREFIX KMS_KEY_ID \
   USER_PATH STACK TOPIC SECRET \
-  OUS REGIONS ARTIFACT_PREFIX STACK_SET CALL_AS CANARY FAILURE_PERCENT MAX_PERCENT OVERRIDES ORG_ID LOG_GROUP DAYS
+  OUS REGIONS ARTIFACT_PREFIX STACK_SET CALL_AS CANARY FAILURE_PERCENT MAX_PERCENT OVERRIDES ORG_ID LOG_GROUP DAYS \
+  CENTRAL_PROFILE
 # The Makefile's own variables; every other NAME=VALUE on the command line is a setting of the function,
 # passed to tools/deploy_config.py, which checks names and values with the function's own settings table
 # (a typo is refused with the nearest name; NAME= removes the setting); for org-deploy and org-update, each is
@@ -56,7 +57,7 @@ help:  ## this list
 	@echo "  USER_PATH EVENT SINCE SCHEDULE TIMEOUT MEMORY RETRIES, and the function's settings by name:"
 	@echo "  DRY_RUN GRACE_HOURS ROTATE_AFTER_DAYS ..."
 	@echo "Organisation (org-*): OUS REGIONS ARTIFACT_PREFIX STACK_SET CALL_AS CANARY FAILURE_PERCENT MAX_PERCENT"
-	@echo "  OVERRIDES ORG_ID LOG_GROUP DAYS, and template.yaml's parameters by name: SecretNames=..."
+	@echo "  OVERRIDES ORG_ID LOG_GROUP DAYS CENTRAL_PROFILE, and template.yaml's parameters by name: SecretNames=..."
 	@echo "Bench variables: SIZES LATENCY_MS PROPAGATION_S. Demo: VERBOSE=1 shows the function's log lines."
 
 $(VENV)/.installed: requirements-dev.txt

@@ -34,7 +34,8 @@ args = sys.argv[1:]
 with open({log!r}, "a") as log:
     log.write(json.dumps(args) + "\\n")
 answers = json.load(open({answers!r}))
-answer = answers.get(" ".join(args[:2]), {{"out": "{{}}"}})
+words = args[2:] if args[:1] == ["--profile"] else args
+answer = answers.get(" ".join(words[:2]), {{"out": "{{}}"}})
 print(answer["out"])
 sys.exit(answer.get("rc", 0))
 """
@@ -66,6 +67,7 @@ def org(tmp_path, monkeypatch):
                                        "cloudformation update-stack-instances": {"out": "op-3"},
                                        "cloudformation delete-stack-instances": {"out": "op-4"},
                                        "cloudformation describe-stack-set-operation": {"out": "SUCCEEDED"},
+                                       "cloudformation list-stack-instances": {"out": "[]"},
                                        **(script or {})}))
         settings = [name for name in values if name not in deploy_config.RULES]
         code = deploy_config.main([target], {**values, "AWS": str(program), "GIVEN_SETTINGS": " ".join(settings)})
@@ -81,7 +83,7 @@ def arg(call: list[str], flag: str):
 
 
 def named(calls: list[list[str]], operation: str) -> list[list[str]]:
-    return [call for call in calls if call[1] == operation]
+    return [call for call in calls if (call[3] if call[:1] == ["--profile"] else call[1]) == operation]
 
 
 DEPLOY = {"OUS": f"{OU},{OTHER_OU}", "REGIONS": "eu-west-1 us-east-1", "ARTIFACT_PREFIX": "acme-keys",
@@ -102,6 +104,7 @@ def test_org_deploy_creates_a_service_managed_stack_set_and_rolls_out_one_accoun
     assert parameters["CodeBucket"] == "acme-keys" and parameters["CodeBucketPerRegion"] == "true"
     assert re.fullmatch(r"iam-key-rotation/[0-9a-f]{16}\.zip", parameters["CodeKey"])
     assert parameters["EventBusName"] == DEPLOY["EventBusName"] and parameters["SecretNames"] == "iam-keys/*"
+    assert parameters["FunctionName"] == "iam-key-rotation", "one name in every account, not StackSet-...-UUID"
     first, rest = named(calls, "create-stack-instances")
     assert arg(first, "--deployment-targets") == {"OrganizationalUnitIds": [OU, OTHER_OU], "Accounts": [CANARY],
                                                   "AccountFilterType": "INTERSECTION"}
@@ -176,6 +179,8 @@ def test_a_new_stack_set_needs_secret_names_and_nothing_is_created_without(org):
     ("org-deploy", {**DEPLOY, "RotateAfterDays": "3651"}, "RotateAfterDays must be what the template allows"),
     ("org-package", {"REGIONS": "eu-west-1", "ARTIFACT_PREFIX": "Acme_Keys"}, "ARTIFACT_PREFIX must be"),
     ("org-report", {"LOG_GROUP": "/aws/events/x y"}, "LOG_GROUP must be a log group name"),
+    ("org-report", {"CENTRAL_PROFILE": "security --debug"}, "CENTRAL_PROFILE must be an AWS CLI profile's name"),
+    ("org-deploy", {**DEPLOY, "STACK_SET": "k" * 65}, "STACK_SET must be a stack set name"),
 ])
 def test_org_targets_refuse_a_missing_or_bad_value_before_any_call(org, capsys, target, values, says):
     code, calls = org(target, **values)
@@ -231,7 +236,7 @@ def checked_in_logs(account: str, region: str, when: str, rows: list[dict], run:
     """Logs Insights' rows for one whole run, its events made by the function (``checked_entries``) and
     delivered as EventBridge writes an event to a log group (the event's JSON, with its account, region, time)."""
     settings = lambda_function.Settings(event_bus="default", dry_run=dry_run)
-    summary = {"secrets": rows, "oldest_key_age_days": max((r["key_age_days"] or 0) for r in rows),
+    summary = {"secrets": rows, "oldest_key_age_days": max([(r["key_age_days"] or 0) for r in rows], default=0),
                "overdue_keys": sum(r["overdue"] for r in rows), "failed": 0}
     results = []
     for entry in lambda_function.checked_entries(settings, summary, run):
@@ -260,10 +265,16 @@ def test_org_report_prints_each_account_s_latest_whole_run_and_says_which_are_ov
                                                                                overdue=True)], dry_run=True),
         [{"field": "@message", "value": "not an event"}]]}
     monkeypatch.setattr(deploy_config.time, "time", lambda: 1768212000.0)  # 2026-01-12 10:00 UTC
+    deployed = [[CANARY, "eu-west-1"], [PROD, "us-east-1"], [PROD, "eu-west-1"]]  # the stack set's instances
     code, calls = org("org-report", {"logs start-query": {"out": "q-1"},
-                                     "logs get-query-results": {"out": json.dumps(answer)}}, DAYS="7")
+                                     "logs get-query-results": {"out": json.dumps(answer)},
+                                     "cloudformation list-stack-instances": {"out": json.dumps(deployed)}},
+                      DAYS="7", CENTRAL_PROFILE="security")
     assert code == 0
     (start,) = named(calls, "start-query")
+    (listed,) = named(calls, "list-stack-instances")
+    assert start[:2] == ["--profile", "security"] and "--profile" not in listed, "logs as the central account"
+    assert arg(listed, "--stack-set-name") == "iam-key-rotation"
     assert arg(start, "--log-group-name") == "/aws/events/key-rotation"
     assert arg(start, "--query-string") == deploy_config.REPORT_QUERY
     assert int(arg(start, "--end-time")) - int(arg(start, "--start-time")) == 7 * 86400
@@ -276,9 +287,10 @@ def test_org_report_prints_each_account_s_latest_whole_run_and_says_which_are_ov
     assert lines[2].split() == [PROD, "us-east-1", "iam-keys/app", "app", "133", "2025-11-20", "OVERDUE", "(dry",
                                 "run)", version]
     assert "iam-keys/gone" not in "\n".join(lines), "an older run's secret is not reported"
-    assert lines[3].startswith(f"{PROD} us-east-1: STALE, last checked 2026-01-09T06:00:00Z")
-    assert lines[4] == "2 accounts and regions, 2 secrets, 1 overdue, 1 stale (each function's last whole run " \
-                       "in the last 7 days)"
+    assert lines[3].split() == [PROD, "eu-west-1", "-", "-", "-", "-", "MISSING", "-"], "deployed, never heard from"
+    assert lines[4].startswith(f"{PROD} us-east-1: STALE, last checked 2026-01-09T06:00:00Z")
+    assert lines[5] == "3 accounts and regions, 2 secrets, 1 overdue, 1 stale, 1 missing (each function's last " \
+                       "whole run in the last 7 days)"
 
 
 @pytest.mark.unit
@@ -320,6 +332,21 @@ def test_rows_not_as_the_function_writes_them_are_left_out_and_counted_never_pri
     assert [line.split()[:3] for line in lines[1:-2]] == [[PROD, "us-east-1", "iam-keys/ok"]]
     assert lines[-2] == f"{PROD} us-east-1: 5 rows not as the function writes them, left out"
     assert "\x1b" not in out and "111111111111" not in out
+
+
+@pytest.mark.unit
+def test_an_account_that_manages_no_secret_has_a_row_and_unreadable_instances_are_said_so(org, capsys,
+                                                                                          monkeypatch):
+    answer = {"status": "Complete", "results": checked_in_logs(PROD, "us-east-1", "2026-01-12T06:00:00Z", [])}
+    monkeypatch.setattr(deploy_config.time, "time", lambda: 1768212000.0)
+    code, _calls = org("org-report", {"logs start-query": {"out": "q-1"},
+                                      "logs get-query-results": {"out": json.dumps(answer)},
+                                      "cloudformation list-stack-instances": {"out": "", "rc": 254}})
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == [PROD, "us-east-1", "-", "-", "-", "-", "no", "secrets", lambda_function.CODE_VERSION]
+    assert lines[2].startswith("stack set iam-key-rotation's instances could not be read with these credentials")
+    assert lines[3].startswith("1 accounts and regions, 0 secrets, 0 overdue, 0 stale, 0 missing")
 
 
 @pytest.mark.unit

@@ -25,6 +25,7 @@ the AWS CLI.
 from __future__ import annotations
 
 import calendar
+import copy
 import difflib
 import functools
 import hashlib
@@ -139,8 +140,8 @@ RULES: dict[str, tuple[str, str]] = {
     "ARTIFACT_PREFIX": (r"[a-z0-9][a-z0-9-]{1,38}[a-z0-9]",
                         "an S3 bucket name's start: 3 to 40 lowercase letters, digits or '-' (each region's "
                         "bucket is PREFIX-REGION)"),
-    "STACK_SET": (r"[A-Za-z][A-Za-z0-9-]{0,127}",
-                  "a stack set name: a letter, then at most 127 letters, digits or '-'"),
+    "STACK_SET": (r"[A-Za-z][A-Za-z0-9-]{0,63}",  # each account's function is named so: 64 at most
+                  "a stack set name: a letter, then at most 63 letters, digits or '-'"),
     "CALL_AS": (r"SELF|DELEGATED_ADMIN", "SELF (the management account) or DELEGATED_ADMIN"),
     "CANARY": (ACCOUNT_RE, "the account deployed first: 12 digits"),
     "FAILURE_PERCENT": (r"[0-9]{1,3}", "a percentage: a whole number from 0 to 100"),
@@ -150,6 +151,7 @@ RULES: dict[str, tuple[str, str]] = {
     "ORG_ID": (r"o-[a-z0-9]{10,32}", "an organisation id: o- and 10 to 32 lowercase letters or digits"),
     "LOG_GROUP": (r"[A-Za-z0-9_/.#-]{1,512}", "a log group name, e.g. /aws/events/key-rotation"),
     "DAYS": (r"[1-9][0-9]{0,3}", "days: a whole number from 1 to 9999"),
+    "CENTRAL_PROFILE": (r"[A-Za-z0-9_.+@-]{1,128}", "an AWS CLI profile's name (for the central account)"),
 }
 RANGES = {"TIMEOUT": (1, 900), "MEMORY": (128, 10240), "FAILURE_PERCENT": (0, 100), "MAX_PERCENT": (1, 100)}
 DEFAULTS = {"TIMEOUT": "900", "MEMORY": "256", "RETRIES": "2", "SCHEDULE": "cron(0 6 * * ? *)",
@@ -183,7 +185,7 @@ TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                    ("STACK_SET", "CALL_AS", "CANARY", "FAILURE_PERCENT", "MAX_PERCENT", "OVERRIDES")),
     "org-status": ((), ("STACK_SET", "CALL_AS")),
     "org-remove": (("OUS", "REGIONS"), ("STACK_SET", "CALL_AS", "FAILURE_PERCENT", "MAX_PERCENT")),
-    "org-report": ((), ("REGION", "LOG_GROUP", "DAYS")),
+    "org-report": ((), ("REGION", "LOG_GROUP", "DAYS", "CENTRAL_PROFILE", "STACK_SET", "CALL_AS")),
 }
 ORG_TARGETS = ("org-deploy", "org-update")  # the targets that take the template's parameters by name
 # A target's own default where the shared one does not suit: status looks back a week for the last run.
@@ -569,6 +571,12 @@ class Cli:
             raise SystemExit(done.returncode)
         return (done.stdout or "").strip()
 
+    def as_profile(self, profile: str) -> Cli:
+        """This CLI as the named profile (--profile, which the CLI prefers to credentials in the environment)."""
+        other = copy.copy(self)
+        other.program = [*self.program, "--profile", profile] if profile else self.program
+        return other
+
 
 ZIP = "fileb://dist/lambda.zip"
 RESULT = "dist/invoke-result.json"
@@ -946,10 +954,11 @@ def stack_set_call(got: dict[str, str]) -> list[str]:
 
 
 def parameters_json(got: dict[str, str], given: list[tuple[str, str]], previous: list[str]) -> str:
-    """The stack set's parameters: the code's (each region's bucket, the zip's key), those given, and each other
-    one the stack set has kept as it was (UsePreviousValue)."""
+    """The stack set's parameters: the code's (each region's bucket, the zip's key), the function's name (the
+    stack set's, the same in every account: a stack set's stack is named StackSet-NAME-UUID), those given, and
+    each other one the stack set has kept as it was (UsePreviousValue)."""
     values = {"CodeBucket": got["ARTIFACT_PREFIX"], "CodeKey": code_key(), "CodeBucketPerRegion": "true",
-              **dict(given)}
+              "FunctionName": got["STACK_SET"], **dict(given)}
     kept = [{"ParameterKey": name, "UsePreviousValue": True} for name in previous if name not in values]
     return json.dumps([{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()] + kept)
 
@@ -1156,32 +1165,67 @@ def secret_cells(secret: Any, code: str) -> dict[str, str] | None:
     return cells if all(re.fullmatch(CELL_SHAPES[name], value, re.ASCII) for name, value in cells.items()) else None
 
 
-def report_rows(results: list[list[dict]], now: float) -> tuple[list[tuple[str, ...]], list[str]]:
-    """The table's rows (account, region, secret, user, key age, next rotation, state, code) and what is wrong
-    with a run: older than STALE_HOURS, a part missing, rows not of the function's shapes (left out)."""
+def run_rows(account: str, region: str, run: dict, now: float) -> tuple[list[tuple[str, ...]], list[str]]:
+    """One account and region's rows from its latest run, and what is wrong with that run: older than
+    STALE_HOURS, a part missing, rows not of the function's shapes (left out)."""
     rows, notes = [], []
-    for (account, region), run in sorted(latest_runs(results).items()):
-        parts = [run["parts"][number] for number in sorted(run["parts"])]
-        checked = calendar.timegm(time.strptime(run["time"][:19], "%Y-%m-%dT%H:%M:%S"))
-        if (now - checked) / 3600 > STALE_HOURS:
-            notes.append(f"{account} {region}: STALE, last checked {run['time']} (is its daily schedule on?)")
-        if len(parts) != parts[0].get("parts"):
-            notes.append(f"{account} {region}: {len(parts)} parts of its last run arrived, "
-                         f"not {shown(str(parts[0].get('parts')))}")
-        bad = 0
-        for detail in parts:
-            for secret in detail["secrets"]:
-                cells = secret_cells(secret, str(detail.get("code")))
-                if cells is None:
-                    bad += 1
-                    continue
-                state = "OVERDUE" if secret.get("overdue") is True else cells["status"]
-                rows.append((account, region, cells["secret"], cells["user"], cells["key_age_days"],
-                             cells["next_rotation"], state + (" (dry run)" if detail.get("dry_run") is True else ""),
-                             cells["code"]))
-        if bad:
-            notes.append(f"{account} {region}: {bad} rows not as the function writes them, left out")
+    parts = [run["parts"][number] for number in sorted(run["parts"])]
+    checked = calendar.timegm(time.strptime(run["time"][:19], "%Y-%m-%dT%H:%M:%S"))
+    if (now - checked) / 3600 > STALE_HOURS:
+        notes.append(f"{account} {region}: STALE, last checked {run['time']} (is its daily schedule on?)")
+    if len(parts) != parts[0].get("parts"):
+        notes.append(f"{account} {region}: {len(parts)} parts of its last run arrived, "
+                     f"not {shown(str(parts[0].get('parts')))}")
+    bad = 0
+    for detail in parts:
+        for secret in detail["secrets"]:
+            cells = secret_cells(secret, str(detail.get("code")))
+            if cells is None:
+                bad += 1
+                continue
+            state = "OVERDUE" if secret.get("overdue") is True else cells["status"]
+            rows.append((account, region, cells["secret"], cells["user"], cells["key_age_days"],
+                         cells["next_rotation"], state + (" (dry run)" if detail.get("dry_run") is True else ""),
+                         cells["code"]))
+    if bad:
+        notes.append(f"{account} {region}: {bad} rows not as the function writes them, left out")
+    elif not rows:  # it ran and manages no secret: a row all the same, so every account is on the table
+        code = str(parts[0].get("code"))
+        rows.append((account, region, "-", "-", "-", "-", "no secrets",
+                     code if re.fullmatch(CELL_SHAPES["code"], code, re.ASCII) else "-"))
     return rows, notes
+
+
+def report_rows(results: list[list[dict]], now: float,
+                instances: set[tuple[str, str]] | None = None) -> tuple[list[tuple[str, ...]], list[str]]:
+    """The table's rows (account, region, secret, user, key age, next rotation, state, code), each account's
+    latest run's, and what is wrong with a run; an account and region the stack set deployed to (``instances``)
+    that sent no run is a row too: MISSING."""
+    rows, notes = [], []
+    runs = latest_runs(results)
+    for (account, region), run in sorted(runs.items()):
+        more, said = run_rows(account, region, run, now)
+        rows += more
+        notes += said
+    for account, region in sorted((instances or set()) - set(runs)):
+        rows.append((account, region, "-", "-", "-", "-", "MISSING", "-"))
+    return rows, notes
+
+
+def stack_instances(got: dict[str, str], aws: Cli) -> set[tuple[str, str]] | None:
+    """Each (account, region) the stack set has an instance in, or None when these credentials cannot list them
+    (they are not the management account's, or a delegated administrator's with CALL_AS=DELEGATED_ADMIN)."""
+    found = aws("cloudformation", "list-stack-instances", *stack_set_call(got), "--query",
+                "Summaries[].[Account, Region]", "--output", "json", check=False, quiet=True)
+    try:
+        pairs = json.loads(found)
+    except ValueError:
+        return None
+    if not isinstance(pairs, list):
+        return None
+    return {(pair[0], pair[1]) for pair in pairs if isinstance(pair, list) and len(pair) == 2 and all(
+        isinstance(value, str) and re.fullmatch(shape, value, re.ASCII)
+        for shape, value in zip(PLACE_SHAPES[:2], pair, strict=True))}
 
 
 def render_table(rows: list[tuple[str, ...]]) -> str:
@@ -1191,7 +1235,7 @@ def render_table(rows: list[tuple[str, ...]]) -> str:
 
 def query_results(got: dict[str, str], aws: Cli) -> list[list[dict]]:
     """REPORT_QUERY over the last DAYS of LOG_GROUP, waited for."""
-    end = int(time.time())
+    end = int(time.time()) + 60  # a minute ahead: an event of this very second is in
     query = aws("logs", "start-query", "--log-group-name", got["LOG_GROUP"], "--start-time",
                 str(end - int(got["DAYS"]) * 86400), "--end-time", str(end), "--query-string", REPORT_QUERY,
                 "--query", "queryId", "--output", "text")
@@ -1206,15 +1250,23 @@ def query_results(got: dict[str, str], aws: Cli) -> list[list[dict]]:
 
 
 def run_org_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    """One table of every account's managed secrets, from the central log group (a Logs Insights query)."""
-    rows, notes = report_rows(query_results(got, aws), time.time())
+    """One table of every account's managed secrets, from the central log group (a Logs Insights query, as
+    CENTRAL_PROFILE when given), with each account and region the stack set deployed to and never heard from."""
+    instances = stack_instances(got, Cli({"AWS": shlex.join(aws.program)}))  # in the stack set's own region
+    rows, notes = report_rows(query_results(got, aws.as_profile(got.get("CENTRAL_PROFILE", ""))), time.time(),
+                              instances)
     print(render_table([("account", "region", "secret", "user", "key age (days)", "next rotation", "state",
                          "code"), *rows]))
+    if instances is None:
+        notes.append(f"stack set {got['STACK_SET']}'s instances could not be read with these credentials: an "
+                     f"account that never reported is not listed (run from the management account, or "
+                     f"CALL_AS=DELEGATED_ADMIN)")
     for note in notes:
         print(note)
-    print(f"{len({row[:2] for row in rows})} accounts and regions, {len(rows)} secrets, "
-          f"{sum(row[6].startswith('OVERDUE') for row in rows)} overdue, {sum('STALE' in n for n in notes)} stale "
-          f"(each function's last whole run in the last {got['DAYS']} days)")
+    print(f"{len({row[:2] for row in rows})} accounts and regions, {sum(row[2] != '-' for row in rows)} secrets, "
+          f"{sum(row[6].startswith('OVERDUE') for row in rows)} overdue, {sum('STALE' in n for n in notes)} stale, "
+          f"{sum(row[6] == 'MISSING' for row in rows)} missing (each function's last whole run in the last "
+          f"{got['DAYS']} days)")
 
 
 RUN = {"policy": run_policy, "create": run_create, "configure": run_configure, "deploy": run_deploy,
