@@ -453,7 +453,18 @@ def test_alarms_for_route_2a_are_the_templates_four_in_the_function_s_namespace(
 
 
 def test_local_aws_prints_the_variables_to_export():
-    done = subprocess.run([sys.executable, "-c", "import sys; sys.path[:0] = ['tools']; import local_aws, threading; "
-                           "threading.Timer(2, lambda: __import__('os')._exit(0)).start(); local_aws.serve_forever(0)"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert "export AWS_ENDPOINT_URL=http://127.0.0.1:" in done.stdout and "export AWS_REGION=us-east-1" in done.stdout
+    server = subprocess.Popen([sys.executable, "tools/local_aws.py", "0"], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        printed = ""
+        for line in server.stdout:
+            printed += line
+            if "Ctrl-C" in line:
+                break
+    finally:
+        server.terminate()  # as Ctrl-C
+        server.wait(timeout=30)
+    assert "export AWS_ENDPOINT_URL=http://127.0.0.1:" in printed and "export AWS_REGION=us-east-1" in printed
+    config = re.search(r"export AWS_CONFIG_FILE=(\S+)", printed)
+    assert config and re.search(r"export OU=ou-\S+", printed), "its organisation, and a profile for each account"
+    assert not Path(config[1]).exists(), "stopped, it leaves no profiles behind"

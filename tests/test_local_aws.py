@@ -171,8 +171,8 @@ def test_make_invoke_report_and_logs_against_make_local_aws():
         assert logs.returncode == 0, logs.stderr
         assert '"action": "run_complete", "dry_run": true' in logs.stdout
     finally:
-        server.kill()
-        server.wait()
+        server.terminate()  # as Ctrl-C: the server removes its organisation's profiles
+        server.wait(timeout=30)
 
 
 def test_secrets_managers_own_rotation_runs_the_four_steps_through_the_zip(server):

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shlex
+import signal
 import sys
 import threading
 import time
@@ -519,10 +520,11 @@ def make_organisation(endpoint: str, config: Path) -> dict[str, str]:
 
 
 def serve_forever(port: int = 5000) -> None:
-    """`make local-aws`: a moto server on 127.0.0.1 until Ctrl-C, holding an organisation (make_organisation), and
-    the variables that point the AWS CLI, and so every deploy step of the README, at it. Nothing leaves this
-    machine."""
+    """`make local-aws`: a moto server on 127.0.0.1 until Ctrl-C (or SIGTERM), holding an organisation
+    (make_organisation), and the variables that point the AWS CLI, and so every deploy step of the README, at it.
+    Nothing leaves this machine."""
     global served_endpoint
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stopped as by Ctrl-C: its profiles go with it
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     make_moto_move_current_as_aws_does()
     make_moto_run_lambda_in_process()
@@ -532,20 +534,24 @@ def serve_forever(port: int = 5000) -> None:
     server.start()
     host, bound = server.get_host_and_port()
     served_endpoint = f"http://{host}:{bound}"
-    organisation = make_organisation(served_endpoint, Path("dist") / f"local-aws-{bound}.config")  # one a server
-    print("A local moto server stands in for AWS. In another shell:")
-    for name, value in {**FAKE_ENV, "AWS_ENDPOINT_URL": served_endpoint, **organisation}.items():
-        print(f"  export {name}={shlex.quote(value)}")
-    print("then follow the README's deploy steps (make policy ACCOUNT_ID=123456789012 ...). Its organisation: this "
-          f"account manages it, OU {organisation['OU']} holds accounts dev and prod, account security "
-          f"({organisation['SECURITY_ACCOUNT']}) is outside it; AWS_CONFIG_FILE has a profile for each. A function's "
-          "invocations run its zip's code in this process, in its own account; its logs go to /aws/lambda/FUNCTION. "
-          "Ctrl-C stops it.", flush=True)
+    config = Path("dist") / f"local-aws-{bound}.config"  # one a server: two may run side by side
     try:
+        organisation = make_organisation(served_endpoint, config)
+        print("A local moto server stands in for AWS. In another shell:")
+        for name, value in {**FAKE_ENV, "AWS_ENDPOINT_URL": served_endpoint, **organisation}.items():
+            print(f"  export {name}={shlex.quote(value)}")
+        print("then follow the README's deploy steps (make policy ACCOUNT_ID=123456789012 ...). Its organisation: "
+              f"this account manages it, OU {organisation['OU']} holds accounts dev and prod, account security "
+              f"({organisation['SECURITY_ACCOUNT']}) is outside it; AWS_CONFIG_FILE has a profile for each. A "
+              "function's invocations run its zip's code in this process, in its own account; its logs go to "
+              "/aws/lambda/FUNCTION. Ctrl-C stops it.", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        pass
+    finally:
         server.stop()
+        config.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
