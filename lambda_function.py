@@ -412,11 +412,21 @@ def setting(environ: Mapping[str, str], name: str, default: Any = None) -> Any:
     return (environ.get(name) or "").strip() or default
 
 
+def arn_fields(arn: str | None) -> list[str]:
+    """An ARN's fields (arn, partition, service, region, account, resource...); [] for anything else."""
+    parts = (arn or "").split(":")
+    return parts if len(parts) >= 6 and parts[0] == "arn" else []
+
+
 def account_of(arn: str | None) -> str | None:
     """The account id of an ARN (None for a name or an ARN without twelve digits there)."""
-    parts = (arn or "").split(":")
-    account = parts[4] if len(parts) >= 6 and parts[0] == "arn" else ""
+    account = (arn_fields(arn) or [""] * 6)[4]
     return account if len(account) == 12 and account.isdigit() else None
+
+
+def region_of(arn: str | None) -> str | None:
+    """The region of an ARN (None for a name, or an ARN without one)."""
+    return (arn_fields(arn) or [""] * 6)[3] or None
 
 
 def event_bus(value: str | None) -> str | None:
@@ -3492,12 +3502,6 @@ def serve_rotation_step(event: dict, context: Any, settings: Settings, clients: 
 
 
 configure_logging()  # before any client exists
-
-
-def region_of(arn: str | None) -> str | None:
-    """The region of an ARN (None for a name, or an ARN without one)."""
-    parts = (arn or "").split(":")
-    return (parts[3] or None) if len(parts) >= 6 and parts[0] == "arn" else None
 
 
 def check_destinations(settings: Settings, context: Any, clients: Clients) -> None:

@@ -350,6 +350,17 @@ def test_an_account_that_manages_no_secret_has_a_row_and_unreadable_instances_ar
 
 
 @pytest.mark.unit
+def test_a_query_filled_to_its_limit_is_said_so(org, capsys, monkeypatch):
+    # Any account may put events on the central bus: enough of them push other accounts' runs out of the answer.
+    flood = checked_in_logs(PROD, "us-east-1", "2026-01-12T06:00:00Z", []) * deploy_config.REPORT_LIMIT
+    monkeypatch.setattr(deploy_config.time, "time", lambda: 1768212000.0)
+    code, _calls = org("org-report", {"logs start-query": {"out": "q-1"}, "logs get-query-results": {
+        "out": json.dumps({"status": "Complete", "results": flood})}})
+    assert code == 0
+    assert f"the query returned its most, {deploy_config.REPORT_LIMIT} events" in capsys.readouterr().out
+
+
+@pytest.mark.unit
 def test_a_retried_invocation_s_parts_are_its_newest():
     # Lambda retries an invocation that failed with the same request id: both attempts send the same run id.
     # The rows come newest first, and the retry's part is the one kept.

@@ -1107,10 +1107,11 @@ def run_org_remove(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
 # each function's latest whole run ("Access Keys Checked": key ages and next rotations as that account computed
 # them, with its own settings). The query asks for the events, newest first; the rows are read from each event's
 # JSON here (so what the table says is what the function sent, whatever Logs Insights' parsing of fields).
-REPORT_QUERY = """fields @timestamp, @message
+REPORT_LIMIT = 10000  # Logs Insights' most rows a query returns
+REPORT_QUERY = f"""fields @timestamp, @message
 | filter source = "key-rotation" and `detail-type` = "Access Keys Checked"
 | sort @timestamp desc
-| limit 10000"""
+| limit {REPORT_LIMIT}"""
 STALE_HOURS = 36  # a function that has not checked its keys for this long is not running daily: said so
 
 
@@ -1253,8 +1254,11 @@ def run_org_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
     """One table of every account's managed secrets, from the central log group (a Logs Insights query, as
     CENTRAL_PROFILE when given), with each account and region the stack set deployed to and never heard from."""
     instances = stack_instances(got, Cli({"AWS": shlex.join(aws.program)}))  # in the stack set's own region
-    rows, notes = report_rows(query_results(got, aws.as_profile(got.get("CENTRAL_PROFILE", ""))), time.time(),
-                              instances)
+    results = query_results(got, aws.as_profile(got.get("CENTRAL_PROFILE", "")))
+    rows, notes = report_rows(results, time.time(), instances)
+    if len(results) >= REPORT_LIMIT:  # any account may put events on the bus: many could push others' out
+        notes.append(f"the query returned its most, {REPORT_LIMIT} events: an older run may be left out (an "
+                     f"account MISSING may have reported; DAYS=1 looks at less)")
     print(render_table([("account", "region", "secret", "user", "key age (days)", "next rotation", "state",
                          "code"), *rows]))
     if instances is None:
