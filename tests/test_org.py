@@ -126,13 +126,13 @@ def test_a_failed_first_account_stops_the_roll_out(org):
 
 @pytest.mark.unit
 def test_overrides_deploy_their_accounts_first_with_their_own_parameters(org):
-    code, calls = org("org-deploy", **DEPLOY, OVERRIDES=f"{PROD}:RotateAfterDays=30 {PROD}:RequireUserTag=true",
+    code, calls = org("org-deploy", **DEPLOY, OVERRIDES=f"{PROD}:RotateAfterDays=30 {PROD}:DryRun=true",
                       CANARY=CANARY, MAX_PERCENT="50", FAILURE_PERCENT="0")
     assert code == 0
     overridden, first, rest = named(calls, "create-stack-instances")
     assert arg(overridden, "--deployment-targets")["Accounts"] == [PROD]
     assert arg(overridden, "--parameter-overrides") == [{"ParameterKey": "RotateAfterDays", "ParameterValue": "30"},
-                                                        {"ParameterKey": "RequireUserTag", "ParameterValue": "true"}]
+                                                        {"ParameterKey": "DryRun", "ParameterValue": "true"}]
     assert arg(first, "--deployment-targets")["Accounts"] == [CANARY]
     assert not named(calls, "list-accounts-for-parent"), "CANARY given: not looked up"
     assert arg(rest, "--operation-preferences")["MaxConcurrentPercentage"] == 50
@@ -170,7 +170,7 @@ def test_a_new_stack_set_needs_secret_names_and_nothing_is_created_without(org):
     ("org-deploy", {**DEPLOY, "CALL_AS": "ADMIN"}, "CALL_AS must be SELF"),
     ("org-deploy", {**DEPLOY, "MAX_PERCENT": "0"}, "MAX_PERCENT must be a percentage"),
     ("org-deploy", {**DEPLOY, "OVERRIDES": "22:DryRun=true"}, "OVERRIDES must be ACCOUNT_ID:Parameter=value"),
-    ("org-deploy", {**DEPLOY, "OVERRIDES": f"{PROD}:DryRun=true"}, "'DryRun' is not a parameter given by name"),
+    ("org-deploy", {**DEPLOY, "OVERRIDES": f"{PROD}:Mode=dry"}, "'Mode' is not a parameter given by name"),
     ("org-deploy", {**DEPLOY, "OVERRIDES": f"{PROD}:RequireUserTag=no"}, "RequireUserTag must be one of"),
     ("org-deploy", {**DEPLOY, "CodeKey": "x.zip"}, "CodeKey is set by ARTIFACT_PREFIX"),
     ("org-deploy", {**DEPLOY, "SecretName": "x"}, "did you mean SecretNames?"),
