@@ -40,7 +40,7 @@ print(answer["out"])
 sys.exit(answer.get("rc", 0))
 """
 OU, OTHER_OU = "ou-ab12-cd34ef56", "ou-ab12-99999999"
-PROD, CANARY = "222222222222", "111111111111"
+PROD, CANARY, MANAGEMENT = "222222222222", "111111111111", "123456789012"
 
 
 @pytest.fixture
@@ -68,6 +68,7 @@ def org(tmp_path, monkeypatch):
                                        "cloudformation delete-stack-instances": {"out": "op-4"},
                                        "cloudformation describe-stack-set-operation": {"out": "SUCCEEDED"},
                                        "cloudformation list-stack-instances": {"out": "[]"},
+                                       "sts get-caller-identity": {"out": MANAGEMENT},
                                        **(script or {})}))
         settings = [name for name in values if name not in deploy_config.RULES]
         code = deploy_config.main([target], {**values, "AWS": str(program), "GIVEN_SETTINGS": " ".join(settings)})
@@ -140,12 +141,14 @@ def test_overrides_deploy_their_accounts_first_with_their_own_parameters(org):
 
 @pytest.mark.unit
 def test_org_update_updates_the_stack_set_staged_keeping_parameters_not_given(org):
-    exists = {"cloudformation describe-stack-set": {"out": json.dumps(["SecretNames", "GraceHours", "CodeKey"])}}
+    exists = {"cloudformation describe-stack-set": {"out": json.dumps(["SecretNames", "GraceHours", "CodeKey",
+                                                                        "FunctionName"])}}
     code, calls = org("org-update", exists, OUS=OU, REGIONS="eu-west-1", ARTIFACT_PREFIX="acme-keys")
     assert code == 0
     first, rest = named(calls, "update-stack-set")
     kept = [p["ParameterKey"] for p in arg(first, "--parameters") if p.get("UsePreviousValue")]
-    assert kept == ["SecretNames", "GraceHours"], "the code's parameters are set anew, the others kept"
+    assert kept == ["SecretNames", "GraceHours", "FunctionName"], "the code's parameters are set anew, the others " \
+                                                                  "kept: a function is never renamed (replaced)"
     assert arg(first, "--deployment-targets")["Accounts"] == [CANARY]
     assert arg(rest, "--deployment-targets") == {"OrganizationalUnitIds": [OU]}
     assert named(calls, "create-stack-instances"), "accounts that joined the OU since are covered"
@@ -217,6 +220,24 @@ def test_org_package_uploads_to_each_region_s_bucket_and_prints_the_organisation
     assert statement["Action"] == "s3:GetObject" and statement["Resource"].endswith("/iam-key-rotation/*")
     assert "aws s3api put-bucket-policy --bucket acme-keys-eu-west-1" in capsys.readouterr().out
     assert not named(calls, "put-bucket-policy"), "printed to apply, never applied"
+    owned = named(calls, "head-bucket") + named(calls, "put-object")
+    assert len(owned) == 4 and all(arg(call, "--expected-bucket-owner") == MANAGEMENT for call in owned)
+
+
+@pytest.mark.unit
+def test_a_code_bucket_someone_else_made_first_is_never_written_and_never_deployed_from(org):
+    # Bucket names are global: acme-keys-eu-west-1 may be another account's, made first (and open to its writes).
+    # Its head as this account's fails, its create fails: nothing is uploaded. org-deploy checks each region's
+    # code is in a bucket of this account before the stack set changes.
+    taken = {"s3api head-bucket": {"out": "", "rc": 254}, "s3api create-bucket": {"out": "", "rc": 254}}
+    with pytest.raises(SystemExit):  # the CLI's own failure, as make prints it
+        org("org-package", taken, REGIONS="eu-west-1", ARTIFACT_PREFIX="acme-keys", ORG_ID="o-abcdefghij")
+    calls = [json.loads(line) for line in Path("calls.jsonl").read_text().splitlines()]
+    assert named(calls, "create-bucket") and not named(calls, "put-object")
+    code, calls = org("org-deploy", {"s3api head-object": {"out": "", "rc": 254}}, **DEPLOY)
+    assert code == 2 and arg(named(calls, "head-object")[0], "--expected-bucket-owner") == MANAGEMENT
+    assert not [call for call in calls if call[1] in ("create-stack-set", "update-stack-set",
+                                                        "create-stack-instances")], "nothing changed"
 
 
 @pytest.mark.unit

@@ -15,8 +15,9 @@ Where moto is not AWS, and what stands in (each at the wire, none in place of ou
 - Logs Insights: moto runs ``fields``, ``sort`` and ``limit``, not ``filter``; org-report reads each event's JSON
   itself and keeps only Access Keys Checked, so its table is the same on AWS.
 - STS: the conftest stand-in judges the new key's signature in whichever account holds it.
-- Stack sets: moto ignores DeploymentTargets' AccountFilterType (org-deploy's first stage, one account): the stand-in
-  counts it as AWS does. moto paces nothing and has no automatic deployment (test_org.py says more).
+- Stack sets: moto ignores DeploymentTargets' AccountFilterType (org-deploy's first stage, one account), and its
+  update of a stack set never reaches the instances' stacks: the stand-ins do both as AWS does. moto paces nothing
+  and has no automatic deployment (test_org.py says more).
 """
 
 from __future__ import annotations

@@ -171,60 +171,70 @@ def test_a_newcomer_walks_the_readme_against_make_local_aws(local_aws):
     assert events.describe_rule(Name="iam-key-rotation-schedule")["State"] == "DISABLED"
 
 
-def test_a_newcomer_deploys_to_every_account_of_an_organisation_against_make_local_aws(local_aws):
-    # make local-aws's organisation: this (management) account, OU workloads of dev and prod, security outside it.
-    # Its profiles assume OrganizationAccountAccessRole, as an administrator reaches a member account. moto's
-    # EventBridge, StackSets and change sets behave as AWS's there (local_aws.organisation_stand_ins); no schedule
-    # fires, so the README's own "now" block is the only run.
-    env = cli_env(local_aws)
-    env.pop("AWS_PROFILE", None)
-    endpoint, region = local_aws["AWS_ENDPOINT_URL"], local_aws["AWS_REGION"]
-    management = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region)
-    accounts = {a["Name"]: a["Id"] for a in management.client("organizations", endpoint_url=endpoint).list_accounts()[
-        "Accounts"]}
-    assert accounts["security"] == local_aws["SECURITY_ACCOUNT"]
+class LocalOrganisation:
+    """make local-aws's organisation, seen as its management account, and each account through the role
+    Organizations makes in it (as its CLI profiles reach them)."""
 
-    def client(account: str, service: str, where: str = region):
-        credentials = management.client("sts", endpoint_url=endpoint).assume_role(
-            RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="test")["Credentials"]
-        return boto3.client(service, endpoint_url=endpoint, region_name=where,
+    def __init__(self, exports: dict[str, str]) -> None:
+        self.endpoint, self.region = exports["AWS_ENDPOINT_URL"], exports["AWS_REGION"]
+        self.management = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                        region_name=self.region)
+        listed = self.management.client("organizations", endpoint_url=self.endpoint).list_accounts()["Accounts"]
+        self.accounts = {a["Name"]: a["Id"] for a in listed}
+        assert self.accounts["security"] == exports["SECURITY_ACCOUNT"]
+
+    def client(self, name: str, service: str, region: str | None = None):
+        credentials = self.management.client("sts", endpoint_url=self.endpoint).assume_role(
+            RoleArn=f"arn:aws:iam::{self.accounts[name]}:role/OrganizationAccountAccessRole",
+            RoleSessionName="test")["Credentials"]
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=region or self.region,
                             aws_access_key_id=credentials["AccessKeyId"],
                             aws_secret_access_key=credentials["SecretAccessKey"],
                             aws_session_token=credentials["SessionToken"])
 
-    # The central stack in the security account, then the code, the bucket policies and the stack set, in one shell.
-    out = run(sh("README.md", "## Organisations") + sh("README.md", "## Organisations", 1), env)
-    (central,) = client(accounts["security"], "cloudformation").describe_stacks(StackName="key-rotation-central")[
-        "Stacks"]
-    bus = next(o["OutputValue"] for o in central["Outputs"] if o["OutputKey"] == "BusArn")
-    assert bus.startswith(f"arn:aws:events:{region}:{accounts['security']}:event-bus/"), bus
-    assert client(accounts["security"], "cloudwatch").get_dashboard(DashboardName="key-rotation-organisation")
-    policy = json.loads(management.client("s3", endpoint_url=endpoint).get_bucket_policy(
-        Bucket="acme-keys-eu-west-1")["Policy"])
-    assert policy["Statement"][0]["Condition"]["StringEquals"]["aws:PrincipalOrgID"].startswith("o-")
-    assert re.search(rf"^stage 1, account {accounts['dev']}: SUCCEEDED$", out, re.M), out
-    for member in (accounts["dev"], accounts["prod"]):
-        assert len(re.findall(rf"^{member}\s+\S+\s+CURRENT\s", out, re.M)) == 2, out  # make org-status: 2 regions
-        for where in ("eu-west-1", "us-east-1"):
-            variables = client(member, "lambda", where).get_function_configuration(FunctionName="iam-key-rotation")[
-                "Environment"]["Variables"]
-            assert variables["EVENT_BUS"] == "default" and variables["CENTRAL_ACCOUNT_ID"] == accounts["security"]
-    assert client(accounts["security"], "lambda").list_functions()["Functions"] == [], "outside the OU"
+    def dry_run(self, name: str, region: str) -> str:
+        """The function's DRY_RUN in that account and region."""
+        function = self.client(name, "lambda", region).get_function_configuration(FunctionName="iam-key-rotation")
+        variables = function["Environment"]["Variables"]
+        assert variables["EVENT_BUS"] == "default" and variables["CENTRAL_ACCOUNT_ID"] == self.accounts["security"]
+        return str(variables["DRY_RUN"])
 
-    # A secret in dev (step 1, there); then the README's run now and the organisation's table.
-    iam, secrets = client(accounts["dev"], "iam"), client(accounts["dev"], "secretsmanager")
+
+def test_a_newcomer_deploys_to_every_account_of_an_organisation_against_make_local_aws(local_aws):
+    # make local-aws's organisation: this (management) account, OU workloads of dev and prod, security outside it;
+    # moto's EventBridge, StackSets and change sets behave as AWS's there (local_aws.organisation_stand_ins). No
+    # schedule fires: the README's own "now" block is the only run. dev has a user and its secret (step 1, there).
+    env = cli_env(local_aws)
+    env.pop("AWS_PROFILE", None)
+    org = LocalOrganisation(local_aws)
+    iam, secrets = org.client("dev", "iam"), org.client("dev", "secretsmanager")
     iam.create_user(UserName="ci-deployer", Path="/key-rotation/")
     arn = secrets.create_secret(Name="iam-keys/ci-deployer", SecretString='{"UserName": "ci-deployer"}')["ARN"]
     iam.tag_user(UserName="ci-deployer", Tags=[{"Key": "key-rotation-secret", "Value": arn}])
-    out = run(sh("README.md", "## Organisations", 2), env)
-    assert iam.list_access_keys(UserName="ci-deployer")["AccessKeyMetadata"] == [], "a dry run"
+
+    # The section's blocks in order, in one shell: the central stack, the code and the stack set (dry runs), a run
+    # now and the table, then the update that makes every function rotate for real.
+    blocks = [sh("README.md", "## Organisations"), sh("README.md", "## Organisations", 1),
+              sh("README.md", "## Organisations", 2), sh("README.md", "## Organisations", 3)]
+    out = run("".join(blocks), env)
+    (central,) = org.client("security", "cloudformation").describe_stacks(StackName="key-rotation-central")["Stacks"]
+    assert {o["OutputKey"]: o["OutputValue"] for o in central["Outputs"]}["BusArn"].startswith(
+        f"arn:aws:events:{org.region}:{org.accounts['security']}:event-bus/")
+    assert org.client("security", "cloudwatch").get_dashboard(DashboardName="key-rotation-organisation")
+    assert re.search(rf"^stage 1, account {org.accounts['dev']}: SUCCEEDED$", out, re.M), out
+    for member in ("dev", "prod"):
+        assert len(re.findall(rf"^{org.accounts[member]}\s+\S+\s+CURRENT\s", out, re.M)) == 2, out  # org-status
+        assert [org.dry_run(member, where) for where in ("eu-west-1", "us-east-1")] == ["false", "false"]
+    assert org.client("security", "lambda").list_functions()["Functions"] == [], "outside the OU"
+    assert iam.list_access_keys(UserName="ci-deployer")["AccessKeyMetadata"] == [], "the run was a dry run"
     table = [line.split() for line in out.splitlines()]
-    assert [accounts["dev"], region, "iam-keys/ci-deployer", "ci-deployer", "None"] in [row[:5] for row in table], out
-    assert ["planned", "(dry", "run)"] in [row[6:9] for row in table], out
-    missing = sorted(row[:2] for row in table if row[6:7] == ["MISSING"])
-    assert missing == sorted([[accounts["dev"], "eu-west-1"], [accounts["prod"], "eu-west-1"],
-                              [accounts["prod"], region]]), out
+    row = [org.accounts["dev"], org.region, "iam-keys/ci-deployer", "ci-deployer", "-"]
+    assert [*row, "planned", "(dry", "run)"] in [r[:5] + r[6:9] for r in table], out  # no key yet: no age
+    missing = sorted(r[:2] for r in table if r[6:7] == ["MISSING"])
+    assert missing == sorted([[org.accounts["dev"], "eu-west-1"], [org.accounts["prod"], "eu-west-1"],
+                              [org.accounts["prod"], org.region]]), out
     assert "4 accounts and regions, 1 secrets, 0 overdue, 0 stale, 3 missing" in out, out
+    assert "DryRun=true" in blocks[1] and "DryRun=false" in blocks[3], "deployed dry, then made to rotate"
 
 
 def test_route_2b_after_route_2a_removes_what_2a_left_then_deploys_the_stack(server):

@@ -151,7 +151,7 @@ RULES: dict[str, tuple[str, str]] = {
     "ORG_ID": (r"o-[a-z0-9]{10,32}", "an organisation id: o- and 10 to 32 lowercase letters or digits"),
     "LOG_GROUP": (r"[A-Za-z0-9_/.#-]{1,512}", "a log group name, e.g. /aws/events/key-rotation"),
     "DAYS": (r"[1-9][0-9]{0,3}", "days: a whole number from 1 to 9999"),
-    "CENTRAL_PROFILE": (r"[A-Za-z0-9_.+@-]{1,128}", "an AWS CLI profile's name (for the central account)"),
+    "CENTRAL_PROFILE": (r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,127}", "an AWS CLI profile's name (for the central account)"),
 }
 RANGES = {"TIMEOUT": (1, 900), "MEMORY": (128, 10240), "FAILURE_PERCENT": (0, 100), "MAX_PERCENT": (1, 100)}
 DEFAULTS = {"TIMEOUT": "900", "MEMORY": "256", "RETRIES": "2", "SCHEDULE": "cron(0 6 * * ? *)",
@@ -928,25 +928,49 @@ def bucket_policy(bucket: str, organisation: str) -> dict:
         "Condition": {"StringEquals": {"aws:PrincipalOrgID": organisation}}}]}
 
 
+def caller_account(aws: Cli) -> str:
+    """The account these credentials are in (sts get-caller-identity), checked: 12 digits."""
+    account = aws("sts", "get-caller-identity", "--query", "Account", "--output", "text")
+    if not re.fullmatch(ACCOUNT_RE, account, re.ASCII):
+        raise Refused(f"refused, nothing changed: sts get-caller-identity answered {shown(account)}, not an account id")
+    return account
+
+
 def run_org_package(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
     """dist/lambda.zip to PREFIX-REGION for each region (the bucket made if missing); each bucket's policy printed
-    and written to dist/, to apply (aws s3api put-bucket-policy), never applied here."""
+    and written to dist/, to apply (aws s3api put-bucket-policy), never applied here. Bucket names are global:
+    every call names this account as the bucket's expected owner, so a bucket of the same name someone else made
+    first is never written to (its head fails, its create fails: the target stops there)."""
     key, environ = code_key(), {"AWS": " ".join(shlex.quote(word) for word in aws.program)}
     organisation = got.get("ORG_ID") or aws("organizations", "describe-organization", "--query", "Organization.Id",
                                             "--output", "text")
     checked("ORG_ID", organisation)
+    owner = ["--expected-bucket-owner", caller_account(aws)]
     for region in listed(got["REGIONS"]):
         regional, bucket = Cli(environ, region), f"{got['ARTIFACT_PREFIX']}-{region}"
-        if regional("s3api", "head-bucket", "--bucket", bucket, check=False, quiet=True, status=True):
+        if regional("s3api", "head-bucket", "--bucket", bucket, *owner, check=False, quiet=True, status=True):
             place = [] if region == "us-east-1" else ["--create-bucket-configuration",
                                                       json.dumps({"LocationConstraint": region})]
             regional("s3api", "create-bucket", "--bucket", bucket, *place, "--output", "text")
-        regional("s3api", "put-object", "--bucket", bucket, "--key", key, "--body", str(CODE_ZIP),
+        regional("s3api", "put-object", "--bucket", bucket, "--key", key, "--body", str(CODE_ZIP), *owner,
                  "--output", "text")
         policy = Path("dist") / f"bucket-policy-{bucket}.json"
         policy.write_text(json.dumps(bucket_policy(bucket, organisation), indent=2) + "\n")
         print(f"s3://{bucket}/{key}\n{policy.read_text()}  apply it: aws s3api put-bucket-policy --bucket {bucket} "
-              f"--policy file://{policy} --region {region}")
+              f"--policy file://{policy} --region {region} {' '.join(owner)}")
+
+
+def check_code(got: dict[str, str], aws: Cli) -> None:
+    """Before the stack set changes: each region's bucket is this account's and holds this code (make org-package
+    put it there), so no account is ever pointed at code someone else may write."""
+    key, environ = code_key(), {"AWS": " ".join(shlex.quote(word) for word in aws.program)}
+    owner = ["--expected-bucket-owner", caller_account(aws)]
+    for region in listed(got["REGIONS"]):
+        bucket = f"{got['ARTIFACT_PREFIX']}-{region}"
+        if Cli(environ, region)("s3api", "head-object", "--bucket", bucket, "--key", key, *owner, check=False,
+                                quiet=True, status=True):
+            raise Refused(f"refused, nothing changed: s3://{bucket}/{key} is not there in a bucket of this account "
+                          f"(make org-package REGIONS=... ARTIFACT_PREFIX={got['ARTIFACT_PREFIX']} puts it there)")
 
 
 def stack_set_call(got: dict[str, str]) -> list[str]:
@@ -954,11 +978,13 @@ def stack_set_call(got: dict[str, str]) -> list[str]:
 
 
 def parameters_json(got: dict[str, str], given: list[tuple[str, str]], previous: list[str]) -> str:
-    """The stack set's parameters: the code's (each region's bucket, the zip's key), the function's name (the
-    stack set's, the same in every account: a stack set's stack is named StackSet-NAME-UUID), those given, and
-    each other one the stack set has kept as it was (UsePreviousValue)."""
+    """The stack set's parameters: the code's (each region's bucket, the zip's key), a new stack set's function
+    name (the stack set's, the same in every account, not its stack's StackSet-NAME-UUID; an update keeps the
+    name the functions have), those given, and each other one the stack set has kept as it was
+    (UsePreviousValue)."""
+    named = {} if previous else {"FunctionName": got["STACK_SET"]}  # a new stack set's; an old one's is kept
     values = {"CodeBucket": got["ARTIFACT_PREFIX"], "CodeKey": code_key(), "CodeBucketPerRegion": "true",
-              "FunctionName": got["STACK_SET"], **dict(given)}
+              **named, **dict(given)}
     kept = [{"ParameterKey": name, "UsePreviousValue": True} for name in previous if name not in values]
     return json.dumps([{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()] + kept)
 
@@ -1046,9 +1072,10 @@ def run_org_deploy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
     """The stack set, created (service-managed, automatic deployment) or updated; the overridden accounts first,
     with their overrides; then its instances in every account of OUS and every region, staged."""
     previous = stack_set_parameters(got, aws)
+    if previous is None and not dict(given).get("SecretNames"):
+        raise Refused("make org-deploy creates the stack set: give SecretNames='iam-keys/*' (the function's sec)")
+    check_code(got, aws)
     if previous is None:
-        if not dict(given).get("SecretNames"):
-            raise Refused("make org-deploy creates the stack set: give SecretNames='iam-keys/*' (the function's sec)")
         aws("cloudformation", "create-stack-set", *stack_set_call(got), "--template-body",
             f"file://{ROOT / 'template.yaml'}", "--parameters", parameters_json(got, given, []),
             "--capabilities", "CAPABILITY_IAM", "--permission-model", "SERVICE_MANAGED", "--auto-deployment",
@@ -1066,6 +1093,7 @@ def run_org_update(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
     previous = stack_set_parameters(got, aws)
     if previous is None:
         raise SystemExit(f"no stack set {got['STACK_SET']} ({got['CALL_AS']}): make org-deploy creates it")
+    check_code(got, aws)
     update_stack_set(got, given, previous, aws)
     apply_overrides(got, "update-stack-instances", aws)
     staged(got, ["create-stack-instances"], aws)
@@ -1163,7 +1191,9 @@ def secret_cells(secret: Any, code: str) -> dict[str, str] | None:
     if not isinstance(secret, dict):
         return None
     cells = {name: str(secret.get(name)) for name in CELL_SHAPES if name != "code"} | {"code": code}
-    return cells if all(re.fullmatch(CELL_SHAPES[name], value, re.ASCII) for name, value in cells.items()) else None
+    if not all(re.fullmatch(CELL_SHAPES[name], value, re.ASCII) for name, value in cells.items()):
+        return None
+    return {name: "-" if value == "None" else value for name, value in cells.items()}  # no key yet: no age
 
 
 def run_rows(account: str, region: str, run: dict, now: float) -> tuple[list[tuple[str, ...]], list[str]]:

@@ -456,6 +456,22 @@ def targeted_as_aws_does(original: Any) -> Any:
     return create_instances
 
 
+def updated_as_aws_does(original: Any) -> Any:
+    """moto's StackSet.update, but each instance's stack is updated too (its overrides kept), as AWS's operation
+    does; moto changes only the stack set's record (a new template or parameter never reaches an account)."""
+
+    def update(self, *args, **kwargs):
+        operation = original(self, *args, **kwargs)
+        for instance in self.instances.stack_instances:
+            given = instance.parameters  # a list: its overrides; a mapping: the stack set's, when it was made
+            overrides = {p["ParameterKey"]: p["ParameterValue"] for p in given} if isinstance(given, list) else {}
+            instance.stack.update(self.template, parameters={**self.parameters, **overrides})
+        return operation
+
+    update.as_aws = True
+    return update
+
+
 def outputs_as_aws_does(original: Any) -> Any:
     """moto's ChangeSet.apply, but the stack then has the change set's template's outputs, as on AWS (moto keeps
     those of the template the stack had before: `aws cloudformation deploy` leaves a new stack without outputs)."""
@@ -472,9 +488,9 @@ def outputs_as_aws_does(original: Any) -> Any:
 
 def organisation_stand_ins() -> list[tuple[Any, str, Any]]:
     """(owner, attribute, value): what makes moto's EventBridge and StackSets behave as AWS's do across accounts
-    and regions, and its change sets leave a stack's outputs, for a test to set with monkeypatch, or make local-aws
-    for good."""
-    from moto.cloudformation.models import ChangeSet, StackInstances
+    and regions (a stack set's update reaching its instances), and its change sets leave a stack's outputs, for
+    a test to set with monkeypatch, or make local-aws for good."""
+    from moto.cloudformation.models import ChangeSet, StackInstances, StackSet
     from moto.events.models import Rule
     from moto.events.utils import EventTemplateParser
 
@@ -484,6 +500,7 @@ def organisation_stand_ins() -> list[tuple[Any, str, Any]]:
     patches = [(EventTemplateParser, "DEFAULT_EVENT_INPUT_TEMPLATE", template)]
     for owner, name, make in ((Rule, "send_to_targets", delivered_as_aws_does),
                               (StackInstances, "create_instances", targeted_as_aws_does),
+                              (StackSet, "update", updated_as_aws_does),
                               (ChangeSet, "apply", outputs_as_aws_does)):
         current = getattr(owner, name)
         patches.append((owner, name, current if getattr(current, "as_aws", False) else make(current)))
