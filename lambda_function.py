@@ -3187,9 +3187,11 @@ def checked_entries(settings: Settings, summary: dict[str, Any], run_id: str) ->
              "status": s["status"], "key_age_days": s.get("key_age_days"), "next_rotation": s.get("next_rotation"),
              "overdue": bool(s.get("overdue"))} for s in summary["secrets"]]
     parts = [rows[i:i + CHECKED_ROWS] for i in range(0, len(rows), CHECKED_ROWS)] or [[]]
+    read = settings.account_report and not (summary.get("report") or {}).get("failed")  # else: not known
     common = {"run": run_id, "parts": len(parts), "code": CODE_VERSION, "dry_run": settings.dry_run,
               "secrets_checked": len(rows), "oldest_key_age_days": summary["oldest_key_age_days"],
-              "overdue_keys": summary["overdue_keys"], "failed": summary["failed"]}
+              "overdue_keys": summary["overdue_keys"], "failed": summary["failed"],
+              "unmanaged_overdue_keys": summary.get("unmanaged_overdue_keys") if read else None}
     return [{"Source": EVENT_SOURCE, "DetailType": CHECKED, "Detail": json.dumps({**common, "part": number,
                                                                                    "secrets": part}),
              "EventBusName": settings.event_bus} for number, part in enumerate(parts, start=1)]

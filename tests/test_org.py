@@ -371,6 +371,29 @@ def test_an_account_that_manages_no_secret_has_a_row_and_unreadable_instances_ar
 
 
 @pytest.mark.unit
+def test_keys_no_secret_holds_past_the_deadline_are_said_so_where_the_credential_report_was_read():
+    # The function's own events (checked_entries): with ACCOUNT_REPORT, the count of Active keys past the deadline
+    # that no secret holds; without it, or when the report failed, null (not known), never 0.
+    def delivered(settings, summary) -> list[list[dict]]:
+        (entry,) = lambda_function.checked_entries(settings, summary, "r")
+        event = {"detail-type": entry["DetailType"], "source": entry["Source"], "account": PROD,
+                 "region": "us-east-1", "time": "2026-01-12T06:00:00Z", "detail": json.loads(entry["Detail"])}
+        return [[{"field": "@message", "value": json.dumps(event)}]]
+
+    summary = {"secrets": [secret_row("iam-keys/app", 3, "2026-03-01")], "oldest_key_age_days": 3,
+               "overdue_keys": 0, "failed": 0, "unmanaged_overdue_keys": 2, "report": {}}
+    reading = lambda_function.Settings(event_bus="default", account_report=True)
+    _rows, notes = deploy_config.report_rows(delivered(reading, summary), 1768212000.0)
+    assert notes == [f"{PROD} us-east-1: OVERDUE, 2 Active keys past the deadline that no secret holds (make report "
+                     f"there names them)"]
+    for settings, ran in ((lambda_function.Settings(event_bus="default"), summary),
+                          (reading, {**summary, "report": {"failed": "the credential report did not complete"}})):
+        (result,) = delivered(settings, ran)
+        assert json.loads(result[0]["value"])["detail"]["unmanaged_overdue_keys"] is None
+        assert deploy_config.report_rows([result], 1768212000.0)[1] == []
+
+
+@pytest.mark.unit
 def test_a_query_filled_to_its_limit_is_said_so(org, capsys, monkeypatch):
     # Any account may put events on the central bus: enough of them push other accounts' runs out of the answer.
     flood = checked_in_logs(PROD, "us-east-1", "2026-01-12T06:00:00Z", []) * deploy_config.REPORT_LIMIT

@@ -1218,6 +1218,10 @@ def run_rows(account: str, region: str, run: dict, now: float) -> tuple[list[tup
             rows.append((account, region, cells["secret"], cells["user"], cells["key_age_days"],
                          cells["next_rotation"], state + (" (dry run)" if detail.get("dry_run") is True else ""),
                          cells["code"]))
+    unmanaged = parts[0].get("unmanaged_overdue_keys")
+    if isinstance(unmanaged, int) and not isinstance(unmanaged, bool) and unmanaged > 0:
+        notes.append(f"{account} {region}: OVERDUE, {unmanaged} Active keys past the deadline that no secret holds "
+                     f"(make report there names them)")
     if bad:
         notes.append(f"{account} {region}: {bad} rows not as the function writes them, left out")
     elif not rows:  # it ran and manages no secret: a row all the same, so every account is on the table

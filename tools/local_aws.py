@@ -557,7 +557,7 @@ def serve_forever(port: int = 5000) -> None:
         print("A local moto server stands in for AWS. In another shell:")
         for name, value in {**FAKE_ENV, "AWS_ENDPOINT_URL": served_endpoint, **organisation}.items():
             print(f"  export {name}={shlex.quote(value)}")
-        print("then follow the README's deploy steps (make policy ACCOUNT_ID=123456789012 ...). Its organisation: "
+        print("then follow the README's deploy steps (this account is 123456789012). Its organisation: "
               f"this account manages it, OU {organisation['OU']} holds accounts dev and prod, account security "
               f"({organisation['SECURITY_ACCOUNT']}) is outside it; AWS_CONFIG_FILE has a profile for each. A "
               "function's invocations run its zip's code in this process, in its own account; its logs go to "
