@@ -1041,13 +1041,22 @@ def staged(got: dict[str, str], action: list[str], aws: Cli) -> None:
         wait_for(got, operation, stage, aws)
 
 
+UNREAD = object()  # a read that failed, or answered no JSON
+
+
+def read_json(aws: Cli, *args: str) -> Any:
+    """A read's answer (--output json), or UNREAD; its failure is the caller's to judge, and printed by no one."""
+    try:
+        return json.loads(aws(*args, "--output", "json", check=False, quiet=True))
+    except ValueError:
+        return UNREAD
+
+
 def stack_set_parameters(got: dict[str, str], aws: Cli) -> list[str] | None:
     """The stack set's parameter names, or None when there is no such stack set."""
-    found = aws("cloudformation", "describe-stack-set", *stack_set_call(got), "--query",
-                "StackSet.Parameters[].ParameterKey", "--output", "json", check=False, quiet=True)
-    try:
-        names = json.loads(found)
-    except ValueError:
+    names = read_json(aws, "cloudformation", "describe-stack-set", *stack_set_call(got), "--query",
+                      "StackSet.Parameters[].ParameterKey")
+    if names is UNREAD:
         return None
     return [name for name in names if isinstance(name, str)] if isinstance(names, list) else []
 
@@ -1250,12 +1259,8 @@ def report_rows(results: list[list[dict]], now: float,
 def stack_instances(got: dict[str, str], aws: Cli) -> set[tuple[str, str]] | None:
     """Each (account, region) the stack set has an instance in, or None when these credentials cannot list them
     (they are not the management account's, or a delegated administrator's with CALL_AS=DELEGATED_ADMIN)."""
-    found = aws("cloudformation", "list-stack-instances", *stack_set_call(got), "--query",
-                "Summaries[].[Account, Region]", "--output", "json", check=False, quiet=True)
-    try:
-        pairs = json.loads(found)
-    except ValueError:
-        return None
+    pairs = read_json(aws, "cloudformation", "list-stack-instances", *stack_set_call(got), "--query",
+                      "Summaries[].[Account, Region]")
     if not isinstance(pairs, list):
         return None
     return {(pair[0], pair[1]) for pair in pairs if isinstance(pair, list) and len(pair) == 2 and all(
