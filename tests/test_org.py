@@ -18,6 +18,7 @@ import re
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import boto3
 import deploy_config
@@ -486,20 +487,27 @@ def test_each_check_checkov_skips_in_central_yaml_is_explained_and_make_lint_run
 
 # --- moto: the arguments the tool builds, against Organizations and StackSets as moto models them -------------------
 
+def an_ou_of_two_accounts() -> tuple[Any, str, str, list[str]]:
+    """moto's Organizations: the client, its root, an OU, and the OU's two accounts (dev, prod)."""
+    organizations = boto3.client("organizations", region_name="us-east-1")
+    organizations.create_organization(FeatureSet="ALL")
+    root = organizations.list_roots()["Roots"][0]["Id"]
+    ou = organizations.create_organizational_unit(ParentId=root, Name="workloads")["OrganizationalUnit"]["Id"]
+    accounts = []
+    for name in ("dev", "prod"):
+        made = organizations.create_account(AccountName=name, Email=f"{name}@example.com")["CreateAccountStatus"]
+        organizations.move_account(AccountId=made["AccountId"], SourceParentId=root, DestinationParentId=ou)
+        accounts.append(made["AccountId"])
+    return organizations, root, ou, accounts
+
+
 @pytest.mark.unit
 def test_the_stack_set_the_tool_describes_deploys_to_every_account_of_an_ou_in_moto(org, monkeypatch):
-    # moto makes a stack instance per account and region of the OU; it paces nothing and makes no stack in the
-    # member accounts, and refuses AccountFilterType (so the first stage's targets are the OU's first account).
+    # moto makes a stack instance per account and region of the OU and runs the template in each; it paces
+    # nothing and ignores AccountFilterType (both stages here deploy the whole OU; test_org_central's stand-in
+    # counts it as AWS does).
     with mock_aws():
-        organizations = boto3.client("organizations", region_name="us-east-1")
-        organizations.create_organization(FeatureSet="ALL")
-        root = organizations.list_roots()["Roots"][0]["Id"]
-        ou = organizations.create_organizational_unit(ParentId=root, Name="workloads")["OrganizationalUnit"]["Id"]
-        accounts = []
-        for name in ("dev", "prod"):
-            made = organizations.create_account(AccountName=name, Email=f"{name}@example.com")["CreateAccountStatus"]
-            organizations.move_account(AccountId=made["AccountId"], SourceParentId=root, DestinationParentId=ou)
-            accounts.append(made["AccountId"])
+        organizations, root, ou, accounts = an_ou_of_two_accounts()
         got = {**{k: v for k, v in DEPLOY.items() if k in deploy_config.RULES}, "OUS": ou, "STACK_SET": "keys",
                "CALL_AS": "SELF", "FAILURE_PERCENT": "10", "MAX_PERCENT": "25"}
         for region in deploy_config.listed(got["REGIONS"]):  # make org-package's buckets

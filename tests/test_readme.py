@@ -105,24 +105,30 @@ def local_aws():
         server.wait(timeout=30)
 
 
-def test_a_newcomer_walks_the_readme_against_make_local_aws(local_aws):
-    # Steps 1, 2a, 3 and 4, then day two, in the README's order, in a second shell holding the exports.
-    env = cli_env({**local_aws, "AWS_PROFILE": ""})
-    env.pop("AWS_PROFILE")
+class LocalAccount:
+    """make local-aws's own account (the credentials it exports), and ci-deployer's keys and secret there."""
 
-    def client(service: str):
-        return boto3.client(service, endpoint_url=local_aws["AWS_ENDPOINT_URL"], region_name=local_aws["AWS_REGION"],
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+    def __init__(self, exports: dict[str, str]) -> None:
+        self.exports = exports
+        self.iam, self.secrets = self.client("iam"), self.client("secretsmanager")
 
-    iam, secrets, lam, events = client("iam"), client("secretsmanager"), client("lambda"), client("events")
+    def client(self, service: str):
+        return boto3.client(service, endpoint_url=self.exports["AWS_ENDPOINT_URL"],
+                            region_name=self.exports["AWS_REGION"], aws_access_key_id="testing",
+                            aws_secret_access_key="testing")
 
-    def keys() -> dict[str, str]:
-        listed = iam.list_access_keys(UserName="ci-deployer")["AccessKeyMetadata"]
+    def keys(self) -> dict[str, str]:
+        listed = self.iam.list_access_keys(UserName="ci-deployer")["AccessKeyMetadata"]
         return {k["AccessKeyId"]: k["Status"] for k in listed}
 
-    def held() -> str | None:
-        return json.loads(secrets.get_secret_value(SecretId="iam-keys/ci-deployer")["SecretString"]).get("AccessKeyId")
+    def held(self) -> str | None:
+        value = self.secrets.get_secret_value(SecretId="iam-keys/ci-deployer")["SecretString"]
+        return json.loads(value).get("AccessKeyId")
 
+
+def walk_steps_1_and_2a(env: dict[str, str], account: LocalAccount, lam) -> None:
+    """The README's steps 1 and 2a, as written, and what each leaves behind."""
+    iam, secrets = account.iam, account.secrets
     # 1. On a fresh account the user does not exist: the block makes it (at /, as IAM does by default), moves it
     # under /key-rotation/ as it would an existing user, and tags it naming the secret.
     run(sh("README.md", "### 1. A secret per user, and the user's tag naming it back"), env)
@@ -140,6 +146,17 @@ def test_a_newcomer_walks_the_readme_against_make_local_aws(local_aws):
     assert config["Environment"]["Variables"] == {"sec": "iam-keys/*", "ROTATE_AFTER_DAYS": "80", "GRACE_HOURS": "24"}
     assert config["Runtime"] == "python3.13"
     assert config["Role"] == iam.get_role(RoleName="iam-key-rotation")["Role"]["Arn"]
+
+
+def test_a_newcomer_walks_the_readme_against_make_local_aws(local_aws):
+    # Steps 1, 2a, 3 and 4, then day two, in the README's order, in a second shell holding the exports.
+    env = cli_env({**local_aws, "AWS_PROFILE": ""})
+    env.pop("AWS_PROFILE")
+    account = LocalAccount(local_aws)
+    secrets, lam, events = account.secrets, account.client("lambda"), account.client("events")
+    keys, held = account.keys, account.held
+
+    walk_steps_1_and_2a(env, account, lam)
 
     # 3. The dry run changes nothing; its log lines are there. Then the first rotation, and the report.
     out = run(sh("README.md", "### 3. A dry run first"), env)

@@ -463,6 +463,18 @@ def check_destination(setting: str, arn: str, account_id: str, central_account_i
                   f"CENTRAL_ACCOUNT_ID={account} if that is your organisation's central account)")
 
 
+def filled(value: Any, parts: Mapping[str, str]) -> Any:
+    """A policy statement with its placeholders filled in each string that holds one (one pass: a filled-in value
+    is never read again for placeholders), never in the JSON text."""
+    if isinstance(value, str):
+        return PLACEHOLDERS.sub(lambda m: parts[m.group()], value)
+    if isinstance(value, list):
+        return [filled(v, parts) for v in value]
+    if isinstance(value, dict):
+        return {k: filled(v, parts) for k, v in value.items()}
+    return value
+
+
 def render_policy(account_id: str, region: str, function: str, prefix: str = "iam-keys/", kms_key_id: str = "",
                   user_path: str = "/", event_bus: str = "", account_report: str = "",
                   lookup_holdouts: str = "", notify_topic_arn: str = "", central_account_id: str = "") -> dict:
@@ -478,16 +490,6 @@ def render_policy(account_id: str, region: str, function: str, prefix: str = "ia
     check_policy_values(account_id, region, function, prefix, kms_key_id, user_path, event_bus, account_report,
                         lookup_holdouts, notify_topic_arn, central_account_id)
     parts = {"ACCOUNT_ID": account_id, "REGION": region, "FUNCTION_NAME": function, "iam-keys/": prefix}
-
-    def fill(value: Any) -> Any:
-        if isinstance(value, str):  # one pass: a filled-in value is never read again for placeholders
-            return PLACEHOLDERS.sub(lambda m: parts[m.group()], value)
-        if isinstance(value, list):
-            return [fill(v) for v in value]
-        if isinstance(value, dict):
-            return {k: fill(v) for k, v in value.items()}
-        return value
-
     truthy = function_module().TRUE_WORDS
     wanted = {"UseSecretsKeyOnlyViaSecretsManager": bool(kms_key_id), "PublishRotationEvents": bool(event_bus),
               "ReadCredentialReport": account_report.strip().lower() in truthy,
@@ -497,7 +499,7 @@ def render_policy(account_id: str, region: str, function: str, prefix: str = "ia
     for statement in template["Statement"]:
         if not wanted.get(statement["Sid"], True):
             continue
-        statement = fill(statement)
+        statement = filled(statement, parts)
         if statement["Sid"] == "UseSecretsKeyOnlyViaSecretsManager":
             statement.update(kms_resource(kms_key_id, account_id, region, statement.get("Condition", {})))
         elif statement["Sid"] == "PublishRotationEvents":
