@@ -49,6 +49,22 @@ FAKE_ENV = {
 }
 
 
+class MotoServer(ThreadedMotoServer):
+    """moto's threaded server, but stopped within 50 ms (werkzeug looks for a stop every half second by default,
+    half a second each test that starts a server waits for nothing)."""
+
+    STOP_POLL_SECONDS = 0.05
+
+    def _server_entry(self) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+
+        self._server = make_server(self._ip_address, self._port, DomainDispatcherApplication(create_backend_app),
+                                   True, request_handler=MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever(poll_interval=self.STOP_POLL_SECONDS)
+
+
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     """Run a moto server on a free loopback port; point boto3 at it via AWS_ENDPOINT_URL."""
@@ -56,7 +72,7 @@ def moto_server() -> Iterator[str]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     make_moto_move_current_as_aws_does()
     make_moto_run_lambda_in_process()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = served_endpoint = f"http://{host}:{port}"
@@ -547,7 +563,7 @@ def serve_forever(port: int = 5000) -> None:
     make_moto_run_lambda_in_process()
     for owner, name, value in organisation_stand_ins():
         setattr(owner, name, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = MotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, bound = server.get_host_and_port()
     served_endpoint = f"http://{host}:{bound}"
