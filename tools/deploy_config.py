@@ -573,6 +573,10 @@ class Cli:
             raise SystemExit(done.returncode)
         return (done.stdout or "").strip()
 
+    def in_region(self, region: str) -> Cli:
+        """This CLI in another region (empty: the environment's own, as a Cli made without one)."""
+        return Cli({"AWS": shlex.join(self.program)}, region)
+
     def as_profile(self, profile: str) -> Cli:
         """This CLI as the named profile (--profile, which the CLI prefers to credentials in the environment)."""
         other = copy.copy(self)
@@ -943,13 +947,13 @@ def run_org_package(got: dict[str, str], given: list[tuple[str, str]], aws: Cli)
     and written to dist/, to apply (aws s3api put-bucket-policy), never applied here. Bucket names are global:
     every call names this account as the bucket's expected owner, so a bucket of the same name someone else made
     first is never written to (its head fails, its create fails: the target stops there)."""
-    key, environ = code_key(), {"AWS": " ".join(shlex.quote(word) for word in aws.program)}
+    key = code_key()
     organisation = got.get("ORG_ID") or aws("organizations", "describe-organization", "--query", "Organization.Id",
                                             "--output", "text")
     checked("ORG_ID", organisation)
     owner = ["--expected-bucket-owner", caller_account(aws)]
     for region in listed(got["REGIONS"]):
-        regional, bucket = Cli(environ, region), f"{got['ARTIFACT_PREFIX']}-{region}"
+        regional, bucket = aws.in_region(region), f"{got['ARTIFACT_PREFIX']}-{region}"
         if regional("s3api", "head-bucket", "--bucket", bucket, *owner, check=False, quiet=True, status=True):
             place = [] if region == "us-east-1" else ["--create-bucket-configuration",
                                                       json.dumps({"LocationConstraint": region})]
@@ -965,11 +969,10 @@ def run_org_package(got: dict[str, str], given: list[tuple[str, str]], aws: Cli)
 def check_code(got: dict[str, str], aws: Cli) -> None:
     """Before the stack set changes: each region's bucket is this account's and holds this code (make org-package
     put it there), so no account is ever pointed at code someone else may write."""
-    key, environ = code_key(), {"AWS": " ".join(shlex.quote(word) for word in aws.program)}
-    owner = ["--expected-bucket-owner", caller_account(aws)]
+    key, owner = code_key(), ["--expected-bucket-owner", caller_account(aws)]
     for region in listed(got["REGIONS"]):
         bucket = f"{got['ARTIFACT_PREFIX']}-{region}"
-        if Cli(environ, region)("s3api", "head-object", "--bucket", bucket, "--key", key, *owner, check=False,
+        if aws.in_region(region)("s3api", "head-object", "--bucket", bucket, "--key", key, *owner, check=False,
                                 quiet=True, status=True):
             raise Refused(f"refused, nothing changed: s3://{bucket}/{key} is not there in a bucket of this account "
                           f"(make org-package REGIONS=... ARTIFACT_PREFIX={got['ARTIFACT_PREFIX']} puts it there)")
@@ -1294,7 +1297,7 @@ def query_results(got: dict[str, str], aws: Cli) -> list[list[dict]]:
 def run_org_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
     """One table of every account's managed secrets, from the central log group (a Logs Insights query, as
     CENTRAL_PROFILE when given), with each account and region the stack set deployed to and never heard from."""
-    instances = stack_instances(got, Cli({"AWS": shlex.join(aws.program)}))  # in the stack set's own region
+    instances = stack_instances(got, aws.in_region(""))  # in the stack set's own region
     results = query_results(got, aws.as_profile(got.get("CENTRAL_PROFILE", "")))
     rows, notes = report_rows(results, time.time(), instances)
     if len(results) >= REPORT_LIMIT:  # any account may put events on the bus: many could push others' out

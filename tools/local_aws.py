@@ -65,17 +65,25 @@ class MotoServer(ThreadedMotoServer):
         self._server.serve_forever(poll_interval=self.STOP_POLL_SECONDS)
 
 
-@contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """Run a moto server on a free loopback port; point boto3 at it via AWS_ENDPOINT_URL."""
+def start_server(port: int) -> tuple[MotoServer, str]:
+    """A moto server on 127.0.0.1:port (0: a free one) that runs a function's invocations in this process, and
+    its endpoint (this process's served_endpoint)."""
     global served_endpoint
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     make_moto_move_current_as_aws_does()
     make_moto_run_lambda_in_process()
-    server = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = MotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    host, port = server.get_host_and_port()
-    endpoint = served_endpoint = f"http://{host}:{port}"
+    host, bound = server.get_host_and_port()
+    served_endpoint = f"http://{host}:{bound}"
+    return server, served_endpoint
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """Run a moto server on a free loopback port; point boto3 at it via AWS_ENDPOINT_URL."""
+    global served_endpoint
+    server, endpoint = start_server(0)
     # moto keeps its state per process: start from an empty account.
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
     saved = {k: os.environ.get(k) for k in [*FAKE_ENV, "AWS_ENDPOINT_URL", "AWS_PROFILE"]}
@@ -556,22 +564,15 @@ def serve_forever(port: int = 5000) -> None:
     """`make local-aws`: a moto server on 127.0.0.1 until Ctrl-C (or SIGTERM), holding an organisation
     (make_organisation), and the variables that point the AWS CLI, and so every deploy step of the README, at it.
     Nothing leaves this machine."""
-    global served_endpoint
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stopped as by Ctrl-C: its profiles go with it
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    make_moto_move_current_as_aws_does()
-    make_moto_run_lambda_in_process()
     for owner, name, value in organisation_stand_ins():
         setattr(owner, name, value)
-    server = MotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    host, bound = server.get_host_and_port()
-    served_endpoint = f"http://{host}:{bound}"
-    config = Path("dist") / f"local-aws-{bound}.config"  # one a server: two may run side by side
+    server, served = start_server(port)
+    config = Path("dist") / f"local-aws-{server.get_host_and_port()[1]}.config"  # one a server: two side by side
     try:
-        organisation = make_organisation(served_endpoint, config)
+        organisation = make_organisation(served, config)
         print("A local moto server stands in for AWS. In another shell:")
-        for name, value in {**FAKE_ENV, "AWS_ENDPOINT_URL": served_endpoint, **organisation}.items():
+        for name, value in {**FAKE_ENV, "AWS_ENDPOINT_URL": served, **organisation}.items():
             print(f"  export {name}={shlex.quote(value)}")
         print("then follow the README's deploy steps (this account is 123456789012). Its organisation: "
               f"this account manages it, OU {organisation['OU']} holds accounts dev and prod, account security "
