@@ -588,6 +588,10 @@ class Holders:
     Active keys nobody holds that IAM shows in use (used, or made, within
     MAX_GRACE_HOURS, or the user's key-rotation-adopted tag names): key id -> its last use, least recently
     used first. ``lost``: keys this function made and never stored (``lost_keys``): nobody can use them.
+    ``unproven``: keys that look like the function's own lost ones but are younger than LAST_USED_LAG, so
+    IAM's silence does not yet prove them unused (a person's key made and used a minute ago looks the same):
+    key id -> the time (ISO) from which IAM's data covers their life. No plan touches them; a rotation that
+    needs their place waits.
     """
 
     current: str | None = None
@@ -595,6 +599,7 @@ class Holders:
     others: Mapping[str, str] = field(default_factory=dict)
     adopted: Mapping[str, str] = field(default_factory=dict)
     lost: frozenset[str] = frozenset()
+    unproven: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -638,7 +643,7 @@ def sorted_out(keys: list[KeyState], holders: Holders, current: KeyState | None)
     function's own lost keys; Active keys this secret's AWSPREVIOUS or AWSPENDING holds; and the free ones (the
     lost, the not Active, then the Active nobody holds), oldest first."""
     mine = [k for k in keys if k.key_id not in holders.others and k is not current
-            and not (k.active and k.key_id in holders.adopted)]
+            and k.key_id not in holders.unproven and not (k.active and k.key_id in holders.adopted)]
     lost = [k for k in mine if k.key_id in holders.lost]
     mine = [k for k in mine if k not in lost]
     in_use = [k for k in mine if k.active and k.key_id in holders.ours]
@@ -646,11 +651,17 @@ def sorted_out(keys: list[KeyState], holders: Holders, current: KeyState | None)
     return lost, in_use, free
 
 
+def unproven_why(key_id: str, until: str) -> str:
+    return (f"{key_id} may be this function's own unstored key, but it is too young for IAM's last-used data "
+            f"(hours behind) to show it unused: left Active, judged again from {until}")
+
+
 def no_room(kept: list[KeyState], keys: list[KeyState], holders: Holders, adopted: list[str]) -> str:
     """Why a plan is blocked: who holds or uses each key that stays."""
     why = [f"{k.key_id} is Active and held by this secret's AWSPREVIOUS or AWSPENDING version" for k in kept]
     why += [f"{k.key_id} is held by secret {holders.others[k.key_id]!r}" for k in keys if k.key_id in holders.others]
     why += [f"{key_id} is held by no secret but in use (last used {holders.adopted[key_id]})" for key_id in adopted]
+    why += [unproven_why(key_id, until) for key_id, until in sorted(holders.unproven.items())]
     blocked = "no room for a new key without touching a key someone holds: " + "; ".join(why)
     if adopted:
         blocked += '; {"force": true} deletes the least recently used key in use to make room'
@@ -676,8 +687,8 @@ def plan_rotation(keys: list[KeyState], holders: Holders, force: bool = False) -
     deleted; of two Active keys the unheld one goes (the older if neither is held). No room left: ``blocked``.
     An adopted key (Active, held by no secret, in use) is never deleted nor deactivated by the plan: the usage
     gate retires it (``settle``); if it alone leaves no room, ``force`` deletes the least recently used one
-    and the plan names it. A key this function made and never stored (``lost``) is deleted first: its secret
-    was only ever in a lost answer. Expired keys (IAM) are planned like Inactive ones.
+    and the plan names it. The function's own never stored key (``lost``) is deleted first; one IAM cannot yet
+    prove unused (``unproven``) stays. Expired keys (IAM) are planned like Inactive ones.
     """
     by_age = sorted(keys, key=lambda k: (k.created, k.key_id))
     current = find_key(by_age, holders.current)
@@ -780,6 +791,10 @@ ADOPTED_TAG = "key-rotation-adopted"  # the keys in use the function adopted: "<
 # used, is the function's own: its secret was only ever in a lost answer (a crash, a lost reply, a failed store
 # whose clean-up failed too). Wide enough for the call's retries and the clocks' skew.
 MADE_WINDOW = timedelta(minutes=5)
+# IAM's last-used data lags the use: "recent activity usually appears within 4 hours" (IAM User Guide, "Refine
+# permissions in AWS using last accessed information", tracking period). A key younger than this may have been
+# used with no sign of it yet: IAM's "never used" proves nothing about it, so no such key is deleted as unused.
+LAST_USED_LAG = timedelta(hours=4)
 HELD_PREFIX = "current="  # in the mark: the key the secret held at the create (the one the rotation retires)
 MADE_SKEW = timedelta(seconds=30)  # IAM's clock and Lambda's may differ by this much; a key is made after its mark
 NO_KEY_MADE = "none"  # the mark's token once the create was refused outright: it made no key
@@ -809,6 +824,15 @@ def made_candidates(keys: list[KeyState], held: set[str | None], marker: str | N
         return []
     return [k.key_id for k in keys if k.key_id not in held and k.key_id not in known
             and when - MADE_SKEW <= k.created <= when + MADE_WINDOW]
+
+
+ADOPTION_OVER = "off"  # in the key-rotation-adopted tag, "KEY@off": an adopted key since retired (or found off)
+
+
+def parse_retired(value: str | None) -> frozenset[str]:
+    """The key-rotation-adopted tag's keys whose adoption is over: retired, or found not Active. One of them
+    Active again is a key someone turned on: a new adoption, whatever IAM's lagging last-used data shows."""
+    return frozenset(part.partition("@")[0] for part in (value or "").split() if part.endswith("@" + ADOPTION_OVER))
 
 
 def parse_adopted(value: str | None) -> dict[str, datetime]:
@@ -855,8 +879,9 @@ def made_marker(now: datetime, existing: Iterable[str], held: str | None, token:
     return " ".join([iso(now), *keys, *([f"token={token}"] if token else [])])
 
 
-def format_adopted(adopted: Mapping[str, datetime]) -> str:
-    return " ".join(f"{key_id}@{iso(when)}" for key_id, when in sorted(adopted.items()))
+def format_adopted(adopted: Mapping[str, datetime], over: Iterable[str] = ()) -> str:
+    return " ".join([f"{key_id}@{iso(when)}" for key_id, when in sorted(adopted.items())]
+                    + [f"{key_id}@{ADOPTION_OVER}" for key_id in sorted(set(over) - set(adopted))])
 
 
 # ---------------------------------------------------------------------------
@@ -1905,19 +1930,25 @@ class Run:
                                      else None) if k and k != current)
         held = {current, *ours, *others}
         leaked = self.exposed.get(record.user_name.casefold(), set())  # evidence: never anyone's lost key
-        lost = frozenset(k for k in made_candidates(keys, held, self.tags(record).get(MADE_TAG), record.stages)
-                         if k not in leaked and self.used(record, k)[0] is None)
-        return Holders(current=current, ours=ours, others=others, lost=lost,
-                       adopted=self.adopted(record, keys, held | lost))
+        unused = [find_key(keys, k) for k in made_candidates(keys, held, self.tags(record).get(MADE_TAG),
+                                                             record.stages)
+                  if k not in leaked and self.used(record, k)[0] is None]
+        proof = {k.key_id: k.created + LAST_USED_LAG for k in unused}  # IAM's data covers the key's life from then
+        lost = frozenset(k for k, when in proof.items() if when <= self.clock.now())
+        unproven = {k: iso(when) for k, when in proof.items() if k not in lost}
+        return Holders(current=current, ours=ours, others=others, lost=lost, unproven=unproven,
+                       adopted=self.adopted(record, keys, held | lost | set(unproven)))
 
     def adopted(self, record: SecretRecord, keys: list[KeyState], held: set[str | None]) -> dict[str, str]:
         """Active keys no secret holds that are someone's in use: used within MAX_GRACE_HOURS, younger than that,
-        adopted by an earlier run (the user's key-rotation-adopted tag), or an old key of the function's last
-        create (the key-rotation-made mark names it current=) that a re-save left unheld. Key id -> its last use,
-        least recently used first; ``record.adopted_at`` says since when each is adopted: the first run that
-        adopted it, or that create, whichever is earlier."""
+        adopted by an earlier run (the user's key-rotation-adopted tag), turned on again after its adoption was
+        over (the tag's KEY@off), or an old key of the function's last create (the key-rotation-made mark names
+        it current=) that a re-save left unheld. Key id -> its last use, least recently used first;
+        ``record.adopted_at`` says since when each is adopted: the first run that adopted it, or that create,
+        whichever is earlier; a key turned on again, now."""
         now, window = self.clock.now(), timedelta(hours=self.settings.max_grace_hours)
-        named = parse_adopted(self.tags(record).get(ADOPTED_TAG))
+        tag = self.tags(record).get(ADOPTED_TAG)
+        named, again = parse_adopted(tag), parse_retired(tag)
         made_at, _, replaced, _ = parse_marker(self.tags(record).get(MADE_TAG))
         found = []
         for key in keys:
@@ -1925,9 +1956,11 @@ class Run:
                 continue
             when, where = self.used(record, key.key_id)
             retiring = made_at is not None and key.key_id == replaced  # the last create's old key, unheld by a write
-            if key.key_id in named or retiring or now - key.created < window or (when and now - when < window):
-                since = made_at if retiring else now
-                record.adopted_at[key.key_id] = min(named.get(key.key_id, now), since, now)
+            if key.key_id in again or key.key_id in named or retiring or now - key.created < window \
+                    or (when and now - when < window):
+                since = made_at if retiring and key.key_id not in again else now
+                record.adopted_at[key.key_id] = since if key.key_id in again else min(named.get(key.key_id, now),
+                                                                                      since, now)
                 used = f"{iso(when)} by {where}" if when else f"never; made {iso(key.created)}"
                 found.append((when is not None, when or key.created, key.key_id, used))  # never used sorts first
         return {key_id: used for _, _, key_id, used in sorted(found)}
@@ -2111,13 +2144,20 @@ def delete_lost(run: Run, record: SecretRecord, lost: Iterable[str]) -> None:
         log_action("lost_key_deleted", logging.WARNING, secret=record.name, user=record.user_name, key_id=key_id)
 
 
-def record_adoptions(run: Run, record: SecretRecord) -> None:
-    """Write down, on the user (ADOPTED_TAG), when each adopted key was first adopted, so its usage gate counts
-    from then in later runs. A failure is logged, not fatal: the key then stays Active longer, never shorter."""
-    named = parse_adopted(run.tags(record).get(ADOPTED_TAG))
-    if not record.adopted_at or all(key_id in named for key_id in record.adopted_at):
+def record_adoptions(run: Run, record: SecretRecord, retired: frozenset[str] = frozenset()) -> None:
+    """Keep the user's ADOPTED_TAG true to the present: the keys adopted now (``record.adopted_at`` less those
+    just ``retired``), each with when it was first adopted, so its usage gate counts from then in later runs; a
+    once adopted key that still exists but is not Active, as KEY@off: Active again one day, it is a key someone
+    turned on, a new adoption with a gate of its own, never one that ran out long ago (nor one whose use IAM
+    does not show yet). A deleted key leaves the tag. Written only when it changes. A failure is logged, not
+    fatal: a key then stays Active longer, never shorter."""
+    tag = run.tags(record).get(ADOPTED_TAG)
+    adopted = {k: v for k, v in record.adopted_at.items() if k not in retired}
+    was = set(parse_adopted(tag)) | parse_retired(tag) | retired
+    over = {k.key_id for k in record.keys or [] if k.key_id in was and not k.active} | retired
+    value = format_adopted(adopted, over)
+    if value == format_adopted(parse_adopted(tag), parse_retired(tag)):
         return
-    value = format_adopted({**{k: v for k, v in named.items() if k in record.adopted_at}, **record.adopted_at})
     try:
         tag_user(run.clients, record, ADOPTED_TAG, value)
     except RotationError as err:
@@ -2190,6 +2230,8 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
         base.status, base.steps = Status.PLANNED, [f"deactivate {previous}"]
         return base
     retire_keys(run.clients, record, (previous, *item.also), done=f"the current key {record.held_key_id} works")
+    if adopted:  # its adoption is over: Active again one day, it is a new adoption
+        record_adoptions(run, record, frozenset({previous}))
     base.status, base.steps, base.reason = Status.RETIRED, [f"deactivate {k}" for k in (previous, *item.also)], \
         item.reason
     base.retired_keys += [previous, *item.also]
@@ -2578,8 +2620,14 @@ def settle_first(run: Run, record: SecretRecord, keys: list[KeyState], holders: 
     return None
 
 
+def unproven_reason(holders: Holders) -> str | None:
+    return "; ".join(unproven_why(k, until) for k, until in sorted(holders.unproven.items())) or None
+
+
 def cleanup_or(record: SecretRecord, own: SecretSettings, holders: Holders, outcome: Outcome) -> Outcome | Cleanup:
-    """Nothing is due: report ``outcome``, after deleting the function's own unstored keys if there are any."""
+    """Nothing is due: report ``outcome`` (and any key not yet proven the function's own), after deleting the
+    function's own unstored keys if there are any."""
+    outcome.reason = "; ".join(r for r in (outcome.reason, unproven_reason(holders)) if r) or None
     return Cleanup(record, own, holders.lost, outcome) if holders.lost else outcome
 
 
@@ -2616,18 +2664,25 @@ def freed_reason(plan: RotationPlan, holders: Holders) -> str | None:
 
 
 def plan_of(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyState], holders: Holders,
-            token: str, restore: Restore | None, found: str | None) -> Rotate:
+            token: str, restore: Restore | None, found: str | None) -> Rotate | Outcome | Cleanup:
     """The rotation's plan over the keys besides the function's own lost ones (``act`` deletes those first),
-    logged; a blocked plan fails the secret (nothing changed)."""
+    logged; a blocked plan fails the secret (nothing changed), or waits while a key in the way is one IAM's
+    data cannot yet prove unused (``Holders.unproven``): the next run judges it."""
     keys = [k for k in keys if k.key_id not in holders.lost]
     plan = plan_rotation(keys, holders, run.settings.force)
     kept = tuple(k for k in holders.adopted if k != plan.freed_adopted and find_key(keys, k))
     log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
                keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), dry_run=own.dry_run,
                blocked=plan.blocked, adopted=list(kept), lost=sorted(holders.lost))
+    if plan.blocked and restore is None and holders.unproven:
+        log_action("waiting_for_proof", secret=record.name, user=record.user_name, keys=sorted(holders.unproven))
+        waiting = Outcome(secret=record.name, status=Status.WAITING, user=record.user_name,
+                          old_key_id=record.held_key_id, reason=f"rotation waits: {plan.blocked}")
+        return Cleanup(record, own, holders.lost, waiting) if holders.lost else waiting
     if plan.blocked and restore is None:
         raise RotationError(record.name, plan.blocked)
-    reason = "; ".join(r for r in (found, freed_reason(plan, holders), lost_reason(holders.lost)) if r) or None
+    reason = "; ".join(r for r in (found, freed_reason(plan, holders), lost_reason(holders.lost),
+                                   unproven_reason(holders)) if r) or None
     return Rotate(record, own, keys, holders, plan, token, kept, reason, restore, holders.lost)
 
 
@@ -2691,7 +2746,8 @@ def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Clea
     if redelivery:
         return cleanup_or(record, own, holders, skipped(record, "already rotated for this scheduled event"))
     due = due_days(run, record, own)
-    remaining = [k for k in keys if k.key_id not in holders.lost]  # the function's own lost keys go in any case
+    # the function's own lost keys go in any case; one not yet proven so is judged when it can be
+    remaining = [k for k in keys if k.key_id not in holders.lost and k.key_id not in holders.unproven]
     if not settings.force and not rotation_due(remaining, record.held_key_id, run.clock.now(), due):
         return cleanup_or(record, own, holders,
                           skipped(record, f"key {record.held_key_id} is younger than rotate-after-days={due:g}"))
@@ -3153,8 +3209,8 @@ def put_batch(clients: Clients, batch: list[dict[str, Any]]) -> int:
         if not refused:
             return 0
         if attempt == 2:
-            log_action("events_failed", logging.WARNING, entries=len(refused),
-                       secrets=[json.loads(e["Detail"])["secret"] for e in refused])
+            log_action("events_failed", logging.WARNING, entries=len(refused),  # what each was for, as made
+                       refused=[(e.get("Resources") or [e["DetailType"]])[0] for e in refused])
             return len(refused)
         batch = refused
     return 0

@@ -11,6 +11,9 @@ moto differs from AWS in four ways these fixtures correct for:
 - moto's PutEvents takes a request of any size; ``bus`` refuses one over 256 KiB as AWS does.
 - moto lets PutSecretValue rewrite an existing version's value; AWS refuses
   (ResourceExistsException). Tests that depend on it say so.
+- moto's IAM shows a key's use the instant it happens; AWS's last-used data lags by hours.
+  ``LaggingLastUsed`` (fixture ``lagging_iam``) answers GetAccessKeyLastUsed from a view that lags each use
+  by its own delay, up to ``IAM_LAST_USED_LAG``, as AWS documents.
 """
 
 from __future__ import annotations
@@ -190,6 +193,59 @@ def judge_signature(method: str, url: str, headers: dict[str, str], body: Any) -
     auth = SigV4Auth(Credentials(key_id, key.secret_access_key), credential[3], credential[2])  # service, region
     expected = auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
     return key_id, None if expected == fields.get("Signature") else "SignatureDoesNotMatch"
+
+
+# How far behind AWS's eventually consistent views may be, each with the documentation it comes from.
+# IAM User Guide, "Refine permissions in AWS using last accessed information": "recent activity usually appears
+# within 4 hours" (the function's own LAST_USED_LAG: the model draws each use's delay from 0 to this).
+IAM_LAST_USED_LAG = timedelta(hours=4)
+
+
+class LaggingLastUsed:
+    """IAM's GetAccessKeyLastUsed as AWS answers it: each use of a key shows only once its own delay (0 to
+    IAM_LAST_USED_LAG) has passed on ``now``. The truth stays in moto (``seed.set_last_used``), for the tests'
+    judgement; the function reads only this view. ``use`` records a use and its delay."""
+
+    def __init__(self, now: Any) -> None:
+        self.now = now  # the one clock of the test's account (naive UTC, as moto keeps it)
+        self.uses: dict[str, list[tuple[datetime, datetime, str]]] = {}  # key -> (used, visible from, user)
+
+    def use(self, user: str, key_id: str, when: datetime, delay: timedelta = IAM_LAST_USED_LAG) -> None:
+        from seed import set_last_used
+
+        when = when.replace(tzinfo=None)
+        set_last_used(user, key_id, when)
+        self.uses.setdefault(key_id, []).append((when, when + min(delay, IAM_LAST_USED_LAG), user))
+
+    def shown(self, key_id: str) -> datetime | None:
+        """The last use IAM shows now: the latest whose delay has passed."""
+        now = self.now().replace(tzinfo=None)
+        seen = [used for used, visible, _ in self.uses.get(key_id, ()) if visible <= now]
+        return max(seen, default=None)
+
+    def answer(self, response: Any, original: Any) -> Any:
+        """The stand-in for moto's IamResponse.get_access_key_last_used."""
+        from moto.core.responses import ActionResult
+
+        result = original(response)
+        key_id = response._get_param("AccessKeyId")
+        if key_id not in self.uses:
+            return result
+        when = self.shown(key_id)
+        shown = ({"LastUsedDate": when, "Region": "us-east-1", "ServiceName": "s3"} if when else
+                 {"LastUsedDate": None, "Region": "N/A", "ServiceName": "N/A"})
+        return ActionResult({"UserName": self.uses[key_id][0][2], "AccessKeyLastUsed": shown})
+
+
+@pytest.fixture
+def lagging_iam(aws, clock):
+    """IAM's last-used data as far behind as AWS's (``LaggingLastUsed``), on the test's clock."""
+    from moto.iam.responses import IamResponse
+
+    stand_in, original = LaggingLastUsed(clock.now), IamResponse.get_access_key_last_used
+    IamResponse.get_access_key_last_used = lambda self: stand_in.answer(self, original)
+    yield stand_in
+    IamResponse.get_access_key_last_used = original
 
 
 @functools.lru_cache(maxsize=4)

@@ -88,6 +88,26 @@ def test_an_entry_refused_in_a_partial_failure_is_retried_once(aws, invoke, bus)
     assert calls == [2, 1] and result["events_failed"] == 0, "the key change and Access Keys Checked; one again"
 
 
+def test_a_refused_run_state_entry_never_fails_the_run(aws, invoke, bus):
+    # Access Keys Checked names no secret: refused twice in a partial failure, it is counted and logged like any
+    # other entry (it once failed the whole run with a KeyError, and Lambda retried the whole invocation).
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+
+    def refuse_checked(parsed, params, **_):
+        parsed["Entries"] = [{"ErrorCode": "InternalFailure"} if e["DetailType"] == lambda_function.CHECKED
+                             else {"EventId": "put"} for e in params["Entries"]]
+        parsed["FailedEntryCount"] = sum("ErrorCode" in e for e in parsed["Entries"])
+
+    client = events_client()
+    client.meta.events.register("provide-client-params.events.PutEvents",
+                                lambda params, context, **_: context.update(entries=params["Entries"]))
+    client.meta.events.register("after-call.events.PutEvents",
+                                lambda parsed, context, **_: refuse_checked(parsed, {"Entries": context["entries"]}))
+    result = invoke(seeded.secret)
+    assert result["rotated"] == 1 and result["events_failed"] == 1
+    aws.assert_converged(seeded.secret)
+
+
 def test_a_publish_failure_never_fails_the_rotation(aws, invoke, bus):
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
 

@@ -11,6 +11,9 @@ by ``AwsLikeSts``), never against what the function returns.
 Every clock moves together: the function's (``ModelClock``), moto's (freezegun, so IAM's key creation and
 last-used dates and the secret versions' dates move with it) and botocore's backoff.
 
+The account is eventually consistent, as AWS is: IAM shows each use of a key only after a delay drawn for that
+use, 0 to IAM_LAST_USED_LAG (``LaggingLastUsed``, conftest), while the invariants judge by what really happened.
+
 ``make test`` runs a fixed-seed budget; ``make fuzz`` (MODEL_EXAMPLES, MODEL_STEPS) a long random run. Every
 failure a run finds is shrunk by Hypothesis and kept below as an ordinary test.
 """
@@ -28,10 +31,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 import lambda_function
-from conftest import FakeClock, LambdaContext, load_event
+from conftest import IAM_LAST_USED_LAG, FakeClock, LaggingLastUsed, LambdaContext, load_event
 from faults import CRASH, REFUSED, TIMEOUT, Crash
 from lambda_function import ConfigError, RotationError, RotationFailed
-from seed import ACCOUNT_ID, begin_rotation, enable_rotation, iam_secret_keys, seed_user, set_last_used
+from seed import ACCOUNT_ID, begin_rotation, enable_rotation, iam_secret_keys, seed_user
 
 GRACE_HOURS, MAX_GRACE_HOURS, ROTATE_AFTER_DAYS, MAX_KEY_AGE_DAYS, MAX_FAILURES = 24, 72, 15, 20, 1
 TOLERANCE = lambda_function.GRACE_TOLERANCE
@@ -45,6 +48,7 @@ MUTATING = {"CreateAccessKey", "UpdateAccessKey", "DeleteAccessKey", "TagUser", 
             "UpdateSecretVersionStage"}
 FAULT_CALLS = ("create_access_key", "put_secret_value", "update_access_key", "delete_access_key", "tag_user",
                "list_access_keys", "update_secret_version_stage", "get_secret_value", "describe_secret")
+LAG_MINUTES = st.integers(0, int(IAM_LAST_USED_LAG.total_seconds() // 60))  # how late IAM shows one use
 EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "6"))
 STEPS = int(os.environ.get("MODEL_STEPS", "30"))
 
@@ -80,7 +84,7 @@ class Account(RuleBasedStateMachine):
     """An AWS account with the function deployed. Class attributes set by the test: ``aws``, ``sts``,
     ``faults``, ``frozen`` (the fixtures)."""
 
-    aws = sts = faults = frozen = epoch = None
+    aws = sts = faults = frozen = epoch = lag = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -93,6 +97,7 @@ class Account(RuleBasedStateMachine):
         self.frozen.move_to(self.epoch)  # every example starts at the same time
         self.clock = ModelClock(self.frozen)
         self.sts.not_yet, self.sts.refusals, self.sts.calls = None, 0, []
+        self.lag.uses.clear()
         for user in MANAGED:
             seed_user(self.aws.iam, self.aws.secrets, user, ("Active",), held=0)
         self.bob = seed_user(self.aws.iam, self.aws.secrets, SQUATTED, ("Active",), held=0, secret="iam-keys/squat",
@@ -234,8 +239,10 @@ class Account(RuleBasedStateMachine):
                 self.excused |= {k for k, s in before[user].items() if s == "Active" and after.get(k) != "Active"}
             clean_run = fault is None and not self.tags[user] and (
                 kind == "create" or (kind in ("batch", "force") and not self.rotation_on[user]))
-            if clean_run:
-                left = {k for k, u in self.lost.items() if u == user and k in after}
+            if clean_run:  # (once IAM's last-used data covers a lost key's life: before, it may be a person's)
+                made = {k.access_key_id: k.create_date.replace(tzinfo=None) for k in self.access_keys(user)}
+                left = {k for k, u in self.lost.items() if u == user and k in after
+                        and now.replace(tzinfo=None) - made[k] >= lambda_function.LAST_USED_LAG}
                 assert not left, f"{user}: the function's own unstored keys survived a clean run: {left}"
             self.lost = {k: u for k, u in self.lost.items() if k in self.keys(u)}
             if (kind in ("batch", "force") or (kind == "targeted" and user == only)) and self.acts_on(user):
@@ -329,19 +336,23 @@ class Account(RuleBasedStateMachine):
 
     # --- hand edits and the world -----------------------------------------------------------------------------------
 
-    @rule(user=st.sampled_from(MANAGED))
-    def person_makes_a_key(self, user) -> None:
+    def use(self, user: str, key_id: str, lag: int) -> None:
+        """A use of the key now, which IAM shows ``lag`` minutes later."""
+        self.lag.use(user, key_id, self.clock.now(), timedelta(minutes=lag))
+
+    @rule(user=st.sampled_from(MANAGED), lag=LAG_MINUTES)
+    def person_makes_a_key(self, user, lag) -> None:
         if len(self.keys(user)) < 2:
             key_id = self.aws.iam.create_access_key(UserName=user)["AccessKey"]["AccessKeyId"]
             self.person_keys[key_id] = user
-            set_last_used(user, key_id, self.clock.now().replace(tzinfo=None))
+            self.use(user, key_id, lag)
 
     @precondition(lambda self: self.person_keys)
-    @rule()
-    def person_uses_their_key(self) -> None:
+    @rule(lag=LAG_MINUTES)
+    def person_uses_their_key(self, lag) -> None:
         for key_id, user in self.person_keys.items():
             if self.keys(user).get(key_id) == "Active":
-                set_last_used(user, key_id, self.clock.now().replace(tzinfo=None))
+                self.use(user, key_id, lag)
 
     @rule(user=st.sampled_from(MANAGED), delete=st.booleans(), index=st.integers(0, 1))
     def hand_edit_a_key(self, user, delete, index) -> None:
@@ -353,6 +364,20 @@ class Account(RuleBasedStateMachine):
             else:
                 self.aws.iam.update_access_key(UserName=user, AccessKeyId=key_id, Status="Inactive")
             self.excused.add(key_id)
+            self.disturbed = self.clock.now()
+
+    @rule(user=st.sampled_from(MANAGED), index=st.integers(0, 1), lag=LAG_MINUTES)
+    def person_turns_a_key_on_again(self, user, index, lag) -> None:
+        """A person re-activates an Inactive key and uses it: from now on a key of theirs in use (a new life:
+        whatever was decided of it before, an adoption included, is over)."""
+        keys = sorted(self.keys(user))
+        if index < len(keys) and self.keys(user)[keys[index]] == "Inactive":
+            key_id = keys[index]
+            self.aws.iam.update_access_key(UserName=user, AccessKeyId=key_id, Status="Active")
+            self.person_keys[key_id] = user
+            self.adopted_at.pop(key_id, None)
+            self.excused.discard(key_id)
+            self.use(user, key_id, lag)
             self.disturbed = self.clock.now()
 
     @rule(user=st.sampled_from(MANAGED))
@@ -377,11 +402,11 @@ class Account(RuleBasedStateMachine):
     def consumer_reads(self, user) -> None:
         self.consumer[user] = self.read_key(user)
 
-    @rule(user=st.sampled_from(MANAGED))
-    def consumer_uses_its_key(self, user) -> None:
+    @rule(user=st.sampled_from(MANAGED), lag=LAG_MINUTES)
+    def consumer_uses_its_key(self, user, lag) -> None:
         key_id = self.consumer[user]
         if key_id and self.keys(user).get(key_id) == "Active":
-            set_last_used(user, key_id, self.clock.now().replace(tzinfo=None))
+            self.use(user, key_id, lag)
 
     @rule(call=st.sampled_from(FAULT_CALLS), mode=st.sampled_from([REFUSED, TIMEOUT, CRASH]))
     def fault_at_the_next_call(self, call, mode) -> None:
@@ -482,6 +507,7 @@ class ScheduledAccount(Account):
     def rotation_step(self, user, name) -> None: ...
     def rotation_off(self, user) -> None: ...
     def hand_edit_a_key(self, user, delete, index) -> None: ...
+    def person_turns_a_key_on_again(self, user, index, lag) -> None: ...
     def tag_the_secret(self, user, mode) -> None: ...
     def fault_at_the_next_call(self, call, mode) -> None: ...
     def sts_refuses_new_keys(self) -> None: ...
@@ -507,11 +533,19 @@ def frozen():
 
 def run_model(aws, sts, faults, frozen, examples: int, steps: int, seed: int | None = 0,
               machine: type[Account] = Account) -> None:
+    from moto.iam.responses import IamResponse
+
     Account.aws, Account.sts, Account.faults, Account.frozen = aws, sts, faults, frozen
     Account.epoch = datetime.now(UTC).replace(tzinfo=None)
-    run_state_machine_as_test(machine, settings=settings(
-        max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
-        derandomize=seed is not None, suppress_health_check=list(HealthCheck), print_blob=True))
+    Account.lag = LaggingLastUsed(lambda: datetime.now(UTC))  # freezegun's: the account's one clock
+    original = IamResponse.get_access_key_last_used
+    IamResponse.get_access_key_last_used = lambda self: Account.lag.answer(self, original)
+    try:
+        run_state_machine_as_test(machine, settings=settings(
+            max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
+            derandomize=seed is not None, suppress_health_check=list(HealthCheck), print_blob=True))
+    finally:
+        IamResponse.get_access_key_last_used = original
 
 
 SEED = None if os.environ.get("MODEL_RANDOM") else 0  # make fuzz: a new random run each time

@@ -1,0 +1,132 @@
+"""On an AWS that is eventually consistent, as AWS is: a destructive step acts only on evidence that cannot lag.
+
+IAM's last-used data shows a use hours after it (``LaggingLastUsed``, conftest: each use visible only after
+its own delay, up to IAM_LAST_USED_LAG, as AWS documents). "IAM shows it never used" is no proof for a key
+younger than that: such a key is never deleted as the function's own lost key, and a rotation that needs its
+place waits until IAM's data can say.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from conftest import IAM_LAST_USED_LAG
+from faults import CRASH, Crash
+from lambda_function import ADOPTED_TAG, LAST_USED_LAG, MADE_TAG
+from seed import ROWS, seed_row, seed_user
+
+A_MINUTE = 60
+
+
+def test_the_function_waits_as_long_as_aws_documents_iam_s_lag():
+    assert LAST_USED_LAG >= IAM_LAST_USED_LAG
+
+
+def crashed_after_the_mark(aws, invoke, faults):
+    """alice's rotation marks the user (key-rotation-made) and dies before CreateAccessKey: no key made."""
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    faults.inject("tag_user", CRASH)
+    with pytest.raises(Crash):
+        invoke(seeded.secret)
+    faults.clear()
+    assert set(aws.keys("alice")) == set(seeded.key_ids), "the crash came before any key was made"
+    tags = {t["Key"] for t in aws.iam.list_user_tags(UserName="alice")["Tags"]}
+    assert MADE_TAG in tags
+    return seeded
+
+
+def test_a_person_s_key_made_and_used_just_after_a_crash_is_not_deleted_while_iam_cannot_show_its_use(
+        aws, invoke, faults, clock, lagging_iam):
+    # A person makes a key two minutes after the crash (inside the mark's window, held by no secret) and uses
+    # it at once; IAM shows the use an hour later. Lambda's retry a minute after that must not take the key for
+    # the function's own lost one: IAM's "never used" covers none of its life yet.
+    seeded = crashed_after_the_mark(aws, invoke, faults)
+    clock.advance(2 * A_MINUTE)
+    person = aws.iam.create_access_key(UserName="alice")["AccessKey"]["AccessKeyId"]
+    lagging_iam.use("alice", person, clock.now(), delay=timedelta(hours=1))
+    clock.advance(A_MINUTE)
+
+    (entry,) = invoke(seeded.secret)["secrets"]
+
+    assert aws.keys("alice") == {seeded.key_ids[0]: "Active", person: "Active"}
+    assert entry["status"] == "waiting"
+    assert f"{person} may be this function's own unstored key" in entry["reason"]
+    assert aws.holds_working_key(seeded.secret)
+
+    # Once IAM's data covers the key's life it shows the use: the key is someone's, adopted, never deleted.
+    clock.advance(LAST_USED_LAG.total_seconds() + A_MINUTE)
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert aws.keys("alice")[person] == "Active"
+    assert entry["adopted"] == person
+    assert aws.holds_working_key(seeded.secret)
+
+
+def test_the_function_s_own_lost_key_is_left_active_and_said_until_iam_can_prove_it_unused(
+        aws, invoke, faults, clock, lagging_iam, monkeypatch):
+    # The crash left the function's own key (its secret only ever in the lost answer). Until IAM's data covers
+    # the key's life it is reported and left alone (nobody has its secret); then it is deleted.
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    faults.inject("create_access_key", CRASH)
+    with pytest.raises(Crash):
+        invoke(seeded.secret)
+    faults.clear()
+    (orphan,) = set(aws.keys("alice")) - set(seeded.key_ids)
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "30")
+
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert aws.keys("alice")[orphan] == "Active" and entry["status"] == "skipped"
+    assert f"{orphan} may be this function's own unstored key" in entry["reason"]
+
+    clock.advance(LAST_USED_LAG.total_seconds() + A_MINUTE)
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert orphan not in aws.keys("alice")
+    assert f"deleted {orphan}: made by this function, never stored" in entry["reason"]
+    assert aws.holds_working_key(seeded.secret)
+
+
+# --- evidence that describes the present: an adoption ends with its key -------------------------------------------
+
+
+def adopted_tag(aws) -> str:
+    return {t["Key"]: t["Value"] for t in aws.iam.list_user_tags(UserName="alice")["Tags"]}.get(ADOPTED_TAG, "")
+
+
+def test_a_retired_adopted_key_re_activated_a_month_later_is_a_new_adoption_not_switched_off_at_once(
+        aws, invoke, clock, lagging_iam):
+    # A person's key in use that no secret holds is adopted, then deactivated through the usage gate. A month
+    # later a person turns it on again and uses it: the old adoption ran out long ago, but it described a key
+    # that was retired. It is a new adoption, kept Active MAX_GRACE_HOURS like any key in use, even before
+    # IAM shows the new use (the tag remembers the key's adoption was over: KEY@off).
+    seeded = seed_user(aws.iam, aws.secrets, "alice", ("Active",), held=None, stale=False)
+    (in_use,) = seeded.key_ids
+    invoke(seeded.secret)
+    assert in_use in adopted_tag(aws)
+    clock.advance(8 * 24 * 3600)
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert entry["status"] == "retired" and aws.keys("alice")[in_use] == "Inactive"
+    assert adopted_tag(aws) == f"{in_use}@off", "the adoption ends with the key's retirement"
+
+    clock.advance(30 * 24 * 3600)
+    aws.iam.update_access_key(UserName="alice", AccessKeyId=in_use, Status="Active")
+    lagging_iam.use("alice", in_use, clock.now(), delay=timedelta(hours=2))  # a use IAM shows two hours later
+    clock.advance(A_MINUTE)
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert aws.keys("alice")[in_use] == "Active", entry
+    assert entry["adopted"] == in_use and entry["status"] == "waiting"
+    for _ in range(6):  # every day of MAX_GRACE_HOURS (7 days) it stays on
+        clock.advance(24 * 3600)
+        lagging_iam.use("alice", in_use, clock.now(), delay=timedelta(hours=2))
+        (entry,) = invoke(seeded.secret)["secrets"]
+        assert aws.keys("alice")[in_use] == "Active", entry
+
+
+def test_an_adoption_entry_whose_key_is_gone_is_pruned_by_the_next_run(aws, invoke, clock):
+    seeded = seed_user(aws.iam, aws.secrets, "alice", ("Active",), held=None, stale=False)
+    (in_use,) = seeded.key_ids
+    invoke(seeded.secret)
+    assert in_use in adopted_tag(aws)
+    aws.iam.delete_access_key(UserName="alice", AccessKeyId=in_use)  # a person deletes it by hand
+    invoke(seeded.secret)
+    assert adopted_tag(aws) == ""
