@@ -48,13 +48,18 @@ The safety rules, each with the one function that enforces it, and the documente
 - Evidence, not what a writer controls: the grace period, the usage gate and the rollback window count from
   IAM's creation date of the key the secret holds (``store_time``); an adoption from the user's tag
   (``record_adoptions``); the function's own unstored key is known by its mark on the user
-  (``make_room_and_create``, ``made_candidates``) and deleted by the next run of either mode (``delete_lost``,
+  (``make_room_and_create``, ``made_candidates``) and deleted by a later run of either mode (``delete_lost``,
   ``plan_rotation``).
+- Evidence that cannot lag: a key is deleted as the function's own lost key only once IAM's last-used data
+  (LAST_USED_LAG behind) covers its life (``Run.holders``; until then ``Holders.unproven``, touched by no plan); an
+  adoption ends with its key, and a key turned on again is a new adoption (``record_adoptions``). What each
+  destructive step acts on, and how stale it may be: docs/design.md.
 - The new key is stored at once; a definite refusal deletes it, an ambiguous failure re-reads first
   (``store_key``); a lost CreateAccessKey answer leaves no unknown key behind (``create_key``); a clean-up runs
   inside TIME_MARGIN_SECONDS (``CallBudget.cleanup``).
-- The deadline: no managed Active key outlives MAX_KEY_AGE_DAYS (``due_after_days``, which counts the usage
-  gate); what is overdue is reported whatever the hold (``report_compliance``, ``compliance``).
+- The deadline: no managed Active key outlives MAX_KEY_AGE_DAYS (``due_after_days``, which counts an adopted
+  key's gate and then the grace period; ``past_deadline``, which ends an old key's usage gate in time); what is
+  overdue is reported whatever the hold (``report_compliance``, ``compliance``).
 - Blast radius: at most MAX_FAILURES rotations half done (``waves_of``, ``Run.stopped``); answers are checked
   against the question (``current_values``, ``record_of``, ``list_prefix``).
 - Values are data: a secret's UserName and AccessKeyId are checked against IAM's shapes and never quoted
@@ -727,19 +732,24 @@ def needs_repair(keys: list[KeyState], held_key_id: str | None) -> bool:
 
 
 DEADLINE_MARGIN_DAYS = 2.0  # one failed or late daily run still leaves the next one inside the deadline
+# IAM's last-used data lags by hours: an adopted key is not retired sooner than this after its adoption.
+ADOPTED_MIN_WAIT_HOURS = 24.0
+SCHEDULE_PERIOD = timedelta(days=1)  # the daily schedule: the next run may come this much later
 
 
 def due_after_days(rotate_after_days: float, grace_hours: float, max_grace_hours: float,
                    max_key_age_days: float) -> float:
     """The age at which a held key is due for rotation: ROTATE_AFTER_DAYS (or the secret's tag), brought
-    forward so that no Active key outlives MAX_KEY_AGE_DAYS: the deadline, less the longest a key may stay
-    Active in the usage gate (MAX_GRACE_HOURS: a previous key in its grace period, or an adopted key, which may
-    hold up the rotation that long whatever GRACE_HOURS says), less DEADLINE_MARGIN_DAYS; never below 0 (every
-    run). With MAX_KEY_AGE_DAYS=0 the deadline is off. (``grace_hours`` is kept for the callers' symmetry.)"""
+    forward so that no Active key outlives MAX_KEY_AGE_DAYS, two waits in a row included: the deadline, less
+    the longest an adopted key may hold the rotation back (its usage gate: MAX_GRACE_HOURS, at least
+    ADOPTED_MIN_WAIT_HOURS), less the grace period the rotation then gives the old key (GRACE_HOURS), less
+    DEADLINE_MARGIN_DAYS; never below 0 (every run). An old key still used after its grace period is kept no
+    later than the deadline (``past_deadline``). With MAX_KEY_AGE_DAYS=0 the deadline is off."""
     if max_key_age_days <= 0:
         return rotate_after_days
-    allowance = max(max_grace_hours, grace_hours) / 24
+    allowance = (max(max_grace_hours, ADOPTED_MIN_WAIT_HOURS) + grace_hours) / 24
     return min(rotate_after_days, max(0.0, max_key_age_days - allowance - DEADLINE_MARGIN_DAYS))
+
 
 
 def age_days(created: datetime, now: datetime) -> float:
@@ -767,6 +777,7 @@ class Retire(StrEnum):
     RETIRE = "retire"  # not used since the store: deactivate
     WAIT_USE = "wait_use"  # used since the store: keep
     FORCE = "force"  # still used past MAX_GRACE_HOURS: deactivate anyway, loudly
+    DEADLINE = "deadline"  # still used, but kept it would outlive MAX_KEY_AGE_DAYS: deactivate anyway, loudly
 
 
 def retirement(now: datetime, stored_at: datetime, used_at: datetime | None | bool,
@@ -781,6 +792,13 @@ def retirement(now: datetime, stored_at: datetime, used_at: datetime | None | bo
     if now + GRACE_TOLERANCE >= stored_at + timedelta(hours=max_grace_hours):
         return Retire.FORCE
     return Retire.WAIT_USE
+
+
+def past_deadline(created: datetime, now: datetime, max_key_age_days: float) -> bool:
+    """Would a key made at ``created`` and kept Active outlive MAX_KEY_AGE_DAYS before the next daily run? Then
+    the usage gate deactivates it now, whatever its use (0: the deadline is off)."""
+    return max_key_age_days > 0 and now + SCHEDULE_PERIOD + GRACE_TOLERANCE >= created + timedelta(
+        days=max_key_age_days)
 
 
 # Evidence kept where a writer of the secret cannot reach it: tags on the IAM user, which only IAM
@@ -2099,10 +2117,6 @@ def already_rotated(record: SecretRecord, settings: Settings, token: str) -> boo
 # ---------------------------------------------------------------------------
 
 
-# IAM's last-used data lags by hours: an adopted key is not retired sooner than this after its adoption.
-ADOPTED_MIN_WAIT_HOURS = 24.0
-
-
 def adopted_until(adopted_at: datetime, max_grace_hours: float) -> datetime:
     """An adopted key stays Active until MAX_GRACE_HOURS (at least a day) after the run that first adopted it."""
     return adopted_at + timedelta(hours=max(max_grace_hours, ADOPTED_MIN_WAIT_HOURS))
@@ -2190,11 +2204,14 @@ def settle_decision(run: Run, item: Settling) -> tuple[Retire, str, str]:
     hours = item.own.grace_hours
     until = iso(stored_at + timedelta(hours=hours))
     decision = retirement(now, stored_at, False, hours, max_grace)
-    if decision != Retire.CHECK_USE:
+    deadline = previous_key is not None and past_deadline(previous_key.created, now, run.settings.max_key_age_days)
+    if decision != Retire.CHECK_USE and not deadline:
         return decision, until, ""
     when, where = run.used(record, previous)
-    return (retirement(now, stored_at, when, hours, max_grace), until,
-            f"last used {iso(when)} by {where}" if when else "never used")
+    decision = retirement(now, stored_at, when, 0 if deadline else hours, max_grace)
+    if deadline and decision in (Retire.WAIT_USE, Retire.FORCE):
+        decision = Retire.DEADLINE
+    return decision, until, f"last used {iso(when)} by {where}" if when else "never used"
 
 
 def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
@@ -2218,7 +2235,7 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
         base.reason = item.reason or (f"{what} is kept Active until {until}" if adopted
                                       else f"previous key {previous} is in its grace period until {until}")
         return base
-    if decision in (Retire.WAIT_USE, Retire.FORCE):
+    if decision in (Retire.WAIT_USE, Retire.FORCE, Retire.DEADLINE):
         base.in_use_since = store_time(record, run.clock.now()) if not adopted else item.adopted
     if decision == Retire.WAIT_USE:
         base.still_in_use = True
@@ -2235,10 +2252,11 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
     base.status, base.steps, base.reason = Status.RETIRED, [f"deactivate {k}" for k in (previous, *item.also)], \
         item.reason
     base.retired_keys += [previous, *item.also]
-    if decision == Retire.FORCE:
+    if decision in (Retire.FORCE, Retire.DEADLINE):
         base.forced_in_use = True
-        base.reason = (f"{what} deactivated although still in use ({where}): "
-                       f"MAX_GRACE_HOURS={run.settings.max_grace_hours:g} passed")
+        base.reason = f"{what} deactivated although still in use ({where}): " + (
+            f"MAX_GRACE_HOURS={run.settings.max_grace_hours:g} passed" if decision == Retire.FORCE else
+            f"kept Active, it would outlive MAX_KEY_AGE_DAYS={run.settings.max_key_age_days:g} before the next run")
         log_action("forced_while_in_use", logging.WARNING, secret=record.name, user=record.user_name,
                    key_id=previous, last_use=where)
     return base

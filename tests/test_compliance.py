@@ -10,7 +10,7 @@ import pytest
 
 import lambda_function
 from lambda_function import ConfigError
-from seed import backdate_key, seed_user
+from seed import backdate_key, seed_user, set_last_used
 
 
 def held_for(aws, user: str, age_days: float):
@@ -21,7 +21,7 @@ def held_for(aws, user: str, age_days: float):
 
 @pytest.mark.unit
 @pytest.mark.parametrize("rotate_after, grace, expected", [
-    (0, 0, 0), (120, 0, 81), (120, 24, 81), (30, 24, 30), (400, 0, 81)])  # the usage gate counts either way
+    (0, 0, 0), (120, 0, 81), (120, 24, 80), (30, 24, 30), (400, 0, 81)])  # an adopted key's gate, then the grace
 def test_the_deadline_brings_the_rotation_forward(rotate_after, grace, expected):
     assert lambda_function.due_after_days(rotate_after, grace, 168, 90) == expected
     assert lambda_function.due_after_days(rotate_after, grace, 168, 0) == rotate_after, "0 turns it off"
@@ -38,10 +38,10 @@ def test_the_deadline_overrides_a_later_rotate_after_days(aws, invoke, monkeypat
 def test_with_a_grace_period_the_deadline_leaves_room_for_it(aws, invoke, monkeypatch):
     monkeypatch.setenv("ROTATE_AFTER_DAYS", "120")
     monkeypatch.setenv("GRACE_HOURS", "24")
-    young, due = held_for(aws, "young", 80), held_for(aws, "due", 82)
+    young, due = held_for(aws, "young", 79), held_for(aws, "due", 81)
     result = invoke(young.secret, due.secret)
     assert [e["status"] for e in result["secrets"]] == ["skipped", "rotated"]
-    assert "rotate-after-days=81" in result["secrets"][0]["reason"]
+    assert "rotate-after-days=80" in result["secrets"][0]["reason"]
 
 
 def test_the_deadline_overrides_a_later_tag(aws, invoke):
@@ -139,3 +139,53 @@ def test_a_report_that_does_not_complete_fails_naming_it_and_the_rest_is_unaffec
     assert result["secrets"][0]["status"] == "planned"
     assert sum(clock.sleeps) <= 60
     assert len(aws.versions(seeded.secret)) == 1
+
+
+@pytest.fixture
+def one_clock(clock):
+    """moto's clock (freezegun: IAM's key creation dates) moved with the function's: ``one_clock(seconds)``."""
+    import freezegun
+
+    with freezegun.freeze_time(clock.now(), tick=False, ignore=["_pytest"]) as frozen:
+        def advance(seconds: float) -> None:
+            clock.advance(seconds)
+            frozen.move_to(clock.now())
+
+        yield advance
+
+
+def active_ages(aws, clock, user: str) -> dict[str, float]:
+    """Each Active key's age in days, on the test's clock."""
+    listed = aws.iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
+    return {k["AccessKeyId"]: (clock.now() - k["CreateDate"]).total_seconds() / 86400 for k in listed
+            if k["Status"] == "Active"}
+
+
+def test_two_waits_in_a_row_still_leave_no_key_past_the_deadline(aws, invoke, clock, one_clock, monkeypatch):
+    # The deploy defaults (rotate at 80 days, GRACE_HOURS=24, MAX_GRACE_HOURS=168, MAX_KEY_AGE_DAYS=90). Just as
+    # the held key falls due a weekly job's key appears (adopted: it holds the rotation back 168 h), and the
+    # application on the held key never moves to the new one (its old key is still used after the grace
+    # period). Neither wait, nor both in a row, keeps any Active key past day 90: the old key goes, loudly, on the
+    # last run before the deadline.
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "80")
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    seeded = seed_user(aws.iam, aws.secrets, "alice", ("Active",), held=0)
+    (held,) = seeded.key_ids
+    backdate_key("alice", held, 80)
+    job = []
+
+    def the_world(day: int) -> None:
+        if day == 1:
+            job.append(aws.iam.create_access_key(UserName="alice")["AccessKey"]["AccessKeyId"])
+        for key_id in (held, *job):  # the job and the application use their keys every day while they work
+            if active_ages(aws, clock, "alice").get(key_id) is not None:
+                set_last_used("alice", key_id, clock.now())
+
+    entries = []
+    for day in range(1, 16):
+        one_clock(24 * 3600)
+        the_world(day)
+        entries.append(invoke(seeded.secret)["secrets"][0])
+        ages = active_ages(aws, clock, "alice")
+        assert all(age <= 90 for age in ages.values()), (day, ages, entries[-3:])
+    assert any(e.get("forced_in_use") and "MAX_KEY_AGE_DAYS" in (e.get("reason") or "") for e in entries)
