@@ -2992,6 +2992,12 @@ def selects(settings: Settings, arn: str) -> bool:
                for entry in settings.secret_ids)
 
 
+def as_selected(settings: Settings, arn: str) -> str:
+    """A secret as ``sec`` names it, the name every entry point reports it by: its ARN where ``sec`` lists the
+    ARN, else its name (an entry by name, or found by a prefix, as the batch lists it)."""
+    return arn if arn in settings.secret_ids else secret_name_of(arn)
+
+
 def own_secret(run: Run, arn: str) -> bool:
     """Is the secret in this function's region (and, when the context says, account)?"""
     parts = arn.split(":")
@@ -2999,12 +3005,21 @@ def own_secret(run: Run, arn: str) -> bool:
     return len(parts) >= 7 and parts[3] == run.clients.secrets.meta.region_name and account in (None, parts[4])
 
 
-def exposure_of(run: Run, key_id: str) -> Outcome | str:
+def unmanaged_exposure(key_id: str, user: str | None) -> Outcome:
+    """A leaked key no authorised secret holds: whose it is, and that nothing changed; nothing more (no use, no
+    CloudTrail lookup: the function has no business reading who uses a key it does not manage)."""
+    return Outcome(secret=f"exposed key {key_id}", status=Status.SKIPPED, user=user, exposed=True,
+                   exposed_key_id=key_id, reason=f"key {key_id} of IAM user {user!r} is exposed, but no secret this "
+                   "function manages names the user back; nothing changed: give its consumers a new key, then "
+                   "deactivate it (never delete it: it is evidence)")
+
+
+def exposure_of(run: Run, key_id: str) -> Outcome | str | None:
     """Whose leaked key this is (GetAccessKeyLastUsed names the user) and which secret manages it: the one the
-    user's key-rotation-secret tag names, if ``sec`` selects it (authority as everywhere else). Else a report
-    of the key that changes nothing."""
-    iam, unmanaged = run.clients.iam, Outcome(secret=f"exposed key {key_id}", status=Status.SKIPPED,
-                                              exposed=True, exposed_key_id=key_id)
+    user's key-rotation-secret tag names, if ``sec`` selects it (authority as everywhere else). With the
+    user-tag guard off, as in the batch, any secret ``sec`` selects that names the user (None: found once they
+    are read). Else a report of the key that changes nothing."""
+    iam, unmanaged = run.clients.iam, unmanaged_exposure(key_id, None)
     try:
         used = iam.get_access_key_last_used(AccessKeyId=key_id)
         user = used.get("UserName")
@@ -3015,17 +3030,15 @@ def exposure_of(run: Run, key_id: str) -> Outcome | str:
             "the keys of users tagged key-rotation-secret; nothing changed")
         return unmanaged
     named = tags.get(USER_TAG)
+    if not run.settings.require_user_tag and is_user_name(user):
+        run.exposed.setdefault(user.casefold(), set()).add(key_id)
+        return None
     if named and selects(run.settings, named) and own_secret(run, named):
         run.exposed.setdefault(user.casefold(), set()).add(key_id)
-        run.exposures[key_id] = named
+        run.exposures[key_id] = as_selected(run.settings, named)
         run.user_tags[user.casefold()] = tags  # read once: the guard's authority check uses them too
-        return named
-    unmanaged.user = user
-    when = used.get("AccessKeyLastUsed", {}).get("LastUsedDate")
-    unmanaged.reason = (f"key {key_id} of IAM user {user!r} is exposed, but no secret this function manages names "
-                        f"the user back; last used {iso(when) if when else 'never'}; nothing changed: give its "
-                        "consumers a new key, then deactivate it (never delete it: it is evidence)")
-    return unmanaged
+        return run.exposures[key_id]
+    return unmanaged_exposure(key_id, user)
 
 
 def selected(run: Run) -> tuple[list[str], list[str], list[Outcome]]:
@@ -3036,10 +3049,24 @@ def selected(run: Run) -> tuple[list[str], list[str], list[Outcome]]:
     if settings.exposed:
         found = [exposure_of(run, key_id) for key_id in settings.exposed]
         secret_ids = list(dict.fromkeys(f for f in found if isinstance(f, str)))
+        if None in found:  # the guard off: every secret sec selects may name a leaked key's user, as in the batch
+            secret_ids = resolve_secret_ids(settings, run.clients, None)
         return secret_ids, holder_ids(settings, run.clients, secret_ids), [f for f in found if isinstance(f, Outcome)]
     wanted = settings.rollback or settings.targets
     secret_ids = resolve_secret_ids(settings, run.clients, wanted)
     return secret_ids, holder_ids(settings, run.clients, secret_ids) if wanted else [], []
+
+
+def naming_leaked_users(run: Run, read: list[Any]) -> list[Any]:
+    """With the user-tag guard off: of the secrets read, those naming a leaked key's user act on it (the first
+    one per user, as ``decide`` claims users in the batch); the others only hold their users' keys."""
+    if run.settings.require_user_tag:
+        return read
+    acting = [r for r in read if not isinstance(r, SecretRecord) or r.user_name.casefold() in run.exposed]
+    for record in (r for r in acting if isinstance(r, SecretRecord)):
+        for key_id in run.exposed[record.user_name.casefold()]:
+            run.exposures.setdefault(key_id, record.name)
+    return acting
 
 
 def quarantined(run: Run, user: str) -> bool | None:
@@ -3053,23 +3080,40 @@ def quarantined(run: Run, user: str) -> bool | None:
     return any(str(p.get("PolicyName", "")).startswith(QUARANTINE_POLICY) for p in attached)
 
 
+def another_users_secret(key_id: str, user: str, record: SecretRecord) -> Outcome:
+    """A leaked key whose user's tag names a secret that holds another user's keys: not this key's to answer."""
+    return Outcome(secret=f"exposed key {key_id}", status=Status.FAILED, user=user, exposed=True,
+                   exposed_key_id=key_id, reason=f"key {key_id} of IAM user {user!r} is exposed and NOT revoked: "
+                   f"the user's tag names secret {record.name!r}, which holds IAM user {record.user_name!r}'s keys; "
+                   "nothing changed for it: give its consumers a new key, then deactivate it")
+
+
 def answer_exposures(run: Run, records: list[Any], outcomes: list[Outcome]) -> None:
-    """Mark every outcome of a leak: the key, whether AWS quarantined the user, where CloudTrail's lookup starts
-    (the key's creation); a WARNING for each, loudest for one a hold kept from being revoked."""
-    keys = {r.name: r.keys or [] for r in records if isinstance(r, SecretRecord)}
+    """Mark every outcome of a leak: each key with its own user's secret only (a key whose tag names a secret of
+    another user is refused on its own), whether AWS quarantined the user, where CloudTrail's lookup starts (the
+    key's creation; none for a key no authorised secret holds); a WARNING for each, loudest for one a hold kept
+    from being revoked."""
+    read = {r.name: r for r in records if isinstance(r, SecretRecord)}
     by_secret = {o.secret: o for o in outcomes}
-    for key_id, secret in run.exposures.items():  # every leaked key's secret says so, whatever became of it
-        if secret in by_secret and not by_secret[secret].exposed_key_id:
-            by_secret[secret].exposed_key_id = key_id
+    for user, leaked in run.exposed.items():  # every leaked key's secret says so, whatever became of it
+        for key_id in sorted(leaked):
+            record = read.get(run.exposures.get(key_id, ""))
+            if key_id not in run.exposures:  # the guard off, and no secret sec selects names the user
+                outcomes.append(unmanaged_exposure(key_id, user))
+            elif record is not None and record.user_name.casefold() != user:
+                outcomes.append(another_users_secret(key_id, user, record))
+            elif record is not None and record.name in by_secret and not by_secret[record.name].exposed_key_id:
+                by_secret[record.name].exposed_key_id = key_id
     for outcome in outcomes:
-        key_id = outcome.exposed_key_id
+        key_id, record = outcome.exposed_key_id, read.get(outcome.secret)
         if key_id is None:
             continue
         outcome.exposed = True
-        found = find_key(keys.get(outcome.secret, []), key_id)
-        outcome.in_use_since = found.created if found else run.clock.now() - timedelta(days=90)
-        outcome.quarantined = quarantined(run, outcome.user) if is_user_name(outcome.user) else None
-        held = outcome.status in (Status.SKIPPED, Status.PLANNED) and outcome.secret in keys
+        if record is not None and record.authorised:  # else no authorised secret holds it: no detail, no lookup
+            found = find_key(record.keys or [], key_id)
+            outcome.in_use_since = found.created if found else run.clock.now() - timedelta(days=90)
+            outcome.quarantined = quarantined(run, outcome.user) if is_user_name(outcome.user) else None
+        held = outcome.status in (Status.SKIPPED, Status.PLANNED) and record is not None
         log_action("exposed_key_held" if held else "exposed_key", logging.WARNING, secret=outcome.secret,
                    user=outcome.user, key_id=key_id, status=str(outcome.status), quarantined=outcome.quarantined,
                    message=f"exposed key {key_id}: {outcome.reason or outcome.status}")
@@ -3084,7 +3128,8 @@ def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
         everything = read_secrets(clients, secret_ids + holders_only, pool.map)
         run.add_holders(everything)
-        read = everything[:len(secret_ids)]
+        read = naming_leaked_users(run, everything[:len(secret_ids)]) if settings.exposed \
+            else everything[:len(secret_ids)]
         warn_if_too_many(len(secret_ids), context, getattr(context, "memory_limit_in_mb", None))
         # Read each user's tag once, in parallel, before the in-order decide pass uses it.
         list(pool.map(isolated(name_of, run.refusal), read))

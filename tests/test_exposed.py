@@ -12,7 +12,7 @@ import logging
 import pytest
 
 from conftest import load_event
-from lambda_function import ConfigError
+from lambda_function import ConfigError, RotationFailed
 from seed import ROWS, backdate_key, iam_secret_keys, seed_row, seed_user, set_last_used
 
 
@@ -101,14 +101,42 @@ def test_a_skip_tag_holds_and_the_leak_is_reported_loudly(aws, invoke, alice, ca
     assert any('"action": "exposed_key_held"' in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
 
 
-def test_a_key_no_secret_of_this_function_manages_is_reported_and_untouched(aws, invoke, alice, topic):
+def test_a_key_no_secret_of_this_function_manages_is_reported_and_untouched(aws, invoke, alice, topic, cloudtrail,
+                                                                            clock):
+    # Whose key it is, and that nothing changed: no more. Not its use, and no CloudTrail lookup of its callers
+    # (the function has no business reading who uses a key it does not manage, nor putting it in its outputs).
     aws.iam.create_user(UserName="stray")
     stray = aws.iam.create_access_key(UserName="stray")["AccessKey"]["AccessKeyId"]
-    (entry,) = invoke(alice.secret, event=operator_event(stray))["secrets"]
+    set_last_used("stray", stray, clock.now())
+    cloudtrail.record(stray, clock.now(), source_ip="198.51.100.77")
+    result = invoke(alice.secret, event=operator_event(stray))
+    (entry,) = result["secrets"]
     assert entry["status"] == "skipped" and entry["user"] == "stray" and entry["exposed_key_id"] == stray
-    assert "no secret this function manages" in entry["reason"] and "last used never" in entry["reason"]
+    assert "no secret this function manages" in entry["reason"] and "last used" not in entry["reason"]
+    assert "holdouts" not in entry and cloudtrail.calls == []
     assert aws.keys("stray") == {stray: "Active"} and aws.keys("alice") == {alice.key_ids[0]: "Active"}
-    assert "EXPOSED key" in topic()[0]
+    message = topic()[0]
+    assert "EXPOSED key" in message and "198.51.100.77" not in json.dumps(result) + message
+
+
+def test_two_users_whose_tags_name_one_secret_each_key_answered_for_its_own_user_only(aws, invoke, alice):
+    # bob's tag names alice's secret (a mistake, or someone's trick). A leak naming both users' keys answers
+    # alice's (her secret holds her keys) and refuses bob's loudly: it is never reported replaced while Active.
+    bob = seed_user(aws.iam, aws.secrets, "bob", ("Active",), held=0)
+    alice_arn = aws.secrets.describe_secret(SecretId=alice.secret)["ARN"]
+    aws.iam.tag_user(UserName="bob", Tags=[{"Key": "key-rotation-secret", "Value": alice_arn}])
+    (leaked,), (bobs,) = alice.key_ids, bob.key_ids
+    with pytest.raises(RotationFailed) as failed:
+        invoke(sec="iam-keys/*", event=health_event(leaked, bobs))
+    assert aws.keys("alice")[leaked] == "Inactive" and aws.holds_working_key(alice.secret)
+    assert aws.keys("bob") == {bobs: "Active"}
+    assert f"key {bobs} of IAM user 'bob' is exposed and NOT revoked" in str(failed.value)
+
+
+def test_a_leak_names_the_secret_as_sec_does_like_every_entry_point(aws, invoke, alice):
+    (leaked,) = alice.key_ids
+    (entry,) = invoke(sec="iam-keys/*", event=operator_event(leaked))["secrets"]
+    assert entry["secret"] == alice.secret and entry["status"] == "rotated"
 
 
 def test_a_key_whose_user_names_a_secret_sec_does_not_select_is_not_acted_on(aws, invoke, monkeypatch):
@@ -157,3 +185,22 @@ def test_without_cloudtrail_permission_the_note_says_so_and_the_key_is_still_rev
     (entry,) = invoke(alice.secret, event=operator_event(alice.key_ids[0]))["secrets"]
     assert "needs cloudtrail:LookupEvents" in entry["holdouts_note"]
     assert aws.keys("alice")[alice.key_ids[0]] == "Inactive"
+
+
+def test_with_the_user_tag_guard_off_a_leak_acts_on_what_the_batch_would_rotate(aws, invoke, monkeypatch):
+    # REQUIRE_USER_TAG=false: the batch rotates any secret sec selects that names the user, tagged or not. The
+    # leak path takes the same holders and authority: it answers the leak there, and says so of a key whose
+    # user no selected secret names.
+    monkeypatch.setenv("REQUIRE_USER_TAG", "false")
+    alice = seed_user(aws.iam, aws.secrets, "alice", ("Active",), held=0, tag=False)
+    seed_user(aws.iam, aws.secrets, "carol", ("Active",), held=0, tag=False)
+    aws.iam.create_user(UserName="stray")
+    stray = aws.iam.create_access_key(UserName="stray")["AccessKey"]["AccessKeyId"]
+    (leaked,) = alice.key_ids
+    result = invoke(sec="iam-keys/*", event=operator_event(leaked, stray))
+    by_status = {e["status"]: e for e in result["secrets"]}
+    assert sorted(by_status) == ["rotated", "skipped"], result["secrets"]
+    assert by_status["rotated"]["secret"] == alice.secret and by_status["rotated"]["exposed_key_id"] == leaked
+    assert by_status["skipped"]["exposed_key_id"] == stray
+    assert aws.keys("alice")[leaked] == "Inactive" and aws.holds_working_key(alice.secret)
+    assert aws.keys("stray") == {stray: "Active"}
