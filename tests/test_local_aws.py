@@ -6,6 +6,8 @@ demo of the steps, not a proof of the key (tests/conftest.py's AwsLikeSts is tha
 
 from __future__ import annotations
 
+import base64
+import http.client
 import io
 import json
 import os
@@ -19,6 +21,7 @@ import boto3
 import pytest
 
 from conftest import read_exports
+from local_aws import served_hosts
 from seed import seed_user
 
 ROOT = Path(__file__).parent.parent
@@ -170,6 +173,8 @@ def test_make_invoke_report_and_logs_against_make_local_aws():
         logs = make("logs", "FUNCTION=rotate-keys", env=env)
         assert logs.returncode == 0, logs.stderr
         assert '"action": "run_complete", "dry_run": true' in logs.stdout
+        port = exports["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]
+        assert sent_as(exports["AWS_ENDPOINT_URL"], f"attacker.example:{port}", CREATE_USER)[0] == 403
     finally:
         server.terminate()  # as Ctrl-C: the server removes its organisation's profiles
         server.wait(timeout=30)
@@ -187,3 +192,88 @@ def test_secrets_managers_own_rotation_runs_the_four_steps_through_the_zip(serve
     steps = [json.loads(line.split("\t")[3])["step"] for line in log_lines("iam-key-rotation")
              if '"action": "rotation_step"' in line]
     assert steps == ["createSecret", "setSecret", "testSecret", "finishSecret"]
+
+
+# A DNS rebinding page's requests reach 127.0.0.1 with the page's own name in Host: the server refuses them.
+CREATE_USER = ("POST", "/", "Action=CreateUser&UserName=mallory&Version=2010-05-08",
+               {"Content-Type": "application/x-www-form-urlencoded", "Authorization": "AWS4-HMAC-SHA256 "
+                "Credential=testing/20250101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0"})
+
+
+def sent_as(endpoint: str, host: str | None, request: tuple[str, str, str, dict]) -> tuple[int, bytes]:
+    """``request`` (method, path, body, headers) sent to ``endpoint`` as a browser would, with ``host`` (None: no
+    Host header at all) in Host, whatever address it connects to; the status and body of the answer."""
+    method, path, body, headers = request
+    address, port = endpoint.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(address, int(port), timeout=10)
+    try:
+        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for name, value in {**({"Host": host} if host is not None else {}), **headers,
+                            "Content-Length": str(len(body))}.items():
+            connection.putheader(name, value)
+        connection.endheaders(body.encode())
+        answer = connection.getresponse()
+        return answer.status, answer.read()
+    finally:
+        connection.close()
+
+
+def users() -> list[str]:
+    return [user["UserName"] for user in boto3.client("iam").list_users()["Users"]]
+
+
+@pytest.mark.parametrize("host", ["attacker.example:{port}", "attacker.example:5000", "attacker.example", None,
+                                  "127.0.0.1:{other}", "localhost:{other}", "127.0.0.1", "[::1]:{port}",
+                                  "127.0.0.1:{port}.attacker.example"])
+def test_a_request_naming_any_other_host_or_port_is_refused_and_creates_nothing(server, host):
+    port = int(server.rsplit(":", 1)[1])
+    forged = host and host.format(port=port, other=port + 1)
+
+    status, body = sent_as(server, forged, CREATE_USER)
+
+    assert status == 403 and body.startswith(b"Forbidden: ")
+    assert "mallory" not in users()  # never reached moto
+
+
+@pytest.mark.parametrize("name", ["127.0.0.1", "localhost", "LOCALHOST"])
+def test_a_request_naming_the_printed_host_and_port_is_answered(server, name):
+    port = server.rsplit(":", 1)[1]
+
+    status, body = sent_as(server, f"{name}:{port}", CREATE_USER)
+
+    assert status == 200, body
+    assert users() == ["mallory"]
+
+
+@pytest.mark.parametrize("origin", ["http://attacker.example", "null", "http://127.0.0.1:{port}"])
+def test_a_request_from_a_web_page_any_origin_is_refused_even_with_the_right_host(server, origin):
+    # A page may post to http://127.0.0.1:PORT itself, no rebinding needed; its browser says where it comes
+    # from (Origin), which boto3 and the AWS CLI never send.
+    port = server.rsplit(":", 1)[1]
+    method, path, body, headers = CREATE_USER
+    status, _ = sent_as(server, f"127.0.0.1:{port}", (method, path, body, {**headers,
+                                                                          "Origin": origin.format(port=port)}))
+    assert status == 403 and "mallory" not in users()
+
+
+def test_a_rebinding_page_cannot_create_a_function_to_run_its_code_in_the_server(server):
+    port = server.rsplit(":", 1)[1]
+    trust = {"Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                            "Principal": {"Service": "lambda.amazonaws.com"}}]}
+    role = boto3.client("iam").create_role(RoleName="any", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    code = base64.b64encode(zipped(b"def lambda_handler(event, context):\n    raise SystemExit\n")).decode()
+    create = ("POST", "/2015-03-31/functions", json.dumps({
+        "FunctionName": "pwn", "Runtime": "python3.13", "Role": role, "Handler": "lambda_function.lambda_handler",
+        "Code": {"ZipFile": code}}), {"Content-Type": "application/json", "Authorization": "AWS4-HMAC-SHA256 "
+                                     "Credential=testing/20250101/us-east-1/lambda/aws4_request, Signature=0"})
+
+    status, _ = sent_as(server, f"attacker.example:{port}", create)
+
+    assert status == 403
+    assert boto3.client("lambda").list_functions()["Functions"] == []
+    assert sent_as(server, f"127.0.0.1:{port}", create)[0] == 201  # the same request, for this server: made
+
+
+def test_the_server_answers_its_own_names_with_the_port_and_bare_only_on_port_80():
+    assert served_hosts(5000) == {"127.0.0.1:5000", "localhost:5000"}
+    assert served_hosts(80) == {"127.0.0.1:80", "localhost:80", "127.0.0.1", "localhost"}

@@ -9,6 +9,9 @@ credentials (so it acts in its own account); what it logs goes to the CloudWatch
 `make local-aws` (``serve_forever``) also holds an organisation (``make_organisation``), with the stand-ins that
 make moto's EventBridge, StackSets and change sets behave as AWS's across accounts and regions
 (``organisation_stand_ins``; tests/test_org_central.py sets the same ones).
+
+It answers only requests that name it, 127.0.0.1:PORT or localhost:PORT (``LoopbackHostOnly``): a web page that
+rebinds its own DNS name to 127.0.0.1 gets a 403, not a Lambda function run in this process.
 """
 
 from __future__ import annotations
@@ -49,9 +52,42 @@ FAKE_ENV = {
 }
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")  # what the server listens on (IPv4 only), and the name for it
+
+
+def served_hosts(port: int) -> frozenset[str]:
+    """The Host headers a client of this server sends: botocore, the AWS CLI and urllib give the port unless it
+    is HTTP's default (80)."""
+    hosts = {f"{name}:{port}" for name in LOOPBACK_NAMES}
+    return frozenset((hosts | set(LOOPBACK_NAMES)) if port == 80 else hosts)
+
+
+class LoopbackHostOnly:
+    """A guard against DNS rebinding: a browser sends a page's requests to 127.0.0.1 once the page's own name
+    resolves there, but with that name in Host. So any request whose Host is not this server's own (another name,
+    another port, none) gets a 403 and never reaches moto: from a web page, a CreateFunction here would run its
+    code in this process. The server's own clients (an invocation's, `make local-aws`'s) name it as it printed.
+    A request that carries an Origin header comes from a web page (boto3 and the AWS CLI never send one): a page
+    on any origin may send simple requests to 127.0.0.1 itself, so those are refused too."""
+
+    REFUSED = b"Forbidden: this server answers only requests for its own loopback host and port.\n"
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.hosts: frozenset[str] = frozenset()  # none until the port is bound: refuse all
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("HTTP_HOST", "").lower() in self.hosts and "HTTP_ORIGIN" not in environ:
+            return self.app(environ, start_response)
+        start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8"),
+                                         ("Content-Length", str(len(self.REFUSED)))])
+        return [self.REFUSED]
+
+
 class MotoServer(ThreadedMotoServer):
-    """moto's threaded server, but stopped within 50 ms (werkzeug looks for a stop every half second by default,
-    half a second each test that starts a server waits for nothing)."""
+    """moto's threaded server, answering only requests for its own host and port (LoopbackHostOnly), and stopped
+    within 50 ms (werkzeug looks for a stop every half second by default, half a second each test that starts a
+    server waits for nothing)."""
 
     STOP_POLL_SECONDS = 0.05
 
@@ -59,8 +95,9 @@ class MotoServer(ThreadedMotoServer):
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
-        self._server = make_server(self._ip_address, self._port, DomainDispatcherApplication(create_backend_app),
-                                   True, request_handler=MotoRequestHandler)
+        guard = LoopbackHostOnly(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(self._ip_address, self._port, guard, True, request_handler=MotoRequestHandler)
+        guard.hosts = served_hosts(self._server.port)  # the bound port: port 0 picks one
         self._server_ready_event.set()
         self._server.serve_forever(poll_interval=self.STOP_POLL_SECONDS)
 
