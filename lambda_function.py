@@ -605,6 +605,7 @@ class Holders:
     adopted: Mapping[str, str] = field(default_factory=dict)
     lost: frozenset[str] = frozenset()
     unproven: Mapping[str, str] = field(default_factory=dict)
+    retiring: frozenset[str] = frozenset()  # adopted as the last create's old key: the function's, not a person's
 
 
 @dataclass(frozen=True)
@@ -1954,8 +1955,10 @@ class Run:
         proof = {k.key_id: k.created + LAST_USED_LAG for k in unused}  # IAM's data covers the key's life from then
         lost = frozenset(k for k, when in proof.items() if when <= self.clock.now())
         unproven = {k: iso(when) for k, when in proof.items() if k not in lost}
-        return Holders(current=current, ours=ours, others=others, lost=lost, unproven=unproven,
-                       adopted=self.adopted(record, keys, held | lost | set(unproven)))
+        adopted = self.adopted(record, keys, held | lost | set(unproven))
+        replaced = parse_marker(self.tags(record).get(MADE_TAG))[2]
+        return Holders(current=current, ours=ours, others=others, lost=lost, unproven=unproven, adopted=adopted,
+                       retiring=frozenset({replaced} & set(adopted)))
 
     def adopted(self, record: SecretRecord, keys: list[KeyState], held: set[str | None]) -> dict[str, str]:
         """Active keys no secret holds that are someone's in use: used within MAX_GRACE_HOURS, younger than that,
@@ -2320,6 +2323,10 @@ def rollback_plan(run: Run, record: SecretRecord) -> tuple[str, NewKey, KeyState
                                          "previous key was retired long ago (a leaked one, perhaps). Raise "
                                          "ROLLBACK_HOURS if you mean it; nothing changed")
     previous = held_key(record, value)
+    if previous is not None and previous.key_id == record.held_key_id:
+        raise RotationError(record.name, f"nothing to roll back: AWSPREVIOUS holds the key AWSCURRENT holds, "
+                                         f"{previous.key_id} (the secret was saved again since its last rotation); "
+                                         "nothing changed")
     found = find_key(keys, previous.key_id if previous else None)
     if previous is None or found is None:
         raise RotationError(record.name, f"cannot roll back: the previous key "
@@ -2719,7 +2726,10 @@ def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: li
     if record.held_key_id in active:
         rest = [k for k in keys if k.key_id not in holders.lost]
         plan = plan_rotation(rest, holders, force=True)
-        in_the_way = sorted(set(plan.delete_first) & leaked) + [k for k in [plan.freed_adopted] if k]
+        # the old key of the function's last create, unheld after a writer's re-save, is freed as a labelled
+        # previous key would be; a person's key in use is not
+        in_the_way = sorted(set(plan.delete_first) & leaked) + [k for k in [plan.freed_adopted]
+                                                                if k and k not in holders.retiring]
         why = plan.blocked or (in_the_way and f"no room without deleting {', '.join(in_the_way)} (a leaked key is "
                                              "evidence; an adopted one is someone's key in use)")
         log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,

@@ -204,3 +204,24 @@ def test_with_the_user_tag_guard_off_a_leak_acts_on_what_the_batch_would_rotate(
     assert by_status["skipped"]["exposed_key_id"] == stray
     assert aws.keys("alice")[leaked] == "Inactive" and aws.holds_working_key(alice.secret)
     assert aws.keys("stray") == {stray: "Active"}
+
+
+def test_a_leak_of_the_held_key_right_after_a_writer_re_saved_the_secret_is_answered(aws, invoke, clock,
+                                                                                     monkeypatch):
+    # A rotation keeps the old key Active for its grace period; an application re-saves the secret, so no
+    # version holds the old key any more (it is the last create's old key, under the usage gate). A leak of the
+    # key the secret holds is answered all the same: the old key is the function's own, freed as a labelled
+    # previous key would be, never taken for a person's key in use.
+    from test_review_defects import resave
+
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    (old,) = seeded.key_ids
+    invoke(seeded.secret)
+    held = aws.value(seeded.secret)["AccessKeyId"]
+    resave(aws, clock, seeded.secret, note="re-saved")
+    (entry,) = invoke(seeded.secret, event=operator_event(held))["secrets"]
+    new = aws.value(seeded.secret)["AccessKeyId"]
+    assert entry["status"] == "rotated" and "NOT replaced" not in (entry.get("reason") or "")
+    assert new not in (old, held) and aws.holds_working_key(seeded.secret)
+    assert aws.keys("alice")[held] == "Inactive" and old not in aws.keys("alice")

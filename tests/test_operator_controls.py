@@ -247,3 +247,21 @@ def test_new_keys_wait_out_propagation_together_not_one_after_another(aws, invok
     assert clock.sleeps == [1.0, 2.0, 4.0], "one shared wait, not one per secret"
     for s in seeded:
         aws.assert_converged(s.secret)
+
+
+def test_a_rollback_after_a_writer_re_saved_the_secret_says_there_is_nothing_to_move(aws, invoke, clock,
+                                                                                     monkeypatch):
+    # After a re-save AWSPREVIOUS holds the very key AWSCURRENT holds: a rollback would move a label, deactivate
+    # nothing and call it rolled back. It says so and changes nothing.
+    from test_review_defects import resave
+
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    invoke(seeded.secret)
+    held = aws.value(seeded.secret)["AccessKeyId"]
+    resave(aws, clock, seeded.secret, note="re-saved")
+    stages = aws.stages(seeded.secret)
+    with pytest.raises(RotationFailed, match=f"nothing to roll back: AWSPREVIOUS holds the key AWSCURRENT holds, "
+                                             f"{held}"):
+        invoke(seeded.secret, event={"rollback": [seeded.secret]})
+    assert aws.stages(seeded.secret) == stages and aws.value(seeded.secret)["AccessKeyId"] == held
