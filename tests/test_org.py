@@ -36,7 +36,9 @@ with open({log!r}, "a") as log:
     log.write(json.dumps(args) + "\\n")
 answers = json.load(open({answers!r}))
 words = args[2:] if args[:1] == ["--profile"] else args
-answer = answers.get(" ".join(words[:2]), {{"out": "{{}}"}})
+# the most specific answer: "SERVICE OPERATION", or with a word the call holds too ("s3api head-object BUCKET")
+keys = [key for key in answers if key.split()[:2] == words[:2] and set(key.split()[2:]) <= set(words)]
+answer = answers[max(keys, key=len)] if keys else {{"out": "{{}}"}}
 print(answer["out"])
 sys.exit(answer.get("rc", 0))
 """
@@ -239,6 +241,91 @@ def test_a_code_bucket_someone_else_made_first_is_never_written_and_never_deploy
     assert code == 2 and arg(named(calls, "head-object")[0], "--expected-bucket-owner") == MANAGEMENT
     assert not [call for call in calls if call[1] in ("create-stack-set", "update-stack-set",
                                                         "create-stack-instances")], "nothing changed"
+
+
+EXISTING = {"cloudformation describe-stack-set": {"out": json.dumps(["SecretNames", "DryRun", "FunctionName"])}}
+CHANGES = ("create-stack-set", "update-stack-set", "create-stack-instances", "update-stack-instances",
+           "delete-stack-instances", "delete-stack-set")
+
+
+def deployed(*pairs: tuple[str, str]) -> dict:
+    """list-stack-instances' answer: the stack set's instances, (account, region) each."""
+    return {"cloudformation list-stack-instances": {"out": json.dumps([list(pair) for pair in pairs])}}
+
+
+def changes(calls: list[list[str]]) -> list[list[str]]:
+    return [call for call in calls if call[1] in CHANGES]
+
+
+def regions(call: list[str]) -> list[str]:
+    after = call[call.index("--regions") + 1:]
+    return after[:next(i for i, word in enumerate(after) if word.startswith("--"))]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("target", ["org-update", "org-deploy"])
+def test_the_code_is_checked_in_every_region_the_stack_set_has_instances_in_not_only_regions(org, capsys, target):
+    # The stack set's parameters name ARTIFACT_PREFIX-REGION in each of its regions and bucket names are global: a
+    # region it has instances in that REGIONS leaves out (us-west-2) would read a bucket someone else may own.
+    instances = deployed((CANARY, "eu-west-1"), (PROD, "eu-west-1"), (PROD, "us-west-2"))
+    taken = {"s3api head-object acme-keys-us-west-2": {"out": "", "rc": 254}}
+    code, calls = org(target, {**EXISTING, **instances, **taken}, **{**DEPLOY, "REGIONS": "eu-west-1"})
+    (said,) = capsys.readouterr().err.splitlines()
+    assert code == 2 and changes(calls) == [], "nothing changed"
+    assert {arg(call, "--bucket"): arg(call, "--expected-bucket-owner") for call in named(calls, "head-object")} == {
+        "acme-keys-eu-west-1": MANAGEMENT, "acme-keys-us-west-2": MANAGEMENT}
+    assert said.startswith("refused, nothing changed: iam-key-rotation/") and " in us-west-2 (stack set " \
+        "iam-key-rotation has instances in us-west-2, not in REGIONS" in said, said
+    assert said.endswith("make org-package REGIONS='us-west-2' ARTIFACT_PREFIX=acme-keys puts it there"), said
+    code, calls = org(target, {**EXISTING, **instances}, **{**DEPLOY, "REGIONS": "eu-west-1"})
+    assert code == 0 and len(named(calls, "head-object")) == 2, "this account's code in both: the update goes on"
+    assert all(regions(call) == ["eu-west-1"] for call in named(calls, "update-stack-set"))
+
+
+@pytest.mark.unit
+def test_org_update_refuses_when_the_stack_set_s_instances_cannot_be_read(org, capsys):
+    unread = {"cloudformation list-stack-instances": {"out": "", "rc": 254}}
+    code, calls = org("org-update", {**EXISTING, **unread}, **DEPLOY)
+    assert code == 2 and changes(calls) == [] and not named(calls, "head-object")
+    assert "stack set iam-key-rotation's instances could not be read" in capsys.readouterr().err
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("target", ["org-update", "org-deploy"])
+def test_existing_instances_take_their_overrides_before_the_stack_set_s_parameters_change(org, target):
+    # DryRun=false with OVERRIDES=PROD:DryRun=true: were the stack set updated first, production would rotate for
+    # real until its override landed, and for good if the roll-out stopped before. PROD has no instance in
+    # us-east-1 yet: it is made with its overrides once the stack set is updated, before the OUs' stages.
+    instances = deployed((CANARY, "eu-west-1"), (CANARY, "us-east-1"), (PROD, "eu-west-1"))
+    code, calls = org(target, {**EXISTING, **instances}, **DEPLOY, DryRun="false", OVERRIDES=f"{PROD}:DryRun=true",
+                      CANARY=CANARY)
+    assert code == 0
+    order = [(call[1], arg(call, "--deployment-targets").get("Accounts")) for call in changes(calls)]
+    assert order == [("update-stack-instances", [PROD]), ("update-stack-set", [CANARY]), ("update-stack-set", None),
+                     ("create-stack-instances", [PROD]), ("create-stack-instances", [CANARY]),
+                     ("create-stack-instances", None)]
+    overridden, made = named(calls, "update-stack-instances")[0], named(calls, "create-stack-instances")[0]
+    dry = [{"ParameterKey": "DryRun", "ParameterValue": "true"}]
+    assert regions(overridden) == ["eu-west-1"] and arg(overridden, "--parameter-overrides") == dry
+    assert regions(made) == ["us-east-1"] and arg(made, "--parameter-overrides") == dry
+    parameters = arg(named(calls, "update-stack-set")[0], "--parameters")
+    assert {"ParameterKey": "DryRun", "ParameterValue": "false"} in parameters
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("answer", ["[]", "null"])
+def test_an_existing_stack_set_whose_parameters_read_as_none_is_updated_never_named_anew(org, answer):
+    # A new stack set's functions are named FunctionName=STACK_SET; an existing one's keep the name they have (a
+    # new name replaces every account's function). Existing is said, never read from an empty list of parameters.
+    code, calls = org("org-update", {"cloudformation describe-stack-set": {"out": answer}}, OUS=OU,
+                      REGIONS="eu-west-1", ARTIFACT_PREFIX="acme-keys")
+    assert code == 0 and not named(calls, "create-stack-set")
+    for update in named(calls, "update-stack-set"):
+        assert "FunctionName" not in [parameter["ParameterKey"] for parameter in arg(update, "--parameters")]
+    got = {"STACK_SET": "keys", "ARTIFACT_PREFIX": "acme-keys"}
+    assert "FunctionName" in [p["ParameterKey"] for p in json.loads(deploy_config.parameters_json(got, [], []))]
+    with pytest.raises(ValueError, match="a new stack set has no previous parameters"):
+        deploy_config.parameters_json(got, [], ["SecretNames"], new=True)
 
 
 @pytest.mark.unit
@@ -518,7 +605,7 @@ def test_the_stack_set_the_tool_describes_deploys_to_every_account_of_an_ou_in_m
         cloudformation = boto3.client("cloudformation", region_name="us-east-1")
         cloudformation.create_stack_set(
             StackSetName="keys", TemplateBody=(ROOT / "template.yaml").read_text(),
-            Parameters=json.loads(deploy_config.parameters_json(got, [("SecretNames", "iam-keys/*")], [])),
+            Parameters=json.loads(deploy_config.parameters_json(got, [("SecretNames", "iam-keys/*")], [], new=True)),
             Capabilities=["CAPABILITY_IAM"], PermissionModel="SERVICE_MANAGED", CallAs="SELF",
             AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False})
         for first in (True, False):

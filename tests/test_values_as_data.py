@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -162,6 +163,8 @@ def test_a_secret_name_reaches_the_cli_and_the_event_as_data(tmp_path, fake_aws)
                     "SecretNames": "iam-keys/*", "OVERRIDES": "111122223333:GraceHours=1;id"},
      "GraceHours must be what the template allows"),
     ("org-remove", {"OUS": "ou-ab12-cd34ef56"}, "give REGIONS="),
+    ("skip", {"SECRET": "-x"}, "SECRET must not start with '-'"),
+    ("org-report", {"LOG_GROUP": "-foo"}, "LOG_GROUP must not start with '-'"),
 ])
 def test_a_refused_value_is_named_and_nothing_is_called(fake_aws, target, values, says):
     aws, calls = fake_aws
@@ -188,6 +191,27 @@ def test_each_value_of_each_target_is_checked_alone(target):
         with pytest.raises(Refused) as refused:
             check(target, {**valid(target), name: payload.format(canary="/tmp/canary")})
         assert refused.value.code == 2 and name in str(refused.value)
+
+
+# Every value of every target, from the tool's own table: each reaches the AWS CLI's argument list (--function-name,
+# --secret-id, --log-group-name, --profile, --regions...) or what the CLI is given (a file, JSON), so none may start
+# with '-', which the CLI would read as an option (FUNCTION=--help, SECRET=-x).
+EACH_VALUE = [(target, name) for target, (needed, optional) in deploy_config.TARGETS.items()
+              for name in (*needed, *optional)]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("value", ["--help", "-x"])
+@pytest.mark.parametrize("target, name", EACH_VALUE)
+def test_a_value_with_a_leading_dash_is_refused_by_its_name_and_nothing_is_called(fake_aws, capsys, target, name,
+                                                                                   value):
+    aws, calls = fake_aws
+    code = deploy_config.main([target], {**valid(target), name: value, "AWS": str(aws)})
+    (said,) = capsys.readouterr().err.splitlines()
+    assert code == 2 and said.startswith(f"{name} must ") and said.endswith(f"not {value!r}"), said
+    if re.fullmatch(deploy_config.RULES[name][0], value, re.ASCII):  # what it names allows a '-', but not first
+        assert said == f"{name} must not start with '-' (the AWS CLI would read it as an option), not {value!r}"
+    assert calls() == [], "nothing called"
 
 
 @pytest.mark.unit

@@ -6,7 +6,8 @@ Make hands this tool the user's values in the environment, never as shell text (
 as typed and exports it); this tool checks each one against what it names (a Lambda function name, a stack
 name, a whole number, an existing file, a secret-name prefix, a KMS key id...) and calls the AWS CLI with an
 argument list: a quote, backquotes, ``$(...)``, ``;`` or a newline in a value is text, never a command. A value
-that is not what it names is refused with exit 2 before anything is called.
+that is not what it names, or that starts with ``-`` (the CLI would read it as an option), is refused with exit 2
+before anything is called.
 
     python3 tools/deploy_config.py check TARGET     # the checks alone (make runs them before the CLI is installed)
     python3 tools/deploy_config.py TARGET           # policy create configure deploy schedule invoke report
@@ -39,7 +40,7 @@ import sys
 import time
 import types
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,8 @@ def checked(name: str, value: str) -> str:
         raise Refused(f"{name} must be {meaning}, not {shown(value)}")
     if name in RANGES and not RANGES[name][0] <= int(value) <= RANGES[name][1]:
         raise Refused(f"{name} must be {meaning}, not {shown(value)}")
+    if value.startswith("-"):  # an argument of the CLI's: FUNCTION=--help or SECRET=-x would be read as an option
+        raise Refused(f"{name} must not start with '-' (the AWS CLI would read it as an option), not {shown(value)}")
     if name == "EVENT" and not Path(value).is_file():
         raise Refused(f"EVENT must be an existing JSON file, not {shown(value)}")
     return value
@@ -966,28 +969,40 @@ def run_org_package(got: dict[str, str], given: list[tuple[str, str]], aws: Cli)
               f"--policy file://{policy} --region {region} {' '.join(owner)}")
 
 
-def check_code(got: dict[str, str], aws: Cli) -> None:
+def check_code(got: dict[str, str], aws: Cli, deployed: Collection[str] = ()) -> None:
     """Before the stack set changes: each region's bucket is this account's and holds this code (make org-package
-    put it there), so no account is ever pointed at code someone else may write."""
+    put it there), so no account is ever pointed at code someone else may write. The regions are REGIONS and
+    those the stack set has instances in (``deployed``): its parameters name PREFIX-REGION for every region, and
+    bucket names are global, so a region left unchecked could read a bucket someone else owns. Refused, naming
+    every region without the code, before anything changes."""
     key, owner = code_key(), ["--expected-bucket-owner", caller_account(aws)]
-    for region in listed(got["REGIONS"]):
-        bucket = f"{got['ARTIFACT_PREFIX']}-{region}"
-        if aws.in_region(region)("s3api", "head-object", "--bucket", bucket, "--key", key, *owner, check=False,
-                                quiet=True, status=True):
-            raise Refused(f"refused, nothing changed: s3://{bucket}/{key} is not there in a bucket of this account "
-                          f"(make org-package REGIONS=... ARTIFACT_PREFIX={got['ARTIFACT_PREFIX']} puts it there)")
+    given = listed(got["REGIONS"])
+    missing = [region for region in [*given, *sorted(set(deployed) - set(given))]
+               if aws.in_region(region)("s3api", "head-object", "--bucket", f"{got['ARTIFACT_PREFIX']}-{region}",
+                                        "--key", key, *owner, check=False, quiet=True, status=True)]
+    if not missing:
+        return
+    outside = [region for region in missing if region not in given]
+    said = f" (stack set {got['STACK_SET']} has instances in {' '.join(outside)}, not in REGIONS: its parameters " \
+           f"reach them too)" if outside else ""
+    raise Refused(f"refused, nothing changed: {key} is not in a bucket of this account in {' '.join(missing)}{said}: "
+                  f"make org-package REGIONS='{' '.join(missing)}' ARTIFACT_PREFIX={got['ARTIFACT_PREFIX']} puts "
+                  f"it there")
 
 
 def stack_set_call(got: dict[str, str]) -> list[str]:
     return ["--stack-set-name", got["STACK_SET"], "--call-as", got["CALL_AS"]]
 
 
-def parameters_json(got: dict[str, str], given: list[tuple[str, str]], previous: list[str]) -> str:
+def parameters_json(got: dict[str, str], given: list[tuple[str, str]], previous: list[str], new: bool = True) -> str:
     """The stack set's parameters: the code's (each region's bucket, the zip's key), a new stack set's function
-    name (the stack set's, the same in every account, not its stack's StackSet-NAME-UUID; an update keeps the
-    name the functions have), those given, and each other one the stack set has kept as it was
-    (UsePreviousValue)."""
-    named = {} if previous else {"FunctionName": got["STACK_SET"]}  # a new stack set's; an old one's is kept
+    name (the stack set's, the same in every account, not its stack's StackSet-NAME-UUID; an update, new=False,
+    keeps the name the functions have), those given, and each other one the stack set has kept as it was
+    (UsePreviousValue). ``new`` is said, never read from ``previous``: an existing stack set's parameters may
+    read as [], and naming its functions anew would replace every one."""
+    if new and previous:
+        raise ValueError("a new stack set has no previous parameters")
+    named = {"FunctionName": got["STACK_SET"]} if new else {}  # a new stack set's; an old one's is kept
     values = {"CodeBucket": got["ARTIFACT_PREFIX"], "CodeKey": code_key(), "CodeBucketPerRegion": "true",
               **named, **dict(given)}
     kept = [{"ParameterKey": name, "UsePreviousValue": True} for name in previous if name not in values]
@@ -1068,18 +1083,41 @@ def stack_set_parameters(got: dict[str, str], aws: Cli) -> list[str] | None:
 
 def update_stack_set(got: dict[str, str], given: list[tuple[str, str]], previous: list[str], aws: Cli) -> None:
     staged(got, ["update-stack-set", "--template-body", f"file://{ROOT / 'template.yaml'}", "--parameters",
-                 parameters_json(got, given, previous), "--capabilities", "CAPABILITY_IAM"], aws)
+                 parameters_json(got, given, previous, new=False), "--capabilities", "CAPABILITY_IAM"], aws)
 
 
-def apply_overrides(got: dict[str, str], verb: str, aws: Cli) -> None:
-    """OVERRIDES: each account's own parameters (a dry run in production first, an exemption), one at a time."""
+def apply_overrides(got: dict[str, str], verb: str, aws: Cli, instances: Collection[tuple[str, str]] = ()) -> None:
+    """OVERRIDES: each account's own parameters (a dry run in production first, an exemption), one at a time:
+    update-stack-instances in the regions of REGIONS where the account has an instance (``instances``: its
+    (account, region) pairs), create-stack-instances in the others (made with them, before the OUs' stages would
+    make them without)."""
+    existing = verb == "update-stack-instances"
     for account, assignments in overrides(got.get("OVERRIDES", "")).items():
+        regions = [region for region in listed(got["REGIONS"]) if ((account, region) in instances) == existing]
+        if not regions:
+            continue
         operation = aws("cloudformation", verb, *stack_set_call(got), "--deployment-targets", targets(got, account),
-                        "--regions", *listed(got["REGIONS"]), "--parameter-overrides",
+                        "--regions", *regions, "--parameter-overrides",
                         json.dumps([{"ParameterKey": k, "ParameterValue": v} for k, v in assignments]),
                         "--operation-preferences", preferences(got, True), "--query", "OperationId",
                         "--output", "text")
         wait_for(got, operation, f"overrides for {account}", aws)
+
+
+def update_existing(got: dict[str, str], given: list[tuple[str, str]], previous: list[str], aws: Cli) -> None:
+    """An existing stack set, changed only once the code is checked in every region it has instances in. The
+    overridden accounts' instances take their overrides before the stack set's parameters change: an account
+    kept dry (OVERRIDES=ACCOUNT:DryRun=true) never runs the stack set's DryRun=false, not even until its
+    override lands, nor for good when a stage fails and the roll-out stops. Its new instances are made with
+    theirs after (they cannot be overridden before they exist), before the OUs' stages."""
+    instances = stack_instances(got, aws)
+    if instances is None:
+        raise Refused(f"refused, nothing changed: stack set {got['STACK_SET']}'s instances could not be read "
+                      f"(CALL_AS={got['CALL_AS']}), so the code of each region they are in cannot be checked")
+    check_code(got, aws, {region for _account, region in instances})
+    apply_overrides(got, "update-stack-instances", aws, instances)
+    update_stack_set(got, given, previous, aws)
+    apply_overrides(got, "create-stack-instances", aws, instances)
 
 
 def run_org_deploy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
@@ -1088,17 +1126,17 @@ def run_org_deploy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
     previous = stack_set_parameters(got, aws)
     if previous is None and not dict(given).get("SecretNames"):
         raise Refused("make org-deploy creates the stack set: give SecretNames='iam-keys/*' (the function's sec)")
-    check_code(got, aws)
     if previous is None:
+        check_code(got, aws)
         aws("cloudformation", "create-stack-set", *stack_set_call(got), "--template-body",
-            f"file://{ROOT / 'template.yaml'}", "--parameters", parameters_json(got, given, []),
+            f"file://{ROOT / 'template.yaml'}", "--parameters", parameters_json(got, given, [], new=True),
             "--capabilities", "CAPABILITY_IAM", "--permission-model", "SERVICE_MANAGED", "--auto-deployment",
             json.dumps({"Enabled": True, "RetainStacksOnAccountRemoval": False}), "--output", "text")
         print(f"stack set {got['STACK_SET']} (service-managed; an account joining {got['OUS']} gets the function, "
               f"one leaving loses it)")
+        apply_overrides(got, "create-stack-instances", aws)
     else:
-        update_stack_set(got, given, previous, aws)
-    apply_overrides(got, "create-stack-instances" if previous is None else "update-stack-instances", aws)
+        update_existing(got, given, previous, aws)
     staged(got, ["create-stack-instances"], aws)
 
 
@@ -1107,9 +1145,7 @@ def run_org_update(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
     previous = stack_set_parameters(got, aws)
     if previous is None:
         raise SystemExit(f"no stack set {got['STACK_SET']} ({got['CALL_AS']}): make org-deploy creates it")
-    check_code(got, aws)
-    update_stack_set(got, given, previous, aws)
-    apply_overrides(got, "update-stack-instances", aws)
+    update_existing(got, given, previous, aws)
     staged(got, ["create-stack-instances"], aws)
 
 
