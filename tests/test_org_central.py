@@ -12,6 +12,8 @@ Where moto is not AWS, and what stands in (each at the wire, none in place of ou
   no event to a schedule rule.
 - moto's CloudFormation makes no metric filter and no alarm (it skips both): the filters are checked against the
   events the function sends by ``matches``, CloudWatch Logs' JSON filter syntax as far as central.yaml uses it.
+- moto does not evaluate EventBridge resource policies (it ignores a bus's Policy and makes no EventBusPolicy):
+  both buses' policies are evaluated as the AWS documents they are, by test_template.py's ``may_put_events``.
 - Logs Insights: moto runs ``fields``, ``sort`` and ``limit``, not ``filter``; org-report reads each event's JSON
   itself and keeps only Access Keys Checked, so its table is the same on AWS.
 - STS: the conftest stand-in judges the new key's signature in whichever account holds it.
@@ -34,6 +36,7 @@ import boto3
 import deploy_config
 import pytest
 import yaml
+from test_template import ORGANISATION, may_put_events, principal
 
 import lambda_function
 from conftest import drain, load_event
@@ -79,7 +82,7 @@ def deploy_central(org: Organisation) -> dict:
     org.act_as(org.audit, CENTRAL_REGION)
     cloudformation = boto3.client("cloudformation")
     cloudformation.create_stack(StackName="key-rotation-central", TemplateBody=(ROOT / "central.yaml").read_text(),
-                                Parameters=[{"ParameterKey": "OrganizationId", "ParameterValue": "o-abcdefghij"}])
+                                Parameters=[{"ParameterKey": "OrganizationId", "ParameterValue": ORGANISATION}])
     (stack,) = cloudformation.describe_stacks(StackName="key-rotation-central")["Stacks"]
     assert stack["StackStatus"] == "CREATE_COMPLETE"
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
@@ -193,20 +196,83 @@ def test_the_forwarding_role_may_put_events_on_the_central_bus_only(organisation
     org.act_as(org.members[0], MEMBER_REGION)
     iam, events = boto3.client("iam"), boto3.client("events")
     (function,) = boto3.client("lambda").list_functions()["Functions"]
-    assert function["Environment"]["Variables"]["EVENT_BUS"] == "default", "the function puts in its own account"
+    own = function["Environment"]["Variables"]["EVENT_BUS"]
+    assert own == "keys-events" and events.describe_event_bus(Name=own), "its own bus, in its own account"
     function_role = function["Role"].rsplit("/", 1)[1]
     granted = [iam.get_role_policy(RoleName=function_role, PolicyName=name)["PolicyDocument"]
                for name in iam.list_role_policies(RoleName=function_role)["PolicyNames"]]
     assert org.audit not in json.dumps(granted), "the function's role reaches nothing in another account"
-    (rule,) = [r for r in events.list_rules()["Rules"] if "ForwardEventsRule" in r["Name"]]
-    (target,) = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+    assert not [r for r in events.list_rules()["Rules"] if "ForwardEventsRule" in r["Name"]], "not the default bus"
+    (rule,) = [r for r in events.list_rules(EventBusName=own)["Rules"] if "ForwardEventsRule" in r["Name"]]
+    (target,) = events.list_targets_by_rule(Rule=rule["Name"], EventBusName=own)["Targets"]
     assert target["Arn"] == central["BusArn"]
+    # moto keeps no bus policy (it ignores a bus's Policy and makes no EventBusPolicy): the role it made, read as
+    # the central bus's policy reads it on AWS. The function's own role is not admitted there.
+    bus, statements = central_bus_policy(org.audit)
+    assert bus == central["BusArn"]
+    assert may_put_events(statements, bus, principal(target["RoleArn"]))
+    assert not may_put_events(statements, bus, principal(function["Role"]))
     forward_role = target["RoleArn"].rsplit("/", 1)[1]
     (name,) = iam.list_role_policies(RoleName=forward_role)["PolicyNames"]
     document = iam.get_role_policy(RoleName=forward_role, PolicyName=name)["PolicyDocument"]
     # moto keeps a template's inline policy as Python's repr of it; AWS answers the JSON document
     (statement,) = (ast.literal_eval(document) if isinstance(document, str) else document)["Statement"]
     assert (statement["Action"], statement["Resource"]) == ("events:PutEvents", central["BusArn"])
+
+
+# --- the central bus admits the forwarding roles only -------------------------------------------------------------
+
+def central_bus_policy(account: str) -> tuple[str, list[dict]]:
+    """central.yaml's bus ARN in account and CENTRAL_REGION (OrganizationId=ORGANISATION, BusName's default), and
+    its policy's statements: each EventBusPolicy's, every one on that bus."""
+    template = yaml.load((ROOT / "central.yaml").read_text(), Loader=Loader)
+    name = template["Parameters"]["BusName"]["Default"]
+    bus = f"arn:aws:events:{CENTRAL_REGION}:{account}:event-bus/{name}"
+    names = {"AWS::Partition": "aws", "AWS::Region": CENTRAL_REGION, "AWS::AccountId": account, "BusName": name,
+             "OrganizationId": ORGANISATION}
+
+    def value(node):
+        if isinstance(node, dict) and set(node) == {"Ref"}:
+            return names[node["Ref"]]
+        if isinstance(node, dict) and set(node) == {"Sub"}:
+            return re.sub(r"\$\{([^}]+)\}", lambda found: names[found[1]], node["Sub"])
+        if isinstance(node, dict) and set(node) == {"GetAtt"}:
+            assert node["GetAtt"] == "Bus.Arn"
+            return bus
+        if isinstance(node, dict):
+            return {key: value(item) for key, item in node.items()}
+        return [value(item) for item in node] if isinstance(node, list) else node
+
+    policies = [value(r["Properties"]) for r in template["Resources"].values()
+                if r["Type"] == "AWS::Events::EventBusPolicy"]
+    assert policies and all(policy["EventBusName"] == name for policy in policies)
+    assert "Policy" not in template["Resources"]["Bus"]["Properties"], "one way to write the bus's policy"
+    return bus, [policy["Statement"] for policy in policies]
+
+
+@pytest.mark.unit
+def test_only_the_organisation_s_forwarding_roles_may_put_events_on_the_central_bus():
+    """central.yaml's bus takes events:PutEvents from a member account's ForwardEventsRole (the path template.yaml
+    gives it) and from no other principal: not another of a member account's, not one outside the organisation,
+    not the central account's own. moto does not evaluate EventBridge resource policies, so the bus's policy is
+    evaluated here as the AWS document it is."""
+    audit, member, outsider = "999988887777", "111122223333", "444455556666"
+    bus, statements = central_bus_policy(audit)
+    path = yaml.load((ROOT / "template.yaml").read_text(), Loader=Loader)["Resources"]["ForwardEventsRole"][
+        "Properties"]["Path"]
+    forwarding = f"arn:aws:iam::{member}:role{path}StackSet-keys-0a1b-ForwardEventsRole-3C4D5E"
+    assert may_put_events(statements, bus, principal(forwarding))
+    for context in (principal(f"arn:aws:iam::{member}:role/Admin"), principal(f"arn:aws:iam::{member}:user/alice"),
+                    principal(f"arn:aws:iam::{member}:root"),
+                    principal(f"arn:aws:iam::{member}:role/StackSet-keys-0a1b-FunctionRole-6F7G8H"),
+                    # a forwarding role made before it had its path: its account's stack is not yet updated
+                    principal(f"arn:aws:iam::{member}:role/StackSet-keys-0a1b-ForwardEventsRole-9I0J1K"),
+                    principal(forwarding.replace(member, outsider), organisation=None),
+                    principal(forwarding.replace(member, outsider), organisation="o-zyxwvutsrq"),
+                    principal(f"arn:aws:iam::{audit}:role/Admin"),  # this account's own, whatever its IAM policy
+                    # and, were this account outside the organisation, a role of its own made with that path
+                    principal(f"arn:aws:iam::{audit}:role{path}made-here", organisation=None)):
+        assert not may_put_events(statements, bus, context), context
 
 
 # --- central.yaml's filters, read as CloudWatch Logs reads them (moto makes none) ----------------------------------

@@ -213,7 +213,9 @@ class LocalOrganisation:
         """The function's DRY_RUN in that account and region."""
         function = self.client(name, "lambda", region).get_function_configuration(FunctionName="iam-key-rotation")
         variables = function["Environment"]["Variables"]
-        assert variables["EVENT_BUS"] == "default" and variables["CENTRAL_ACCOUNT_ID"] == self.accounts["security"]
+        # the function's own bus, which only its role may put on (the rule forwards from there to the central bus)
+        assert variables["EVENT_BUS"] == "iam-key-rotation-events"
+        assert variables["CENTRAL_ACCOUNT_ID"] == self.accounts["security"]
         return str(variables["DRY_RUN"])
 
 

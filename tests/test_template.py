@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import yaml
@@ -142,8 +143,10 @@ def test_the_template_deploys_production_defaults_that_keep_keys_under_90_days()
 
 def evaluate(value, parameters: dict[str, str], account: str = "111122223333"):
     """The few intrinsic functions the template's conditions and destinations use, evaluated as CloudFormation
-    does (Ref, Fn::Sub, Fn::Split, Fn::Select, Fn::Equals, Fn::And, Fn::Or, Fn::Not, Condition, Fn::If)."""
-    values = {**parameters, "AWS::AccountId": account, "AWS::Partition": "aws", "AWS::Region": "eu-west-1"}
+    does (Ref, Fn::Sub, Fn::Split, Fn::Select, Fn::Equals, Fn::And, Fn::Or, Fn::Not, Condition, Fn::If, and
+    Fn::GetAtt of the resources in ATTRIBUTES)."""
+    values = {**parameters, "AWS::AccountId": account, "AWS::Partition": "aws", "AWS::Region": "eu-west-1",
+              "AWS::StackName": STACK}
     conditions = TEMPLATE["Conditions"]
 
     def run(node, names=values):
@@ -176,6 +179,8 @@ def evaluate(value, parameters: dict[str, str], account: str = "111122223333"):
             return not run(arg[0], names)
         if name == "Fn::If":
             return run(arg[1] if run(conditions[arg[0]], names) else arg[2], names)
+        if name == "Fn::GetAtt":
+            return run(ATTRIBUTES[arg], names)
         raise AssertionError(name)
 
     return run(value)
@@ -192,6 +197,14 @@ def granted(resource: str, parameters: dict[str, str]) -> str | None:
 
 
 HERE, CENTRAL, THIRD = "111122223333", "222233334444", "333344445555"
+STACK, FUNCTION_ROLE = "iam-key-rotation", "iam-key-rotation-FunctionRole-1A2B3C4D5E6F"  # a name CloudFormation makes
+# What !GetAtt gives, as template values: the function's bus's name and ARN, and its role's ARN (no path).
+ATTRIBUTES = {
+    "FunctionBus.Name": RESOURCES["FunctionBus"]["Properties"]["Name"],
+    "FunctionBus.Arn": {"Fn::Sub": ["arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${Bus}",
+                                    {"Bus": RESOURCES["FunctionBus"]["Properties"]["Name"]}]},
+    "FunctionRole.Arn": {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:role/{FUNCTION_ROLE}"}}
+OWN_BUS = f"arn:aws:events:eu-west-1:{HERE}:event-bus/{STACK}-events"  # the stack's name, FunctionName left empty
 
 
 def test_publish_and_put_events_reach_this_account_or_central_account_id_only():
@@ -205,10 +218,10 @@ def test_publish_and_put_events_reach_this_account_or_central_account_id_only():
     assert granted("NotifyPolicy", {"NotifyTopicArn": topic.format(CENTRAL), "CentralAccountId": CENTRAL}
                    ) == topic.format(CENTRAL)
     assert granted("EventsPolicy", {"EventBusName": "keys"}) == f"arn:aws:events:eu-west-1:{HERE}:event-bus/keys"
-    # The central bus: the function puts on this account's default bus, and a rule forwards (any region)
+    # The central bus: the function puts on its own bus in this account, and a rule forwards (any region)
     central = {"EventBusName": f"arn:aws:events:us-east-1:{CENTRAL}:event-bus/central",
                "CentralAccountId": CENTRAL}
-    assert granted("EventsPolicy", central) == f"arn:aws:events:eu-west-1:{HERE}:event-bus/default"
+    assert granted("EventsPolicy", central) == OWN_BUS, "its own bus only: not the default bus, no other"
     variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
     assert variables["CENTRAL_ACCOUNT_ID"] == {"Ref": "CentralAccountId"}
 
@@ -227,10 +240,9 @@ def test_events_for_the_central_bus_are_forwarded_by_a_rule_whose_role_reaches_t
                         ({**both, "EventBusName": central.replace(CENTRAL, THIRD)}, False),
                         ({**both, "EventBusName": "keys"}, False), ({**both, "EventBusName": ""}, False)):
         assert evaluate({"Condition": "ForwardToBus"}, given) is made, given
-    assert granted("EventsPolicy", {**both, "EventBusName": here_elsewhere}
-                   ) == f"arn:aws:events:eu-west-1:{HERE}:event-bus/default"
+    assert granted("EventsPolicy", {**both, "EventBusName": here_elsewhere}) == OWN_BUS
     forward = rule["Properties"]
-    assert forward["EventBusName"] == "default"
+    assert evaluate(forward["EventBusName"], both) == OWN_BUS.rsplit("/", 1)[1], "the function's own bus"
     assert evaluate(forward["EventPattern"], both) == {"source": ["key-rotation"], "account": [HERE]}
     (target,) = forward["Targets"]
     assert evaluate(target["Arn"], both) == central, "the central bus, in its own region"
@@ -245,8 +257,98 @@ def test_events_for_the_central_bus_are_forwarded_by_a_rule_whose_role_reaches_t
     (statement,) = policy["PolicyDocument"]["Statement"]
     assert statement["Action"] == "events:PutEvents" and evaluate(statement["Resource"], both) == central
     variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
-    assert evaluate(variables["EVENT_BUS"], both) == "default"
+    assert evaluate(variables["EVENT_BUS"], both) == OWN_BUS.rsplit("/", 1)[1]
     assert evaluate(variables["EVENT_BUS"], {**both, "EventBusName": "keys"}) == "keys"
+
+
+# --- only the function speaks on its bus ----------------------------------------------------------------------------
+# moto does not evaluate EventBridge resource policies (any principal's PutEvents succeeds there), so these tests
+# read the templates' bus policies as the AWS documents they are and evaluate them as AWS does, principal by principal.
+
+ORGANISATION = "o-abcdefghij"
+
+
+def arn_like(arn: str, pattern: str) -> bool:
+    """IAM's ArnLike: each of the six colon-separated parts matched on its own, * and ? as wildcards."""
+    parts, wanted = arn.split(":", 5), pattern.split(":", 5)
+    return len(parts) == len(wanted) == 6 and all(fnmatchcase(p, w) for p, w in zip(parts, wanted, strict=True))
+
+
+OPERATORS = {"StringEquals": lambda value, wanted: value == wanted, "ArnLike": arn_like}
+NEGATED = {"StringNotEquals": "StringEquals", "ArnNotLike": "ArnLike"}
+
+
+def holds(operator: str, value: str | None, wanted: str | list[str]) -> bool:
+    """One condition on one key, as IAM reads it: true when any wanted value matches. A key the request does not
+    carry matches no value, so it fails every positive operator and satisfies every negated one."""
+    base = NEGATED.get(operator, operator)
+    assert base in OPERATORS, f"an operator this test does not read: {operator}"
+    matched = value is not None and any(OPERATORS[base](value, w) for w in ([wanted] if isinstance(wanted, str)
+                                                                               else wanted))
+    return not matched if operator in NEGATED else matched
+
+
+def principal(arn: str, organisation: str | None = ORGANISATION) -> dict[str, str]:
+    """A request's context as IAM gives it: the principal's ARN (a role's, not its session's, for every session),
+    its account and its organisation (absent for an account outside any)."""
+    context = {"aws:PrincipalArn": arn, "aws:PrincipalAccount": arn.split(":")[4]}
+    return context | ({"aws:PrincipalOrgID": organisation} if organisation else {})
+
+
+def may_put_events(statements: list[dict], bus_arn: str, context: dict[str, str]) -> bool:
+    """Whether a principal may call events:PutEvents on the bus, as AWS decides with the bus's policy: an explicit
+    Deny wins; then an Allow of the policy, or, for a principal of the bus's own account, its own IAM policy, taken
+    here to allow (the case a Deny is for: an administrator's events:* on every bus)."""
+    effects = set()
+    for statement in statements:
+        assert (statement["Principal"], statement["Action"], statement["Resource"]) == ("*", "events:PutEvents",
+                                                                                          bus_arn), statement
+        if all(holds(operator, context.get(key), wanted)
+               for operator, keys in statement.get("Condition", {}).items() for key, wanted in keys.items()):
+            effects.add(statement["Effect"])
+    if "Deny" in effects:
+        return False
+    return "Allow" in effects or context["aws:PrincipalAccount"] == bus_arn.split(":")[4]
+
+
+def forwarded_parameters(**given: str) -> dict[str, str]:
+    """The template's defaults, with the central bus in CentralAccountId's account (another region): forwarded."""
+    defaults = {name: str(p.get("Default", "")) for name, p in TEMPLATE["Parameters"].items()}
+    return {**defaults, "EventBusName": f"arn:aws:events:us-east-1:{CENTRAL}:event-bus/central",
+            "CentralAccountId": CENTRAL, **given}
+
+
+def test_only_the_function_s_role_may_put_events_on_its_own_bus():
+    """The bus the function puts on when its events are forwarded denies events:PutEvents to every principal but
+    the function's role, its own account's included. moto does not evaluate EventBridge resource policies, so the
+    bus's policy is evaluated here as the AWS document it is."""
+    bus = RESOURCES["FunctionBus"]
+    assert bus["Condition"] == "ForwardToBus"
+    policy = evaluate(bus["Properties"]["Policy"], forwarded_parameters())
+    assert policy["Version"] == "2012-10-17"
+    statements = policy["Statement"]
+    assert may_put_events(statements, OWN_BUS, principal(f"arn:aws:iam::{HERE}:role/{FUNCTION_ROLE}"))
+    for other in (f"arn:aws:iam::{HERE}:role/Admin", f"arn:aws:iam::{HERE}:user/alice", f"arn:aws:iam::{HERE}:root",
+                  f"arn:aws:iam::{HERE}:role/key-rotation-forwarding/{STACK}-ForwardEventsRole-7G8H9I",
+                  f"arn:aws:iam::{HERE}:role/another-stack-FunctionRole-0J1K2L",
+                  f"arn:aws:iam::{CENTRAL}:role/{FUNCTION_ROLE}"):
+        assert not may_put_events(statements, OWN_BUS, principal(other)), other
+    # A Deny, not an Allow for the role: this account's principals need no Allow of the bus, only their IAM policy.
+    assert [s["Effect"] for s in statements] == ["Deny"]
+
+
+def test_the_forwarding_rule_reads_the_function_s_own_bus_not_the_default_bus():
+    forwarded = forwarded_parameters()
+    own = evaluate({"Fn::GetAtt": "FunctionBus.Name"}, forwarded)
+    assert own == f"{STACK}-events" != "default"
+    assert evaluate({"Fn::GetAtt": "FunctionBus.Name"}, forwarded_parameters(FunctionName="keys")) == "keys-events"
+    assert RESOURCES["ForwardEventsRule"]["Properties"]["EventBusName"] == {"Fn::GetAtt": "FunctionBus.Name"}
+    variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
+    assert evaluate(variables["EVENT_BUS"], forwarded) == own, "the function puts where the rule reads"
+    assert granted("EventsPolicy", forwarded) == OWN_BUS, "and its role may put there, nowhere else"
+    output = TEMPLATE["Outputs"]["FunctionBusArn"]  # where this account's consumers now put their rules
+    assert (output["Condition"], output["Value"]) == ("ForwardToBus", {"Fn::GetAtt": "FunctionBus.Arn"})
+
 
 # --- the parameters carry the settings table's bounds and choices ---------------------------------------------------
 
@@ -264,8 +366,9 @@ def test_each_parameter_that_is_a_setting_has_the_tables_bounds_and_choices():
     checked = set()
     for setting, value in variables.items():
         row = lambda_function.SETTINGS_TABLE[setting]
-        if "Fn::If" in value:  # EVENT_BUS: the parameter, or "default" when a rule forwards to the central bus
-            assert value["Fn::If"][1] == "default" and lambda_function.setting({"EVENT_BUS": "default"}, setting)
+        if "Fn::If" in value:  # EVENT_BUS: the parameter, or the function's own bus when a rule forwards from it
+            longest = {"FunctionName": "f" * 64, "EventBusName": "", "CentralAccountId": ""}
+            assert lambda_function.setting({"EVENT_BUS": evaluate(value["Fn::If"][1], longest)}, setting)
             value = value["Fn::If"][2]
         parameter = TEMPLATE["Parameters"][value["Ref"]]
         if row.kind in (int, float):
