@@ -814,6 +814,10 @@ MADE_WINDOW = timedelta(minutes=5)
 # permissions in AWS using last accessed information", tracking period). A key younger than this may have been
 # used with no sign of it yet: IAM's "never used" proves nothing about it, so no such key is deleted as unused.
 LAST_USED_LAG = timedelta(hours=4)
+# IAM's lists lag a change too (IAM User Guide, "Troubleshoot IAM": changes are not always immediately visible;
+# no bound is given, seconds in practice): a key the function made this recently may not be listed yet, so its
+# absence from ListAccessKeys is no proof that it is gone.
+LIST_LAG = timedelta(minutes=5)
 HELD_PREFIX = "current="  # in the mark: the key the secret held at the create (the one the rotation retires)
 MADE_SKEW = timedelta(seconds=30)  # IAM's clock and Lambda's may differ by this much; a key is made after its mark
 NO_KEY_MADE = "none"  # the mark's token once the create was refused outright: it made no key
@@ -2719,6 +2723,10 @@ def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: li
     is evidence), nor a person's key in use freed for room: then the key the secret holds is NOT replaced, the
     other leaked keys are still deactivated, and the reason says what is in the way."""
     active = sorted(k for k in leaked if (found := find_key(keys, k)) is not None and found.active)
+    unlisted = sorted(k for k in leaked if find_key(keys, k) is None)  # IAM named its user: it exists
+    if not active and unlisted:
+        raise RotationError(record.name, f"IAM does not list key {', '.join(unlisted)} yet (its list lags a change "
+                                         "by up to a minute): send the event again in a minute")
     if not active:
         return Outcome(secret=record.name, status=Status.SKIPPED, user=record.user_name,
                        reason=f"exposed key {', '.join(sorted(leaked))}: already Inactive or gone, nothing to revoke")
@@ -2740,10 +2748,10 @@ def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: li
                       "age or GRACE_HOURS")
             return Rotate(record, own, rest, holders, plan, token, kept, reason, lost=holders.lost,
                           exposed=record.held_key_id)
+    if not others:  # (a leak's failure says NOT replaced: ``answer_exposures``)
+        raise RotationError(record.name, f"{why}: make room by hand and send the event again")
     not_replaced = (f"; exposed key {record.held_key_id} NOT replaced: {why}: make room by hand and send the "
                     "event again") if why else ""
-    if not others:
-        raise RotationError(record.name, not_replaced.lstrip("; "))
     return Settling(record, others[0], own, f"key {', '.join(others)} was exposed: deactivated at once, no grace "
                                            f"period and no usage gate{not_replaced}", lost=holders.lost,
                     exposed=True, also=tuple(others[1:]))
@@ -2764,6 +2772,10 @@ def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Clea
             return skipped(record, "names another user than the leaked key's; not acted on")
         return assess_exposed(run, record, own, keys, holders, token, leaked)
     held = find_key(keys, record.held_key_id)
+    made_at = parse_marker(run.tags(record).get(MADE_TAG))[0]
+    if held is None and record.held_key_id and made_at and run.clock.now() - made_at < LIST_LAG:
+        return skipped(record, f"IAM does not list the key the secret holds, {record.held_key_id}, yet: its list "
+                               f"lags a change, and this function made a key at {iso(made_at)}; judged next run")
     held_ok = held is not None and held.active
     restore, found = (None, None)
     if record.held_key_id and not held_ok and not redelivery:
@@ -3119,6 +3131,8 @@ def answer_exposures(run: Run, records: list[Any], outcomes: list[Outcome]) -> N
         if key_id is None:
             continue
         outcome.exposed = True
+        if outcome.status in FAILING and outcome.secret == run.exposures.get(key_id):
+            outcome.reason = f"exposed key {key_id} NOT replaced: {outcome.reason}"
         if record is not None and record.authorised:  # else no authorised secret holds it: no detail, no lookup
             found = find_key(record.keys or [], key_id)
             outcome.in_use_since = found.created if found else run.clock.now() - timedelta(days=90)

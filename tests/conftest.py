@@ -11,9 +11,9 @@ moto differs from AWS in four ways these fixtures correct for:
 - moto's PutEvents takes a request of any size; ``bus`` refuses one over 256 KiB as AWS does.
 - moto lets PutSecretValue rewrite an existing version's value; AWS refuses
   (ResourceExistsException). Tests that depend on it say so.
-- moto's IAM shows a key's use the instant it happens; AWS's last-used data lags by hours.
-  ``LaggingLastUsed`` (fixture ``lagging_iam``) answers GetAccessKeyLastUsed from a view that lags each use
-  by its own delay, up to ``IAM_LAST_USED_LAG``, as AWS documents.
+- moto is instantly consistent; AWS is not. tests/lagging_aws.py answers GetAccessKeyLastUsed (fixture
+  ``lagging_iam``) and ListAccessKeys (``lagging_lists``) from views as far behind as AWS documents; the
+  CloudTrail stand-in shows events ``delay`` late; AwsLikeSts refuses new keys with ``not_yet``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from moto import mock_aws
 
 import faults as fault_kit
 import lambda_function
+from lagging_aws import LaggingKeyLists, LaggingLastUsed, install
 from local_aws import LambdaContext, make_moto_move_current_as_aws_does, moto_server
 from seed import ACCOUNT_ID, iam_secret_keys
 
@@ -195,57 +196,20 @@ def judge_signature(method: str, url: str, headers: dict[str, str], body: Any) -
     return key_id, None if expected == fields.get("Signature") else "SignatureDoesNotMatch"
 
 
-# How far behind AWS's eventually consistent views may be, each with the documentation it comes from.
-# IAM User Guide, "Refine permissions in AWS using last accessed information": "recent activity usually appears
-# within 4 hours" (the function's own LAST_USED_LAG: the model draws each use's delay from 0 to this).
-IAM_LAST_USED_LAG = timedelta(hours=4)
-
-
-class LaggingLastUsed:
-    """IAM's GetAccessKeyLastUsed as AWS answers it: each use of a key shows only once its own delay (0 to
-    IAM_LAST_USED_LAG) has passed on ``now``. The truth stays in moto (``seed.set_last_used``), for the tests'
-    judgement; the function reads only this view. ``use`` records a use and its delay."""
-
-    def __init__(self, now: Any) -> None:
-        self.now = now  # the one clock of the test's account (naive UTC, as moto keeps it)
-        self.uses: dict[str, list[tuple[datetime, datetime, str]]] = {}  # key -> (used, visible from, user)
-
-    def use(self, user: str, key_id: str, when: datetime, delay: timedelta = IAM_LAST_USED_LAG) -> None:
-        from seed import set_last_used
-
-        when = when.replace(tzinfo=None)
-        set_last_used(user, key_id, when)
-        self.uses.setdefault(key_id, []).append((when, when + min(delay, IAM_LAST_USED_LAG), user))
-
-    def shown(self, key_id: str) -> datetime | None:
-        """The last use IAM shows now: the latest whose delay has passed."""
-        now = self.now().replace(tzinfo=None)
-        seen = [used for used, visible, _ in self.uses.get(key_id, ()) if visible <= now]
-        return max(seen, default=None)
-
-    def answer(self, response: Any, original: Any) -> Any:
-        """The stand-in for moto's IamResponse.get_access_key_last_used."""
-        from moto.core.responses import ActionResult
-
-        result = original(response)
-        key_id = response._get_param("AccessKeyId")
-        if key_id not in self.uses:
-            return result
-        when = self.shown(key_id)
-        shown = ({"LastUsedDate": when, "Region": "us-east-1", "ServiceName": "s3"} if when else
-                 {"LastUsedDate": None, "Region": "N/A", "ServiceName": "N/A"})
-        return ActionResult({"UserName": self.uses[key_id][0][2], "AccessKeyLastUsed": shown})
+@pytest.fixture
+def lagging_iam(aws, clock):
+    """IAM's last-used data as far behind as AWS's (``lagging_aws.LaggingLastUsed``), on the test's clock."""
+    stand_in = LaggingLastUsed(clock.now)
+    with install(last_used=stand_in):
+        yield stand_in
 
 
 @pytest.fixture
-def lagging_iam(aws, clock):
-    """IAM's last-used data as far behind as AWS's (``LaggingLastUsed``), on the test's clock."""
-    from moto.iam.responses import IamResponse
-
-    stand_in, original = LaggingLastUsed(clock.now), IamResponse.get_access_key_last_used
-    IamResponse.get_access_key_last_used = lambda self: stand_in.answer(self, original)
-    yield stand_in
-    IamResponse.get_access_key_last_used = original
+def lagging_lists(aws, clock):
+    """IAM's ListAccessKeys as far behind as AWS's (``lagging_aws.LaggingKeyLists``), on the test's clock."""
+    stand_in = LaggingKeyLists(clock.now)
+    with install(lists=stand_in):
+        yield stand_in
 
 
 @functools.lru_cache(maxsize=4)
@@ -365,6 +329,7 @@ class CloudTrailLookups:
         self.calls: list[dict] = []  # each call's request, with "at": the test clock's monotonic time
         self.throttled = 0
         self.refuse: str | None = None
+        self.delay = timedelta(0)  # lagging_aws.CLOUDTRAIL_LAG: an event shows this long after the call
 
     def record(self, key_id: str, when: datetime, source_ip: str = "203.0.113.7",
                user_agent: str = "aws-cli/2.15.0 Python/3.11", event_source: str = "iam.amazonaws.com",
@@ -389,7 +354,8 @@ class CloudTrailLookups:
             raise JsonRESTError(self.refuse, "injected")
         (attribute,) = request.get("LookupAttributes") or [{}]
         start, end = request.get("StartTime"), request.get("EndTime")
-        found = [e for e in self.events if attribute.get("AttributeKey") == "AccessKeyId"
+        found = [e for e in self.events if e["when"] + self.delay <= self.clock.now()
+                 and attribute.get("AttributeKey") == "AccessKeyId"
                  and e["key_id"] == attribute.get("AttributeValue")
                  and (start is None or e["when"].timestamp() >= start)
                  and (end is None or e["when"].timestamp() <= end)]

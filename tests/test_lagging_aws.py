@@ -12,16 +12,16 @@ from datetime import timedelta
 
 import pytest
 
-from conftest import IAM_LAST_USED_LAG
 from faults import CRASH, Crash
-from lambda_function import ADOPTED_TAG, LAST_USED_LAG, MADE_TAG
-from seed import ROWS, seed_row, seed_user
+from lagging_aws import CLOUDTRAIL_LAG, IAM_LAST_USED_LAG, IAM_LIST_LAG
+from lambda_function import ADOPTED_TAG, LAST_USED_LAG, LIST_LAG, MADE_TAG, RotationFailed
+from seed import ROWS, iam_key_states, seed_row, seed_user, set_last_used
 
 A_MINUTE = 60
 
 
 def test_the_function_waits_as_long_as_aws_documents_iam_s_lag():
-    assert LAST_USED_LAG >= IAM_LAST_USED_LAG
+    assert LAST_USED_LAG >= IAM_LAST_USED_LAG and LIST_LAG >= IAM_LIST_LAG
 
 
 def crashed_after_the_mark(aws, invoke, faults):
@@ -130,3 +130,71 @@ def test_an_adoption_entry_whose_key_is_gone_is_pruned_by_the_next_run(aws, invo
     aws.iam.delete_access_key(UserName="alice", AccessKeyId=in_use)  # a person deletes it by hand
     invoke(seeded.secret)
     assert adopted_tag(aws) == ""
+
+
+# --- IAM's lists lag a change: a key not listed yet is not gone ------------------------------------------------
+
+
+def truth(user: str) -> dict[str, str]:
+    """The user's keys as they are (moto's own state), not as IAM's lagging list shows them."""
+    return iam_key_states()[user]
+
+
+def test_a_run_right_after_a_rotation_whose_list_lags_undoes_nothing(aws, invoke, clock, lagging_lists,
+                                                                      monkeypatch):
+    # Seconds after a rotation (a console run, a second schedule) IAM may still list the keys as they were: the
+    # new key missing, the old one as it was. The key the secret holds is not gone: nothing is restored, made
+    # or retired on that list; the run says why and the next one judges.
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    lagging_lists.settled()
+    (old,) = seeded.key_ids
+    invoke(seeded.secret)
+    new = aws.value(seeded.secret)["AccessKeyId"]
+    clock.advance(10)
+
+    (entry,) = invoke(seeded.secret)["secrets"]
+
+    assert entry["status"] == "skipped" and f"IAM does not list the key the secret holds, {new}, yet" in entry["reason"]
+    assert aws.value(seeded.secret)["AccessKeyId"] == new and truth("alice") == {old: "Active", new: "Active"}
+    clock.advance(LIST_LAG.total_seconds())
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert entry["status"] == "waiting" and aws.value(seeded.secret)["AccessKeyId"] == new
+
+
+def test_a_leak_of_a_key_iam_does_not_list_yet_is_said_not_replaced_then_answered(aws, invoke, clock, lagging_lists):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    lagging_lists.settled()
+    invoke(seeded.secret)
+    new = aws.value(seeded.secret)["AccessKeyId"]  # leaked at once (pasted in a public repository)
+    clock.advance(10)
+    with pytest.raises(RotationFailed, match=f"exposed key {new} NOT replaced: .*IAM does not list key {new} yet"):
+        invoke(seeded.secret, event={"exposed": [new]})
+    assert truth("alice")[new] == "Active" and aws.value(seeded.secret)["AccessKeyId"] == new
+
+    clock.advance(LIST_LAG.total_seconds())  # the operator sends the event again
+    (entry,) = invoke(seeded.secret, event={"exposed": [new]})["secrets"]
+    assert entry["status"] == "rotated" and truth("alice")[new] == "Inactive"
+    assert truth("alice")[aws.value(seeded.secret)["AccessKeyId"]] == "Active"
+
+
+# --- CloudTrail shows an event minutes late: what it does not show yet is said, never taken for "no one" --------
+
+
+def test_a_use_cloudtrail_does_not_show_yet_is_said_to_be_maybe_missing(aws, invoke, clock, cloudtrail,
+                                                                        monkeypatch):
+    # The old key was used five minutes ago: IAM's last-used data shows it (kept Active), CloudTrail's event
+    # history not yet. The report says the events may not have appeared; nothing is decided on CloudTrail.
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    monkeypatch.setenv("LOOKUP_HOLDOUTS", "true")
+    cloudtrail.delay = CLOUDTRAIL_LAG
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    invoke(seeded.secret)
+    (old,) = seeded.key_ids
+    clock.advance(30 * 3600)
+    used = clock.now() - timedelta(minutes=5)
+    set_last_used("alice", old, used)
+    cloudtrail.record(old, used, source_ip="198.51.100.23")
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert entry["status"] == "waiting" and aws.keys("alice")[old] == "Active"
+    assert entry["holdouts"] == [] and "events take up to 15 minutes to appear" in entry["holdouts_note"]

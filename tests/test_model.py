@@ -12,7 +12,8 @@ Every clock moves together: the function's (``ModelClock``), moto's (freezegun, 
 last-used dates and the secret versions' dates move with it) and botocore's backoff.
 
 The account is eventually consistent, as AWS is: IAM shows each use of a key only after a delay drawn for that
-use, 0 to IAM_LAST_USED_LAG (``LaggingLastUsed``, conftest), while the invariants judge by what really happened.
+use, 0 to IAM_LAST_USED_LAG, ListAccessKeys is a minute behind every change, and STS refuses a new key for its
+first seconds (tests/lagging_aws.py), while the invariants judge by what really happened.
 
 ``make test`` runs a fixed-seed budget; ``make fuzz`` (MODEL_EXAMPLES, MODEL_STEPS) a long random run. Every
 failure a run finds is shrunk by Hypothesis and kept below as an ordinary test.
@@ -31,8 +32,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 import lambda_function
-from conftest import IAM_LAST_USED_LAG, FakeClock, LaggingLastUsed, LambdaContext, load_event
+from conftest import FakeClock, LambdaContext, load_event
 from faults import CRASH, REFUSED, TIMEOUT, Crash
+from lagging_aws import IAM_LAST_USED_LAG, LaggingKeyLists, LaggingLastUsed, install, new_keys_refused
 from lambda_function import ConfigError, RotationError, RotationFailed
 from seed import ACCOUNT_ID, begin_rotation, enable_rotation, iam_secret_keys, seed_user
 
@@ -40,7 +42,7 @@ GRACE_HOURS, MAX_GRACE_HOURS, ROTATE_AFTER_DAYS, MAX_KEY_AGE_DAYS, MAX_FAILURES 
 TOLERANCE = lambda_function.GRACE_TOLERANCE
 SETTINGS = {"sec": "iam-keys/*", "GRACE_HOURS": str(GRACE_HOURS), "MAX_GRACE_HOURS": str(MAX_GRACE_HOURS),
             "ROTATE_AFTER_DAYS": str(ROTATE_AFTER_DAYS), "MAX_KEY_AGE_DAYS": str(MAX_KEY_AGE_DAYS),
-            "MAX_FAILURES": str(MAX_FAILURES), "VERIFY_TIMEOUT_SECONDS": "4"}
+            "MAX_FAILURES": str(MAX_FAILURES), "VERIFY_TIMEOUT_SECONDS": "15"}  # STS takes new keys 10 s late
 MANAGED = ("alice", "carol")  # each with its secret iam-keys/NAME, the user's tag naming it
 SQUATTED = "bob"  # named by iam-keys/squat, which bob's tag does not name: never the function's to touch
 HOLDING = ("AWSCURRENT", "AWSPREVIOUS", "AWSPENDING")
@@ -84,7 +86,7 @@ class Account(RuleBasedStateMachine):
     """An AWS account with the function deployed. Class attributes set by the test: ``aws``, ``sts``,
     ``faults``, ``frozen`` (the fixtures)."""
 
-    aws = sts = faults = frozen = epoch = lag = None
+    aws = sts = faults = frozen = epoch = lag = lists = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -96,12 +98,14 @@ class Account(RuleBasedStateMachine):
         lambda_function.clients_for.cache_clear()
         self.frozen.move_to(self.epoch)  # every example starts at the same time
         self.clock = ModelClock(self.frozen)
-        self.sts.not_yet, self.sts.refusals, self.sts.calls = None, 0, []
+        self.propagating = new_keys_refused(lambda: datetime.now(UTC))  # STS takes a new key seconds late
+        self.sts.not_yet, self.sts.refusals, self.sts.calls = self.propagating, 0, []
         self.lag.uses.clear()
         for user in MANAGED:
             seed_user(self.aws.iam, self.aws.secrets, user, ("Active",), held=0)
         self.bob = seed_user(self.aws.iam, self.aws.secrets, SQUATTED, ("Active",), held=0, secret="iam-keys/squat",
                              tag=False).key_ids
+        self.lists.settled()  # the account as it was long before: IAM's lists show it
         self.env = dict(SETTINGS)
         self.event = None  # the last scheduled event (for a redelivery)
         self.token = {u: None for u in MANAGED}  # a rotation in flight, its ClientRequestToken
@@ -418,12 +422,12 @@ class Account(RuleBasedStateMachine):
         most MAX_FAILURES rotations are left half done (stored, never authenticated)."""
         known = {k for u in MANAGED for k in self.keys(u)}
         current = {u: self.read_key(u) for u in MANAGED}
-        self.sts.not_yet = lambda key_id: key_id not in known
+        self.sts.not_yet = lambda key_id: key_id not in known or self.propagating(key_id)
         self.disturbed = self.clock.now()
         try:
             self.scheduled_run()
         finally:
-            self.sts.not_yet = None
+            self.sts.not_yet = self.propagating
         half_done = [u for u in MANAGED if self.read_key(u) != current[u] and self.read_key(u) not in known]
         assert len(half_done) <= MAX_FAILURES, f"{half_done} hold keys that never authenticated"
 
@@ -533,19 +537,14 @@ def frozen():
 
 def run_model(aws, sts, faults, frozen, examples: int, steps: int, seed: int | None = 0,
               machine: type[Account] = Account) -> None:
-    from moto.iam.responses import IamResponse
-
     Account.aws, Account.sts, Account.faults, Account.frozen = aws, sts, faults, frozen
     Account.epoch = datetime.now(UTC).replace(tzinfo=None)
     Account.lag = LaggingLastUsed(lambda: datetime.now(UTC))  # freezegun's: the account's one clock
-    original = IamResponse.get_access_key_last_used
-    IamResponse.get_access_key_last_used = lambda self: Account.lag.answer(self, original)
-    try:
+    Account.lists = LaggingKeyLists(lambda: datetime.now(UTC))
+    with install(last_used=Account.lag, lists=Account.lists):
         run_state_machine_as_test(machine, settings=settings(
             max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
             derandomize=seed is not None, suppress_health_check=list(HealthCheck), print_blob=True))
-    finally:
-        IamResponse.get_access_key_last_used = original
 
 
 SEED = None if os.environ.get("MODEL_RANDOM") else 0  # make fuzz: a new random run each time
