@@ -52,8 +52,9 @@ The safety rules, each with the one function that enforces it, and the documente
   ``plan_rotation``).
 - Evidence that cannot lag: a key is deleted as the function's own lost key only once IAM's last-used data
   (LAST_USED_LAG behind) covers its life (``Run.holders``; until then ``Holders.unproven``, touched by no plan); an
-  adoption ends with its key, and a key turned on again is a new adoption (``record_adoptions``). What each
-  destructive step acts on, and how stale it may be: docs/design.md.
+  adoption ends with its key, and a key turned on again is a new adoption (``record_adoptions``); a secret only
+  ListSecrets (five minutes behind) found that DescribeSecret shows deleted is skipped, one sec names fails
+  (``read_secrets``). What each destructive step acts on, and how stale it may be: docs/design.md.
 - The new key is stored at once; a definite refusal deletes it, an ambiguous failure re-reads first
   (``store_key``); a lost CreateAccessKey answer leaves no unknown key behind (``create_key``); a clean-up runs
   inside TIME_MARGIN_SECONDS (``CallBudget.cleanup``).
@@ -1375,7 +1376,7 @@ def describe_secret(clients: Clients, secret_id: str) -> dict:
         return clients.secrets.describe_secret(SecretId=secret_id)
     except ClientError as err:
         if error_code(err) == "ResourceNotFoundException":
-            raise RotationError(secret_id, "not found") from None
+            raise RotationError(secret_id, "not found", code="ResourceNotFoundException") from None
         if error_code(err) == "AccessDeniedException":
             raise RotationError(secret_id, f"{describe_error(err)} (is the secret under the prefix the "
                                            "role's policy allows, e.g. iam-keys/?)") from None
@@ -1753,10 +1754,30 @@ def name_of(item: Any) -> str:
     return item.record.name if hasattr(item, "record") else item.name
 
 
-def read_secrets(clients: Clients, secret_ids: list[str], map_: Callable) -> list[SecretRecord | Outcome]:
+def described(clients: Clients, secret_id: str, listed: frozenset[str]) -> tuple[str, dict] | Outcome:
+    """DescribeSecret of a secret to read. One only ListSecrets found (``listed``: neither sec nor the event names
+    it) that DescribeSecret shows gone or scheduled for deletion was deleted since ListSecrets listed it (its list
+    lags up to five minutes): skipped, not a failure. A secret named explicitly and not found fails."""
+    try:
+        meta = describe_secret(clients, secret_id)
+    except RotationError as err:
+        if secret_id not in listed or err.code != "ResourceNotFoundException":
+            raise
+        meta = {}
+    if secret_id in listed and (not meta or meta.get("DeletedDate")):
+        reason = (f"{'scheduled for deletion' if meta else 'not found'}: deleted since ListSecrets listed it (its "
+                  "list lags up to five minutes); nothing to do")
+        log_action("skip", secret=secret_id, reason=reason)
+        return Outcome(secret=secret_id, status=Status.SKIPPED, reason=reason)
+    return secret_id, meta
+
+
+def read_secrets(clients: Clients, secret_ids: list[str], map_: Callable,
+                 listed: frozenset[str] = frozenset()) -> list[SecretRecord | Outcome]:
     """Read many secrets: DescribeSecret each, then their values 20 a call (a secret the batch's answer
-    leaves out, one GetSecretValue of its own)."""
-    metas = list(map_(isolated(name_of, lambda s: (s, describe_secret(clients, s))), secret_ids))
+    leaves out, one GetSecretValue of its own). Of ``listed``, those deleted since ListSecrets listed them are
+    skipped (``described``)."""
+    metas = list(map_(isolated(name_of, lambda s: described(clients, s, listed)), secret_ids))
     arns = list(dict.fromkeys(m[1]["ARN"] for m in metas if not isinstance(m, Outcome)))
     values: dict[str, dict | str] = {}
     for found in map_(lambda i: current_values(clients, arns[i:i + BATCH_SIZE]), range(0, len(arns), BATCH_SIZE)):
@@ -2049,8 +2070,10 @@ def list_prefix(clients: Clients, prefix: str) -> list[str]:
     raise ConfigError(f"setting sec: listing secrets with prefix {prefix!r} went past {MAX_LIST_PAGES} pages")
 
 
-def resolve_secret_ids(settings: Settings, clients: Clients, wanted: tuple[str, ...] | None) -> list[str]:
-    """sec's explicit entries as listed, then secrets found by its prefixes, by name; narrowed by ``wanted``."""
+def resolve_secret_ids(settings: Settings, clients: Clients,
+                       wanted: tuple[str, ...] | None) -> tuple[list[str], frozenset[str]]:
+    """sec's explicit entries as listed, then secrets found by its prefixes, by name; narrowed by ``wanted``.
+    Apart, those of them only ListSecrets found (neither sec nor the event names them): its list lags."""
     if not settings.secret_ids:
         raise ConfigError("setting 'sec' is unset or empty: name the secrets to rotate, separated by ';' "
                           "(a name ending in '*' selects a prefix)")
@@ -2061,7 +2084,7 @@ def resolve_secret_ids(settings: Settings, clients: Clients, wanted: tuple[str, 
         if outside:
             raise ConfigError(f"the event names secrets that 'sec' does not select: {outside}; an event cannot "
                               "widen what the function may touch")
-        return list(wanted)
+        return list(wanted), frozenset()
     found: list[str] = []
     for prefix in prefixes:
         try:
@@ -2069,7 +2092,8 @@ def resolve_secret_ids(settings: Settings, clients: Clients, wanted: tuple[str, 
         except ClientError as err:
             raise ConfigError(f"setting sec: listing secrets with prefix {prefix!r} failed: "
                               f"{describe_error(err)}") from None
-    return list(dict.fromkeys(explicit + sorted(set(found) - set(explicit))))
+    listed = sorted(set(found) - set(explicit))
+    return list(dict.fromkeys(explicit + listed)), frozenset(listed)
 
 
 def holder_ids(settings: Settings, clients: Clients, acting: list[str]) -> list[str]:
@@ -2080,7 +2104,7 @@ def holder_ids(settings: Settings, clients: Clients, acting: list[str]) -> list[
     """
     if settings.require_user_tag or not settings.secret_ids:
         return []
-    return [s for s in resolve_secret_ids(settings, clients, None) if s not in acting]
+    return [s for s in resolve_secret_ids(settings, clients, None)[0] if s not in acting]
 
 
 def skipped(record: SecretRecord, reason: str) -> Outcome:
@@ -3063,20 +3087,22 @@ def exposure_of(run: Run, key_id: str) -> Outcome | str | None:
     return unmanaged_exposure(key_id, user)
 
 
-def selected(run: Run) -> tuple[list[str], list[str], list[Outcome]]:
-    """The secrets a run acts on, those it reads only as holders, and the reports of leaked keys it cannot act on.
+def selected(run: Run) -> tuple[list[str], frozenset[str], list[str], list[Outcome]]:
+    """The secrets a run acts on (and those of them only ListSecrets found), those it reads only as holders, and
+    the reports of leaked keys it cannot act on.
     A targeted run or a rollback acts on the named secrets only, a leak on the secret its user's tag names; every
     secret ``sec`` selects may hold one of their users' keys: those are read too (with the guard off)."""
     settings = run.settings
     if settings.exposed:
         found = [exposure_of(run, key_id) for key_id in settings.exposed]
-        secret_ids = list(dict.fromkeys(f for f in found if isinstance(f, str)))
+        secret_ids, listed = list(dict.fromkeys(f for f in found if isinstance(f, str))), frozenset()
         if None in found:  # the guard off: every secret sec selects may name a leaked key's user, as in the batch
-            secret_ids = resolve_secret_ids(settings, run.clients, None)
-        return secret_ids, holder_ids(settings, run.clients, secret_ids), [f for f in found if isinstance(f, Outcome)]
+            secret_ids, listed = resolve_secret_ids(settings, run.clients, None)
+        return (secret_ids, listed, holder_ids(settings, run.clients, secret_ids),
+                [f for f in found if isinstance(f, Outcome)])
     wanted = settings.rollback or settings.targets
-    secret_ids = resolve_secret_ids(settings, run.clients, wanted)
-    return secret_ids, holder_ids(settings, run.clients, secret_ids) if wanted else [], []
+    secret_ids, listed = resolve_secret_ids(settings, run.clients, wanted)
+    return secret_ids, listed, holder_ids(settings, run.clients, secret_ids) if wanted else [], []
 
 
 def naming_leaked_users(run: Run, read: list[Any]) -> list[Any]:
@@ -3147,10 +3173,10 @@ def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) 
     """The batch passes: resolve, read, authorise, decide, then rotate in waves (start, verify together,
     finish); last, the deadline's figures for every secret."""
     run = Run(settings, clients, clock, context)
-    secret_ids, holders_only, unmanaged = selected(run)
+    secret_ids, listed, holders_only, unmanaged = selected(run)
     workers = max(1, min(settings.max_workers, len(secret_ids) + len(holders_only)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
-        everything = read_secrets(clients, secret_ids + holders_only, pool.map)
+        everything = read_secrets(clients, secret_ids + holders_only, pool.map, listed)
         run.add_holders(everything)
         read = naming_leaked_users(run, everything[:len(secret_ids)]) if settings.exposed \
             else everything[:len(secret_ids)]

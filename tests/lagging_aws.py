@@ -15,14 +15,21 @@ source:
   (conftest) takes it as ``delay``.
 - ``STS_NEW_KEY_LAG``: a new access key may be refused by STS for seconds (IAM User Guide, "Manage access
   keys": a new key can take a few seconds to work); ``AwsLikeSts.not_yet`` (conftest) refuses it so.
+- ``SECRETS_LIST_LAG``: ListSecrets may miss a secret made, or still list one deleted, in the last five
+  minutes (Secrets Manager API Reference, ListSecrets: "ListSecrets is eventually consistent, however it might
+  not reflect changes from the last five minutes. To get the latest information for a specific secret, use
+  DescribeSecret"; today worded "All Secrets Manager operations are eventually consistent. ListSecrets might
+  not reflect changes from the last five minutes"). ``LaggingSecretLists``, installed by ``install_secret_lists``.
 
 Each class takes ``now``, the account's one clock (the test's, or freezegun's in the model), and is installed
-in place of moto's response method (``install``), never in place of any code of the function.
+in place of moto's response method (``install``, ``install_secret_lists``), never in place of any code of the
+function.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -32,6 +39,7 @@ IAM_LAST_USED_LAG = timedelta(hours=4)
 IAM_LIST_LAG = timedelta(minutes=1)
 CLOUDTRAIL_LAG = timedelta(minutes=15)
 STS_NEW_KEY_LAG = timedelta(seconds=10)
+SECRETS_LIST_LAG = timedelta(minutes=5)
 
 
 def naive(moment: datetime) -> datetime:
@@ -110,6 +118,63 @@ class LaggingKeyLists:
         return ActionResult({"UserName": user, "AccessKeyMetadata": earlier[1]})
 
 
+class LaggingSecretLists:
+    """Secrets Manager's ListSecrets as AWS answers it: a secret made less than SECRETS_LIST_LAG ago (on ``now``)
+    is not listed yet; one deleted (scheduled or at once) less than that ago is still listed as it was before (a
+    copy of the secret, kept when it was deleted, gives its entry). moto applies each change at once: DescribeSecret
+    and every other call answer from the truth. The list is moto's own (its filters, order and pages), from that
+    view."""
+
+    def __init__(self, now: Callable[[], datetime], lag: timedelta = SECRETS_LIST_LAG) -> None:
+        self.now, self.lag = now, lag
+        self.made: dict[str, datetime] = {}  # ARN -> when it was made
+        self.deleted: dict[str, tuple[datetime, Any]] = {}  # ARN -> (when it was deleted, the secret as it was)
+
+    def settled(self) -> None:
+        """Every change so far is old: ListSecrets shows it (an account seeded long before the test's now)."""
+        self.made.clear()
+        self.deleted.clear()
+
+    def creating(self, response: Any, original: Any) -> Any:
+        """In place of moto's create_secret: let moto make it, and note when (on ``now``)."""
+        answer = original(response)
+        self.made[json.loads(answer)["ARN"]] = naive(self.now())
+        return answer
+
+    def deleting(self, response: Any, original: Any) -> Any:
+        """In place of moto's delete_secret: keep the secret as ListSecrets lists it, then let moto delete it."""
+        listed = response.backend.secrets.get(response._get_param("SecretId"))
+        kept = copy.deepcopy(listed) if listed is not None and not listed.is_deleted() else None
+        answer = original(response)
+        if kept is not None:
+            self.deleted[kept.arn] = (naive(self.now()), kept)
+        return answer
+
+    def new(self, arn: str, now: datetime) -> bool:
+        """Made too recently for ListSecrets to list it."""
+        return arn in self.made and now < self.made[arn] + self.lag
+
+    def answer(self, response: Any, original: Any) -> Any:
+        """In place of moto's SecretsManagerResponse.list_secrets (the same questions and answer, from the view:
+        the secrets as they were SECRETS_LIST_LAG ago, for those changed since)."""
+        from moto.secretsmanager.models import _matches
+        from moto.secretsmanager.responses import _validate_filters
+
+        filters = response._get_param("Filters", if_none=[])
+        _validate_filters(filters)
+        now, backend = naive(self.now()), response.backend
+        kept = {arn: secret for arn, (when, secret) in self.deleted.items() if now < when + self.lag}
+        truth, _ = backend.list_secrets(filters=filters, max_results=len(backend.secrets) + 1, next_token=None,
+                                        include_planned_deletion=response._get_param("IncludePlannedDeletion",
+                                                                                     if_none=False))
+        shown = [entry for entry in truth if entry["ARN"] not in kept]
+        shown += [secret.to_dict() for secret in kept.values() if _matches(secret, filters)]
+        shown = [entry for entry in shown if not self.new(entry["ARN"], now)]
+        page, token = backend._get_secret_values_page_and_next_token(
+            shown, response._get_int_param("MaxResults"), response._get_param("NextToken"))
+        return json.dumps({"SecretList": page, "NextToken": token})
+
+
 def new_keys_refused(now: Callable[[], datetime], lag: timedelta = STS_NEW_KEY_LAG) -> Callable[[str], bool]:
     """For ``AwsLikeSts.not_yet``: STS refuses a key IAM made less than ``lag`` ago, as AWS refuses a key that has
     not reached every endpoint yet (read from moto's state: the key's creation date)."""
@@ -146,3 +211,21 @@ def install(last_used: LaggingLastUsed | None = None, lists: LaggingKeyLists | N
     finally:
         for name, method in originals.items():
             setattr(IamResponse, name, method)
+
+
+@contextmanager
+def install_secret_lists(lists: LaggingSecretLists) -> Iterator[None]:
+    """The stand-in in place of moto's Secrets Manager answers (ListSecrets, and the creates and deletes it
+    lags behind), for the block's length."""
+    from moto.secretsmanager.responses import SecretsManagerResponse
+
+    handlers = {"list_secrets": lists.answer, "create_secret": lists.creating, "delete_secret": lists.deleting}
+    originals = {name: getattr(SecretsManagerResponse, name) for name in handlers}
+    for name, handler in handlers.items():
+        setattr(SecretsManagerResponse, name,
+                lambda self, handler=handler, original=originals[name]: handler(self, original))
+    try:
+        yield
+    finally:
+        for name, method in originals.items():
+            setattr(SecretsManagerResponse, name, method)

@@ -13,7 +13,14 @@ from datetime import timedelta
 import pytest
 
 from faults import CRASH, Crash
-from lagging_aws import CLOUDTRAIL_LAG, IAM_LAST_USED_LAG, IAM_LIST_LAG
+from lagging_aws import (
+    CLOUDTRAIL_LAG,
+    IAM_LAST_USED_LAG,
+    IAM_LIST_LAG,
+    SECRETS_LIST_LAG,
+    LaggingSecretLists,
+    install_secret_lists,
+)
 from lambda_function import ADOPTED_TAG, LAST_USED_LAG, LIST_LAG, MADE_TAG, RotationFailed
 from seed import ROWS, iam_key_states, seed_row, seed_user, set_last_used
 
@@ -198,3 +205,88 @@ def test_a_use_cloudtrail_does_not_show_yet_is_said_to_be_maybe_missing(aws, inv
     (entry,) = invoke(seeded.secret)["secrets"]
     assert entry["status"] == "waiting" and aws.keys("alice")[old] == "Active"
     assert entry["holdouts"] == [] and "events take up to 15 minutes to appear" in entry["holdouts_note"]
+
+
+# --- ListSecrets lags by up to five minutes: a secret a prefix finds is read with DescribeSecret, which does not ----
+
+
+@pytest.fixture
+def lagging_secret_lists(aws, clock):
+    """Secrets Manager's ListSecrets as far behind as AWS's (``lagging_aws.LaggingSecretLists``), on the test's
+    clock."""
+    stand_in = LaggingSecretLists(clock.now)
+    with install_secret_lists(stand_in):
+        yield stand_in
+
+
+PREFIX = "iam-keys/*"
+LISTED_BUT_DELETED = "deleted since ListSecrets listed it (its list lags up to five minutes); nothing to do"
+
+
+def listed_names(aws) -> set[str]:
+    """The names ListSecrets shows now (through the stand-in), as the function's prefix finds them."""
+    answer = aws.secrets.list_secrets(Filters=[{"Key": "name", "Values": ["iam-keys/"]}])
+    return {secret["Name"] for secret in answer["SecretList"]}
+
+
+def test_a_secret_made_a_minute_ago_is_found_by_its_prefix_only_once_listsecrets_lists_it(
+        aws, invoke, clock, lagging_secret_lists):
+    old = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    lagging_secret_lists.settled()
+    new = seed_row(aws.iam, aws.secrets, ROWS[1], user="bob")
+    clock.advance(A_MINUTE)
+    assert listed_names(aws) == {old.secret}, "the test world lags as AWS does"
+
+    result = invoke(sec=PREFIX)  # nothing fails
+
+    assert [(o["secret"], o["status"]) for o in result["secrets"]] == [(old.secret, "rotated")]
+    assert result["failed"] == 0 and truth("bob") == {new.key_ids[0]: "Active"}
+    assert aws.value(new.secret)["AccessKeyId"] == new.key_ids[0], "nothing was said or done of bob's secret"
+
+    clock.advance(SECRETS_LIST_LAG.total_seconds())
+    outcomes = {o["secret"]: o for o in invoke(sec=PREFIX)["secrets"]}
+    assert outcomes[new.secret]["status"] == "rotated" and outcomes[new.secret]["old_key_id"] == new.key_ids[0]
+    assert aws.value(new.secret)["AccessKeyId"] != new.key_ids[0] and aws.holds_working_key(new.secret)
+
+
+@pytest.mark.parametrize("deletion, found", [({"ForceDeleteWithoutRecovery": True}, "not found"),
+                                             ({"RecoveryWindowInDays": 7}, "scheduled for deletion")],
+                         ids=["at-once", "scheduled"])
+def test_a_secret_deleted_a_minute_ago_that_listsecrets_still_lists_is_skipped_and_fails_no_run(
+        aws, invoke, clock, lagging_secret_lists, deletion, found):
+    kept = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    gone = seed_row(aws.iam, aws.secrets, ROWS[1], user="bob")
+    lagging_secret_lists.settled()
+    aws.secrets.delete_secret(SecretId=gone.secret, **deletion)
+    clock.advance(A_MINUTE)
+    assert gone.secret in listed_names(aws), "the test world lags as AWS does"
+
+    result = invoke(sec=PREFIX)  # no RotationFailed
+
+    outcomes = {o["secret"]: o for o in result["secrets"]}
+    assert outcomes[gone.secret]["status"] == "skipped" and result["failed"] == 0
+    assert outcomes[gone.secret]["reason"] == f"{found}: {LISTED_BUT_DELETED}"
+    assert outcomes[kept.secret]["status"] == "rotated" and aws.holds_working_key(kept.secret)
+    assert truth("bob") == {gone.key_ids[0]: "Active"}, "nothing done to the deleted secret's user"
+
+    clock.advance(SECRETS_LIST_LAG.total_seconds())
+    assert [o["secret"] for o in invoke(sec=PREFIX)["secrets"]] == [kept.secret]
+
+
+@pytest.mark.parametrize("sec, event", [("iam-keys/ghost;" + PREFIX, None), ("iam-keys/bob;" + PREFIX, None),
+                                        (PREFIX, {"secrets": ["iam-keys/bob"]})],
+                         ids=["named-never-made", "named-and-deleted", "targeted-and-deleted"])
+def test_a_secret_named_explicitly_that_is_not_found_still_fails(aws, invoke, clock, lagging_secret_lists,
+                                                                  sec, event):
+    # Only a secret ListSecrets alone found is forgiven for being gone: one sec or the event names is wanted.
+    kept = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    gone = seed_row(aws.iam, aws.secrets, ROWS[1], user="bob")
+    lagging_secret_lists.settled()
+    aws.secrets.delete_secret(SecretId=gone.secret, ForceDeleteWithoutRecovery=True)
+    clock.advance(A_MINUTE)
+    named = sec.split(";")[0] if event is None else gone.secret
+
+    with pytest.raises(RotationFailed, match=f"secret '{named}': not found"):
+        invoke(sec=sec, event=event)
+    if event is None:
+        assert aws.holds_working_key(kept.secret) and aws.value(kept.secret)["AccessKeyId"] != kept.key_ids[0]
