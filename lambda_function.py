@@ -74,6 +74,8 @@ The safety rules, each with the one function that enforces it, and the documente
 
 from __future__ import annotations
 
+__version__ = "1.0.0"  # the release (semantic versioning): the VERSION file, CHANGELOG.md, make release's names
+
 import csv
 import hashlib
 import io
@@ -3357,7 +3359,8 @@ def checked_entries(settings: Settings, summary: dict[str, Any], run_id: str) ->
              "overdue": bool(s.get("overdue"))} for s in summary["secrets"]]
     parts = [rows[i:i + CHECKED_ROWS] for i in range(0, len(rows), CHECKED_ROWS)] or [[]]
     read = settings.account_report and not (summary.get("report") or {}).get("failed")  # else: not known
-    common = {"run": run_id, "parts": len(parts), "code": CODE_VERSION, "dry_run": settings.dry_run,
+    common = {"run": run_id, "parts": len(parts), "code": CODE_VERSION, "version": __version__,
+              "dry_run": settings.dry_run,
               "secrets_checked": len(rows), "oldest_key_age_days": summary["oldest_key_age_days"],
               "overdue_keys": summary["overdue_keys"], "failed": summary["failed"],
               "unmanaged_overdue_keys": summary.get("unmanaged_overdue_keys") if read else None}
@@ -3461,7 +3464,7 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
     function_name = name if isinstance(name, str) else os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
     emit_metrics(counts, settings.metrics_namespace, function_name)
     summary = {**{k: v for k, v in counts.items() if k != "succeeded"}, "dry_run": settings.dry_run,
-               "secrets": [o.summary() for o in outcomes]}
+               "version": __version__, "secrets": [o.summary() for o in outcomes]}
     if account is not None:
         summary["report"] = account
     notify(clients, settings, summary)

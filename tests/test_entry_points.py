@@ -18,7 +18,7 @@ import pytest
 
 from conftest import STEPS, step
 from faults import record_calls
-from lambda_function import ConfigError, RotationError, RotationFailed
+from lambda_function import LIST_LAG, ConfigError, RotationError, RotationFailed
 from seed import ROWS, begin_rotation, enable_rotation, iam_secret_keys, seed_row, seed_user, set_last_used
 
 BATCH_ENTRIES = {
@@ -205,6 +205,7 @@ def test_rotation_mode_never_touches_a_key_another_listed_secret_holds(aws, monk
 
 def test_a_held_key_deleted_by_hand_moves_current_back_to_the_working_previous_key(aws, invoke, clock, sts, alice):
     current = aws.value(alice.secret)["AccessKeyId"]
+    clock.advance(LIST_LAG.total_seconds())  # (sooner after its create, IAM may not list it yet)
     aws.iam.delete_access_key(UserName="alice", AccessKeyId=current)
     sleeps_before = len(clock.sleeps)
     (entry,) = invoke(alice.secret)["secrets"]

@@ -177,3 +177,23 @@ def test_the_readmes_rule_brings_a_ci_systems_copy_up_to_date(aws, invoke, monke
     assert ci_store["AWS_SECRET_ACCESS_KEY"] == iam_secret_keys("ci-deployer")[ci_store["AWS_ACCESS_KEY_ID"]]
     invoke(ci.secret, event={"rollback": [ci.secret]})
     assert consumer() == 1 and ci_store["AWS_ACCESS_KEY_ID"] == ci.key_ids[0], "a rollback is followed too"
+
+
+def test_the_function_reports_its_release_in_the_summary_and_the_run_state_event(aws, invoke, bus):
+    from pathlib import Path
+
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    result = invoke(seeded.secret)
+    release = (Path(__file__).parents[1] / "VERSION").read_text().strip()
+    assert result["version"] == lambda_function.__version__ == release
+    events = boto3.client("events")
+    events.put_rule(Name="checked", EventBusName="keys", EventPattern=json.dumps({"detail-type": ["Access Keys "
+                                                                                                 "Checked"]}))
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="checked")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_targets(Rule="checked", EventBusName="keys", Targets=[{"Id": "q", "Arn": arn}])
+    invoke(seeded.secret)
+    (checked,) = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=queue,
+                                                                      MaxNumberOfMessages=10)["Messages"]]
+    assert checked["detail"]["version"] == release
