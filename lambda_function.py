@@ -89,7 +89,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
@@ -662,7 +662,7 @@ def sorted_out(keys: list[KeyState], holders: Holders, current: KeyState | None)
 
 def unproven_why(key_id: str, until: str) -> str:
     return (f"{key_id} may be this function's own unstored key, but it is too young for IAM's last-used data "
-            f"(hours behind) to show it unused: left Active, judged again from {until}")
+            f"(hours behind) to show nobody uses it: left Active, judged again from {until}")
 
 
 def no_room(kept: list[KeyState], keys: list[KeyState], holders: Holders, adopted: list[str]) -> str:
@@ -817,6 +817,10 @@ MADE_WINDOW = timedelta(minutes=5)
 # permissions in AWS using last accessed information", tracking period). A key younger than this may have been
 # used with no sign of it yet: IAM's "never used" proves nothing about it, so no such key is deleted as unused.
 LAST_USED_LAG = timedelta(hours=4)
+# A key that looks like the function's own lost key is deleted only once nobody has used it in its first day as
+# IAM shows it LAST_USED_LAG later: a person who makes a key and uses it within a day is seen to (the rule that
+# makes any key younger than MAX_GRACE_HOURS someone's in use, at its shortest: ADOPTED_MIN_WAIT_HOURS).
+LOST_KEY_WAIT = LAST_USED_LAG + timedelta(hours=ADOPTED_MIN_WAIT_HOURS)
 # IAM's lists lag a change too (IAM User Guide, "Troubleshoot IAM": changes are not always immediately visible;
 # no bound is given, seconds in practice): a key the function made this recently may not be listed yet, so its
 # absence from ListAccessKeys is no proof that it is gone.
@@ -1979,13 +1983,16 @@ class Run:
         unused = [find_key(keys, k) for k in made_candidates(keys, held, self.tags(record).get(MADE_TAG),
                                                              record.stages)
                   if k not in leaked and self.used(record, k)[0] is None]
-        proof = {k.key_id: k.created + LAST_USED_LAG for k in unused}  # IAM's data covers the key's life from then
+        proof = {k.key_id: k.created + LOST_KEY_WAIT for k in unused}  # unused a day, as IAM shows it 4 h late
         lost = frozenset(k for k, when in proof.items() if when <= self.clock.now())
         unproven = {k: iso(when) for k, when in proof.items() if k not in lost}
         adopted = self.adopted(record, keys, held | lost | set(unproven))
-        replaced = parse_marker(self.tags(record).get(MADE_TAG))[2]
+        made_at, _, replaced, token = parse_marker(self.tags(record).get(MADE_TAG))
+        # the old key of a create this secret stored, within that create's usage gate
+        stored = token in record.stages and made_at is not None \
+            and self.clock.now() - made_at < timedelta(hours=self.settings.max_grace_hours)
         return Holders(current=current, ours=ours, others=others, lost=lost, unproven=unproven, adopted=adopted,
-                       retiring=frozenset({replaced} & set(adopted)))
+                       retiring=frozenset({replaced} & set(adopted)) if stored else frozenset())
 
     def adopted(self, record: SecretRecord, keys: list[KeyState], held: set[str | None]) -> dict[str, str]:
         """Active keys no secret holds that are someone's in use: used within MAX_GRACE_HOURS, younger than that,
@@ -2657,6 +2664,21 @@ def restorable(run: Run, record: SecretRecord, keys: list[KeyState],
     return Restore(version, previous, what), None
 
 
+def held_at_deadline(run: Run, record: SecretRecord, own: SecretSettings) -> bool:
+    """Is the key the secret holds so old that its rotation, the next run and its grace period would no longer end
+    before MAX_KEY_AGE_DAYS if anything held the rotation back now (an adopted key, turned on again and again,
+    each time a new adoption)? Then the deadline wins: the rotation goes ahead now (``deadline_frees``)."""
+    held, max_age = find_key(record.keys or [], record.held_key_id), run.settings.max_key_age_days
+    room = own.grace_hours / 24 + SCHEDULE_PERIOD / timedelta(days=1)
+    return held is not None and max_age > 0 and past_deadline(held.created, run.clock.now(), max(max_age - room, 0.01))
+
+
+def deadline_frees(holders: Holders) -> Holders:
+    """The adopted keys in the rotation's way, past the deadline: planned as the secret's own previous keys under
+    force (the key the secret holds authenticates first, then each is deactivated and deleted), loudly."""
+    return replace(holders, ours=holders.ours | frozenset(holders.adopted), adopted={})
+
+
 def settle_first(run: Run, record: SecretRecord, keys: list[KeyState], holders: Holders, own: SecretSettings,
                  redelivery: bool) -> Settling | None:
     """A previous key still Active (the grace period), or an adopted key, is settled before anything else
@@ -2719,12 +2741,13 @@ def freed_reason(plan: RotationPlan, holders: Holders) -> str | None:
 
 
 def plan_of(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyState], holders: Holders,
-            token: str, restore: Restore | None, found: str | None) -> Rotate | Outcome | Cleanup:
+            token: str, restore: Restore | None, found: str | None,
+            force: bool = False) -> Rotate | Outcome | Cleanup:
     """The rotation's plan over the keys besides the function's own lost ones (``act`` deletes those first),
     logged; a blocked plan fails the secret (nothing changed), or waits while a key in the way is one IAM's
     data cannot yet prove unused (``Holders.unproven``): the next run judges it."""
     keys = [k for k in keys if k.key_id not in holders.lost]
-    plan = plan_rotation(keys, holders, run.settings.force)
+    plan = plan_rotation(keys, holders, run.settings.force or force)
     kept = tuple(k for k in holders.adopted if k != plan.freed_adopted and find_key(keys, k))
     log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
                keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), dry_run=own.dry_run,
@@ -2748,11 +2771,15 @@ def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: li
     previous or adopted key is deactivated once the current key authenticates. A leaked key is never deleted (it
     is evidence), nor a person's key in use freed for room: then the key the secret holds is NOT replaced, the
     other leaked keys are still deactivated, and the reason says what is in the way."""
+    # a leak answers now: a key made just after the function's mark that IAM shows never used is taken for its own
+    holders = replace(holders, lost=holders.lost | frozenset(holders.unproven), unproven={})
     active = sorted(k for k in leaked if (found := find_key(keys, k)) is not None and found.active)
     unlisted = sorted(k for k in leaked if find_key(keys, k) is None)  # IAM named its user: it exists
-    if not active and unlisted:
-        raise RotationError(record.name, f"IAM does not list key {', '.join(unlisted)} yet (its list lags a change "
-                                         "by up to a minute): send the event again in a minute")
+    made_at = parse_marker(run.tags(record).get(MADE_TAG))[0]
+    if not active and unlisted and made_at and timedelta(0) <= run.clock.now() - made_at < LIST_LAG:
+        raise RotationError(record.name, f"IAM does not list key {', '.join(unlisted)} yet (its list lags a change, "
+                                         f"and this function made a key at {iso(made_at)}): send the event again "
+                                         "in a few minutes")
     if not active:
         return Outcome(secret=record.name, status=Status.SKIPPED, user=record.user_name,
                        reason=f"exposed key {', '.join(sorted(leaked))}: already Inactive or gone, nothing to revoke")
@@ -2769,7 +2796,7 @@ def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: li
         log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
                    exposed=active, steps=plan.steps(), dry_run=own.dry_run, blocked=why or None)
         if not why:
-            kept = tuple(k for k in holders.adopted if find_key(rest, k))
+            kept = tuple(k for k in holders.adopted if k != plan.freed_adopted and find_key(rest, k))
             reason = (f"key {record.held_key_id} was exposed: replaced now and deactivated at once, whatever its "
                       "age or GRACE_HOURS")
             return Rotate(record, own, rest, holders, plan, token, kept, reason, lost=holders.lost,
@@ -2799,7 +2826,7 @@ def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Clea
         return assess_exposed(run, record, own, keys, holders, token, leaked)
     held = find_key(keys, record.held_key_id)
     made_at = parse_marker(run.tags(record).get(MADE_TAG))[0]
-    if held is None and record.held_key_id and made_at and run.clock.now() - made_at < LIST_LAG:
+    if held is None and record.held_key_id and made_at and timedelta(0) <= run.clock.now() - made_at < LIST_LAG:
         return skipped(record, f"IAM does not list the key the secret holds, {record.held_key_id}, yet: its list "
                                f"lags a change, and this function made a key at {iso(made_at)}; judged next run")
     held_ok = held is not None and held.active
@@ -2807,6 +2834,13 @@ def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Clea
     if record.held_key_id and not held_ok and not redelivery:
         restore, found = restorable(run, record, keys, holders)
     settling = settle_first(run, record, keys, holders, own, redelivery) if held_ok else None
+    if settling is not None and settling.adopted is not None and held_at_deadline(run, record, own):
+        log_action("forced_while_in_use", logging.WARNING, secret=record.name, user=record.user_name,
+                   key_id=settling.previous_key_id, reason="MAX_KEY_AGE_DAYS: the rotation cannot wait for it")
+        return plan_of(run, record, own, keys, deadline_frees(holders), token, None,
+                       f"key {', '.join(holders.adopted)}, held by no secret but in use, deactivated and deleted: "
+                       "kept, it would hold the key the secret holds past MAX_KEY_AGE_DAYS="
+                       f"{run.settings.max_key_age_days:g}", force=True)
     if settling is not None:
         return settling
     if redelivery:
@@ -2935,15 +2969,15 @@ def finish(run: Run, item: Stored | Settling, problems: dict[str, str]) -> Outco
         retire_keys(run.clients, record, plan.deactivate_after, plan.delete_after)
     retired = [*sorted(item.lost), *plan.deactivate_first, *plan.delete_first, *plan.delete_after,
                *(plan.deactivate_after if keep_until is None else ())]
-    reason = item.reason
+    reason, adopted_end = item.reason, None
     if item.adopted:
         since = record.adopted_at.get(item.adopted[0], run.clock.now())
-        keep_until = iso(adopted_until(since, run.settings.max_grace_hours))
+        adopted_end = iso(adopted_until(since, run.settings.max_grace_hours))
         reason = "; ".join(r for r in (reason, f"key {item.adopted[0]} is held by no secret but in use: kept Active "
-                                               f"until {keep_until}") if r)
+                                               f"until {adopted_end}") if r)
     outcome = Outcome(secret=record.name, status=Status.ROTATED, user=record.user_name,
                       old_key_id=record.held_key_id, new_key_id=new_key.key_id,
-                      steps=plan.steps(new_key.key_id, keep_until), retire_after=keep_until,
+                      steps=plan.steps(new_key.key_id, keep_until), retire_after=adopted_end or keep_until,
                       adopted=item.adopted[0] if item.adopted else None, reason=reason, retired_keys=retired)
     log_action("rotated", secret=record.name, user=record.user_name, old_key_id=record.held_key_id,
                new_key_id=new_key.key_id, retire_after=outcome.retire_after, adopted=outcome.adopted)

@@ -189,3 +189,34 @@ def test_two_waits_in_a_row_still_leave_no_key_past_the_deadline(aws, invoke, cl
         ages = active_ages(aws, clock, "alice")
         assert all(age <= 90 for age in ages.values()), (day, ages, entries[-3:])
     assert any(e.get("forced_in_use") and "MAX_KEY_AGE_DAYS" in (e.get("reason") or "") for e in entries)
+
+
+def test_a_key_turned_on_again_and_again_never_holds_the_rotation_past_the_deadline(aws, invoke, clock, one_clock,
+                                                                                     monkeypatch):
+    # Found by the review: every time the function retires someone's unheld key in use, it is turned on again
+    # before the next run, a new adoption each time (KEY@off). The held key must still rotate, and no Active
+    # key it holds outlive day 90: the deadline wins over the adoption, loudly.
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "80")
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    seeded = seed_user(aws.iam, aws.secrets, "alice", ("Active",), held=0)
+    (held,) = seeded.key_ids
+    backdate_key("alice", held, 79)
+    person = aws.iam.create_access_key(UserName="alice")["AccessKey"]["AccessKeyId"]
+
+    def the_world() -> None:
+        keys = aws.keys("alice")
+        if keys.get(person) == "Inactive":
+            aws.iam.update_access_key(UserName="alice", AccessKeyId=person, Status="Active")
+        if person in aws.keys("alice"):
+            set_last_used("alice", person, clock.now())
+        if aws.keys("alice").get(held) == "Active":
+            set_last_used("alice", held, clock.now())
+
+    entries = []
+    for day in range(1, 20):
+        one_clock(24 * 3600)
+        the_world()
+        entries.append(invoke(seeded.secret)["secrets"][0])
+        ages = active_ages(aws, clock, "alice")
+        assert ages.get(held, 0) <= 90 and aws.value(seeded.secret)["AccessKeyId"] in ages, (day, ages, entries[-2:])
+    assert aws.value(seeded.secret)["AccessKeyId"] != held

@@ -225,3 +225,6 @@ def test_a_leak_of_the_held_key_right_after_a_writer_re_saved_the_secret_is_answ
     assert entry["status"] == "rotated" and "NOT replaced" not in (entry.get("reason") or "")
     assert new not in (old, held) and aws.holds_working_key(seeded.secret)
     assert aws.keys("alice")[held] == "Inactive" and old not in aws.keys("alice")
+    # and the entry says so: the leaked key deactivated (not kept), the old key freed (not kept Active)
+    assert f"deactivate {held}" in entry["steps"] and f"delete {old}" in entry["steps"], entry["steps"]
+    assert "kept Active" not in (entry.get("reason") or "") and not entry.get("retire_after"), entry

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from faults import CRASH, MODES, REFUSED, TIMEOUT, Crash, record_calls
-from lambda_function import LAST_USED_LAG, RotationFailed
+from lambda_function import LOST_KEY_WAIT, RotationFailed
 from seed import ROWS, seed_row, set_last_used
 
 
@@ -49,12 +49,12 @@ def test_every_row_makes_the_calls_its_plan_says():
 
 def converge(aws, invoke, clock, secret: str, user: str) -> None:
     """Re-run as the daily schedule would, once IAM's last-used data covers what the faulted run made (a key the
-    function made and lost is its own only once IAM can show it never used: LAST_USED_LAG). A key a crash made
+    function made and lost is its own only once IAM can show it never used: LOST_KEY_WAIT). A key a crash made
     after CreateAccessKey is held by no secret and is young, so it is adopted (someone's key in use, for all
     the function can tell): kept Active, then deactivated through the usage gate once IAM shows it unused a day
     after the store. Where the secret holds no working key, no slot frees without deleting it: the run says
     so, and the operator's force frees it."""
-    clock.advance(LAST_USED_LAG.total_seconds() + 60)
+    clock.advance(LOST_KEY_WAIT.total_seconds() + 60)
     try:
         invoke(secret)
     except RotationFailed as failed:
@@ -148,7 +148,7 @@ def test_a_key_the_function_made_and_lost_in_a_crash_is_deleted_once_iam_can_sho
     # is due (a clean-up alone). (tests/test_lagging_aws.py: the runs before that.)
     seeded, orphan = crashed_after_create(aws, invoke, faults)
     monkeypatch.setenv("ROTATE_AFTER_DAYS", rotate_after_days)
-    clock.advance(LAST_USED_LAG.total_seconds() + 60)
+    clock.advance(LOST_KEY_WAIT.total_seconds() + 60)
     (entry,) = invoke(seeded.secret)["secrets"]
     assert orphan not in aws.keys("alice")
     assert f"deleted {orphan}: made by this function, never stored" in entry["reason"]

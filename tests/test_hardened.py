@@ -222,7 +222,7 @@ def test_a_clean_up_never_runs_past_the_margin_and_a_later_run_deletes_what_it_l
     assert sent and all(at < start + 40 for at in sent), "nothing is sent past the margin's end"
     (left,) = set(aws.keys("alice")) - set(seeded.key_ids)
     lambda_function.clients_for.cache_clear()
-    clock.advance(lambda_function.LAST_USED_LAG.total_seconds() + 60)
+    clock.advance(lambda_function.LOST_KEY_WAIT.total_seconds() + 60)
     (entry,) = invoke(seeded.secret)["secrets"]
     assert left not in aws.keys("alice") and "never stored" in entry["reason"]
     assert aws.holds_working_key(seeded.secret)

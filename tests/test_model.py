@@ -246,7 +246,7 @@ class Account(RuleBasedStateMachine):
             if clean_run:  # (once IAM's last-used data covers a lost key's life: before, it may be a person's)
                 made = {k.access_key_id: k.create_date.replace(tzinfo=None) for k in self.access_keys(user)}
                 left = {k for k, u in self.lost.items() if u == user and k in after
-                        and now.replace(tzinfo=None) - made[k] >= lambda_function.LAST_USED_LAG}
+                        and now.replace(tzinfo=None) - made[k] >= lambda_function.LOST_KEY_WAIT}
                 assert not left, f"{user}: the function's own unstored keys survived a clean run: {left}"
             self.lost = {k: u for k, u in self.lost.items() if k in self.keys(u)}
             if (kind in ("batch", "force") or (kind == "targeted" and user == only)) and self.acts_on(user):

@@ -24,11 +24,11 @@ def run_steps(secret: str, token: str) -> None:
 
 @contextmanager
 def once_iam_can_show_use():
-    """Every clock of the process (the function's, moto's) past LAST_USED_LAG: a key made now is the function's
+    """Every clock of the process (the function's, moto's) past LOST_KEY_WAIT: a key made now is the function's
     own lost key only once IAM's last-used data covers its life (tests/test_lagging_aws.py)."""
     import freezegun
 
-    later = datetime.now(UTC) + lambda_function.LAST_USED_LAG + timedelta(minutes=1)
+    later = datetime.now(UTC) + lambda_function.LOST_KEY_WAIT + timedelta(minutes=1)
     with freezegun.freeze_time(later, tick=True, ignore=["_pytest.timing"]):
         yield
 
