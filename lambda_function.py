@@ -51,7 +51,8 @@ The safety rules, each with the one function that enforces it, and the documente
   (``make_room_and_create``, ``made_candidates``) and deleted by a later run of either mode (``delete_lost``,
   ``plan_rotation``).
 - Evidence that cannot lag: a key is deleted as the function's own lost key only once IAM's last-used data
-  (LAST_USED_LAG behind) covers its life (``Run.holders``; until then ``Holders.unproven``, touched by no plan); an
+  (LAST_USED_LAG behind) shows it unused in its first day (``Run.holders``: LOST_KEY_WAIT; until then
+  ``Holders.unproven``, touched by no plan but a leak's); an
   adoption ends with its key, and a key turned on again is a new adoption (``record_adoptions``); a secret only
   ListSecrets (five minutes behind) found that DescribeSecret shows deleted is skipped, one sec names fails
   (``read_secrets``). What each destructive step acts on, and how stale it may be: docs/design.md.
@@ -596,7 +597,7 @@ class Holders:
     Active keys nobody holds that IAM shows in use (used, or made, within
     MAX_GRACE_HOURS, or the user's key-rotation-adopted tag names): key id -> its last use, least recently
     used first. ``lost``: keys this function made and never stored (``lost_keys``): nobody can use them.
-    ``unproven``: keys that look like the function's own lost ones but are younger than LAST_USED_LAG, so
+    ``unproven``: keys that look like the function's own lost ones but are younger than LOST_KEY_WAIT, so
     IAM's silence does not yet prove them unused (a person's key made and used a minute ago looks the same):
     key id -> the time (ISO) from which IAM's data covers their life. No plan touches them; a rotation that
     needs their place waits.
