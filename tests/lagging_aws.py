@@ -10,6 +10,10 @@ source:
 - ``IAM_LIST_LAG``: ListAccessKeys may miss a key just made, or still list (with its old status) one just
   deleted or changed (IAM User Guide, "Troubleshoot IAM": changes are not always immediately visible; IAM is
   eventually consistent and gives no bound: a minute is taken here, longer than any seen).
+- ``CREDENTIAL_REPORT_AGE``: GenerateCredentialReport makes a new report only when the last one is more than
+  4 hours old; until then GetCredentialReport answers the old one (IAM's GenerateCredentialReport examples:
+  a new report "can be done every four hours. If the last report is still recent the State field reads
+  COMPLETE"; AWS Knowledge Center, "config credential report": a report made in the last 4 hours is used).
 - ``CLOUDTRAIL_LAG``: LookupEvents shows an event up to 15 minutes after the call (CloudTrail User Guide,
   "Working with CloudTrail event history": events appear within about 15 minutes). ``CloudTrailLookups``
   (conftest) takes it as ``delay``.
@@ -36,6 +40,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 IAM_LAST_USED_LAG = timedelta(hours=4)
+CREDENTIAL_REPORT_AGE = timedelta(hours=4)
 IAM_LIST_LAG = timedelta(minutes=1)
 CLOUDTRAIL_LAG = timedelta(minutes=15)
 STS_NEW_KEY_LAG = timedelta(seconds=10)
@@ -186,6 +191,49 @@ def new_keys_refused(now: Callable[[], datetime], lag: timedelta = STS_NEW_KEY_L
         return made is not None and naive(now()) - naive(made) < lag
 
     return not_yet
+
+
+class AgingCredentialReport:
+    """IAM's credential report as AWS serves it: made anew only when the last one is CREDENTIAL_REPORT_AGE old,
+    with its GeneratedTime; moto makes it afresh at every read, dated 2015."""
+
+    def __init__(self, now: Callable[[], datetime], age: timedelta = CREDENTIAL_REPORT_AGE) -> None:
+        self.now, self.age = now, age
+        self.report: tuple[datetime, bytes] | None = None
+
+    def generating(self, response: Any, original: Any) -> Any:
+        """In place of moto's generate_credential_report: a new report only when the last is old enough."""
+        answer = original(response)
+        now = naive(self.now())
+        if self.report is None or now - self.report[0] >= self.age:
+            self.report = (now, response.backend.get_credential_report())
+        return answer
+
+    def answer(self, response: Any, original: Any) -> Any:
+        """In place of moto's get_credential_report."""
+        from moto.core.responses import ActionResult
+
+        if self.report is None:
+            return original(response)
+        made, content = self.report
+        return ActionResult({"Content": content, "ReportFormat": "text/csv",
+                             "GeneratedTime": made.strftime("%Y-%m-%dT%H:%M:%SZ")})
+
+
+@contextmanager
+def aging_report(report: AgingCredentialReport) -> Iterator[None]:
+    """The credential report's stand-in in place of moto's, for the block's length."""
+    from moto.iam.responses import IamResponse
+
+    originals = {name: getattr(IamResponse, name) for name in ("generate_credential_report", "get_credential_report")}
+    IamResponse.generate_credential_report = lambda self: report.generating(self, originals[
+        "generate_credential_report"])
+    IamResponse.get_credential_report = lambda self: report.answer(self, originals["get_credential_report"])
+    try:
+        yield
+    finally:
+        for name, method in originals.items():
+            setattr(IamResponse, name, method)
 
 
 @contextmanager

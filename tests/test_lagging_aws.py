@@ -22,7 +22,7 @@ from lagging_aws import (
     install_secret_lists,
 )
 from lambda_function import ADOPTED_TAG, LAST_USED_LAG, LIST_LAG, LOST_KEY_WAIT, MADE_TAG, RotationFailed
-from seed import ROWS, iam_key_states, seed_row, seed_user, set_last_used
+from seed import ROWS, backdate_key, iam_key_states, seed_row, seed_user, set_last_used
 
 A_MINUTE = 60
 
@@ -356,3 +356,27 @@ def test_a_mark_dated_in_the_future_does_not_hold_a_repair_back(aws, invoke, clo
     aws.iam.tag_user(UserName="alice", Tags=[{"Key": MADE_TAG, "Value": f"{tomorrow} {current}"}])
     (entry,) = invoke(seeded.secret)["secrets"]
     assert entry["status"] == "rolled_back" and aws.holds_working_key(seeded.secret)
+
+
+# --- IAM's credential report is up to four hours old: the report says when it was made ------------------------
+
+
+def test_the_account_report_is_as_old_as_iam_s_credential_report_and_says_when_it_was_made(aws, invoke, clock,
+                                                                                             monkeypatch):
+    # The report is IAM's, made anew at most every four hours: a key rotated an hour after it still shows there
+    # as overdue. The function changes nothing on it (it only reports) and says when IAM made it.
+    from lagging_aws import AgingCredentialReport, aging_report
+
+    monkeypatch.setenv("ACCOUNT_REPORT", "true")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    backdate_key("alice", seeded.key_ids[0], 100)
+    report = AgingCredentialReport(clock.now)
+    with aging_report(report):
+        made = invoke(seeded.secret, event={"report": True})["report"]
+        assert [r["user"] for r in made["overdue_managed"]] == ["alice"]
+        invoke(seeded.secret)  # rotated: alice's overdue key is now Inactive
+        clock.advance(3600)
+        later = invoke(seeded.secret, event={"report": True})["report"]
+    assert later["generated"] == made["generated"] == report.report[0].strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert [r["user"] for r in later["overdue_managed"]] == ["alice"], "as of the report IAM made an hour ago"
+    assert aws.holds_working_key(seeded.secret)
