@@ -1381,6 +1381,8 @@ def describe_secret(clients: Clients, secret_id: str) -> dict:
     for these: an in-flight rotation must never be missed)."""
     try:
         return clients.secrets.describe_secret(SecretId=secret_id)
+    except (BotoCoreError, CallTooSlow) as err:  # no answer (a timeout, a connection lost): this secret fails
+        raise RotationError(secret_id, describe_error(err, "DescribeSecret")) from None
     except ClientError as err:
         if error_code(err) == "ResourceNotFoundException":
             raise RotationError(secret_id, "not found", code="ResourceNotFoundException") from None
@@ -2776,11 +2778,9 @@ def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: li
     holders = replace(holders, lost=holders.lost | frozenset(holders.unproven), unproven={})
     active = sorted(k for k in leaked if (found := find_key(keys, k)) is not None and found.active)
     unlisted = sorted(k for k in leaked if find_key(keys, k) is None)  # IAM named its user: it exists
-    made_at = parse_marker(run.tags(record).get(MADE_TAG))[0]
-    if not active and unlisted and made_at and timedelta(0) <= run.clock.now() - made_at < LIST_LAG:
-        raise RotationError(record.name, f"IAM does not list key {', '.join(unlisted)} yet (its list lags a change, "
-                                         f"and this function made a key at {iso(made_at)}): send the event again "
-                                         "in a few minutes")
+    if not active and unlisted:  # just made, or just deleted: nothing says which, so nothing is claimed done
+        raise RotationError(record.name, f"IAM does not list key {', '.join(unlisted)} (its list lags a change by "
+                                         "minutes): if it still exists, send the event again in a few minutes")
     if not active:
         return Outcome(secret=record.name, status=Status.SKIPPED, user=record.user_name,
                        reason=f"exposed key {', '.join(sorted(leaked))}: already Inactive or gone, nothing to revoke")

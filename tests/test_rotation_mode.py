@@ -239,3 +239,15 @@ def test_refused_pending_write_deletes_the_new_key_at_once(aws, faults, monkeypa
     with pytest.raises(RotationError, match="new key deleted, old key unchanged"):
         step(seeded.secret, token, "createSecret")
     assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
+
+
+def test_a_step_whose_describe_secret_times_out_fails_as_a_refusal_not_a_crash(aws, faults):
+    # Found by the model: no answer to DescribeSecret (every attempt's answer lost) escaped the handler as
+    # botocore's ReadTimeoutError. It is the secret's failure, said as the others are; nothing changed.
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    token = begin_rotation(seeded.secret)
+    faults.inject("describe_secret", TIMEOUT)
+    with pytest.raises(RotationError, match="DescribeSecret"):
+        step(seeded.secret, token, "createSecret")
+    faults.clear()
+    assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
