@@ -1034,6 +1034,7 @@ class Settling:
     lost: frozenset[str] = frozenset()  # the function's own unstored keys: deleted first
     exposed: bool = False  # a leaked key: deactivated at once once the current key authenticates (no gate)
     also: tuple[str, ...] = ()  # more leaked keys of the user, deactivated with it
+    at_deadline: bool = False  # an adopted key turned on again while the held key is at its deadline: no new wait
 
 
 @dataclass
@@ -2233,13 +2234,16 @@ def settle_decision(run: Run, item: Settling) -> tuple[Retire, str, str]:
         return Retire.RETIRE, iso(now), "exposed"
     if item.adopted is not None:
         until = iso(adopted_until(item.adopted, max_grace))
-        if now + GRACE_TOLERANCE < adopted_until(item.adopted, max_grace):
+        if now + GRACE_TOLERANCE < adopted_until(item.adopted, max_grace) and not item.at_deadline:
             return Retire.WAIT_GRACE, until, ""
         when, where = run.used(record, previous)
         key = find_key(record.keys or [], previous)
         last_seen = when or (key.created if key is not None else now)
-        return (adopted_retirement(now, item.adopted, last_seen, max_grace), until,
-                f"last used {iso(when)} by {where}" if when else "never used")
+        decision = adopted_retirement(now, item.adopted, last_seen, max_grace)
+        if item.at_deadline:  # retired now: quietly if unused for MAX_GRACE_HOURS, else loudly
+            unused = now + GRACE_TOLERANCE >= last_seen + timedelta(hours=max_grace)
+            decision = Retire.RETIRE if unused else Retire.DEADLINE
+        return decision, until, f"last used {iso(when)} by {where}" if when else "never used"
     # The store: the current key's creation, or the previous key's if later (a writer who put an older key back
     # by hand does not make the previous key's clock start long ago).
     previous_key = find_key(record.keys or [], previous)
@@ -2299,6 +2303,8 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
         base.forced_in_use = True
         base.reason = f"{what} deactivated although still in use ({where}): " + (
             f"MAX_GRACE_HOURS={run.settings.max_grace_hours:g} passed" if decision == Retire.FORCE else
+            "turned on again after its adoption ended, it would hold the key the secret holds past "
+            f"MAX_KEY_AGE_DAYS={run.settings.max_key_age_days:g}" if adopted else
             f"kept Active, it would outlive MAX_KEY_AGE_DAYS={run.settings.max_key_age_days:g} before the next run")
         log_action("forced_while_in_use", logging.WARNING, secret=record.name, user=record.user_name,
                    key_id=previous, last_use=where)
@@ -2669,17 +2675,12 @@ def restorable(run: Run, record: SecretRecord, keys: list[KeyState],
 
 def held_at_deadline(run: Run, record: SecretRecord, own: SecretSettings) -> bool:
     """Is the key the secret holds so old that its rotation, the next run and its grace period would no longer end
-    before MAX_KEY_AGE_DAYS if anything held the rotation back now (an adopted key, turned on again and again,
-    each time a new adoption)? Then the deadline wins: the rotation goes ahead now (``deadline_frees``)."""
+    before MAX_KEY_AGE_DAYS if anything held the rotation back now? Then a key turned on again after its adoption
+    was over gets no new adoption wait: it is retired at once, loudly if in use (a key in use is never deleted to
+    make room, so one turned on again before every run holds the rotation: the held key is reported overdue)."""
     held, max_age = find_key(record.keys or [], record.held_key_id), run.settings.max_key_age_days
     room = own.grace_hours / 24 + SCHEDULE_PERIOD / timedelta(days=1)
     return held is not None and max_age > 0 and past_deadline(held.created, run.clock.now(), max(max_age - room, 0.01))
-
-
-def deadline_frees(holders: Holders) -> Holders:
-    """The adopted keys in the rotation's way, past the deadline: planned as the secret's own previous keys under
-    force (the key the secret holds authenticates first, then each is deactivated and deleted), loudly."""
-    return replace(holders, ours=holders.ours | frozenset(holders.adopted), adopted={})
 
 
 def settle_first(run: Run, record: SecretRecord, keys: list[KeyState], holders: Holders, own: SecretSettings,
@@ -2744,13 +2745,12 @@ def freed_reason(plan: RotationPlan, holders: Holders) -> str | None:
 
 
 def plan_of(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyState], holders: Holders,
-            token: str, restore: Restore | None, found: str | None,
-            force: bool = False) -> Rotate | Outcome | Cleanup:
+            token: str, restore: Restore | None, found: str | None) -> Rotate | Outcome | Cleanup:
     """The rotation's plan over the keys besides the function's own lost ones (``act`` deletes those first),
     logged; a blocked plan fails the secret (nothing changed), or waits while a key in the way is one IAM's
     data cannot yet prove unused (``Holders.unproven``): the next run judges it."""
     keys = [k for k in keys if k.key_id not in holders.lost]
-    plan = plan_rotation(keys, holders, run.settings.force or force)
+    plan = plan_rotation(keys, holders, run.settings.force)
     kept = tuple(k for k in holders.adopted if k != plan.freed_adopted and find_key(keys, k))
     log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
                keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), dry_run=own.dry_run,
@@ -2835,13 +2835,9 @@ def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Clea
     if record.held_key_id and not held_ok and not redelivery:
         restore, found = restorable(run, record, keys, holders)
     settling = settle_first(run, record, keys, holders, own, redelivery) if held_ok else None
-    if settling is not None and settling.adopted is not None and held_at_deadline(run, record, own):
-        log_action("forced_while_in_use", logging.WARNING, secret=record.name, user=record.user_name,
-                   key_id=settling.previous_key_id, reason="MAX_KEY_AGE_DAYS: the rotation cannot wait for it")
-        return plan_of(run, record, own, keys, deadline_frees(holders), token, None,
-                       f"key {', '.join(holders.adopted)}, held by no secret but in use, deactivated and deleted: "
-                       "kept, it would hold the key the secret holds past MAX_KEY_AGE_DAYS="
-                       f"{run.settings.max_key_age_days:g}", force=True)
+    if settling is not None and settling.adopted is not None and held_at_deadline(run, record, own) \
+            and settling.previous_key_id in parse_retired(run.tags(record).get(ADOPTED_TAG)):
+        settling.at_deadline = True  # turned on again after its adoption was over: no new wait
     if settling is not None:
         return settling
     if redelivery:
