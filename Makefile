@@ -25,7 +25,7 @@ PORT       ?= 5000
 DEPLOY_VALUES := FUNCTION ROLE REGION TIMEOUT MEMORY SCHEDULE RETRIES EVENT SINCE ACCOUNT_ID PREFIX KMS_KEY_ID \
   USER_PATH STACK TOPIC SECRET \
   OUS REGIONS ARTIFACT_PREFIX STACK_SET CALL_AS CANARY FAILURE_PERCENT MAX_PERCENT OVERRIDES ORG_ID LOG_GROUP DAYS \
-  CENTRAL_PROFILE
+  CENTRAL_PROFILE OUTPUT
 # The Makefile's own variables; every other NAME=VALUE on the command line is a setting of the function,
 # passed to tools/deploy_config.py, which checks names and values with the function's own settings table
 # (a typo is refused with the nearest name; NAME= removes the setting); for org-deploy and org-update, each is
@@ -45,7 +45,7 @@ DEPLOY := $(PYTHON) tools/deploy_config.py
 DEPLOY_TARGETS := policy create configure deploy schedule exposed-rule invoke report pause resume alarms logs \
   destroy rollback skip unskip status org-package org-deploy org-update org-status org-remove org-report
 
-.PHONY: help demo test fuzz lint bench package policy create configure deploy schedule exposed-rule invoke report pause resume alarms \
+.PHONY: help demo test fuzz lint bench package release policy create configure deploy schedule exposed-rule invoke report pause resume alarms \
   local-aws logs \
   destroy rollback skip unskip status clean cli $(addprefix check-,$(DEPLOY_TARGETS)) \
   org-package org-deploy org-update org-status org-remove org-report
@@ -54,7 +54,7 @@ help:  ## this list
 	@echo "make TARGET [VAR=value ...]"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 14
 	@echo "Deploy variables: FUNCTION (required) REGION ROLE SEC SECRET STACK TOPIC ACCOUNT_ID PREFIX KMS_KEY_ID"
-	@echo "  USER_PATH EVENT SINCE SCHEDULE TIMEOUT MEMORY RETRIES, and the function's settings by name:"
+	@echo "  USER_PATH EVENT OUTPUT SINCE SCHEDULE TIMEOUT MEMORY RETRIES, and the function's settings by name:"
 	@echo "  DRY_RUN GRACE_HOURS ROTATE_AFTER_DAYS ..."
 	@echo "Organisation (org-*): OUS REGIONS ARTIFACT_PREFIX STACK_SET CALL_AS CANARY FAILURE_PERCENT MAX_PERCENT"
 	@echo "  OVERRIDES ORG_ID LOG_GROUP DAYS CENTRAL_PROFILE, and template.yaml's parameters by name: SecretNames=..."
@@ -108,6 +108,11 @@ dist/lambda.zip: lambda_function.py
 	rm -f $@
 	$(PYTHON) -m zipfile -c $@ lambda_function.py
 
+# A release a platform team pins: the function and the template named by VERSION, and their checksums. Built
+# byte for byte the same from the same sources (the zip's dates fixed), so a checksum names the release.
+release:  ## dist/iam-key-rotation-VERSION.zip, dist/template-VERSION.yaml and dist/SHA256SUMS (sha256sum -c checks them)
+	@$(PYTHON) tools/release.py
+
 # Each deploy target's values, checked before anything is installed or called (exit 2 when one is refused).
 $(addprefix check-,$(DEPLOY_TARGETS)): check-%:
 	@$(DEPLOY) check $*
@@ -130,7 +135,7 @@ schedule: check-schedule cli  ## the EventBridge rule (daily by default) and its
 exposed-rule: check-exposed-rule cli  ## route 2a: run the function the moment AWS Health reports a key exposed
 	@$(DEPLOY) exposed-rule
 
-invoke: check-invoke cli  ## run it now with EVENT (a JSON file; default: events/dry-run.json, a dry run)
+invoke: check-invoke cli  ## run it now with EVENT (default: a dry run): a row a secret, the answer in dist/ (OUTPUT=json); fails if one did
 	@$(DEPLOY) invoke
 
 report: check-report cli  ## the account's keys past MAX_KEY_AGE_DAYS, managed or not, and what rotates when
@@ -142,19 +147,19 @@ alarms: check-alarms cli  ## route 2a: the template's alarms (errors, no good ru
 local-aws:  $(VENV)/.installed  ## a local moto server standing in for AWS, running the function's invocations in-process: prints the variables to export
 	$(BIN)/python tools/local_aws.py "$$PORT"
 
-pause: check-pause cli  ## stop the daily runs (route 2a; STACK=... for route 2b); nothing else changes
+pause: check-pause cli  ## stop the daily runs (a stack's rule found by the function's tag); nothing else changes
 	@$(DEPLOY) pause
 
-resume: check-resume cli  ## start the daily runs again (route 2a; STACK=... for route 2b)
+resume: check-resume cli  ## start the daily runs again (a stack's rule too)
 	@$(DEPLOY) resume
 
 logs: check-logs cli  ## the function's log lines of the last SINCE minutes (default 60)
 	@$(DEPLOY) logs
 
-destroy: check-destroy cli  ## remove the schedule, the function and its alarms; list what stays (role, log group)
+destroy: check-destroy cli  ## route 2a: remove schedule, function, alarms, list what stays; a stack's: STACK=<it> deletes it
 	@$(DEPLOY) destroy
 
-rollback: check-rollback cli  ## undo SECRET's last rotation now: the event {"rollback": [SECRET]}
+rollback: check-rollback cli  ## undo SECRET's last rotation: planned first, then {"rollback": [SECRET]}
 	@$(DEPLOY) rollback
 
 skip: check-skip cli  ## hold one secret: tag SECRET key-rotation:mode=skip (every entry point obeys)
@@ -163,11 +168,11 @@ skip: check-skip cli  ## hold one secret: tag SECRET key-rotation:mode=skip (eve
 unskip: check-unskip cli  ## release SECRET: remove its key-rotation:mode=skip tag
 	@$(DEPLOY) unskip
 
-status: check-status cli  ## the last run's summary (SINCE minutes back, default a week) and the alarms' states
+status: check-status cli  ## its version, the last run's summary (SINCE minutes back, default a week), the alarms
 	@$(DEPLOY) status
 
 # The organisation: one function per account, deployed by a service-managed stack set (README: Organisations).
-org-package: check-org-package package cli  ## dist/lambda.zip to each region's bucket ARTIFACT_PREFIX-REGION; prints the bucket policy
+org-package: check-org-package package cli  ## dist/lambda.zip as iam-key-rotation/VERSION.zip to each region's bucket; prints its policy
 	@$(DEPLOY) org-package
 
 org-deploy: check-org-deploy package cli  ## the stack set to every account of OUS in REGIONS: one account first, then MAX_PERCENT at a time

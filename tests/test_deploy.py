@@ -215,16 +215,21 @@ def test_deploy_config_checks_settings_without_boto3():
     assert "'GRACE_HOURS': '24'" in done.stdout and "'sec': 'x'" in done.stdout
 
 
-def test_invoke_exits_non_zero_when_the_function_fails(tmp_path):
-    # moto cannot run the function: a stand-in `aws` answers as the CLI does for a function error.
+def test_invoke_says_a_function_error_in_one_line_without_its_stack_trace(tmp_path):
+    # A stand-in `aws` answers as the CLI does for a function error (the answer's stackTrace included).
     fake = tmp_path / "aws"
-    answer = """echo '{"errorMessage": "1 of 1 secrets failed"}' > $a"""
+    failed = {"errorMessage": "1 of 1 secrets failed: boom", "errorType": "RotationFailed",
+              "stackTrace": ["  File \"/var/task/lambda_function.py\", line 1, in handler\n"]}
+    (tmp_path / "answer.json").write_text(json.dumps(failed))
+    answer = f"cp {tmp_path / 'answer.json'} $a"
     fake.write_text(f"#!/bin/sh\nfor a; do case $a in dist/*) {answer};; esac; done\necho Unhandled\n")
     fake.chmod(0o755)
     done = subprocess.run(["make", "-s", "invoke", "FUNCTION=f", f"AWS={fake}"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
-    assert done.returncode != 0 and "the function failed (Unhandled)" in done.stderr
-    assert "1 of 1 secrets failed" in done.stdout
+    said = [line for line in done.stderr.splitlines() if not MAKE_ERROR.match(line)]
+    assert done.returncode != 0 and said == ["the function failed (RotationFailed): 1 of 1 secrets failed: boom (its "
+                                             "log lines: make logs FUNCTION=f; its answer: dist/invoke-f.json)"], said
+    assert "lambda_function.py" not in done.stdout + done.stderr, "no stack trace"
 
 
 def seed_alarms(function: str) -> None:
@@ -269,19 +274,19 @@ def test_rollback_skip_unskip_and_status_by_name(server):
     iam, secrets, lam = boto3.client("iam"), boto3.client("secretsmanager"), boto3.client("lambda")
     alice = seed_user(iam, secrets, "alice", ("Active",), 0)
     (old,) = alice.key_ids
-    seed_function("rotate-keys", {"sec": alice.secret})
+    seed_function("undone-keys", {"sec": alice.secret})
 
     def held() -> str:
         return json.loads(secrets.get_secret_value(SecretId=alice.secret)["SecretString"])["AccessKeyId"]
 
     def run() -> dict:
-        answer = lam.invoke(FunctionName="rotate-keys", Payload=b"{}")
+        answer = lam.invoke(FunctionName="undone-keys", Payload=b"{}")
         return json.loads(answer["Payload"].read())
 
     assert run()["rotated"] == 1 and held() != old  # (make status before any alarm: the README's walk-through)
 
-    rolled = make("rollback", "FUNCTION=rotate-keys", f"SECRET={alice.secret}")
-    assert json.loads(rolled.stdout)["rolled_back"] == 1 and held() == old
+    rolled = make("rollback", "FUNCTION=undone-keys", f"SECRET={alice.secret}")
+    assert re.search(rf"^{alice.secret}\s+rolled_back\s", rolled.stdout, re.M) and held() == old, rolled.stdout
 
     make("skip", f"SECRET={alice.secret}")
     assert {"Key": "key-rotation:mode", "Value": "skip"} in secrets.describe_secret(SecretId=alice.secret)["Tags"]
@@ -292,9 +297,9 @@ def test_rollback_skip_unskip_and_status_by_name(server):
     refused = make("unskip", f"SECRET={alice.secret}", ok=False)
     assert refused.returncode != 0 and "key-rotation:mode=dry-run, not skip: left as it is" in refused.stderr
 
-    seed_alarms("rotate-keys")
-    status = make("status", "FUNCTION=rotate-keys").stdout
-    assert status.count("alarm rotate-keys-") == 4 and "alarm rotate-keys-overdue: " in status
+    seed_alarms("undone-keys")
+    status = make("status", "FUNCTION=undone-keys").stdout
+    assert status.count("alarm undone-keys-") == 4 and "alarm undone-keys-overdue: " in status
     assert re.search(r"last run \d{4}-\d\d-\d\dT[\d:]+Z: 1 skipped", status), status
 
 
@@ -335,7 +340,7 @@ def test_make_help_lists_every_target():
     out = make("help").stdout
     for target in ("demo", "test", "bench", "lint", "package", "policy", "create", "configure", "deploy", "schedule",
                    "invoke", "logs", "destroy", "rollback", "skip", "unskip", "status", "pause", "resume", "fuzz",
-                   "local-aws", "alarms", "report", "org-package", "org-deploy", "org-update", "org-status",
+                   "local-aws", "alarms", "report", "release", "org-package", "org-deploy", "org-update", "org-status",
                    "org-remove", "org-report"):
         assert f"  {target} " in out, target
 
@@ -369,6 +374,13 @@ def test_the_template_deploys_two_stacks_side_by_side(server):
     assert config["Runtime"] == "python3.13" and config["Environment"]["Variables"]["REQUIRE_USER_TAG"] == "true"
     variables = lam.get_function_configuration(FunctionName="keys-test")["Environment"]["Variables"]
     assert variables["NOTIFY_TOPIC_ARN"] == "arn:aws:sns:us-east-1:123456789012:rotation"
+
+
+def test_a_stack_deployed_without_dry_run_plans_only_and_dry_run_false_makes_it_rotate(server):
+    deploy_stack("keys-prod")
+    assert variables_of("keys-prod")["DRY_RUN"] == "true", "a first deployment plans only"
+    deploy_stack("keys-prod", "DryRun=false")
+    assert variables_of("keys-prod")["DRY_RUN"] == "false"
 
 
 def test_a_stack_deploys_again_after_its_removal(server):
@@ -410,7 +422,7 @@ def test_every_list_of_settings_is_the_function_s_table():
     makefile = (ROOT / "Makefile").read_text()
     assert not [name for name in table if f"{name}=$(" in makefile], "the Makefile keeps no list of settings"
     template = (ROOT / "template.yaml").read_text()
-    variables = template.split("Variables:", 1)[1].split("\n\n", 1)[0]
+    variables = template.split("Variables:", 1)[1].split("\n\n", 1)[0].split("      Tags:")[0]
     assert set(re.findall(r"^\s+([A-Za-z_]+): ", variables, re.M)) <= table
     readme = (ROOT / "docs" / "reference.md").read_text()
     readme = readme[readme.index("## Settings"):readme.index("## Secret tags")]
@@ -468,3 +480,210 @@ def test_local_aws_prints_the_variables_to_export():
     config = re.search(r"export AWS_CONFIG_FILE=(\S+)", printed)
     assert config and re.search(r"export OU=ou-\S+", printed), "its organisation, and a profile for each account"
     assert not Path(config[1]).exists(), "stopped, it leaves no profiles behind"
+
+
+# --- issue 40: one line for every expected refusal, a stack's function left to its stack, the version -------------
+
+# make's own "make: *** [...] Error N" line ("make[1]: ***" under an outer make, as in make test)
+MAKE_ERROR = re.compile(r"make(\[\d+\])?: \*\*\* ")
+
+
+def said(done: subprocess.CompletedProcess) -> list[str]:
+    """What the tool said on stderr: make's own error line left out."""
+    return [line for line in done.stderr.splitlines() if not MAKE_ERROR.match(line)]
+
+
+FUNCTION_TARGETS = [("configure", "GRACE_HOURS=48"), ("deploy",), ("schedule",), ("exposed-rule",), ("invoke",),
+                    ("report",), ("alarms",), ("pause",), ("resume",), ("logs",), ("destroy",), ("status",),
+                    ("rollback", "SECRET=iam-keys/a")]
+
+
+@pytest.mark.parametrize("target", FUNCTION_TARGETS, ids=lambda target: target[0])
+def test_each_target_naming_a_function_that_does_not_exist_says_so_in_one_line_and_fails(server, target):
+    done = make(target[0], "FUNCTION=typo", *target[1:], ok=False)
+    assert done.returncode != 0
+    assert said(done) == ["no function typo in us-east-1: make create FUNCTION=typo makes one (is FUNCTION=, "
+                          "REGION= or the profile right?)"], done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("target, values, says", [
+    ("skip", ["SECRET=iam-keys/typo"], "no secret iam-keys/typo in us-east-1"),
+    ("unskip", ["SECRET=iam-keys/typo"], "no secret iam-keys/typo in us-east-1"),
+    ("status", ["FUNCTION=f", "AWS=aws --profile typo"], "no AWS CLI profile 'typo'"),
+    ("org-status", ["STACK_SET=typo"], "no stack set typo in us-east-1 (CALL_AS=SELF): make org-deploy creates it"),
+    ("org-report", [], "no log group /aws/events/key-rotation in us-east-1: it is in the central account"),
+])
+def test_a_secret_profile_stack_set_or_log_group_that_does_not_exist_is_said_in_one_line(server, target, values,
+                                                                                           says):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    given = [v for v in values if not v.startswith("AWS=")]
+    aws = next((v for v in values if v.startswith("AWS=")), f"AWS={AWS_CLI}")
+    done = subprocess.run(["make", "-s", target, *given, aws], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    (line,) = said(done)
+    assert done.returncode != 0 and line.startswith(says), done.stderr
+
+
+def test_pause_naming_a_stack_that_does_not_exist_says_so(server):
+    seed_function("rotate-keys")
+    done = make("pause", "FUNCTION=rotate-keys", "STACK=typo", ok=False)
+    assert done.returncode != 0 and said(done) == [
+        "no stack typo in us-east-1 (aws cloudformation list-stacks lists them; is STACK= or REGION= right?)"]
+
+
+def test_create_on_an_existing_function_points_to_configure_and_deploy(server):
+    seed_function("rotate-keys")
+    done = make("create", "FUNCTION=rotate-keys", f"ROLE={role_arn()}", "SEC=iam-keys/*", ok=False)
+    assert done.returncode != 0 and said(done) == [
+        "function rotate-keys exists already in us-east-1: make configure FUNCTION=rotate-keys NAME=value changes "
+        "its settings, make deploy FUNCTION=rotate-keys its code"]
+
+
+def test_create_and_deploy_tag_the_function_with_its_release_and_status_shows_it(server):
+    version = (ROOT / "VERSION").read_text().strip()
+    make("create", "FUNCTION=rotate-keys", f"ROLE={role_arn()}", "SEC=iam-keys/*")
+    lam = boto3.client("lambda")
+    arn = lam.get_function(FunctionName="rotate-keys")["Configuration"]["FunctionArn"]
+    assert lam.list_tags(Resource=arn)["Tags"] == {"key-rotation-version": version}
+    lam.untag_resource(Resource=arn, TagKeys=["key-rotation-version"])
+    deployed = make("deploy", "FUNCTION=rotate-keys")
+    assert lam.list_tags(Resource=arn)["Tags"] == {"key-rotation-version": version}
+    assert deployed.stdout.rstrip().endswith(f"version {version}")
+    status = make("status", "FUNCTION=rotate-keys").stdout
+    assert status.startswith(f"function rotate-keys: version {version}, last changed "), status
+
+
+def test_destroy_refuses_a_stack_s_function_naming_the_stack_and_the_command_that_removes_it(server):
+    deploy_stack("keys-prod")
+    done = make("destroy", "FUNCTION=keys-prod", ok=False)
+    assert done.returncode == 2 and said(done) == [
+        "keys-prod was made by the CloudFormation stack keys-prod: remove the stack, and with it the function, its "
+        "role, rules, alarms and log group: make destroy FUNCTION=keys-prod STACK=keys-prod, or aws cloudformation "
+        "delete-stack --stack-name keys-prod"]
+    assert [f["FunctionName"] for f in boto3.client("lambda").list_functions()["Functions"]] == ["keys-prod"]
+    assert len(boto3.client("events").list_rules(NamePrefix="keys-prod")["Rules"]) == 2, "the stack's rules stay"
+    wrong = make("destroy", "FUNCTION=keys-prod", "STACK=other", ok=False)
+    assert wrong.returncode == 2 and "(not STACK=other)" in said(wrong)[0]
+
+
+def test_destroy_with_the_stack_s_name_deletes_the_stack(server):
+    deploy_stack("keys-prod")
+    done = make("destroy", "FUNCTION=keys-prod", "STACK=keys-prod")
+    assert "removed the stack keys-prod" in done.stdout
+    assert boto3.client("lambda").list_functions()["Functions"] == []
+    assert boto3.client("events").list_rules(NamePrefix="keys-prod")["Rules"] == []
+
+
+def test_destroy_names_every_policy_of_route_2a_s_role(server):
+    iam = boto3.client("iam")
+    role = role_arn("rotation-role")
+    for name in ("key-rotation", "extra"):
+        iam.put_role_policy(RoleName="rotation-role", PolicyName=name, PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}]}))
+    seed_function("rotate-keys", role=role)
+    out = make("destroy", "FUNCTION=rotate-keys").stdout
+    assert ("aws iam delete-role-policy --role-name rotation-role --policy-name key-rotation; aws iam "
+            "delete-role-policy --role-name rotation-role --policy-name extra; aws iam delete-role --role-name "
+            "rotation-role") in out, out
+
+
+def test_schedule_on_a_stack_s_function_names_the_stack_s_rule_and_adds_none(server):
+    deploy_stack("keys-prod")
+    events = boto3.client("events")
+    before = events.list_rules(NamePrefix="keys-prod")["Rules"]
+    for target in ("schedule", "exposed-rule"):
+        out = make(target, "FUNCTION=keys-prod").stdout
+        assert out.startswith("keys-prod was made by the CloudFormation stack keys-prod: its rule keys-prod-"), out
+        assert "so no second rule is added" in out
+    assert events.list_rules(NamePrefix="keys-prod")["Rules"] == before
+
+
+def test_pause_and_resume_find_a_stack_s_rule_from_the_function_s_tag(server):
+    deploy_stack("keys-prod")
+    events = boto3.client("events")
+    (rule,) = [r for r in events.list_rules(NamePrefix="keys-prod")["Rules"] if r.get("ScheduleExpression")]
+    out = make("pause", "FUNCTION=keys-prod").stdout
+    assert out == f"paused {rule['Name']} (the stack keys-prod's ScheduleRule)\n"
+    assert events.describe_rule(Name=rule["Name"])["State"] == "DISABLED"
+    make("resume", "FUNCTION=keys-prod")
+    assert events.describe_rule(Name=rule["Name"])["State"] == "ENABLED"
+    wrong = make("pause", "FUNCTION=keys-prod", "STACK=other", ok=False)
+    assert wrong.returncode == 2 and said(wrong) == ["keys-prod was made by the stack keys-prod, not STACK=other"]
+
+
+def test_a_second_rule_make_schedule_added_beside_a_stack_s_is_paused_with_it_and_named(server):
+    deploy_stack("keys-prod")
+    seed_schedule("keys-prod")  # what make schedule did before it read the stack's tag
+    events = boto3.client("events")
+    out = make("pause", "FUNCTION=keys-prod").stdout
+    assert "paused keys-prod-schedule (a second rule beside the stack's" in out and "delete-rule" in out
+    assert {r["State"] for r in events.list_rules(NamePrefix="keys-prod")["Rules"] if r.get("ScheduleExpression")} \
+        == {"DISABLED"}
+
+
+def rotated_function(function: str):
+    """A user and its secret (seed), and the function deployed for it, in the local AWS. Each test names its own
+    function: its answer file, dist/invoke-FUNCTION.json, is shared by the tests that run at once."""
+    from seed import seed_user
+
+    user = seed_user(boto3.client("iam"), boto3.client("secretsmanager"), "alice", ("Active",), 0)
+    seed_function(function, {"sec": user.secret, "GRACE_HOURS": "24"})
+    return user
+
+
+def test_invoke_prints_a_row_a_secret_and_keeps_the_whole_answer_in_the_file_it_names(server):
+    user = rotated_function("plan-keys")
+    done = make("invoke", "FUNCTION=plan-keys")
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["secret", "status", "keys", "next", "rotation", "reason", "(or", "steps)"]
+    assert re.fullmatch(rf"{user.secret}\s+planned\s+{user.key_ids[0]}\s+\d{{4}}-\d\d-\d\d\s+\S.*", lines[1]), lines
+    assert lines[2].startswith("dry run, nothing changed: 1 planned")
+    assert lines[3] == "the whole answer: dist/invoke-plan-keys.json (OUTPUT=json prints it)"
+    answer = json.loads((ROOT / "dist" / "invoke-plan-keys.json").read_text())
+    assert answer["planned"] == 1 and answer["secrets"][0]["secret"] == user.secret
+    printed = make("invoke", "FUNCTION=plan-keys", "OUTPUT=json").stdout
+    assert json.loads(printed)["secrets"][0]["status"] == "planned"
+
+
+def test_a_dry_run_in_which_a_secret_is_refused_exits_non_zero(server):
+    user = rotated_function("refused-keys")
+    boto3.client("iam").untag_user(UserName="alice", TagKeys=["key-rotation-secret"])  # the user no longer names it
+    done = make("invoke", "FUNCTION=refused-keys", ok=False)
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert re.search(rf"^{user.secret}\s+failed\s+\S+\s+-\s+refused: IAM user 'alice' has no tag", done.stdout, re.M)
+    assert said(done) == ["1 secrets failed of the plan (a dry run): each one's reason is in its row, whole in "
+                          "dist/invoke-refused-keys.json"]
+
+
+def test_rollback_with_no_previous_key_says_nothing_to_roll_back_and_exits_2(server):
+    # The first rotation made the user's first key: AWSPREVIOUS holds no key. Planned first, so no invocation
+    # fails (the Errors alarm stays quiet) and nothing changes.
+    from seed import seed_user
+
+    iam, secrets, lam = boto3.client("iam"), boto3.client("secretsmanager"), boto3.client("lambda")
+    user = seed_user(iam, secrets, "bob", (), None)
+    seed_function("undo-keys", {"sec": user.secret})
+    assert json.loads(lam.invoke(FunctionName="undo-keys", Payload=b"{}")["Payload"].read())["rotated"] == 1
+    keys = iam.list_access_keys(UserName="bob")["AccessKeyMetadata"]
+    done = make("rollback", "FUNCTION=undo-keys", f"SECRET={user.secret}", ok=False)
+    assert done.returncode == 2 and said(done) == [
+        "nothing to roll back: the secret has no previous key (a rollback undoes a rotation that replaced a key); "
+        "nothing changed"], done.stderr
+    assert "Traceback" not in done.stdout + done.stderr and done.stdout == ""
+    assert iam.list_access_keys(UserName="bob")["AccessKeyMetadata"] == keys
+
+
+def test_logs_prints_one_log_line_per_line(server):
+    rotated_function("logged-keys")
+    make("invoke", "FUNCTION=logged-keys")
+    out = make("logs", "FUNCTION=logged-keys").stdout.splitlines()
+    assert out[0].startswith("START RequestId: ") and out[-1].startswith("REPORT RequestId: ")
+    assert sum(line.startswith("START RequestId") for line in out) == 1
+    assert any(line.startswith("[INFO]\t") and line.endswith("}") for line in out)
+
+
+def test_logs_of_a_function_that_never_ran_says_so(server):
+    seed_function("rotate-keys")
+    out = make("logs", "FUNCTION=rotate-keys").stdout
+    assert out.startswith("no log lines yet: Lambda makes /aws/lambda/rotate-keys at the function's first run")

@@ -164,7 +164,7 @@ def test_make_invoke_report_and_logs_against_make_local_aws():
         alice = seed_user(clients["iam"], clients["secrets"], "alice", ("Active",), 0)
         create_function("rotate-keys", {"sec": alice.secret}, **clients)
 
-        dry = make("invoke", "FUNCTION=rotate-keys", env=env)
+        dry = make("invoke", "FUNCTION=rotate-keys", "OUTPUT=json", env=env)
         assert dry.returncode == 0, dry.stderr
         assert json.loads(dry.stdout)["planned"] == 1
         report = make("report", "FUNCTION=rotate-keys", env=env)
@@ -173,6 +173,7 @@ def test_make_invoke_report_and_logs_against_make_local_aws():
         logs = make("logs", "FUNCTION=rotate-keys", env=env)
         assert logs.returncode == 0, logs.stderr
         assert '"action": "run_complete", "dry_run": true' in logs.stdout
+        assert all(not line.startswith("START") or line.count("RequestId") == 1 for line in logs.stdout.splitlines())
         port = exports["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]
         assert sent_as(exports["AWS_ENDPOINT_URL"], f"attacker.example:{port}", CREATE_USER)[0] == 403
     finally:

@@ -13,6 +13,7 @@ Insights (org-report's query is tested for what it asks, its table from a canned
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -90,6 +91,7 @@ def named(calls: list[list[str]], operation: str) -> list[list[str]]:
     return [call for call in calls if (call[3] if call[:1] == ["--profile"] else call[1]) == operation]
 
 
+NO_CODE_YET = {"s3api head-object": {"out": "", "rc": 254}}  # no object under the version's key in any bucket
 DEPLOY = {"OUS": f"{OU},{OTHER_OU}", "REGIONS": "eu-west-1 us-east-1", "ARTIFACT_PREFIX": "acme-keys",
           "SecretNames": "iam-keys/*", "CentralAccountId": "999999999999",
           "EventBusName": "arn:aws:events:eu-west-1:999999999999:event-bus/key-rotation"}
@@ -106,7 +108,7 @@ def test_org_deploy_creates_a_service_managed_stack_set_and_rolls_out_one_accoun
     assert all(arg(call, "--call-as") == "DELEGATED_ADMIN" for call in calls if call[0] == "cloudformation")
     parameters = {p["ParameterKey"]: p["ParameterValue"] for p in arg(create, "--parameters")}
     assert parameters["CodeBucket"] == "acme-keys" and parameters["CodeBucketPerRegion"] == "true"
-    assert re.fullmatch(r"iam-key-rotation/[0-9a-f]{16}\.zip", parameters["CodeKey"])
+    assert parameters["CodeKey"] == f"iam-key-rotation/{lambda_function.__version__}.zip", "named by the release"
     assert parameters["EventBusName"] == DEPLOY["EventBusName"] and parameters["SecretNames"] == "iam-keys/*"
     assert parameters["FunctionName"] == "iam-key-rotation", "one name in every account, not StackSet-...-UUID"
     first, rest = named(calls, "create-stack-instances")
@@ -208,23 +210,40 @@ def test_org_status_prints_each_account_and_region_with_its_instance_s_status(or
 
 
 @pytest.mark.unit
+def test_org_status_and_org_report_show_the_same_version_make_org_package_names_the_code_by(org, capsys):
+    version = lambda_function.__version__
+    rows = [[CANARY, "eu-west-1", "CURRENT", "SUCCEEDED", None]]
+    code, _calls = org("org-status", {"cloudformation list-stack-instances": {"out": json.dumps(rows)},
+                                      "cloudformation describe-stack-set": {"out": deploy_config.code_key()}})
+    assert code == 0 and capsys.readouterr().out.splitlines()[1].split() == [CANARY, "eu-west-1", "CURRENT",
+                                                                             "SUCCEEDED", version]
+    assert deploy_config.version_of({"version": version, "code": lambda_function.CODE_VERSION}) == version
+    older = {"code": "0123456789abcdef"}  # a function from before 1.0.0 reports its code's hash only
+    assert deploy_config.version_of(older) == "0123456789abcdef"
+    assert deploy_config.version_of({"version": "1.0; rm -rf", "code": "unknown"}) == "unknown", "shapes only"
+
+
+@pytest.mark.unit
 def test_org_package_uploads_to_each_region_s_bucket_and_prints_the_organisation_s_policy(org, capsys):
-    code, calls = org("org-package", {"s3api head-bucket": {"out": "", "rc": 254}}, REGIONS="eu-west-1,us-east-1",
-                      ARTIFACT_PREFIX="acme-keys", ORG_ID="o-abcdefghij")
+    code, calls = org("org-package", {"s3api head-bucket": {"out": "", "rc": 254}, **NO_CODE_YET},
+                      REGIONS="eu-west-1,us-east-1", ARTIFACT_PREFIX="acme-keys", ORG_ID="o-abcdefghij")
     assert code == 0
     made = {arg(call, "--bucket"): call for call in named(calls, "create-bucket")}
     assert arg(made["acme-keys-eu-west-1"], "--create-bucket-configuration") == {"LocationConstraint": "eu-west-1"}
     assert "--create-bucket-configuration" not in made["acme-keys-us-east-1"]
     keys = {arg(call, "--bucket"): arg(call, "--key") for call in named(calls, "put-object")}
-    assert set(keys) == {"acme-keys-eu-west-1", "acme-keys-us-east-1"} and len(set(keys.values())) == 1
+    assert set(keys) == {"acme-keys-eu-west-1", "acme-keys-us-east-1"}
+    assert set(keys.values()) == {f"iam-key-rotation/{lambda_function.__version__}.zip"}
+    digest = hashlib.sha256((ROOT / "lambda_function.py").read_bytes()).hexdigest()
+    assert all(arg(call, "--metadata") == {"code-sha256": digest} for call in named(calls, "put-object"))
     policy = json.loads(Path("dist/bucket-policy-acme-keys-eu-west-1.json").read_text())
     (statement,) = policy["Statement"]
     assert statement["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": "o-abcdefghij"}}
     assert statement["Action"] == "s3:GetObject" and statement["Resource"].endswith("/iam-key-rotation/*")
     assert "aws s3api put-bucket-policy --bucket acme-keys-eu-west-1" in capsys.readouterr().out
     assert not named(calls, "put-bucket-policy"), "printed to apply, never applied"
-    owned = named(calls, "head-bucket") + named(calls, "put-object")
-    assert len(owned) == 4 and all(arg(call, "--expected-bucket-owner") == MANAGEMENT for call in owned)
+    owned = named(calls, "head-bucket") + named(calls, "head-object") + named(calls, "put-object")
+    assert len(owned) == 6 and all(arg(call, "--expected-bucket-owner") == MANAGEMENT for call in owned)
 
 
 @pytest.mark.unit
@@ -233,14 +252,45 @@ def test_a_code_bucket_someone_else_made_first_is_never_written_and_never_deploy
     # Its head as this account's fails, its create fails: nothing is uploaded. org-deploy checks each region's
     # code is in a bucket of this account before the stack set changes.
     taken = {"s3api head-bucket": {"out": "", "rc": 254}, "s3api create-bucket": {"out": "", "rc": 254}}
-    with pytest.raises(SystemExit):  # the CLI's own failure, as make prints it
-        org("org-package", taken, REGIONS="eu-west-1", ARTIFACT_PREFIX="acme-keys", ORG_ID="o-abcdefghij")
-    calls = [json.loads(line) for line in Path("calls.jsonl").read_text().splitlines()]
+    code, calls = org("org-package", taken, REGIONS="eu-west-1", ARTIFACT_PREFIX="acme-keys", ORG_ID="o-abcdefghij")
+    assert code != 0, "the CLI's own failure, in one line"
     assert named(calls, "create-bucket") and not named(calls, "put-object")
     code, calls = org("org-deploy", {"s3api head-object": {"out": "", "rc": 254}}, **DEPLOY)
     assert code == 2 and arg(named(calls, "head-object")[0], "--expected-bucket-owner") == MANAGEMENT
     assert not [call for call in calls if call[1] in ("create-stack-set", "update-stack-set",
                                                         "create-stack-instances")], "nothing changed"
+
+
+@pytest.mark.unit
+def test_org_package_leaves_a_version_s_code_that_is_there_and_refuses_other_code_under_its_key(org, capsys):
+    # A version names one code: rolling back to a version uploaded before uploads nothing; other code under the
+    # version's key (a change without a new version) is refused, since an update with an unchanged key would leave
+    # every function's code as it was.
+    digest = hashlib.sha256((ROOT / "lambda_function.py").read_bytes()).hexdigest()
+    same = {"s3api head-object": {"out": json.dumps({"code-sha256": digest})}}
+    code, calls = org("org-package", same, REGIONS="eu-west-1", ARTIFACT_PREFIX="acme-keys", ORG_ID="o-abcdefghij")
+    assert code == 0 and not named(calls, "put-object")
+    assert f"s3://acme-keys-eu-west-1/iam-key-rotation/{lambda_function.__version__}.zip (already there)" in \
+        capsys.readouterr().out
+    for there in ({"code-sha256": "0" * 64}, {}):
+        code, calls = org("org-package", {"s3api head-object": {"out": json.dumps(there)}}, REGIONS="eu-west-1",
+                          ARTIFACT_PREFIX="acme-keys", ORG_ID="o-abcdefghij")
+        assert code == 2 and not named(calls, "put-object")
+        assert "holds other code than dist/lambda.zip (a version names one code)" in capsys.readouterr().err
+
+
+@pytest.mark.unit
+def test_code_whose_version_is_not_version_s_is_refused_before_any_call(org, capsys, tmp_path):
+    zipped = tmp_path / "other.zip"
+    source = (ROOT / "lambda_function.py").read_text().replace(f'__version__ = "{lambda_function.__version__}"',
+                                                               '__version__ = "0.9.0"')
+    with zipfile.ZipFile(zipped, "w") as code:
+        code.writestr("lambda_function.py", source)
+    deploy_config.CODE_ZIP = zipped  # the fixture's monkeypatch restores it
+    code, calls = org("org-package", REGIONS="eu-west-1", ARTIFACT_PREFIX="acme-keys", ORG_ID="o-abcdefghij")
+    assert code == 2 and calls == []
+    assert f"dist/lambda.zip holds version 0.9.0, VERSION says {lambda_function.__version__}: make package" in \
+        capsys.readouterr().err
 
 
 EXISTING = {"cloudformation describe-stack-set": {"out": json.dumps(["SecretNames", "DryRun", "FunctionName"])}}
@@ -391,7 +441,7 @@ def test_org_report_prints_each_account_s_latest_whole_run_and_says_which_are_ov
     assert f'source = "{lambda_function.EVENT_SOURCE}"' in deploy_config.REPORT_QUERY
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["account", "region", "secret"]
-    version = lambda_function.CODE_VERSION
+    version = lambda_function.__version__  # what make org-package names the code by, and org-status shows
     assert lines[1].split() == [CANARY, "eu-west-1", "iam-keys/ci", "ci", "11", "2026-03-22", "skipped", version]
     assert lines[2].split() == [PROD, "us-east-1", "iam-keys/app", "app", "133", "2025-11-20", "OVERDUE", "(dry",
                                 "run)", version]
@@ -453,7 +503,7 @@ def test_an_account_that_manages_no_secret_has_a_row_and_unreadable_instances_ar
                                       "cloudformation list-stack-instances": {"out": "", "rc": 254}})
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split() == [PROD, "us-east-1", "-", "-", "-", "-", "no", "secrets", lambda_function.CODE_VERSION]
+    assert lines[1].split() == [PROD, "us-east-1", "-", "-", "-", "-", "no", "secrets", lambda_function.__version__]
     assert lines[2].startswith("stack set iam-key-rotation's instances could not be read with these credentials")
     assert lines[3].startswith("1 accounts and regions, 0 secrets, 0 overdue, 0 stale, 0 missing")
 

@@ -109,7 +109,8 @@ def deploy_stack_set(org: Organisation, central: dict, tmp_path: Path) -> None:
         place = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
         s3.create_bucket(Bucket=f"acme-keys-{region}", **place)
         s3.put_object(Bucket=f"acme-keys-{region}", Key=deploy_config.code_key(), Body=zipped.read_bytes())
-    given = [("SecretNames", "iam-keys/*"), ("EventBusName", central["BusArn"]), ("CentralAccountId", org.audit)]
+    given = [("SecretNames", "iam-keys/*"), ("EventBusName", central["BusArn"]), ("CentralAccountId", org.audit),
+             ("DryRun", "false")]  # the template's default plans only
     cloudformation = boto3.client("cloudformation", region_name="us-east-1")
     cloudformation.create_stack_set(
         StackSetName="keys", TemplateBody=(ROOT / "template.yaml").read_text(),
@@ -184,7 +185,7 @@ def test_a_member_account_s_rotation_reaches_the_central_bus_in_another_region_a
     assert answer["status"] == "Complete"
     rows, notes = deploy_config.report_rows(answer["results"], now)
     assert rows == [(member, MEMBER_REGION, seeded.secret, "deployer", "0.0", rows[0][5], "rotated",
-                     lambda_function.CODE_VERSION)], rows
+                     lambda_function.__version__)], rows
     assert notes == []
 
 

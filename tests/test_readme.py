@@ -148,19 +148,64 @@ def walk_steps_1_and_2a(env: dict[str, str], account: LocalAccount, lam) -> None
     assert config["Role"] == iam.get_role(RoleName="iam-key-rotation")["Role"]["Arn"]
 
 
+def walk_day_two(env: dict[str, str], account: LocalAccount, lam, first: str) -> None:
+    """Day two, in the README's order, after step 4: the rollback (refused, then after a rotation that replaced the
+    key, done), then status, skip and pause."""
+    keys, held, events = account.keys, account.held, account.client("events")
+
+    # The rollback, taken in README order: the first rotation made the user's first key, so there is
+    # nothing to roll back: one line, exit 2, nothing changed.
+    refused = subprocess.run(["bash", "-c", sh("README.md", "## Day two")], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    said = [line for line in refused.stderr.splitlines()  # make's own error line ("make[1]:" under make test)
+            if not re.match(r"make(\[\d+\])?: \*\*\* ", line)]
+    assert said == ["nothing to roll back: the secret has no previous key (a rollback undoes a rotation that "
+                    "replaced a key); nothing changed"], refused.stderr
+    assert held() == first and keys() == {first: "Active"}
+
+    # A later run rotates (force: the key is young); the old key stays Active through the grace period. Now the
+    # rollback applies.
+    answer = json.loads(lam.invoke(FunctionName="iam-key-rotation",
+                                   Payload=(ROOT / "events" / "force.json").read_bytes())["Payload"].read())
+    assert answer["rotated"] == 1, answer
+    second = held()
+    assert keys() == {first: "Active", second: "Active"}
+    out = run(sh("README.md", "## Day two"), env)
+    assert re.search(rf"^iam-keys/ci-deployer\s+rolled_back\s+{second} -> {first}\s", out, re.M), out
+    assert held() == first and keys() == {first: "Active", second: "Inactive"}
+
+    # Day two: status, skip, pause.
+    out = run(sh("README.md", "## Day two", 1), env)
+    assert "function iam-key-rotation: version 1.0.0, last changed " in out, out
+    assert re.search(r"last run \S+: 1 rolled_back\b", out), out
+    assert "alarms: none named iam-key-rotation-" in out, out
+    tags = account.secrets.describe_secret(SecretId="iam-keys/ci-deployer")["Tags"]
+    assert {"Key": "key-rotation:mode", "Value": "skip"} in tags
+    assert events.describe_rule(Name="iam-key-rotation-schedule")["State"] == "DISABLED"
+
+
 def test_a_newcomer_walks_the_readme_against_make_local_aws(local_aws):
     # Steps 1, 2a, 3 and 4, then day two, in the README's order, in a second shell holding the exports.
     env = cli_env({**local_aws, "AWS_PROFILE": ""})
     env.pop("AWS_PROFILE")
     account = LocalAccount(local_aws)
-    secrets, lam, events = account.secrets, account.client("lambda"), account.client("events")
+    lam, events = account.client("lambda"), account.client("events")
     keys, held = account.keys, account.held
 
     walk_steps_1_and_2a(env, account, lam)
 
-    # 3. The dry run changes nothing; its log lines are there. Then the first rotation, and the report.
+    # 3. The dry run changes nothing: a row a secret, and its log lines one a line. Then the first rotation, and
+    # the report.
     out = run(sh("README.md", "### 3. A dry run first"), env)
-    assert '"planned": 1' in out and '"action": "run_complete", "dry_run": true' in out, out
+    assert re.search(r"^iam-keys/ci-deployer\s+planned\s+-\s+\S+\s+create new; store new$", out, re.M), out
+    assert "dry run, nothing changed: 1 planned" in out and "dist/invoke-iam-key-rotation.json" in out, out
+    logged = [line for line in out.splitlines() if "\t" in line or line.startswith(("START", "END", "REPORT"))]
+    assert any(line.endswith('"action": "run_complete", "dry_run": true, "rotated": 0, "retired": 0, '
+                             '"waiting": 0, "rolled_back": 0, "skipped": 0, "planned": 1, "failed": 0, '
+                             '"forced_in_use": 0, "overdue_keys": 0, "stopped_early": 0, '
+                             '"unmanaged_overdue_keys": 0, "oldest_key_age_days": 0}') for line in logged), out
+    assert sum(line.startswith("START RequestId") for line in logged) == 1, "one log line a line, never joined"
     assert keys() == {} and held() is None
     out = run(sh("README.md", "### 3. A dry run first", 1), env)
     (first,) = keys()
@@ -172,20 +217,43 @@ def test_a_newcomer_walks_the_readme_against_make_local_aws(local_aws):
     (rule,) = events.list_rules(NamePrefix="iam-key-rotation")["Rules"]
     assert (rule["Name"], rule["ScheduleExpression"]) == ("iam-key-rotation-schedule", "cron(0 6 * * ? *)")
 
-    # A later run rotates (force: the key is young); the old key stays Active through the grace period.
-    answer = json.loads(lam.invoke(FunctionName="iam-key-rotation",
-                                   Payload=(ROOT / "events" / "force.json").read_bytes())["Payload"].read())
-    assert answer["rotated"] == 1, answer
-    second = held()
-    assert keys() == {first: "Active", second: "Active"}
+    walk_day_two(env, account, lam, first)
 
-    # Day two: status, rollback, skip, pause.
-    out = run(sh("README.md", "## Day two"), env)
-    assert re.search(r"last run \S+: 1 rotated", out) and "alarms: none named iam-key-rotation-" in out, out
-    assert '"rolled_back": 1' in out and held() == first and keys() == {first: "Active", second: "Inactive"}
-    tags = secrets.describe_secret(SecretId="iam-keys/ci-deployer")["Tags"]
-    assert {"Key": "key-rotation:mode", "Value": "skip"} in tags
-    assert events.describe_rule(Name="iam-key-rotation-schedule")["State"] == "DISABLED"
+
+def test_step_1_run_twice_reads_the_existing_secret_and_tags_the_user_with_its_arn_again(local_aws):
+    env = cli_env(local_aws)
+    env.pop("AWS_PROFILE", None)
+    account = LocalAccount(local_aws)
+    step_1 = sh("README.md", "### 1. A secret per user, and the user's tag naming it back")
+    run(step_1, env)
+    account.iam.tag_user(UserName="ci-deployer", Tags=[{"Key": "key-rotation-secret", "Value": ""}])  # broken since
+    run(step_1, env)
+    (secret,) = account.secrets.list_secrets()["SecretList"]
+    assert account.iam.list_user_tags(UserName="ci-deployer")["Tags"] == [
+        {"Key": "key-rotation-secret", "Value": secret["ARN"]}], "the existing secret's ARN, read back"
+
+
+def test_step_1_never_tags_a_user_with_an_empty_or_malformed_arn(tmp_path):
+    # A CLI that cannot describe the secret and answers its creation with no ARN (a refused call, a typo'd
+    # region): the block fails, saying why, and never calls tag-user.
+    calls = tmp_path / "calls"
+    for answer in ("", "None", "arn:aws:secretsmanager:us-east-1:123456789012:secret:iam-keys/other-AbCdEf"):
+        fake = tmp_path / "aws"
+        fake.write_text(f"""#!/bin/sh
+echo "$*" >> {calls}
+case "$1 $2" in
+  "secretsmanager describe-secret") exit 254;;
+  "secretsmanager create-secret") echo '{answer}';;
+esac
+""")
+        fake.chmod(0o755)
+        env = cli_env({"PATH": f"{tmp_path}:{os.environ['PATH']}"})
+        env["PATH"] = f"{tmp_path}:{env['PATH']}"
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c",
+                               sh("README.md", "### 1. A secret per user, and the user's tag naming it back")],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and f"not tagged: '{answer}' is not the secret's ARN" in done.stderr, done.stderr
+        assert "tag-user" not in calls.read_text()
 
 
 class LocalOrganisation:
@@ -256,22 +324,46 @@ def test_a_newcomer_deploys_to_every_account_of_an_organisation_against_make_loc
     assert "DryRun=true" in blocks[1] and "DryRun=false" in blocks[3], "deployed dry, then made to rotate"
 
 
-def test_route_2b_after_route_2a_removes_what_2a_left_then_deploys_the_stack(server):
+def test_route_2b_after_route_2a_removes_what_2a_left_then_deploys_the_stack_dry_first(server):
     # What route 2a leaves (made with boto3: the 2a blocks have their own test): function, rule, log group.
     from test_deploy import seed_function, seed_schedule
 
     seed_function("iam-key-rotation")
     seed_schedule("iam-key-rotation")
-    logs = boto3.client("logs")
+    logs, lam = boto3.client("logs"), boto3.client("lambda")
     logs.create_log_group(logGroupName="/aws/lambda/iam-key-rotation")  # the function's first run makes it
     out = run(sh("README.md", "### 2b. Or with CloudFormation"))
     assert "left in place:" in out and "the role" in out
     assert logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/iam-key-rotation")["logGroups"] == []
-    assert boto3.client("lambda").list_functions()["Functions"] == []
+    assert lam.list_functions()["Functions"] == []
+    run(sh("README.md", "### 1. A secret per user, and the user's tag naming it back"))  # a user to plan for
     # moto's CloudFormation skips the alarms and the invoke config it does not model; the rest is created.
     run(sh("README.md", "### 2b. Or with CloudFormation", 1))
-    (function,) = boto3.client("lambda").list_functions()["Functions"]
+    (function,) = lam.list_functions()["Functions"]
     assert function["FunctionName"] == "iam-key-rotation"
+    assert function["Environment"]["Variables"]["DRY_RUN"] == "true", "a first deployment plans only"
+    # The plan, read; nothing changes. Then the stack again, DryRun=false, every other parameter kept.
+    out = run(sh("README.md", "### 2b. Or with CloudFormation", 2))
+    assert re.search(r"^iam-keys/ci-deployer\s+planned\b", out, re.M), out
+    assert boto3.client("iam").list_access_keys(UserName="ci-deployer")["AccessKeyMetadata"] == []
+    run(sh("README.md", "### 2b. Or with CloudFormation", 3))
+    variables = lam.get_function_configuration(FunctionName="iam-key-rotation")["Environment"]["Variables"]
+    assert variables["DRY_RUN"] == "false" and variables["sec"] == "iam-keys/*"
+
+    # A version, upgraded to (or rolled back to) as docs/operate.md says: its zip under its own key, its template.
+    version = (ROOT / "VERSION").read_text().strip()
+    run(sh("docs/operate.md", "## Upgrade or roll back a version"))
+    (stack,) = boto3.client("cloudformation").describe_stacks(StackName="iam-key-rotation")["Stacks"]
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    assert parameters["CodeKey"] == f"iam-key-rotation-{version}.zip" and parameters["DryRun"] == "false"
+    tags = lam.get_function(FunctionName="iam-key-rotation")["Tags"]
+    assert tags["key-rotation-version"] == version and tags["aws:cloudformation:stack-name"] == "iam-key-rotation"
+
+
+def test_the_releases_block_builds_the_release_and_checks_it_as_a_download_is_checked():
+    version = (ROOT / "VERSION").read_text().strip()
+    out = run(sh("README.md", "## Releases"))
+    assert f"iam-key-rotation-{version}.zip: OK\ntemplate-{version}.yaml: OK" in out, out
 
 
 def test_the_alarms_block_makes_the_four_alarms(server):

@@ -139,6 +139,14 @@ def test_the_template_deploys_production_defaults_that_keep_keys_under_90_days()
     assert RESOURCES["OverdueAlarm"]["Properties"]["MetricName"] == "OverdueKeys"
 
 
+def test_a_first_deployment_plans_only_until_deployed_again_with_dry_run_false():
+    # The stack's daily rule is ENABLED from the start: deployed at 05:55 UTC, it runs at 06:00, before anyone read
+    # a plan. So DryRun defaults to "true" and reaches the function as its DRY_RUN.
+    assert TEMPLATE["Parameters"]["DryRun"]["Default"] == "true"
+    variables = RESOURCES["Function"]["Properties"]["Environment"]["Variables"]
+    assert variables["DRY_RUN"] == {"Ref": "DryRun"}
+
+
 # --- another account's topic or bus: only CentralAccountId's --------------------------------------------------------
 
 def evaluate(value, parameters: dict[str, str], account: str = "111122223333"):

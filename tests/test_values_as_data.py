@@ -128,9 +128,10 @@ def test_a_secret_name_reaches_the_cli_and_the_event_as_data(tmp_path, fake_aws)
     for target in ("skip", "unskip", "rollback"):
         done = make(target, {"FUNCTION": "rotate-keys", "SECRET": secret}, aws)
         assert done.returncode == 0, done.stderr
-    tag, describe, untag, invoke = calls()
+    tag, describe, untag, plan, invoke = calls()  # make rollback plans (a dry run) first
     assert tag[:2] == ["secretsmanager", "tag-resource"] and tag[tag.index("--secret-id") + 1] == secret
     assert describe[describe.index("--secret-id") + 1] == secret == untag[untag.index("--secret-id") + 1]
+    assert plan[:2] == invoke[:2] == ["lambda", "invoke"]
     sent = invoke[invoke.index("--payload") + 1].removeprefix("fileb://")
     assert json.loads((ROOT / sent).read_text()) == {"rollback": [secret]}
 

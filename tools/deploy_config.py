@@ -12,8 +12,12 @@ before anything is called.
     python3 tools/deploy_config.py check TARGET     # the checks alone (make runs them before the CLI is installed)
     python3 tools/deploy_config.py TARGET           # policy create configure deploy schedule invoke report
                                                     # alarms pause resume logs destroy rollback skip unskip
-                                                    # status
+                                                    # status, and the organisation's org-...
     python3 tools/deploy_config.py report-table FILE
+
+What a target reads can refuse too: a function, stack, stack set, secret or CLI profile that does not exist, a
+stack's function (make destroy), nothing to roll back, a failed secret (make invoke). Each is said in one line, with
+what to do, and a non-zero exit; never a Python stack trace (Stopped, CliFailed).
 
 The function's settings given by name (``GIVEN_SETTINGS``: the names, each value in its own variable) are
 checked with the function's own table and parser (``lambda_function.SETTINGS_TABLE`` and ``load_settings``)
@@ -57,6 +61,24 @@ class Refused(SystemExit):
 
     def __str__(self) -> str:
         return self.message
+
+
+class Stopped(Refused):
+    """An expected refusal found once something was read (no such function, nothing to roll back, a stack's own
+    function): one line, its reason, and a non-zero exit; never a Python stack trace."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class CliFailed(Stopped):
+    """A call the AWS CLI failed: its error in one line (what does not exist, named), with the AWS error code
+    (``error``) for a caller that expects one."""
+
+    def __init__(self, message: str, error: str, code: int) -> None:
+        super().__init__(message, code)
+        self.error = error
 
 
 @functools.cache
@@ -153,12 +175,13 @@ RULES: dict[str, tuple[str, str]] = {
     "LOG_GROUP": (r"[A-Za-z0-9_/.#-]{1,512}", "a log group name, e.g. /aws/events/key-rotation"),
     "DAYS": (r"[1-9][0-9]{0,3}", "days: a whole number from 1 to 9999"),
     "CENTRAL_PROFILE": (r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,127}", "an AWS CLI profile's name (for the central account)"),
+    "OUTPUT": (r"table|json", "table (one row a secret) or json (the function's whole answer)"),
 }
 RANGES = {"TIMEOUT": (1, 900), "MEMORY": (128, 10240), "FAILURE_PERCENT": (0, 100), "MAX_PERCENT": (1, 100)}
 DEFAULTS = {"TIMEOUT": "900", "MEMORY": "256", "RETRIES": "2", "SCHEDULE": "cron(0 6 * * ? *)",
             "EVENT": "events/dry-run.json", "SINCE": "60", "PREFIX": "iam-keys/", "USER_PATH": "/key-rotation/",
             "STACK_SET": "iam-key-rotation", "CALL_AS": "SELF", "FAILURE_PERCENT": "10", "MAX_PERCENT": "25",
-            "LOG_GROUP": "/aws/events/key-rotation", "DAYS": "3"}
+            "LOG_GROUP": "/aws/events/key-rotation", "DAYS": "3", "OUTPUT": "table"}
 # Each deploy target: the values it needs, and the ones it may take.
 TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "policy": (("FUNCTION",), ("ACCOUNT_ID", "REGION", "PREFIX", "KMS_KEY_ID", "USER_PATH")),
@@ -167,14 +190,14 @@ TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "deploy": (("FUNCTION",), ("REGION",)),
     "schedule": (("FUNCTION",), ("REGION", "SCHEDULE")),
     "exposed-rule": (("FUNCTION",), ("REGION",)),
-    "invoke": (("FUNCTION",), ("REGION", "EVENT")),
+    "invoke": (("FUNCTION",), ("REGION", "EVENT", "OUTPUT")),
     "report": (("FUNCTION",), ("REGION",)),
     "alarms": (("FUNCTION",), ("REGION", "TOPIC")),
     "pause": (("FUNCTION",), ("REGION", "STACK")),
     "resume": (("FUNCTION",), ("REGION", "STACK")),
     "logs": (("FUNCTION",), ("REGION", "SINCE")),
-    "destroy": (("FUNCTION",), ("REGION",)),
-    "rollback": (("FUNCTION", "SECRET"), ("REGION",)),
+    "destroy": (("FUNCTION",), ("REGION", "STACK")),
+    "rollback": (("FUNCTION", "SECRET"), ("REGION", "OUTPUT")),
     "skip": (("SECRET",), ("REGION",)),
     "unskip": (("SECRET",), ("REGION",)),
     "status": (("FUNCTION",), ("REGION", "SINCE")),
@@ -555,30 +578,62 @@ def least_privilege(policy: dict) -> None:
 
 class Cli:
     """The AWS CLI (make's AWS: a path, or words such as `aws --profile p`, split as words, never run by a
-    shell), told the region if one is given (the CLI v1 reads only AWS_DEFAULT_REGION)."""
+    shell), told the region if one is given (the CLI v1 reads only AWS_DEFAULT_REGION). ``names``: the target's
+    values (FUNCTION, STACK, SECRET...), to name what does not exist when a call fails."""
 
-    def __init__(self, environ: Mapping[str, str], region: str = "") -> None:
+    def __init__(self, environ: Mapping[str, str], region: str = "", names: Mapping[str, str] | None = None) -> None:
         self.program = shlex.split(environ.get("AWS") or "aws")
         self.env = dict(os.environ)
+        self.names = dict(names or {})
         region = region or environ.get("AWS_DEFAULT_REGION") or environ.get("AWS_REGION") or ""
         if region:
             self.env["AWS_DEFAULT_REGION"] = region
 
     def __call__(self, *args: str, show: bool = False, check: bool = True, quiet: bool = False,
                  status: bool = False) -> Any:
-        """The call's output (status=True: whether it failed)."""
+        """The call's output (status=True: whether it failed). A failed call with check=True: CliFailed, its
+        error in one line; the CLI's other messages (warnings) are passed on as it wrote them."""
         done = subprocess.run([*self.program, *args], env=self.env, text=True,
                               stdout=None if show else subprocess.PIPE,
-                              stderr=subprocess.DEVNULL if quiet else None)
+                              stderr=subprocess.DEVNULL if quiet else subprocess.PIPE)
+        failed = check and done.returncode != 0 and not status
+        if done.stderr and not failed:
+            sys.stderr.write(done.stderr)
         if status:
             return done.returncode != 0
-        if check and done.returncode != 0:
-            raise SystemExit(done.returncode)
+        if failed:
+            raise self.failure(args[0] if args else "", done.stderr or "", done.returncode)
         return (done.stdout or "").strip()
+
+    def failure(self, service: str, stderr: str, code: int) -> CliFailed:
+        """The CLI's error as one line: a function, secret, stack, stack set, log group or profile that does not
+        exist is named with what to check; anything else is the CLI's own last line."""
+        line = next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()),
+                    f"the AWS CLI failed (exit {code})")
+        found = re.search(r"An error occurred \(([A-Za-z]+)\)", line)
+        error = found.group(1) if found else ""
+        where = f"in {self.env.get('AWS_DEFAULT_REGION') or 'the CLI region'}" + (
+            f" as profile {self.program[self.program.index('--profile') + 1]}"
+            if "--profile" in self.program[:-1] else "")
+        name = {"lambda": "FUNCTION", "secretsmanager": "SECRET", "cloudformation": "STACK", "logs": "LOG_GROUP"}
+        named = self.names.get(name.get(service, ""), "")
+        profile = re.search(r"The config profile \((.*)\) could not be found", line)
+        if profile:
+            line = f"no AWS CLI profile {profile.group(1)!r} (aws configure list-profiles lists those there are)"
+        elif error == "StackSetNotFoundException":
+            line = f"no stack set {self.names.get('STACK_SET', '')} {where} " \
+                   f"(CALL_AS={self.names.get('CALL_AS', 'SELF')}): make org-deploy creates it"
+        elif named and (error == "ResourceNotFoundException" or "does not exist" in line):
+            line = MISSING_THING[service + (" as profile" if "as profile" in where else "")].format(
+                named=named, where=where)
+        elif error == "ResourceConflictException" and "already exist" in line and service == "lambda":
+            line = f"function {named} exists already {where}: make configure FUNCTION={named} NAME=value changes " \
+                   f"its settings, make deploy FUNCTION={named} its code"
+        return CliFailed(line, error, code)
 
     def in_region(self, region: str) -> Cli:
         """This CLI in another region (empty: the environment's own, as a Cli made without one)."""
-        return Cli({"AWS": shlex.join(self.program)}, region)
+        return Cli({"AWS": shlex.join(self.program)}, region, self.names)
 
     def as_profile(self, profile: str) -> Cli:
         """This CLI as the named profile (--profile, which the CLI prefers to credentials in the environment)."""
@@ -587,8 +642,48 @@ class Cli:
         return other
 
 
+# What does not exist, by the service that said so: one line, with what to check.
+MISSING_THING = {
+    "lambda": "no function {named} {where}: make create FUNCTION={named} makes one (is FUNCTION=, REGION= or the "
+              "profile right?)",
+    "secretsmanager": "no secret {named} {where} (the README's step 1 makes one; is SECRET=, REGION= or the profile "
+                      "right?)",
+    "cloudformation": "no stack {named} {where} (aws cloudformation list-stacks lists them; is STACK= or REGION= "
+                      "right?)",
+    "logs": "no log group {named} {where}: it is in the central account (central.yaml's stack): give "
+            "CENTRAL_PROFILE=<its CLI profile>, and REGION= its region",
+    "logs as profile": "no log group {named} {where}: is central.yaml's stack there (REGION= its region, LOG_GROUP= "
+                       "its LogGroupName)?",
+}
+for service in ("lambda", "secretsmanager", "cloudformation"):
+    MISSING_THING[f"{service} as profile"] = MISSING_THING[service]
+
+
 ZIP = "fileb://dist/lambda.zip"
-RESULT = "dist/invoke-result.json"
+# The release (semantic versioning): VERSION, kept equal to lambda_function.__version__ and to the version tag the
+# template gives its function (tests keep all three equal; make release and make org-package refuse otherwise).
+VERSION_RE = r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})(-[0-9A-Za-z.-]{1,64})?"
+VERSION_TAG = "key-rotation-version"  # the function's tag naming its release: make create, make deploy, the stack's
+STACK_TAG = "aws:cloudformation:stack-name"  # CloudFormation's tag on each function a stack made
+
+
+def source_version(source: str) -> str | None:
+    """The ``__version__ = "X.Y.Z"`` a copy of lambda_function.py declares (read as text: nothing imported)."""
+    found = re.search(r'^__version__ = "([^"\n]*)"', source, re.M)
+    return found.group(1) if found else None
+
+
+@functools.cache
+def release_version(root: Path = ROOT) -> str:
+    """VERSION, if it is a semantic version and lambda_function.py declares the same; else Refused."""
+    version = (root / "VERSION").read_text().strip()
+    declared = source_version((root / "lambda_function.py").read_text())
+    if not re.fullmatch(VERSION_RE, version, re.ASCII):
+        raise Refused(f"VERSION must be a semantic version like 1.2.3, not {shown(version)}")
+    if declared != version:
+        raise Refused(f"VERSION says {version} but lambda_function.py's __version__ is {shown(str(declared))}: keep "
+                      "them equal (and CHANGELOG.md's newest section)")
+    return version
 
 
 def run_policy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
@@ -607,7 +702,7 @@ def run_create(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> N
     print(aws("lambda", "create-function", "--function-name", function, "--runtime", "python3.13",
               "--handler", "lambda_function.lambda_handler", "--role", got["ROLE"], "--timeout", got["TIMEOUT"],
               "--memory-size", got["MEMORY"], "--zip-file", ZIP, "--environment", json.dumps(environment),
-              "--query", "FunctionArn", "--output", "text"))
+              "--tags", json.dumps({VERSION_TAG: release_version()}), "--query", "FunctionArn", "--output", "text"))
     aws("lambda", "put-function-concurrency", "--function-name", function, "--reserved-concurrent-executions", "1",
         show=True)
     aws("lambda", "put-function-event-invoke-config", "--function-name", function,
@@ -625,8 +720,57 @@ def run_configure(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -
 
 
 def run_deploy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    aws("lambda", "update-function-code", "--function-name", got["FUNCTION"], "--zip-file", ZIP,
-        "--query", "[FunctionName, CodeSha256]", "--output", "text", show=True)
+    """New code, and the function's version tag (what make status shows) naming its release."""
+    version = release_version()
+    arn, sha = json.loads(aws("lambda", "update-function-code", "--function-name", got["FUNCTION"], "--zip-file",
+                              ZIP, "--query", "[FunctionArn, CodeSha256]", "--output", "json") or '["", ""]')
+    if arn:
+        aws("lambda", "tag-resource", "--resource", arn, "--tags", json.dumps({VERSION_TAG: version}))
+    print(f"{got['FUNCTION']}\t{sha}\tversion {version}")
+
+
+def function_info(got: dict[str, str], aws: Cli) -> dict[str, str]:
+    """The function as Lambda has it: its ARN, role, last change, release (VERSION_TAG) and the stack that made
+    it (STACK_TAG). No such function: one line naming it, non-zero (CliFailed)."""
+    found = aws("lambda", "get-function", "--function-name", got["FUNCTION"], "--query", "{arn: Configuration."
+                "FunctionArn, role: Configuration.Role, modified: Configuration.LastModified, tags: Tags}",
+                "--output", "json")
+    try:
+        info = json.loads(found or "{}")
+    except ValueError:
+        info = {}
+    info = info if isinstance(info, dict) else {}
+    tags = info.get("tags") if isinstance(info.get("tags"), dict) else {}
+    stack = str(tags.get(STACK_TAG) or "")
+    if stack:
+        checked("STACK", stack)  # CloudFormation's own tag; a name that is not a stack's is never passed on
+        aws.names.setdefault("STACK", stack)
+    return {"arn": str(info.get("arn") or ""), "role": str(info.get("role") or ""),
+            "modified": str(info.get("modified") or ""), "stack": stack, "version": str(tags.get(VERSION_TAG) or "")}
+
+
+def stack_resource(stack: str, logical_id: str, aws: Cli) -> str:
+    """The physical name of one of the stack's resources (a rule's generated name)."""
+    found = aws("cloudformation", "list-stack-resources", "--stack-name", stack, "--query",
+                f"StackResourceSummaries[?LogicalResourceId=='{logical_id}'].PhysicalResourceId", "--output", "text")
+    if not found or found == "None":
+        raise Stopped(f"stack {stack} has no {logical_id}")
+    return found
+
+
+def stack_has_rule(got: dict[str, str], info: dict[str, str], logical_id: str, aws: Cli) -> bool:
+    """A stack's function has the stack's rules: said, and no second rule added beside them (two rules, one of
+    them paused, would still run it)."""
+    if not info["stack"]:
+        return False
+    rule = stack_resource(info["stack"], logical_id, aws)
+    state = aws("events", "describe-rule", "--name", rule, "--query", "State", "--output", "text")
+    change = (f"its Schedule parameter says when (aws cloudformation deploy ... --parameter-overrides Schedule=...); "
+              f"make pause FUNCTION={got['FUNCTION']} pauses it") if logical_id == "ScheduleRule" else \
+        "the stack's own rule answers AWS Health's exposed-key events"
+    print(f"{got['FUNCTION']} was made by the CloudFormation stack {info['stack']}: its rule {rule} ({state}) "
+          f"runs it, so no second rule is added; {change}")
+    return True
 
 
 def rule_to_function(aws: Cli, function: str, rule: str, target: str, *rule_args: str) -> tuple[str, str]:
@@ -646,6 +790,8 @@ def rule_to_function(aws: Cli, function: str, rule: str, target: str, *rule_args
 
 
 def run_schedule(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    if stack_has_rule(got, function_info(got, aws), "ScheduleRule", aws):
+        return
     rule_to_function(aws, got["FUNCTION"], f"{got['FUNCTION']}-schedule", "rotate",
                      "--schedule-expression", got["SCHEDULE"])
 
@@ -658,6 +804,8 @@ def exposure_pattern() -> dict:
 
 def run_exposed_rule(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
     """Route 2a: a rule that runs the function the moment AWS Health reports one of the account's keys exposed."""
+    if stack_has_rule(got, function_info(got, aws), "ExposedKeyRule", aws):
+        return
     _, function_arn = rule_to_function(aws, got["FUNCTION"], f"{got['FUNCTION']}-exposed", "exposed",
                                        "--event-pattern", json.dumps(exposure_pattern()))
     if function_arn.split(":")[3] != "us-east-1":
@@ -665,27 +813,94 @@ def run_exposed_rule(got: dict[str, str], given: list[tuple[str, str]], aws: Cli
               "bus (docs/operate.md, When a key leaks)")
 
 
-def invoke(function: str, event: str, aws: Cli) -> tuple[str, str]:
-    """The function's answer to the event file, and its FunctionError ("" when none)."""
-    Path("dist").mkdir(exist_ok=True)
-    error = aws("lambda", "invoke", "--function-name", function, "--payload", f"fileb://{event}", RESULT,
+COUNTS = ("rotated", "retired", "waiting", "rolled_back", "skipped", "planned", "failed", "not_attempted",
+          "forced_in_use", "overdue_keys", "stopped_early", "unmanaged_overdue_keys")
+FAILING = ("failed", "not_attempted")  # the statuses of a secret the run did not settle
+REASON_WIDTH = 70  # make invoke's reason column, clipped: the whole reason is in the answer file and the logs
+
+
+def clipped(text: str, width: int = REASON_WIDTH) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def answer_file(function: str) -> Path:
+    """Where the function's last answer is kept: make invoke names it, OUTPUT=json prints it."""
+    return Path("dist") / f"invoke-{function}.json"
+
+
+def invoke(function: str, event: str, aws: Cli) -> Any:
+    """The function's answer to the event file, as JSON (kept in answer_file). Its failure (FunctionError) is one
+    line, its type and message, never the stack trace it carries (that is in make logs): Stopped, exit 1."""
+    answer = answer_file(function)
+    answer.parent.mkdir(exist_ok=True)
+    error = aws("lambda", "invoke", "--function-name", function, "--payload", f"fileb://{event}", str(answer),
                 "--query", "FunctionError", "--output", "text")
-    return Path(RESULT).read_text(), "" if error in ("", "None") else error
+    try:
+        said = json.loads(answer.read_text() or "null")
+    except ValueError:
+        said = answer.read_text().strip()
+    if error in ("", "None"):
+        return said
+    said = said if isinstance(said, dict) else {"errorMessage": clipped(str(said), 200)}  # not Lambda's shape
+    message = " ".join(str(said.get("errorMessage") or "no message").split())
+    raise Stopped(f"the function failed ({said.get('errorType') or error}): {message} (its log lines: make logs "
+                  f"FUNCTION={function}; its answer: {answer})", 1)
+
+
+def keys_cell(entry: Mapping[str, Any]) -> str:
+    """What happened to the secret's keys: old -> new (a rotation), retired -> restored (a rollback), else the key
+    it holds."""
+    if entry.get("restored_key_id"):
+        return f"{entry.get('retired_key_id') or '-'} -> {entry['restored_key_id']}"
+    if entry.get("new_key_id"):
+        return f"{entry.get('old_key_id') or '-'} -> {entry['new_key_id']}"
+    return str(entry.get("current_key_id") or entry.get("old_key_id") or "-")
+
+
+def render_summary(summary: Any, function: str) -> str:
+    """make invoke's table: one row a secret (secret, status, keys, next rotation, reason clipped), the counts,
+    and where the whole answer is."""
+    if not isinstance(summary, dict):
+        return json.dumps(summary)
+    rows = [("secret", "status", "keys", "next rotation", "reason (or steps)")]
+    for entry in [e for e in summary.get("secrets") or [] if isinstance(e, dict)]:
+        steps = "; ".join(str(step) for step in entry.get("steps") or [])
+        reason = str(entry.get("reason") or steps).removeprefix(f"secret {entry.get('secret')!r}: ")  # in its row
+        rows.append((str(entry.get("secret")), str(entry.get("status")), keys_cell(entry),
+                     str(entry.get("next_rotation") or "-"), clipped(reason)))
+    counts = ", ".join(f"{summary[name]} {name}" for name in COUNTS if summary.get(name))
+    lines = [render_table(rows) if len(rows) > 1 else "no secrets: sec selects none",
+             f"{'dry run, nothing changed: ' if summary.get('dry_run') else ''}{counts or 'nothing to do'}"
+             f"{' (version ' + str(summary['version']) + ')' if summary.get('version') else ''}",
+             f"the whole answer: {answer_file(function)} (OUTPUT=json prints it)"]
+    return "\n".join(lines)
+
+
+def failures(summary: Any) -> int:
+    """How many secrets the run did not settle: its "failed" and "not_attempted" counts, or its entries'."""
+    if not isinstance(summary, dict):
+        return 0
+    counted = sum(summary.get(name) for name in FAILING if isinstance(summary.get(name), int))
+    listed = sum(isinstance(e, dict) and e.get("status") in FAILING for e in summary.get("secrets") or [])
+    return max(counted, listed)
 
 
 def run_invoke(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    answer, error = invoke(got["FUNCTION"], got["EVENT"], aws)
-    print(answer)
-    if error:
-        raise SystemExit(f"the function failed ({error}): see above")
+    """The function's answer as a table (OUTPUT=json: as it is); non-zero when any secret failed, a dry run's
+    included (a refused secret is a failure of the plan)."""
+    summary = invoke(got["FUNCTION"], got["EVENT"], aws)
+    print(json.dumps(summary) if got["OUTPUT"] == "json" else render_summary(summary, got["FUNCTION"]))
+    failed = failures(summary)
+    if failed:
+        plan = " of the plan (a dry run)" if isinstance(summary, dict) and summary.get("dry_run") else ""
+        raise Stopped(f"{failed} secrets failed{plan}: each one's reason is in its row, whole in "
+                      f"{answer_file(got['FUNCTION'])}", 1)
 
 
 def run_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    answer, error = invoke(got["FUNCTION"], str(ROOT / "events" / "report.json"), aws)
-    if error:
-        print(answer)
-        raise SystemExit(f"the function failed ({error}): see above")
-    print(render_report(json.loads(answer)))
+    summary = invoke(got["FUNCTION"], str(ROOT / "events" / "report.json"), aws)
+    print(render_report(summary if isinstance(summary, dict) else {}))
 
 
 # The four alarms, defined once: template.yaml's alarm resources are these (tests/test_template.py keeps each
@@ -755,46 +970,60 @@ def run_alarms(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> N
     print(f"{len(ALARMS)} alarms for {function} (its metrics in {namespace})" + (f", telling {topic}" if topic else ""))
 
 
-def schedule_rule(got: dict[str, str], aws: Cli) -> str:
-    """Route 2a names the rule FUNCTION-schedule; a stack (STACK=...) knows its generated name."""
-    if not got.get("STACK"):
-        return f"{got['FUNCTION']}-schedule"
-    rule = aws("cloudformation", "list-stack-resources", "--stack-name", got["STACK"], "--query",
-               "StackResourceSummaries[?LogicalResourceId=='ScheduleRule'].PhysicalResourceId", "--output", "text")
-    if not rule or rule == "None":
-        raise SystemExit(f"stack {got['STACK']} has no ScheduleRule")
-    return rule
-
-
-def existing_rule(got: dict[str, str], aws: Cli) -> str:
-    """The schedule's rule, if it exists; else the hint the user needs (a stack's rule has a generated name)."""
-    rule = schedule_rule(got, aws)
-    if aws("events", "describe-rule", "--name", rule, "--query", "Name", "--output", "text", check=False,
-           quiet=True) != rule:
-        if got.get("STACK"):
-            raise SystemExit(f"no rule {rule} (stack {got['STACK']}'s ScheduleRule) in this region: is REGION= right?")
-        raise SystemExit(f"no rule {rule}: route 2a's schedule is made by make schedule FUNCTION={got['FUNCTION']}; "
-                         f"for a CloudFormation stack (route 2b) give STACK=<the stack's name>, e.g. "
-                         f"make pause FUNCTION={got['FUNCTION']} STACK=iam-key-rotation")
-    return rule
+def schedule_rules(got: dict[str, str], aws: Cli) -> list[tuple[str, str]]:
+    """The rules that run the function daily, each with what made it: its stack's ScheduleRule (the stack the
+    function's STACK_TAG names, or STACK=), and route 2a's FUNCTION-schedule if there is one (make schedule made
+    one beside a stack's before it knew better: paused with it, never left running)."""
+    info = function_info(got, aws)
+    if got.get("STACK") and info["stack"] and got["STACK"] != info["stack"]:
+        raise Stopped(f"{got['FUNCTION']} was made by the stack {info['stack']}, not STACK={got['STACK']}")
+    stack = got.get("STACK") or info["stack"]
+    rules = [(stack_resource(stack, "ScheduleRule", aws), f"the stack {stack}'s ScheduleRule")] if stack else []
+    own = f"{got['FUNCTION']}-schedule"
+    if aws("events", "describe-rule", "--name", own, "--query", "Name", "--output", "text", check=False,
+           quiet=True) == own:
+        rules.append((own, "make schedule's" if not stack else "a second rule beside the stack's, which make "
+                      f"schedule added (remove it: aws events remove-targets --rule {own} --ids rotate; aws events "
+                      f"delete-rule --name {own})"))
+    if not rules:
+        raise Stopped(f"no rule {own}: route 2a's schedule is made by make schedule FUNCTION={got['FUNCTION']}; "
+                      f"for a CloudFormation stack (route 2b) give STACK=<the stack's name>, e.g. "
+                      f"make pause FUNCTION={got['FUNCTION']} STACK=iam-key-rotation")
+    return rules
 
 
 def run_pause(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    rule = existing_rule(got, aws)
-    aws("events", "disable-rule", "--name", rule)
-    print(f"paused {rule}")
+    for rule, made in schedule_rules(got, aws):
+        aws("events", "disable-rule", "--name", rule)
+        print(f"paused {rule} ({made})")
 
 
 def run_resume(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    rule = existing_rule(got, aws)
-    aws("events", "enable-rule", "--name", rule)
-    print(f"resumed {rule}")
+    for rule, made in schedule_rules(got, aws):
+        aws("events", "enable-rule", "--name", rule)
+        print(f"resumed {rule} ({made})")
 
 
 def run_logs(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+    """The log lines of the last SINCE minutes, one a line as Lambda wrote each (read as JSON: the CLI's text
+    output joins a list's items on one line)."""
     start = (int(time.time()) - int(got["SINCE"]) * 60) * 1000
-    aws("logs", "filter-log-events", "--log-group-name", f"/aws/lambda/{got['FUNCTION']}",
-        "--start-time", str(start), "--query", "events[].message", "--output", "text", show=True)
+    group = f"/aws/lambda/{got['FUNCTION']}"
+    try:
+        found = aws("logs", "filter-log-events", "--log-group-name", group, "--start-time", str(start),
+                    "--query", "events[].message", "--output", "json")
+    except CliFailed as failed:
+        if failed.error != "ResourceNotFoundException":
+            raise
+        function_info(got, aws)  # no such function: said so
+        print(f"no log lines yet: Lambda makes {group} at the function's first run (make invoke "
+              f"FUNCTION={got['FUNCTION']} runs it)")
+        return
+    messages = json.loads(found or "[]") or []
+    for message in messages:
+        print(str(message).rstrip("\n"))
+    if not messages:
+        print(f"no log lines in {group} in the last {got['SINCE']} minutes (SINCE=... looks further back)")
 
 
 def alarm_names(function: str) -> list[str]:
@@ -803,11 +1032,13 @@ def alarm_names(function: str) -> list[str]:
 
 
 def run_destroy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    """The schedule, the function and route 2a's alarms (one fires on missing data once the function is gone);
-    then what stays, each with the command that removes it: the role, the log group, the secrets."""
+    """Route 2a's function: the schedule, the function and its alarms (one fires on missing data once the
+    function is gone); then what stays, each with the command that removes it. A stack's function: its stack."""
     function, rule = got["FUNCTION"], f"{got['FUNCTION']}-schedule"
-    role = aws("lambda", "get-function-configuration", "--function-name", function, "--query", "Role",
-               "--output", "text")
+    info = function_info(got, aws)
+    if info["stack"] or got.get("STACK"):
+        destroy_stack(got, info["stack"], aws)
+        return
     aws("events", "remove-targets", "--rule", rule, "--ids", "rotate", check=False, quiet=True)
     aws("events", "delete-rule", "--name", rule, check=False, quiet=True)
     aws("events", "remove-targets", "--rule", f"{function}-exposed", "--ids", "exposed", check=False, quiet=True)
@@ -820,28 +1051,88 @@ def run_destroy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> 
     if alarms:
         aws("cloudwatch", "delete-alarms", "--alarm-names", *alarms)
         print(f"removed its alarms: {' '.join(alarms)}")
-    role_name = role.rsplit("/", 1)[-1]
     group = f"/aws/lambda/{function}"
     groups = aws("logs", "describe-log-groups", "--log-group-name-prefix", group,
                  "--query", "logGroups[].logGroupName", "--output", "json")
     print("left in place:")
-    print(f"  the role {role} (aws iam delete-role-policy --role-name {role_name} --policy-name key-rotation; "
-          f"aws iam delete-role --role-name {role_name})")
+    print(f"  the role {info['role']} ({role_removal(info['role'], aws)})")
     if group in json.loads(groups or "[]"):
         print(f"  the log group {group} (aws logs delete-log-group --log-group-name {group}; a CloudFormation "
               f"stack with the function name {function} fails while it exists)")
     print("  the secrets, their keys and the users' key-rotation-secret tags")
 
 
+def destroy_stack(got: dict[str, str], stack: str, aws: Cli) -> None:
+    """A stack's function is the stack's to remove: removed alone, it would leave the stack's rules ENABLED
+    pointing at nothing and the stack out of step. Refused, naming the stack and the command that removes it;
+    with STACK= that stack, the stack is deleted (its function, role, rules, alarms, queue, log group)."""
+    function = got["FUNCTION"]
+    if not stack:
+        raise Stopped(f"{function} was not made by a CloudFormation stack (it has no {STACK_TAG} tag): make destroy "
+                      f"FUNCTION={function} without STACK= removes it")
+    if got.get("STACK") != stack:
+        wrong = f" (not STACK={got['STACK']})" if got.get("STACK") else ""
+        raise Stopped(f"{function} was made by the CloudFormation stack {stack}{wrong}: remove the stack, and with "
+                      f"it the function, its role, rules, alarms and log group: make destroy FUNCTION={function} "
+                      f"STACK={stack}, or aws cloudformation delete-stack --stack-name {stack}")
+    aws("cloudformation", "delete-stack", "--stack-name", stack)
+    aws("cloudformation", "wait", "stack-delete-complete", "--stack-name", stack)
+    print(f"removed the stack {stack}: {function}, its role, rules, alarms, queue and log group")
+    print("left in place: the secrets, their keys and the users' key-rotation-secret tags")
+
+
+def role_removal(role: str, aws: Cli) -> str:
+    """The commands that remove the role: each of its policies (inline, attached), then the role."""
+    name = role.rsplit("/", 1)[-1]
+    inline = read_json(aws, "iam", "list-role-policies", "--role-name", name, "--query", "PolicyNames")
+    attached = read_json(aws, "iam", "list-attached-role-policies", "--role-name", name, "--query",
+                         "AttachedPolicies[].PolicyArn")
+    steps = [f"aws iam delete-role-policy --role-name {name} --policy-name {policy}"
+             for policy in (inline if isinstance(inline, list) else ["key-rotation"])]
+    steps += [f"aws iam detach-role-policy --role-name {name} --policy-arn {arn}"
+              for arn in (attached if isinstance(attached, list) else [])]
+    return "; ".join([*steps, f"aws iam delete-role --role-name {name}"])
+
+
+NOTHING_TO_ROLL_BACK = "nothing to roll back: the secret has no previous key"
+NO_PREVIOUS = ("no AWSPREVIOUS version", "the previous key (none)")  # the function's reasons for it
+
+
+def rollback(got: dict[str, str], aws: Cli, dry_run: bool) -> Any:
+    """The event {"rollback": [SECRET]} (a plan with dry_run), written as JSON (the value is data) and sent as a
+    file; the function's answer."""
+    event = Path("dist") / f"rollback-{got['FUNCTION']}.json"
+    event.parent.mkdir(exist_ok=True)
+    event.write_text(json.dumps({"rollback": [got["SECRET"]], **({"dry_run": True} if dry_run else {})}) + "\n")
+    return invoke(got["FUNCTION"], str(event), aws)
+
+
+def rollback_refused(plan: Any, secret: str) -> str | None:
+    """Why the plan says the rollback would change nothing (one line), or None when it would roll back."""
+    entries = [e for e in (plan.get("secrets") or [] if isinstance(plan, dict) else []) if isinstance(e, dict)]
+    refused = [e for e in entries if e.get("status") != "planned"]
+    if not refused:
+        return None
+    reason = " ".join(str(refused[0].get("reason") or "").split())
+    if any(words in reason for words in NO_PREVIOUS):
+        return f"{NOTHING_TO_ROLL_BACK} (a rollback undoes a rotation that replaced a key); nothing changed"
+    if reason.startswith("nothing to roll back"):
+        return reason
+    return f"{secret} was not rolled back ({refused[0].get('status')}): {reason or 'no reason given'}"
+
+
 def run_rollback(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    """The event {"rollback": [SECRET]}, written as JSON (the value is data) and sent as a file."""
-    Path("dist").mkdir(exist_ok=True)
-    event = Path("dist/rollback-event.json")
-    event.write_text(json.dumps({"rollback": [got["SECRET"]]}) + "\n")
-    answer, error = invoke(got["FUNCTION"], str(event), aws)
-    print(answer)
-    if error:
-        raise SystemExit(f"the function failed ({error}): see above")
+    """Planned first (a dry run): a rollback that cannot happen is refused in one line, exit 2, without a failed
+    invocation (which would raise the Errors alarm); then done."""
+    refused = rollback_refused(rollback(got, aws, dry_run=True), got["SECRET"])
+    if refused:
+        raise Stopped(refused)
+    summary = rollback(got, aws, dry_run=False)
+    print(json.dumps(summary) if got["OUTPUT"] == "json" else render_summary(summary, got["FUNCTION"]))
+    if isinstance(summary, dict) and summary.get("dry_run"):
+        raise Stopped(f"{got['FUNCTION']} runs dry (DRY_RUN=true; a stack's DryRun): nothing was rolled back", 1)
+    if failures(summary):
+        raise Stopped(f"{got['SECRET']} was not rolled back: its reason is in its row", 1)
 
 
 MODE_TAG = "key-rotation:mode"
@@ -879,17 +1170,18 @@ def last_run(events: list[list]) -> tuple[int, dict] | None:
     return None
 
 
-COUNTS = ("rotated", "retired", "waiting", "rolled_back", "skipped", "planned", "failed", "not_attempted",
-          "forced_in_use", "overdue_keys", "stopped_early", "unmanaged_overdue_keys")
-
-
 def run_status(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    """The last run's summary (its run_complete line within SINCE minutes) and the alarms named FUNCTION-..."""
+    """The function (its release, its stack), its last run's summary (the run_complete line within SINCE
+    minutes) and the alarms named FUNCTION-... No such function: one line, non-zero."""
     function = got["FUNCTION"]
+    info = function_info(got, aws)
+    version = info["version"] or f"unknown (no {VERSION_TAG} tag: deployed before 1.0.0)"
+    made = f", made by the stack {info['stack']}" if info["stack"] else ""
+    print(f"function {function}: version {version}{made}, last changed {info['modified'] or 'at an unknown time'}")
     start = (int(time.time()) - int(got["SINCE"]) * 60) * 1000
     found = aws("logs", "filter-log-events", "--log-group-name", f"/aws/lambda/{function}",
                 "--start-time", str(start), "--filter-pattern", '"run_complete"',
-                "--query", "events[].[timestamp, message]", "--output", "json", check=False)
+                "--query", "events[].[timestamp, message]", "--output", "json", check=False, quiet=True)
     last = last_run(json.loads(found) if found.startswith("[") else [])
     if last is None:
         print(f"last run: no run_complete line in /aws/lambda/{function} in the last {got['SINCE']} minutes "
@@ -898,7 +1190,8 @@ def run_status(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> N
         timestamp, summary = last
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp / 1000))
         counts = ", ".join(f"{summary[name]} {name}" for name in COUNTS if summary.get(name))
-        print(f"last run {when}{' (dry run)' if summary.get('dry_run') else ''}: {counts or 'nothing to do'}")
+        ran = f", version {summary['version']}" if isinstance(summary.get("version"), str) else ""
+        print(f"last run {when}{' (dry run)' if summary.get('dry_run') else ''}: {counts or 'nothing to do'}{ran}")
         if summary.get("failed") or summary.get("not_attempted"):
             print(f"  each failure's reason: make logs FUNCTION={function} (its \"failed\" lines)")
     alarms = aws("cloudwatch", "describe-alarms", "--alarm-name-prefix", f"{function}-",
@@ -916,16 +1209,50 @@ CODE_ZIP = ROOT / "dist" / "lambda.zip"
 POLL_SECONDS = 10  # between two looks at a stack set operation (or a Logs Insights query)
 
 
-def code_key() -> str:
-    """The zip's key in each region's bucket, named by its content: new code is a new key, so a stack set update
-    replaces the function's code (the same key would leave it as it was)."""
+def packaged_code() -> bytes:
+    """dist/lambda.zip's lambda_function.py, whose __version__ is VERSION (else Refused)."""
     if not CODE_ZIP.is_file():
         raise Refused("no dist/lambda.zip: make package (make org-package builds it)")
     try:
-        with zipfile.ZipFile(CODE_ZIP) as code:  # the function names its version so: lambda_function.CODE_VERSION
-            return f"iam-key-rotation/{hashlib.sha256(code.read('lambda_function.py')).hexdigest()[:16]}.zip"
+        with zipfile.ZipFile(CODE_ZIP) as code:
+            source = code.read("lambda_function.py")
     except (KeyError, zipfile.BadZipFile):
         raise Refused("dist/lambda.zip holds no lambda_function.py: make package builds it") from None
+    packaged = source_version(source.decode("utf-8", "replace"))
+    if packaged != release_version():
+        raise Refused(f"dist/lambda.zip holds version {packaged}, VERSION says {release_version()}: make package")
+    return source
+
+
+def code_key() -> str:
+    """The zip's key in each region's bucket, named by its release (VERSION): what a platform team pins, compares
+    (make org-status) and rolls back to. One version is one code: a new version is a new key, so a stack set
+    update replaces the function's code, and make org-package never puts other code under a version's key."""
+    packaged_code()
+    return f"iam-key-rotation/{release_version()}.zip"
+
+
+def code_digest() -> str:
+    """The SHA-256 of the code under the version's key: kept with the object, compared before any upload."""
+    return hashlib.sha256(packaged_code()).hexdigest()
+
+
+def upload_code(regional: Cli, bucket: str, key: str, owner: list[str]) -> str:
+    """The version's zip into the bucket, unless it is there already (the same code: nothing to do). Other code
+    under the version's key is refused: it would deploy under a version that names different code, and a stack set
+    update with an unchanged key would leave every function's code as it was."""
+    digest = code_digest()
+    there = regional("s3api", "head-object", "--bucket", bucket, "--key", key, *owner, "--query", "Metadata",
+                     "--output", "json", check=False, quiet=True)
+    if there:
+        found = json.loads(there) if there.startswith("{") else {}
+        if found.get("code-sha256") != digest:
+            raise Refused(f"refused: s3://{bucket}/{key} holds other code than dist/lambda.zip (a version names one "
+                          f"code): give the new code a new version (VERSION, __version__, CHANGELOG.md)")
+        return "already there"
+    regional("s3api", "put-object", "--bucket", bucket, "--key", key, "--body", str(CODE_ZIP), "--metadata",
+             json.dumps({"code-sha256": digest}), *owner, "--output", "text")
+    return "uploaded"
 
 
 def bucket_policy(bucket: str, organisation: str) -> dict:
@@ -961,12 +1288,11 @@ def run_org_package(got: dict[str, str], given: list[tuple[str, str]], aws: Cli)
             place = [] if region == "us-east-1" else ["--create-bucket-configuration",
                                                       json.dumps({"LocationConstraint": region})]
             regional("s3api", "create-bucket", "--bucket", bucket, *place, "--output", "text")
-        regional("s3api", "put-object", "--bucket", bucket, "--key", key, "--body", str(CODE_ZIP), *owner,
-                 "--output", "text")
+        done = upload_code(regional, bucket, key, owner)
         policy = Path("dist") / f"bucket-policy-{bucket}.json"
         policy.write_text(json.dumps(bucket_policy(bucket, organisation), indent=2) + "\n")
-        print(f"s3://{bucket}/{key}\n{policy.read_text()}  apply it: aws s3api put-bucket-policy --bucket {bucket} "
-              f"--policy file://{policy} --region {region} {' '.join(owner)}")
+        print(f"s3://{bucket}/{key} ({done})\n{policy.read_text()}  apply it: aws s3api put-bucket-policy "
+              f"--bucket {bucket} --policy file://{policy} --region {region} {' '.join(owner)}")
 
 
 def check_code(got: dict[str, str], aws: Cli, deployed: Collection[str] = ()) -> None:
@@ -1152,7 +1478,8 @@ def run_org_update(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
 def run_org_status(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
     """Each account and region with its stack instance's status and the function's version: the stack set's
     code where the instance is CURRENT (it runs what the stack set holds), not yet that code elsewhere. The
-    version is the zip's name, which the function reports itself (make org-report's code column)."""
+    version is the zip's name, iam-key-rotation/X.Y.Z.zip (make org-package's), which each function reports itself
+    (make org-report's version column)."""
     found = aws("cloudformation", "list-stack-instances", *stack_set_call(got), "--query",
                 "Summaries[].[Account, Region, Status, StackInstanceStatus.DetailedStatus, StatusReason]",
                 "--output", "json")
@@ -1198,7 +1525,7 @@ STALE_HOURS = 36  # a function that has not checked its keys for this long is no
 CELL_SHAPES = {"secret": r"[A-Za-z0-9/_+=.@!-]{1,512}", "user": r"[A-Za-z0-9_+=,.@-]{0,64}",
                "status": r"rotated|retired|waiting|rolled_back|skipped|planned|failed|not_attempted",
                "key_age_days": r"None|\d{1,6}(\.\d{1,3})?", "next_rotation": r"None|\d{4}-\d{2}-\d{2}",
-               "code": r"[0-9a-f]{16}|unknown"}
+               "code": rf"{VERSION_RE}|[0-9a-f]{{16}}|unknown"}
 PLACE_SHAPES = (r"\d{12}", r"[a-z]{2}(-[a-z]+)+-\d{1,2}", r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z?")
 
 
@@ -1236,6 +1563,13 @@ def latest_runs(results: list[list[dict]]) -> dict[tuple[str, str], dict]:
     return runs
 
 
+def version_of(detail: dict) -> str:
+    """The release the function reported (1.0.0 on: what make org-package names the code by, and make org-status
+    shows), else the hash of its code (a function older than 1.0.0)."""
+    version = str(detail.get("version"))
+    return version if re.fullmatch(VERSION_RE, version, re.ASCII) else str(detail.get("code"))
+
+
 def secret_cells(secret: Any, code: str) -> dict[str, str] | None:
     """A secret's cells, each of its shape (CELL_SHAPES), or None."""
     if not isinstance(secret, dict):
@@ -1260,7 +1594,7 @@ def run_rows(account: str, region: str, run: dict, now: float) -> tuple[list[tup
     bad = 0
     for detail in parts:
         for secret in detail["secrets"]:
-            cells = secret_cells(secret, str(detail.get("code")))
+            cells = secret_cells(secret, version_of(detail))
             if cells is None:
                 bad += 1
                 continue
@@ -1275,7 +1609,7 @@ def run_rows(account: str, region: str, run: dict, now: float) -> tuple[list[tup
     if bad:
         notes.append(f"{account} {region}: {bad} rows not as the function writes them, left out")
     elif not rows:  # it ran and manages no secret: a row all the same, so every account is on the table
-        code = str(parts[0].get("code"))
+        code = version_of(parts[0])
         rows.append((account, region, "-", "-", "-", "-", "no secrets",
                      code if re.fullmatch(CELL_SHAPES["code"], code, re.ASCII) else "-"))
     return rows, notes
@@ -1283,7 +1617,7 @@ def run_rows(account: str, region: str, run: dict, now: float) -> tuple[list[tup
 
 def report_rows(results: list[list[dict]], now: float,
                 instances: set[tuple[str, str]] | None = None) -> tuple[list[tuple[str, ...]], list[str]]:
-    """The table's rows (account, region, secret, user, key age, next rotation, state, code), each account's
+    """The table's rows (account, region, secret, user, key age, next rotation, state, version), each account's
     latest run's, and what is wrong with a run; an account and region the stack set deployed to (``instances``)
     that sent no run is a row too: MISSING."""
     rows, notes = [], []
@@ -1340,7 +1674,7 @@ def run_org_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
         notes.append(f"the query returned its most, {REPORT_LIMIT} events: an older run may be left out (an "
                      f"account MISSING may have reported; DAYS=1 looks at less)")
     print(render_table([("account", "region", "secret", "user", "key age (days)", "next rotation", "state",
-                         "code"), *rows]))
+                         "version"), *rows]))
     if instances is None:
         notes.append(f"stack set {got['STACK_SET']}'s instances could not be read with these credentials: an "
                      f"account that never reported is not listed (run from the management account, or "
@@ -1386,14 +1720,14 @@ def main(argv: list[str], environ: Mapping[str, str] = os.environ) -> int:
             return 0
         if len(argv) == 1 and argv[0] in RUN:
             got, given = check(argv[0], environ)
-            RUN[argv[0]](got, given, Cli(environ, got.get("REGION", "")))
+            RUN[argv[0]](got, given, Cli(environ, got.get("REGION", ""), got))
             return 0
         if argv[:1] == ["report-table"] and len(argv) == 2:
             print(render_report(json.loads(Path(argv[1]).read_text())))
             return 0
     except Refused as refused:
         print(refused.message, file=sys.stderr)
-        return 2
+        return refused.code if isinstance(refused.code, int) and refused.code else 2
     print(__doc__, file=sys.stderr)
     return 2
 

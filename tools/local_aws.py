@@ -108,6 +108,7 @@ def start_server(port: int) -> tuple[MotoServer, str]:
     global served_endpoint
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     make_moto_move_current_as_aws_does()
+    make_moto_update_stacks_as_aws_does()
     make_moto_run_lambda_in_process()
     server = MotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -185,6 +186,65 @@ def make_moto_move_current_as_aws_does() -> None:
 
     update_secret_version_stage.moves_default_version = True
     SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage
+
+
+def make_moto_update_stacks_as_aws_does() -> None:
+    """moto differs from AWS in two ways with stacks, each made as AWS's here (the second, in
+    make_moto_tag_stack_functions_as_aws_does). A stack update (`aws cloudformation deploy` again, DryRun=false)
+    counts every parameter the CLI sends as UsePreviousValue whose value was the template's default as changed, and
+    so updates each resource that refers to one, those whose Condition is false too, which fails ("Fn::GetAtt
+    references undefined resource"). AWS changes only what a changed value reaches: a parameter is changed here
+    only when its value differs from the one the stack resolved. Idempotent."""
+    from moto.cloudformation.parsing import ResourceMap
+
+    original = ResourceMap.build_resource_diff
+    if getattr(original, "as_aws", False):
+        return
+
+    def build_resource_diff(self, other_template, parameters=None):
+        if parameters:
+            parameters = {name: value for name, value in parameters.items()
+                          if str(self.resolved_parameters.get(name)) != str(value)}
+        return original(self, other_template, parameters)
+
+    build_resource_diff.as_aws = True
+    ResourceMap.build_resource_diff = build_resource_diff
+    make_moto_tag_stack_functions_as_aws_does()
+
+
+def make_moto_tag_stack_functions_as_aws_does() -> None:
+    """moto differs from AWS here: CloudFormation tags each function a stack makes or updates with the template's
+    Tags and with the stack's name, id and the function's logical id (aws:cloudformation:stack-name ...); moto
+    tags only EC2's resources. make destroy, schedule, pause and status read them. Idempotent."""
+    from moto.cloudformation.parsing import ResourceMap
+
+    if getattr(ResourceMap.create, "as_aws", False):
+        return
+
+    def tagging(original: Any) -> Any:
+        def made(self, *args, **kwargs):
+            result = original(self, *args, **kwargs)
+            tag_stack_functions(self)
+            return result
+
+        made.as_aws = True
+        return made
+
+    ResourceMap.create = tagging(ResourceMap.create)
+    ResourceMap.update = tagging(ResourceMap.update)
+
+
+def tag_stack_functions(resources: Any) -> None:
+    """Each function of the stack (moto's ResourceMap) tagged as CloudFormation tags it."""
+    from moto.awslambda.models import LambdaFunction
+
+    for logical_id, resource in list(resources._parsed_resources.items()):
+        if isinstance(resource, LambdaFunction):
+            declared = resources._resource_json_map.get(logical_id, {}).get("Properties", {}).get("Tags") or []
+            resource.tags = {**(resource.tags or {}), **{tag["Key"]: str(tag["Value"]) for tag in declared},
+                             "aws:cloudformation:stack-name": resources["AWS::StackName"],
+                             "aws:cloudformation:stack-id": resources["AWS::StackId"],
+                             "aws:cloudformation:logical-id": logical_id}
 
 
 # ---------------------------------------------------------------------------
