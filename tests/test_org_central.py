@@ -276,6 +276,19 @@ def test_only_the_organisation_s_forwarding_roles_may_put_events_on_the_central_
         assert not may_put_events(statements, bus, context), context
 
 
+def test_the_central_account_s_own_function_may_put_on_the_central_bus_it_names_directly():
+    # Found by the review: the central account's own stack instance in the central region names the central bus
+    # directly (same account and region: nothing forwards), so its function puts as its own role. That role (by
+    # the path template.yaml gives FunctionRole) is let through; a member's function role with that path is not.
+    audit, member = "999988887777", "111122223333"
+    bus, statements = central_bus_policy(audit)
+    path = yaml.load((ROOT / "template.yaml").read_text(), Loader=Loader)["Resources"]["FunctionRole"][
+        "Properties"]["Path"]
+    assert may_put_events(statements, bus, principal(f"arn:aws:iam::{audit}:role{path}keys-FunctionRole-1A2B"))
+    assert not may_put_events(statements, bus, principal(f"arn:aws:iam::{member}:role{path}keys-FunctionRole-3C4D"))
+    assert not may_put_events(statements, bus, principal(f"arn:aws:iam::{audit}:role/Admin"))
+
+
 # --- central.yaml's filters, read as CloudWatch Logs reads them (moto makes none) ----------------------------------
 
 def matches(pattern: str, event: dict) -> bool:
