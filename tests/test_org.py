@@ -341,6 +341,16 @@ def test_org_update_refuses_when_the_stack_set_s_instances_cannot_be_read(org, c
 
 
 @pytest.mark.unit
+def test_org_update_refuses_when_an_instance_row_is_not_of_the_documented_shape(org, capsys):
+    # Found by the review: a row dropped as malformed was a region never code-checked. It is unread, as a whole.
+    odd = {"cloudformation list-stack-instances": {"out": json.dumps([[CANARY, "eu-west-1"], [CANARY, "mars-1"],
+                                                                       [CANARY]])}}
+    code, calls = org("org-update", {**EXISTING, **odd}, **DEPLOY)
+    assert code == 2 and changes(calls) == []
+    assert "instances could not be read" in capsys.readouterr().err
+
+
+@pytest.mark.unit
 @pytest.mark.parametrize("target", ["org-update", "org-deploy"])
 def test_existing_instances_take_their_overrides_before_the_stack_set_s_parameters_change(org, target):
     # DryRun=false with OVERRIDES=PROD:DryRun=true: were the stack set updated first, production would rotate for
@@ -670,7 +680,8 @@ def test_the_stack_set_the_tool_describes_deploys_to_every_account_of_an_ou_in_m
             monkeypatch.setenv("MOTO_ACCOUNT_ID", account)
             for region in ("eu-west-1", "us-east-1"):
                 (function,) = boto3.client("lambda", region_name=region).list_functions()["Functions"]
-                assert function["Role"].startswith(f"arn:aws:iam::{account}:role/keys-FunctionRole-")
+                role = f"arn:aws:iam::{account}:role/key-rotation-function/keys-FunctionRole-"
+                assert function["Role"].startswith(role)
                 assert function["Environment"]["Variables"]["sec"] == "iam-keys/*"
                 rules = boto3.client("events", region_name=region).list_rules()["Rules"]
                 assert any(r.get("ScheduleExpression") == "cron(0 6 * * ? *)" for r in rules)

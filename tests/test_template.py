@@ -205,8 +205,8 @@ def granted(resource: str, parameters: dict[str, str]) -> str | None:
 
 
 HERE, CENTRAL, THIRD = "111122223333", "222233334444", "333344445555"
-STACK, FUNCTION_ROLE = "iam-key-rotation", "iam-key-rotation-FunctionRole-1A2B3C4D5E6F"  # a name CloudFormation makes
-# What !GetAtt gives, as template values: the function's bus's name and ARN, and its role's ARN (no path).
+STACK, FUNCTION_ROLE = "iam-key-rotation", "key-rotation-function/iam-key-rotation-FunctionRole-1A2B3C4D5E6F"
+# What !GetAtt gives, as template values: the function's bus's name and ARN, and its role's ARN.
 ATTRIBUTES = {
     "FunctionBus.Name": RESOURCES["FunctionBus"]["Properties"]["Name"],
     "FunctionBus.Arn": {"Fn::Sub": ["arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${Bus}",

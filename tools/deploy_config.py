@@ -1638,9 +1638,11 @@ def stack_instances(got: dict[str, str], aws: Cli) -> set[tuple[str, str]] | Non
                       "Summaries[].[Account, Region]")
     if not isinstance(pairs, list):
         return None
-    return {(pair[0], pair[1]) for pair in pairs if isinstance(pair, list) and len(pair) == 2 and all(
+    good = [pair for pair in pairs if isinstance(pair, list) and len(pair) == 2 and all(
         isinstance(value, str) and re.fullmatch(shape, value, re.ASCII)
-        for shape, value in zip(PLACE_SHAPES[:2], pair, strict=True))}
+        for shape, value in zip(PLACE_SHAPES[:2], pair, strict=True))]
+    # a row not of the documented shape is not read as "no instance there": a region left out would go unchecked
+    return {(pair[0], pair[1]) for pair in good} if len(good) == len(pairs) else None
 
 
 def render_table(rows: list[tuple[str, ...]]) -> str:
