@@ -221,59 +221,45 @@ class AgingCredentialReport:
 
 
 @contextmanager
-def aging_report(report: AgingCredentialReport) -> Iterator[None]:
+def answering(responses: type, handlers: dict[str, Callable[[Any, Any], Any]]) -> Iterator[None]:
+    """Each of moto's response methods named in ``handlers`` answered by its stand-in, which is given the response
+    and moto's own method, for the block's length."""
+    originals = {name: getattr(responses, name) for name in handlers}
+    for name, handler in handlers.items():
+        setattr(responses, name, lambda self, handler=handler, original=originals[name]: handler(self, original))
+    try:
+        yield
+    finally:
+        for name, method in originals.items():
+            setattr(responses, name, method)
+
+
+def aging_report(report: AgingCredentialReport) -> Any:
     """The credential report's stand-in in place of moto's, for the block's length."""
     from moto.iam.responses import IamResponse
 
-    originals = {name: getattr(IamResponse, name) for name in ("generate_credential_report", "get_credential_report")}
-    IamResponse.generate_credential_report = lambda self: report.generating(self, originals[
-        "generate_credential_report"])
-    IamResponse.get_credential_report = lambda self: report.answer(self, originals["get_credential_report"])
-    try:
-        yield
-    finally:
-        for name, method in originals.items():
-            setattr(IamResponse, name, method)
+    return answering(IamResponse, {"generate_credential_report": report.generating,
+                                   "get_credential_report": report.answer})
 
 
-@contextmanager
-def install(last_used: LaggingLastUsed | None = None, lists: LaggingKeyLists | None = None) -> Iterator[None]:
+def install(last_used: LaggingLastUsed | None = None, lists: LaggingKeyLists | None = None) -> Any:
     """The stand-ins in place of moto's IAM answers, for the block's length."""
     from moto.iam.responses import IamResponse
 
-    originals = {name: getattr(IamResponse, name) for name in (
-        "get_access_key_last_used", "list_access_keys", "create_access_key", "update_access_key",
-        "delete_access_key")}
-
-    def put(name: str, handler: Callable[[Any, Any], Any]) -> None:
-        setattr(IamResponse, name, lambda self: handler(self, originals[name]))
-
+    handlers: dict[str, Callable[[Any, Any], Any]] = {}
     if last_used is not None:
-        put("get_access_key_last_used", last_used.answer)
+        handlers["get_access_key_last_used"] = last_used.answer
     if lists is not None:
-        put("list_access_keys", lists.answer)
-        for name in ("create_access_key", "update_access_key", "delete_access_key"):
-            put(name, lists.changing)
-    try:
-        yield
-    finally:
-        for name, method in originals.items():
-            setattr(IamResponse, name, method)
+        handlers["list_access_keys"] = lists.answer
+        handlers.update(dict.fromkeys(("create_access_key", "update_access_key", "delete_access_key"),
+                                      lists.changing))
+    return answering(IamResponse, handlers)
 
 
-@contextmanager
-def install_secret_lists(lists: LaggingSecretLists) -> Iterator[None]:
+def install_secret_lists(lists: LaggingSecretLists) -> Any:
     """The stand-in in place of moto's Secrets Manager answers (ListSecrets, and the creates and deletes it
     lags behind), for the block's length."""
     from moto.secretsmanager.responses import SecretsManagerResponse
 
-    handlers = {"list_secrets": lists.answer, "create_secret": lists.creating, "delete_secret": lists.deleting}
-    originals = {name: getattr(SecretsManagerResponse, name) for name in handlers}
-    for name, handler in handlers.items():
-        setattr(SecretsManagerResponse, name,
-                lambda self, handler=handler, original=originals[name]: handler(self, original))
-    try:
-        yield
-    finally:
-        for name, method in originals.items():
-            setattr(SecretsManagerResponse, name, method)
+    return answering(SecretsManagerResponse, {"list_secrets": lists.answer, "create_secret": lists.creating,
+                                              "delete_secret": lists.deleting})

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from test_faults import crashed_after_create
 
 from faults import CRASH, Crash
 from lagging_aws import (
@@ -74,12 +75,7 @@ def test_the_function_s_own_lost_key_is_left_active_and_said_until_iam_can_prove
         aws, invoke, faults, clock, lagging_iam, monkeypatch):
     # The crash left the function's own key (its secret only ever in the lost answer). Until IAM's data covers
     # the key's life it is reported and left alone (nobody has its secret); then it is deleted.
-    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    faults.inject("create_access_key", CRASH)
-    with pytest.raises(Crash):
-        invoke(seeded.secret)
-    faults.clear()
-    (orphan,) = set(aws.keys("alice")) - set(seeded.key_ids)
+    seeded, orphan = crashed_after_create(aws, invoke, faults)
     monkeypatch.setenv("ROTATE_AFTER_DAYS", "30")
 
     (entry,) = invoke(seeded.secret)["secrets"]
@@ -315,12 +311,7 @@ def test_a_person_s_key_first_used_half_an_hour_after_it_was_made_is_not_taken_f
 def test_a_leak_of_the_held_key_just_after_a_crashed_create_is_answered_at_once(aws, invoke, faults, clock):
     # The crash left the function's own key, not yet proven so (IAM lags): a leak cannot wait a day for the proof.
     # The key made just after the mark that IAM shows never used is taken for the function's own, and freed.
-    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    faults.inject("create_access_key", CRASH)
-    with pytest.raises(Crash):
-        invoke(seeded.secret)
-    faults.clear()
-    (orphan,) = set(aws.keys("alice")) - set(seeded.key_ids)
+    seeded, orphan = crashed_after_create(aws, invoke, faults)
     (leaked,) = seeded.key_ids
     clock.advance(10 * A_MINUTE)
     (entry,) = invoke(seeded.secret, event={"exposed": [leaked]})["secrets"]
