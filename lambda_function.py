@@ -2776,15 +2776,19 @@ def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: li
     other leaked keys are still deactivated, and the reason says what is in the way."""
     # a leak answers now: a key made just after the function's mark that IAM shows never used is taken for its own
     holders = replace(holders, lost=holders.lost | frozenset(holders.unproven), unproven={})
-    active = sorted(k for k in leaked if (found := find_key(keys, k)) is not None and found.active)
+    # IAM's list lags a change by minutes: a key listed Inactive may have just been turned on (a rollback, a
+    # person), one not listed just made. So nothing is claimed done on the list's word: a listed key of the leak is
+    # deactivated whatever status the list gives (a no-op on an Inactive key), and one not listed is said NOT done
+    listed = sorted(k for k in leaked if find_key(keys, k) is not None)
     unlisted = sorted(k for k in leaked if find_key(keys, k) is None)  # IAM named its user: it exists
-    if not active and unlisted:  # just made, or just deleted: nothing says which, so nothing is claimed done
-        raise RotationError(record.name, f"IAM does not list key {', '.join(unlisted)} (its list lags a change by "
-                                         "minutes): if it still exists, send the event again in a few minutes")
-    if not active:
-        return Outcome(secret=record.name, status=Status.SKIPPED, user=record.user_name,
-                       reason=f"exposed key {', '.join(sorted(leaked))}: already Inactive or gone, nothing to revoke")
-    others, why = [k for k in active if k != record.held_key_id], None
+    held = find_key(keys, record.held_key_id)
+    if not listed or (record.held_key_id in leaked and held is not None and not held.active):
+        seen = (f"IAM lists key {record.held_key_id}, the one the secret holds, as {held.status}" if listed
+                else f"IAM does not list key {', '.join(unlisted)}")
+        raise RotationError(record.name, f"{seen} (its list lags a change by minutes): if it is Active, send the "
+                                         "event again in a few minutes")
+    active = sorted(k for k in listed if find_key(keys, k).active)
+    others, why = [k for k in listed if k != record.held_key_id], None
     if record.held_key_id in active:
         rest = [k for k in keys if k.key_id not in holders.lost]
         plan = plan_rotation(rest, holders, force=True)

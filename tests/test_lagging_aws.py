@@ -383,3 +383,22 @@ def test_a_leak_of_a_person_s_key_made_a_moment_ago_and_not_listed_yet_is_said_n
     with pytest.raises(RotationFailed, match=f"exposed key {person} NOT replaced: .*IAM does not list key {person}"):
         invoke(seeded.secret, event={"exposed": [person]})
     assert truth("alice")[person] == "Active"
+
+
+def test_a_leak_of_a_key_a_rollback_just_turned_on_is_answered_whatever_the_list_says(aws, invoke, clock,
+                                                                                      lagging_lists):
+    # Found by the model: a rollback turns the previous key on again and makes it current; IAM's list still
+    # shows it Inactive when a leak of it arrives. The run must not call it "already Inactive": it says NOT
+    # replaced (a leaked key the list shows Inactive that the secret does not hold is deactivated again: a no-op).
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    lagging_lists.settled()
+    (old,) = seeded.key_ids
+    invoke(seeded.secret)  # rotated: old Inactive
+    new = aws.value(seeded.secret)["AccessKeyId"]
+    clock.advance(LIST_LAG.total_seconds())
+    invoke(seeded.secret, event={"rollback": [seeded.secret]})  # old Active and current again, new Inactive
+    assert truth("alice") == {old: "Active", new: "Inactive"}
+    with pytest.raises(RotationFailed, match=f"exposed key {old} NOT replaced: .*IAM lists key {old}, the one the "
+                                             "secret holds, as Inactive"):
+        invoke(seeded.secret, event={"exposed": [old]})
+    assert truth("alice")[old] == "Active"
