@@ -2251,12 +2251,12 @@ def settle_decision(run: Run, item: Settling) -> tuple[Retire, str, str]:
     hours = item.own.grace_hours
     until = iso(stored_at + timedelta(hours=hours))
     decision = retirement(now, stored_at, False, hours, max_grace)
-    deadline = previous_key is not None and past_deadline(previous_key.created, now, run.settings.max_key_age_days)
-    if decision != Retire.CHECK_USE and not deadline:
+    if decision != Retire.CHECK_USE:  # the grace period is a promise to consumers: the deadline waits for it too
         return decision, until, ""
     when, where = run.used(record, previous)
-    decision = retirement(now, stored_at, when, 0 if deadline else hours, max_grace)
-    if deadline and decision in (Retire.WAIT_USE, Retire.FORCE):
+    decision = retirement(now, stored_at, when, hours, max_grace)
+    if decision in (Retire.WAIT_USE, Retire.FORCE) and previous_key is not None \
+            and past_deadline(previous_key.created, now, run.settings.max_key_age_days):
         decision = Retire.DEADLINE
     return decision, until, f"last used {iso(when)} by {where}" if when else "never used"
 

@@ -222,3 +222,21 @@ def test_a_key_turned_on_again_and_again_gets_no_new_wait_at_the_deadline_and_th
                for e in at_deadline), at_deadline[:2]
     assert all(e["overdue"] for e in entries if e["key_age_days"] > 90)
     assert aws.value(seeded.secret)["AccessKeyId"] == held and person in aws.keys("alice"), "nothing in use deleted"
+
+
+def test_a_rotation_late_after_a_hold_still_gives_the_old_key_its_grace_period(aws, invoke, clock, monkeypatch):
+    # Found by make fuzz: a hold (Secrets Manager's rotation, a skip tag) let the held key age past the deadline;
+    # once it rotates, its consumers still get GRACE_HOURS to move (the grace period is a promise; the deadline
+    # ends only a usage gate after it). Overdue is said all along.
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    seeded = held_for(aws, "alice", 95)
+    old = seeded.key_ids[1]
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert entry["status"] == "rotated" and aws.keys("alice")[old] == "Active"
+    clock.advance(12 * 3600)
+    set_last_used("alice", old, clock.now())
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert entry["status"] == "waiting" and aws.keys("alice")[old] == "Active" and entry["overdue"]
+    clock.advance(13 * 3600)
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert entry["status"] == "retired" and entry["forced_in_use"] and aws.keys("alice")[old] == "Inactive"
