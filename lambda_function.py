@@ -3377,7 +3377,7 @@ def code_version() -> str:
 
 
 CODE_VERSION = code_version()  # read once, at import
-CHECKED = "Access Keys Checked"  # a whole run's state: every managed secret's key age and next rotation
+CHECKED = "Access Keys Checked"  # a run's state: each secret it checked, its key age and next rotation
 CHECKED_ROWS = 200  # secrets per "Access Keys Checked" event: about 150 KB at most, within PutEvents' 256 KiB
 
 
@@ -3387,8 +3387,14 @@ def is_whole_run(settings: Settings) -> bool:
 
 
 def checked_entries(settings: Settings, summary: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
-    """A whole run's "Access Keys Checked" events, for the organisation's report and dashboard: each secret's
-    user, status, key age, next rotation and whether it is overdue, CHECKED_ROWS a part; ids and names only."""
+    """A run's "Access Keys Checked" events, for the organisation's report and dashboard: each secret's user,
+    status, key age, next rotation and whether it is overdue, CHECKED_ROWS a part; ids and names only. A run
+    over some secrets (targeted, rollback, leak) is marked ``partial``: its secrets' state is newer than the
+    last whole run's, its counts are not the account's (the dashboard reads whole runs only). A partial run that
+    checked no secret sends nothing."""
+    whole = is_whole_run(settings)
+    if not whole and not summary["secrets"]:
+        return []
     rows = [{"secret": clip_text(s["secret"], EVENT_TEXT), "user": clip_text(str(s.get("user") or ""), EVENT_TEXT),
              "status": s["status"], "key_age_days": s.get("key_age_days"), "next_rotation": s.get("next_rotation"),
              "overdue": bool(s.get("overdue"))} for s in summary["secrets"]]
@@ -3398,7 +3404,8 @@ def checked_entries(settings: Settings, summary: dict[str, Any], run_id: str) ->
               "dry_run": settings.dry_run,
               "secrets_checked": len(rows), "oldest_key_age_days": summary["oldest_key_age_days"],
               "overdue_keys": summary["overdue_keys"], "failed": summary["failed"],
-              "unmanaged_overdue_keys": summary.get("unmanaged_overdue_keys") if read else None}
+              "unmanaged_overdue_keys": summary.get("unmanaged_overdue_keys") if read else None,
+              **({} if whole else {"partial": True})}
     return [{"Source": EVENT_SOURCE, "DetailType": CHECKED, "Detail": json.dumps({**common, "part": number,
                                                                                    "secrets": part}),
              "EventBusName": settings.event_bus} for number, part in enumerate(parts, start=1)]
@@ -3505,7 +3512,7 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
     notify(clients, settings, summary)
     run_id = getattr(context, "aws_request_id", None)
     checked = checked_entries(settings, summary, run_id if isinstance(run_id, str) else str(uuid.uuid4())) \
-        if is_whole_run(settings) and settings.event_bus else []  # rows made only where they are sent
+        if settings.event_bus else []  # rows made only where they are sent
     summary["events_failed"] = publish_events(clients, settings, summary["secrets"], checked)
     emit_events_metric(summary["events_failed"], settings, function_name)
     if settings.dry_run:  # a plan or a report is the answer: the failed entries are in it, with the rest

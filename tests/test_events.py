@@ -197,3 +197,22 @@ def test_the_function_reports_its_release_in_the_summary_and_the_run_state_event
     (checked,) = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=queue,
                                                                       MaxNumberOfMessages=10)["Messages"]]
     assert checked["detail"]["version"] == release
+
+
+def test_a_targeted_run_sends_its_own_secrets_state_marked_partial(aws, invoke, bus):
+    # Issue 40: make org-report showed a targeted rotation's secret as the last whole run left it. A targeted
+    # run now sends "Access Keys Checked" for the secrets it checked, marked partial (its counts are not the
+    # account's: the dashboards read whole runs only).
+    one, other = (seed_row(aws.iam, aws.secrets, ROWS[1], user=name) for name in ("alice", "bob"))
+    sent = []
+    events_client().meta.events.register("provide-client-params.events.PutEvents",
+                                         lambda params, **_: sent.extend(params["Entries"]))
+    invoke(one.secret, other.secret, event={"secrets": [one.secret]})
+    (checked,) = [json.loads(e["Detail"]) for e in sent if e["DetailType"] == lambda_function.CHECKED]
+    assert checked["partial"] is True and checked["secrets_checked"] == 1
+    assert [(s["secret"], s["status"]) for s in checked["secrets"]] == [(one.secret, "rotated")]
+    sent.clear()
+    invoke(one.secret, other.secret)
+    (whole,) = [json.loads(e["Detail"]) for e in sent if e["DetailType"] == lambda_function.CHECKED]
+    assert "partial" not in whole and whole["secrets_checked"] == 2
+    assert {e["detail-type"] for e in bus()} == {"Access Key Rotated"}, "a consumer's rule gets no run state"

@@ -401,10 +401,11 @@ def test_org_remove_deletes_the_instances_then_the_empty_stack_set(org):
 # --- org-report: the query asked, and the table from each account's latest Access Keys Checked -------------------
 
 def checked_in_logs(account: str, region: str, when: str, rows: list[dict], run: str = "r1",
-                    dry_run: bool = False) -> list[list[dict]]:
-    """Logs Insights' rows for one whole run, its events made by the function (``checked_entries``) and
-    delivered as EventBridge writes an event to a log group (the event's JSON, with its account, region, time)."""
-    settings = lambda_function.Settings(event_bus="default", dry_run=dry_run)
+                    dry_run: bool = False, targets: tuple[str, ...] | None = None) -> list[list[dict]]:
+    """Logs Insights' rows for one run (a whole run; ``targets``: a targeted one), its events made by the function
+    (``checked_entries``) and delivered as EventBridge writes an event to a log group (the event's JSON, with its
+    account, region, time)."""
+    settings = lambda_function.Settings(event_bus="default", dry_run=dry_run, targets=targets)
     summary = {"secrets": rows, "oldest_key_age_days": max([(r["key_age_days"] or 0) for r in rows], default=0),
                "overdue_keys": sum(r["overdue"] for r in rows), "failed": 0}
     results = []
@@ -459,7 +460,45 @@ def test_org_report_prints_each_account_s_latest_whole_run_and_says_which_are_ov
     assert lines[3].split() == [PROD, "eu-west-1", "-", "-", "-", "-", "MISSING", "-"], "deployed, never heard from"
     assert lines[4].startswith(f"{PROD} us-east-1: STALE, last checked 2026-01-09T06:00:00Z")
     assert lines[5] == "3 accounts and regions, 2 secrets, 1 overdue, 1 stale, 1 missing (each function's last " \
-                       "whole run in the last 7 days)"
+                       "whole run, and each secret a later run checked, in the last 7 days)"
+
+
+@pytest.mark.unit
+def test_org_report_shows_each_secret_as_the_newest_run_left_it_a_targeted_one_included():
+    # Issue 40: after a real targeted rotation the table showed the account's last whole run ("planned (dry
+    # run)"). A targeted, rollback or leak run sends its own secrets' state, marked partial; the table shows
+    # each secret's newest state, whichever run set it, and the account's figures from its whole run.
+    whole = checked_in_logs(CANARY, "eu-west-1", "2026-01-12T06:00:00Z",
+                            [secret_row("iam-keys/ci", 80, "2026-01-22", status="planned"),
+                             secret_row("iam-keys/app", 3, "2026-04-01")], run="daily", dry_run=True)
+    older = checked_in_logs(CANARY, "eu-west-1", "2026-01-11T09:00:00Z",  # before the whole run: superseded
+                            [secret_row("iam-keys/app", 2, "2026-04-01", status="rotated")], run="old",
+                            targets=("iam-keys/app",))
+    targeted = checked_in_logs(CANARY, "eu-west-1", "2026-01-12T09:00:00Z",
+                               [secret_row("iam-keys/ci", 0, "2026-04-02", status="rotated")], run="t1",
+                               targets=("iam-keys/ci",))
+    only = checked_in_logs(PROD, "us-east-1", "2026-01-12T08:00:00Z",
+                           [secret_row("iam-keys/web", 0, "2026-04-02", status="rotated")], run="t2",
+                           targets=("iam-keys/web",))
+    assert all(json.loads(r[1]["value"])["detail"]["partial"] is True for r in targeted + only)
+    assert all("partial" not in json.loads(r[1]["value"])["detail"] for r in whole)
+    rows, notes = deploy_config.report_rows(targeted + only + whole + older, 1768212000.0, {(PROD, "eu-west-1")})
+    assert rows == [(CANARY, "eu-west-1", "iam-keys/ci", "ci", "0", "2026-04-02", "rotated",
+                     lambda_function.__version__),
+                    (CANARY, "eu-west-1", "iam-keys/app", "app", "3", "2026-04-01", "skipped (dry run)",
+                     lambda_function.__version__),
+                    (PROD, "us-east-1", "iam-keys/web", "web", "0", "2026-04-02", "rotated",
+                     lambda_function.__version__),
+                    (PROD, "eu-west-1", "-", "-", "-", "-", "MISSING", "-")]
+    assert notes == [f"{PROD} us-east-1: STALE, no whole run in the window, only targeted, rollback or leak runs "
+                     f"(is its daily schedule on?)"]
+
+
+@pytest.mark.unit
+def test_a_partial_run_that_checked_no_secret_sends_no_state():
+    settings = lambda_function.Settings(event_bus="default", targets=("gone",))
+    assert lambda_function.checked_entries(settings, {"secrets": [], "oldest_key_age_days": 0, "overdue_keys": 0,
+                                                      "failed": 0}, "r") == []
 
 
 @pytest.mark.unit

@@ -292,16 +292,19 @@ def test_the_central_account_s_own_function_may_put_on_the_central_bus_it_names_
 # --- central.yaml's filters, read as CloudWatch Logs reads them (moto makes none) ----------------------------------
 
 def matches(pattern: str, event: dict) -> bool:
-    """A CloudWatch Logs JSON filter pattern, of the forms central.yaml uses: { $.a.b = "v" } and
-    { $.a.b IS TRUE }, joined by &&."""
+    """A CloudWatch Logs JSON filter pattern, of the forms central.yaml uses: { $.a.b = "v" }, { $.a.b IS TRUE }
+    and { $.a.b NOT EXISTS }, joined by &&."""
     body = re.fullmatch(r"\{\s*(.*?)\s*\}", pattern)
     assert body, pattern
     for term in re.split(r"\s*&&\s*", body[1]):
-        found = re.fullmatch(r'\$\.([A-Za-z0-9_.-]+)\s*(?:=\s*"([^"]*)"|IS (TRUE|FALSE))', term)
+        found = re.fullmatch(r'\$\.([A-Za-z0-9_.-]+)\s*(?:=\s*"([^"]*)"|IS (TRUE|FALSE)|(NOT EXISTS))', term)
         assert found, f"a term outside the syntax this test reads: {term}"
-        value = event
+        value, there = event, True
         for step in found[1].split("."):
+            there = isinstance(value, dict) and step in value
             value = value.get(step) if isinstance(value, dict) else None
+        if found[4] is not None and there:
+            return False
         if found[2] is not None and value != found[2]:
             return False
         if found[3] is not None and value is not (found[3] == "TRUE"):
@@ -334,8 +337,11 @@ def test_each_central_filter_counts_the_events_it_names_and_no_other():
                  {"secret": "c", "status": "retired", "forced_in_use": True},
                  {"secret": "d", "status": "skipped", "overdue": True, "key_age_days": 97}]
     sent = [as_delivered(e) for e in lambda_function.event_entries(settings, summaries)]
-    sent += [as_delivered(e) for e in lambda_function.checked_entries(
-        settings, {"secrets": summaries, "oldest_key_age_days": 97, "overdue_keys": 1, "failed": 1}, "run-1")]
+    run = {"secrets": summaries, "oldest_key_age_days": 97, "overdue_keys": 1, "failed": 1}
+    sent += [as_delivered(e) for e in lambda_function.checked_entries(settings, run, "run-1")]
+    targeted = lambda_function.Settings(event_bus="default", targets=("d",))  # its counts are not the account's
+    sent += [as_delivered(e) for e in lambda_function.checked_entries(targeted, {**run, "secrets": summaries[3:],
+                                                                                 "oldest_key_age_days": 5}, "run-2")]
     counted = {name: [e["detail"].get("secret") or e["detail-type"] for e in sent if matches(f["FilterPattern"], e)]
                for name, f in filters().items()}
     assert counted["FailedFilter"] == counted["FailedByAccountFilter"] == ["a"]

@@ -1510,8 +1510,10 @@ def run_org_remove(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
 
 # make org-report: the central log group's events (central.yaml), one row per account, region and secret, from
 # each function's latest whole run ("Access Keys Checked": key ages and next rotations as that account computed
-# them, with its own settings). The query asks for the events, newest first; the rows are read from each event's
-# JSON here (so what the table says is what the function sent, whatever Logs Insights' parsing of fields).
+# them, with its own settings), each secret that a later targeted, rollback or leak run checked (its event is
+# marked "partial") shown as that run left it. The query asks for the events, newest first; the rows are read
+# from each event's JSON here (so what the table says is what the function sent, whatever Logs Insights' parsing
+# of fields).
 REPORT_LIMIT = 10000  # Logs Insights' most rows a query returns
 REPORT_QUERY = f"""fields @timestamp, @message
 | filter source = "key-rotation" and `detail-type` = "Access Keys Checked"
@@ -1547,12 +1549,12 @@ def checked_event(result: list[dict]) -> tuple[str, str, str, dict] | None:
 
 
 def latest_runs(results: list[list[dict]]) -> dict[tuple[str, str], dict]:
-    """Per (account, region): its latest run's parts (rows come newest first; of a part sent twice, by a
+    """Per (account, region): its latest whole run's parts (rows come newest first; of a part sent twice, by a
     retried invocation with the same run id, the newest is kept)."""
     runs: dict[tuple[str, str], dict] = {}
     for result in results:
         found = checked_event(result)
-        if found is None:
+        if found is None or found[3].get("partial") is True:
             continue
         account, region, when, detail = found
         run = runs.setdefault((account, region), {"run": str(detail.get("run")), "time": when, "parts": {}})
@@ -1561,6 +1563,23 @@ def latest_runs(results: list[list[dict]]) -> dict[tuple[str, str], dict]:
         if str(detail.get("run")) == run["run"]:
             run["parts"].setdefault(detail["part"], detail)
     return runs
+
+
+def newer_secrets(results: list[list[dict]], runs: dict[tuple[str, str], dict]) -> dict[tuple[str, str], dict]:
+    """Per (account, region): each secret a partial run (targeted, rollback, leak) checked after the latest whole
+    run, as the newest such run left it: {secret name: (its row, its event's detail)}."""
+    newer: dict[tuple[str, str], dict] = {}
+    for result in results:  # newest first: a secret's first row is its newest
+        found = checked_event(result)
+        if found is None or found[3].get("partial") is not True:
+            continue
+        account, region, when, detail = found
+        if (account, region) in runs and when <= runs[(account, region)]["time"]:
+            continue
+        for secret in detail["secrets"]:
+            name = secret.get("secret") if isinstance(secret, dict) else None
+            newer.setdefault((account, region), {}).setdefault(str(name), (secret, detail))
+    return newer
 
 
 def version_of(detail: dict) -> str:
@@ -1580,35 +1599,47 @@ def secret_cells(secret: Any, code: str) -> dict[str, str] | None:
     return {name: "-" if value == "None" else value for name, value in cells.items()}  # no key yet: no age
 
 
-def run_rows(account: str, region: str, run: dict, now: float) -> tuple[list[tuple[str, ...]], list[str]]:
-    """One account and region's rows from its latest run, and what is wrong with that run: older than
-    STALE_HOURS, a part missing, rows not of the function's shapes (left out)."""
-    rows, notes = [], []
-    parts = [run["parts"][number] for number in sorted(run["parts"])]
+def run_notes(account: str, region: str, run: dict | None, now: float) -> list[str]:
+    """What is wrong with an account and region's latest whole run: none (only partial runs), older than
+    STALE_HOURS, a part missing, Active keys past the deadline that no secret holds."""
+    if run is None:
+        return [f"{account} {region}: STALE, no whole run in the window, only targeted, rollback or leak runs (is "
+                f"its daily schedule on?)"]
+    notes, parts = [], [run["parts"][number] for number in sorted(run["parts"])]
     checked = calendar.timegm(time.strptime(run["time"][:19], "%Y-%m-%dT%H:%M:%S"))
     if (now - checked) / 3600 > STALE_HOURS:
         notes.append(f"{account} {region}: STALE, last checked {run['time']} (is its daily schedule on?)")
     if len(parts) != parts[0].get("parts"):
         notes.append(f"{account} {region}: {len(parts)} parts of its last run arrived, "
                      f"not {shown(str(parts[0].get('parts')))}")
-    bad = 0
-    for detail in parts:
-        for secret in detail["secrets"]:
-            cells = secret_cells(secret, version_of(detail))
-            if cells is None:
-                bad += 1
-                continue
-            state = "OVERDUE" if secret.get("overdue") is True else cells["status"]
-            rows.append((account, region, cells["secret"], cells["user"], cells["key_age_days"],
-                         cells["next_rotation"], state + (" (dry run)" if detail.get("dry_run") is True else ""),
-                         cells["code"]))
     unmanaged = parts[0].get("unmanaged_overdue_keys")
     if isinstance(unmanaged, int) and not isinstance(unmanaged, bool) and unmanaged > 0:
         notes.append(f"{account} {region}: OVERDUE, {unmanaged} Active keys past the deadline that no secret holds "
                      f"(make report there names them)")
+    return notes
+
+
+def run_rows(account: str, region: str, run: dict | None, now: float,
+             newer: dict | None = None) -> tuple[list[tuple[str, ...]], list[str]]:
+    """One account and region's rows: its latest whole run's, each secret a later partial run checked (``newer``)
+    as that run left it; and what is wrong (run_notes; rows not of the function's shapes are left out)."""
+    notes = run_notes(account, region, run, now)
+    parts = [run["parts"][number] for number in sorted(run["parts"])] if run else []
+    checked = {str(secret.get("secret")) if isinstance(secret, dict) else str(id(secret)): (secret, detail)
+               for detail in parts for secret in detail["secrets"]} | (newer or {})
+    rows, bad = [], 0
+    for secret, detail in checked.values():
+        cells = secret_cells(secret, version_of(detail))
+        if cells is None:
+            bad += 1
+            continue
+        state = "OVERDUE" if secret.get("overdue") is True else cells["status"]
+        rows.append((account, region, cells["secret"], cells["user"], cells["key_age_days"],
+                     cells["next_rotation"], state + (" (dry run)" if detail.get("dry_run") is True else ""),
+                     cells["code"]))
     if bad:
         notes.append(f"{account} {region}: {bad} rows not as the function writes them, left out")
-    elif not rows:  # it ran and manages no secret: a row all the same, so every account is on the table
+    elif not rows and parts:  # it ran and manages no secret: a row all the same, so every account is on the table
         code = version_of(parts[0])
         rows.append((account, region, "-", "-", "-", "-", "no secrets",
                      code if re.fullmatch(CELL_SHAPES["code"], code, re.ASCII) else "-"))
@@ -1618,15 +1649,16 @@ def run_rows(account: str, region: str, run: dict, now: float) -> tuple[list[tup
 def report_rows(results: list[list[dict]], now: float,
                 instances: set[tuple[str, str]] | None = None) -> tuple[list[tuple[str, ...]], list[str]]:
     """The table's rows (account, region, secret, user, key age, next rotation, state, version), each account's
-    latest run's, and what is wrong with a run; an account and region the stack set deployed to (``instances``)
-    that sent no run is a row too: MISSING."""
+    latest whole run's with later partial runs' secrets over them, and what is wrong with a run; an account and
+    region the stack set deployed to (``instances``) that sent no run is a row too: MISSING."""
     rows, notes = [], []
     runs = latest_runs(results)
-    for (account, region), run in sorted(runs.items()):
-        more, said = run_rows(account, region, run, now)
+    newer = newer_secrets(results, runs)
+    for account, region in sorted(set(runs) | set(newer)):
+        more, said = run_rows(account, region, runs.get((account, region)), now, newer.get((account, region)))
         rows += more
         notes += said
-    for account, region in sorted((instances or set()) - set(runs)):
+    for account, region in sorted((instances or set()) - set(runs) - set(newer)):
         rows.append((account, region, "-", "-", "-", "-", "MISSING", "-"))
     return rows, notes
 
@@ -1685,8 +1717,8 @@ def run_org_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
         print(note)
     print(f"{len({row[:2] for row in rows})} accounts and regions, {sum(row[2] != '-' for row in rows)} secrets, "
           f"{sum(row[6].startswith('OVERDUE') for row in rows)} overdue, {sum('STALE' in n for n in notes)} stale, "
-          f"{sum(row[6] == 'MISSING' for row in rows)} missing (each function's last whole run in the last "
-          f"{got['DAYS']} days)")
+          f"{sum(row[6] == 'MISSING' for row in rows)} missing (each function's last whole run, and each secret a "
+          f"later run checked, in the last {got['DAYS']} days)")
 
 
 RUN = {"policy": run_policy, "create": run_create, "configure": run_configure, "deploy": run_deploy,
