@@ -942,6 +942,7 @@ class SecretRecord:
     keys: list[KeyState] | None = field(default=None, repr=False)  # the user's keys, as listed in the run
     usage: dict[str, tuple[datetime | None, str]] = field(default_factory=dict, repr=False)  # key -> last use
     adopted_at: dict[str, datetime] = field(default_factory=dict, repr=False)  # adopted key -> first adopted
+    changed_at: datetime | None = None  # DescribeSecret's LastChangedDate: Secrets Manager's, no writer's
 
     def version_with(self, stage: str) -> str | None:
         return next((v for v, labels in self.stages.items() if stage in labels), None)
@@ -1412,6 +1413,7 @@ def record_of(secret_id: str, meta: dict, response: dict) -> SecretRecord:
         stages={v: list(s) for v, s in (meta.get("VersionIdsToStages") or {}).items()},
         rotation_enabled=bool(meta.get("RotationEnabled")), rotation_lambda_arn=meta.get("RotationLambdaARN"),
         tags={t["Key"]: t["Value"] for t in meta.get("Tags") or []},
+        changed_at=meta.get("LastChangedDate") if isinstance(meta.get("LastChangedDate"), datetime) else None,
     )
 
 
@@ -2834,6 +2836,13 @@ def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Clea
     if held is None and record.held_key_id and made_at and timedelta(0) <= run.clock.now() - made_at < LIST_LAG:
         return skipped(record, f"IAM does not list the key the secret holds, {record.held_key_id}, yet: its list "
                                f"lags a change, and this function made a key at {iso(made_at)}; judged next run")
+    # A rollback turns the held key on and moves AWSCURRENT to it: for a minute IAM may still list it Inactive.
+    # The secret's LastChangedDate (Secrets Manager's own, read consistently) says it just changed: wait.
+    if held is not None and held.status == KeyStatus.INACTIVE and len(record.stages) > 1 and record.changed_at \
+            and timedelta(0) <= run.clock.now() - record.changed_at < LIST_LAG:
+        return skipped(record, f"IAM lists the key the secret holds, {held.key_id}, {held.status}, and the secret "
+                               f"changed at {iso(record.changed_at)}: IAM's list lags a change (a rollback turns a "
+                               f"key on); judged next run")
     held_ok = held is not None and held.active
     restore, found = (None, None)
     if record.held_key_id and not held_ok and not redelivery:

@@ -33,7 +33,7 @@ from moto import mock_aws
 
 import faults as fault_kit
 import lambda_function
-from lagging_aws import LaggingKeyLists, LaggingLastUsed, install
+from lagging_aws import LaggingKeyLists, LaggingLastUsed, SecretChangeDates, install, install_secret_dates
 from local_aws import LambdaContext, make_moto_move_current_as_aws_does, moto_server
 from seed import ACCOUNT_ID, iam_secret_keys
 
@@ -206,9 +206,10 @@ def lagging_iam(aws, clock):
 
 @pytest.fixture
 def lagging_lists(aws, clock):
-    """IAM's ListAccessKeys as far behind as AWS's (``lagging_aws.LaggingKeyLists``), on the test's clock."""
+    """IAM's ListAccessKeys as far behind as AWS's (``lagging_aws.LaggingKeyLists``), on the test's clock; each
+    change of a secret dated as AWS dates it (``SecretChangeDates``)."""
     stand_in = LaggingKeyLists(clock.now)
-    with install(lists=stand_in):
+    with install(lists=stand_in), install_secret_dates(SecretChangeDates(clock.now)):
         yield stand_in
 
 

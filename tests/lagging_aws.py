@@ -19,6 +19,9 @@ source:
   (conftest) takes it as ``delay``.
 - ``STS_NEW_KEY_LAG``: a new access key may be refused by STS for seconds (IAM User Guide, "Manage access
   keys": a new key can take a few seconds to work); ``AwsLikeSts.not_yet`` (conftest) refuses it so.
+- A secret's ``LastChangedDate`` ("the last date and time that this secret was modified in any way",
+  DescribeSecret) moves when a staging label moves; moto moves it only on a new value or metadata, and by the
+  wall clock: ``SecretChangeDates`` moves it on every change, on the account's clock.
 - ``SECRETS_LIST_LAG``: ListSecrets may miss a secret made, or still list one deleted, in the last five
   minutes (Secrets Manager API Reference, ListSecrets: "ListSecrets is eventually consistent, however it might
   not reflect changes from the last five minutes. To get the latest information for a specific secret, use
@@ -180,6 +183,22 @@ class LaggingSecretLists:
         return json.dumps({"SecretList": page, "NextToken": token})
 
 
+class SecretChangeDates:
+    """DescribeSecret's LastChangedDate as AWS keeps it: every change to a secret (a new value, a label moved)
+    dates it on ``now``. moto dates only a new value or metadata, by the wall clock, and not a moved label."""
+
+    def __init__(self, now: Callable[[], datetime]) -> None:
+        self.now = now
+
+    def changing(self, response: Any, original: Any) -> Any:
+        """In place of moto's put_secret_value and update_secret_version_stage: let moto change it, then date it."""
+        answer = original(response)
+        secret = response.backend.secrets.get(response._get_param("SecretId"))
+        if secret is not None:
+            secret.last_changed_date = self.now().timestamp()
+        return answer
+
+
 def new_keys_refused(now: Callable[[], datetime], lag: timedelta = STS_NEW_KEY_LAG) -> Callable[[str], bool]:
     """For ``AwsLikeSts.not_yet``: STS refuses a key IAM made less than ``lag`` ago, as AWS refuses a key that has
     not reached every endpoint yet (read from moto's state: the key's creation date)."""
@@ -263,3 +282,11 @@ def install_secret_lists(lists: LaggingSecretLists) -> Any:
 
     return answering(SecretsManagerResponse, {"list_secrets": lists.answer, "create_secret": lists.creating,
                                               "delete_secret": lists.deleting})
+
+
+def install_secret_dates(dates: SecretChangeDates) -> Any:
+    """The stand-in dating each change of a secret (SecretChangeDates), for the block's length."""
+    from moto.secretsmanager.responses import SecretsManagerResponse
+
+    return answering(SecretsManagerResponse, dict.fromkeys(("put_secret_value", "update_secret_version_stage"),
+                                                           dates.changing))

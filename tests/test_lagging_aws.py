@@ -402,3 +402,28 @@ def test_a_leak_of_a_key_a_rollback_just_turned_on_is_answered_whatever_the_list
                                              "secret holds, as Inactive"):
         invoke(seeded.secret, event={"exposed": [old]})
     assert truth("alice")[old] == "Active"
+
+
+def test_a_run_a_minute_after_a_rollback_waits_for_iam_s_list_and_deletes_nothing(aws, invoke, clock, lagging_lists):
+    # IAM's list may show the key a rollback just turned on as Inactive for a minute; the run must not take the
+    # secret's key for a dead one (replace it and delete it after the store). The secret's LastChangedDate,
+    # Secrets Manager's own and read consistently, says it changed a moment ago: the run waits.
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    lagging_lists.settled()
+    (old,) = seeded.key_ids
+    invoke(seeded.secret)  # rotated: old Inactive
+    new = aws.value(seeded.secret)["AccessKeyId"]
+    clock.advance(LIST_LAG.total_seconds())
+    invoke(seeded.secret, event={"rollback": [seeded.secret]})  # old Active and current again, new Inactive
+    assert truth("alice") == {old: "Active", new: "Inactive"}
+    clock.advance(20)
+
+    (entry,) = invoke(seeded.secret)["secrets"]
+
+    assert entry["status"] == "skipped" and f"lists the key the secret holds, {old}, Inactive" in entry["reason"]
+    assert truth("alice") == {old: "Active", new: "Inactive"}, "nothing deleted, nothing made"
+    assert aws.value(seeded.secret)["AccessKeyId"] == old
+    clock.advance(LIST_LAG.total_seconds())
+    (entry,) = invoke(seeded.secret)["secrets"]  # the list has caught up: an ordinary run (these tests rotate each)
+    assert entry["status"] == "rotated" and entry["old_key_id"] == old
+    assert truth("alice")[aws.value(seeded.secret)["AccessKeyId"]] == "Active"

@@ -34,7 +34,15 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import lambda_function
 from conftest import FakeClock, LambdaContext, load_event
 from faults import CRASH, REFUSED, TIMEOUT, Crash
-from lagging_aws import IAM_LAST_USED_LAG, LaggingKeyLists, LaggingLastUsed, install, new_keys_refused
+from lagging_aws import (
+    IAM_LAST_USED_LAG,
+    LaggingKeyLists,
+    LaggingLastUsed,
+    SecretChangeDates,
+    install,
+    install_secret_dates,
+    new_keys_refused,
+)
 from lambda_function import ConfigError, RotationError, RotationFailed
 from seed import ACCOUNT_ID, begin_rotation, enable_rotation, iam_secret_keys, seed_user
 
@@ -542,7 +550,8 @@ def run_model(aws, sts, faults, frozen, examples: int, steps: int, seed: int | N
     Account.epoch = datetime.now(UTC).replace(tzinfo=None)
     Account.lag = LaggingLastUsed(lambda: datetime.now(UTC))  # freezegun's: the account's one clock
     Account.lists = LaggingKeyLists(lambda: datetime.now(UTC))
-    with install(last_used=Account.lag, lists=Account.lists):
+    with install(last_used=Account.lag, lists=Account.lists), \
+            install_secret_dates(SecretChangeDates(lambda: datetime.now(UTC))):
         run_state_machine_as_test(machine, settings=settings(
             max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
             derandomize=seed is not None, suppress_health_check=list(HealthCheck), print_blob=True))
