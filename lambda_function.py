@@ -55,7 +55,9 @@ The safety rules, each with the one function that enforces it, and the documente
   ``Holders.unproven``, touched by no plan but a leak's); an
   adoption ends with its key, and a key turned on again is a new adoption (``record_adoptions``); a secret only
   ListSecrets (five minutes behind) found that DescribeSecret shows deleted is skipped, one sec names fails
-  (``read_secrets``). What each destructive step acts on, and how stale it may be: docs/design.md.
+  (``read_secrets``); a key the secret holds that IAM does not list yet, or lists Inactive just after the
+  secret changed (a rollback), is judged next run (``assess``: LIST_LAG). What each destructive step acts on,
+  and how stale it may be: docs/design.md.
 - The new key is stored at once; a definite refusal deletes it, an ambiguous failure re-reads first
   (``store_key``); a lost CreateAccessKey answer leaves no unknown key behind (``create_key``); a clean-up runs
   inside TIME_MARGIN_SECONDS (``CallBudget.cleanup``).
