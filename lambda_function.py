@@ -69,16 +69,22 @@ The safety rules, each with the one function that enforces it, and the documente
   refused entry costs no other its delivery (``event_entries``, ``put_batches``, ``put_batch``); summaries and
   events go to this account or CENTRAL_ACCOUNT_ID's only, and a bus of this region only
   (``check_destinations``).
-- No SecretAccessKey is ever logged, returned, published or put in an error message, and no AWS error message
-  of a call that carries one is repeated anywhere (``describe_error``, ``loads_or_none``, ``event_entries``).
+- No SecretAccessKey (nor an SES SMTP password derived from it, ``new_value``) is ever logged, returned, published
+  or put in an error message, and no AWS error message of a call that carries one is repeated anywhere
+  (``describe_error``, ``loads_or_none``, ``event_entries``).
+- A key and what is derived from it are stored together: the one store (``store_key``, its value from
+  ``new_value``) writes a new key with its SMTP passwords (tag key-rotation:smtp-regions, checked in
+  ``secret_settings``) in one version, for every entry point that makes a key.
 """
 
 from __future__ import annotations
 
 __version__ = "1.0.0"  # the release (semantic versioning): the VERSION file, CHANGELOG.md, make release's names
 
+import base64
 import csv
 import hashlib
+import hmac
 import io
 import json
 import logging
@@ -1585,13 +1591,52 @@ def discard_key(clients: Clients, record: SecretRecord, key_id: str) -> str:
     return "new key deleted, old key unchanged"
 
 
-def store_key(clients: Clients, record: SecretRecord, new_key: NewKey, token: str, pending: bool = False) -> None:
-    """Write the new key into the secret: as its new AWSCURRENT version, or as AWSPENDING version ``token``.
+# The regions with an SES SMTP endpoint (email-smtp.REGION.amazonaws.com), from AWS's "Amazon Simple Email Service
+# endpoints and quotas" page, SMTP endpoints (https://docs.aws.amazon.com/general/latest/gr/ses.html#ses_smtp_endpoints)
+# and AWS's own SMTP-credentials example (its SMTP_REGIONS). A password derived for another region authenticates
+# nowhere, so a tag naming one is refused with this list; add a region here when AWS's page adds it.
+SES_SMTP_REGIONS = (
+    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "af-south-1", "ap-south-1", "ap-south-2", "ap-southeast-1",
+    "ap-southeast-2", "ap-southeast-3", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ca-central-1",
+    "eu-central-1", "eu-west-1", "eu-west-2", "eu-west-3", "eu-south-1", "eu-north-1", "il-central-1", "me-south-1",
+    "sa-east-1", "us-gov-east-1", "us-gov-west-1",
+)
+SMTP_FIELDS = ("SmtpUsername", "SmtpPasswords")  # what a secret tagged key-rotation:smtp-regions holds besides the key
+
+
+def smtp_password(secret_access_key: str, region: str) -> str:
+    """The SES SMTP password of a secret access key for one region, by AWS's documented algorithm ("Obtaining
+    Amazon SES SMTP credentials by converting existing AWS credentials"): a SigV4-style HMAC-SHA256 chain from
+    "AWS4" + the secret key over the fixed date "11111111", the region, "ses", "aws4_request", then the message
+    "SendRawEmail"; the version byte 0x04 before it; base64. Its value is a secret: never logged or returned."""
+    signature = ("AWS4" + secret_access_key).encode()
+    for part in ("11111111", region, "ses", "aws4_request", "SendRawEmail"):
+        signature = hmac.new(signature, part.encode(), hashlib.sha256).digest()
+    return base64.b64encode(b"\x04" + signature).decode()
+
+
+def new_value(record: SecretRecord, new_key: NewKey, smtp_regions: tuple[str, ...]) -> dict[str, Any]:
+    """The secret's next value: its other fields as they are, the new key, and with ``smtp_regions`` (the tag
+    key-rotation:smtp-regions) the key's SMTP user name and a password per region, so that one version holds a
+    consistent pair. Without the tag, SMTP fields an earlier version held are dropped: they belong to the old
+    key and would be stale."""
+    value = {k: v for k, v in record.value.items() if k not in SMTP_FIELDS}
+    value.update(AccessKeyId=new_key.key_id, SecretAccessKey=new_key.secret_access_key)
+    if smtp_regions:
+        value["SmtpUsername"] = new_key.key_id
+        value["SmtpPasswords"] = {region: smtp_password(new_key.secret_access_key, region) for region in smtp_regions}
+    return value
+
+
+def store_key(clients: Clients, record: SecretRecord, new_key: NewKey, token: str, pending: bool = False, *,
+              smtp_regions: tuple[str, ...]) -> None:
+    """Write the new key into the secret (with its SMTP passwords, ``new_value``): as its new AWSCURRENT version,
+    or as AWSPENDING version ``token``.
 
     A definite refusal means nothing was written: the new key is deleted. An
     ambiguous failure (timeout, 5xx, retry budget) re-reads the secret first.
     """
-    value = {**record.value, "AccessKeyId": new_key.key_id, "SecretAccessKey": new_key.secret_access_key}
+    value = new_value(record, new_key, smtp_regions)
     version: dict[str, Any] = {"ClientRequestToken": token}
     if pending:
         version["VersionStages"] = [PENDING]
@@ -1847,6 +1892,7 @@ TAG_MODE = "key-rotation:mode"
 TAG_ROTATE_AFTER = "key-rotation:rotate-after-days"
 TAG_GRACE = "key-rotation:grace-hours"
 TAG_MODES = ("rotate", "dry-run", "skip")
+TAG_SMTP_REGIONS = "key-rotation:smtp-regions"  # adds fields: the new key's SES SMTP passwords, for these regions
 
 
 @dataclass(frozen=True)
@@ -1857,6 +1903,22 @@ class SecretSettings:
     dry_run: bool
     rotate_after_days: float
     grace_hours: float
+    smtp_regions: tuple[str, ...] = ()  # the key-rotation:smtp-regions tag: SES SMTP passwords kept with the key
+
+
+def tagged_smtp_regions(record: SecretRecord) -> tuple[str, ...]:
+    """The regions the secret's key-rotation:smtp-regions tag names (separated by spaces), checked: each one of
+    SES_SMTP_REGIONS, or this secret fails before anything is made, naming the tag and the list."""
+    if TAG_SMTP_REGIONS not in record.tags:
+        return ()
+    raw = record.tags[TAG_SMTP_REGIONS]
+    regions = tuple(dict.fromkeys(raw.split()))
+    unknown = [repr(r[:40]) for r in regions if r not in SES_SMTP_REGIONS]  # a tag's words, shown short
+    if unknown or not regions:
+        what = f"names {', '.join(unknown[:5])}, not" if unknown else "names no region; it takes"
+        raise RotationError(record.name, f"tag {TAG_SMTP_REGIONS} {what} SES SMTP regions (separated by spaces): "
+                                         f"{' '.join(SES_SMTP_REGIONS)}; nothing changed")
+    return regions
 
 
 def secret_settings(record: SecretRecord, settings: Settings) -> SecretSettings:
@@ -1876,7 +1938,7 @@ def secret_settings(record: SecretRecord, settings: Settings) -> SecretSettings:
         raise RotationError(record.name, str(err).replace("setting ", "tag ", 1)) from None
     return SecretSettings(mode=mode, dry_run=settings.dry_run or mode == "dry-run",
                           rotate_after_days=max(rotate_after, settings.rotate_after_days),
-                          grace_hours=max(grace, settings.grace_hours))
+                          grace_hours=max(grace, settings.grace_hours), smtp_regions=tagged_smtp_regions(record))
 
 
 def previous_key(run: Run, record: SecretRecord, keys: list[KeyState]) -> str | None:
@@ -2056,7 +2118,7 @@ def guard(run: Run, record: SecretRecord, entry: Entry) -> SecretSettings:
     if why:
         raise RotationError(record.name, why)
     record.authorised = True
-    own = secret_settings(record, run.settings)
+    own = record.own = secret_settings(record, run.settings)
     if own.mode == "skip":
         raise Hold(f"tag {TAG_MODE}=skip")
     return own
@@ -2916,7 +2978,7 @@ def rotate(run: Run, item: Rotate) -> Outcome | Stored:
         verify_current_first(run, record, "force")
     try:
         new_key = make_room_and_create(run, record, plan, item.keys, item.token)
-        store_key(run.clients, record, new_key, item.token)
+        store_key(run.clients, record, new_key, item.token, smtp_regions=item.own.smtp_regions)
     except RotationError as err:  # the rotation acted: it counts towards MAX_FAILURES
         run.count_failure(str(err))
         raise
@@ -3578,7 +3640,7 @@ def step_create_secret(run: Run, record: SecretRecord, token: str) -> str:
         raise RotationError(record.name, plan.blocked)
     new_key = make_room_and_create(run, record, plan, keys, None)
     try:
-        store_key(clients, record, new_key, token, pending=True)
+        store_key(clients, record, new_key, token, pending=True, smtp_regions=record.own.smtp_regions)
     except RotationError as err:
         if pending is not None and err.code == "ResourceExistsException":
             raise RotationError(record.name, f"{err.why}. Version {token} holds a key that no longer works and "
