@@ -19,8 +19,9 @@ above it.
 7. Settling: the usage gate of a previous or adopted key (``settle_decision``, ``settle``).
 8. Rollback: ``restore_previous``, the one way back to AWSPREVIOUS's key, for ``rollback_secret`` and for
    ``repair`` (the key the secret holds is gone or off).
-9. Compliance and the account report: the deadline's figures per secret, IAM's credential report, and (with
-   LOOKUP_HOLDOUTS) who CloudTrail shows still using a key (reads only).
+9. Compliance and the account report: the deadline's figures per secret, IAM's credential report, (with
+   LOOKUP_HOLDOUTS) who CloudTrail shows still using a key, and (``{"report": true, "roles": true}``,
+   ``roles_report``) which Active keys a role could replace, from CloudTrail (reads only).
 10. Batch passes (EventBridge schedule, console, CLI): ``run_batch``: resolve, read, authorise, decide; then
     ``assess`` every claimed secret (reads only) and ``act`` in waves (``waves_of``): verify every key together,
     ``finish``; ``{"rollback": [...]}`` runs ``rollback_secret`` instead.
