@@ -25,7 +25,7 @@ PORT       ?= 5000
 DEPLOY_VALUES := FUNCTION ROLE REGION TIMEOUT MEMORY SCHEDULE RETRIES EVENT SINCE ACCOUNT_ID PREFIX KMS_KEY_ID \
   USER_PATH STACK TOPIC SECRET \
   OUS REGIONS ARTIFACT_PREFIX STACK_SET CALL_AS CANARY FAILURE_PERCENT MAX_PERCENT OVERRIDES ORG_ID LOG_GROUP DAYS \
-  CENTRAL_PROFILE OUTPUT
+  CENTRAL_PROFILE OUTPUT ROLES
 # The Makefile's own variables; every other NAME=VALUE on the command line is a setting of the function,
 # passed to tools/deploy_config.py, which checks names and values with the function's own settings table
 # (a typo is refused with the nearest name; NAME= removes the setting); for org-deploy and org-update, each is
@@ -54,7 +54,7 @@ help:  ## this list
 	@echo "make TARGET [VAR=value ...]"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 14
 	@echo "Deploy variables: FUNCTION (required) REGION ROLE SEC SECRET STACK TOPIC ACCOUNT_ID PREFIX KMS_KEY_ID"
-	@echo "  USER_PATH EVENT OUTPUT SINCE SCHEDULE TIMEOUT MEMORY RETRIES, and the function's settings by name:"
+	@echo "  USER_PATH EVENT OUTPUT ROLES SINCE SCHEDULE TIMEOUT MEMORY RETRIES, and the function's settings by name:"
 	@echo "  DRY_RUN GRACE_HOURS ROTATE_AFTER_DAYS ..."
 	@echo "Organisation (org-*): OUS REGIONS ARTIFACT_PREFIX STACK_SET CALL_AS CANARY FAILURE_PERCENT MAX_PERCENT"
 	@echo "  OVERRIDES ORG_ID LOG_GROUP DAYS CENTRAL_PROFILE, and template.yaml's parameters by name: SecretNames=..."
@@ -138,7 +138,7 @@ exposed-rule: check-exposed-rule cli  ## route 2a: run the function the moment A
 invoke: check-invoke cli  ## run it now with EVENT (default: a dry run): a row a secret, the answer in dist/ (OUTPUT=json); fails if one did
 	@$(DEPLOY) invoke
 
-report: check-report cli  ## the account's keys past MAX_KEY_AGE_DAYS, managed or not, and what rotates when
+report: check-report cli  ## the account's keys past MAX_KEY_AGE_DAYS, managed or not, and what rotates when (ROLES=true: which a role could replace)
 	@$(DEPLOY) report
 
 alarms: check-alarms cli  ## route 2a: the template's alarms (errors, no good run for 36 h, key in use, overdue)

@@ -19,8 +19,9 @@ above it.
 7. Settling: the usage gate of a previous or adopted key (``settle_decision``, ``settle``).
 8. Rollback: ``restore_previous``, the one way back to AWSPREVIOUS's key, for ``rollback_secret`` and for
    ``repair`` (the key the secret holds is gone or off).
-9. Compliance and the account report: the deadline's figures per secret, IAM's credential report, and (with
-   LOOKUP_HOLDOUTS) who CloudTrail shows still using a key (reads only).
+9. Compliance and the account report: the deadline's figures per secret, IAM's credential report, (with
+   LOOKUP_HOLDOUTS) who CloudTrail shows still using a key, and (``{"report": true, "roles": true}``,
+   ``roles_report``) which Active keys a role could replace, from CloudTrail (reads only).
 10. Batch passes (EventBridge schedule, console, CLI): ``run_batch``: resolve, read, authorise, decide; then
     ``assess`` every claimed secret (reads only) and ``act`` in waves (``waves_of``): verify every key together,
     ``finish``; ``{"rollback": [...]}`` runs ``rollback_secret`` instead.
@@ -71,16 +72,22 @@ The safety rules, each with the one function that enforces it, and the documente
   refused entry costs no other its delivery (``event_entries``, ``put_batches``, ``put_batch``); summaries and
   events go to this account or CENTRAL_ACCOUNT_ID's only, and a bus of this region only
   (``check_destinations``).
-- No SecretAccessKey is ever logged, returned, published or put in an error message, and no AWS error message
-  of a call that carries one is repeated anywhere (``describe_error``, ``loads_or_none``, ``event_entries``).
+- No SecretAccessKey (nor an SES SMTP password derived from it, ``new_value``) is ever logged, returned, published
+  or put in an error message, and no AWS error message of a call that carries one is repeated anywhere
+  (``describe_error``, ``loads_or_none``, ``event_entries``).
+- A key and what is derived from it are stored together: the one store (``store_key``, its value from
+  ``new_value``) writes a new key with its SMTP passwords (tag key-rotation:smtp-regions, checked in
+  ``secret_settings``) in one version, for every entry point that makes a key.
 """
 
 from __future__ import annotations
 
 __version__ = "1.0.0"  # the release (semantic versioning): the VERSION file, CHANGELOG.md, make release's names
 
+import base64
 import csv
 import hashlib
+import hmac
 import io
 import json
 import logging
@@ -164,7 +171,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The event's controls and their types. A key that means one of these once case and every character but letters
 # and digits are ignored (dryRun, DRY_RUN, dry-run, "dry run", dry.run) is refused, never ignored.
 EVENT_CONTROLS: dict[str, type] = {"dry_run": bool, "force": bool, "secrets": list, "rollback": list,
-                                   "report": bool, "exposed": list}
+                                   "report": bool, "exposed": list, "roles": bool}
 # AWS Health's events for an access key found exposed (service RISK), each naming the key in affectedEntities.
 EXPOSURE_CODES = ("AWS_RISK_CREDENTIALS_EXPOSED", "AWS_RISK_CREDENTIALS_COMPROMISED",
                   "AWS_RISK_CREDENTIALS_EXPOSURE_SUSPECTED", "AWS_RISK_CREDENTIALS_COMPROMISE_SUSPECTED")
@@ -209,6 +216,9 @@ class Settings:
     max_failures: int = 5  # rotations that acted and failed before no new one starts (0: no limit)
     event_bus: str | None = None
     lookup_holdouts: bool = False  # ask CloudTrail who still uses a previous key kept Active or forced off
+    roles: bool = False  # event "roles" (with "report"): which Active keys a role could replace, from CloudTrail
+    role_lookback_days: int = 30
+    role_regions: tuple[str, ...] = ()  # the regions whose CloudTrail event history the roles report reads
     central_account_id: str | None = None  # the one other account a topic or bus may be in
 
     @property
@@ -324,6 +334,9 @@ def event_controls(event: Any) -> dict[str, Any]:
         raise ConfigError('event: use "secrets" or "rollback", not both')
     if "exposed" in controls and set(controls) - {"exposed", "dry_run"}:
         raise ConfigError('event: "exposed" goes alone (or with "dry_run")')
+    if controls.get("roles") and not controls.get("report"):
+        raise ConfigError('event: "roles" goes with "report": true ({"report": true, "roles": true}: a report that '
+                          "reads only); nothing changed")
     return controls
 
 
@@ -404,6 +417,10 @@ SETTINGS_TABLE: dict[str, Setting] = {s.name: s for s in (
             "account's only)"),
     Setting("LOOKUP_HOLDOUTS", bool, False, "ask CloudTrail who still uses a previous key kept Active (or "
             "deactivated) although in use (needs cloudtrail:LookupEvents)"),
+    Setting("ROLE_LOOKBACK_DAYS", int, 30, "the roles report ({\"report\": true, \"roles\": true}) reads this many "
+            "days of CloudTrail's event history per key (at most 90, what LookupEvents keeps)", 1, 90),
+    Setting("ROLE_REGIONS", "text", None, "the regions whose CloudTrail event history the roles report reads, "
+            "separated by spaces (default: the function's own region)"),
 )}
 
 
@@ -500,6 +517,25 @@ def scheduled_time(event: Any, now: datetime) -> datetime | None:
     return when if abs(now - when) <= REDELIVERY_WINDOW else None
 
 
+ROLE_REGIONS_MOST = 10  # regions the roles report reads at most: each costs a paced lookup per key
+
+
+def role_regions(value: str | None, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """ROLE_REGIONS: region names separated by spaces (default: the function's own region, AWS_REGION)."""
+    words = tuple(dict.fromkeys((value or "").split())) or tuple(
+        r for r in (environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "",) if r)
+    for word in words:
+        parts = word.split("-")
+        if not (len(parts) >= 3 and len(parts[0]) == 2 and parts[-1].isdigit() and word.isascii()
+                and all(p.isalnum() and p == p.lower() for p in parts) and len(word) <= 30):
+            raise ConfigError(f"setting ROLE_REGIONS names {word[:40]!r}, not a region; use region names like "
+                              "eu-west-1, separated by spaces")
+    if len(words) > ROLE_REGIONS_MOST:
+        raise ConfigError(f"setting ROLE_REGIONS names {len(words)} regions; the roles report reads at most "
+                          f"{ROLE_REGIONS_MOST} (each costs a paced CloudTrail call per key)")
+    return words
+
+
 def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None = None) -> Settings:
     """Every setting and event control, parsed strictly, once. Raises ConfigError before anything is touched."""
     if is_rotation_event(event):
@@ -545,6 +581,9 @@ def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None =
         max_failures=setting(environ, "MAX_FAILURES"),
         event_bus=event_bus(setting(environ, "EVENT_BUS")),
         lookup_holdouts=setting(environ, "LOOKUP_HOLDOUTS"),
+        roles=controls.get("roles", False),
+        role_lookback_days=setting(environ, "ROLE_LOOKBACK_DAYS"),
+        role_regions=role_regions(setting(environ, "ROLE_REGIONS"), environ),
         central_account_id=central_account(setting(environ, "CENTRAL_ACCOUNT_ID")),
     )
 
@@ -1231,6 +1270,10 @@ class Clients:
     def cloudtrail(self) -> Any:
         return self.optional("cloudtrail")
 
+    def cloudtrail_in(self, region: str) -> Any:
+        """CloudTrail in one region (its event history is per region), paced by the same ``Pacer``."""
+        return self.optional(f"cloudtrail@{region}")
+
 
 # The environment that decides where clients connect and as whom. It does not
 # change within a Lambda execution environment; a test may change it.
@@ -1259,8 +1302,9 @@ def clients_for(environment: tuple[str | None, ...], retry_mode: str, max_attemp
                     connect_timeout=5, read_timeout=15, max_pool_connections=64)
     budget, pacer = CallBudget(), Pacer(LOOKUP_INTERVAL_SECONDS)
 
-    def make(service: str) -> Any:
-        client = session.client(service, config=config)
+    def make(name: str) -> Any:
+        service, _, region = name.partition("@")  # "cloudtrail@eu-west-1": a client of that region
+        client = session.client(service, config=config, **({"region_name": region} if region else {}))
         if service == "cloudtrail":
             client.meta.events.register("request-created", pacer.wait)  # every attempt; before the budget's check
         client.meta.events.register("before-call", budget.start)
@@ -1589,13 +1633,52 @@ def discard_key(clients: Clients, record: SecretRecord, key_id: str) -> str:
     return "new key deleted, old key unchanged"
 
 
-def store_key(clients: Clients, record: SecretRecord, new_key: NewKey, token: str, pending: bool = False) -> None:
-    """Write the new key into the secret: as its new AWSCURRENT version, or as AWSPENDING version ``token``.
+# The regions with an SES SMTP endpoint (email-smtp.REGION.amazonaws.com), from AWS's "Amazon Simple Email Service
+# endpoints and quotas" page, SMTP endpoints (https://docs.aws.amazon.com/general/latest/gr/ses.html#ses_smtp_endpoints)
+# and AWS's own SMTP-credentials example (its SMTP_REGIONS). A password derived for another region authenticates
+# nowhere, so a tag naming one is refused with this list; add a region here when AWS's page adds it.
+SES_SMTP_REGIONS = (
+    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "af-south-1", "ap-south-1", "ap-south-2", "ap-southeast-1",
+    "ap-southeast-2", "ap-southeast-3", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ca-central-1",
+    "eu-central-1", "eu-west-1", "eu-west-2", "eu-west-3", "eu-south-1", "eu-north-1", "il-central-1", "me-south-1",
+    "sa-east-1", "us-gov-east-1", "us-gov-west-1",
+)
+SMTP_FIELDS = ("SmtpUsername", "SmtpPasswords")  # what a secret tagged key-rotation:smtp-regions holds besides the key
+
+
+def smtp_password(secret_access_key: str, region: str) -> str:
+    """The SES SMTP password of a secret access key for one region, by AWS's documented algorithm ("Obtaining
+    Amazon SES SMTP credentials by converting existing AWS credentials"): a SigV4-style HMAC-SHA256 chain from
+    "AWS4" + the secret key over the fixed date "11111111", the region, "ses", "aws4_request", then the message
+    "SendRawEmail"; the version byte 0x04 before it; base64. Its value is a secret: never logged or returned."""
+    signature = ("AWS4" + secret_access_key).encode()
+    for part in ("11111111", region, "ses", "aws4_request", "SendRawEmail"):
+        signature = hmac.new(signature, part.encode(), hashlib.sha256).digest()
+    return base64.b64encode(b"\x04" + signature).decode()
+
+
+def new_value(record: SecretRecord, new_key: NewKey, smtp_regions: tuple[str, ...]) -> dict[str, Any]:
+    """The secret's next value: its other fields as they are, the new key, and with ``smtp_regions`` (the tag
+    key-rotation:smtp-regions) the key's SMTP user name and a password per region, so that one version holds a
+    consistent pair. Without the tag, SMTP fields an earlier version held are dropped: they belong to the old
+    key and would be stale."""
+    value = {k: v for k, v in record.value.items() if k not in SMTP_FIELDS}
+    value.update(AccessKeyId=new_key.key_id, SecretAccessKey=new_key.secret_access_key)
+    if smtp_regions:
+        value["SmtpUsername"] = new_key.key_id
+        value["SmtpPasswords"] = {region: smtp_password(new_key.secret_access_key, region) for region in smtp_regions}
+    return value
+
+
+def store_key(clients: Clients, record: SecretRecord, new_key: NewKey, token: str, pending: bool = False, *,
+              smtp_regions: tuple[str, ...]) -> None:
+    """Write the new key into the secret (with its SMTP passwords, ``new_value``): as its new AWSCURRENT version,
+    or as AWSPENDING version ``token``.
 
     A definite refusal means nothing was written: the new key is deleted. An
     ambiguous failure (timeout, 5xx, retry budget) re-reads the secret first.
     """
-    value = {**record.value, "AccessKeyId": new_key.key_id, "SecretAccessKey": new_key.secret_access_key}
+    value = new_value(record, new_key, smtp_regions)
     version: dict[str, Any] = {"ClientRequestToken": token}
     if pending:
         version["VersionStages"] = [PENDING]
@@ -1851,6 +1934,7 @@ TAG_MODE = "key-rotation:mode"
 TAG_ROTATE_AFTER = "key-rotation:rotate-after-days"
 TAG_GRACE = "key-rotation:grace-hours"
 TAG_MODES = ("rotate", "dry-run", "skip")
+TAG_SMTP_REGIONS = "key-rotation:smtp-regions"  # adds fields: the new key's SES SMTP passwords, for these regions
 
 
 @dataclass(frozen=True)
@@ -1861,6 +1945,22 @@ class SecretSettings:
     dry_run: bool
     rotate_after_days: float
     grace_hours: float
+    smtp_regions: tuple[str, ...] = ()  # the key-rotation:smtp-regions tag: SES SMTP passwords kept with the key
+
+
+def tagged_smtp_regions(record: SecretRecord) -> tuple[str, ...]:
+    """The regions the secret's key-rotation:smtp-regions tag names (separated by spaces), checked: each one of
+    SES_SMTP_REGIONS, or this secret fails before anything is made, naming the tag and the list."""
+    if TAG_SMTP_REGIONS not in record.tags:
+        return ()
+    raw = record.tags[TAG_SMTP_REGIONS]
+    regions = tuple(dict.fromkeys(raw.split()))
+    unknown = [repr(r[:40]) for r in regions if r not in SES_SMTP_REGIONS]  # a tag's words, shown short
+    if unknown or not regions:
+        what = f"names {', '.join(unknown[:5])}, not" if unknown else "names no region; it takes"
+        raise RotationError(record.name, f"tag {TAG_SMTP_REGIONS} {what} SES SMTP regions (separated by spaces): "
+                                         f"{' '.join(SES_SMTP_REGIONS)}; nothing changed")
+    return regions
 
 
 def secret_settings(record: SecretRecord, settings: Settings) -> SecretSettings:
@@ -1880,7 +1980,7 @@ def secret_settings(record: SecretRecord, settings: Settings) -> SecretSettings:
         raise RotationError(record.name, str(err).replace("setting ", "tag ", 1)) from None
     return SecretSettings(mode=mode, dry_run=settings.dry_run or mode == "dry-run",
                           rotate_after_days=max(rotate_after, settings.rotate_after_days),
-                          grace_hours=max(grace, settings.grace_hours))
+                          grace_hours=max(grace, settings.grace_hours), smtp_regions=tagged_smtp_regions(record))
 
 
 def previous_key(run: Run, record: SecretRecord, keys: list[KeyState]) -> str | None:
@@ -2060,7 +2160,7 @@ def guard(run: Run, record: SecretRecord, entry: Entry) -> SecretSettings:
     if why:
         raise RotationError(record.name, why)
     record.authorised = True
-    own = secret_settings(record, run.settings)
+    own = record.own = secret_settings(record, run.settings)
     if own.mode == "skip":
         raise Hold(f"tag {TAG_MODE}=skip")
     return own
@@ -2505,11 +2605,9 @@ def clip(value: Any) -> str | None:
     return text if len(text) <= HOLDOUT_TEXT else text[:HOLDOUT_TEXT - 3] + "..."
 
 
-def group_holdouts(key_id: str, events: list[Any]) -> list[dict[str, Any]]:
-    """CloudTrail's events made with ``key_id``, grouped by source IP, user agent and event source: a count
-    and the last time seen each, most recent first. Events for another key (an answer to another question)
-    and events that are not CloudTrail's shape are left out."""
-    groups: dict[tuple, dict[str, Any]] = {}
+def trail_events(key_id: str, events: list[Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any], datetime | None]]:
+    """LookupEvents' entries made with ``key_id``: (the entry, its CloudTrail record, its time). Entries for
+    another key (an answer to another question) and entries that are not CloudTrail's shape are left out."""
     for event in events:
         if not isinstance(event, dict) or event.get("AccessKeyId", key_id) != key_id:
             continue
@@ -2521,6 +2619,14 @@ def group_holdouts(key_id: str, events: list[Any]) -> list[dict[str, Any]]:
                 when = datetime.fromisoformat(str(record.get("eventTime", "")).replace("Z", "+00:00"))
             except ValueError:
                 when = None
+        yield event, record, when if when is None or when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def group_holdouts(key_id: str, events: list[Any]) -> list[dict[str, Any]]:
+    """CloudTrail's events made with ``key_id``, grouped by source IP, user agent and event source: a count
+    and the last time seen each, most recent first (``trail_events``)."""
+    groups: dict[tuple, dict[str, Any]] = {}
+    for event, record, when in trail_events(key_id, events):
         where = (clip(record.get("sourceIPAddress")), clip(record.get("userAgent")),
                  clip(record.get("eventSource") or event.get("EventSource")))
         group = groups.setdefault(where, {"source_ip": where[0], "user_agent": where[1], "event_source": where[2],
@@ -2588,9 +2694,10 @@ ROOT_USER = "<root_account>"
 
 
 def read_credential_report(answer: dict, managed: set[str], now: datetime, max_age_days: float,
-                           found: dict[str, Any]) -> None:
-    """Every Active access key of the credential report older than ``max_age_days``, into ``found``. A row
-    without a user, or a field that is not a date, is skipped; a report that is not CSV text raises."""
+                           found: dict[str, Any], active: list[str] | None = None) -> None:
+    """Every Active access key of the credential report older than ``max_age_days``, into ``found``; every user
+    with an Active key (the root user aside) into ``active``. A row without a user, or a field that is not a
+    date, is skipped; a report that is not CSV text raises."""
     limit = timedelta(days=max_age_days)
     content = answer.get("Content")
     text = content.decode() if isinstance(content, bytes) else content
@@ -2604,6 +2711,8 @@ def read_credential_report(answer: dict, managed: set[str], now: datetime, max_a
             if user == ROOT_USER:
                 found["root_key_active"] = True  # CIS asks that the root user have no key at all
                 continue
+            if active is not None and user not in active:
+                active.append(user)
             try:
                 rotated = datetime.fromisoformat(str(row.get(f"access_key_{slot}_last_rotated", "")))
             except ValueError:
@@ -2614,9 +2723,11 @@ def read_credential_report(answer: dict, managed: set[str], now: datetime, max_a
                 found[kind].append({"user": clip(user), "key_slot": slot, "age_days": age_days(rotated, now)})
 
 
-def account_report(clients: Clients, settings: Settings, clock: Clock, outcomes: list[Outcome]) -> dict[str, Any]:
+def account_report(clients: Clients, settings: Settings, clock: Clock, outcomes: list[Outcome],
+                   active: list[str] | None = None) -> dict[str, Any]:
     """IAM's credential report (one for the whole account): every Active access key older than
-    MAX_KEY_AGE_DAYS, split by whether a secret of this run manages its user. Reads only."""
+    MAX_KEY_AGE_DAYS, split by whether a secret of this run manages its user; into ``active``, every user with
+    an Active key (the roles report's). Reads only."""
     try:
         deadline, delay = clock.monotonic() + REPORT_WAIT_SECONDS, 1.0
         while clients.iam.generate_credential_report().get("State") != "COMPLETE":
@@ -2637,12 +2748,156 @@ def account_report(clients: Clients, settings: Settings, clock: Clock, outcomes:
     found: dict[str, Any] = {"overdue_managed": [], "overdue_unmanaged": [], "root_key_active": False,
                              "generated": iso(answer["GeneratedTime"]) if answer.get("GeneratedTime") else None}
     try:
-        read_credential_report(answer, managed, clock.now(), settings.max_key_age_days, found)
+        read_credential_report(answer, managed, clock.now(), settings.max_key_age_days, found, active)
     except Exception as err:  # a report not as documented: said, never lost with the run's summary
         return {**found, "failed": f"credential report: not understood ({type(err).__name__}); nothing changed"}
     log_action("account_report", overdue_managed=len(found["overdue_managed"]),
                overdue_unmanaged=len(found["overdue_unmanaged"]), root_key_active=found["root_key_active"])
     return found
+
+
+# The roles report: which Active keys a role could replace, judged from CloudTrail's management events made with
+# each (a heuristic: the regions read, the lookback, the first page of each). Reads only.
+ROLE_KEYS_PER_RUN = 100  # keys a run judges, at most (each a paced LookupEvents per region: 0.5 s); the rest said
+ROLE_EVENTS = 50  # LookupEvents' largest page; the first (most recent) page per key and region is read
+RUNS_IN_AWS = "runs in AWS: an execution role or instance profile would do"
+CI_ROLE = "a CI role through OIDC would do"
+KEEP = "keep, and rotate"
+UNSEEN = "no management event seen: unused, or used only in regions not read"
+VERDICTS = (KEEP, CI_ROLE, RUNS_IN_AWS, UNSEEN)  # a key's verdict is the first of these its events show
+# How a CI system names itself in a user agent (the AWS SDKs and CLI append it from the CI's environment, or the
+# CI's own AWS action sends it): GitHub Actions (aws-actions/configure-aws-credentials: "...-github-actions"),
+# GitLab (GitLab-Runner, gitlab-ci), CircleCI (circleci, the aws-cli orb), Terraform Cloud (tfc-agent, "Terraform
+# Cloud", app.terraform.io). Words, case ignored.
+CI_AGENTS = ("github-actions", "github_actions", "githubactions", "gitlab", "circleci", "terraform cloud",
+             "terraform-cloud", "tfc-agent", "app.terraform.io")
+EXEC_ENV = "exec-env/"  # the AWS SDKs' AWS_EXECUTION_ENV in a user agent: AWS_Lambda_python3.11, AWS_ECS_FARGATE...
+
+
+def role_verdict(record: Mapping[str, Any]) -> str:
+    """One CloudTrail event's verdict: through a VPC endpoint or from an AWS execution environment (the user
+    agent's exec-env/): runs in AWS; a user agent naming a CI system: a CI role; anything else: keep."""
+    agent = str(record.get("userAgent") or "").casefold()
+    if record.get("vpcEndpointId") or EXEC_ENV in agent:
+        return RUNS_IN_AWS
+    if any(name in agent for name in CI_AGENTS):
+        return CI_ROLE
+    return KEEP
+
+
+@dataclass
+class KeyUse:
+    """One Active key, as the roles report judged it: its events by verdict (count, first and last seen)."""
+
+    user: str
+    key_id: str
+    secret: str | None  # the secret of this run that holds it (None: no secret holds it)
+    evidence: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, verdict: str, when: datetime | None, example: str | None) -> None:
+        seen = self.evidence.setdefault(verdict, {"count": 0, "first_seen": None, "last_seen": None,
+                                                  "example": example})
+        seen["count"] += 1
+        self.events += 1
+        if when is not None:
+            seen["first_seen"] = min(filter(None, (seen["first_seen"], iso(when))))
+            seen["last_seen"] = max(filter(None, (seen["last_seen"], iso(when))))
+
+    @property
+    def verdict(self) -> str:
+        return next((v for v in VERDICTS if v in self.evidence), UNSEEN)
+
+
+def role_candidates(clients: Clients, outcomes: list[Outcome], users: list[str]) -> tuple[list[KeyUse], list[dict]]:
+    """Every Active key of the users the credential report shows with one, and of the run's managed users:
+    ListAccessKeys each (a user whose keys cannot be listed is said, not guessed)."""
+    held = {o.current_key_id: o.secret for o in outcomes if o.current_key_id and o.managed}
+    names = list(dict.fromkeys([*users, *(o.user for o in outcomes if o.user and o.managed)]))
+    found, unread = [], []
+    for user in names:
+        try:
+            listed = clients.iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
+        except Exception as err:
+            why = describe_error(err, "ListAccessKeys")
+            if error_code(err) in ("AccessDenied", "AccessDeniedException"):
+                why += "; the role lists the keys of users tagged key-rotation-secret only (docs/reference.md)"
+            unread.append({"user": clip(user), "key_id": None, "why": why})
+            continue
+        found += [KeyUse(user, k["AccessKeyId"], held.get(k["AccessKeyId"])) for k in listed
+                  if k.get("Status") == KeyStatus.ACTIVE and is_access_key_id(k.get("AccessKeyId"))]
+    return found, unread
+
+
+def read_key_use(clients: Clients, settings: Settings, clock: Clock, use: KeyUse) -> None:
+    """The management events CloudTrail kept of one key over ROLE_LOOKBACK_DAYS in each of ROLE_REGIONS (the
+    first page each, paced by ``Pacer``), judged one by one. A failed lookup is said, never a verdict."""
+    start, end = clock.now() - timedelta(days=settings.role_lookback_days), clock.now()
+    for region in settings.role_regions:
+        try:
+            with clients.budget.deadline(HOLDOUT_TIME_RESERVE):
+                answer = clients.cloudtrail_in(region).lookup_events(
+                    LookupAttributes=[{"AttributeKey": "AccessKeyId", "AttributeValue": use.key_id}],
+                    StartTime=start, EndTime=end, MaxResults=ROLE_EVENTS)
+        except Exception as err:
+            why = describe_error(err, "LookupEvents")
+            if error_code(err) in ("AccessDenied", "AccessDeniedException"):
+                why += "; the roles report needs cloudtrail:LookupEvents"
+            use.notes.append(f"{region}: CloudTrail: {why}")
+            continue
+        for _, record, when in trail_events(use.key_id, answer.get("Events") or []):
+            use.add(role_verdict(record), when, clip(record.get("userAgent")))
+        if answer.get("NextToken"):
+            use.notes.append(f"{region}: the {ROLE_EVENTS} most recent events only")
+
+
+def key_use_row(use: KeyUse, regions: str) -> dict[str, Any]:
+    """A judged key as the summary, the table and the event show it: ids and names only."""
+    basis = f"heuristic, from {use.events} events in the regions read ({regions})"
+    return {"user": clip(use.user), "key_id": use.key_id, "secret": use.secret, "verdict": use.verdict,
+            "events": use.events, "basis": basis, "notes": use.notes,
+            "evidence": [{"verdict": v, **use.evidence[v]} for v in VERDICTS if v in use.evidence]}
+
+
+def roles_summary(uses: list[KeyUse], regions: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Each verdict with its keys, its events, first and last seen, over every key judged."""
+    named = " ".join(regions)
+    verdicts: dict[str, dict[str, Any]] = {}
+    for use in uses:
+        row = verdicts.setdefault(use.verdict, {"keys": 0, "events": 0, "first_seen": None, "last_seen": None})
+        row["keys"] += 1
+        row["events"] += use.events
+        for seen in use.evidence.values():
+            row["first_seen"] = min(filter(None, (row["first_seen"], seen["first_seen"])), default=None)
+            row["last_seen"] = max(filter(None, (row["last_seen"], seen["last_seen"])), default=None)
+    for row in verdicts.values():
+        row["basis"] = f"heuristic, from {row['events']} events in the regions read ({named})"
+    return {v: verdicts[v] for v in VERDICTS if v in verdicts}
+
+
+def roles_report(clients: Clients, settings: Settings, clock: Clock, context: Any, outcomes: list[Outcome],
+                 users: list[str]) -> dict[str, Any]:
+    """{"report": true, "roles": true}: for each Active key (managed or not), CloudTrail's management events over
+    ROLE_LOOKBACK_DAYS in ROLE_REGIONS, paced, at most ROLE_KEYS_PER_RUN keys a run (the rest said), each key
+    and each verdict with its evidence. Reads only: IAM's lists and CloudTrail's history."""
+    uses, unread = role_candidates(clients, outcomes, users)
+    judged: list[KeyUse] = []
+    for index, use in enumerate(uses):
+        left = time_left(context)
+        if index >= ROLE_KEYS_PER_RUN or (left is not None and left < HOLDOUT_TIME_RESERVE):
+            why = (f"not read this run: at most {ROLE_KEYS_PER_RUN} keys a run" if index >= ROLE_KEYS_PER_RUN
+                   else "not read this run: too little Lambda time left")
+            unread.append({"user": clip(use.user), "key_id": use.key_id, "why": why})
+            continue
+        read_key_use(clients, settings, clock, use)
+        judged.append(use)
+    regions = " ".join(settings.role_regions)
+    log_action("roles_report", keys=len(judged), not_read=len(unread), regions=list(settings.role_regions),
+               verdicts={v: sum(u.verdict == v for u in judged) for v in VERDICTS})
+    return {"regions_read": list(settings.role_regions), "lookback_days": settings.role_lookback_days,
+            "verdicts": roles_summary(judged, settings.role_regions),
+            "keys": [key_use_row(use, regions) for use in judged], "not_read_this_run": unread}
 
 
 # ---------------------------------------------------------------------------
@@ -2927,7 +3182,7 @@ def rotate(run: Run, item: Rotate) -> Outcome | Stored:
         verify_current_first(run, record, "force")
     try:
         new_key = make_room_and_create(run, record, plan, item.keys, item.token)
-        store_key(run.clients, record, new_key, item.token)
+        store_key(run.clients, record, new_key, item.token, smtp_regions=item.own.smtp_regions)
     except RotationError as err:  # the rotation acted: it counts towards MAX_FAILURES
         run.count_failure(str(err))
         raise
@@ -3388,6 +3643,8 @@ def code_version() -> str:
 
 
 CODE_VERSION = code_version()  # read once, at import
+REPLACEABLE = "Access Keys Replaceable"  # the roles report: which keys a role could replace, for a dashboard
+REPLACEABLE_ROWS = 100  # keys per "Access Keys Replaceable" event (clipped fields: within PutEvents' 256 KiB)
 CHECKED = "Access Keys Checked"  # a run's state: each secret it checked, its key age and next rotation
 CHECKED_ROWS = 200  # secrets per "Access Keys Checked" event: about 150 KB at most, within PutEvents' 256 KiB
 
@@ -3420,6 +3677,27 @@ def checked_entries(settings: Settings, summary: dict[str, Any], run_id: str) ->
     return [{"Source": EVENT_SOURCE, "DetailType": CHECKED, "Detail": json.dumps({**common, "part": number,
                                                                                    "secrets": part}),
              "EventBusName": settings.event_bus} for number, part in enumerate(parts, start=1)]
+
+
+def replaceable_entries(settings: Settings, roles: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
+    """The roles report's "Access Keys Replaceable" events: the verdicts and regions read in each, the keys
+    REPLACEABLE_ROWS a part, every text field clipped; ids, names and counts only."""
+    def clipped(value: Any) -> Any:
+        if isinstance(value, str):
+            return clip_text(value, EVENT_TEXT)
+        if isinstance(value, list):
+            return [clipped(v) for v in value[:20]]
+        return {k: clipped(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    rows = [clipped(row) for row in roles.get("keys", [])]
+    parts = [rows[i:i + REPLACEABLE_ROWS] for i in range(0, len(rows), REPLACEABLE_ROWS)] or [[]]
+    common = {"run": run_id, "parts": len(parts), "version": __version__,
+              "regions_read": roles.get("regions_read"), "lookback_days": roles.get("lookback_days"),
+              "verdicts": clipped(roles.get("verdicts", {})),
+              "not_read_this_run": len(roles.get("not_read_this_run", []))}
+    return [{"Source": EVENT_SOURCE, "DetailType": REPLACEABLE,
+             "Detail": json.dumps({**common, "part": number, "keys": part}), "EventBusName": settings.event_bus}
+            for number, part in enumerate(parts, start=1)]
 
 
 def publish_events(clients: Clients, settings: Settings, entries: list[dict[str, Any]],
@@ -3500,7 +3778,7 @@ def notify(clients: Clients, settings: Settings, summary: dict[str, Any]) -> Non
 
 
 def report(outcomes: list[Outcome], settings: Settings, clients: Clients, context: Any = None,
-           account: dict[str, Any] | None = None) -> dict[str, Any]:
+           account: dict[str, Any] | None = None, roles: dict[str, Any] | None = None) -> dict[str, Any]:
     """Summarise the run, emit its metrics, notify; then raise RotationFailed naming each failed secret."""
     failed = [o for o in outcomes if o.status in FAILING]
     counts = {str(status): sum(o.status == status for o in outcomes) for status in Status if status not in FAILING}
@@ -3520,10 +3798,13 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
                "version": __version__, "secrets": [o.summary() for o in outcomes]}
     if account is not None:
         summary["report"] = account
+    if roles is not None:
+        summary["roles"] = roles
     notify(clients, settings, summary)
     run_id = getattr(context, "aws_request_id", None)
-    checked = checked_entries(settings, summary, run_id if isinstance(run_id, str) else str(uuid.uuid4())) \
-        if settings.event_bus else []  # rows made only where they are sent
+    run_id = run_id if isinstance(run_id, str) else str(uuid.uuid4())
+    checked = checked_entries(settings, summary, run_id) if settings.event_bus else []  # made only where sent
+    checked += replaceable_entries(settings, roles, run_id) if roles is not None and settings.event_bus else []
     summary["events_failed"] = publish_events(clients, settings, summary["secrets"], checked)
     emit_events_metric(summary["events_failed"], settings, function_name)
     if settings.dry_run:  # a plan or a report is the answer: the failed entries are in it, with the rest
@@ -3596,7 +3877,7 @@ def step_create_secret(run: Run, record: SecretRecord, token: str) -> str:
         raise RotationError(record.name, plan.blocked)
     new_key = make_room_and_create(run, record, plan, keys, None)
     try:
-        store_key(clients, record, new_key, token, pending=True)
+        store_key(clients, record, new_key, token, pending=True, smtp_regions=record.own.smtp_regions)
     except RotationError as err:
         if pending is not None and err.code == "ResourceExistsException":
             raise RotationError(record.name, f"{err.why}. Version {token} holds a key that no longer works and "
@@ -3765,8 +4046,10 @@ def handle(event: Any, context: Any, environ: Mapping[str, str], clock: Clock,
     if is_rotation_event(event):
         return serve_rotation_step(event, context, settings, clients, clock)
     outcomes = run_batch(settings, clients, clock, context)
-    account = account_report(clients, settings, clock, outcomes) if settings.account_report else None
-    return report(outcomes, settings, clients, context, account)
+    active: list[str] = []  # the users with an Active key, from the credential report
+    account = account_report(clients, settings, clock, outcomes, active) if settings.account_report else None
+    roles = roles_report(clients, settings, clock, context, outcomes, active) if settings.roles else None
+    return report(outcomes, settings, clients, context, account, roles)
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:

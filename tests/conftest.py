@@ -321,8 +321,10 @@ class CloudTrailLookups:
     """CloudTrail's LookupEvents as AWS answers it, in moto's place (moto has none): the management events the
     test records, filtered by the AccessKeyId attribute and StartTime/EndTime, newest first, MaxResults (at
     most 50) a page with a NextToken when more remain; each ``Events[]`` entry carries ``CloudTrailEvent``, the
-    record as a JSON string. Like CloudTrail, a third call within one second on the test's clock is refused
-    with ThrottlingException. ``refuse`` answers every call with that error code instead."""
+    record as a JSON string. Like CloudTrail, whose event history is per region, a region's endpoint answers
+    with that region's events only. Like CloudTrail, a third call within one second on the test's clock is
+    refused with ThrottlingException (counted over every region: the stricter). ``refuse`` answers every call
+    with that error code instead."""
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
@@ -334,12 +336,15 @@ class CloudTrailLookups:
 
     def record(self, key_id: str, when: datetime, source_ip: str = "203.0.113.7",
                user_agent: str = "aws-cli/2.15.0 Python/3.11", event_source: str = "iam.amazonaws.com",
-               event_name: str = "ListUsers", user: str = "app") -> None:
-        self.events.append({"key_id": key_id, "when": when, "record": {
+               event_name: str = "ListUsers", user: str = "app", region: str = "us-east-1",
+               **fields: Any) -> None:
+        """One management event made with ``key_id`` in ``region``; ``fields`` adds CloudTrail record fields
+        (vpcEndpointId=...)."""
+        self.events.append({"key_id": key_id, "when": when, "region": region, "record": {
             "eventVersion": "1.09", "eventTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "eventSource": event_source,
-            "eventName": event_name, "awsRegion": "us-east-1", "sourceIPAddress": source_ip,
+            "eventName": event_name, "awsRegion": region, "sourceIPAddress": source_ip,
             "userAgent": user_agent, "userIdentity": {"type": "IAMUser", "userName": user, "accessKeyId": key_id},
-            "eventID": f"{len(self.events):08d}-0000-0000-0000-000000000000", "readOnly": True}})
+            "eventID": f"{len(self.events):08d}-0000-0000-0000-000000000000", "readOnly": True, **fields}})
 
     def answer(self, response: Any) -> str:
         from moto.core.exceptions import JsonRESTError
@@ -347,7 +352,7 @@ class CloudTrailLookups:
         request = json.loads(response.body or "{}")
         now = self.clock.monotonic()
         recent = [c for c in self.calls if now - c["at"] < 1.0]
-        self.calls.append({**request, "at": now})
+        self.calls.append({**request, "at": now, "region": response.region})
         if len(recent) >= 2:
             self.throttled += 1
             raise JsonRESTError("ThrottlingException", "Rate exceeded")
@@ -355,7 +360,7 @@ class CloudTrailLookups:
             raise JsonRESTError(self.refuse, "injected")
         (attribute,) = request.get("LookupAttributes") or [{}]
         start, end = request.get("StartTime"), request.get("EndTime")
-        found = [e for e in self.events if e["when"] + self.delay <= self.clock.now()
+        found = [e for e in self.events if e["when"] + self.delay <= self.clock.now() and e["region"] == response.region
                  and attribute.get("AttributeKey") == "AccessKeyId"
                  and e["key_id"] == attribute.get("AttributeValue")
                  and (start is None or e["when"].timestamp() >= start)

@@ -176,6 +176,7 @@ RULES: dict[str, tuple[str, str]] = {
     "DAYS": (r"[1-9][0-9]{0,3}", "days: a whole number from 1 to 9999"),
     "CENTRAL_PROFILE": (r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,127}", "an AWS CLI profile's name (for the central account)"),
     "OUTPUT": (r"table|json", "table (one row a secret) or json (the function's whole answer)"),
+    "ROLES": (r"true|false", "true (also judge which Active keys a role could replace, from CloudTrail) or false"),
 }
 RANGES = {"TIMEOUT": (1, 900), "MEMORY": (128, 10240), "FAILURE_PERCENT": (0, 100), "MAX_PERCENT": (1, 100)}
 DEFAULTS = {"TIMEOUT": "900", "MEMORY": "256", "RETRIES": "2", "SCHEDULE": "cron(0 6 * * ? *)",
@@ -191,7 +192,7 @@ TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "schedule": (("FUNCTION",), ("REGION", "SCHEDULE")),
     "exposed-rule": (("FUNCTION",), ("REGION",)),
     "invoke": (("FUNCTION",), ("REGION", "EVENT", "OUTPUT")),
-    "report": (("FUNCTION",), ("REGION",)),
+    "report": (("FUNCTION",), ("REGION", "ROLES")),
     "alarms": (("FUNCTION",), ("REGION", "TOPIC")),
     "pause": (("FUNCTION",), ("REGION", "STACK")),
     "resume": (("FUNCTION",), ("REGION", "STACK")),
@@ -287,6 +288,8 @@ def check_each_setting(given: list[tuple[str, str]]) -> None:
                 function.parse_secret_ids(value)
             if name == "CENTRAL_ACCOUNT_ID":
                 function.central_account(value)
+            if name == "ROLE_REGIONS":
+                function.role_regions(value, {})
         except function.ConfigError as err:
             raise Refused(f"refused, nothing written: {err}") from None
 
@@ -899,7 +902,9 @@ def run_invoke(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> N
 
 
 def run_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    summary = invoke(got["FUNCTION"], str(ROOT / "events" / "report.json"), aws)
+    """make report (ROLES=true: with the roles report, events/report-roles.json): reads only."""
+    event = "report-roles.json" if got.get("ROLES") == "true" else "report.json"
+    summary = invoke(got["FUNCTION"], str(ROOT / "events" / event), aws)
     print(render_report(summary if isinstance(summary, dict) else {}))
 
 
@@ -1744,7 +1749,30 @@ def render_report(summary: dict) -> str:
         lines.append("the root user has an Active access key: CIS asks that it have none")
     if account.get("failed"):
         lines.append(account["failed"])
+    roles = summary.get("roles")
+    if isinstance(roles, dict):
+        lines += render_roles(roles)
     return "\n".join(lines)
+
+
+def render_roles(roles: dict) -> list[str]:
+    """make report ROLES=true: each Active key's verdict (which a role could replace) with its evidence, then
+    each verdict's counts; every verdict a heuristic from the events of the regions read."""
+    rows = [("user", "key", "held by", "verdict", "events", "first seen", "last seen")]
+    for key in roles.get("keys", []):
+        seen = [e for e in key.get("evidence", []) if e.get("verdict") == key.get("verdict")] or [{}]
+        rows.append((str(key.get("user")), str(key.get("key_id")), str(key.get("secret") or "no secret"),
+                     str(key.get("verdict")), str(key.get("events")), str(seen[0].get("first_seen") or ""),
+                     str(seen[0].get("last_seen") or "")))
+    for key in roles.get("not_read_this_run", []):
+        rows.append((str(key.get("user")), str(key.get("key_id") or "(keys not listed)"), "", str(key.get("why")),
+                     "", "", ""))
+    lines = ["", f"Which keys a role could replace (regions read: {' '.join(roles.get('regions_read') or [])}, "
+                 f"{roles.get('lookback_days')} days of CloudTrail):", render_table(rows)]
+    for verdict, row in (roles.get("verdicts") or {}).items():
+        lines.append(f"{verdict}: {row.get('keys')} keys, {row.get('events')} events, first seen "
+                     f"{row.get('first_seen') or '-'}, last seen {row.get('last_seen') or '-'} ({row.get('basis')})")
+    return lines
 
 
 def main(argv: list[str], environ: Mapping[str, str] = os.environ) -> int:
