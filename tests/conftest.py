@@ -236,7 +236,10 @@ class Aws:
         return json.loads(self.secrets.get_secret_value(SecretId=secret, VersionStage=stage)["SecretString"])
 
     def versions(self, secret: str) -> list[dict]:
-        return self.secrets.list_secret_version_ids(SecretId=secret)["Versions"]
+        """The secret's versions, without LastAccessedDate: reading a value moves it (moto: to the second, AWS: to
+        the day), and what a run leaves behind is judged by what it wrote."""
+        return [{k: v for k, v in version.items() if k != "LastAccessedDate"}
+                for version in self.secrets.list_secret_version_ids(SecretId=secret)["Versions"]]
 
     def stages(self, secret: str) -> dict[str, list[str]]:
         return self.secrets.describe_secret(SecretId=secret)["VersionIdsToStages"]
