@@ -3873,6 +3873,8 @@ def step_create_secret(run: Run, record: SecretRecord, token: str) -> str:
     plan = plan_rotation(keys, run.holders(record, keys))
     log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
                keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), version=token)
+    record.keys = keys
+    record_adoptions(run, record)  # as the batch does: a key adopted here is known as adopted to every later run
     if plan.blocked:
         raise RotationError(record.name, plan.blocked)
     new_key = make_room_and_create(run, record, plan, keys, None)

@@ -251,3 +251,18 @@ def test_a_step_whose_describe_secret_times_out_fails_as_a_refusal_not_a_crash(a
         step(seeded.secret, token, "createSecret")
     faults.clear()
     assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
+
+
+def test_create_secret_writes_down_the_person_s_key_it_adopts_as_the_batch_does(aws):
+    # Found by make fuzz: createSecret met a person's new key (held by no secret) and planned around it as
+    # adopted, but wrote nothing down; the batch skips a secret in rotation mode, so no run recorded it while it
+    # was young. Weeks later, rotation off, the first batch run found an old key IAM showed idle (its newest use
+    # not shown yet) and deleted it. Every entry point records what it adopts (record_adoptions).
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    person = aws.iam.create_access_key(UserName="alice")["AccessKey"]["AccessKeyId"]
+    token = begin_rotation(seeded.secret)
+    with pytest.raises(RotationError, match="no room"):
+        step(seeded.secret, token, "createSecret")
+    tags = {t["Key"]: t["Value"] for t in aws.iam.list_user_tags(UserName="alice")["Tags"]}
+    assert person in tags.get(lambda_function.ADOPTED_TAG, ""), tags
+    assert aws.keys("alice")[person] == "Active"
