@@ -735,3 +735,26 @@ def test_the_stack_set_the_tool_describes_deploys_to_every_account_of_an_ou_in_m
             OperationPreferences=json.loads(deploy_config.preferences(got, False)))
         instances = cloudformation.list_stack_instances(StackSetName="keys")["Summaries"]
         assert (joined["AccountId"], "eu-west-1") in {(i["Account"], i["Region"]) for i in instances}
+
+
+@pytest.mark.unit
+def test_org_report_says_each_account_s_keys_a_role_could_replace_from_its_latest_roles_report():
+    # Issue 41: the roles report's verdicts reach org-report too (each account's latest Access Keys Replaceable,
+    # as the function makes it); a forged count is left out, never printed.
+    def replaceable(account: str, when: str, verdicts: dict) -> list[dict]:
+        roles = {"keys": [], "regions_read": ["eu-west-1"], "lookback_days": 30, "verdicts": verdicts}
+        (entry,) = lambda_function.replaceable_entries(lambda_function.Settings(event_bus="default"), roles, "r")
+        event = {"detail-type": entry["DetailType"], "account": account, "region": "eu-west-1", "time": when,
+                 "detail": json.loads(entry["Detail"])}
+        return [{"field": "@message", "value": json.dumps(event)}]
+
+    counts = {lambda_function.RUNS_IN_AWS: {"keys": 3}, lambda_function.CI_ROLE: {"keys": 2},
+              lambda_function.KEEP: {"keys": 1}}
+    results = [replaceable(CANARY, "2026-01-12T06:00:00Z", counts),
+               replaceable(CANARY, "2026-01-05T06:00:00Z", {lambda_function.KEEP: {"keys": 9}}),
+               replaceable(PROD, "2026-01-11T06:00:00Z", {lambda_function.KEEP: {"keys": "9; rm"}})]
+    assert deploy_config.replaceable_lines(results) == [
+        f"{CANARY} eu-west-1: keys a role could replace (2026-01-12, heuristic): runs in AWS 3, CI role 2, keep 1, "
+        f"unseen 0",
+        f"{PROD} eu-west-1: keys a role could replace (2026-01-11, heuristic): runs in AWS 0, CI role 0, unseen 0"]
+    assert f'`detail-type` = "{lambda_function.REPLACEABLE}"' in deploy_config.REPORT_QUERY

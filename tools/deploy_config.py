@@ -1521,7 +1521,8 @@ def run_org_remove(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
 # of fields).
 REPORT_LIMIT = 10000  # Logs Insights' most rows a query returns
 REPORT_QUERY = f"""fields @timestamp, @message
-| filter source = "key-rotation" and `detail-type` = "Access Keys Checked"
+| filter source = "key-rotation"
+| filter `detail-type` = "Access Keys Checked" or `detail-type` = "Access Keys Replaceable"
 | sort @timestamp desc
 | limit {REPORT_LIMIT}"""
 STALE_HOURS = 36  # a function that has not checked its keys for this long is not running daily: said so
@@ -1668,6 +1669,41 @@ def report_rows(results: list[list[dict]], now: float,
     return rows, notes
 
 
+# The roles report's verdicts (lambda_function.VERDICTS, by their first words), each account's latest
+# "Access Keys Replaceable" as counts: what make report ROLES=true said there (a heuristic, from CloudTrail).
+ROLE_VERDICTS = (("runs in AWS", "runs in AWS"), ("a CI role", "CI role"), ("keep", "keep"),
+                 ("no management", "unseen"))
+
+
+def replaceable_lines(results: list[list[dict]]) -> list[str]:
+    """One line per account and region that sent a roles report: its latest run's keys per verdict and when.
+    A count that is not a whole number, or a verdict not of the function's, is left out (never printed)."""
+    latest: dict[tuple[str, str], tuple[str, dict]] = {}
+    for result in results:  # newest first
+        try:
+            message = next((cell.get("value") for cell in result if cell.get("field") == "@message"), None)
+            event = json.loads(message or "")
+            place = (str(event["account"]), str(event["region"]), str(event["time"]))
+            verdicts = event["detail"]["verdicts"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if event.get("detail-type") != "Access Keys Replaceable" or not isinstance(verdicts, dict) or not all(
+                re.fullmatch(shape, value, re.ASCII) for shape, value in zip(PLACE_SHAPES, place, strict=True)):
+            continue
+        latest.setdefault(place[:2], (place[2], verdicts))
+    lines = []
+    for (account, region), (when, verdicts) in sorted(latest.items()):
+        counts = []
+        for start, name in ROLE_VERDICTS:
+            found = [v.get("keys") for k, v in verdicts.items() if isinstance(k, str) and k.startswith(start)
+                     and isinstance(v, dict)]
+            count = found[0] if found else 0
+            counts.append(f"{name} {count}" if isinstance(count, int) and not isinstance(count, bool) else "")
+        lines.append(f"{account} {region}: keys a role could replace ({when[:10]}, heuristic): "
+                     + ", ".join(c for c in counts if c))
+    return lines
+
+
 def stack_instances(got: dict[str, str], aws: Cli) -> set[tuple[str, str]] | None:
     """Each (account, region) the stack set has an instance in, or None when these credentials cannot list them
     (they are not the management account's, or a delegated administrator's with CALL_AS=DELEGATED_ADMIN)."""
@@ -1718,7 +1754,7 @@ def run_org_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
         notes.append(f"stack set {got['STACK_SET']}'s instances could not be read with these credentials: an "
                      f"account that never reported is not listed (run from the management account, or "
                      f"CALL_AS=DELEGATED_ADMIN)")
-    for note in notes:
+    for note in notes + replaceable_lines(results):
         print(note)
     print(f"{len({row[:2] for row in rows})} accounts and regions, {sum(row[2] != '-' for row in rows)} secrets, "
           f"{sum(row[6].startswith('OVERDUE') for row in rows)} overdue, {sum('STALE' in n for n in notes)} stale, "
