@@ -208,6 +208,7 @@ class Settings:
     event_bus: str | None = None
     lookup_holdouts: bool = False  # ask CloudTrail who still uses a previous key kept Active or forced off
     central_account_id: str | None = None  # the one other account a topic or bus may be in
+    owner_sender: str | None = None  # the SES identity owners' e-mails come from (none: e-mail owners not told)
 
     @property
     def call_budget(self) -> float:
@@ -402,6 +403,9 @@ SETTINGS_TABLE: dict[str, Setting] = {s.name: s for s in (
             "account's only)"),
     Setting("LOOKUP_HOLDOUTS", bool, False, "ask CloudTrail who still uses a previous key kept Active (or "
             "deactivated) although in use (needs cloudtrail:LookupEvents)"),
+    Setting("OWNER_SENDER", "text", None, "the e-mail address, verified in SES, that tells each key's owner (the "
+            "user's key-rotation-owner tag) what will happen to the key (empty: e-mail owners are not told; "
+            "SNS topic owners still are)"),
 )}
 
 
@@ -465,6 +469,64 @@ def central_account(value: str | None) -> str | None:
     if value is not None and not (len(value) == 12 and value.isascii() and value.isdigit()):
         raise ConfigError("setting CENTRAL_ACCOUNT_ID is not understood; use a 12-digit AWS account id")
     return value
+
+
+def is_email(value: Any) -> bool:
+    """An e-mail address's shape: local@domain.tld, printable ASCII, no spaces, at most 254 characters. (Whether
+    SES may send from or to it is SES's to say.)"""
+    if not isinstance(value, str) or not 3 <= len(value) <= 254 or not value.isascii():
+        return False
+    local, at, domain = value.rpartition("@")
+    return bool(at and local and "." in domain.strip(".") and not domain.startswith(".") and ".." not in domain
+                and all(ch.isalnum() or ch in "-." for ch in domain)
+                and all(ch.isprintable() and ch not in ' "(),:;<>[\\]@' for ch in local))
+
+
+def owner_sender(value: str | None) -> str | None:
+    """OWNER_SENDER: an e-mail address (an identity verified in SES), or unset."""
+    if value is not None and not is_email(value):
+        raise ConfigError("setting OWNER_SENDER is not understood; use an e-mail address verified in SES, like "
+                          "key-rotation@example.com")
+    return value
+
+
+def foreign_account(account: str | None, home: str | None, central: str | None) -> bool:
+    """The one rule for where the function's messages may go (a topic, a bus, an owner's topic): this account
+    (``home``) or CENTRAL_ACCOUNT_ID's; any other account is foreign."""
+    return account is not None and account not in (home, central)
+
+
+OWNER_TAG = "key-rotation-owner"  # on the IAM user: who owns its keys, e-mail addresses and SNS topic ARNs
+
+
+@dataclass(frozen=True)
+class Owner:
+    """One address of the user's key-rotation-owner tag: an e-mail address (SES) or an SNS topic ARN."""
+
+    address: str
+    topic: bool
+
+
+def is_topic_arn(value: str) -> bool:
+    """An SNS topic ARN's shape: arn:PARTITION:sns:REGION:ACCOUNT:NAME (NAME: letters, digits, - and _, .fifo)."""
+    parts = arn_fields(value)
+    name = parts[5].removesuffix(".fifo") if len(parts) == 6 else ""
+    return len(parts) == 6 and value.isascii() and parts[2] == "sns" and bool(parts[3]) \
+        and account_of(value) is not None and 0 < len(name) <= 256 and all(ch.isalnum() or ch in "-_" for ch in name)
+
+
+def parse_owners(value: str | None) -> tuple[tuple[Owner, ...], tuple[str, ...]]:
+    """The key-rotation-owner tag: its addresses, separated by spaces, each checked against its shape (an
+    e-mail address or an SNS topic ARN); and the parts that are neither (reported, never sent to)."""
+    owners, malformed = [], []
+    for part in dict.fromkeys((value or "").split()):
+        if is_topic_arn(part):
+            owners.append(Owner(part, topic=True))
+        elif is_email(part):
+            owners.append(Owner(part, topic=False))
+        else:
+            malformed.append(part)
+    return tuple(owners), tuple(malformed)
 
 
 def is_rotation_event(event: Any) -> bool:
@@ -544,6 +606,7 @@ def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None =
         event_bus=event_bus(setting(environ, "EVENT_BUS")),
         lookup_holdouts=setting(environ, "LOOKUP_HOLDOUTS"),
         central_account_id=central_account(setting(environ, "CENTRAL_ACCOUNT_ID")),
+        owner_sender=owner_sender(setting(environ, "OWNER_SENDER")),
     )
 
 
@@ -3732,7 +3795,7 @@ def check_destinations(settings: Settings, context: Any, clients: Clients) -> No
     if home is None:
         home = clients.optional("sts").get_caller_identity().get("Account")
     for name, account in foreign:
-        if account != home:
+        if foreign_account(account, home, settings.central_account_id):
             raise ConfigError(f"setting {name} is in account {account}, not this one ({home}); summaries and "
                               "events go to another account only when CENTRAL_ACCOUNT_ID names it; nothing changed")
 
