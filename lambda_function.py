@@ -24,7 +24,8 @@ above it.
 10. Batch passes (EventBridge schedule, console, CLI): ``run_batch``: resolve, read, authorise, decide; then
     ``assess`` every claimed secret (reads only) and ``act`` in waves (``waves_of``): verify every key together,
     ``finish``; ``{"rollback": [...]}`` runs ``rollback_secret`` instead.
-11. Notices: the run's summary and metrics (``report``), the SNS message, the EventBridge events.
+11. Notices: the run's summary and metrics (``report``), the SNS message, the EventBridge events, the keys'
+    owners' messages (``tell_owners``).
 12. Secrets Manager rotation mode (``Step`` events): ``serve_rotation_step``, one function per step.
 13. The handler: ``handle(event, context, environ, clock)``.
 
@@ -69,6 +70,10 @@ The safety rules, each with the one function that enforces it, and the documente
   refused entry costs no other its delivery (``event_entries``, ``put_batches``, ``put_batch``); summaries and
   events go to this account or CENTRAL_ACCOUNT_ID's only, and a bus of this region only
   (``check_destinations``).
+- Owners hear first: each message is made from the run's typed outcomes (``owner_notices``), falls to one run
+  of the daily schedule (``in_this_run``), is sent once per run however often the run is delivered
+  (``run_mark``, ``mark_told``), only to this account's or CENTRAL_ACCOUNT_ID's topics (``foreign_account``),
+  and never fails the run (``send_owner``).
 - No SecretAccessKey is ever logged, returned, published or put in an error message, and no AWS error message
   of a call that carries one is repeated anywhere (``describe_error``, ``loads_or_none``, ``event_entries``).
 """
