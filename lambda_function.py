@@ -1018,6 +1018,7 @@ class SecretRecord:
     keys: list[KeyState] | None = field(default=None, repr=False)  # the user's keys, as listed in the run
     usage: dict[str, tuple[datetime | None, str]] = field(default_factory=dict, repr=False)  # key -> last use
     adopted_at: dict[str, datetime] = field(default_factory=dict, repr=False)  # adopted key -> first adopted
+    adopted_now: set[str] = field(default_factory=set, repr=False)  # adopted by this run (not in the user's tag)
 
     def version_with(self, stage: str) -> str | None:
         return next((v for v, labels in self.stages.items() if stage in labels), None)
@@ -2103,6 +2104,8 @@ class Run:
                 since = made_at if retiring and key.key_id not in again else now
                 record.adopted_at[key.key_id] = since if key.key_id in again else min(named.get(key.key_id, now),
                                                                                       since, now)
+                if key.key_id not in named:  # its adoption is this run's: its owner hears of it now
+                    record.adopted_now.add(key.key_id)
                 used = f"{iso(when)} by {where}" if when else f"never; made {iso(key.created)}"
                 found.append((when is not None, when or key.created, key.key_id, used))  # never used sorts first
         return {key_id: used for _, _, key_id, used in sorted(found)}
@@ -3666,8 +3669,9 @@ def last_use(record: SecretRecord, key_id: str) -> str:
 
 
 def adopted_notice(run: Run, record: SecretRecord, outcome: Outcome, anchor: datetime) -> OwnerNotice | None:
-    """Case 1: a key in use that no secret held was adopted: told in the run that adopts it, then reminded 72 and 24
-    hours before it is deactivated while IAM shows it used since its adoption."""
+    """Case 1: a key in use that no secret held was adopted: told in the run that adopts it (the one that finds it
+    missing from the user's key-rotation-adopted tag, which that run writes), then reminded 72 and 24 hours before
+    it is deactivated while IAM shows it used since its adoption."""
     key = outcome.adopted
     since = record.adopted_at.get(key or "")
     if since is None or outcome.status not in (Status.ROTATED, Status.WAITING, Status.PLANNED) \
@@ -3676,7 +3680,7 @@ def adopted_notice(run: Run, record: SecretRecord, outcome: Outcome, anchor: dat
     until = adopted_until(since, run.settings.max_grace_hours)
     when = record.usage.get(key, (None, ""))[0]
     used = when is not None and when >= since  # IAM shows it used since its adoption: someone still on it
-    first = in_this_run(since, anchor)
+    first = key in record.adopted_now  # the run that writes the adoption into the user's tag (redelivered: no)
     left = next((h for h in (72, 24) if in_this_run(until - timedelta(hours=h), anchor)), None) if used else None
     if not first and left is None:
         return None

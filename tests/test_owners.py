@@ -298,3 +298,12 @@ def test_every_field_of_a_message_is_clipped():
                                           ("x" * 9000, lambda_function.said("y" * 9000), "z"))
     assert len(notice.subject) <= 100 and notice.subject.isascii() and len(notice.body) <= 4000
     assert len(lambda_function.said("y" * 9000)) <= lambda_function.OWNER_FIELD
+
+
+def test_an_adoption_is_told_by_the_run_that_records_it_and_by_no_later_run(aws, invoke, owners, clock):
+    seeded = adopted_user(aws)
+    owners.tag("bob", "bob@example.com")
+    invoke(seeded.secret)  # a console run: no scheduled event, no mark; the adoption tag is the record
+    clock.advance(3 * HOUR)
+    again = invoke(seeded.secret)
+    assert len(owners.mails()) == 1 and again["owners_told"] == []
