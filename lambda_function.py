@@ -3668,19 +3668,21 @@ def last_use(record: SecretRecord, key_id: str) -> str:
     return f"last used {iso(when)} by {said(where)}" if when else "IAM shows no use yet"
 
 
-def adopted_notice(run: Run, record: SecretRecord, outcome: Outcome, anchor: datetime) -> OwnerNotice | None:
-    """Case 1: a key in use that no secret held was adopted: told in the run that adopts it (the one that finds it
-    missing from the user's key-rotation-adopted tag, which that run writes), then reminded 72 and 24 hours before
-    it is deactivated while IAM shows it used since its adoption."""
-    key = outcome.adopted
-    since = record.adopted_at.get(key or "")
-    if since is None or outcome.status not in (Status.ROTATED, Status.WAITING, Status.PLANNED) \
+def adopted_notice(run: Run, record: SecretRecord, outcome: Outcome, key: str,
+                   anchor: datetime) -> OwnerNotice | None:
+    """Case 1: a key in use that no secret held was adopted: told in the run that adopts it (the one that writes it
+    into the user's key-rotation-adopted tag: a later or redelivered run finds it there), then reminded 72 and 24
+    hours before it is deactivated while IAM shows it used since its adoption."""
+    since, found = record.adopted_at.get(key), find_key(record.keys or [], key)
+    if since is None or found is None or not found.active or key in outcome.retired_keys \
             or f"deactivate {key}" in outcome.steps:
         return None
+    planned = bool(record.own and record.own.dry_run)
+    recorded = key in parse_adopted(run.tags(record).get(ADOPTED_TAG))  # the cached tags, as the run left them
     until = adopted_until(since, run.settings.max_grace_hours)
     when = record.usage.get(key, (None, ""))[0]
     used = when is not None and when >= since  # IAM shows it used since its adoption: someone still on it
-    first = key in record.adopted_now  # the run that writes the adoption into the user's tag (redelivered: no)
+    first = key in record.adopted_now and (recorded or planned)
     left = next((h for h in (72, 24) if in_this_run(until - timedelta(hours=h), anchor)), None) if used else None
     if not first and left is None:
         return None
@@ -3696,7 +3698,7 @@ def adopted_notice(run: Run, record: SecretRecord, outcome: Outcome, anchor: dat
             f"instead, before {t}.")
     return owner_notice(user, Case.ADOPTED, key, f"adopted {key} {t} {left or 'first'}", subject,
                         (happened, will, todo), secret=record.secret_name, until=t,
-                        reminder=f"{left} hours" if left else None, planned=bool(record.own and record.own.dry_run))
+                        reminder=f"{left} hours" if left else None, planned=planned)
 
 
 def still_in_use_until(run: Run, record: SecretRecord, key_id: str, stored: datetime) -> datetime:
@@ -3821,8 +3823,8 @@ def owner_notices(run: Run, outcomes: list[Outcome], nearing: list[NearDeadline]
         if outcome.exposed:
             notices.append(exposed_notice(run, record, outcome))
         elif record is not None and record.authorised:
-            notices += [adopted_notice(run, record, outcome, anchor), still_in_use_notice(run, record, outcome, anchor),
-                        failed_notice(run, record, outcome)]
+            notices += [adopted_notice(run, record, outcome, key, anchor) for key in sorted(record.adopted_at)]
+            notices += [still_in_use_notice(run, record, outcome, anchor), failed_notice(run, record, outcome)]
     notices += [nearing_notice(run, near) for near in nearing]
     return [n for n in notices if n is not None]
 
