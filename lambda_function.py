@@ -3761,6 +3761,10 @@ def exposed_notice(run: Run, record: SecretRecord | None, outcome: Outcome) -> O
     happened = (f"access key {key} of IAM user {user} was reported exposed (leaked): {done}. "
                 f"{said(outcome.reason or '')} Who used it: {who_uses(run, outcome)}.")
     revoked = status in (Status.ROTATED, Status.RETIRED)
+    # a hold (a dry run, a skip or dry-run tag, Secrets Manager's own rotation) binds the owners' messages too: the
+    # message is planned, and no mark is written on the user
+    held = record is not None and (status in (Status.SKIPPED, Status.PLANNED)
+                                   or bool(record.own and record.own.dry_run))
     will = (f"{key} stays Inactive: it works for no one any more." if revoked else
             f"{key} still works, for whoever holds it, until someone deactivates it.")
     todo = (f"make sure your programs read the secret {secret}; check in CloudTrail what was done with {key}."
@@ -3770,7 +3774,7 @@ def exposed_notice(run: Run, record: SecretRecord | None, outcome: Outcome) -> O
                                               "deactivated" if revoked else "NOT revoked") + f" (IAM user {user})"
     return owner_notice(user, Case.EXPOSED, key, f"exposed {key} {status}", subject, (happened, will, todo),
                         secret=record.secret_name if record is not None else None,
-                        planned=run.settings.dry_run or bool(record and record.own and record.own.dry_run))
+                        planned=run.settings.dry_run or held)
 
 
 def failed_notice(run: Run, record: SecretRecord, outcome: Outcome) -> OwnerNotice | None:
@@ -3789,7 +3793,8 @@ def failed_notice(run: Run, record: SecretRecord, outcome: Outcome) -> OwnerNoti
             "the reason above says what is wrong.")
     return owner_notice(user, Case.FAILED, key, f"failed {record.arn} {key}",
                         f"Key rotation failed; the secret still holds {key} (IAM user {user})",
-                        (happened, will, todo), secret=record.secret_name)
+                        (happened, will, todo), secret=record.secret_name,
+                        planned=run.settings.dry_run or bool(record.own and record.own.dry_run))
 
 
 def nearing_notice(run: Run, near: NearDeadline) -> OwnerNotice:

@@ -307,3 +307,13 @@ def test_an_adoption_is_told_by_the_run_that_records_it_and_by_no_later_run(aws,
     clock.advance(3 * HOUR)
     again = invoke(seeded.secret)
     assert len(owners.mails()) == 1 and again["owners_told"] == []
+
+
+def test_a_hold_binds_the_owners_messages_a_leak_of_a_held_secret_is_planned_and_marks_nothing(aws, invoke, owners):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    aws.secrets.tag_resource(SecretId=seeded.secret, Tags=[{"Key": "key-rotation:mode", "Value": "skip"}])
+    owners.tag("alice", "alice@example.com")
+    result = invoke(seeded.secret, event={"exposed": [seeded.key_ids[0]]}, context=LambdaContext())
+    assert [(e["case"], e["status"]) for e in result["owners_told"]] == [("exposed", "planned")]
+    assert owners.mails() == []
+    assert lambda_function.TOLD_TAG not in {t["Key"] for t in aws.iam.list_user_tags(UserName="alice")["Tags"]}
