@@ -3687,12 +3687,12 @@ def adopted_notice(run: Run, record: SecretRecord, outcome: Outcome, key: str,
     if not first and left is None:
         return None
     user, secret, t = record.user_name, said(record.secret_name), iso(until)
-    subject = (f"Action needed: access key {key} is deactivated on {t} (IAM user {user})" if first else
-               f"Reminder, {left} hours left: key {key} is deactivated on {t} (IAM user {user})")
-    happened = (f"access key {key} of IAM user {user} is in use ({last_use(record, key)}), but no secret held it. "
-                f"The key rotation function adopted it on {iso(since)}: the secret {secret} now holds this user's "
-                "keys" if first else f"access key {key} of IAM user {user}, adopted on {iso(since)}, is still in "
-                f"use ({last_use(record, key)})")
+    subject = (f"Action needed: key {key} is deactivated {t[:16]}Z (IAM user {user})" if first else
+               f"Reminder, {left} h left: key {key} is deactivated {t[:16]}Z (IAM user {user})")
+    happened = (f"access key {key} of IAM user {user} is Active and may be in use ({last_use(record, key)}), but no "
+                f"secret held it. The key rotation function adopted it on {iso(since)}: the secret {secret} now holds "
+                "this user's keys." if first else f"access key {key} of IAM user {user}, adopted on {iso(since)}, is "
+                f"still in use ({last_use(record, key)}).")
     will = f"{key} stays Active until {t}; then it is deactivated, and whatever still uses it stops working."
     todo = (f"make every program that uses {key} read its access key from the secret {secret} ({said(record.arn)}) "
             f"instead, before {t}.")
@@ -3732,8 +3732,8 @@ def still_in_use_notice(run: Run, record: SecretRecord, outcome: Outcome, anchor
     if not first and not in_this_run(until - timedelta(hours=24), anchor):
         return None
     user, secret, t = record.user_name, said(record.secret_name), iso(until)
-    subject = (f"Action needed: old key {old} still in use, deactivated on {t} (IAM user {user})"
-               if first else f"Reminder, 24 hours left: old key {old} is deactivated on {t} (IAM user {user})")
+    subject = (f"Action needed: old key {old} still in use, deactivated {t[:16]}Z (IAM user {user})"
+               if first else f"Reminder, 24 h left: old key {old} is deactivated {t[:16]}Z (IAM user {user})")
     happened = (f"the secret {secret} was given a new access key, {outcome.new_key_id}, on {iso(stored)}. The "
                 f"previous key, {old}, is still in use ({last_use(record, old)}). Who uses it: "
                 f"{who_uses(run, outcome)}.")

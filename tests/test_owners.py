@@ -75,10 +75,10 @@ def test_an_adopted_key_s_owner_is_told_what_when_and_to_read_the_secret(aws, in
     set_last_used("bob", seeded.key_ids[0], (clock.now() - timedelta(hours=2)).replace(tzinfo=None))
     result = invoke(seeded.secret)
     (key,) = seeded.key_ids
-    until = lambda_function.iso(clock.now() + timedelta(hours=168))[:13]
+    until = lambda_function.iso(clock.now() + timedelta(hours=168))[:16]
     (mail,) = owners.mails()
     assert mail.destinations["ToAddresses"] == ["bob@example.com"] and mail.source == SENDER
-    assert key in mail.subject and "deactivated on " + until in mail.subject
+    assert mail.subject == f"Action needed: key {key} is deactivated {until}Z (IAM user bob)"
     for part in ("What happened:", "What will happen:", "What to do:", "adopted", seeded.secret, f"until {until}"):
         assert part in mail.body, part
     (post,) = owners.posts()
@@ -106,7 +106,7 @@ def test_reminders_fall_72_and_24_hours_before_the_deadline_once_each_over_a_mon
         clock.advance(DAY)
     assert sorted(told) == [0, 4, 6], told
     assert [len(subjects) for subjects in told.values()] == [1, 1, 1]
-    assert "72 hours left" in told[4][0] and "24 hours left" in told[6][0]
+    assert "72 h left" in told[4][0] and "24 h left" in told[6][0]
     assert aws.keys("bob")[key] == "Inactive"
 
 
@@ -148,7 +148,7 @@ def test_a_previous_key_still_in_use_tells_its_owner_who_uses_it_and_when_it_goe
     (first,), (reminder,) = told[1], told[2]
     assert old in first.subject and "still in use" in first.subject
     assert "198.51.100.23 with nightly-report/1.0" in first.body and seeded.secret in first.body
-    assert "24 hours left" in reminder.subject
+    assert "24 h left" in reminder.subject
     assert aws.keys("alice")[old] == "Inactive"
     no_secret_in("alice", [first.body, reminder.body])
 
