@@ -1076,6 +1076,7 @@ class Outcome:
     exposed_key_id: str | None = None
     quarantined: bool | None = None  # AWS attached its AWSCompromisedKeyQuarantine policy to the user (None: unknown)
     retired_keys: list[str] = field(default_factory=list, repr=False)  # deactivated or deleted in this run
+    owner: str | None = None  # the user's key-rotation-owner tag, as the run read it (clipped; None: none)
 
     def summary(self) -> dict[str, Any]:
         fields = {k: v for k, v in self.__dict__.items()
@@ -3962,7 +3963,19 @@ def tell_user(run: Run, user: str, notices: list[OwnerNotice], mark: str | None,
         for owner in owners:
             why = send_owner(run, owner, notice, state)
             entries.append(told_entry(notice, owner.address, "told" if why is None else "not told", why))
+            if why is None:
+                log_action("owner_told", user=notice.user, case=str(notice.case), key_id=notice.key_id,
+                           owner=clip_text(owner.address, OWNER_SHOWN), reminder=notice.reminder)
     return entries
+
+
+def note_owners(run: Run, outcomes: list[Outcome]) -> None:
+    """Each managed secret's entry names its user's owners (make report shows who has none): from the tags the run
+    read already, never a call of its own."""
+    for outcome in outcomes:
+        tags = run.user_tags.get((outcome.user or "").casefold())
+        if tags is not None and outcome.managed and tags.get(OWNER_TAG, "").strip():
+            outcome.owner = clip_text(said(tags[OWNER_TAG].strip()), OWNER_SHOWN)
 
 
 def tell_owners(run: Run, outcomes: list[Outcome], nearing: list[NearDeadline] = ()) -> list[dict[str, Any]]:
@@ -3983,6 +3996,7 @@ def tell_owners(run: Run, outcomes: list[Outcome], nearing: list[NearDeadline] =
         except Exception as err:
             log_action("owners_failed", logging.WARNING, user=user, error=describe_error(err))
             entries += [told_entry(n, None, "not told", describe_error(err)) for n in notices]
+    note_owners(run, outcomes)
     seen = {user.casefold() for user in by_user}
     for user, tags in sorted(run.user_tags.items()):  # tags read already: their malformed parts cost no call
         if user not in seen:

@@ -317,3 +317,12 @@ def test_a_hold_binds_the_owners_messages_a_leak_of_a_held_secret_is_planned_and
     assert [(e["case"], e["status"]) for e in result["owners_told"]] == [("exposed", "planned")]
     assert owners.mails() == []
     assert lambda_function.TOLD_TAG not in {t["Key"] for t in aws.iam.list_user_tags(UserName="alice")["Tags"]}
+
+
+def test_each_managed_secret_s_entry_names_its_owners_from_the_tags_the_run_read(aws, invoke, owners, monkeypatch):
+    monkeypatch.delenv("ROTATE_AFTER_DAYS")
+    told = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    silent = seed_row(aws.iam, aws.secrets, ROWS[1], user="dan")
+    owners.tag("alice", "alice@example.com")
+    entries = {e["user"]: e for e in invoke(told.secret, silent.secret, event={"report": True})["secrets"]}
+    assert entries["alice"]["owner"] == "alice@example.com" and "owner" not in entries["dan"]

@@ -1711,14 +1711,16 @@ RUN = {"policy": run_policy, "create": run_create, "configure": run_configure, "
 
 
 def render_report(summary: dict) -> str:
-    """make report: a table a person reads at a glance (user, key age, managed or not, next rotation)."""
-    rows = [("user", "key age (days)", "managed", "next rotation", "overdue")]
+    """make report: a table a person reads at a glance (user, key age, managed or not, next rotation, who owns the
+    keys: the user's key-rotation-owner tag, or MISSING)."""
+    rows = [("user", "key age (days)", "managed", "next rotation", "overdue", "owner")]
     for entry in summary.get("secrets", []):
         rows.append((str(entry.get("user")), str(entry.get("key_age_days")), f"yes ({entry['secret']})",
-                     str(entry.get("next_rotation")), "OVERDUE" if entry.get("overdue") else ""))
+                     str(entry.get("next_rotation")), "OVERDUE" if entry.get("overdue") else "",
+                     str(entry.get("owner") or "MISSING")))
     account = summary.get("report") or {}
     for entry in account.get("overdue_unmanaged", []):
-        rows.append((entry["user"], str(entry["age_days"]), "no", "never (no secret)", "OVERDUE"))
+        rows.append((entry["user"], str(entry["age_days"]), "no", "never (no secret)", "OVERDUE", "not read"))
     lines = [render_table(rows)]
     if account.get("root_key_active"):
         lines.append("the root user has an Active access key: CIS asks that it have none")
