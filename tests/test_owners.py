@@ -326,3 +326,13 @@ def test_each_managed_secret_s_entry_names_its_owners_from_the_tags_the_run_read
     owners.tag("alice", "alice@example.com")
     entries = {e["user"]: e for e in invoke(told.secret, silent.secret, event={"report": True})["secrets"]}
     assert entries["alice"]["owner"] == "alice@example.com" and "owner" not in entries["dan"]
+
+
+def test_every_moment_falls_to_exactly_one_run_of_the_daily_schedule():
+    from datetime import UTC, datetime
+
+    start = datetime(2030, 1, 1, 6, tzinfo=UTC)
+    runs = [start + timedelta(days=d) for d in range(10)]
+    for minutes in range(24 * 60, 8 * 24 * 60, 7):
+        moment = start + timedelta(minutes=minutes)
+        assert sum(lambda_function.in_this_run(moment, run) for run in runs) == 1, moment
