@@ -25,7 +25,7 @@ PORT       ?= 5000
 DEPLOY_VALUES := FUNCTION ROLE REGION TIMEOUT MEMORY SCHEDULE RETRIES EVENT SINCE ACCOUNT_ID PREFIX KMS_KEY_ID \
   USER_PATH STACK TOPIC SECRET \
   OUS REGIONS ARTIFACT_PREFIX STACK_SET CALL_AS CANARY FAILURE_PERCENT MAX_PERCENT OVERRIDES ORG_ID LOG_GROUP DAYS \
-  CENTRAL_PROFILE OUTPUT ROLES
+  CENTRAL_PROFILE OUTPUT ROLES OWNERS
 # The Makefile's own variables; every other NAME=VALUE on the command line is a setting of the function,
 # passed to tools/deploy_config.py, which checks names and values with the function's own settings table
 # (a typo is refused with the nearest name; NAME= removes the setting); for org-deploy and org-update, each is

@@ -25,7 +25,8 @@ above it.
 10. Batch passes (EventBridge schedule, console, CLI): ``run_batch``: resolve, read, authorise, decide; then
     ``assess`` every claimed secret (reads only) and ``act`` in waves (``waves_of``): verify every key together,
     ``finish``; ``{"rollback": [...]}`` runs ``rollback_secret`` instead.
-11. Notices: the run's summary and metrics (``report``), the SNS message, the EventBridge events.
+11. Notices: the run's summary and metrics (``report``), the SNS message, the EventBridge events, the keys'
+    owners' messages (``tell_owners``).
 12. Secrets Manager rotation mode (``Step`` events): ``serve_rotation_step``, one function per step.
 13. The handler: ``handle(event, context, environ, clock)``.
 
@@ -72,6 +73,10 @@ The safety rules, each with the one function that enforces it, and the documente
   refused entry costs no other its delivery (``event_entries``, ``put_batches``, ``put_batch``); summaries and
   events go to this account or CENTRAL_ACCOUNT_ID's only, and a bus of this region only
   (``check_destinations``).
+- Owners hear first: each message is made from the run's typed outcomes (``owner_notices``), falls to one run
+  of the daily schedule (``in_this_run``), is sent once per run however often the run is delivered
+  (``run_mark``, ``mark_told``), only to this account's or CENTRAL_ACCOUNT_ID's topics (``foreign_account``),
+  and never fails the run (``send_owner``).
 - No SecretAccessKey (nor an SES SMTP password derived from it, ``new_value``) is ever logged, returned, published
   or put in an error message, and no AWS error message of a call that carries one is repeated anywhere
   (``describe_error``, ``loads_or_none``, ``event_entries``).
@@ -220,6 +225,7 @@ class Settings:
     role_lookback_days: int = 30
     role_regions: tuple[str, ...] = ()  # the regions whose CloudTrail event history the roles report reads
     central_account_id: str | None = None  # the one other account a topic or bus may be in
+    owner_sender: str | None = None  # the SES identity owners' e-mails come from (none: e-mail owners not told)
 
     @property
     def call_budget(self) -> float:
@@ -421,6 +427,9 @@ SETTINGS_TABLE: dict[str, Setting] = {s.name: s for s in (
             "days of CloudTrail's event history per key (at most 90, what LookupEvents keeps)", 1, 90),
     Setting("ROLE_REGIONS", "text", None, "the regions whose CloudTrail event history the roles report reads, "
             "separated by spaces (default: the function's own region)"),
+    Setting("OWNER_SENDER", "text", None, "the e-mail address, verified in SES, that tells each key's owner (the "
+            "user's key-rotation-owner tag) what will happen to the key (empty: e-mail owners are not told; "
+            "SNS topic owners still are)"),
 )}
 
 
@@ -484,6 +493,64 @@ def central_account(value: str | None) -> str | None:
     if value is not None and not (len(value) == 12 and value.isascii() and value.isdigit()):
         raise ConfigError("setting CENTRAL_ACCOUNT_ID is not understood; use a 12-digit AWS account id")
     return value
+
+
+def is_email(value: Any) -> bool:
+    """An e-mail address's shape: local@domain.tld, printable ASCII, no spaces, at most 254 characters. (Whether
+    SES may send from or to it is SES's to say.)"""
+    if not isinstance(value, str) or not 3 <= len(value) <= 254 or not value.isascii():
+        return False
+    local, at, domain = value.rpartition("@")
+    return bool(at and local and "." in domain.strip(".") and not domain.startswith(".") and ".." not in domain
+                and all(ch.isalnum() or ch in "-." for ch in domain)
+                and all(ch.isprintable() and ch not in ' "(),:;<>[\\]@' for ch in local))
+
+
+def owner_sender(value: str | None) -> str | None:
+    """OWNER_SENDER: an e-mail address (an identity verified in SES), or unset."""
+    if value is not None and not is_email(value):
+        raise ConfigError("setting OWNER_SENDER is not understood; use an e-mail address verified in SES, like "
+                          "key-rotation@example.com")
+    return value
+
+
+def foreign_account(account: str | None, home: str | None, central: str | None) -> bool:
+    """The one rule for where the function's messages may go (a topic, a bus, an owner's topic): this account
+    (``home``) or CENTRAL_ACCOUNT_ID's; any other account is foreign."""
+    return account is not None and account not in (home, central)
+
+
+OWNER_TAG = "key-rotation-owner"  # on the IAM user: who owns its keys, e-mail addresses and SNS topic ARNs
+
+
+@dataclass(frozen=True)
+class Owner:
+    """One address of the user's key-rotation-owner tag: an e-mail address (SES) or an SNS topic ARN."""
+
+    address: str
+    topic: bool
+
+
+def is_topic_arn(value: str) -> bool:
+    """An SNS topic ARN's shape: arn:PARTITION:sns:REGION:ACCOUNT:NAME (NAME: letters, digits, - and _, .fifo)."""
+    parts = arn_fields(value)
+    name = parts[5].removesuffix(".fifo") if len(parts) == 6 else ""
+    return len(parts) == 6 and value.isascii() and parts[2] == "sns" and bool(parts[3]) \
+        and account_of(value) is not None and 0 < len(name) <= 256 and all(ch.isalnum() or ch in "-_" for ch in name)
+
+
+def parse_owners(value: str | None) -> tuple[tuple[Owner, ...], tuple[str, ...]]:
+    """The key-rotation-owner tag: its addresses, separated by spaces, each checked against its shape (an
+    e-mail address or an SNS topic ARN); and the parts that are neither (reported, never sent to)."""
+    owners, malformed = [], []
+    for part in dict.fromkeys((value or "").split()):
+        if is_topic_arn(part):
+            owners.append(Owner(part, topic=True))
+        elif is_email(part):
+            owners.append(Owner(part, topic=False))
+        else:
+            malformed.append(part)
+    return tuple(owners), tuple(malformed)
 
 
 def is_rotation_event(event: Any) -> bool:
@@ -585,6 +652,7 @@ def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None =
         role_lookback_days=setting(environ, "ROLE_LOOKBACK_DAYS"),
         role_regions=role_regions(setting(environ, "ROLE_REGIONS"), environ),
         central_account_id=central_account(setting(environ, "CENTRAL_ACCOUNT_ID")),
+        owner_sender=owner_sender(setting(environ, "OWNER_SENDER")),
     )
 
 
@@ -815,6 +883,14 @@ def rotation_due(keys: list[KeyState], held_key_id: str | None, now: datetime, r
 GRACE_TOLERANCE = timedelta(minutes=15)
 
 
+def in_this_run(moment: datetime, anchor: datetime) -> bool:
+    """Does ``moment`` (a reminder's time, an adoption) fall to this run of the daily schedule? Each run owns one
+    SCHEDULE_PERIOD: the one that ends at its scheduled time (``anchor``: the scheduled event's time, exact on
+    every redelivery; else now), shifted by GRACE_TOLERANCE for the run's own work. The runs of the schedule
+    tile time, so a moment falls to exactly one of them, without any state kept."""
+    return anchor - SCHEDULE_PERIOD + GRACE_TOLERANCE < moment <= anchor + GRACE_TOLERANCE
+
+
 class Retire(StrEnum):
     """What to do with a previous key still Active, once the current key has authenticated."""
 
@@ -984,6 +1060,7 @@ class SecretRecord:
     usage: dict[str, tuple[datetime | None, str]] = field(default_factory=dict, repr=False)  # key -> last use
     adopted_at: dict[str, datetime] = field(default_factory=dict, repr=False)  # adopted key -> first adopted
     changed_at: datetime | None = None  # DescribeSecret's LastChangedDate: Secrets Manager's, no writer's
+    adopted_now: set[str] = field(default_factory=set, repr=False)  # adopted by this run (not in the user's tag)
 
     def version_with(self, stage: str) -> str | None:
         return next((v for v, labels in self.stages.items() if stage in labels), None)
@@ -1041,6 +1118,7 @@ class Outcome:
     exposed_key_id: str | None = None
     quarantined: bool | None = None  # AWS attached its AWSCompromisedKeyQuarantine policy to the user (None: unknown)
     retired_keys: list[str] = field(default_factory=list, repr=False)  # deactivated or deleted in this run
+    owner: str | None = None  # the user's key-rotation-owner tag, as the run read it (clipped; None: none)
 
     def summary(self) -> dict[str, Any]:
         fields = {k: v for k, v in self.__dict__.items()
@@ -1274,6 +1352,10 @@ class Clients:
         """CloudTrail in one region (its event history is per region), paced by the same ``Pacer``."""
         return self.optional(f"cloudtrail@{region}")
 
+    @property
+    def ses(self) -> Any:
+        return self.optional("ses")
+
 
 # The environment that decides where clients connect and as whom. It does not
 # change within a Lambda execution environment; a test may change it.
@@ -1302,9 +1384,13 @@ def clients_for(environment: tuple[str | None, ...], retry_mode: str, max_attemp
                     connect_timeout=5, read_timeout=15, max_pool_connections=64)
     budget, pacer = CallBudget(), Pacer(LOOKUP_INTERVAL_SECONDS)
 
+    # SES (the owners' e-mail): botocore's standard retries, then the e-mail is given up for the run (``tell``)
+    ses_config = config.merge(Config(retries={"mode": "standard", "total_max_attempts": max_attempts}))
+
     def make(name: str) -> Any:
         service, _, region = name.partition("@")  # "cloudtrail@eu-west-1": a client of that region
-        client = session.client(service, config=config, **({"region_name": region} if region else {}))
+        client = session.client(service, config=ses_config if service == "ses" else config,
+                                **({"region_name": region} if region else {}))
         if service == "cloudtrail":
             client.meta.events.register("request-created", pacer.wait)  # every attempt; before the budget's check
         client.meta.events.register("before-call", budget.start)
@@ -2124,6 +2210,8 @@ class Run:
                 since = made_at if retiring and key.key_id not in again else now
                 record.adopted_at[key.key_id] = since if key.key_id in again else min(named.get(key.key_id, now),
                                                                                       since, now)
+                if key.key_id not in named:  # its adoption is this run's: its owner hears of it now
+                    record.adopted_now.add(key.key_id)
                 used = f"{iso(when)} by {where}" if when else f"never; made {iso(key.created)}"
                 found.append((when is not None, when or key.created, key.key_id, used))  # never used sorts first
         return {key_id: used for _, _, key_id, used in sorted(found)}
@@ -2723,8 +2811,46 @@ def read_credential_report(answer: dict, managed: set[str], now: datetime, max_a
                 found[kind].append({"user": clip(user), "key_slot": slot, "age_days": age_days(rotated, now)})
 
 
+@dataclass(frozen=True)
+class NearDeadline:
+    """An Active key of a user no secret of the run manages (IAM's credential report), on a day its owner is told:
+    15 and 7 days before MAX_KEY_AGE_DAYS, and the day it is overdue (``days_left`` 0)."""
+
+    user: str
+    slot: int
+    rotated: datetime
+    days_left: int
+
+
+OWNER_DAYS_BEFORE_DEADLINE = (15, 7, 0)
+
+
+def near_deadline(answer: dict, managed: set[str], anchor: datetime, max_age_days: float) -> list[NearDeadline]:
+    """The credential report's Active keys of users no secret manages whose 15-day, 7-day or overdue day falls to
+    this run (``in_this_run``): each told once, on the daily schedule, without state."""
+    if max_age_days <= 0:
+        return []
+    content = answer.get("Content")
+    found = []
+    for row in csv.DictReader(io.StringIO(content.decode() if isinstance(content, bytes) else content)):
+        user = row.get("user")
+        if not is_user_name(user) or user.casefold() in managed:
+            continue
+        for slot in (1, 2):
+            try:
+                rotated = datetime.fromisoformat(str(row.get(f"access_key_{slot}_last_rotated", "")))
+            except ValueError:
+                continue
+            rotated = rotated if rotated.tzinfo else rotated.replace(tzinfo=UTC)
+            for days in OWNER_DAYS_BEFORE_DEADLINE:
+                if row.get(f"access_key_{slot}_active") == "true" and in_this_run(
+                        rotated + timedelta(days=max_age_days - days), anchor):
+                    found.append(NearDeadline(user, slot, rotated, days))
+    return found
+
+
 def account_report(clients: Clients, settings: Settings, clock: Clock, outcomes: list[Outcome],
-                   active: list[str] | None = None) -> dict[str, Any]:
+                   active: list[str] | None = None, nearing: list[NearDeadline] | None = None) -> dict[str, Any]:
     """IAM's credential report (one for the whole account): every Active access key older than
     MAX_KEY_AGE_DAYS, split by whether a secret of this run manages its user; into ``active``, every user with
     an Active key (the roles report's). Reads only."""
@@ -2749,6 +2875,8 @@ def account_report(clients: Clients, settings: Settings, clock: Clock, outcomes:
                              "generated": iso(answer["GeneratedTime"]) if answer.get("GeneratedTime") else None}
     try:
         read_credential_report(answer, managed, clock.now(), settings.max_key_age_days, found, active)
+        if nearing is not None:  # the owners of keys no secret holds, told as their deadline nears
+            nearing += near_deadline(answer, managed, settings.event_time or clock.now(), settings.max_key_age_days)
     except Exception as err:  # a report not as documented: said, never lost with the run's summary
         return {**found, "failed": f"credential report: not understood ({type(err).__name__}); nothing changed"}
     log_action("account_report", overdue_managed=len(found["overdue_managed"]),
@@ -3379,13 +3507,14 @@ def exposure_of(run: Run, key_id: str) -> Outcome | str | None:
             "the keys of users tagged key-rotation-secret; nothing changed")
         return unmanaged
     named = tags.get(USER_TAG)
+    if is_user_name(user):  # read once: the guard's authority check and the owner's tag use them
+        run.user_tags[user.casefold()] = tags
     if not run.settings.require_user_tag and is_user_name(user):
         run.exposed.setdefault(user.casefold(), set()).add(key_id)
         return None
     if named and selects(run.settings, named) and own_secret(run, named):
         run.exposed.setdefault(user.casefold(), set()).add(key_id)
         run.exposures[key_id] = as_selected(run.settings, named)
-        run.user_tags[user.casefold()] = tags  # read once: the guard's authority check uses them too
         return run.exposures[key_id]
     return unmanaged_exposure(key_id, user)
 
@@ -3472,10 +3601,11 @@ def answer_exposures(run: Run, records: list[Any], outcomes: list[Outcome]) -> N
                    message=f"exposed key {key_id}: {outcome.reason or outcome.status}")
 
 
-def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any) -> list[Outcome]:
+def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any,
+              run: Run | None = None) -> list[Outcome]:
     """The batch passes: resolve, read, authorise, decide, then rotate in waves (start, verify together,
-    finish); last, the deadline's figures for every secret."""
-    run = Run(settings, clients, clock, context)
+    finish); last, the deadline's figures for every secret. ``run``: the invocation's, kept for the owners."""
+    run = run or Run(settings, clients, clock, context)
     secret_ids, listed, holders_only, unmanaged = selected(run)
     workers = max(1, min(settings.max_workers, len(secret_ids) + len(holders_only)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
@@ -3777,8 +3907,411 @@ def notify(clients: Clients, settings: Settings, summary: dict[str, Any]) -> Non
         log_action("notify_failed", logging.WARNING, error=describe_error(err, "Publish"))
 
 
+class Case(StrEnum):
+    """What an owner is told about."""
+
+    ADOPTED = "adopted"  # a key in use no secret held: kept until T, then deactivated; read the secret instead
+    STILL_IN_USE = "still_in_use"  # a previous key still used after a rotation: deactivated at MAX_GRACE_HOURS
+    EXPOSED = "exposed"  # a leaked key: replaced and deactivated, or NOT replaced and why
+    NEARING_DEADLINE = "nearing_deadline"  # a key no secret holds, 15 and 7 days before MAX_KEY_AGE_DAYS, overdue
+    FAILED = "failed"  # a rotation of the user failed: what was left as it was
+    MALFORMED_TAG = "malformed_tag"  # a part of the owner tag that is neither an e-mail address nor a topic ARN
+
+
+OWNER_SUBJECT = 100  # characters: SNS's limit for a subject (ASCII, one line); SES's subjects are kept as short
+OWNER_BODY = 4000  # characters of a message: one screen, far within SES's 10 MB and SNS's 256 KB
+OWNER_FIELD = 400  # characters of any one value put in a message (a reason, a name, who used a key)
+OWNER_SHOWN = 254  # characters of an owner's address in the summary and the log (an e-mail address's most)
+OWNER_FOOTER = ("You receive this because the IAM user's tag key-rotation-owner names this address. The key rotation "
+                "function never sends a secret value: read the secret itself for the key.")
+
+
+@dataclass(frozen=True)
+class OwnerNotice:
+    """One message to the owners of one user's key: each field made by the code, from ids, names and times."""
+
+    user: str
+    case: Case
+    key_id: str | None
+    subject: str
+    body: str
+    fact: str  # what it says, as one line: its digest marks it told for a redelivery of the run
+    secret: str | None = None
+    until: str | None = None  # when the key is deactivated, if it will be
+    reminder: str | None = None  # which reminder this is ("72 hours", "7 days"...), None for the first word
+    planned: bool = False  # a dry run (or the secret's dry-run tag): listed, not sent
+
+
+def said(value: Any) -> str:
+    """A value as a message shows it: printable, clipped."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in str(value))
+    return clip_text(text, OWNER_FIELD)
+
+
+def owner_notice(user: str, case: Case, key_id: str | None, fact: str, subject: str, lines: tuple[str, str, str],
+                 **more: Any) -> OwnerNotice:
+    """A notice: its subject ASCII on one line within OWNER_SUBJECT; its body what happened, what will happen and
+    when, and the one thing to do, within OWNER_BODY."""
+    subject = "".join(ch if " " <= ch <= "~" else "?" for ch in subject)
+    happened, will, todo = lines
+    body = "\n\n".join([f"What happened: {happened}", f"What will happen: {will}", f"What to do: {todo}",
+                        OWNER_FOOTER])
+    return OwnerNotice(user, case, key_id, clip_text(subject, OWNER_SUBJECT), clip_text(body, OWNER_BODY), fact,
+                       **more)
+
+
+def last_use(record: SecretRecord, key_id: str) -> str:
+    when, where = record.usage.get(key_id, (None, ""))
+    return f"last used {iso(when)} by {said(where)}" if when else "IAM shows no use yet"
+
+
+def adopted_notice(run: Run, record: SecretRecord, outcome: Outcome, key: str,
+                   anchor: datetime) -> OwnerNotice | None:
+    """Case 1: a key in use that no secret held was adopted: told in the run that adopts it (the one that writes it
+    into the user's key-rotation-adopted tag: a later or redelivered run finds it there), then reminded 72 and 24
+    hours before it is deactivated while IAM shows it used since its adoption."""
+    since, found = record.adopted_at.get(key), find_key(record.keys or [], key)
+    if since is None or found is None or not found.active or key in outcome.retired_keys \
+            or f"deactivate {key}" in outcome.steps:
+        return None
+    planned = bool(record.own and record.own.dry_run)
+    recorded = key in parse_adopted(run.tags(record).get(ADOPTED_TAG))  # the cached tags, as the run left them
+    until = adopted_until(since, run.settings.max_grace_hours)
+    when = record.usage.get(key, (None, ""))[0]
+    used = when is not None and when >= since  # IAM shows it used since its adoption: someone still on it
+    first = key in record.adopted_now and (recorded or planned)
+    left = next((h for h in (72, 24) if in_this_run(until - timedelta(hours=h), anchor)), None) if used else None
+    if not first and left is None:
+        return None
+    user, secret, t = record.user_name, said(record.secret_name), iso(until)
+    subject = (f"Action needed: key {key} is deactivated {t[:16]}Z (IAM user {user})" if first else
+               f"Reminder, {left} h left: key {key} is deactivated {t[:16]}Z (IAM user {user})")
+    happened = (f"access key {key} of IAM user {user} is Active and may be in use ({last_use(record, key)}), but no "
+                f"secret held it. The key rotation function adopted it on {iso(since)}: the secret {secret} now holds "
+                "this user's keys." if first else f"access key {key} of IAM user {user}, adopted on {iso(since)}, is "
+                f"still in use ({last_use(record, key)}).")
+    will = f"{key} stays Active until {t}; then it is deactivated, and whatever still uses it stops working."
+    todo = (f"make every program that uses {key} read its access key from the secret {secret} ({said(record.arn)}) "
+            f"instead, before {t}.")
+    return owner_notice(user, Case.ADOPTED, key, f"adopted {key} {t} {left or 'first'}", subject,
+                        (happened, will, todo), secret=record.secret_name, until=t,
+                        reminder=f"{left} hours" if left else None, planned=planned)
+
+
+def still_in_use_until(run: Run, record: SecretRecord, key_id: str, stored: datetime) -> datetime:
+    """When a previous key still in use is deactivated anyway: MAX_GRACE_HOURS after the store, or the run before
+    it would outlive MAX_KEY_AGE_DAYS (``past_deadline``), whichever is first."""
+    until = stored + timedelta(hours=run.settings.max_grace_hours)
+    key, max_age = find_key(record.keys or [], key_id), run.settings.max_key_age_days
+    if key is not None and max_age > 0:
+        until = min(until, key.created + timedelta(days=max_age) - SCHEDULE_PERIOD)
+    return until
+
+
+def who_uses(run: Run, outcome: Outcome) -> str:
+    """Who still uses a key: CloudTrail's hosts and programs (LOOKUP_HOLDOUTS, or a leak), or why not known."""
+    if outcome.holdouts:
+        return said(describe_holdouts(outcome.holdouts))
+    if outcome.holdouts_note:
+        return said(outcome.holdouts_note)
+    return "not looked up (LOOKUP_HOLDOUTS is off: ask the operator to turn it on to see which hosts and programs)"
+
+
+def still_in_use_notice(run: Run, record: SecretRecord, outcome: Outcome, anchor: datetime) -> OwnerNotice | None:
+    """Case 2: a previous key still used after a rotation: told in the run its grace period ends in (the first
+    that finds it used), reminded 24 hours before it is deactivated."""
+    old, stored = outcome.old_key_id, outcome.in_use_since
+    if outcome.status != Status.WAITING or not outcome.still_in_use or outcome.adopted or not old or stored is None:
+        return None
+    grace = record.own.grace_hours if record.own else run.settings.grace_hours
+    until = still_in_use_until(run, record, old, stored)
+    first = in_this_run(stored + timedelta(hours=grace), anchor)
+    if not first and not in_this_run(until - timedelta(hours=24), anchor):
+        return None
+    user, secret, t = record.user_name, said(record.secret_name), iso(until)
+    subject = (f"Action needed: old key {old} still in use, deactivated {t[:16]}Z (IAM user {user})"
+               if first else f"Reminder, 24 h left: old key {old} is deactivated {t[:16]}Z (IAM user {user})")
+    happened = (f"the secret {secret} was given a new access key, {outcome.new_key_id}, on {iso(stored)}. The "
+                f"previous key, {old}, is still in use ({last_use(record, old)}). Who uses it: "
+                f"{who_uses(run, outcome)}.")
+    will = (f"{old} is deactivated on {t} (MAX_GRACE_HOURS={run.settings.max_grace_hours:g} after the new key was "
+            "stored, or sooner if the account's key age limit comes first); whatever still uses it then stops "
+            "working.")
+    todo = (f"make those programs read the secret {secret} again (restart them, or have them fetch its value) "
+            f"before {t}.")
+    return owner_notice(user, Case.STILL_IN_USE, old, f"still_in_use {old} {t} {'first' if first else '24h'}",
+                        subject, (happened, will, todo), secret=record.secret_name, until=t,
+                        reminder=None if first else "24 hours", planned=bool(record.own and record.own.dry_run))
+
+
+def exposed_notice(run: Run, record: SecretRecord | None, outcome: Outcome) -> OwnerNotice | None:
+    """Case 3: a leaked key: replaced and deactivated (or NOT, and why), who used it. Told in the leak's run."""
+    key, user = outcome.exposed_key_id, outcome.user
+    if not outcome.exposed or not key or not is_user_name(user):
+        return None
+    secret = said(record.secret_name) if record is not None else None
+    status = outcome.status
+    done = {Status.ROTATED: f"it was replaced by a new key, {outcome.new_key_id}, in the secret {secret}, and "
+                            f"{key} was deactivated (not deleted: it is evidence)",
+            Status.RETIRED: f"{key} was deactivated (not deleted: it is evidence)"}.get(
+        status, f"{key} was NOT replaced nor deactivated")
+    happened = (f"access key {key} of IAM user {user} was reported exposed (leaked): {done}. "
+                f"{said(outcome.reason or '')} Who used it: {who_uses(run, outcome)}.")
+    revoked = status in (Status.ROTATED, Status.RETIRED)
+    # a hold (a dry run, a skip or dry-run tag, Secrets Manager's own rotation) binds the owners' messages too: the
+    # message is planned, and no mark is written on the user
+    held = record is not None and (status in (Status.SKIPPED, Status.PLANNED)
+                                   or bool(record.own and record.own.dry_run))
+    will = (f"{key} stays Inactive: it works for no one any more." if revoked else
+            f"{key} still works, for whoever holds it, until someone deactivates it.")
+    todo = (f"make sure your programs read the secret {secret}; check in CloudTrail what was done with {key}."
+            if revoked else f"ask the account's operator to replace and deactivate {key} now; until then treat "
+                            "whatever it can reach as exposed.")
+    subject = f"Exposed access key {key} " + ("replaced and deactivated" if status == Status.ROTATED else
+                                              "deactivated" if revoked else "NOT revoked") + f" (IAM user {user})"
+    return owner_notice(user, Case.EXPOSED, key, f"exposed {key} {status}", subject, (happened, will, todo),
+                        secret=record.secret_name if record is not None else None,
+                        planned=run.settings.dry_run or held)
+
+
+def failed_notice(run: Run, record: SecretRecord, outcome: Outcome) -> OwnerNotice | None:
+    """Case 5: a rotation of the user failed (an authorised secret's: a writer of another secret cannot make its
+    owner be told): what was left as it was."""
+    if outcome.status != Status.FAILED or outcome.exposed or not record.authorised:
+        return None
+    user, secret = record.user_name, said(record.secret_name)
+    key = outcome.current_key_id or record.held_key_id
+    happened = (f"the rotation of the access keys of IAM user {user} (the secret {secret}) failed: "
+                f"{said(outcome.reason)}")
+    will = (f"the secret still holds access key {key}, which it held before" if key == record.held_key_id else
+            f"the secret holds access key {key}") + (
+        "; nothing else was changed unless the reason above says so. The function tries again on its next run.")
+    todo = (f"nothing, if your programs read the secret {secret}. If this comes again, tell the account's operator: "
+            "the reason above says what is wrong.")
+    return owner_notice(user, Case.FAILED, key, f"failed {record.arn} {key}",
+                        f"Key rotation failed; the secret still holds {key} (IAM user {user})",
+                        (happened, will, todo), secret=record.secret_name,
+                        planned=run.settings.dry_run or bool(record.own and record.own.dry_run))
+
+
+def nearing_notice(run: Run, near: NearDeadline) -> OwnerNotice:
+    """Case 4: a key no secret holds (the credential report), 15 and 7 days before MAX_KEY_AGE_DAYS, and overdue."""
+    max_age = run.settings.max_key_age_days
+    deadline = iso(near.rotated + timedelta(days=max_age))
+    key, user = f"access key {near.slot}", near.user
+    happened = (f"{key} of IAM user {user}, made (or last rotated) on {iso(near.rotated)}, is held by no secret the "
+                "key rotation function manages: nothing rotates it.")
+    will = (f"it reaches the account's key age limit (MAX_KEY_AGE_DAYS={max_age:g}) on {deadline}, in "
+            f"{near.days_left} days; from then on it is reported overdue." if near.days_left else
+            f"it is past the account's key age limit (MAX_KEY_AGE_DAYS={max_age:g}) since {deadline}: it is "
+            "reported overdue every day.")
+    todo = ("replace it: make a new key, move your programs to it, then deactivate and delete this one; or have "
+            "the function rotate it (a secret under iam-keys/, and the user tagged key-rotation-secret with the "
+            "secret's ARN: see the README).")
+    subject = (f"Access key {near.slot} reaches the key age limit in {near.days_left} days (IAM user {user})"
+               if near.days_left else f"Access key {near.slot} is past the key age limit (IAM user {user})")
+    return owner_notice(user, Case.NEARING_DEADLINE, None, f"nearing {near.slot} {iso(near.rotated)} {near.days_left}",
+                        subject, (happened, will, todo), until=deadline,
+                        reminder=f"{near.days_left} days" if near.days_left else None, planned=run.settings.dry_run)
+
+
+def owner_notices(run: Run, outcomes: list[Outcome], nearing: list[NearDeadline]) -> list[OwnerNotice]:
+    """Every notice of the run, from the typed outcomes (and the credential report's keys no secret holds)."""
+    anchor = run.settings.event_time or run.clock.now()
+    records = {r.name: r for found in run.by_user.values() for r in found}
+    notices: list[OwnerNotice | None] = []
+    for outcome in outcomes:
+        record = records.get(outcome.secret)
+        if outcome.exposed:
+            notices.append(exposed_notice(run, record, outcome))
+        elif record is not None and record.authorised:
+            notices += [adopted_notice(run, record, outcome, key, anchor) for key in sorted(record.adopted_at)]
+            notices += [still_in_use_notice(run, record, outcome, anchor), failed_notice(run, record, outcome)]
+    notices += [nearing_notice(run, near) for near in nearing]
+    return [n for n in notices if n is not None]
+
+
+TOLD_TAG = "key-rotation-told"  # on the IAM user: "<this run's mark> <a digest of each notice told in it>"
+TOLD_TAG_MOST = 256  # characters: IAM's limit for a tag's value
+
+
+def run_mark(settings: Settings, context: Any) -> str | None:
+    """The run's mark, the same for a redelivered scheduled event (its id and time) and for a retried invocation
+    (Lambda keeps its request id); None when there is neither (no redelivery to recognise)."""
+    request = getattr(context, "aws_request_id", None)
+    basis = settings.event_id or (request if isinstance(request, str) and request else None)
+    return hashlib.sha256(basis.encode()).hexdigest()[:12] if basis else None
+
+
+def fact_mark(fact: str) -> str:
+    return hashlib.sha256(fact.encode()).hexdigest()[:8]
+
+
+def told_in_run(tags: Mapping[str, str], mark: str | None) -> set[str]:
+    """The notices (digests) this very run told already, as the user's key-rotation-told tag records them."""
+    parts = (tags.get(TOLD_TAG) or "").split()
+    return set(parts[1:]) if mark and parts and parts[0] == mark else set()
+
+
+def owner_tags(run: Run, user: str) -> dict[str, str] | str:
+    """The user's tags as the run read them already (the guard's authority check, the holders' marks); read here
+    only for a user the run has something to tell and has not read (a key no secret holds). Or why not."""
+    cached = run.user_tags.get(user.casefold())
+    if cached is not None:
+        return cached
+    try:
+        tags = {t["Key"]: t["Value"] for t in run.clients.iam.list_user_tags(UserName=user)["Tags"]}
+    except Exception as err:
+        return f"the owner tag could not be read ({describe_error(err, 'ListUserTags')})"
+    run.user_tags[user.casefold()] = tags
+    return tags
+
+
+def mark_told(run: Run, user: str, tags: dict[str, str], mark: str, told: set[str]) -> None:
+    """Record, before sending, what this run tells the user's owners: a redelivery of the run, or a retry, finds it
+    and sends nothing twice (a message lost in between is not sent again: at most once). A mark that cannot be
+    written is logged; the messages go all the same (a redelivery might then repeat them)."""
+    value = mark
+    for digest in sorted(told):
+        if len(value) + 1 + len(digest) > TOLD_TAG_MOST:
+            break
+        value += " " + digest
+    try:
+        run.clients.iam.tag_user(UserName=user, Tags=[{"Key": TOLD_TAG, "Value": value}])
+        tags[TOLD_TAG] = value
+    except Exception as err:
+        log_action("owner_told_not_marked", logging.WARNING, user=user, error=describe_error(err, "TagUser"))
+
+
+def home_account(run: Run, state: dict[str, Any]) -> str | None:
+    """This account: the function's ARN, else a secret's (the run's secrets are its own), else STS (asked once)."""
+    if "home" not in state:
+        records = [r for found in run.by_user.values() for r in found]
+        state["home"] = account_of(getattr(run.context, "invoked_function_arn", None)) or next(
+            (account_of(r.arn) for r in records), None) or run.clients.optional("sts").get_caller_identity().get(
+            "Account")
+    return state["home"]
+
+
+def send_owner(run: Run, owner: Owner, notice: OwnerNotice, state: dict[str, Any]) -> str | None:
+    """Send one notice to one owner: an SNS topic (this account's or CENTRAL_ACCOUNT_ID's, as every destination)
+    or an e-mail from OWNER_SENDER. None once sent; else why not (logged, never raised)."""
+    settings = run.settings
+    try:
+        if owner.topic:
+            account = account_of(owner.address)
+            if foreign_account(account, None, settings.central_account_id) \
+                    and foreign_account(account, home_account(run, state), settings.central_account_id):
+                return (f"the topic is in account {account}, not this one nor CENTRAL_ACCOUNT_ID's: messages go to "
+                        "no other account; refused")
+            run.clients.sns.publish(TopicArn=owner.address, Subject=notice.subject, Message=notice.body)
+            return None
+        if not settings.owner_sender:
+            return "OWNER_SENDER is not set: e-mail owners are not told (set it to an address verified in SES)"
+        if state.get("ses"):
+            return state["ses"]
+        run.clients.ses.send_email(Source=settings.owner_sender, Destination={"ToAddresses": [owner.address]},
+                                   Message={"Subject": {"Data": notice.subject, "Charset": "UTF-8"},
+                                            "Body": {"Text": {"Data": notice.body, "Charset": "UTF-8"}}})
+        return None
+    except Exception as err:  # an owner not told must not fail the run: counted (OwnersNotTold) and logged
+        why = describe_error(err, "Publish" if owner.topic else "SendEmail")
+        if not owner.topic and (error_code(err) in THROTTLING or isinstance(err, CallTooSlow)):
+            state["ses"] = f"SES kept throttling after botocore's retries ({why}): no more e-mail this run"
+        log_action("owner_not_told", logging.WARNING, user=notice.user, case=str(notice.case),
+                   owner=clip_text(owner.address, OWNER_SHOWN), error=why)
+        return why
+
+
+def told_entry(notice: OwnerNotice, owner: str | None, status: str, why: str | None = None) -> dict[str, Any]:
+    """One line of the summary's owners_told: who was told what (or planned, or not, and why)."""
+    entry = {"user": notice.user, "owner": clip_text(owner, OWNER_SHOWN) if owner else None,
+             "case": str(notice.case), "key_id": notice.key_id, "secret": notice.secret, "until": notice.until,
+             "reminder": notice.reminder, "status": status, "why": why}
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+def malformed_entries(user: str, malformed: Iterable[str]) -> list[dict[str, Any]]:
+    return [{"user": user, "owner": clip_text(said(part), OWNER_SHOWN), "case": str(Case.MALFORMED_TAG),
+             "status": "not told", "why": f"in tag {OWNER_TAG}: neither an e-mail address nor an SNS topic ARN "
+                                          "(arn:aws:sns:REGION:ACCOUNT_ID:NAME); the other addresses are told"}
+            for part in malformed]
+
+
+def tell_user(run: Run, user: str, notices: list[OwnerNotice], mark: str | None,
+              state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tell one user's owners each notice (planned in a dry run; not again in a redelivery of the run)."""
+    tags = owner_tags(run, user)
+    if isinstance(tags, str):
+        return [told_entry(n, None, "not told", tags) for n in notices]
+    owners, malformed = parse_owners(tags.get(OWNER_TAG))
+    entries = malformed_entries(user, malformed)
+    if not owners:
+        return entries
+    told = told_in_run(tags, mark)
+    fresh = [n for n in notices if fact_mark(n.fact) not in told]
+    entries += [told_entry(n, o.address, "already told") for n in notices if n not in fresh for o in owners]
+    entries += [told_entry(n, o.address, "planned") for n in fresh if n.planned for o in owners]
+    fresh = [n for n in fresh if not n.planned]
+    if fresh and mark:
+        mark_told(run, user, tags, mark, told | {fact_mark(n.fact) for n in fresh})
+    for notice in fresh:
+        for owner in owners:
+            why = send_owner(run, owner, notice, state)
+            entries.append(told_entry(notice, owner.address, "told" if why is None else "not told", why))
+            if why is None:
+                log_action("owner_told", user=notice.user, case=str(notice.case), key_id=notice.key_id,
+                           owner=clip_text(owner.address, OWNER_SHOWN), reminder=notice.reminder)
+    return entries
+
+
+def note_owners(run: Run, outcomes: list[Outcome]) -> None:
+    """Each managed secret's entry names its user's owners (make report shows who has none): from the tags the run
+    read already, never a call of its own."""
+    for outcome in outcomes:
+        tags = run.user_tags.get((outcome.user or "").casefold())
+        if tags is not None and outcome.managed and tags.get(OWNER_TAG, "").strip():
+            outcome.owner = clip_text(said(tags[OWNER_TAG].strip()), OWNER_SHOWN)
+
+
+def tell_owners(run: Run, outcomes: list[Outcome], nearing: list[NearDeadline] = ()) -> list[dict[str, Any]]:
+    """The owners hear first: each user's key-rotation-owner tag told every notice of the run (the summary's
+    owners_told); a malformed part of any tag the run read is reported. A run with nothing to say calls nothing.
+    Never fails the run."""
+    entries: list[dict[str, Any]] = []
+    by_user: dict[str, list[OwnerNotice]] = {}
+    try:
+        for notice in owner_notices(run, outcomes, list(nearing)):
+            by_user.setdefault(notice.user, []).append(notice)
+    except Exception as err:  # a notice that cannot be made must not cost the run its summary
+        log_action("owners_failed", logging.WARNING, error=type(err).__name__)
+    mark, state = run_mark(run.settings, run.context), {}
+    for user, notices in by_user.items():
+        try:
+            entries += tell_user(run, user, notices, mark, state)
+        except Exception as err:
+            log_action("owners_failed", logging.WARNING, user=user, error=describe_error(err))
+            entries += [told_entry(n, None, "not told", describe_error(err)) for n in notices]
+    note_owners(run, outcomes)
+    seen = {user.casefold() for user in by_user}
+    for user, tags in sorted(run.user_tags.items()):  # tags read already: their malformed parts cost no call
+        if user not in seen:
+            entries += malformed_entries(user, parse_owners(tags.get(OWNER_TAG))[1])
+    return entries
+
+
+def emit_owners_metric(entries: list[dict[str, Any]], settings: Settings, function_name: str | None) -> int:
+    """OwnersNotTold, per run (EMF), when the run had owners to tell: the messages that were not sent."""
+    failed = sum(e["status"] == "not told" and e["case"] != Case.MALFORMED_TAG for e in entries)
+    if entries:
+        emit_metrics({"owners_not_told": failed}, settings.metrics_namespace, function_name,
+                     {"OwnersNotTold": "owners_not_told"})
+    return failed
+
+
 def report(outcomes: list[Outcome], settings: Settings, clients: Clients, context: Any = None,
-           account: dict[str, Any] | None = None, roles: dict[str, Any] | None = None) -> dict[str, Any]:
+           account: dict[str, Any] | None = None, roles: dict[str, Any] | None = None,
+           owners: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Summarise the run, emit its metrics, notify; then raise RotationFailed naming each failed secret."""
     failed = [o for o in outcomes if o.status in FAILING]
     counts = {str(status): sum(o.status == status for o in outcomes) for status in Status if status not in FAILING}
@@ -3800,6 +4333,8 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
         summary["report"] = account
     if roles is not None:
         summary["roles"] = roles
+    summary["owners_told"] = owners or []
+    emit_owners_metric(summary["owners_told"], settings, function_name)
     notify(clients, settings, summary)
     run_id = getattr(context, "aws_request_id", None)
     run_id = run_id if isinstance(run_id, str) else str(uuid.uuid4())
@@ -4033,7 +4568,7 @@ def check_destinations(settings: Settings, context: Any, clients: Clients) -> No
     if home is None:
         home = clients.optional("sts").get_caller_identity().get("Account")
     for name, account in foreign:
-        if account != home:
+        if foreign_account(account, home, settings.central_account_id):
             raise ConfigError(f"setting {name} is in account {account}, not this one ({home}); summaries and "
                               "events go to another account only when CENTRAL_ACCOUNT_ID names it; nothing changed")
 
@@ -4047,11 +4582,14 @@ def handle(event: Any, context: Any, environ: Mapping[str, str], clock: Clock,
     check_destinations(settings, context, clients)
     if is_rotation_event(event):
         return serve_rotation_step(event, context, settings, clients, clock)
-    outcomes = run_batch(settings, clients, clock, context)
+    run = Run(settings, clients, clock, context)
+    outcomes = run_batch(settings, clients, clock, context, run)
     active: list[str] = []  # the users with an Active key, from the credential report
-    account = account_report(clients, settings, clock, outcomes, active) if settings.account_report else None
+    nearing: list[NearDeadline] = []
+    account = account_report(clients, settings, clock, outcomes, active, nearing) if settings.account_report \
+        else None
     roles = roles_report(clients, settings, clock, context, outcomes, active) if settings.roles else None
-    return report(outcomes, settings, clients, context, account, roles)
+    return report(outcomes, settings, clients, context, account, roles, tell_owners(run, outcomes, nearing))
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:

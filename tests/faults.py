@@ -130,7 +130,8 @@ def function_clients() -> lambda_function.Clients:
 def client_of(method: str) -> Any:
     """Which of the function's clients has `method`."""
     clients = function_clients()
-    return next(c for c in (clients.iam, clients.secrets, clients.sns, clients.events) if hasattr(c, method))
+    return next(c for c in (clients.iam, clients.secrets, clients.sns, clients.events, clients.ses)
+                if hasattr(c, method))
 
 
 class Faults:

@@ -450,6 +450,9 @@ def test_the_report_table_reads_at_a_glance(tmp_path):
     table = render_report(summary)
     assert "a" in table and "yes (iam-keys/a)" in table and "stray" in table and "OVERDUE" in table
     assert "root user has an Active access key" in table
+    summary["secrets"].append({**summary["secrets"][0], "secret": "iam-keys/b", "user": "b", "owner": "b@example.com"})
+    rows = {line.split()[0]: line for line in render_report(summary).splitlines()}
+    assert rows["a"].rstrip().endswith("MISSING") and rows["b"].rstrip().endswith("b@example.com")
 
 
 def test_alarms_for_route_2a_are_the_templates_four_in_the_function_s_namespace(server):

@@ -18,11 +18,11 @@ from seed import begin_rotation, seed_user
 
 ROOT = Path(__file__).parent.parent
 POLICY = json.loads((ROOT / "LambdaExecutionRole.json").read_text())
-ACTIONS = sorted(
+ACTIONS = sorted({
     action
     for statement in POLICY["Statement"]
     for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
-)
+})  # once each (iam:TagUser is in two statements: the marks, and OWNERS=true's key-rotation-told)
 OPTIONAL = ("iam:GenerateCredentialReport", "iam:GetCredentialReport")  # ACCOUNT_REPORT only (make policy drops them)
 # Read only when a key leaks (whether AWS quarantined the user): without it the report says "not known".
 LEAK_ONLY = ("iam:ListAttachedUserPolicies",)
@@ -115,7 +115,7 @@ def test_the_rest_are_logs_kms_via_secrets_manager_and_optional_events():
     assert set(ACTIONS) - set(CODE_ACTIONS) == {
         "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "kms:Decrypt", "kms:GenerateDataKey",
         "events:PutEvents", "iam:GenerateCredentialReport", "iam:GetCredentialReport", "cloudtrail:LookupEvents",
-        *LEAK_ONLY}
+        "ses:SendEmail", "sns:Publish", *LEAK_ONLY}  # the owners' (OWNERS=true only)
     (kms,) = [s for s in POLICY["Statement"] if s["Sid"] == "UseSecretsKeyOnlyViaSecretsManager"]
     assert kms["Condition"] == {
         "StringEquals": {"kms:ViaService": "secretsmanager.REGION.amazonaws.com"},

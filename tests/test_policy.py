@@ -81,7 +81,8 @@ def test_policy_allows_exactly_what_the_code_calls(aws, invoke, faults, monkeypa
     # ... the credential report's two actions only with ACCOUNT_REPORT (test_compliance covers the calls)
     # ... and cloudtrail:LookupEvents only with LOOKUP_HOLDOUTS (test_holdouts covers the call)
     assert policy_actions() == called | LOG_ACTIONS | KMS_ACTIONS | {
-        "events:PutEvents", "iam:GenerateCredentialReport", "iam:GetCredentialReport", "cloudtrail:LookupEvents"}
+        "events:PutEvents", "iam:GenerateCredentialReport", "iam:GetCredentialReport", "cloudtrail:LookupEvents",
+        "ses:SendEmail", "sns:Publish"}  # the owners' messages only with OWNERS=true (test_owners covers the calls)
 
 
 @pytest.mark.unit
@@ -101,3 +102,22 @@ def test_make_policy_carries_each_optional_statement_only_when_its_setting_is_on
     (lookup,) = [s for s in render_policy("111122223333", "eu-west-1", "f", "iam-keys/", "", "/", "", "", "true")[
         "Statement"] if s["Sid"] == "LookUpHoldouts"]
     assert lookup["Action"] == ["cloudtrail:LookupEvents"] and lookup["Resource"] == "*"
+
+
+@pytest.mark.unit
+def test_make_policy_owners_sends_mail_only_from_owner_sender_and_publishes_to_this_account_s_topics():
+    from deploy_config import render_policy
+
+    def statements(**options: str) -> dict[str, dict]:
+        return {s["Sid"]: s for s in render_policy("111122223333", "eu-west-1", "f", "iam-keys/", "", "/",
+                                                   **options)["Statement"]}
+
+    owners = {"TellOwnersByEmail", "TellOwnersTopics", "MarkToldOwners"}
+    assert not set(statements()) & owners, "off by default"
+    assert set(statements(owners="true")) & owners == {"TellOwnersTopics", "MarkToldOwners"}, "no sender: no mail"
+    made = statements(owners="true", owner_sender="keys@example.com", central_account_id="444455556666")
+    assert made["TellOwnersByEmail"]["Condition"] == {"StringEquals": {"ses:FromAddress": "keys@example.com"}}
+    assert made["TellOwnersByEmail"]["Resource"] == "arn:aws:ses:eu-west-1:111122223333:identity/*"
+    assert made["TellOwnersTopics"]["Resource"] == ["arn:aws:sns:eu-west-1:111122223333:*",
+                                                    "arn:aws:sns:eu-west-1:444455556666:*"]
+    assert made["MarkToldOwners"]["Condition"] == {"ForAllValues:StringEquals": {"aws:TagKeys": ["key-rotation-told"]}}

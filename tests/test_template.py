@@ -67,7 +67,8 @@ def test_role_policy_matches_lambda_execution_role_json():
         statements.append(as_placeholders(statement))
     expected = json.loads((ROOT / "LambdaExecutionRole.json").read_text())["Statement"]
     # The events statement is a resource of its own in the template, present only with EventBusName.
-    optional = [s for s in expected if s["Sid"] in ("PublishRotationEvents", "ReadCredentialReport", "LookUpHoldouts")]
+    optional = [s for s in expected if s["Sid"] in ("PublishRotationEvents", "ReadCredentialReport", "LookUpHoldouts",
+                                                   "TellOwnersByEmail", "TellOwnersTopics", "MarkToldOwners")]
     assert statements == [s for s in expected if s not in optional]
     assert RESOURCES["ReportPolicy"]["Condition"] == "WithAccountReport"
     assert RESOURCES["HoldoutsPolicy"]["Condition"] == "WithHoldoutLookup"
@@ -76,6 +77,13 @@ def test_role_policy_matches_lambda_execution_role_json():
     assert RESOURCES["Function"]["Properties"]["Environment"]["Variables"]["LOOKUP_HOLDOUTS"] == {
         "Ref": "LookupHoldouts"}
     assert TEMPLATE["Parameters"]["LookupHoldouts"]["Default"] == "false"
+    assert RESOURCES["OwnersPolicy"]["Condition"] == "WithOwners"
+    mail, topics, told = RESOURCES["OwnersPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert mail["Fn::If"][0] == "WithOwnerSender" and mail["Fn::If"][1]["Condition"] == {
+        "StringEquals": {"ses:FromAddress": {"Ref": "OwnerSender"}}}
+    assert topics["Action"] == ["sns:Publish"] and told["Condition"] == next(
+        s for s in expected if s["Sid"] == "MarkToldOwners")["Condition"]
+    assert TEMPLATE["Parameters"]["TellOwners"]["Default"] == "false"
     assert RESOURCES["EventsPolicy"]["Condition"] == "EventBusAllowed"
     (granted,) = RESOURCES["EventsPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     by_name = granted["Resource"]["Fn::If"][2]["Fn::If"][2]  # a bus name: this account's bus of that name
@@ -369,6 +377,8 @@ def test_each_parameter_that_is_a_setting_has_the_tables_bounds_and_choices():
                 "EVENT_BUS": (["keys", "arn:aws:events:eu-west-1:111122223333:event-bus/keys", ""],
                               ["arn:aws:sns:eu-west-1:111122223333:t", "a b"]),
                 "CENTRAL_ACCOUNT_ID": (["111122223333", ""], ["1111", "11112222333x"]),
+                "OWNER_SENDER": (["keys@example.com", "ops+keys@mail.example.co.uk", ""],
+                                 ["keys", "a b@example.com", "keys@example"]),
                 "METRICS_NAMESPACE": (["IAMKeyRotation", "Keys/Prod"], ["", ":x", "x" * 256]),
                 "sec": (["iam-keys/*", "iam-keys/a;iam-keys/b"], ["a,b", ""])}
     checked = set()

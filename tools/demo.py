@@ -5,6 +5,7 @@
 3. what the Lambda console shows for that run (the summary it returns);
 4. a secret it refuses: one pointed at a user that does not name it back;
 5. day to day: a grace period over simulated days (rotated, waiting, retired), a rollback, a skip tag.
+6. the owner hears first: the e-mail a person gets when a key of theirs in use is adopted (SES, as moto keeps it).
 
 Quiet by default; VERBOSE=1 also shows the function's JSON log lines.
 """
@@ -105,7 +106,7 @@ def main() -> int:
             print(f"  RotationFailed: {err}")
         print(f"  admin's keys: {describe_keys(iam, 'admin', None)} (untouched)")
         return 0 if day_to_day(lambda_function, iam, secrets, verbose) and result["rotated"] == len(ROWS) \
-            and planned["planned"] == len(ROWS) else 1
+            and planned["planned"] == len(ROWS) and owner_hears_first(lambda_function, iam, secrets, verbose) else 1
 
 
 def day_to_day(lambda_function, iam, secrets, verbose: bool) -> bool:
@@ -127,6 +128,31 @@ def day_to_day(lambda_function, iam, secrets, verbose: bool) -> bool:
         print(f"  {label:<11} {entry['status']:<11} keys: "
               f"{describe_keys(iam, seeded.user, held_key(secrets, seeded.secret))}")
     return seen == ["rotated", "waiting", "retired", "rolled_back", "skipped"]
+
+
+def owner_hears_first(lambda_function, iam, secrets, verbose: bool) -> bool:
+    """6. The mail a person gets for an adopted key: their key in use, held by no secret, kept until T."""
+    from moto.ses.models import ses_backends
+
+    from seed import ACCOUNT_ID, seed_user
+
+    heading("6. The owner hears first: the e-mail for a key in use that no secret held (tag key-rotation-owner)")
+    region = boto3.session.Session().region_name
+    boto3.client("ses").verify_email_identity(EmailAddress="key-rotation@example.com")
+    seeded = seed_user(iam, secrets, "demo-owner", ("Active",), None, stale=False)
+    iam.tag_user(UserName="demo-owner", Tags=[{"Key": "key-rotation-owner", "Value": "dana@example.com"}])
+    env = {**os.environ, "sec": seeded.secret, "OWNER_SENDER": "key-rotation@example.com"}
+    with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
+        result = lambda_function.handle({}, LambdaContext(), env, lambda_function.SYSTEM_CLOCK)
+    sent = ses_backends[ACCOUNT_ID][region].sent_messages
+    if not sent:
+        print(f"  no e-mail sent: {result.get('owners_told')}")
+        return False
+    mail = sent[-1]
+    print(f"  From: {mail.source}\n  To: {', '.join(mail.destinations['ToAddresses'])}\n  Subject: {mail.subject}\n")
+    for paragraph in mail.body.split("\n\n"):
+        print("  " + paragraph)
+    return [e["status"] for e in result["owners_told"]] == ["told"]
 
 
 if __name__ == "__main__":

@@ -177,6 +177,8 @@ RULES: dict[str, tuple[str, str]] = {
     "CENTRAL_PROFILE": (r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,127}", "an AWS CLI profile's name (for the central account)"),
     "OUTPUT": (r"table|json", "table (one row a secret) or json (the function's whole answer)"),
     "ROLES": (r"true|false", "true (also judge which Active keys a role could replace, from CloudTrail) or false"),
+    "OWNERS": (r"true|false", "true (the role may tell each key's owner: SES from OWNER_SENDER, SNS topics of this "
+               "account) or false"),
 }
 RANGES = {"TIMEOUT": (1, 900), "MEMORY": (128, 10240), "FAILURE_PERCENT": (0, 100), "MAX_PERCENT": (1, 100)}
 DEFAULTS = {"TIMEOUT": "900", "MEMORY": "256", "RETRIES": "2", "SCHEDULE": "cron(0 6 * * ? *)",
@@ -185,7 +187,7 @@ DEFAULTS = {"TIMEOUT": "900", "MEMORY": "256", "RETRIES": "2", "SCHEDULE": "cron
             "LOG_GROUP": "/aws/events/key-rotation", "DAYS": "3", "OUTPUT": "table"}
 # Each deploy target: the values it needs, and the ones it may take.
 TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "policy": (("FUNCTION",), ("ACCOUNT_ID", "REGION", "PREFIX", "KMS_KEY_ID", "USER_PATH")),
+    "policy": (("FUNCTION",), ("ACCOUNT_ID", "REGION", "PREFIX", "KMS_KEY_ID", "USER_PATH", "OWNERS")),
     "create": (("FUNCTION", "ROLE"), ("REGION", "TIMEOUT", "MEMORY", "RETRIES")),
     "configure": (("FUNCTION",), ("REGION",)),
     "deploy": (("FUNCTION",), ("REGION",)),
@@ -439,7 +441,7 @@ def check(target: str, environ: Mapping[str, str]) -> tuple[dict[str, str], list
 
 # --- the role's policy, built as data ---------------------------------------------------------------------------
 
-PLACEHOLDERS = re.compile(r"ACCOUNT_ID|REGION|FUNCTION_NAME|iam-keys/")
+PLACEHOLDERS = re.compile(r"ACCOUNT_ID|REGION|FUNCTION_NAME|OWNER_SENDER|iam-keys/")
 # The statements whose actions take no resource: AWS allows only "*" there.
 STAR_RESOURCE = {"ListAndBatchReadSecrets", "ReadCredentialReport", "LookUpHoldouts"}
 
@@ -451,12 +453,14 @@ def policy_options(got: Mapping[str, str], given: list[tuple[str, str]]) -> dict
             "event_bus": settings.get("EVENT_BUS", ""), "account_report": settings.get("ACCOUNT_REPORT", ""),
             "lookup_holdouts": settings.get("LOOKUP_HOLDOUTS", ""),
             "notify_topic_arn": settings.get("NOTIFY_TOPIC_ARN", ""),
-            "central_account_id": settings.get("CENTRAL_ACCOUNT_ID", "")}
+            "central_account_id": settings.get("CENTRAL_ACCOUNT_ID", ""), "owners": got.get("OWNERS", ""),
+            "owner_sender": settings.get("OWNER_SENDER", "")}
 
 
 def check_policy_values(account_id: str, region: str, function: str, prefix: str = "iam-keys/",
                         kms_key_id: str = "", user_path: str = "/", event_bus: str = "", account_report: str = "",
-                        lookup_holdouts: str = "", notify_topic_arn: str = "", central_account_id: str = "") -> None:
+                        lookup_holdouts: str = "", notify_topic_arn: str = "", central_account_id: str = "",
+                        owners: str = "", owner_sender: str = "") -> None:
     """Each value against what it names (the account and region only when known: make asks the CLI for them
     after these checks). Refused before anything is called."""
     if account_id:
@@ -506,23 +510,29 @@ def filled(value: Any, parts: Mapping[str, str]) -> Any:
 
 def render_policy(account_id: str, region: str, function: str, prefix: str = "iam-keys/", kms_key_id: str = "",
                   user_path: str = "/", event_bus: str = "", account_report: str = "",
-                  lookup_holdouts: str = "", notify_topic_arn: str = "", central_account_id: str = "") -> dict:
+                  lookup_holdouts: str = "", notify_topic_arn: str = "", central_account_id: str = "",
+                  owners: str = "", owner_sender: str = "") -> dict:
     """LambdaExecutionRole.json, loaded as JSON, its placeholders filled in the strings that hold them, never
     in the text: without a KMS key id, no KMS statement; without an event bus, no events:PutEvents; with a
     topic, sns:Publish on it; the credential report's and CloudTrail's reads only when ACCOUNT_REPORT and
-    LOOKUP_HOLDOUTS are on. ``user_path`` narrows the users whose keys the role may manage. A topic or bus
-    in another account is refused unless ``central_account_id`` names that account."""
+    LOOKUP_HOLDOUTS are on; with OWNERS=true, sns:Publish on this account's topics in REGION (and
+    CENTRAL_ACCOUNT_ID's), the key-rotation-told mark, and ses:SendEmail from OWNER_SENDER only (none without
+    it). ``user_path`` narrows the users whose keys the role may manage. A topic or bus in another account is
+    refused unless ``central_account_id`` names that account."""
     if not account_id:
         raise Refused("ACCOUNT_ID must be an account id: 12 digits, not ''")
     if not region:
         raise Refused("give REGION=... (or configure the CLI's region)")
     check_policy_values(account_id, region, function, prefix, kms_key_id, user_path, event_bus, account_report,
-                        lookup_holdouts, notify_topic_arn, central_account_id)
-    parts = {"ACCOUNT_ID": account_id, "REGION": region, "FUNCTION_NAME": function, "iam-keys/": prefix}
+                        lookup_holdouts, notify_topic_arn, central_account_id, owners, owner_sender)
+    parts = {"ACCOUNT_ID": account_id, "REGION": region, "FUNCTION_NAME": function, "iam-keys/": prefix,
+             "OWNER_SENDER": owner_sender}
     truthy = function_module().TRUE_WORDS
     wanted = {"UseSecretsKeyOnlyViaSecretsManager": bool(kms_key_id), "PublishRotationEvents": bool(event_bus),
               "ReadCredentialReport": account_report.strip().lower() in truthy,
-              "LookUpHoldouts": lookup_holdouts.strip().lower() in truthy}
+              "LookUpHoldouts": lookup_holdouts.strip().lower() in truthy,
+              "TellOwnersByEmail": owners == "true" and bool(owner_sender), "TellOwnersTopics": owners == "true",
+              "MarkToldOwners": owners == "true"}
     template = json.loads((ROOT / "LambdaExecutionRole.json").read_text())
     statements = []
     for statement in template["Statement"]:
@@ -537,6 +547,8 @@ def render_policy(account_id: str, region: str, function: str, prefix: str = "ia
                 statement["Resource"] = event_bus
             else:
                 statement["Resource"] = f"arn:aws:events:{region}:{account_id}:event-bus/{event_bus}"
+        elif statement["Sid"] == "TellOwnersTopics" and central_account_id:  # as every destination: or the central
+            statement["Resource"] = [statement["Resource"], f"arn:aws:sns:{region}:{central_account_id}:*"]
         elif isinstance(statement["Resource"], str) and statement["Resource"].endswith(":user/*"):
             statement["Resource"] = statement["Resource"][:-len("/*")] + (user_path or "/") + "*"
         statements.append(statement)
@@ -1772,14 +1784,16 @@ RUN = {"policy": run_policy, "create": run_create, "configure": run_configure, "
 
 
 def render_report(summary: dict) -> str:
-    """make report: a table a person reads at a glance (user, key age, managed or not, next rotation)."""
-    rows = [("user", "key age (days)", "managed", "next rotation", "overdue")]
+    """make report: a table a person reads at a glance (user, key age, managed or not, next rotation, who owns the
+    keys: the user's key-rotation-owner tag, or MISSING)."""
+    rows = [("user", "key age (days)", "managed", "next rotation", "overdue", "owner")]
     for entry in summary.get("secrets", []):
         rows.append((str(entry.get("user")), str(entry.get("key_age_days")), f"yes ({entry['secret']})",
-                     str(entry.get("next_rotation")), "OVERDUE" if entry.get("overdue") else ""))
+                     str(entry.get("next_rotation")), "OVERDUE" if entry.get("overdue") else "",
+                     str(entry.get("owner") or "MISSING")))
     account = summary.get("report") or {}
     for entry in account.get("overdue_unmanaged", []):
-        rows.append((entry["user"], str(entry["age_days"]), "no", "never (no secret)", "OVERDUE"))
+        rows.append((entry["user"], str(entry["age_days"]), "no", "never (no secret)", "OVERDUE", "not read"))
     lines = [render_table(rows)]
     if account.get("root_key_active"):
         lines.append("the root user has an Active access key: CIS asks that it have none")
