@@ -603,12 +603,8 @@ def role_regions(value: str | None, environ: Mapping[str, str]) -> tuple[str, ..
     return words
 
 
-def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None = None) -> Settings:
-    """Every setting and event control, parsed strictly, once. Raises ConfigError before anything is touched."""
-    if is_rotation_event(event):
-        step_controls(event)
-    controls = {} if is_rotation_event(event) else event_controls(event)
-    verify_timeout = setting(environ, "VERIFY_TIMEOUT_SECONDS")
+def grace_and_deadline(environ: Mapping[str, str]) -> tuple[float, float, float]:
+    """GRACE_HOURS, MAX_GRACE_HOURS and MAX_KEY_AGE_DAYS, with the rules that join them (one place)."""
     grace_hours = setting(environ, "GRACE_HOURS")
     max_grace = setting(environ, "MAX_GRACE_HOURS", max(DEFAULT_MAX_GRACE_HOURS, grace_hours))
     if max_grace < grace_hours:
@@ -618,6 +614,16 @@ def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None =
     if max_age > 0 and max_grace / 24 >= max_age:
         raise ConfigError(f"setting MAX_GRACE_HOURS={max_grace:g} alone reaches MAX_KEY_AGE_DAYS={max_age:g}: a "
                           "previous key kept that long would be past the deadline; lower MAX_GRACE_HOURS")
+    return grace_hours, max_grace, max_age
+
+
+def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None = None) -> Settings:
+    """Every setting and event control, parsed strictly, once. Raises ConfigError before anything is touched."""
+    if is_rotation_event(event):
+        step_controls(event)
+    controls = {} if is_rotation_event(event) else event_controls(event)
+    verify_timeout = setting(environ, "VERIFY_TIMEOUT_SECONDS")
+    grace_hours, max_grace, max_age = grace_and_deadline(environ)
     topic = notify_topic(setting(environ, "NOTIFY_TOPIC_ARN"))
     event_time = scheduled_time(event, now or datetime.now(UTC))
     return Settings(
