@@ -415,7 +415,7 @@ def test_every_list_of_settings_is_the_function_s_table():
     import lambda_function
 
     table = set(lambda_function.SETTINGS_TABLE)
-    source = inspect.getsource(lambda_function.load_settings)
+    source = inspect.getsource(lambda_function.load_settings) + inspect.getsource(lambda_function.grace_and_deadline)
     assert set(re.findall(r'setting\(environ, "([A-Za-z_]+)"', source)) == table - {"sec"}
     assert "os.environ" not in source and 'environ.get("' not in source.replace('environ.get("sec")', "")
     assert set(SETTINGS) == table

@@ -395,3 +395,16 @@ def test_the_rotation_mode_block_runs_secrets_managers_four_steps_through_the_fu
     assert statuses == {user.key_ids[0]: "Inactive", new: "Active"}
     (grant,) = json.loads(boto3.client("lambda").get_policy(FunctionName="iam-key-rotation")["Policy"])["Statement"]
     assert grant["Principal"] == {"Service": "secretsmanager.amazonaws.com"}
+
+
+def test_the_owner_block_tags_the_user_with_an_address_and_a_topic_the_function_reads(server):
+    import lambda_function
+    from seed import seed_user
+
+    iam = boto3.client("iam")
+    seed_user(iam, boto3.client("secretsmanager"), "ci-deployer", ("Active",), 0, secret="iam-keys/ci-deployer")
+    run(sh("docs/reference.md", "## Key owners: the key-rotation-owner tag"))
+    tags = {t["Key"]: t["Value"] for t in iam.list_user_tags(UserName="ci-deployer")["Tags"]}
+    owners, malformed = lambda_function.parse_owners(tags[lambda_function.OWNER_TAG])
+    assert [o.address for o in owners] == ["team-ci@example.com", "arn:aws:sns:eu-west-1:111122223333:team-ci"]
+    assert malformed == ()
