@@ -121,3 +121,19 @@ def test_make_policy_owners_sends_mail_only_from_owner_sender_and_publishes_to_t
     assert made["TellOwnersTopics"]["Resource"] == ["arn:aws:sns:eu-west-1:111122223333:*",
                                                     "arn:aws:sns:eu-west-1:444455556666:*"]
     assert made["MarkToldOwners"]["Condition"] == {"ForAllValues:StringEquals": {"aws:TagKeys": ["key-rotation-told"]}}
+
+
+@pytest.mark.unit
+def test_roles_true_grants_the_roles_report_cloudtrail_and_every_user_s_key_ids_and_nothing_else():
+    # Issue 41: the roles report judges keys no secret holds too: it lists their ids (iam:ListAccessKeys, on the
+    # users under USER_PATH, unconditioned: it reads only) and asks CloudTrail (LookupEvents). Only with ROLES=true.
+    import deploy_config
+
+    def made(**values: str) -> dict:
+        policy = deploy_config.render_policy("111122223333", "eu-west-1", "f", user_path="/key-rotation/", **values)
+        return {s["Sid"]: s for s in policy["Statement"]}
+
+    plain, roles = made(), made(roles="true")
+    assert set(roles) - set(plain) == {"ListEveryUsersKeys", "LookUpHoldouts"}
+    assert roles["ListEveryUsersKeys"]["Action"] == ["iam:ListAccessKeys"]
+    assert roles["ListEveryUsersKeys"]["Resource"] == "arn:aws:iam::111122223333:user/key-rotation/*"

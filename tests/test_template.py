@@ -68,7 +68,8 @@ def test_role_policy_matches_lambda_execution_role_json():
     expected = json.loads((ROOT / "LambdaExecutionRole.json").read_text())["Statement"]
     # The events statement is a resource of its own in the template, present only with EventBusName.
     optional = [s for s in expected if s["Sid"] in ("PublishRotationEvents", "ReadCredentialReport", "LookUpHoldouts",
-                                                   "TellOwnersByEmail", "TellOwnersTopics", "MarkToldOwners")]
+                                                   "TellOwnersByEmail", "TellOwnersTopics", "MarkToldOwners",
+                                                   "ListEveryUsersKeys")]
     assert statements == [s for s in expected if s not in optional]
     assert RESOURCES["ReportPolicy"]["Condition"] == "WithAccountReport"
     assert RESOURCES["HoldoutsPolicy"]["Condition"] == "WithHoldoutLookup"
@@ -77,6 +78,13 @@ def test_role_policy_matches_lambda_execution_role_json():
     assert RESOURCES["Function"]["Properties"]["Environment"]["Variables"]["LOOKUP_HOLDOUTS"] == {
         "Ref": "LookupHoldouts"}
     assert TEMPLATE["Parameters"]["LookupHoldouts"]["Default"] == "false"
+    # the roles report: LookupEvents (HoldoutsPolicy's, whose condition takes RolesReport too) and every user's keys
+    assert RESOURCES["RolesReportPolicy"]["Condition"] == "WithRolesReport"
+    (listing,) = RESOURCES["RolesReportPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert as_placeholders(listing) == next(s for s in expected if s["Sid"] == "ListEveryUsersKeys")
+    assert TEMPLATE["Conditions"]["WithHoldoutLookup"] == {"Fn::Or": [
+        {"Fn::Equals": [{"Ref": "LookupHoldouts"}, "true"]}, {"Fn::Equals": [{"Ref": "RolesReport"}, "true"]}]}
+    assert TEMPLATE["Parameters"]["RolesReport"]["Default"] == "false"
     assert RESOURCES["OwnersPolicy"]["Condition"] == "WithOwners"
     mail, topics, told = RESOURCES["OwnersPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert mail["Fn::If"][0] == "WithOwnerSender" and mail["Fn::If"][1]["Condition"] == {

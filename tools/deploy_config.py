@@ -187,7 +187,7 @@ DEFAULTS = {"TIMEOUT": "900", "MEMORY": "256", "RETRIES": "2", "SCHEDULE": "cron
             "LOG_GROUP": "/aws/events/key-rotation", "DAYS": "3", "OUTPUT": "table"}
 # Each deploy target: the values it needs, and the ones it may take.
 TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "policy": (("FUNCTION",), ("ACCOUNT_ID", "REGION", "PREFIX", "KMS_KEY_ID", "USER_PATH", "OWNERS")),
+    "policy": (("FUNCTION",), ("ACCOUNT_ID", "REGION", "PREFIX", "KMS_KEY_ID", "USER_PATH", "OWNERS", "ROLES")),
     "create": (("FUNCTION", "ROLE"), ("REGION", "TIMEOUT", "MEMORY", "RETRIES")),
     "configure": (("FUNCTION",), ("REGION",)),
     "deploy": (("FUNCTION",), ("REGION",)),
@@ -454,13 +454,13 @@ def policy_options(got: Mapping[str, str], given: list[tuple[str, str]]) -> dict
             "lookup_holdouts": settings.get("LOOKUP_HOLDOUTS", ""),
             "notify_topic_arn": settings.get("NOTIFY_TOPIC_ARN", ""),
             "central_account_id": settings.get("CENTRAL_ACCOUNT_ID", ""), "owners": got.get("OWNERS", ""),
-            "owner_sender": settings.get("OWNER_SENDER", "")}
+            "owner_sender": settings.get("OWNER_SENDER", ""), "roles": got.get("ROLES", "")}
 
 
 def check_policy_values(account_id: str, region: str, function: str, prefix: str = "iam-keys/",
                         kms_key_id: str = "", user_path: str = "/", event_bus: str = "", account_report: str = "",
                         lookup_holdouts: str = "", notify_topic_arn: str = "", central_account_id: str = "",
-                        owners: str = "", owner_sender: str = "") -> None:
+                        owners: str = "", owner_sender: str = "", roles: str = "") -> None:
     """Each value against what it names (the account and region only when known: make asks the CLI for them
     after these checks). Refused before anything is called."""
     if account_id:
@@ -511,7 +511,7 @@ def filled(value: Any, parts: Mapping[str, str]) -> Any:
 def render_policy(account_id: str, region: str, function: str, prefix: str = "iam-keys/", kms_key_id: str = "",
                   user_path: str = "/", event_bus: str = "", account_report: str = "",
                   lookup_holdouts: str = "", notify_topic_arn: str = "", central_account_id: str = "",
-                  owners: str = "", owner_sender: str = "") -> dict:
+                  owners: str = "", owner_sender: str = "", roles: str = "") -> dict:
     """LambdaExecutionRole.json, loaded as JSON, its placeholders filled in the strings that hold them, never
     in the text: without a KMS key id, no KMS statement; without an event bus, no events:PutEvents; with a
     topic, sns:Publish on it; the credential report's and CloudTrail's reads only when ACCOUNT_REPORT and
@@ -524,13 +524,14 @@ def render_policy(account_id: str, region: str, function: str, prefix: str = "ia
     if not region:
         raise Refused("give REGION=... (or configure the CLI's region)")
     check_policy_values(account_id, region, function, prefix, kms_key_id, user_path, event_bus, account_report,
-                        lookup_holdouts, notify_topic_arn, central_account_id, owners, owner_sender)
+                        lookup_holdouts, notify_topic_arn, central_account_id, owners, owner_sender, roles)
     parts = {"ACCOUNT_ID": account_id, "REGION": region, "FUNCTION_NAME": function, "iam-keys/": prefix,
              "OWNER_SENDER": owner_sender}
     truthy = function_module().TRUE_WORDS
     wanted = {"UseSecretsKeyOnlyViaSecretsManager": bool(kms_key_id), "PublishRotationEvents": bool(event_bus),
               "ReadCredentialReport": account_report.strip().lower() in truthy,
-              "LookUpHoldouts": lookup_holdouts.strip().lower() in truthy,
+              "LookUpHoldouts": lookup_holdouts.strip().lower() in truthy or roles == "true",
+              "ListEveryUsersKeys": roles == "true",  # the roles report: keys of users no secret manages too
               "TellOwnersByEmail": owners == "true" and bool(owner_sender), "TellOwnersTopics": owners == "true",
               "MarkToldOwners": owners == "true"}
     template = json.loads((ROOT / "LambdaExecutionRole.json").read_text())
