@@ -385,11 +385,9 @@ def test_a_leak_of_a_person_s_key_made_a_moment_ago_and_not_listed_yet_is_said_n
     assert truth("alice")[person] == "Active"
 
 
-def test_a_leak_of_a_key_a_rollback_just_turned_on_is_answered_whatever_the_list_says(aws, invoke, clock,
-                                                                                      lagging_lists):
-    # Found by the model: a rollback turns the previous key on again and makes it current; IAM's list still
-    # shows it Inactive when a leak of it arrives. The run must not call it "already Inactive": it says NOT
-    # replaced (a leaked key the list shows Inactive that the secret does not hold is deactivated again: a no-op).
+def rotated_then_rolled_back(aws, invoke, clock, lagging_lists):
+    """alice's key rotated, then (the list settled) rolled back: her old key Active and current again, the new
+    one Inactive; IAM's list still shows the state before the rollback. (The secret, its old and its new key.)"""
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
     lagging_lists.settled()
     (old,) = seeded.key_ids
@@ -398,6 +396,15 @@ def test_a_leak_of_a_key_a_rollback_just_turned_on_is_answered_whatever_the_list
     clock.advance(LIST_LAG.total_seconds())
     invoke(seeded.secret, event={"rollback": [seeded.secret]})  # old Active and current again, new Inactive
     assert truth("alice") == {old: "Active", new: "Inactive"}
+    return seeded, old, new
+
+
+def test_a_leak_of_a_key_a_rollback_just_turned_on_is_answered_whatever_the_list_says(aws, invoke, clock,
+                                                                                      lagging_lists):
+    # Found by the model: a rollback turns the previous key on again and makes it current; IAM's list still
+    # shows it Inactive when a leak of it arrives. The run must not call it "already Inactive": it says NOT
+    # replaced (a leaked key the list shows Inactive that the secret does not hold is deactivated again: a no-op).
+    seeded, old, new = rotated_then_rolled_back(aws, invoke, clock, lagging_lists)
     with pytest.raises(RotationFailed, match=f"exposed key {old} NOT replaced: .*IAM lists key {old}, the one the "
                                              "secret holds, as Inactive"):
         invoke(seeded.secret, event={"exposed": [old]})
@@ -408,14 +415,7 @@ def test_a_run_a_minute_after_a_rollback_waits_for_iam_s_list_and_deletes_nothin
     # IAM's list may show the key a rollback just turned on as Inactive for a minute; the run must not take the
     # secret's key for a dead one (replace it and delete it after the store). The secret's LastChangedDate,
     # Secrets Manager's own and read consistently, says it changed a moment ago: the run waits.
-    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    lagging_lists.settled()
-    (old,) = seeded.key_ids
-    invoke(seeded.secret)  # rotated: old Inactive
-    new = aws.value(seeded.secret)["AccessKeyId"]
-    clock.advance(LIST_LAG.total_seconds())
-    invoke(seeded.secret, event={"rollback": [seeded.secret]})  # old Active and current again, new Inactive
-    assert truth("alice") == {old: "Active", new: "Inactive"}
+    seeded, old, new = rotated_then_rolled_back(aws, invoke, clock, lagging_lists)
     clock.advance(20)
 
     (entry,) = invoke(seeded.secret)["secrets"]
