@@ -889,12 +889,25 @@ def rotation_due(keys: list[KeyState], held_key_id: str | None, now: datetime, r
 GRACE_TOLERANCE = timedelta(minutes=15)
 
 
-def in_this_run(moment: datetime, anchor: datetime) -> bool:
+def is_whole_run(settings: Settings) -> bool:
+    """A run over every secret ``sec`` selects (not a targeted, rollback or leak run): its state is the account's."""
+    return settings.targets is None and not settings.rollback and not settings.exposed
+
+
+def schedule_anchor(settings: Settings) -> datetime | None:
+    """The scheduled time a whole run of the daily schedule answers for, else None: a reminder falls to the
+    schedule's runs only (a console, targeted, rollback or leak run would tell it again: an event never makes
+    the function do more)."""
+    return settings.event_time if is_whole_run(settings) else None
+
+
+def in_this_run(moment: datetime, anchor: datetime | None) -> bool:
     """Does ``moment`` (a reminder's time, an adoption) fall to this run of the daily schedule? Each run owns one
     SCHEDULE_PERIOD: the one that ends at its scheduled time (``anchor``: the scheduled event's time, exact on
-    every redelivery; else now), shifted by GRACE_TOLERANCE for the run's own work. The runs of the schedule
-    tile time, so a moment falls to exactly one of them, without any state kept."""
-    return anchor - SCHEDULE_PERIOD + GRACE_TOLERANCE < moment <= anchor + GRACE_TOLERANCE
+    every redelivery; ``schedule_anchor``), shifted by GRACE_TOLERANCE for the run's own work. The runs of the
+    schedule tile time, so a moment falls to exactly one of them, without any state kept; a run that is not the
+    schedule's (no anchor) owns none."""
+    return anchor is not None and anchor - SCHEDULE_PERIOD + GRACE_TOLERANCE < moment <= anchor + GRACE_TOLERANCE
 
 
 class Retire(StrEnum):
@@ -949,6 +962,7 @@ LOST_KEY_WAIT = LAST_USED_LAG + timedelta(hours=ADOPTED_MIN_WAIT_HOURS)
 # no bound is given, seconds in practice): a key the function made this recently may not be listed yet, so its
 # absence from ListAccessKeys is no proof that it is gone.
 LIST_LAG = timedelta(minutes=5)
+CLOCK_SKEW = timedelta(minutes=1)  # Secrets Manager's clock against the function's: a date "just ahead" is now
 HELD_PREFIX = "current="  # in the mark: the key the secret held at the create (the one the rotation retires)
 MADE_SKEW = timedelta(seconds=30)  # IAM's clock and Lambda's may differ by this much; a key is made after its mark
 NO_KEY_MADE = "none"  # the mark's token once the create was refused outright: it made no key
@@ -2065,6 +2079,9 @@ def secret_settings(record: SecretRecord, settings: Settings) -> SecretSettings:
     if mode not in TAG_MODES:
         raise RotationError(record.name, f"tag {TAG_MODE}={tags[TAG_MODE]!r} is not understood; use one of "
                                          f"{', '.join(TAG_MODES)}")
+    if mode == "skip":  # a hold binds whatever the other tags say: nothing of this secret is read further
+        return SecretSettings(mode=mode, dry_run=True, rotate_after_days=settings.rotate_after_days,
+                              grace_hours=settings.grace_hours)
     try:
         rotate_after = env_number(tags, TAG_ROTATE_AFTER, settings.rotate_after_days, 0, 3650)
         grace = env_number(tags, TAG_GRACE, settings.grace_hours, 0, settings.max_grace_hours)
@@ -2831,10 +2848,11 @@ class NearDeadline:
 OWNER_DAYS_BEFORE_DEADLINE = (15, 7, 0)
 
 
-def near_deadline(answer: dict, managed: set[str], anchor: datetime, max_age_days: float) -> list[NearDeadline]:
+def near_deadline(answer: dict, managed: set[str], anchor: datetime | None,
+                  max_age_days: float) -> list[NearDeadline]:
     """The credential report's Active keys of users no secret manages whose 15-day, 7-day or overdue day falls to
     this run (``in_this_run``): each told once, on the daily schedule, without state."""
-    if max_age_days <= 0:
+    if max_age_days <= 0 or anchor is None:
         return []
     content = answer.get("Content")
     found = []
@@ -2882,7 +2900,7 @@ def account_report(clients: Clients, settings: Settings, clock: Clock, outcomes:
     try:
         read_credential_report(answer, managed, clock.now(), settings.max_key_age_days, found, active)
         if nearing is not None:  # the owners of keys no secret holds, told as their deadline nears
-            nearing += near_deadline(answer, managed, settings.event_time or clock.now(), settings.max_key_age_days)
+            nearing += near_deadline(answer, managed, schedule_anchor(settings), settings.max_key_age_days)
     except Exception as err:  # a report not as documented: said, never lost with the run's summary
         return {**found, "failed": f"credential report: not understood ({type(err).__name__}); nothing changed"}
     log_action("account_report", overdue_managed=len(found["overdue_managed"]),
@@ -3230,7 +3248,7 @@ def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Clea
     # A rollback turns the held key on and moves AWSCURRENT to it: for a minute IAM may still list it Inactive.
     # The secret's LastChangedDate (Secrets Manager's own, read consistently) says it just changed: wait.
     if held is not None and held.status == KeyStatus.INACTIVE and len(record.stages) > 1 and record.changed_at \
-            and timedelta(0) <= run.clock.now() - record.changed_at < LIST_LAG:
+            and -CLOCK_SKEW <= run.clock.now() - record.changed_at < LIST_LAG:
         return skipped(record, f"IAM lists the key the secret holds, {held.key_id}, {held.status}, and the secret "
                                f"changed at {iso(record.changed_at)}: IAM's list lags a change (a rollback turns a "
                                f"key on); judged next run")
@@ -3785,11 +3803,6 @@ CHECKED = "Access Keys Checked"  # a run's state: each secret it checked, its ke
 CHECKED_ROWS = 200  # secrets per "Access Keys Checked" event: about 150 KB at most, within PutEvents' 256 KiB
 
 
-def is_whole_run(settings: Settings) -> bool:
-    """A run over every secret ``sec`` selects (not a targeted, rollback or leak run): its state is the account's."""
-    return settings.targets is None and not settings.rollback and not settings.exposed
-
-
 def checked_entries(settings: Settings, summary: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
     """A run's "Access Keys Checked" events, for the organisation's report and dashboard: each secret's user,
     status, key age, next rotation and whether it is overdue, CHECKED_ROWS a part; ids and names only. A run
@@ -3815,21 +3828,39 @@ def checked_entries(settings: Settings, summary: dict[str, Any], run_id: str) ->
              "EventBusName": settings.event_bus} for number, part in enumerate(parts, start=1)]
 
 
-def replaceable_entries(settings: Settings, roles: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
-    """The roles report's "Access Keys Replaceable" events: the verdicts and regions read in each, the keys
-    REPLACEABLE_ROWS a part, every text field clipped; ids, names and counts only."""
-    def clipped(value: Any) -> Any:
-        if isinstance(value, str):
-            return clip_text(value, EVENT_TEXT)
-        if isinstance(value, list):
-            return [clipped(v) for v in value[:20]]
-        return {k: clipped(v) for k, v in value.items()} if isinstance(value, dict) else value
+REPLACEABLE_TEXT = 256  # characters of one text of a key's row (a note, a user agent): many rows share an event
+REPLACEABLE_BYTES = 200 * 1024  # a part's keys at most: within PutEvents' 256 KiB with its other fields
 
-    rows = [clipped(row) for row in roles.get("keys", [])]
-    parts = [rows[i:i + REPLACEABLE_ROWS] for i in range(0, len(rows), REPLACEABLE_ROWS)] or [[]]
+
+def replaceable_parts(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The keys' rows in parts of at most REPLACEABLE_ROWS rows and REPLACEABLE_BYTES."""
+    parts: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for row in rows:
+        row_size = len(json.dumps(row).encode())
+        if parts[-1] and (len(parts[-1]) >= REPLACEABLE_ROWS or size + row_size > REPLACEABLE_BYTES):
+            parts.append([])
+            size = 0
+        parts[-1].append(row)
+        size += row_size
+    return parts
+
+
+def replaceable_entries(settings: Settings, roles: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
+    """The roles report's "Access Keys Replaceable" events: the verdicts and regions read in each, the keys in
+    parts (``replaceable_parts``), every text clipped (a row's to REPLACEABLE_TEXT, at most 5 items a list);
+    ids, names and counts only."""
+    def clipped(value: Any, most: int, items: int) -> Any:
+        if isinstance(value, str):
+            return clip_text(value, most)
+        if isinstance(value, list):
+            return [clipped(v, most, items) for v in value[:items]]
+        return {k: clipped(v, most, items) for k, v in value.items()} if isinstance(value, dict) else value
+
+    parts = replaceable_parts([clipped(row, REPLACEABLE_TEXT, 5) for row in roles.get("keys", [])])
     common = {"run": run_id, "parts": len(parts), "version": __version__,
               "regions_read": roles.get("regions_read"), "lookback_days": roles.get("lookback_days"),
-              "verdicts": clipped(roles.get("verdicts", {})),
+              "verdicts": clipped(roles.get("verdicts", {}), EVENT_TEXT, 20),
               "not_read_this_run": len(roles.get("not_read_this_run", []))}
     return [{"Source": EVENT_SOURCE, "DetailType": REPLACEABLE,
              "Detail": json.dumps({**common, "part": number, "keys": part}), "EventBusName": settings.event_bus}
@@ -3924,7 +3955,7 @@ class Case(StrEnum):
     MALFORMED_TAG = "malformed_tag"  # a part of the owner tag that is neither an e-mail address nor a topic ARN
 
 
-OWNER_SUBJECT = 100  # characters: SNS's limit for a subject (ASCII, one line); SES's subjects are kept as short
+OWNER_SUBJECT = 99  # characters: SNS takes a subject "less than 100 characters" (ASCII, one line); SES the same
 OWNER_BODY = 4000  # characters of a message: one screen, far within SES's 10 MB and SNS's 256 KB
 OWNER_FIELD = 400  # characters of any one value put in a message (a reason, a name, who used a key)
 OWNER_SHOWN = 254  # characters of an owner's address in the summary and the log (an e-mail address's most)
@@ -3972,7 +4003,7 @@ def last_use(record: SecretRecord, key_id: str) -> str:
 
 
 def adopted_notice(run: Run, record: SecretRecord, outcome: Outcome, key: str,
-                   anchor: datetime) -> OwnerNotice | None:
+                   anchor: datetime | None) -> OwnerNotice | None:
     """Case 1: a key in use that no secret held was adopted: told in the run that adopts it (the one that writes it
     into the user's key-rotation-adopted tag: a later or redelivered run finds it there), then reminded 72 and 24
     hours before it is deactivated while IAM shows it used since its adoption."""
@@ -4023,7 +4054,8 @@ def who_uses(run: Run, outcome: Outcome) -> str:
     return "not looked up (LOOKUP_HOLDOUTS is off: ask the operator to turn it on to see which hosts and programs)"
 
 
-def still_in_use_notice(run: Run, record: SecretRecord, outcome: Outcome, anchor: datetime) -> OwnerNotice | None:
+def still_in_use_notice(run: Run, record: SecretRecord, outcome: Outcome,
+                        anchor: datetime | None) -> OwnerNotice | None:
     """Case 2: a previous key still used after a rotation: told in the run its grace period ends in (the first
     that finds it used), reminded 24 hours before it is deactivated."""
     old, stored = outcome.old_key_id, outcome.in_use_since
@@ -4083,7 +4115,8 @@ def exposed_notice(run: Run, record: SecretRecord | None, outcome: Outcome) -> O
 def failed_notice(run: Run, record: SecretRecord, outcome: Outcome) -> OwnerNotice | None:
     """Case 5: a rotation of the user failed (an authorised secret's: a writer of another secret cannot make its
     owner be told): what was left as it was."""
-    if outcome.status != Status.FAILED or outcome.exposed or not record.authorised:
+    mode = record.tags.get(TAG_MODE, "").strip().lower()  # a hold binds even when another tag failed the secret
+    if outcome.status != Status.FAILED or outcome.exposed or not record.authorised or mode == "skip":
         return None
     user, secret = record.user_name, said(record.secret_name)
     key = outcome.current_key_id or record.held_key_id
@@ -4097,7 +4130,7 @@ def failed_notice(run: Run, record: SecretRecord, outcome: Outcome) -> OwnerNoti
     return owner_notice(user, Case.FAILED, key, f"failed {record.arn} {key}",
                         f"Key rotation failed; the secret still holds {key} (IAM user {user})",
                         (happened, will, todo), secret=record.secret_name,
-                        planned=run.settings.dry_run or bool(record.own and record.own.dry_run))
+                        planned=run.settings.dry_run or bool(record.own and record.own.dry_run) or mode == "dry-run")
 
 
 def nearing_notice(run: Run, near: NearDeadline) -> OwnerNotice:
@@ -4123,7 +4156,7 @@ def nearing_notice(run: Run, near: NearDeadline) -> OwnerNotice:
 
 def owner_notices(run: Run, outcomes: list[Outcome], nearing: list[NearDeadline]) -> list[OwnerNotice]:
     """Every notice of the run, from the typed outcomes (and the credential report's keys no secret holds)."""
-    anchor = run.settings.event_time or run.clock.now()
+    anchor = schedule_anchor(run.settings)  # reminders: the daily schedule's runs only
     records = {r.name: r for found in run.by_user.values() for r in found}
     notices: list[OwnerNotice | None] = []
     for outcome in outcomes:

@@ -189,3 +189,17 @@ def test_the_regions_read_default_to_the_functions_own():
     assert load_settings({"AWS_REGION": "eu-west-1"}, ROLES).role_regions == ("eu-west-1",)
     assert load_settings({"AWS_REGION": "eu-west-1", "ROLE_REGIONS": "us-east-1  us-east-1 eu-west-1"},
                          ROLES).role_regions == ("us-east-1", "eu-west-1")
+
+
+def test_the_replaceable_events_fit_put_events_however_long_each_key_s_notes_are():
+    # Found by the review: 100 keys, each with notes of 2,048 characters from 10 regions refused, made one part
+    # of 467 KB: PutEvents refused it whole. Rows are clipped shorter and parts split by size.
+    note = "AccessDenied: " + "x" * 3000
+    rows = [{"user": f"u{i}", "key_id": f"AKIA{i:016d}", "verdict": lambda_function.KEEP, "notes": [note] * 10,
+             "evidence": {v: {"count": 1, "example": "agent/" + "y" * 3000} for v in lambda_function.VERDICTS}}
+            for i in range(250)]
+    roles = {"keys": rows, "regions_read": ["eu-west-1"], "lookback_days": 30, "verdicts": {}}
+    entries = lambda_function.replaceable_entries(lambda_function.Settings(event_bus="b"), roles, "r")
+    assert all(lambda_function.entry_size(e) <= lambda_function.PUT_EVENTS_BYTES for e in entries)
+    details = [json.loads(e["Detail"]) for e in entries]
+    assert sum(len(d["keys"]) for d in details) == 250 and {d["parts"] for d in details} == {len(entries)}

@@ -292,6 +292,8 @@ def check_each_setting(given: list[tuple[str, str]]) -> None:
                 function.central_account(value)
             if name == "ROLE_REGIONS":
                 function.role_regions(value, {})
+            if name == "OWNER_SENDER":
+                function.owner_sender(value)
         except function.ConfigError as err:
             raise Refused(f"refused, nothing written: {err}") from None
 
