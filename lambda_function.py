@@ -3814,7 +3814,8 @@ def checked_entries(settings: Settings, summary: dict[str, Any], run_id: str) ->
         return []
     rows = [{"secret": clip_text(s["secret"], EVENT_TEXT), "user": clip_text(str(s.get("user") or ""), EVENT_TEXT),
              "status": s["status"], "key_age_days": s.get("key_age_days"), "next_rotation": s.get("next_rotation"),
-             "overdue": bool(s.get("overdue"))} for s in summary["secrets"]]
+             "overdue": bool(s.get("overdue")), "owner": clip_text(str(s.get("owner") or ""), EVENT_TEXT)}
+            for s in summary["secrets"]]
     parts = [rows[i:i + CHECKED_ROWS] for i in range(0, len(rows), CHECKED_ROWS)] or [[]]
     read = settings.account_report and not (summary.get("report") or {}).get("failed")  # else: not known
     common = {"run": run_id, "parts": len(parts), "code": CODE_VERSION, "version": __version__,

@@ -758,3 +758,18 @@ def test_org_report_says_each_account_s_keys_a_role_could_replace_from_its_lates
         f"unseen 0",
         f"{PROD} eu-west-1: keys a role could replace (2026-01-11, heuristic): runs in AWS 0, CI role 0, unseen 0"]
     assert f'`detail-type` = "{lambda_function.REPLACEABLE}"' in deploy_config.REPORT_QUERY
+
+
+@pytest.mark.unit
+def test_org_report_names_the_secrets_whose_users_have_no_owner_in_an_account_that_uses_owners():
+    # Issue 39: org-report says whose owner is missing (each row carries the user's key-rotation-owner, as the
+    # function read it); an account that tags no owner at all is not told about each of its secrets.
+    rows = [{**secret_row("iam-keys/ci", 1, "2026-03-01"), "owner": "team-ci@example.com"},
+            {**secret_row("iam-keys/app", 1, "2026-03-01"), "owner": None},
+            {**secret_row("iam-keys/web", 1, "2026-03-01"), "owner": ""}]
+    results = checked_in_logs(CANARY, "eu-west-1", "2026-01-12T06:00:00Z", rows)
+    results += checked_in_logs(PROD, "eu-west-1", "2026-01-12T06:00:00Z", [secret_row("iam-keys/x", 1, "2026-03-01")])
+    detail = json.loads(results[0][1]["value"])["detail"]
+    assert [s["owner"] for s in detail["secrets"]] == ["team-ci@example.com", "", ""]
+    _rows, notes = deploy_config.report_rows(results, 1768212000.0)
+    assert notes == [f"{CANARY} eu-west-1: 2 secrets' users have no key-rotation-owner: iam-keys/app iam-keys/web"]

@@ -1658,6 +1658,12 @@ def run_rows(account: str, region: str, run: dict | None, now: float,
         rows.append((account, region, cells["secret"], cells["user"], cells["key_age_days"],
                      cells["next_rotation"], state + (" (dry run)" if detail.get("dry_run") is True else ""),
                      cells["code"]))
+    owners = [(str(secret.get("secret")), secret.get("owner")) for secret, detail in checked.values()
+              if secret_cells(secret, version_of(detail)) is not None]
+    unowned = sorted(name for name, owner in owners if owner == "")
+    if unowned and any(isinstance(owner, str) and owner for _name, owner in owners):  # an account using owners
+        notes.append(f"{account} {region}: {len(unowned)} secrets' users have no key-rotation-owner: "
+                     f"{' '.join(unowned[:5])}{' ...' if len(unowned) > 5 else ''}")
     if bad:
         notes.append(f"{account} {region}: {bad} rows not as the function writes them, left out")
     elif not rows and parts:  # it ran and manages no secret: a row all the same, so every account is on the table
