@@ -894,11 +894,11 @@ def is_whole_run(settings: Settings) -> bool:
     return settings.targets is None and not settings.rollback and not settings.exposed
 
 
-def schedule_anchor(settings: Settings) -> datetime | None:
-    """The scheduled time a whole run of the daily schedule answers for, else None: a reminder falls to the
-    schedule's runs only (a console, targeted, rollback or leak run would tell it again: an event never makes
-    the function do more)."""
-    return settings.event_time if is_whole_run(settings) else None
+def schedule_anchor(settings: Settings, now: datetime) -> datetime | None:
+    """The time a whole run answers for (the scheduled event's, exact on every redelivery; a console run's, now),
+    else None: a targeted, rollback or leak run tells no reminder (it would tell one again: an event never makes
+    the function do more). Two console runs in a day both tell that day's reminders (docs/reference.md)."""
+    return (settings.event_time or now) if is_whole_run(settings) else None
 
 
 def in_this_run(moment: datetime, anchor: datetime | None) -> bool:
@@ -2900,7 +2900,8 @@ def account_report(clients: Clients, settings: Settings, clock: Clock, outcomes:
     try:
         read_credential_report(answer, managed, clock.now(), settings.max_key_age_days, found, active)
         if nearing is not None:  # the owners of keys no secret holds, told as their deadline nears
-            nearing += near_deadline(answer, managed, schedule_anchor(settings), settings.max_key_age_days)
+            nearing += near_deadline(answer, managed, schedule_anchor(settings, clock.now()),
+                                     settings.max_key_age_days)
     except Exception as err:  # a report not as documented: said, never lost with the run's summary
         return {**found, "failed": f"credential report: not understood ({type(err).__name__}); nothing changed"}
     log_action("account_report", overdue_managed=len(found["overdue_managed"]),
@@ -4157,7 +4158,7 @@ def nearing_notice(run: Run, near: NearDeadline) -> OwnerNotice:
 
 def owner_notices(run: Run, outcomes: list[Outcome], nearing: list[NearDeadline]) -> list[OwnerNotice]:
     """Every notice of the run, from the typed outcomes (and the credential report's keys no secret holds)."""
-    anchor = schedule_anchor(run.settings)  # reminders: the daily schedule's runs only
+    anchor = schedule_anchor(run.settings, run.clock.now())  # reminders: whole runs only
     records = {r.name: r for found in run.by_user.values() for r in found}
     notices: list[OwnerNotice | None] = []
     for outcome in outcomes:

@@ -110,11 +110,10 @@ def test_reminders_fall_72_and_24_hours_before_the_deadline_once_each_over_a_mon
     assert aws.keys("bob")[key] == "Inactive"
 
 
-def test_only_the_daily_schedule_s_runs_remind_a_console_or_targeted_run_on_the_day_tells_nothing(
-        aws, invoke, owners, clock):
-    # Found by the review: a reminder belongs to the schedule's run whose day it falls in; a console, targeted or
-    # leak run has no scheduled time, and each run on that day re-sent it (an event never makes the function do
-    # more). Reminders come from the schedule's runs only; an adoption is told by whichever run records it.
+def test_a_targeted_run_on_a_reminder_s_day_tells_nothing_the_schedule_s_run_tells_it(aws, invoke, owners, clock):
+    # Found by the review: a reminder belongs to the batch's run whose day it falls in; every targeted (or leak)
+    # run on that day re-sent it (an event never makes the function do more). Reminders come from whole runs
+    # only; an adoption is told by whichever run records it.
     seeded = adopted_user(aws)
     (key,) = seeded.key_ids
     owners.tag("bob", "bob@example.com")
@@ -123,8 +122,8 @@ def test_only_the_daily_schedule_s_runs_remind_a_console_or_targeted_run_on_the_
     assert len(owners.mails()) == 1
     clock.advance(4 * DAY)
     set_last_used("bob", key, (clock.now() - timedelta(hours=1)).replace(tzinfo=None))
-    for event in ({}, {"secrets": [seeded.secret]}, {}):  # the 72 h reminder's day, off the schedule
-        invoke(seeded.secret, event=event or None, context=LambdaContext())
+    for _ in range(2):  # the 72 h reminder's day: targeted runs
+        invoke(seeded.secret, event={"secrets": [seeded.secret]}, context=LambdaContext())
     assert owners.mails() == []
     invoke(seeded.secret, event=scheduled(clock, 4), context=LambdaContext())
     (reminder,) = owners.mails()
@@ -172,6 +171,24 @@ def test_a_previous_key_still_in_use_tells_its_owner_who_uses_it_and_when_it_goe
     assert "24 h left" in reminder.subject
     assert aws.keys("alice")[old] == "Inactive"
     no_secret_in("alice", [first.body, reminder.body])
+
+
+def test_daily_console_runs_tell_a_previous_key_s_owner_as_the_schedule_s_runs_do(aws, invoke, owners, graced, clock):
+    # A whole run without a scheduled event (the console, the CLI) answers for its own time: its owner notices
+    # fall to it as to a scheduled run's.
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    owners.tag("alice", "alice@example.com")
+    old = seeded.key_ids[0]
+    told = {}
+    for day in range(4):
+        if day:
+            set_last_used("alice", old, (clock.now() - timedelta(hours=1)).replace(tzinfo=None))
+        invoke(seeded.secret)
+        told[day] = [m.subject for m in owners.mails()]
+        clock.advance(DAY)
+    assert [day for day, subjects in told.items() if any(old in s and "still in use" in s for s in subjects)] == [
+        1], told
+    assert aws.keys("alice")[old] == "Inactive"
 
 
 def test_a_leaked_key_s_owner_is_told_it_was_replaced_and_deactivated(aws, invoke, owners):
