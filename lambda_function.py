@@ -4450,7 +4450,10 @@ def step_create_secret(run: Run, record: SecretRecord, token: str) -> str:
     log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
                keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), version=token)
     record.keys = keys
-    record_adoptions(run, record)  # as the batch does: a key adopted here is known as adopted to every later run
+    # Written down as the batch does, so no later run takes the key for an idle one; as KEY@off ("a new adoption
+    # when found Active"): rotation mode tells no owner and starts no gate, so the batch's first run after it
+    # adopts the key afresh, tells its owner, and gives it its whole wait.
+    record_adoptions(run, record, frozenset(record.adopted_at))
     if plan.blocked:
         raise RotationError(record.name, plan.blocked)
     new_key = make_room_and_create(run, record, plan, keys, None)

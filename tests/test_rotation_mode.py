@@ -266,3 +266,27 @@ def test_create_secret_writes_down_the_person_s_key_it_adopts_as_the_batch_does(
     tags = {t["Key"]: t["Value"] for t in aws.iam.list_user_tags(UserName="alice")["Tags"]}
     assert person in tags.get(lambda_function.ADOPTED_TAG, ""), tags
     assert aws.keys("alice")[person] == "Active"
+
+
+def test_a_key_adopted_in_rotation_mode_is_told_and_given_its_whole_wait_by_the_batch_s_first_run(
+        aws, invoke, clock, monkeypatch):
+    # Found by the review: rotation mode tells no owner, and the adoption createSecret wrote down started the
+    # gate; weeks later, rotation off, the batch deactivated the key at once, its owner never told. The batch's
+    # first run adopts it afresh: its owner hears, and the key stays Active for the whole wait.
+    import boto3
+
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    person = aws.iam.create_access_key(UserName="alice")["AccessKey"]["AccessKeyId"]
+    token = begin_rotation(seeded.secret)
+    with pytest.raises(RotationError, match="no room"):
+        step(seeded.secret, token, "createSecret")
+    aws.secrets.update_secret_version_stage(SecretId=seeded.secret, VersionStage="AWSPENDING",
+                                            RemoveFromVersionId=token)  # the operator turns rotation off
+    enable_rotation(seeded.secret, enabled=False)
+    clock.advance(30 * 86400)
+    boto3.client("ses").verify_email_identity(EmailAddress="keys@example.com")
+    monkeypatch.setenv("OWNER_SENDER", "keys@example.com")
+    aws.iam.tag_user(UserName="alice", Tags=[{"Key": lambda_function.OWNER_TAG, "Value": "alice@example.com"}])
+    result = invoke(seeded.secret)
+    assert aws.keys("alice")[person] == "Active", result["secrets"]
+    assert [(e["case"], e["key_id"], e["status"]) for e in result["owners_told"]] == [("adopted", person, "told")]
