@@ -58,7 +58,7 @@ The safety rules, each with the one function that enforces it, and the documente
   adoption ends with its key, and a key turned on again is a new adoption (``record_adoptions``); a secret only
   ListSecrets (five minutes behind) found that DescribeSecret shows deleted is skipped, one sec names fails
   (``read_secrets``); a key the secret holds that IAM does not list yet, or lists Inactive just after the
-  secret changed (a rollback), is judged next run (``assess``: LIST_LAG). What each destructive step acts on,
+  secret changed (a rollback), is judged next run (``list_lags``: LIST_LAG). What each destructive step acts on,
   and how stale it may be: docs/design.md.
 - The new key is stored at once; a definite refusal deletes it, an ambiguous failure re-reads first
   (``store_key``); a lost CreateAccessKey answer leaves no unknown key behind (``create_key``); a clean-up runs
@@ -3227,6 +3227,24 @@ def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: li
                     exposed=True, also=tuple(others[1:]))
 
 
+def list_lags(run: Run, record: SecretRecord, keys: list[KeyState], held: KeyState | None) -> str | None:
+    """Why IAM's list (a minute behind a change) cannot be judged on yet, else None: the key the secret holds is
+    not listed less than LIST_LAG after the function made a key; or it is listed Inactive just after the secret
+    changed (a rollback turns it on and moves AWSCURRENT to it; LastChangedDate is Secrets Manager's own, read
+    consistently)."""
+    now = run.clock.now()
+    made_at = parse_marker(run.tags(record).get(MADE_TAG))[0]
+    recent = made_at is not None and timedelta(0) <= now - made_at < LIST_LAG
+    if held is None and record.held_key_id and recent:
+        return (f"IAM does not list the key the secret holds, {record.held_key_id}, yet: its list lags a change, "
+                f"and this function made a key at {iso(made_at)}; judged next run")
+    if held is not None and held.status == KeyStatus.INACTIVE and len(record.stages) > 1 and record.changed_at \
+            and -CLOCK_SKEW <= now - record.changed_at < LIST_LAG:
+        return (f"IAM lists the key the secret holds, {held.key_id}, {held.status}, and the secret changed at "
+                f"{iso(record.changed_at)}: IAM's list lags a change (a rollback turns a key on); judged next run")
+    return None
+
+
 def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Cleanup:
     """What one claimed secret needs, from reads alone: restore a previous key, settle a previous or adopted key
     still Active, rotate, clean up the function's own unstored keys, or nothing. Nothing changes here."""
@@ -3242,17 +3260,9 @@ def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Clea
             return skipped(record, "names another user than the leaked key's; not acted on")
         return assess_exposed(run, record, own, keys, holders, token, leaked)
     held = find_key(keys, record.held_key_id)
-    made_at = parse_marker(run.tags(record).get(MADE_TAG))[0]
-    if held is None and record.held_key_id and made_at and timedelta(0) <= run.clock.now() - made_at < LIST_LAG:
-        return skipped(record, f"IAM does not list the key the secret holds, {record.held_key_id}, yet: its list "
-                               f"lags a change, and this function made a key at {iso(made_at)}; judged next run")
-    # A rollback turns the held key on and moves AWSCURRENT to it: for a minute IAM may still list it Inactive.
-    # The secret's LastChangedDate (Secrets Manager's own, read consistently) says it just changed: wait.
-    if held is not None and held.status == KeyStatus.INACTIVE and len(record.stages) > 1 and record.changed_at \
-            and -CLOCK_SKEW <= run.clock.now() - record.changed_at < LIST_LAG:
-        return skipped(record, f"IAM lists the key the secret holds, {held.key_id}, {held.status}, and the secret "
-                               f"changed at {iso(record.changed_at)}: IAM's list lags a change (a rollback turns a "
-                               f"key on); judged next run")
+    lagging = list_lags(run, record, keys, held)
+    if lagging:
+        return skipped(record, lagging)
     held_ok = held is not None and held.active
     restore, found = (None, None)
     if record.held_key_id and not held_ok and not redelivery:
@@ -3286,6 +3296,14 @@ def verify_current_first(run: Run, record: SecretRecord, why: str) -> None:
                                          f"({problems[record.name]}), so no held key is retired; nothing changed")
 
 
+def outstanding(marker: str | None, now: datetime) -> bool:
+    """Did the create this mark is for (less than LIST_LAG ago) perhaps make a key IAM's list does not show yet?
+    Found by make fuzz: a rerun a moment after a lost CreateAccessKey answer did not list that key, was refused
+    (two keys), and its "made nothing" mark over the old one let the lost key pass for a person's."""
+    made_at, _, _, token = parse_marker(marker)
+    return made_at is not None and token != NO_KEY_MADE and timedelta(0) <= now - made_at < LIST_LAG
+
+
 def make_room_and_create(run: Run, record: SecretRecord, plan: RotationPlan, keys: list[KeyState],
                          token: str | None) -> NewKey:
     """Deactivate (force only) and delete the keys the plan removes first, mark the user (MADE_TAG: when, and
@@ -3300,6 +3318,7 @@ def make_room_and_create(run: Run, record: SecretRecord, plan: RotationPlan, key
     except Exception as err:
         raise RotationError(record.name, f"{describe_error(err)}; old key unchanged") from None
     remaining = {k.key_id for k in keys} - set(plan.delete_first)
+    earlier = run.tags(record).get(MADE_TAG)
     try:
         tag_user(clients, record, MADE_TAG, made_marker(run.clock.now(), remaining, record.held_key_id, token))
     except RotationError as err:
@@ -3308,10 +3327,10 @@ def make_room_and_create(run: Run, record: SecretRecord, plan: RotationPlan, key
     try:
         return create_key(clients, record, remaining)
     except RotationError as err:
-        if err.made_nothing:  # refused outright: no key of ours to look for (a person's may appear)
-            with suppress(RotationError):
-                tag_user(clients, record, MADE_TAG, made_marker(run.clock.now(), remaining, record.held_key_id,
-                                                                NO_KEY_MADE))
+        if err.made_nothing:  # refused outright: this create made no key (a person's may appear)
+            with suppress(RotationError):  # an earlier create's key IAM may not list yet keeps its mark
+                tag_user(clients, record, MADE_TAG, earlier if outstanding(earlier, run.clock.now()) else
+                         made_marker(run.clock.now(), remaining, record.held_key_id, NO_KEY_MADE))
         raise
 
 

@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 from test_faults import crashed_after_create
 
-from faults import CRASH, Crash
+from faults import CRASH, TIMEOUT, Crash
 from lagging_aws import (
     CLOUDTRAIL_LAG,
     IAM_LAST_USED_LAG,
@@ -87,6 +87,32 @@ def test_the_function_s_own_lost_key_is_left_active_and_said_until_iam_can_prove
     assert orphan not in aws.keys("alice")
     assert f"deleted {orphan}: made by this function, never stored" in entry["reason"]
     assert aws.holds_working_key(seeded.secret)
+
+
+def test_a_refused_rerun_keeps_the_mark_of_a_lost_key_iam_does_not_list_yet_and_the_key_is_deleted_as_ours(
+        aws, invoke, faults, clock, lagging_lists, monkeypatch):
+    # Found by make fuzz: CreateAccessKey's answer was lost (the key made); a rerun a moment later did not see
+    # the key in IAM's lagging list, was refused (two keys) and wrote its "made nothing" mark over the old one:
+    # from then on the lost key passed for a person's, adopted, never deleted. A refused create keeps the mark
+    # of an earlier create less than LIST_LAG old (``outstanding``).
+    monkeypatch.setenv("MAX_FAILURES", "0")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    lagging_lists.settled()
+    faults.inject("create_access_key", TIMEOUT)
+    with pytest.raises(RotationFailed):
+        invoke(seeded.secret)
+    faults.clear()
+    (lost,) = set(truth("alice")) - set(seeded.key_ids)
+    mark = {t["Key"]: t["Value"] for t in aws.iam.list_user_tags(UserName="alice")["Tags"]}[MADE_TAG]
+    clock.advance(10)
+    with pytest.raises(RotationFailed, match="LimitExceeded"):
+        invoke(seeded.secret)
+    assert {t["Key"]: t["Value"] for t in aws.iam.list_user_tags(UserName="alice")["Tags"]}[MADE_TAG] == mark
+
+    clock.advance(LOST_KEY_WAIT.total_seconds() + A_MINUTE)
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert lost not in truth("alice"), entry
+    assert f"deleted {lost}: made by this function, never stored" in entry["reason"]
 
 
 # --- evidence that describes the present: an adoption ends with its key -------------------------------------------
