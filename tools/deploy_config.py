@@ -1552,21 +1552,27 @@ CELL_SHAPES = {"secret": r"[A-Za-z0-9/_+=.@!-]{1,512}", "user": r"[A-Za-z0-9_+=,
 PLACE_SHAPES = (r"\d{12}", r"[a-z]{2}(-[a-z]+)+-\d{1,2}", r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z?")
 
 
-def checked_event(result: list[dict]) -> tuple[str, str, str, dict] | None:
-    """(account, region, time, detail) of one Logs Insights row holding an Access Keys Checked event whose
+def logged_event(result: list[dict], detail_type: str) -> tuple[str, str, str, dict] | None:
+    """(account, region, time, detail) of one Logs Insights row holding an event of ``detail_type`` whose
     envelope is as EventBridge writes it, else None."""
     try:
         message = next((cell.get("value") for cell in result if cell.get("field") == "@message"), None)
         event = json.loads(message or "")
         detail, place = event["detail"], (str(event["account"]), str(event["region"]), str(event["time"]))
-        if event.get("detail-type") != "Access Keys Checked" or not isinstance(detail, dict) or not all(
-                re.fullmatch(shape, value, re.ASCII) for shape, value in zip(PLACE_SHAPES, place, strict=True)):
-            return None
-        if not isinstance(detail.get("part"), int) or not isinstance(detail.get("secrets"), list):
-            return None
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
+    if event.get("detail-type") != detail_type or not isinstance(detail, dict) or not all(
+            re.fullmatch(shape, value, re.ASCII) for shape, value in zip(PLACE_SHAPES, place, strict=True)):
+        return None
     return (*place, detail)
+
+
+def checked_event(result: list[dict]) -> tuple[str, str, str, dict] | None:
+    """An Access Keys Checked event's (account, region, time, detail), its parts as the function writes them."""
+    found = logged_event(result, "Access Keys Checked")
+    if found is None or not isinstance(found[3].get("part"), int) or not isinstance(found[3].get("secrets"), list):
+        return None
+    return found
 
 
 def latest_runs(results: list[list[dict]]) -> dict[tuple[str, str], dict]:
@@ -1701,24 +1707,16 @@ def replaceable_lines(results: list[list[dict]]) -> list[str]:
     A count that is not a whole number, or a verdict not of the function's, is left out (never printed)."""
     latest: dict[tuple[str, str], tuple[str, dict]] = {}
     for result in results:  # newest first
-        try:
-            message = next((cell.get("value") for cell in result if cell.get("field") == "@message"), None)
-            event = json.loads(message or "")
-            place = (str(event["account"]), str(event["region"]), str(event["time"]))
-            verdicts = event["detail"]["verdicts"]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            continue
-        if event.get("detail-type") != "Access Keys Replaceable" or not isinstance(verdicts, dict) or not all(
-                re.fullmatch(shape, value, re.ASCII) for shape, value in zip(PLACE_SHAPES, place, strict=True)):
-            continue
-        latest.setdefault(place[:2], (place[2], verdicts))
+        found = logged_event(result, "Access Keys Replaceable")
+        if found is not None and isinstance(found[3].get("verdicts"), dict):
+            latest.setdefault(found[:2], (found[2], found[3]["verdicts"]))
     lines = []
     for (account, region), (when, verdicts) in sorted(latest.items()):
         counts = []
         for start, name in ROLE_VERDICTS:
-            found = [v.get("keys") for k, v in verdicts.items() if isinstance(k, str) and k.startswith(start)
+            named = [v.get("keys") for k, v in verdicts.items() if isinstance(k, str) and k.startswith(start)
                      and isinstance(v, dict)]
-            count = found[0] if found else 0
+            count = named[0] if named else 0
             counts.append(f"{name} {count}" if isinstance(count, int) and not isinstance(count, bool) else "")
         lines.append(f"{account} {region}: keys a role could replace ({when[:10]}, heuristic): "
                      + ", ".join(c for c in counts if c))
