@@ -3227,6 +3227,11 @@ def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: li
                     exposed=True, also=tuple(others[1:]))
 
 
+def made_lately(made_at: datetime | None, now: datetime) -> bool:
+    """Did the function mark a create less than LIST_LAG ago (IAM's list may not show its key yet)?"""
+    return made_at is not None and timedelta(0) <= now - made_at < LIST_LAG
+
+
 def list_lags(run: Run, record: SecretRecord, keys: list[KeyState], held: KeyState | None) -> str | None:
     """Why IAM's list (a minute behind a change) cannot be judged on yet, else None: the key the secret holds is
     not listed less than LIST_LAG after the function made a key; or it is listed Inactive just after the secret
@@ -3234,7 +3239,7 @@ def list_lags(run: Run, record: SecretRecord, keys: list[KeyState], held: KeySta
     consistently)."""
     now = run.clock.now()
     made_at = parse_marker(run.tags(record).get(MADE_TAG))[0]
-    recent = made_at is not None and timedelta(0) <= now - made_at < LIST_LAG
+    recent = made_lately(made_at, now)
     if held is None and record.held_key_id and recent:
         return (f"IAM does not list the key the secret holds, {record.held_key_id}, yet: its list lags a change, "
                 f"and this function made a key at {iso(made_at)}; judged next run")
@@ -3301,7 +3306,7 @@ def outstanding(marker: str | None, now: datetime) -> bool:
     Found by make fuzz: a rerun a moment after a lost CreateAccessKey answer did not list that key, was refused
     (two keys), and its "made nothing" mark over the old one let the lost key pass for a person's."""
     made_at, _, _, token = parse_marker(marker)
-    return made_at is not None and token != NO_KEY_MADE and timedelta(0) <= now - made_at < LIST_LAG
+    return token != NO_KEY_MADE and made_lately(made_at, now)
 
 
 def make_room_and_create(run: Run, record: SecretRecord, plan: RotationPlan, keys: list[KeyState],
