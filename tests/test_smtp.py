@@ -184,11 +184,11 @@ def test_the_old_key_and_its_passwords_keep_working_through_the_grace_period_the
 def test_a_tag_naming_a_region_without_an_smtp_endpoint_fails_the_secret_before_anything_is_made(aws, invoke,
                                                                                                  regions):
     seeded = smtp_secret(aws, regions=regions)
-    before = (aws.keys(seeded.user), aws.versions(seeded.secret))
+    before = (aws.keys(seeded.user), aws.stages(seeded.secret))
     with pytest.raises(RotationFailed) as failed:
         invoke(seeded.secret)
     assert TAG_SMTP_REGIONS in str(failed.value) and " ".join(SES_SMTP_REGIONS) in str(failed.value)
-    assert (aws.keys(seeded.user), aws.versions(seeded.secret)) == before
+    assert (aws.keys(seeded.user), aws.stages(seeded.secret)) == before  # versions and their labels
 
 
 def test_a_bad_region_tag_refuses_the_rotation_steps_too(aws, monkeypatch):
