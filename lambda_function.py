@@ -776,6 +776,11 @@ def sorted_out(keys: list[KeyState], holders: Holders, current: KeyState | None)
     return lost, in_use, free
 
 
+def facts(*parts: str | None) -> list[str]:
+    """A reason's facts, in order, the empty ones left out: joined once, where the reason is shown."""
+    return [part for part in parts if part]
+
+
 def unproven_why(key_id: str, until: str) -> str:
     return (f"{key_id} may be this function's own unstored key, but it is too young for IAM's last-used data "
             f"(hours behind) to show nobody uses it: left Active, judged again from {until}")
@@ -1114,7 +1119,7 @@ class Outcome:
     old_key_id: str | None = None
     new_key_id: str | None = None
     steps: list[str] = field(default_factory=list)
-    reason: str | None = None
+    reasons: list[str] = field(default_factory=list)  # facts, each said once; joined where shown (``reason``)
     retire_after: str | None = None
     forced_in_use: bool = False
     adopted: str | None = None  # an Active key no secret held, in use: kept Active, retired through the usage gate
@@ -1140,8 +1145,14 @@ class Outcome:
     retired_keys: list[str] = field(default_factory=list, repr=False)  # deactivated or deleted in this run
     owner: str | None = None  # the user's key-rotation-owner tag, as the run read it (clipped; None: none)
 
+    @property
+    def reason(self) -> str | None:
+        return "; ".join(self.reasons) or None
+
     def summary(self) -> dict[str, Any]:
-        fields = {k: v for k, v in self.__dict__.items()
+        shown = {("reason" if k == "reasons" else k): (self.reason if k == "reasons" else v)
+                 for k, v in self.__dict__.items()}
+        fields = {k: v for k, v in shown.items()
                   if (v not in (None, [], False) or (k == "holdouts" and v is not None))
                   and k not in ("overdue_keys", "in_use_since", "managed", "retired_keys")}
         return {**fields, "status": str(self.status), "overdue": self.overdue,
@@ -1157,7 +1168,7 @@ class Stored:
     new_key: NewKey
     own: SecretSettings
     adopted: tuple[str, ...] = ()  # keys in use that no secret held: kept Active
-    reason: str | None = None
+    reasons: tuple[str, ...] = ()
     lost: frozenset[str] = frozenset()  # the function's own unstored keys, deleted before the create
     exposed: str | None = None  # the leaked key this rotation replaces: deactivated at once, never deleted
 
@@ -1169,7 +1180,7 @@ class Settling:
     record: SecretRecord
     previous_key_id: str
     own: SecretSettings
-    reason: str | None = None
+    reasons: tuple[str, ...] = ()
     adopted: datetime | None = None  # an adopted key: when a run first adopted it (its usage gate counts from then)
     lost: frozenset[str] = frozenset()  # the function's own unstored keys: deleted first
     exposed: bool = False  # a leaked key: deactivated at once once the current key authenticates (no gate)
@@ -1197,7 +1208,7 @@ class Rotate:
     plan: RotationPlan
     token: str
     kept: tuple[str, ...] = ()  # adopted keys the rotation keeps Active
-    reason: str | None = None
+    reasons: tuple[str, ...] = ()
     restore: Restore | None = None  # tried first; if its key does not authenticate, the rotation goes ahead
     lost: frozenset[str] = frozenset()  # the function's own unstored keys: deleted first (the plan is without them)
     exposed: str | None = None  # the leaked key this rotation replaces: deactivated at once, never deleted
@@ -1928,14 +1939,14 @@ def failure(secret: str, err: BaseException) -> Outcome:
         reason = str(err)
         if err.stored_key_id:
             log_action("failed", logging.ERROR, secret=secret, reason=reason)
-            return Outcome(secret=secret, status=Status.FAILED, reason=reason, new_key_id=err.stored_key_id)
+            return Outcome(secret=secret, status=Status.FAILED, reasons=[reason], new_key_id=err.stored_key_id)
     elif isinstance(err, ClientError | BotoCoreError | CallTooSlow):
         reason = str(RotationError(secret, describe_error(err)))
     else:
         reason = str(RotationError(secret, f"unexpected {type(err).__name__}"))
         logger.error(json.dumps({"action": "unexpected_error", "secret": secret}), exc_info=err)
     log_action("failed", logging.ERROR, secret=secret, reason=reason)
-    return Outcome(secret=secret, status=Status.FAILED, reason=reason)
+    return Outcome(secret=secret, status=Status.FAILED, reasons=[reason])
 
 
 def isolated(secret_of: Callable[[Any], str], step: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -1971,7 +1982,7 @@ def described(clients: Clients, secret_id: str, listed: frozenset[str]) -> tuple
         reason = (f"{'scheduled for deletion' if meta else 'not found'}: deleted since ListSecrets listed it (its "
                   "list lags up to five minutes); nothing to do")
         log_action("skip", secret=secret_id, reason=reason)
-        return Outcome(secret=secret_id, status=Status.SKIPPED, reason=reason)
+        return Outcome(secret=secret_id, status=Status.SKIPPED, reasons=[reason])
     return secret_id, meta
 
 
@@ -2337,7 +2348,7 @@ def holder_ids(settings: Settings, clients: Clients, acting: list[str]) -> list[
 
 def skipped(record: SecretRecord, reason: str) -> Outcome:
     log_action("skip", secret=record.name, user=record.user_name, reason=reason)
-    return Outcome(secret=record.name, status=Status.SKIPPED, user=record.user_name, reason=reason)
+    return Outcome(secret=record.name, status=Status.SKIPPED, user=record.user_name, reasons=[reason])
 
 
 def decide(run: Run, record: SecretRecord) -> SecretRecord | Outcome:
@@ -2494,16 +2505,16 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
     what = f"key {previous}, held by no secret but in use," if adopted else f"previous key {previous}"
     if decision == Retire.WAIT_GRACE:
         base.steps, base.retire_after = [f"keep {previous} Active until {until}"], until
-        base.reason = item.reason or (f"{what} is kept Active until {until}" if adopted
-                                      else f"previous key {previous} is in its grace period until {until}")
+        base.reasons = list(item.reasons) or [f"{what} is kept Active until {until}" if adopted
+                                              else f"previous key {previous} is in its grace period until {until}"]
         return base
     if decision in (Retire.WAIT_USE, Retire.FORCE, Retire.DEADLINE):
         base.in_use_since = store_time(record, run.clock.now()) if not adopted else item.adopted
     if decision == Retire.WAIT_USE:
         base.still_in_use = True
         base.steps = [f"keep {previous} Active: {where}"]
-        base.reason = (f"{what} was used since the new key was stored ({where}); kept Active "
-                       f"until unused, or until MAX_GRACE_HOURS={run.settings.max_grace_hours:g} have passed")
+        base.reasons = [f"{what} was used since the new key was stored ({where}); kept Active "
+                        f"until unused, or until MAX_GRACE_HOURS={run.settings.max_grace_hours:g} have passed"]
         return base
     if own.dry_run:
         base.status, base.steps = Status.PLANNED, [f"deactivate {previous}"]
@@ -2511,16 +2522,16 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
     retire_keys(run.clients, record, (previous, *item.also), done=f"the current key {record.held_key_id} works")
     if adopted:  # its adoption is over: Active again one day, it is a new adoption
         record_adoptions(run, record, frozenset({previous}))
-    base.status, base.steps, base.reason = Status.RETIRED, [f"deactivate {k}" for k in (previous, *item.also)], \
-        item.reason
+    base.status, base.steps, base.reasons = Status.RETIRED, [f"deactivate {k}" for k in (previous, *item.also)], \
+        list(item.reasons)
     base.retired_keys += [previous, *item.also]
     if decision in (Retire.FORCE, Retire.DEADLINE):
         base.forced_in_use = True
-        base.reason = f"{what} deactivated although still in use ({where}): " + (
+        base.reasons = [f"{what} deactivated although still in use ({where}): " + (
             f"MAX_GRACE_HOURS={run.settings.max_grace_hours:g} passed" if decision == Retire.FORCE else
             "turned on again after its adoption ended, it would hold the key the secret holds past "
             f"MAX_KEY_AGE_DAYS={run.settings.max_key_age_days:g}" if adopted else
-            f"kept Active, it would outlive MAX_KEY_AGE_DAYS={run.settings.max_key_age_days:g} before the next run")
+            f"kept Active, it would outlive MAX_KEY_AGE_DAYS={run.settings.max_key_age_days:g} before the next run")]
         log_action("forced_while_in_use", logging.WARNING, secret=record.name, user=record.user_name,
                    key_id=previous, last_use=where)
     return base
@@ -2562,8 +2573,8 @@ def repair(run: Run, record: SecretRecord, restore: Restore) -> Outcome | str:
                version=restore.version)
     return Outcome(secret=record.name, status=Status.ROLLED_BACK, user=record.user_name, restored_key_id=key.key_id,
                    steps=[f"make version {restore.version} current"],
-                   reason=(f"{restore.found}; AWSCURRENT moved back to version {restore.version}, whose key "
-                           f"{key.key_id} is Active and authenticates; nothing deleted"))
+                   reasons=[restore.found, f"AWSCURRENT moved back to version {restore.version}, whose key "
+                                           f"{key.key_id} is Active and authenticates; nothing deleted"])
 
 
 def rollback_plan(run: Run, record: SecretRecord) -> tuple[str, NewKey, KeyState, str | None]:
@@ -2666,7 +2677,7 @@ def compliance(run: Run, record: SecretRecord, outcome: Outcome) -> None:
         asked, due_day = run.brought_forward[record.name]
         note = (f"rotation due at day {due_day:g}, not {asked:g}: MAX_KEY_AGE_DAYS={settings.max_key_age_days:g} "
                 "brings it forward")
-        outcome.reason = f"{outcome.reason}; {note}" if outcome.reason else note
+        outcome.reasons.append(note)
 
 
 def report_compliance(run: Run, records: list[Any], outcomes: list[Outcome]) -> None:
@@ -3065,7 +3076,7 @@ def out_of_time(run: Run, record: SecretRecord) -> Outcome | None:
         return None
     reason = str(RotationError(record.name, f"not attempted: less than {margin:g}s of the Lambda time limit left"))
     log_action("not_attempted", logging.ERROR, secret=record.name, reason=reason)
-    return Outcome(secret=record.name, status=Status.NOT_ATTEMPTED, reason=reason)
+    return Outcome(secret=record.name, status=Status.NOT_ATTEMPTED, reasons=[reason])
 
 
 def restorable(run: Run, record: SecretRecord, keys: list[KeyState],
@@ -3104,7 +3115,7 @@ def settle_first(run: Run, record: SecretRecord, keys: list[KeyState], holders: 
     previous = previous_key(run, record, keys)
     found = find_key(keys, previous)
     if found is not None and found.active and previous != record.held_key_id and previous not in holders.others:
-        return Settling(record, previous, own, "already rotated for this scheduled event" if redelivery else None,
+        return Settling(record, previous, own, ("already rotated for this scheduled event",) if redelivery else (),
                         lost=holders.lost)
     adopted = [k for k in keys if k.key_id in holders.adopted]
     if adopted:
@@ -3113,14 +3124,14 @@ def settle_first(run: Run, record: SecretRecord, keys: list[KeyState], holders: 
     return None
 
 
-def unproven_reason(holders: Holders) -> str | None:
-    return "; ".join(unproven_why(k, until) for k, until in sorted(holders.unproven.items())) or None
+def unproven_reasons(holders: Holders) -> list[str]:
+    return [unproven_why(k, until) for k, until in sorted(holders.unproven.items())]
 
 
 def cleanup_or(record: SecretRecord, own: SecretSettings, holders: Holders, outcome: Outcome) -> Outcome | Cleanup:
     """Nothing is due: report ``outcome`` (and any key not yet proven the function's own), after deleting the
     function's own unstored keys if there are any."""
-    outcome.reason = "; ".join(r for r in (outcome.reason, unproven_reason(holders)) if r) or None
+    outcome.reasons += unproven_reasons(holders)
     return Cleanup(record, own, holders.lost, outcome) if holders.lost else outcome
 
 
@@ -3130,14 +3141,14 @@ def planned(item: Rotate | Cleanup) -> Outcome:
     if isinstance(item, Cleanup):
         return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
                        old_key_id=record.held_key_id, steps=[f"delete {k}" for k in sorted(item.lost)],
-                       reason=lost_reason(item.lost))
+                       reasons=facts(lost_reason(item.lost)))
     if item.restore is not None:
         return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
-                       restored_key_id=item.restore.key.key_id, reason=item.restore.found,
+                       restored_key_id=item.restore.key.key_id, reasons=[item.restore.found],
                        steps=[f"make version {item.restore.version} current"])
     return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
                    old_key_id=record.held_key_id, steps=[f"delete {k}" for k in sorted(item.lost)] + item.plan.steps(),
-                   adopted=item.kept[0] if item.kept else None, reason=item.reason)
+                   adopted=item.kept[0] if item.kept else None, reasons=list(item.reasons))
 
 
 def due_days(run: Run, record: SecretRecord, own: SecretSettings) -> float:
@@ -3170,13 +3181,12 @@ def plan_of(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyS
     if plan.blocked and restore is None and holders.unproven:
         log_action("waiting_for_proof", secret=record.name, user=record.user_name, keys=sorted(holders.unproven))
         waiting = Outcome(secret=record.name, status=Status.WAITING, user=record.user_name,
-                          old_key_id=record.held_key_id, reason=f"rotation waits: {plan.blocked}")
+                          old_key_id=record.held_key_id, reasons=[f"rotation waits: {plan.blocked}"])
         return Cleanup(record, own, holders.lost, waiting) if holders.lost else waiting
     if plan.blocked and restore is None:
         raise RotationError(record.name, plan.blocked)
-    reason = "; ".join(r for r in (found, freed_reason(plan, holders), lost_reason(holders.lost),
-                                   unproven_reason(holders)) if r) or None
-    return Rotate(record, own, keys, holders, plan, token, kept, reason, restore, holders.lost)
+    reasons = (*facts(found, freed_reason(plan, holders), lost_reason(holders.lost)), *unproven_reasons(holders))
+    return Rotate(record, own, keys, holders, plan, token, kept, reasons, restore, holders.lost)
 
 
 def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyState], holders: Holders,
@@ -3214,16 +3224,16 @@ def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: li
                    exposed=active, steps=plan.steps(), dry_run=own.dry_run, blocked=why or None)
         if not why:
             kept = tuple(k for k in holders.adopted if k != plan.freed_adopted and find_key(rest, k))
-            reason = (f"key {record.held_key_id} was exposed: replaced now and deactivated at once, whatever its "
-                      "age or GRACE_HOURS")
-            return Rotate(record, own, rest, holders, plan, token, kept, reason, lost=holders.lost,
+            reasons = (f"key {record.held_key_id} was exposed: replaced now and deactivated at once, whatever its "
+                       "age or GRACE_HOURS",)
+            return Rotate(record, own, rest, holders, plan, token, kept, reasons, lost=holders.lost,
                           exposed=record.held_key_id)
     if not others:  # (a leak's failure says NOT replaced: ``answer_exposures``)
         raise RotationError(record.name, f"{why}: make room by hand and send the event again")
-    not_replaced = (f"; exposed key {record.held_key_id} NOT replaced: {why}: make room by hand and send the "
-                    "event again") if why else ""
-    return Settling(record, others[0], own, f"key {', '.join(others)} was exposed: deactivated at once, no grace "
-                                           f"period and no usage gate{not_replaced}", lost=holders.lost,
+    not_replaced = (f"exposed key {record.held_key_id} NOT replaced: {why}: make room by hand and send the "
+                    "event again") if why else None
+    done = f"key {', '.join(others)} was exposed: deactivated at once, no grace period and no usage gate"
+    return Settling(record, others[0], own, tuple(facts(done, not_replaced)), lost=holders.lost,
                     exposed=True, also=tuple(others[1:]))
 
 
@@ -3347,14 +3357,14 @@ def rotate(run: Run, item: Rotate) -> Outcome | Stored:
         restored = repair(run, record, item.restore)
         if isinstance(restored, Outcome):
             return restored
-        item.reason = "; ".join(r for r in (restored, item.reason) if r)
+        item.reasons = (*facts(restored), *item.reasons)
         if plan.blocked:
             raise RotationError(record.name, f"{restored}; {plan.blocked}")
     stopped = run.stopped()
     if stopped:
         log_action("not_attempted", logging.ERROR, secret=record.name, reason=stopped)
         return Outcome(secret=record.name, status=Status.NOT_ATTEMPTED, user=record.user_name,
-                       reason=str(RotationError(record.name, stopped)), stopped_early=True)
+                       reasons=[str(RotationError(record.name, stopped))], stopped_early=True)
     if plan.retires_held_first:
         verify_current_first(run, record, "force")
     try:
@@ -3363,7 +3373,7 @@ def rotate(run: Run, item: Rotate) -> Outcome | Stored:
     except RotationError as err:  # the rotation acted: it counts towards MAX_FAILURES
         run.count_failure(str(err))
         raise
-    return Stored(record, plan, new_key, item.own, item.kept, item.reason or None, item.lost, item.exposed)
+    return Stored(record, plan, new_key, item.own, item.kept, item.reasons, item.lost, item.exposed)
 
 
 def act(run: Run, item: Outcome | Settling | Rotate | Cleanup) -> Outcome | Stored | Settling:
@@ -3379,11 +3389,11 @@ def act(run: Run, item: Outcome | Settling | Rotate | Cleanup) -> Outcome | Stor
     delete_lost(run, item.record, item.lost)
     record_adoptions(run, item.record)
     if isinstance(item, Cleanup):
-        item.outcome.reason = "; ".join(r for r in (item.outcome.reason, lost_reason(item.lost)) if r)
+        item.outcome.reasons += facts(lost_reason(item.lost))
         item.outcome.retired_keys = sorted(item.lost)
         return item.outcome
     if isinstance(item, Settling):
-        item.reason = "; ".join(r for r in (item.reason, lost_reason(item.lost)) if r) or None
+        item.reasons = (*item.reasons, *facts(lost_reason(item.lost)))
         return item
     return rotate(run, item)
 
@@ -3413,16 +3423,15 @@ def finish(run: Run, item: Stored | Settling, problems: dict[str, str]) -> Outco
         retire_keys(run.clients, record, plan.deactivate_after, plan.delete_after)
     retired = [*sorted(item.lost), *plan.deactivate_first, *plan.delete_first, *plan.delete_after,
                *(plan.deactivate_after if keep_until is None else ())]
-    reason, adopted_end = item.reason, None
+    reasons, adopted_end = list(item.reasons), None
     if item.adopted:
         since = record.adopted_at.get(item.adopted[0], run.clock.now())
         adopted_end = iso(adopted_until(since, run.settings.max_grace_hours))
-        reason = "; ".join(r for r in (reason, f"key {item.adopted[0]} is held by no secret but in use: kept Active "
-                                               f"until {adopted_end}") if r)
+        reasons.append(f"key {item.adopted[0]} is held by no secret but in use: kept Active until {adopted_end}")
     outcome = Outcome(secret=record.name, status=Status.ROTATED, user=record.user_name,
                       old_key_id=record.held_key_id, new_key_id=new_key.key_id,
                       steps=plan.steps(new_key.key_id, keep_until), retire_after=adopted_end or keep_until,
-                      adopted=item.adopted[0] if item.adopted else None, reason=reason, retired_keys=retired)
+                      adopted=item.adopted[0] if item.adopted else None, reasons=reasons, retired_keys=retired)
     log_action("rotated", secret=record.name, user=record.user_name, old_key_id=record.held_key_id,
                new_key_id=new_key.key_id, retire_after=outcome.retire_after, adopted=outcome.adopted)
     return outcome
@@ -3535,9 +3544,9 @@ def unmanaged_exposure(key_id: str, user: str | None) -> Outcome:
     """A leaked key no authorised secret holds: whose it is, and that nothing changed; nothing more (no use, no
     CloudTrail lookup: the function has no business reading who uses a key it does not manage)."""
     return Outcome(secret=f"exposed key {key_id}", status=Status.SKIPPED, user=user, exposed=True,
-                   exposed_key_id=key_id, reason=f"key {key_id} of IAM user {user!r} is exposed, but no secret this "
-                   "function manages names the user back; nothing changed: give its consumers a new key, then "
-                   "deactivate it (never delete it: it is evidence)")
+                   exposed_key_id=key_id, reasons=[f"key {key_id} of IAM user {user!r} is exposed, but no secret "
+                   "this function manages names the user back; nothing changed: give its consumers a new key, then "
+                   "deactivate it (never delete it: it is evidence)"])
 
 
 def exposure_of(run: Run, key_id: str) -> Outcome | str | None:
@@ -3551,9 +3560,9 @@ def exposure_of(run: Run, key_id: str) -> Outcome | str | None:
         user = used.get("UserName")
         tags = {t["Key"]: t["Value"] for t in iam.list_user_tags(UserName=user)["Tags"]} if is_user_name(user) else {}
     except Exception as err:
-        unmanaged.status, unmanaged.reason = Status.FAILED, (
+        unmanaged.status, unmanaged.reasons = Status.FAILED, [
             f"cannot tell whose key {key_id} is ({describe_error(err, 'GetAccessKeyLastUsed')}): the role reads only "
-            "the keys of users tagged key-rotation-secret; nothing changed")
+            "the keys of users tagged key-rotation-secret; nothing changed"]
         return unmanaged
     named = tags.get(USER_TAG)
     if is_user_name(user):  # read once: the guard's authority check and the owner's tag use them
@@ -3612,9 +3621,9 @@ def quarantined(run: Run, user: str) -> bool | None:
 def another_users_secret(key_id: str, user: str, record: SecretRecord) -> Outcome:
     """A leaked key whose user's tag names a secret that holds another user's keys: not this key's to answer."""
     return Outcome(secret=f"exposed key {key_id}", status=Status.FAILED, user=user, exposed=True,
-                   exposed_key_id=key_id, reason=f"key {key_id} of IAM user {user!r} is exposed and NOT revoked: "
+                   exposed_key_id=key_id, reasons=[f"key {key_id} of IAM user {user!r} is exposed and NOT revoked: "
                    f"the user's tag names secret {record.name!r}, which holds IAM user {record.user_name!r}'s keys; "
-                   "nothing changed for it: give its consumers a new key, then deactivate it")
+                   "nothing changed for it: give its consumers a new key, then deactivate it"])
 
 
 def answer_exposures(run: Run, records: list[Any], outcomes: list[Outcome]) -> None:
@@ -3639,7 +3648,7 @@ def answer_exposures(run: Run, records: list[Any], outcomes: list[Outcome]) -> N
             continue
         outcome.exposed = True
         if outcome.status in FAILING and outcome.secret == run.exposures.get(key_id):
-            outcome.reason = f"exposed key {key_id} NOT replaced: {outcome.reason}"
+            outcome.reasons = [f"exposed key {key_id} NOT replaced: {outcome.reason}"]
         if record is not None and record.authorised:  # else no authorised secret holds it: no detail, no lookup
             found = find_key(record.keys or [], key_id)
             outcome.in_use_since = found.created if found else run.clock.now() - timedelta(days=90)
@@ -4599,7 +4608,7 @@ def serve_rotation_step(event: dict, context: Any, settings: Settings, clients: 
         done = ROTATION_STEPS[request.step](run, record, request.token)
     except RotationError as err:
         step_event(run, record, Outcome(secret=record.name, status=Status.FAILED, user=record.user_name,
-                                        reason=str(err), current_key_id=record.held_key_id))
+                                        reasons=[str(err)], current_key_id=record.held_key_id))
         raise
     if request.step == "finishSecret" and run.finished:
         new_key_id, old_key_id = run.finished
