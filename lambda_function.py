@@ -3730,14 +3730,14 @@ WHAT_TO_DO = {
 
 EVENT_SOURCE = "key-rotation"
 # Most significant first: an entry's detail-type is the first that applies.
-DETAIL_TYPES = (
-    ("Access Key Exposed", lambda e: e.get("exposed")),
-    ("Access Key Rotated", lambda e: e["status"] == Status.ROTATED),
-    ("Previous Access Key Retired", lambda e: e["status"] == Status.RETIRED),
-    ("Access Key Rolled Back", lambda e: e["status"] == Status.ROLLED_BACK),
-    ("Access Key Rotation Failed", lambda e: e["status"] in FAILING),
-    ("Previous Access Key Still In Use", lambda e: e.get("still_in_use")),
-    ("Access Key Overdue", lambda e: e.get("overdue")),
+DETAIL_TYPES: tuple[tuple[str, Callable[[Outcome], bool]], ...] = (
+    ("Access Key Exposed", lambda o: o.exposed),
+    ("Access Key Rotated", lambda o: o.status == Status.ROTATED),
+    ("Previous Access Key Retired", lambda o: o.status == Status.RETIRED),
+    ("Access Key Rolled Back", lambda o: o.status == Status.ROLLED_BACK),
+    ("Access Key Rotation Failed", lambda o: o.status in FAILING),
+    ("Previous Access Key Still In Use", lambda o: o.still_in_use),
+    ("Access Key Overdue", lambda o: o.overdue),
 )
 EVENTS_PER_CALL = 10  # PutEvents' most entries a call
 PUT_EVENTS_BYTES = 256 * 1024  # PutEvents' largest request, its entries' sizes added up as AWS counts them
@@ -3749,28 +3749,25 @@ def clip_text(text: str, most: int) -> str:
     return text if len(text) <= most else text[:most - 12] + "...(clipped)"
 
 
-def event_entries(settings: Settings, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def event_entries(settings: Settings, outcomes: list[Outcome]) -> list[dict[str, Any]]:
     """One PutEvents entry per secret whose keys changed, that failed, whose old key is still in use, or that
     is overdue. Ids and names only: never a secret value."""
     made = []
-    for entry in entries:
-        detail_type = next((name for name, applies in DETAIL_TYPES if applies(entry)), None)
+    for o in outcomes:
+        detail_type = next((name for name, applies in DETAIL_TYPES if applies(o)), None)
         if detail_type is None:
             continue
-        current = entry.get("current_key_id")
-        previous = entry.get("retired_key_id") or (entry.get("old_key_id") if entry.get("old_key_id") != current
-                                                   else None)
-        detail = {"secret_arn": entry.get("secret_arn"), "secret": entry["secret"], "user": entry.get("user"),
-                  "status": entry["status"], "current_key_id": current, "previous_key_id": previous,
-                  "retire_after": entry.get("retire_after"), "reason": entry.get("reason"),
-                  "overdue": bool(entry.get("overdue")), "holdouts": entry.get("holdouts", []),
-                  "forced_in_use": bool(entry.get("forced_in_use")), "key_age_days": entry.get("key_age_days"),
-                  **({"exposed": True, "exposed_key_id": entry.get("exposed_key_id"),
-                      "quarantined": entry.get("quarantined")} if entry.get("exposed") else {})}
+        previous = o.retired_key_id or (o.old_key_id if o.old_key_id != o.current_key_id else None)
+        detail = {"secret_arn": o.secret_arn, "secret": o.secret, "user": o.user, "status": str(o.status),
+                  "current_key_id": o.current_key_id, "previous_key_id": previous, "retire_after": o.retire_after,
+                  "reason": o.reason, "overdue": o.overdue, "holdouts": o.holdouts or [],
+                  "forced_in_use": o.forced_in_use, "key_age_days": o.key_age_days,
+                  **({"exposed": True, "exposed_key_id": o.exposed_key_id, "quarantined": o.quarantined}
+                     if o.exposed else {})}
         clipped = {k: clip_text(v, EVENT_TEXT) if isinstance(v, str) else v for k, v in detail.items()}
         if clipped != detail:
             clipped["clipped"] = True  # a consumer knows a field is cut short, and reads the summary for the rest
-        arn = entry.get("secret_arn")
+        arn = o.secret_arn
         made.append({"Source": EVENT_SOURCE, "DetailType": detail_type, "Detail": json.dumps(clipped),
                      "EventBusName": settings.event_bus,
                      **({"Resources": [clip_text(arn, EVENT_TEXT)]} if arn else {})})
@@ -3837,26 +3834,27 @@ CHECKED = "Access Keys Checked"  # a run's state: each secret it checked, its ke
 CHECKED_ROWS = 200  # secrets per "Access Keys Checked" event: about 150 KB at most, within PutEvents' 256 KiB
 
 
-def checked_entries(settings: Settings, summary: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
+def checked_entries(settings: Settings, outcomes: list[Outcome], counts: Mapping[str, Any], run_id: str,
+                    unmanaged_known: bool = True) -> list[dict[str, Any]]:
     """A run's "Access Keys Checked" events, for the organisation's report and dashboard: each secret's user,
     status, key age, next rotation and whether it is overdue, CHECKED_ROWS a part; ids and names only. A run
     over some secrets (targeted, rollback, leak) is marked ``partial``: its secrets' state is newer than the
     last whole run's, its counts are not the account's (the dashboard reads whole runs only). A partial run that
-    checked no secret sends nothing."""
+    checked no secret sends nothing. ``unmanaged_known``: the credential report was read (else that count is
+    null: not known, never 0)."""
     whole = is_whole_run(settings)
-    if not whole and not summary["secrets"]:
+    if not whole and not outcomes:
         return []
-    rows = [{"secret": clip_text(s["secret"], EVENT_TEXT), "user": clip_text(str(s.get("user") or ""), EVENT_TEXT),
-             "status": s["status"], "key_age_days": s.get("key_age_days"), "next_rotation": s.get("next_rotation"),
-             "overdue": bool(s.get("overdue")), "owner": clip_text(str(s.get("owner") or ""), EVENT_TEXT)}
-            for s in summary["secrets"]]
+    rows = [{"secret": clip_text(o.secret, EVENT_TEXT), "user": clip_text(o.user or "", EVENT_TEXT),
+             "status": str(o.status), "key_age_days": o.key_age_days, "next_rotation": o.next_rotation,
+             "overdue": o.overdue, "owner": clip_text(o.owner or "", EVENT_TEXT)} for o in outcomes]
     parts = [rows[i:i + CHECKED_ROWS] for i in range(0, len(rows), CHECKED_ROWS)] or [[]]
-    read = settings.account_report and not (summary.get("report") or {}).get("failed")  # else: not known
+    read = settings.account_report and unmanaged_known
     common = {"run": run_id, "parts": len(parts), "code": CODE_VERSION, "version": __version__,
               "dry_run": settings.dry_run,
-              "secrets_checked": len(rows), "oldest_key_age_days": summary["oldest_key_age_days"],
-              "overdue_keys": summary["overdue_keys"], "failed": summary["failed"],
-              "unmanaged_overdue_keys": summary.get("unmanaged_overdue_keys") if read else None,
+              "secrets_checked": len(rows), "oldest_key_age_days": counts["oldest_key_age_days"],
+              "overdue_keys": counts["overdue_keys"], "failed": counts["failed"],
+              "unmanaged_overdue_keys": counts["unmanaged_overdue_keys"] if read else None,
               **({} if whole else {"partial": True})}
     return [{"Source": EVENT_SOURCE, "DetailType": CHECKED, "Detail": json.dumps({**common, "part": number,
                                                                                    "secrets": part}),
@@ -3902,7 +3900,7 @@ def replaceable_entries(settings: Settings, roles: dict[str, Any], run_id: str) 
             for number, part in enumerate(parts, start=1)]
 
 
-def publish_events(clients: Clients, settings: Settings, entries: list[dict[str, Any]],
+def publish_events(clients: Clients, settings: Settings, outcomes: list[Outcome],
                    more: list[dict[str, Any]] = ()) -> int:
     """Put the run's events (and ``more``, made already), in calls within PutEvents' limits; an entry refused
     in a partial failure is retried once, and a call refused whole is tried again one entry a call, so one bad
@@ -3910,7 +3908,7 @@ def publish_events(clients: Clients, settings: Settings, entries: list[dict[str,
     entries not put are counted."""
     if not settings.event_bus:
         return 0
-    made = event_entries(settings, entries) + list(more)
+    made = event_entries(settings, outcomes) + list(more)
     return sum(put_batch(clients, batch) for batch in put_batches(made))
 
 
@@ -3926,55 +3924,53 @@ SNS_MESSAGE_ROOM = SNS_MESSAGE_LIMIT - 4 * 1024  # what the lines may use, leavi
 SNS_LINE = 4096  # characters of one secret's line at the most (clipped, marked): no one secret crowds out the rest
 
 
-def fit_message(summary: dict[str, Any], lines: list[str]) -> str:
-    """The notification within SNS's limit: the counts, then failures first, as many lines as fit, then where
-    to find the rest."""
-    counts = ", ".join(f"{k} {summary[k]}" for k in ("rotated", "retired", "waiting", "rolled_back", "failed")
-                       if summary.get(k))
-    ordered = sorted(lines, key=lambda line: ": failed" not in line and ": not_attempted" not in line)
+def fit_message(counts: Mapping[str, Any], ordered: list[str]) -> str:
+    """The notification within SNS's limit: the counts, then the lines in their order (the caller puts failures
+    first), as many as fit, then where to find the rest."""
+    said_counts = ", ".join(f"{k} {counts[k]}" for k in ("rotated", "retired", "waiting", "rolled_back", "failed")
+                            if counts.get(k))
     kept, size = [], 0
     for line in ordered:
         size += len(line.encode()) + 1
         if size > SNS_MESSAGE_ROOM:
             break
         kept.append(line)
-    message = "\n".join([f"IAM key rotation: {counts}", *kept])
+    message = "\n".join([f"IAM key rotation: {said_counts}", *kept])
     if len(kept) < len(ordered):
         message += (f"\n... and {len(ordered) - len(kept)} more secrets: the run's summary (the function's "
                     "answer) and its log line run_complete list every one")
     return message
 
 
-def exposure_advice(entry: dict[str, Any]) -> str:
+def exposure_advice(outcome: Outcome) -> str:
     """What a leak's line adds: what was done, what is left to the operator."""
-    if not entry.get("exposed"):
+    if not outcome.exposed:
         return ""
-    key, status = entry.get("exposed_key_id"), Status(entry["status"])
-    done = {Status.ROTATED: f"replaced by {entry.get('new_key_id')} and deactivated (not deleted: it is evidence); "
+    key, status = outcome.exposed_key_id, outcome.status
+    done = {Status.ROTATED: f"replaced by {outcome.new_key_id} and deactivated (not deleted: it is evidence); "
                             "a consumer still on it is broken until it reads the secret again",
             Status.RETIRED: "deactivated (not deleted: it is evidence)"}.get(status, "NOT revoked: see the reason")
     quarantine = {True: " AWS attached its quarantine policy to the user: remove it once you have checked the "
                         "key's use (see the incident guide).",
-                  None: " Whether AWS quarantined the user is not known."}.get(entry.get("quarantined"), "")
+                  None: " Whether AWS quarantined the user is not known."}.get(outcome.quarantined, "")
     return f". EXPOSED key {key}: {done}. Check who used it (the holdouts above, CloudTrail).{quarantine}"
 
 
-def notify(clients: Clients, settings: Settings, summary: dict[str, Any]) -> None:
+def notify(clients: Clients, settings: Settings, outcomes: list[Outcome], counts: Mapping[str, Any]) -> None:
     """One SNS message per run that rotated, retired, waited on or failed anything (no secret values)."""
     if not settings.notify_topic_arn:
         return
-    lines = [f"{s['secret']}: {s['status']}" + (f" ({s['reason']})" if s.get("reason") else "")
-             + (f". Who still uses {s.get('old_key_id')}: {describe_holdouts(s['holdouts'])}"
-                if s.get("holdouts") else "")
-             + (f". Holdouts: {s['holdouts_note']}" if s.get("holdouts_note") else "")
-             + f". What to do: {WHAT_TO_DO.get(Status(s['status']), 'read the reason')}" + exposure_advice(s)
-             for s in summary["secrets"] if Status(s["status"]) in WHAT_TO_DO or s.get("exposed")]
-    lines = [clip_text(line, SNS_LINE) for line in lines]
+    told = sorted((o for o in outcomes if o.status in WHAT_TO_DO or o.exposed), key=lambda o: o.status not in FAILING)
+    lines = [clip_text(f"{o.secret}: {o.status}" + (f" ({o.reason})" if o.reason else "")
+                       + (f". Who still uses {o.old_key_id}: {describe_holdouts(o.holdouts)}" if o.holdouts else "")
+                       + (f". Holdouts: {o.holdouts_note}" if o.holdouts_note else "")
+                       + f". What to do: {WHAT_TO_DO.get(o.status, 'read the reason')}" + exposure_advice(o), SNS_LINE)
+             for o in told]
     if not lines:
         return
     try:
         clients.sns.publish(TopicArn=settings.notify_topic_arn, Subject="IAM key rotation",
-                            Message=fit_message(summary, lines))
+                            Message=fit_message(counts, lines))
     except Exception as err:  # a notice that failed must not fail the run it reports
         log_action("notify_failed", logging.WARNING, error=describe_error(err, "Publish"))
 
@@ -4409,12 +4405,13 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
         summary["roles"] = roles
     summary["owners_told"] = owners or []
     emit_owners_metric(summary["owners_told"], settings, function_name)
-    notify(clients, settings, summary)
+    notify(clients, settings, outcomes, counts)
     run_id = getattr(context, "aws_request_id", None)
     run_id = run_id if isinstance(run_id, str) else str(uuid.uuid4())
-    checked = checked_entries(settings, summary, run_id) if settings.event_bus else []  # made only where sent
+    known = not (account or {}).get("failed")  # the credential report was read (when the run asked for it)
+    checked = checked_entries(settings, outcomes, counts, run_id, known) if settings.event_bus else []  # only sent
     checked += replaceable_entries(settings, roles, run_id) if roles is not None and settings.event_bus else []
-    summary["events_failed"] = publish_events(clients, settings, summary["secrets"], checked)
+    summary["events_failed"] = publish_events(clients, settings, outcomes, checked)
     emit_events_metric(summary["events_failed"], settings, function_name)
     if settings.dry_run:  # a plan or a report is the answer: the failed entries are in it, with the rest
         return summary
@@ -4463,7 +4460,7 @@ CHANGING_STEPS = ("createSecret", "finishSecret")  # a dry run refuses these; te
 def step_event(run: Run, record: SecretRecord, outcome: Outcome) -> None:
     """Rotation mode publishes too: at finishSecret, and on a failed step (never failing the step for it)."""
     outcome.secret_arn = record.arn
-    publish_events(run.clients, run.settings, [outcome.summary()])
+    publish_events(run.clients, run.settings, [outcome])
 
 
 def step_create_secret(run: Run, record: SecretRecord, token: str) -> str:

@@ -406,16 +406,23 @@ def checked_in_logs(account: str, region: str, when: str, rows: list[dict], run:
     (``checked_entries``) and delivered as EventBridge writes an event to a log group (the event's JSON, with its
     account, region, time)."""
     settings = lambda_function.Settings(event_bus="default", dry_run=dry_run, targets=targets)
-    summary = {"secrets": rows, "oldest_key_age_days": max([(r["key_age_days"] or 0) for r in rows], default=0),
-               "overdue_keys": sum(r["overdue"] for r in rows), "failed": 0}
+    counts = {"oldest_key_age_days": max([(r["key_age_days"] or 0) for r in rows], default=0),
+              "overdue_keys": sum(r["overdue"] for r in rows), "failed": 0, "unmanaged_overdue_keys": 0}
     results = []
-    for entry in lambda_function.checked_entries(settings, summary, run):
+    for entry in lambda_function.checked_entries(settings, outcomes_of(rows), counts, run):
         event = {"version": "0", "id": "e", "detail-type": entry["DetailType"], "source": entry["Source"],
                  "account": account, "time": when, "region": region, "resources": [],
                  "detail": json.loads(entry["Detail"])}
         results.append([{"field": "@timestamp", "value": when.replace("T", " ")[:19] + ".000"},
                         {"field": "@message", "value": json.dumps(event)}])
     return results
+
+
+def outcomes_of(rows: list[dict]) -> list[lambda_function.Outcome]:
+    """The function's typed outcomes with these rows' figures (what a run's checked_entries reads)."""
+    return [lambda_function.Outcome(secret=r["secret"], status=lambda_function.Status(r["status"]), user=r["user"],
+                                    key_age_days=r["key_age_days"], next_rotation=r["next_rotation"],
+                                    overdue=r["overdue"], owner=r.get("owner")) for r in rows]
 
 
 def secret_row(secret: str, age: float, due: str, overdue: bool = False, status: str = "skipped") -> dict:
@@ -497,8 +504,8 @@ def test_org_report_shows_each_secret_as_the_newest_run_left_it_a_targeted_one_i
 @pytest.mark.unit
 def test_a_partial_run_that_checked_no_secret_sends_no_state():
     settings = lambda_function.Settings(event_bus="default", targets=("gone",))
-    assert lambda_function.checked_entries(settings, {"secrets": [], "oldest_key_age_days": 0, "overdue_keys": 0,
-                                                      "failed": 0}, "r") == []
+    counts = {"oldest_key_age_days": 0, "overdue_keys": 0, "failed": 0, "unmanaged_overdue_keys": 0}
+    assert lambda_function.checked_entries(settings, [], counts, "r") == []
 
 
 @pytest.mark.unit
@@ -561,21 +568,20 @@ def test_an_account_that_manages_no_secret_has_a_row_and_unreadable_instances_ar
 def test_keys_no_secret_holds_past_the_deadline_are_said_so_where_the_credential_report_was_read():
     # The function's own events (checked_entries): with ACCOUNT_REPORT, the count of Active keys past the deadline
     # that no secret holds; without it, or when the report failed, null (not known), never 0.
-    def delivered(settings, summary) -> list[list[dict]]:
-        (entry,) = lambda_function.checked_entries(settings, summary, "r")
+    def delivered(settings, known: bool) -> list[list[dict]]:
+        (entry,) = lambda_function.checked_entries(settings, outcomes_of([secret_row("iam-keys/app", 3, "2026-03-01")]),
+                                                   counts, "r", known)
         event = {"detail-type": entry["DetailType"], "source": entry["Source"], "account": PROD,
                  "region": "us-east-1", "time": "2026-01-12T06:00:00Z", "detail": json.loads(entry["Detail"])}
         return [[{"field": "@message", "value": json.dumps(event)}]]
 
-    summary = {"secrets": [secret_row("iam-keys/app", 3, "2026-03-01")], "oldest_key_age_days": 3,
-               "overdue_keys": 0, "failed": 0, "unmanaged_overdue_keys": 2, "report": {}}
+    counts = {"oldest_key_age_days": 3, "overdue_keys": 0, "failed": 0, "unmanaged_overdue_keys": 2}
     reading = lambda_function.Settings(event_bus="default", account_report=True)
-    _rows, notes = deploy_config.report_rows(delivered(reading, summary), 1768212000.0)
+    _rows, notes = deploy_config.report_rows(delivered(reading, True), 1768212000.0)
     assert notes == [f"{PROD} us-east-1: OVERDUE, 2 Active keys past the deadline that no secret holds (make report "
                      f"there names them)"]
-    for settings, ran in ((lambda_function.Settings(event_bus="default"), summary),
-                          (reading, {**summary, "report": {"failed": "the credential report did not complete"}})):
-        (result,) = delivered(settings, ran)
+    for settings, known in ((lambda_function.Settings(event_bus="default"), True), (reading, False)):
+        (result,) = delivered(settings, known)
         assert json.loads(result[0]["value"])["detail"]["unmanaged_overdue_keys"] is None
         assert deploy_config.report_rows([result], 1768212000.0)[1] == []
 
@@ -655,8 +661,8 @@ def test_the_central_filters_match_the_events_the_function_sends():
     named_kinds = set(re.findall(r'\$\.detail-type = "([^"]+)"', CENTRAL))
     assert named_kinds and named_kinds <= kinds
     # the fields the filters read are the event's own (never a reason's wording)
-    (made,) = lambda_function.event_entries(lambda_function.Settings(event_bus="keys"), [
-        {"secret": "s", "status": "retired", "forced_in_use": True, "overdue": True}])
+    (made,) = lambda_function.event_entries(lambda_function.Settings(event_bus="keys"), [lambda_function.Outcome(
+        secret="s", status=lambda_function.Status.RETIRED, forced_in_use=True, overdue=True)])
     detail = json.loads(made["Detail"])
     for field in re.findall(r"\$\.detail\.([a-z_]+) IS TRUE", CENTRAL):
         assert detail[field] is True, field

@@ -333,15 +333,16 @@ def as_delivered(entry: dict, account: str = "111111111111") -> dict:
 @pytest.mark.unit
 def test_each_central_filter_counts_the_events_it_names_and_no_other():
     settings = lambda_function.Settings(event_bus="default")
-    summaries = [{"secret": "a", "status": "failed"}, {"secret": "b", "status": "rotated", "key_age_days": 0},
-                 {"secret": "c", "status": "retired", "forced_in_use": True},
-                 {"secret": "d", "status": "skipped", "overdue": True, "key_age_days": 97}]
-    sent = [as_delivered(e) for e in lambda_function.event_entries(settings, summaries)]
-    run = {"secrets": summaries, "oldest_key_age_days": 97, "overdue_keys": 1, "failed": 1}
-    sent += [as_delivered(e) for e in lambda_function.checked_entries(settings, run, "run-1")]
+    status, outcome = lambda_function.Status, lambda_function.Outcome
+    outcomes = [outcome("a", status.FAILED), outcome("b", status.ROTATED, key_age_days=0),
+                outcome("c", status.RETIRED, forced_in_use=True),
+                outcome("d", status.SKIPPED, overdue=True, key_age_days=97)]
+    sent = [as_delivered(e) for e in lambda_function.event_entries(settings, outcomes)]
+    counts = {"oldest_key_age_days": 97, "overdue_keys": 1, "failed": 1, "unmanaged_overdue_keys": 0}
+    sent += [as_delivered(e) for e in lambda_function.checked_entries(settings, outcomes, counts, "run-1")]
     targeted = lambda_function.Settings(event_bus="default", targets=("d",))  # its counts are not the account's
-    sent += [as_delivered(e) for e in lambda_function.checked_entries(targeted, {**run, "secrets": summaries[3:],
-                                                                                 "oldest_key_age_days": 5}, "run-2")]
+    sent += [as_delivered(e) for e in lambda_function.checked_entries(targeted, outcomes[3:],
+                                                                      {**counts, "oldest_key_age_days": 5}, "run-2")]
     counted = {name: [e["detail"].get("secret") or e["detail-type"] for e in sent if matches(f["FilterPattern"], e)]
                for name, f in filters().items()}
     assert counted["FailedFilter"] == counted["FailedByAccountFilter"] == ["a"]

@@ -69,7 +69,8 @@ def test_put_events_calls_keep_within_ten_entries_and_256_kib():
 
 @pytest.mark.unit
 def test_an_event_field_too_long_is_clipped_and_marked():
-    entry = {"secret": "iam-keys/a", "status": "failed", "reason": "r" * 10_000, "secret_arn": "arn:x"}
+    entry = lambda_function.Outcome(secret="iam-keys/a", status=lambda_function.Status.FAILED, reasons=["r" * 10_000],
+                                    secret_arn="arn:x")
     (made,) = lambda_function.event_entries(lambda_function.Settings(event_bus="keys"), [entry])
     detail = json.loads(made["Detail"])
     assert detail["clipped"] is True and detail["reason"].endswith("...(clipped)")
