@@ -13,7 +13,7 @@ above it.
 4. Records: what a run reads (``SecretRecord``) and carries between passes (``Outcome``, ``Rotate``,
    ``Settling``, ``Stored``, ``Cleanup``, ``Restore``).
 5. Clients and AWS steps: clients with a per-call time budget and a per-rotation deadline; one small function
-   per AWS step, each raising ``RotationError``; verification with STS (``verify_keys``).
+   per AWS step, each raising a RotationError; verification with STS (``verify_keys``).
 6. Authority, holders and the guard: ``Run`` (who holds, uses or may act for each user's keys), ``guard``,
    ``secret_settings``, resolving and claiming the secrets.
 7. Settling: the usage gate of a previous or adopted key (``settle_decision``, ``settle``).
@@ -22,13 +22,17 @@ above it.
 9. Compliance and the account report: the deadline's figures per secret, IAM's credential report, (with
    LOOKUP_HOLDOUTS) who CloudTrail shows still using a key, and (``{"report": true, "roles": true}``,
    ``roles_report``) which Active keys a role could replace, from CloudTrail (reads only).
-10. Batch passes (EventBridge schedule, console, CLI): ``run_batch``: resolve, read, authorise, decide; then
+10. Leaks (AWS Health's RISK events, ``{"exposed": [...]}``): an entry point whose event names keys, not
+    secrets: ``exposure_of`` finds the secret each leaked key's user names (authority as everywhere), the batch's
+    passes do the work, ``assess_exposed`` plans it (replace now, retire at once, never delete a leaked key) and
+    ``answer_exposures`` says what was done and what is left.
+11. Batch passes (EventBridge schedule, console, CLI): ``run_batch``: resolve, read, authorise, decide; then
     ``assess`` every claimed secret (reads only) and ``act`` in waves (``waves_of``): verify every key together,
-    ``finish``; ``{"rollback": [...]}`` runs ``rollback_secret`` instead.
-11. Notices: the run's summary and metrics (``report``), the SNS message, the EventBridge events, the keys'
-    owners' messages (``tell_owners``).
-12. Secrets Manager rotation mode (``Step`` events): ``serve_rotation_step``, one function per step.
-13. The handler: ``handle(event, context, environ, clock)``.
+    ``finish``; ``{"rollback": [...]}`` runs the rollback (8.) instead.
+12. Notices: the run's summary and metrics (``report``), the SNS message, the EventBridge events, the keys'
+    owners' messages (``tell_owners``), each made from the run's typed outcomes.
+13. Secrets Manager rotation mode (``Step`` events): ``serve_rotation_step``, one function per step.
+14. The handler: ``handle(event, context, environ, clock)``.
 
 The safety rules, each with the one function that enforces it, and the documented exceptions:
 
@@ -874,7 +878,6 @@ def due_after_days(rotate_after_days: float, grace_hours: float, max_grace_hours
         return rotate_after_days
     allowance = (max(max_grace_hours, ADOPTED_MIN_WAIT_HOURS) + grace_hours) / 24
     return min(rotate_after_days, max(0.0, max_key_age_days - allowance - DEADLINE_MARGIN_DAYS))
-
 
 
 def age_days(created: datetime, now: datetime) -> float:
@@ -2643,8 +2646,6 @@ def rollback_secret(run: Run, record: SecretRecord) -> Outcome:
 # ---------------------------------------------------------------------------
 
 
-
-
 def compliance(run: Run, record: SecretRecord, outcome: Outcome) -> None:
     """The deadline, per secret: the held key's age after the run, when its rotation falls due, and any
     managed Active key older than MAX_KEY_AGE_DAYS (overdue). From the keys the run listed, and what it did."""
@@ -3065,7 +3066,194 @@ def roles_report(clients: Clients, settings: Settings, clock: Clock, context: An
 
 
 # ---------------------------------------------------------------------------
-# 10. Batch passes
+# 10. Leaks: AWS Health's exposed-key events and {"exposed": [...]}
+# ---------------------------------------------------------------------------
+# A leak is an entry point: its event names keys, not secrets. It becomes the core's ordinary work: the secret
+# each leaked key's user names (``exposure_of``: authority as everywhere else), a plan for that secret that
+# replaces the held key now and retires leaked keys at once, never deleting one (``assess_exposed``), and its
+# outcomes marked with what was done and what is left (``answer_exposures``).
+
+
+QUARANTINE_POLICY = "AWSCompromisedKeyQuarantine"  # AWS attaches it (or its V2, V3) to a user whose key leaked
+
+
+def secret_name_of(arn: str) -> str:
+    """A secret's name from its ARN (arn:...:secret:NAME-6 random characters)."""
+    name = arn.split(":secret:", 1)[-1]
+    return name[:-7] if len(name) > 7 and name[-7] == "-" else name
+
+
+def selects(settings: Settings, arn: str) -> bool:
+    """Does ``sec`` select this secret (by ARN, name or prefix)? An event never widens what may be touched."""
+    name = secret_name_of(arn)
+    return any(arn == entry or name == entry or (entry.endswith("*") and name.startswith(entry[:-1]))
+               for entry in settings.secret_ids)
+
+
+def as_selected(settings: Settings, arn: str) -> str:
+    """A secret as ``sec`` names it, the name every entry point reports it by: its ARN where ``sec`` lists the
+    ARN, else its name (an entry by name, or found by a prefix, as the batch lists it)."""
+    return arn if arn in settings.secret_ids else secret_name_of(arn)
+
+
+def own_secret(run: Run, arn: str) -> bool:
+    """Is the secret in this function's region (and, when the context says, account)?"""
+    parts = arn.split(":")
+    account = account_of(getattr(run.context, "invoked_function_arn", None))
+    return len(parts) >= 7 and parts[3] == run.clients.secrets.meta.region_name and account in (None, parts[4])
+
+
+def unmanaged_exposure(key_id: str, user: str | None) -> Outcome:
+    """A leaked key no authorised secret holds: whose it is, and that nothing changed; nothing more (no use, no
+    CloudTrail lookup: the function has no business reading who uses a key it does not manage)."""
+    return Outcome(secret=f"exposed key {key_id}", status=Status.SKIPPED, user=user, exposed=True,
+                   exposed_key_id=key_id, reasons=[f"key {key_id} of IAM user {user!r} is exposed, but no secret "
+                   "this function manages names the user back; nothing changed: give its consumers a new key, then "
+                   "deactivate it (never delete it: it is evidence)"])
+
+
+def exposure_of(run: Run, key_id: str) -> Outcome | str | None:
+    """Whose leaked key this is (GetAccessKeyLastUsed names the user) and which secret manages it: the one the
+    user's key-rotation-secret tag names, if ``sec`` selects it (authority as everywhere else). With the
+    user-tag guard off, as in the batch, any secret ``sec`` selects that names the user (None: found once they
+    are read). Else a report of the key that changes nothing."""
+    iam, unmanaged = run.clients.iam, unmanaged_exposure(key_id, None)
+    try:
+        used = iam.get_access_key_last_used(AccessKeyId=key_id)
+        user = used.get("UserName")
+        tags = {t["Key"]: t["Value"] for t in iam.list_user_tags(UserName=user)["Tags"]} if is_user_name(user) else {}
+    except Exception as err:
+        unmanaged.status, unmanaged.reasons = Status.FAILED, [
+            f"cannot tell whose key {key_id} is ({describe_error(err, 'GetAccessKeyLastUsed')}): the role reads only "
+            "the keys of users tagged key-rotation-secret; nothing changed"]
+        return unmanaged
+    named = tags.get(USER_TAG)
+    if is_user_name(user):  # read once: the guard's authority check and the owner's tag use them
+        run.user_tags[user.casefold()] = tags
+    if not run.settings.require_user_tag and is_user_name(user):
+        run.exposed.setdefault(user.casefold(), set()).add(key_id)
+        return None
+    if named and selects(run.settings, named) and own_secret(run, named):
+        run.exposed.setdefault(user.casefold(), set()).add(key_id)
+        run.exposures[key_id] = as_selected(run.settings, named)
+        return run.exposures[key_id]
+    return unmanaged_exposure(key_id, user)
+
+
+def naming_leaked_users(run: Run, read: list[Any]) -> list[Any]:
+    """With the user-tag guard off: of the secrets read, those naming a leaked key's user act on it (the first
+    one per user, as ``decide`` claims users in the batch); the others only hold their users' keys."""
+    if run.settings.require_user_tag:
+        return read
+    acting = [r for r in read if not isinstance(r, SecretRecord) or r.user_name.casefold() in run.exposed]
+    for record in (r for r in acting if isinstance(r, SecretRecord)):
+        for key_id in run.exposed[record.user_name.casefold()]:
+            run.exposures.setdefault(key_id, record.name)
+    return acting
+
+
+def quarantined(run: Run, user: str) -> bool | None:
+    """Has AWS attached its quarantine policy to the user (it denies some actions to every key of the user, the
+    new one too)? None: not known (the role lacks iam:ListAttachedUserPolicies, or the call failed)."""
+    try:
+        attached = run.clients.iam.list_attached_user_policies(UserName=user).get("AttachedPolicies", [])
+    except Exception as err:
+        log_action("quarantine_unknown", logging.WARNING, user=user, error=describe_error(err))
+        return None
+    return any(str(p.get("PolicyName", "")).startswith(QUARANTINE_POLICY) for p in attached)
+
+
+def another_users_secret(key_id: str, user: str, record: SecretRecord) -> Outcome:
+    """A leaked key whose user's tag names a secret that holds another user's keys: not this key's to answer."""
+    return Outcome(secret=f"exposed key {key_id}", status=Status.FAILED, user=user, exposed=True,
+                   exposed_key_id=key_id, reasons=[f"key {key_id} of IAM user {user!r} is exposed and NOT revoked: "
+                   f"the user's tag names secret {record.name!r}, which holds IAM user {record.user_name!r}'s keys; "
+                   "nothing changed for it: give its consumers a new key, then deactivate it"])
+
+
+def answer_exposures(run: Run, records: list[Any], outcomes: list[Outcome]) -> None:
+    """Mark every outcome of a leak: each key with its own user's secret only (a key whose tag names a secret of
+    another user is refused on its own), whether AWS quarantined the user, where CloudTrail's lookup starts (the
+    key's creation; none for a key no authorised secret holds); a WARNING for each, loudest for one a hold kept
+    from being revoked."""
+    read = {r.name: r for r in records if isinstance(r, SecretRecord)}
+    by_secret = {o.secret: o for o in outcomes}
+    for user, leaked in run.exposed.items():  # every leaked key's secret says so, whatever became of it
+        for key_id in sorted(leaked):
+            record = read.get(run.exposures.get(key_id, ""))
+            if key_id not in run.exposures:  # the guard off, and no secret sec selects names the user
+                outcomes.append(unmanaged_exposure(key_id, user))
+            elif record is not None and record.user_name.casefold() != user:
+                outcomes.append(another_users_secret(key_id, user, record))
+            elif record is not None and record.name in by_secret and not by_secret[record.name].exposed_key_id:
+                by_secret[record.name].exposed_key_id = key_id
+    for outcome in outcomes:
+        key_id, record = outcome.exposed_key_id, read.get(outcome.secret)
+        if key_id is None:
+            continue
+        outcome.exposed = True
+        if outcome.status in FAILING and outcome.secret == run.exposures.get(key_id):
+            outcome.reasons = [f"exposed key {key_id} NOT replaced: {outcome.reason}"]
+        if record is not None and record.authorised:  # else no authorised secret holds it: no detail, no lookup
+            found = find_key(record.keys or [], key_id)
+            outcome.in_use_since = found.created if found else run.clock.now() - timedelta(days=90)
+            outcome.quarantined = quarantined(run, outcome.user) if is_user_name(outcome.user) else None
+        held = outcome.status in (Status.SKIPPED, Status.PLANNED) and record is not None
+        log_action("exposed_key_held" if held else "exposed_key", logging.WARNING, secret=outcome.secret,
+                   user=outcome.user, key_id=key_id, status=str(outcome.status), quarantined=outcome.quarantined,
+                   message=f"exposed key {key_id}: {outcome.reason or outcome.status}")
+
+
+def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyState], holders: Holders,
+                   token: str, leaked: set[str]) -> Outcome | Settling | Rotate:
+    """Leaked keys of this secret's user. The key the secret holds is replaced now, whatever its age, and
+    deactivated once the new key authenticates (force's plan: a previous key in the way is retired first); a
+    previous or adopted key is deactivated once the current key authenticates. A leaked key is never deleted (it
+    is evidence), nor a person's key in use freed for room: then the key the secret holds is NOT replaced, the
+    other leaked keys are still deactivated, and the reason says what is in the way."""
+    # a leak answers now: a key made just after the function's mark that IAM shows never used is taken for its own
+    holders = replace(holders, lost=holders.lost | frozenset(holders.unproven), unproven={})
+    # IAM's list lags a change by minutes: a key listed Inactive may have just been turned on (a rollback, a
+    # person), one not listed just made. So nothing is claimed done on the list's word: a listed key of the leak is
+    # deactivated whatever status the list gives (a no-op on an Inactive key), and one not listed is said NOT done
+    listed = sorted(k for k in leaked if find_key(keys, k) is not None)
+    unlisted = sorted(k for k in leaked if find_key(keys, k) is None)  # IAM named its user: it exists
+    held = find_key(keys, record.held_key_id)
+    if not listed or (record.held_key_id in leaked and held is not None and not held.active):
+        seen = (f"IAM lists key {record.held_key_id}, the one the secret holds, as {held.status}" if listed
+                else f"IAM does not list key {', '.join(unlisted)}")
+        raise RotationError(record.name, f"{seen} (its list lags a change by minutes): if it is Active, send the "
+                                         "event again in a few minutes")
+    active = sorted(k for k in listed if find_key(keys, k).active)
+    others, why = [k for k in listed if k != record.held_key_id], None
+    if record.held_key_id in active:
+        rest = [k for k in keys if k.key_id not in holders.lost]
+        plan = plan_rotation(rest, holders, force=True)
+        # the old key of the function's last create, unheld after a writer's re-save, is freed as a labelled
+        # previous key would be; a person's key in use is not
+        in_the_way = sorted(set(plan.delete_first) & leaked) + [k for k in [plan.freed_adopted]
+                                                                if k and k not in holders.retiring]
+        why = plan.blocked or (in_the_way and f"no room without deleting {', '.join(in_the_way)} (a leaked key is "
+                                             "evidence; an adopted one is someone's key in use)")
+        log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
+                   exposed=active, steps=plan.steps(), dry_run=own.dry_run, blocked=why or None)
+        if not why:
+            kept = tuple(k for k in holders.adopted if k != plan.freed_adopted and find_key(rest, k))
+            reasons = (f"key {record.held_key_id} was exposed: replaced now and deactivated at once, whatever its "
+                       "age or GRACE_HOURS",)
+            return Rotate(record, own, rest, holders, plan, token, kept, reasons, lost=holders.lost,
+                          exposed=record.held_key_id)
+    if not others:  # (a leak's failure says NOT replaced: ``answer_exposures``)
+        raise RotationError(record.name, f"{why}: make room by hand and send the event again")
+    not_replaced = (f"exposed key {record.held_key_id} NOT replaced: {why}: make room by hand and send the "
+                    "event again") if why else None
+    done = f"key {', '.join(others)} was exposed: deactivated at once, no grace period and no usage gate"
+    return Settling(record, others[0], own, tuple(facts(done, not_replaced)), lost=holders.lost,
+                    exposed=True, also=tuple(others[1:]))
+
+
+# ---------------------------------------------------------------------------
+# 11. Batch passes
 # ---------------------------------------------------------------------------
 
 
@@ -3187,54 +3375,6 @@ def plan_of(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyS
         raise RotationError(record.name, plan.blocked)
     reasons = (*facts(found, freed_reason(plan, holders), lost_reason(holders.lost)), *unproven_reasons(holders))
     return Rotate(record, own, keys, holders, plan, token, kept, reasons, restore, holders.lost)
-
-
-def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyState], holders: Holders,
-                   token: str, leaked: set[str]) -> Outcome | Settling | Rotate:
-    """Leaked keys of this secret's user. The key the secret holds is replaced now, whatever its age, and
-    deactivated once the new key authenticates (force's plan: a previous key in the way is retired first); a
-    previous or adopted key is deactivated once the current key authenticates. A leaked key is never deleted (it
-    is evidence), nor a person's key in use freed for room: then the key the secret holds is NOT replaced, the
-    other leaked keys are still deactivated, and the reason says what is in the way."""
-    # a leak answers now: a key made just after the function's mark that IAM shows never used is taken for its own
-    holders = replace(holders, lost=holders.lost | frozenset(holders.unproven), unproven={})
-    # IAM's list lags a change by minutes: a key listed Inactive may have just been turned on (a rollback, a
-    # person), one not listed just made. So nothing is claimed done on the list's word: a listed key of the leak is
-    # deactivated whatever status the list gives (a no-op on an Inactive key), and one not listed is said NOT done
-    listed = sorted(k for k in leaked if find_key(keys, k) is not None)
-    unlisted = sorted(k for k in leaked if find_key(keys, k) is None)  # IAM named its user: it exists
-    held = find_key(keys, record.held_key_id)
-    if not listed or (record.held_key_id in leaked and held is not None and not held.active):
-        seen = (f"IAM lists key {record.held_key_id}, the one the secret holds, as {held.status}" if listed
-                else f"IAM does not list key {', '.join(unlisted)}")
-        raise RotationError(record.name, f"{seen} (its list lags a change by minutes): if it is Active, send the "
-                                         "event again in a few minutes")
-    active = sorted(k for k in listed if find_key(keys, k).active)
-    others, why = [k for k in listed if k != record.held_key_id], None
-    if record.held_key_id in active:
-        rest = [k for k in keys if k.key_id not in holders.lost]
-        plan = plan_rotation(rest, holders, force=True)
-        # the old key of the function's last create, unheld after a writer's re-save, is freed as a labelled
-        # previous key would be; a person's key in use is not
-        in_the_way = sorted(set(plan.delete_first) & leaked) + [k for k in [plan.freed_adopted]
-                                                                if k and k not in holders.retiring]
-        why = plan.blocked or (in_the_way and f"no room without deleting {', '.join(in_the_way)} (a leaked key is "
-                                             "evidence; an adopted one is someone's key in use)")
-        log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
-                   exposed=active, steps=plan.steps(), dry_run=own.dry_run, blocked=why or None)
-        if not why:
-            kept = tuple(k for k in holders.adopted if k != plan.freed_adopted and find_key(rest, k))
-            reasons = (f"key {record.held_key_id} was exposed: replaced now and deactivated at once, whatever its "
-                       "age or GRACE_HOURS",)
-            return Rotate(record, own, rest, holders, plan, token, kept, reasons, lost=holders.lost,
-                          exposed=record.held_key_id)
-    if not others:  # (a leak's failure says NOT replaced: ``answer_exposures``)
-        raise RotationError(record.name, f"{why}: make room by hand and send the event again")
-    not_replaced = (f"exposed key {record.held_key_id} NOT replaced: {why}: make room by hand and send the "
-                    "event again") if why else None
-    done = f"key {', '.join(others)} was exposed: deactivated at once, no grace period and no usage gate"
-    return Settling(record, others[0], own, tuple(facts(done, not_replaced)), lost=holders.lost,
-                    exposed=True, also=tuple(others[1:]))
 
 
 def made_lately(made_at: datetime | None, now: datetime) -> bool:
@@ -3511,72 +3651,6 @@ def rotate_in_waves(run: Run, decided: list[Any], map_: Callable) -> list[Outcom
     return results
 
 
-QUARANTINE_POLICY = "AWSCompromisedKeyQuarantine"  # AWS attaches it (or its V2, V3) to a user whose key leaked
-
-
-def secret_name_of(arn: str) -> str:
-    """A secret's name from its ARN (arn:...:secret:NAME-6 random characters)."""
-    name = arn.split(":secret:", 1)[-1]
-    return name[:-7] if len(name) > 7 and name[-7] == "-" else name
-
-
-def selects(settings: Settings, arn: str) -> bool:
-    """Does ``sec`` select this secret (by ARN, name or prefix)? An event never widens what may be touched."""
-    name = secret_name_of(arn)
-    return any(arn == entry or name == entry or (entry.endswith("*") and name.startswith(entry[:-1]))
-               for entry in settings.secret_ids)
-
-
-def as_selected(settings: Settings, arn: str) -> str:
-    """A secret as ``sec`` names it, the name every entry point reports it by: its ARN where ``sec`` lists the
-    ARN, else its name (an entry by name, or found by a prefix, as the batch lists it)."""
-    return arn if arn in settings.secret_ids else secret_name_of(arn)
-
-
-def own_secret(run: Run, arn: str) -> bool:
-    """Is the secret in this function's region (and, when the context says, account)?"""
-    parts = arn.split(":")
-    account = account_of(getattr(run.context, "invoked_function_arn", None))
-    return len(parts) >= 7 and parts[3] == run.clients.secrets.meta.region_name and account in (None, parts[4])
-
-
-def unmanaged_exposure(key_id: str, user: str | None) -> Outcome:
-    """A leaked key no authorised secret holds: whose it is, and that nothing changed; nothing more (no use, no
-    CloudTrail lookup: the function has no business reading who uses a key it does not manage)."""
-    return Outcome(secret=f"exposed key {key_id}", status=Status.SKIPPED, user=user, exposed=True,
-                   exposed_key_id=key_id, reasons=[f"key {key_id} of IAM user {user!r} is exposed, but no secret "
-                   "this function manages names the user back; nothing changed: give its consumers a new key, then "
-                   "deactivate it (never delete it: it is evidence)"])
-
-
-def exposure_of(run: Run, key_id: str) -> Outcome | str | None:
-    """Whose leaked key this is (GetAccessKeyLastUsed names the user) and which secret manages it: the one the
-    user's key-rotation-secret tag names, if ``sec`` selects it (authority as everywhere else). With the
-    user-tag guard off, as in the batch, any secret ``sec`` selects that names the user (None: found once they
-    are read). Else a report of the key that changes nothing."""
-    iam, unmanaged = run.clients.iam, unmanaged_exposure(key_id, None)
-    try:
-        used = iam.get_access_key_last_used(AccessKeyId=key_id)
-        user = used.get("UserName")
-        tags = {t["Key"]: t["Value"] for t in iam.list_user_tags(UserName=user)["Tags"]} if is_user_name(user) else {}
-    except Exception as err:
-        unmanaged.status, unmanaged.reasons = Status.FAILED, [
-            f"cannot tell whose key {key_id} is ({describe_error(err, 'GetAccessKeyLastUsed')}): the role reads only "
-            "the keys of users tagged key-rotation-secret; nothing changed"]
-        return unmanaged
-    named = tags.get(USER_TAG)
-    if is_user_name(user):  # read once: the guard's authority check and the owner's tag use them
-        run.user_tags[user.casefold()] = tags
-    if not run.settings.require_user_tag and is_user_name(user):
-        run.exposed.setdefault(user.casefold(), set()).add(key_id)
-        return None
-    if named and selects(run.settings, named) and own_secret(run, named):
-        run.exposed.setdefault(user.casefold(), set()).add(key_id)
-        run.exposures[key_id] = as_selected(run.settings, named)
-        return run.exposures[key_id]
-    return unmanaged_exposure(key_id, user)
-
-
 def selected(run: Run) -> tuple[list[str], frozenset[str], list[str], list[Outcome]]:
     """The secrets a run acts on (and those of them only ListSecrets found), those it reads only as holders, and
     the reports of leaked keys it cannot act on.
@@ -3593,70 +3667,6 @@ def selected(run: Run) -> tuple[list[str], frozenset[str], list[str], list[Outco
     wanted = settings.rollback or settings.targets
     secret_ids, listed = resolve_secret_ids(settings, run.clients, wanted)
     return secret_ids, listed, holder_ids(settings, run.clients, secret_ids) if wanted else [], []
-
-
-def naming_leaked_users(run: Run, read: list[Any]) -> list[Any]:
-    """With the user-tag guard off: of the secrets read, those naming a leaked key's user act on it (the first
-    one per user, as ``decide`` claims users in the batch); the others only hold their users' keys."""
-    if run.settings.require_user_tag:
-        return read
-    acting = [r for r in read if not isinstance(r, SecretRecord) or r.user_name.casefold() in run.exposed]
-    for record in (r for r in acting if isinstance(r, SecretRecord)):
-        for key_id in run.exposed[record.user_name.casefold()]:
-            run.exposures.setdefault(key_id, record.name)
-    return acting
-
-
-def quarantined(run: Run, user: str) -> bool | None:
-    """Has AWS attached its quarantine policy to the user (it denies some actions to every key of the user, the
-    new one too)? None: not known (the role lacks iam:ListAttachedUserPolicies, or the call failed)."""
-    try:
-        attached = run.clients.iam.list_attached_user_policies(UserName=user).get("AttachedPolicies", [])
-    except Exception as err:
-        log_action("quarantine_unknown", logging.WARNING, user=user, error=describe_error(err))
-        return None
-    return any(str(p.get("PolicyName", "")).startswith(QUARANTINE_POLICY) for p in attached)
-
-
-def another_users_secret(key_id: str, user: str, record: SecretRecord) -> Outcome:
-    """A leaked key whose user's tag names a secret that holds another user's keys: not this key's to answer."""
-    return Outcome(secret=f"exposed key {key_id}", status=Status.FAILED, user=user, exposed=True,
-                   exposed_key_id=key_id, reasons=[f"key {key_id} of IAM user {user!r} is exposed and NOT revoked: "
-                   f"the user's tag names secret {record.name!r}, which holds IAM user {record.user_name!r}'s keys; "
-                   "nothing changed for it: give its consumers a new key, then deactivate it"])
-
-
-def answer_exposures(run: Run, records: list[Any], outcomes: list[Outcome]) -> None:
-    """Mark every outcome of a leak: each key with its own user's secret only (a key whose tag names a secret of
-    another user is refused on its own), whether AWS quarantined the user, where CloudTrail's lookup starts (the
-    key's creation; none for a key no authorised secret holds); a WARNING for each, loudest for one a hold kept
-    from being revoked."""
-    read = {r.name: r for r in records if isinstance(r, SecretRecord)}
-    by_secret = {o.secret: o for o in outcomes}
-    for user, leaked in run.exposed.items():  # every leaked key's secret says so, whatever became of it
-        for key_id in sorted(leaked):
-            record = read.get(run.exposures.get(key_id, ""))
-            if key_id not in run.exposures:  # the guard off, and no secret sec selects names the user
-                outcomes.append(unmanaged_exposure(key_id, user))
-            elif record is not None and record.user_name.casefold() != user:
-                outcomes.append(another_users_secret(key_id, user, record))
-            elif record is not None and record.name in by_secret and not by_secret[record.name].exposed_key_id:
-                by_secret[record.name].exposed_key_id = key_id
-    for outcome in outcomes:
-        key_id, record = outcome.exposed_key_id, read.get(outcome.secret)
-        if key_id is None:
-            continue
-        outcome.exposed = True
-        if outcome.status in FAILING and outcome.secret == run.exposures.get(key_id):
-            outcome.reasons = [f"exposed key {key_id} NOT replaced: {outcome.reason}"]
-        if record is not None and record.authorised:  # else no authorised secret holds it: no detail, no lookup
-            found = find_key(record.keys or [], key_id)
-            outcome.in_use_since = found.created if found else run.clock.now() - timedelta(days=90)
-            outcome.quarantined = quarantined(run, outcome.user) if is_user_name(outcome.user) else None
-        held = outcome.status in (Status.SKIPPED, Status.PLANNED) and record is not None
-        log_action("exposed_key_held" if held else "exposed_key", logging.WARNING, secret=outcome.secret,
-                   user=outcome.user, key_id=key_id, status=str(outcome.status), quarantined=outcome.quarantined,
-                   message=f"exposed key {key_id}: {outcome.reason or outcome.status}")
 
 
 def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any,
@@ -3688,7 +3698,7 @@ def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any,
 
 
 # ---------------------------------------------------------------------------
-# 11. Notices: the summary, metrics, SNS and EventBridge
+# 12. Notices: the summary, metrics, SNS and EventBridge
 # ---------------------------------------------------------------------------
 
 
@@ -4424,7 +4434,7 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
 
 
 # ---------------------------------------------------------------------------
-# 12. Secrets Manager rotation mode: the same table, one step per invocation
+# 13. Secrets Manager rotation mode: the same table, one step per invocation
 # ---------------------------------------------------------------------------
 
 
@@ -4616,7 +4626,7 @@ def serve_rotation_step(event: dict, context: Any, settings: Settings, clients: 
 
 
 # ---------------------------------------------------------------------------
-# 13. The handler
+# 14. The handler
 # ---------------------------------------------------------------------------
 
 

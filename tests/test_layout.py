@@ -64,6 +64,19 @@ def test_the_module_docstring_names_only_what_exists_and_maps_every_section_in_o
     assert [n for n, _ in headers] == mapped == [str(i) for i in range(1, len(headers) + 1)]
 
 
+def test_each_definition_the_module_map_names_stands_in_the_section_that_names_it():
+    defined = {n.name: n.lineno for n in TREE.body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+    defined |= {t.id: n.lineno for n in TREE.body if isinstance(n, ast.Assign) for t in n.targets
+                if isinstance(t, ast.Name)}
+    starts = {int(m.group(1)): SOURCE[:m.start()].count("\n") + 1 for m in re.finditer(r"^# (\d+)\. ", SOURCE, re.M)}
+    ends = {n: starts.get(n + 1, len(SOURCE.splitlines()) + 1) for n in starts}
+    sections = re.split(r"^(?=\d+\. )", lambda_function.__doc__.split("The safety rules")[0], flags=re.M)
+    misplaced = [(int(text.split(".")[0]), name) for text in sections if re.match(r"\d+\. ", text)
+                 for name in re.findall(r"``([A-Za-z_]\w*)(?:\.\w+)?``", text) if name in defined
+                 and not starts[int(text.split(".")[0])] <= defined[name] < ends[int(text.split(".")[0])]]
+    assert misplaced == []
+
+
 FIELDS = {"sec": "secret_ids", "VERIFY_TIMEOUT_SECONDS": "verify_timeout", "TIME_MARGIN_SECONDS": "time_margin",
           "AWS_MAX_ATTEMPTS": "max_attempts", "AWS_RETRY_MODE": "retry_mode"}
 
