@@ -16,9 +16,10 @@ import json
 
 import pytest
 
+from between_runs import expire
 from conftest import STEPS, step
 from faults import record_calls
-from lambda_function import LIST_LAG, ConfigError, RotationError, RotationFailed
+from lambda_function import ConfigError, RotationError, RotationFailed
 from seed import ROWS, begin_rotation, enable_rotation, iam_secret_keys, seed_row, seed_user, set_last_used
 
 BATCH_ENTRIES = {
@@ -200,47 +201,7 @@ def test_rotation_mode_never_touches_a_key_another_listed_secret_holds(aws, monk
     assert aws.keys("bob") == {k: "Active" for k in first.key_ids}
 
 
-# --- a held key IAM no longer has -----------------------------------------------------------------------------------
-
-
-def test_a_held_key_deleted_by_hand_moves_current_back_to_the_working_previous_key(aws, invoke, clock, sts, alice):
-    current = aws.value(alice.secret)["AccessKeyId"]
-    clock.advance(LIST_LAG.total_seconds())  # (sooner after its create, IAM may not list it yet)
-    aws.iam.delete_access_key(UserName="alice", AccessKeyId=current)
-    sleeps_before = len(clock.sleeps)
-    (entry,) = invoke(alice.secret)["secrets"]
-    assert entry["status"] == "rolled_back" and "no longer exists in IAM" in entry["reason"]
-    assert entry["restored_key_id"] == alice.key_ids[0]
-    assert aws.value(alice.secret)["AccessKeyId"] == alice.key_ids[0]
-    assert aws.holds_working_key(alice.secret)
-    assert len(clock.sleeps) == sleeps_before, "no STS wait for a key IAM does not have"
-
-
-def test_a_held_key_deleted_by_hand_without_a_previous_key_rotates_afresh(aws, invoke, clock):
-    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    aws.iam.delete_access_key(UserName="alice", AccessKeyId=seeded.key_ids[0])
-    (entry,) = invoke(seeded.secret)["secrets"]
-    assert entry["status"] == "rotated" and "rotated afresh" in entry["reason"]
-    aws.assert_converged(seeded.secret)
-    assert clock.sleeps == []
-
-
-def expire(user: str, key_id: str) -> None:
-    """IAM's API lists an Expired status; moto never sets it, so set it in moto's state."""
-    from moto.iam.models import iam_backends
-
-    from seed import ACCOUNT_ID
-
-    next(k for k in iam_backends[ACCOUNT_ID]["aws"].users[user].access_keys if k.access_key_id == key_id).status = \
-        "Expired"
-
-
-def test_a_held_expired_key_with_a_working_previous_key_is_repaired(aws, invoke, clock, alice):
-    current = aws.value(alice.secret)["AccessKeyId"]
-    expire("alice", current)
-    (entry,) = invoke(alice.secret)["secrets"]
-    assert entry["status"] == "rolled_back" and "is Expired" in entry["reason"]
-    assert aws.value(alice.secret)["AccessKeyId"] == alice.key_ids[0]
+# --- an Expired key -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r.statuses], ids=lambda r: r.name)

@@ -200,8 +200,8 @@ def test_the_function_reports_its_release_in_the_summary_and_the_run_state_event
 
 
 def test_a_targeted_run_sends_its_own_secrets_state_marked_partial(aws, invoke, bus):
-    # Issue 40: make org-report showed a targeted rotation's secret as the last whole run left it. A targeted
-    # run now sends "Access Keys Checked" for the secrets it checked, marked partial (its counts are not the
+    # make org-report shows a targeted rotation's secret as that run left it, not as the last whole run did: a
+    # targeted run sends "Access Keys Checked" for the secrets it checked, marked partial (its counts are not the
     # account's: the dashboards read whole runs only).
     one, other = (seed_row(aws.iam, aws.secrets, ROWS[1], user=name) for name in ("alice", "bob"))
     sent = []

@@ -11,6 +11,7 @@ import logging
 
 import pytest
 
+from between_runs import resave
 from conftest import load_event
 from lambda_function import ConfigError, RotationFailed
 from seed import ROWS, backdate_key, iam_secret_keys, seed_row, seed_user, set_last_used
@@ -84,21 +85,6 @@ def test_a_leaked_adopted_key_is_deactivated_now(aws, invoke, clock):
     (entry,) = invoke(seeded.secret, event=operator_event(person))["secrets"]
     assert aws.keys("alice")[person] == "Inactive" and entry["exposed"] and entry["status"] == "retired"
     assert aws.holds_working_key(seeded.secret)
-
-
-def test_a_dry_run_plans_the_answer_and_changes_nothing(aws, invoke, alice):
-    (leaked,) = alice.key_ids
-    (entry,) = invoke(alice.secret, event={**operator_event(leaked), "dry_run": True})["secrets"]
-    assert entry["status"] == "planned" and entry["exposed_key_id"] == leaked
-    assert aws.keys("alice") == {leaked: "Active"} and len(aws.versions(alice.secret)) == 1
-
-
-def test_a_skip_tag_holds_and_the_leak_is_reported_loudly(aws, invoke, alice, caplog):
-    (leaked,) = alice.key_ids
-    aws.secrets.tag_resource(SecretId=alice.secret, Tags=[{"Key": "key-rotation:mode", "Value": "skip"}])
-    (entry,) = invoke(alice.secret, event=operator_event(leaked))["secrets"]
-    assert entry["status"] == "skipped" and entry["exposed"] and aws.keys("alice") == {leaked: "Active"}
-    assert any('"action": "exposed_key_held"' in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
 
 
 def test_a_key_no_secret_of_this_function_manages_is_reported_and_untouched(aws, invoke, alice, topic, cloudtrail,
@@ -212,8 +198,6 @@ def test_a_leak_of_the_held_key_right_after_a_writer_re_saved_the_secret_is_answ
     # version holds the old key any more (it is the last create's old key, under the usage gate). A leak of the
     # key the secret holds is answered all the same: the old key is the function's own, freed as a labelled
     # previous key would be, never taken for a person's key in use.
-    from test_review_defects import resave
-
     monkeypatch.setenv("GRACE_HOURS", "24")
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
     (old,) = seeded.key_ids
@@ -228,3 +212,43 @@ def test_a_leak_of_the_held_key_right_after_a_writer_re_saved_the_secret_is_answ
     # and the entry says so: the leaked key deactivated (not kept), the old key freed (not kept Active)
     assert f"deactivate {held}" in entry["steps"] and f"delete {old}" in entry["steps"], entry["steps"]
     assert "kept Active" not in (entry.get("reason") or "") and not entry.get("retire_after"), entry
+
+
+# --- two leaked keys, no room, a refused secret -----------------------------------------------------------------------
+
+
+def test_two_leaked_keys_of_one_user_are_both_revoked_and_neither_deleted(aws, invoke, clock, monkeypatch):
+    monkeypatch.setenv("GRACE_HOURS", "24")
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    invoke(seeded.secret)  # the previous key kept Active for a day
+    (previous,) = seeded.key_ids
+    current = aws.value(seeded.secret)["AccessKeyId"]
+    for order in ([previous, current], [current, previous]):
+        result = invoke(seeded.secret, event={"exposed": order, "dry_run": True})
+        assert result["secrets"][0]["exposed"]
+    (entry,) = invoke(seeded.secret, event={"exposed": [previous, current]})["secrets"]
+    keys = aws.keys("alice")
+    assert keys[previous] == "Inactive" and previous in keys, "a leaked key is evidence: never deleted"
+    assert keys[current] == "Active" and "NOT replaced" in entry["reason"], "no room without deleting evidence"
+    assert aws.holds_working_key(seeded.secret)
+
+
+def test_a_leak_never_frees_a_person_s_key_in_use_for_room(aws, invoke, clock):
+    seeded = seed_user(aws.iam, aws.secrets, "alice", ("Active", "Active"), held=0, stale=False)
+    held, person = seeded.key_ids
+    set_last_used("alice", person, clock.now())
+    with pytest.raises(RotationFailed, match="NOT replaced"):
+        invoke(seeded.secret, event={"exposed": [held]})
+    assert aws.keys("alice") == {held: "Active", person: "Active"}
+
+
+def test_a_leak_whose_secret_fails_still_says_the_key_was_not_revoked(aws, invoke, topic):
+    # A writer pointed alice's secret at bob: the secret is refused, and the leak is reported as such.
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    aws.iam.create_user(UserName="bob")
+    aws.secrets.put_secret_value(SecretId=seeded.secret, SecretString=json.dumps({"UserName": "bob"}))
+    with pytest.raises(RotationFailed):
+        invoke(seeded.secret, event={"exposed": [seeded.key_ids[0]]})
+    (message,) = topic()
+    assert f"EXPOSED key {seeded.key_ids[0]}: NOT revoked" in message
+    assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}

@@ -65,28 +65,6 @@ def tag_secret(aws, secret: str, **tags: str) -> None:
                                                     for k, v in tags.items()])
 
 
-def test_tag_modes_skip_and_dry_run_narrow_one_secret(aws, invoke):
-    skip, dry, normal = (seed_row(aws.iam, aws.secrets, ROWS[1], user=u) for u in ("skip", "dry", "normal"))
-    tag_secret(aws, skip.secret, mode="skip")
-    tag_secret(aws, dry.secret, mode="dry-run")
-    tag_secret(aws, normal.secret, mode="rotate")
-    result = invoke(sec="iam-keys/*")
-    by_name = {s["secret"]: s for s in result["secrets"]}
-    assert by_name[skip.secret]["status"] == "skipped" and "key-rotation:mode=skip" in by_name[skip.secret]["reason"]
-    assert by_name[dry.secret]["status"] == "planned"
-    assert by_name[normal.secret]["status"] == "rotated"
-    for seeded in (skip, dry):
-        assert aws.keys(seeded.user) == {seeded.key_ids[0]: "Active"} and len(aws.versions(seeded.secret)) == 1
-
-
-def test_a_tag_cannot_widen_a_dry_run(aws, invoke, monkeypatch):
-    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    tag_secret(aws, seeded.secret, mode="rotate")
-    monkeypatch.setenv("DRY_RUN", "true")
-    assert invoke(seeded.secret)["planned"] == 1
-    assert aws.keys("alice") == {seeded.key_ids[0]: "Active"}
-
-
 def test_tags_narrow_age_threshold_and_grace_for_one_secret(aws, invoke, monkeypatch):
     monkeypatch.setenv("ROTATE_AFTER_DAYS", "7")
     old = seed_user(aws.iam, aws.secrets, "old", ("Inactive", "Active"), held=1)

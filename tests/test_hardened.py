@@ -6,15 +6,12 @@ AWS would send), or edits of the parsed answer (``after-call``) where the answer
 
 from __future__ import annotations
 
-import json
-from datetime import timedelta
-
 import pytest
 
 import lambda_function
 from faults import REFUSED
 from lambda_function import ConfigError, RotationFailed
-from seed import ROWS, seed_row
+from seed import ROWS, backdate_key, seed_row
 
 
 def function_clients():
@@ -130,35 +127,6 @@ def test_a_summary_of_a_thousand_failures_fits_in_an_sns_message():
     assert "failed 1000" in message and "more secrets" in message
 
 
-# --- a rollback window ----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("dry_run", [False, True])
-def test_a_rollback_past_rollback_hours_is_refused_and_changes_nothing(aws, invoke, clock, dry_run):
-    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    invoke(seeded.secret)
-    keys, versions = aws.keys("alice"), aws.stages(seeded.secret)
-    clock.advance(timedelta(hours=169).total_seconds())
-    event = {"rollback": [seeded.secret], **({"dry_run": True} if dry_run else {})}
-    if dry_run:  # a dry run answers with its whole summary, the failed entries in it
-        (entry,) = invoke(seeded.secret, event=event)["secrets"]
-        assert entry["status"] == "failed" and "past ROLLBACK_HOURS=168" in entry["reason"]
-    else:
-        with pytest.raises(RotationFailed, match="past ROLLBACK_HOURS=168"):
-            invoke(seeded.secret, event=event)
-    assert aws.keys("alice") == keys and aws.stages(seeded.secret) == versions
-
-
-def test_a_rollback_inside_the_window_restores(aws, invoke, clock):
-    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    invoke(seeded.secret)
-    clock.advance(3600)
-    (entry,) = invoke(seeded.secret, event={"rollback": [seeded.secret]})["secrets"]
-    assert entry["status"] == "rolled_back" and entry["restored_key_id"] == seeded.key_ids[0]
-    assert json.loads(aws.secrets.get_secret_value(SecretId=seeded.secret)["SecretString"])["AccessKeyId"] == \
-        seeded.key_ids[0]
-
-
 # --- the template's default user path -------------------------------------------------------------------------------
 
 
@@ -226,3 +194,25 @@ def test_a_clean_up_never_runs_past_the_margin_and_a_later_run_deletes_what_it_l
     (entry,) = invoke(seeded.secret)["secrets"]
     assert left not in aws.keys("alice") and "never stored" in entry["reason"]
     assert aws.holds_working_key(seeded.secret)
+
+
+# --- the first wave: MAX_FAILURES counts rotations that act -----------------------------------------------------------
+
+
+def test_the_first_wave_counts_rotations_not_secrets(aws, invoke, sts, monkeypatch):
+    # Four secrets not due, then four due, STS refusing every new key: MAX_FAILURES=2 rotations are left half done,
+    # the rest not attempted.
+    monkeypatch.setenv("MAX_FAILURES", "2")
+    monkeypatch.setenv("ROTATE_AFTER_DAYS", "30")
+    monkeypatch.setenv("VERIFY_TIMEOUT_SECONDS", "2")
+    seeded = [seed_row(aws.iam, aws.secrets, ROWS[1], user=f"u{i}") for i in range(8)]
+    for s in seeded[4:]:
+        backdate_key(s.user, s.key_ids[0], 40)
+    known = {k for s in seeded for k in s.key_ids}
+    sts.not_yet = lambda key_id: key_id not in known
+    with pytest.raises(RotationFailed):
+        invoke(sec="iam-keys/*")
+    half_done = [s.user for s in seeded if aws.value(s.secret)["AccessKeyId"] not in known]
+    assert len(half_done) == 2, half_done
+    untouched = [s.user for s in seeded if aws.keys(s.user) == {s.key_ids[0]: "Active"}]
+    assert len(untouched) == 6

@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import timedelta
 
 import pytest
 
 import lambda_function
+from between_runs import days_of_runs
 from conftest import STEPS, load_event, step
+from faults import REFUSED
 from lambda_function import RotationError, RotationFailed
-from seed import ROWS, begin_rotation, enable_rotation, iam_secret_keys, seed_row, seed_user
+from seed import (
+    ROWS,
+    backdate_key,
+    begin_rotation,
+    enable_rotation,
+    iam_secret_keys,
+    seed_row,
+    seed_user,
+    set_last_used,
+)
 
 
 def version_of(aws, secret: str, stage: str) -> str:
@@ -310,21 +322,61 @@ def test_a_previous_key_another_secret_holds_is_not_retired(aws, invoke, previou
     assert_current_works(aws, "iam-keys/dave-a") and assert_current_works(aws, "iam-keys/dave-b")
 
 
-def test_a_rollback_does_not_deactivate_a_key_another_secret_holds(aws, invoke, monkeypatch):
-    monkeypatch.setenv("REQUIRE_USER_TAG", "false")
-    first = seed_user(aws.iam, aws.secrets, "erin", ("Active",), held=0, secret="iam-keys/erin-a", tag=False)
-    invoke(first.secret)
-    current = aws.secrets.get_secret_value(SecretId=first.secret)["SecretString"]
-    aws.secrets.create_secret(Name="iam-keys/erin-b", SecretString=current)  # holds erin-a's current key
-    result = invoke("iam-keys/erin-a", "iam-keys/erin-b", event={"rollback": ["iam-keys/erin-a"]})
-    assert result["secrets"][0]["status"] == "rolled_back"
-    assert aws.keys("erin") == {first.key_ids[0]: "Active", json.loads(current)["AccessKeyId"]: "Active"}
-    assert_current_works(aws, "iam-keys/erin-a") and assert_current_works(aws, "iam-keys/erin-b")
-
-
 def test_a_targeted_run_respects_keys_held_by_secrets_it_does_not_target(aws, invoke, shared_user):
     # bob-b is listed in sec but not targeted: it is not rotated, yet its key is still held.
     with pytest.raises(RotationFailed, match="held by secret 'iam-keys/bob-b'"):
         invoke("iam-keys/bob-a", "iam-keys/bob-b", event={"secrets": ["iam-keys/bob-a"]})
     assert aws.keys("bob") == {k: "Active" for k in shared_user.key_ids}
     assert_current_works(aws, "iam-keys/bob-b")
+
+
+# --- a person's key: adopted, never broken, never taken for the function's --------------------------------------------
+
+
+def test_a_weekly_job_s_key_is_never_broken_by_the_run_that_adopts_it_nor_a_day_later(aws, invoke, clock):
+    # alice's second key, held by no secret, made ten days ago and used three days ago by a weekly job; the
+    # secret (and its key) is a month old. The run that adopts the key keeps it Active, and so does every run for
+    # MAX_GRACE_HOURS (7 days) after it; then, used again meanwhile, it is deactivated loudly.
+    seeded = seed_user(aws.iam, aws.secrets, "alice", ("Active", "Active"), held=0, stale=False)
+    held, weekly = seeded.key_ids
+    backdate_key("alice", held, 30)
+    backdate_key("alice", weekly, 10)
+    set_last_used("alice", weekly, clock.now() - timedelta(days=3))
+    (first,) = invoke(seeded.secret)["secrets"]
+    assert aws.keys("alice")[weekly] == "Active" and first["adopted"] == weekly
+    assert not first.get("forced_in_use")
+
+    def job(day: int) -> None:
+        if day == 4:
+            set_last_used("alice", weekly, clock.now())
+
+    entries = days_of_runs(invoke, clock, seeded.secret, 6, job)
+    assert all(e["status"] == "waiting" for e in entries) and aws.keys("alice")[weekly] == "Active"
+    (last,) = days_of_runs(invoke, clock, seeded.secret, 1)
+    assert last["status"] == "retired" and last["forced_in_use"] and aws.keys("alice")[weekly] == "Inactive"
+    assert aws.holds_working_key(seeded.secret)
+
+
+def test_a_person_s_key_made_after_a_refused_create_is_never_taken_for_the_function_s(aws, invoke, faults, clock):
+    # A person makes a key between the function's mark and its create, which IAM refuses outright
+    # (LimitExceeded, as AWS answers at two keys; moto does not count them, so the refusal is injected): the mark
+    # then says no key was made, and the person's key, new and not yet used, is kept by every later run.
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    person = []
+
+    def a_person_makes_a_key(**_):
+        if not person:
+            person.append(aws.iam.create_access_key(UserName="alice")["AccessKey"]["AccessKeyId"])
+
+    import lambda_function
+
+    lambda_function.aws_clients(lambda_function.Settings()).iam.meta.events.register(
+        "before-call.iam.CreateAccessKey", a_person_makes_a_key)
+    faults.inject("create_access_key", REFUSED, error=("LimitExceeded", "Cannot exceed quota for "
+                                                                        "AccessKeysPerUser: 2", 409))
+    with pytest.raises(RotationFailed, match="LimitExceeded"):
+        invoke(seeded.secret)
+    faults.clear()
+    clock.advance(3600)
+    (entry,) = invoke(seeded.secret)["secrets"]
+    assert aws.keys("alice")[person[0]] == "Active" and entry["adopted"] == person[0], "adopted, not deleted"

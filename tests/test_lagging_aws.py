@@ -314,7 +314,7 @@ def test_a_secret_named_explicitly_that_is_not_found_still_fails(aws, invoke, cl
         assert aws.holds_working_key(kept.secret) and aws.value(kept.secret)["AccessKeyId"] != kept.key_ids[0]
 
 
-# --- found by the review: each an ordinary test ----------------------------------------------------------------
+# --- the function's marks while IAM's data lags: a person's new key, a leak, a forged or future-dated mark ------
 
 
 def test_a_person_s_key_first_used_half_an_hour_after_it_was_made_is_not_taken_for_the_function_s_lost_key(

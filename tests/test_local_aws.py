@@ -16,13 +16,14 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 
-from conftest import read_exports
+from conftest import drain, read_exports
 from local_aws import served_hosts
-from seed import seed_user
+from seed import ACCOUNT_ID, seed_user
 
 ROOT = Path(__file__).parent.parent
 AWS_CLI = str(Path(sys.executable).parent / "aws")
@@ -278,3 +279,195 @@ def test_a_rebinding_page_cannot_create_a_function_to_run_its_code_in_the_server
 def test_the_server_answers_its_own_names_with_the_port_and_bare_only_on_port_80():
     assert served_hosts(5000) == {"127.0.0.1:5000", "localhost:5000"}
     assert served_hosts(80) == {"127.0.0.1:80", "localhost:80", "127.0.0.1", "localhost"}
+
+
+# --- where moto 5.2.5 is not AWS: each of tools/local_aws.py's patches, checked still needed -------------------------
+# Each test runs moto without the patch (moto's own method, which the patch keeps as ``original``) and asserts moto
+# still answers the documented wrong way. When one fails, moto has fixed that behaviour: remove the patch it names.
+
+
+def unpatched(monkeypatch, owner: Any, name: str) -> None:
+    """moto's own ``owner.name`` back in place for this test, whatever patch of local_aws's is on."""
+    method = getattr(owner, name)
+    while getattr(method, "original", None) is not None:
+        method = method.original
+    monkeypatch.setattr(owner, name, method)
+
+
+def stack_template(value: str) -> dict:
+    """A stack of one SNS topic (named: moto names it from the stack's name, which a stack set's has a colon in)
+    and one output, ``Which``: ``value``."""
+    return {"Resources": {"Topic": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": "which"}}},
+            "Outputs": {"Which": {"Value": value}}}
+
+
+def outputs(stack: str) -> dict[str, str]:
+    described = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+
+
+def test_moto_still_leaves_its_default_version_where_awscurrent_was(aws, monkeypatch):
+    """When this fails, moto has fixed UpdateSecretVersionStage (AWSCURRENT moved, GetSecretValue answers the version
+    it moved to, and the next PutSecretValue leaves one AWSCURRENT): remove the patch
+    (local_aws.make_moto_move_current_as_aws_does)."""
+    from moto.secretsmanager.models import SecretsManagerBackend
+
+    unpatched(monkeypatch, SecretsManagerBackend, "update_secret_version_stage")
+    first = aws.secrets.create_secret(Name="s", SecretString="one")["VersionId"]
+    second = aws.secrets.put_secret_value(SecretId="s", SecretString="two")["VersionId"]
+    aws.secrets.update_secret_version_stage(SecretId="s", VersionStage="AWSCURRENT", MoveToVersionId=first,
+                                            RemoveFromVersionId=second)
+    assert aws.secrets.get_secret_value(SecretId="s")["SecretString"] == "two", "AWS answers AWSCURRENT's: one"
+    aws.secrets.put_secret_value(SecretId="s", SecretString="three")
+    current = [v for v in aws.secrets.list_secret_version_ids(SecretId="s")["Versions"]
+               if "AWSCURRENT" in v["VersionStages"]]
+    assert len(current) == 2, "AWS keeps AWSCURRENT on one version at a time"
+
+
+def test_moto_still_counts_a_parameter_left_at_its_default_as_changed_in_a_stack_update(aws, monkeypatch):
+    """When this fails, moto's stack update compares a parameter with the value the stack resolved (an unchanged
+    value updates nothing): remove build_resource_diff's patch (local_aws.make_moto_update_stacks_as_aws_does)."""
+    from moto.cloudformation.models import cloudformation_backends
+    from moto.cloudformation.parsing import ResourceMap
+
+    unpatched(monkeypatch, ResourceMap, "build_resource_diff")
+    template = {"Parameters": {"Name": {"Type": "String", "Default": "team"}},
+                "Resources": {"Topic": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": {"Ref": "Name"}}}}}
+    stack_id = boto3.client("cloudformation").create_stack(StackName="s", TemplateBody=json.dumps(template))["StackId"]
+    stack = cloudformation_backends[ACCOUNT_ID]["us-east-1"].stacks[stack_id]
+    # the CLI's UsePreviousValue sends the value the stack has: on AWS, nothing to modify
+    assert stack.resource_map.build_resource_diff(template, {"Name": "team"})["Modify"] == ["Topic"]
+
+
+def test_moto_still_tags_no_function_a_stack_makes(aws, monkeypatch):
+    """When this fails, moto tags a stack's function as CloudFormation does (aws:cloudformation:stack-name ...):
+    remove the patch (local_aws.make_moto_tag_stack_functions_as_aws_does)."""
+    from moto.cloudformation.parsing import ResourceMap
+
+    unpatched(monkeypatch, ResourceMap, "create")
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                     "Principal": {"Service": "lambda.amazonaws.com"}}]}
+    role = aws.iam.create_role(RoleName="r", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    function = {"Type": "AWS::Lambda::Function", "Properties": {
+        "Runtime": "python3.13", "Handler": "index.handler", "Role": role,
+        "Code": {"ZipFile": "def handler(event, context):\n    return event\n"}}}
+    boto3.client("cloudformation").create_stack(StackName="s", TemplateBody=json.dumps(
+        {"Resources": {"Function": function}}))
+    lam = boto3.client("lambda")
+    (made,) = lam.list_functions()["Functions"]
+    assert "aws:cloudformation:stack-name" not in lam.list_tags(Resource=made["FunctionArn"]).get("Tags", {})
+
+
+def test_moto_still_runs_a_function_s_code_only_in_docker(aws, monkeypatch):
+    """When this fails, moto runs a Python function's code without Docker: remove the patch, or keep it only for
+    what moto's runner lacks (local_aws.make_moto_run_lambda_in_process). Docker itself is stood in for by a client
+    that refuses: the test asks only whether moto goes to it."""
+    import docker
+    from moto.awslambda.models import LambdaFunction
+
+    unpatched(monkeypatch, LambdaFunction, "invoke")
+    asked = []
+
+    def no_docker(*_, **__):
+        asked.append("docker")
+        raise docker.errors.DockerException("no Docker in this test")
+
+    monkeypatch.setattr(docker, "from_env", no_docker)
+    create_function("in-process", {}, code=b"def lambda_handler(event, context):\n    return 'ran'\n")
+    answer = boto3.client("lambda").invoke(FunctionName="in-process", Payload=b"{}")
+    assert asked and answer.get("FunctionError") and b"error running docker" in answer["Payload"].read()
+
+
+def test_moto_still_sends_every_event_to_a_schedule_rule_s_targets(aws, monkeypatch):
+    """When this fails, moto's schedule rules match no event put on the bus: remove that part of the patch
+    (local_aws.delivered_as_aws_does)."""
+    from moto.events.models import Rule
+
+    unpatched(monkeypatch, Rule, "send_to_targets")
+    sqs, events = boto3.client("sqs"), boto3.client("events")
+    queue = sqs.create_queue(QueueName="daily")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="daily", ScheduleExpression="rate(1 day)")
+    events.put_targets(Rule="daily", Targets=[{"Id": "queue", "Arn": arn}])
+    events.put_events(Entries=[{"Source": "test", "DetailType": "anything", "Detail": "{}"}])
+    assert drain(sqs, queue), "AWS runs a schedule rule on its schedule, never on an event"
+
+
+def test_moto_still_forwards_an_event_to_another_region_s_bus_as_a_new_event_of_that_region(aws, monkeypatch):
+    """When this fails, moto forwards an event to another bus as itself (its account, region and time): remove
+    that part of the patch (local_aws.delivered_as_aws_does)."""
+    from moto.events.models import Rule
+
+    unpatched(monkeypatch, Rule, "send_to_targets")
+    here, there = boto3.client("events"), boto3.client("events", region_name="eu-west-1")
+    sqs = boto3.client("sqs", region_name="eu-west-1")
+    queue = sqs.create_queue(QueueName="there")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    pattern = json.dumps({"source": ["test"]})
+    there.put_rule(Name="arrived", EventPattern=pattern)
+    there.put_targets(Rule="arrived", Targets=[{"Id": "queue", "Arn": arn}])
+    here.put_rule(Name="forward", EventPattern=pattern)
+    here.put_targets(Rule="forward", Targets=[{"Id": "bus", "Arn": f"arn:aws:events:eu-west-1:{ACCOUNT_ID}:"
+                                                                  "event-bus/default"}])
+    here.put_events(Entries=[{"Source": "test", "DetailType": "anything", "Detail": "{}"}])
+    (arrived,) = drain(sqs, queue)
+    assert arrived["region"] == "eu-west-1", "AWS keeps the region the event was put in: us-east-1"
+
+
+def test_moto_still_gives_a_target_no_account_in_its_default_event_template():
+    """When this fails, moto's default input template has the event's account: remove that patch
+    (local_aws.organisation_stand_ins's EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE)."""
+    from moto.events.utils import EventTemplateParser
+
+    assert '"account"' not in EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE
+
+
+def test_moto_still_deploys_a_stack_set_to_every_account_of_the_ous_whatever_the_account_filter(aws, monkeypatch):
+    """When this fails, moto counts DeploymentTargets' Accounts and AccountFilterType: remove the patch
+    (local_aws.targeted_as_aws_does)."""
+    from moto.cloudformation.models import StackInstances
+
+    unpatched(monkeypatch, StackInstances, "create_instances")
+    org = boto3.client("organizations")
+    org.create_organization(FeatureSet="ALL")
+    root = org.list_roots()["Roots"][0]["Id"]
+    ou = org.create_organizational_unit(ParentId=root, Name="workloads")["OrganizationalUnit"]["Id"]
+    accounts = []
+    for name in ("dev", "prod"):
+        made = org.create_account(AccountName=name, Email=f"{name}@example.com")["CreateAccountStatus"]["AccountId"]
+        org.move_account(AccountId=made, SourceParentId=root, DestinationParentId=ou)
+        accounts.append(made)
+    cfn = boto3.client("cloudformation")
+    cfn.create_stack_set(StackSetName="set", TemplateBody=json.dumps(stack_template("one")),
+                         PermissionModel="SERVICE_MANAGED", AutoDeployment={"Enabled": False})
+    cfn.create_stack_instances(StackSetName="set", Regions=["us-east-1"], DeploymentTargets={
+        "OrganizationalUnitIds": [ou], "Accounts": [accounts[0]], "AccountFilterType": "INTERSECTION"})
+    deployed = {i["Account"] for i in cfn.list_stack_instances(StackSetName="set")["Summaries"]}
+    assert deployed == set(accounts), "AWS deploys to the listed account of the OU only"
+
+
+def test_moto_still_updates_a_stack_set_s_record_and_not_its_instances_stacks(aws, monkeypatch):
+    """When this fails, moto's UpdateStackSet updates every instance's stack: remove the patch
+    (local_aws.updated_as_aws_does)."""
+    from moto.cloudformation.models import StackSet, cloudformation_backends
+
+    unpatched(monkeypatch, StackSet, "update")
+    cfn = boto3.client("cloudformation")
+    cfn.create_stack_set(StackSetName="set", TemplateBody=json.dumps(stack_template("one")))
+    cfn.create_stack_instances(StackSetName="set", Accounts=[ACCOUNT_ID], Regions=["us-east-1"])
+    cfn.update_stack_set(StackSetName="set", TemplateBody=json.dumps(stack_template("two")))
+    (stack,) = [s for s in cloudformation_backends[ACCOUNT_ID]["us-east-1"].stacks.values() if "set" in s.name]
+    assert outputs(stack.stack_id) == {"Which": "one"}, "AWS updates the instance's stack: two"
+
+
+def test_moto_still_leaves_a_stack_made_by_a_change_set_without_its_outputs(aws, monkeypatch):
+    """When this fails, moto's ExecuteChangeSet gives the stack its template's outputs: remove the patch
+    (local_aws.outputs_as_aws_does)."""
+    from moto.cloudformation.models import ChangeSet
+
+    unpatched(monkeypatch, ChangeSet, "apply")
+    cfn = boto3.client("cloudformation")
+    cfn.create_change_set(StackName="s", ChangeSetName="c", ChangeSetType="CREATE",
+                          TemplateBody=json.dumps(stack_template("one")))
+    cfn.execute_change_set(ChangeSetName="c", StackName="s")
+    assert outputs("s") == {}, "AWS gives the stack its template's outputs: Which"

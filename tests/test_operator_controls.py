@@ -13,15 +13,6 @@ from seed import ROWS, backdate_key, seed_row, seed_user
 ONE_ACTIVE = ROWS[1]
 
 
-def mutating_calls(aws_fixture) -> list[str]:
-    """Record the names of the calls the function's clients make."""
-    seen: list[str] = []
-    clients = lambda_function.aws_clients(lambda_function.Settings())
-    for client in (clients.iam, clients.secrets):
-        client.meta.events.register("before-call.*.*", lambda model, **_: seen.append(model.name))
-    return seen
-
-
 # --- verification -------------------------------------------------------------------------------------------------
 
 
@@ -85,39 +76,6 @@ def test_verification_off_makes_no_sts_call(aws, invoke, sts, monkeypatch):
 ])
 def test_arn_is_user_compares_partition_account_and_name(arn, user, expected):
     assert lambda_function.arn_is_user(arn, user, "aws", "123456789012") is expected
-
-
-# --- dry run ------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("how", ["event", "env"])
-def test_dry_run_returns_plans_and_changes_nothing(aws, invoke, monkeypatch, how):
-    seeded = [seed_row(aws.iam, aws.secrets, row) for row in ROWS]
-    before = {s.user: aws.keys(s.user) for s in seeded}
-    calls = mutating_calls(aws)
-    if how == "env":
-        monkeypatch.setenv("DRY_RUN", "true")
-    result = invoke(*(s.secret for s in seeded), event={"dry_run": True} if how == "event" else {})
-    # GetAccessKeyLastUsed: whether an Active key no secret holds is someone's key in use (then never touched)
-    assert set(calls) == {"DescribeSecret", "BatchGetSecretValue", "ListUserTags", "ListAccessKeys",
-                          "GetAccessKeyLastUsed"}
-    assert {s.user: aws.keys(s.user) for s in seeded} == before
-    assert all(len(aws.versions(s.secret)) == 1 for s in seeded)
-    assert result["dry_run"] is True and result["planned"] == len(ROWS) and result["rotated"] == 0
-    two_active = result["secrets"][-1]
-    assert two_active["steps"] == [f"delete {seeded[-1].key_ids[1]}", "create new", "store new",
-                                   f"deactivate {seeded[-1].key_ids[0]}"]
-
-
-def test_dry_run_still_reports_bad_secrets_and_returns_every_other_secret_s_plan(aws, invoke):
-    aws.secrets.create_secret(Name="bad", SecretString="[]")
-    good = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    result = invoke("bad", good.secret, event={"dry_run": True})
-    assert result["failed"] == 1 and result["planned"] == 1
-    bad, planned = result["secrets"]
-    assert bad["status"] == "failed" and "must be a JSON object" in bad["reason"]
-    assert planned["status"] == "planned" and planned["steps"]
-    assert aws.keys("alice") == {good.key_ids[0]: "Active"}
 
 
 # --- age threshold ------------------------------------------------------------------------------------------------
@@ -247,21 +205,3 @@ def test_new_keys_wait_out_propagation_together_not_one_after_another(aws, invok
     assert clock.sleeps == [1.0, 2.0, 4.0], "one shared wait, not one per secret"
     for s in seeded:
         aws.assert_converged(s.secret)
-
-
-def test_a_rollback_after_a_writer_re_saved_the_secret_says_there_is_nothing_to_move(aws, invoke, clock,
-                                                                                     monkeypatch):
-    # After a re-save AWSPREVIOUS holds the very key AWSCURRENT holds: a rollback would move a label, deactivate
-    # nothing and call it rolled back. It says so and changes nothing.
-    from test_review_defects import resave
-
-    monkeypatch.setenv("GRACE_HOURS", "24")
-    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    invoke(seeded.secret)
-    held = aws.value(seeded.secret)["AccessKeyId"]
-    resave(aws, clock, seeded.secret, note="re-saved")
-    stages = aws.stages(seeded.secret)
-    with pytest.raises(RotationFailed, match=f"nothing to roll back: AWSPREVIOUS holds the key AWSCURRENT holds, "
-                                             f"{held}"):
-        invoke(seeded.secret, event={"rollback": [seeded.secret]})
-    assert aws.stages(seeded.secret) == stages and aws.value(seeded.secret)["AccessKeyId"] == held

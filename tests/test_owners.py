@@ -111,9 +111,9 @@ def test_reminders_fall_72_and_24_hours_before_the_deadline_once_each_over_a_mon
 
 
 def test_a_targeted_run_on_a_reminder_s_day_tells_nothing_the_schedule_s_run_tells_it(aws, invoke, owners, clock):
-    # Found by the review: a reminder belongs to the batch's run whose day it falls in; every targeted (or leak)
-    # run on that day re-sent it (an event never makes the function do more). Reminders come from whole runs
-    # only; an adoption is told by whichever run records it.
+    # A reminder belongs to the batch's run whose day it falls in; a targeted (or leak) run on that day does not
+    # send it again (an event never makes the function do more). Reminders come from whole runs only; an
+    # adoption is told by whichever run records it.
     seeded = adopted_user(aws)
     (key,) = seeded.key_ids
     owners.tag("bob", "bob@example.com")
@@ -294,16 +294,6 @@ def test_without_owner_sender_mail_owners_are_not_told_and_topics_are(aws, invok
     assert topic["status"] == "told" and len(owners.posts()) == 1
 
 
-def test_a_dry_run_plans_the_messages_and_sends_none(aws, invoke, owners, monkeypatch):
-    monkeypatch.setenv("DRY_RUN", "true")
-    seeded = adopted_user(aws)
-    owners.tag("bob", f"bob@example.com {owners.topic}")
-    result = invoke(seeded.secret)
-    assert [(e["case"], e["status"]) for e in result["owners_told"]] == [("adopted", "planned")] * 2
-    assert owners.mails() == [] and owners.posts() == []
-    assert lambda_function.TOLD_TAG not in {t["Key"] for t in aws.iam.list_user_tags(UserName="bob")["Tags"]}
-
-
 def test_a_run_with_nothing_to_say_makes_no_owner_call(aws, invoke, owners, faults, monkeypatch):
     monkeypatch.delenv("ROTATE_AFTER_DAYS")
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
@@ -345,28 +335,6 @@ def test_an_adoption_is_told_by_the_run_that_records_it_and_by_no_later_run(aws,
     clock.advance(3 * HOUR)
     again = invoke(seeded.secret)
     assert len(owners.mails()) == 1 and again["owners_told"] == []
-
-
-def test_a_hold_binds_the_owners_messages_a_leak_of_a_held_secret_is_planned_and_marks_nothing(aws, invoke, owners):
-    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    aws.secrets.tag_resource(SecretId=seeded.secret, Tags=[{"Key": "key-rotation:mode", "Value": "skip"}])
-    owners.tag("alice", "alice@example.com")
-    result = invoke(seeded.secret, event={"exposed": [seeded.key_ids[0]]}, context=LambdaContext())
-    assert [(e["case"], e["status"]) for e in result["owners_told"]] == [("exposed", "planned")]
-    assert owners.mails() == []
-    assert lambda_function.TOLD_TAG not in {t["Key"] for t in aws.iam.list_user_tags(UserName="alice")["Tags"]}
-
-
-def test_a_skip_tag_binds_whatever_another_tag_of_the_secret_says_nothing_failed_no_one_told(aws, invoke, owners):
-    # Found by the review: a skipped secret with a bad key-rotation:smtp-regions tag was reported failed and its
-    # owner e-mailed every run; a hold binds first (secret_settings), and a failure never tells a held secret's.
-    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
-    aws.secrets.tag_resource(SecretId=seeded.secret, Tags=[{"Key": "key-rotation:mode", "Value": "skip"},
-                                                          {"Key": "key-rotation:smtp-regions", "Value": "moon-1"}])
-    owners.tag("alice", "alice@example.com")
-    (entry,) = invoke(seeded.secret, context=LambdaContext())["secrets"]
-    assert entry["status"] == "skipped" and owners.mails() == []
-    assert set(aws.keys("alice")) == set(seeded.key_ids)
 
 
 def test_each_managed_secret_s_entry_names_its_owners_from_the_tags_the_run_read(aws, invoke, owners, monkeypatch):

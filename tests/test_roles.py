@@ -193,8 +193,8 @@ def test_the_regions_read_default_to_the_functions_own():
 
 
 def test_the_replaceable_events_fit_put_events_however_long_each_key_s_notes_are():
-    # Found by the review: 100 keys, each with notes of 2,048 characters from 10 regions refused, made one part
-    # of 467 KB: PutEvents refused it whole. Rows are clipped shorter and parts split by size.
+    # 100 keys, each with notes of 2,048 characters from 10 regions refused, would make one part of 467 KB, which
+    # PutEvents refuses whole: rows are clipped shorter and parts split by size.
     note = "AccessDenied: " + "x" * 3000
     rows = [{"user": f"u{i}", "key_id": f"AKIA{i:016d}", "verdict": lambda_function.KEEP, "notes": [note] * 10,
              "evidence": {v: {"count": 1, "example": "agent/" + "y" * 3000} for v in lambda_function.VERDICTS}}

@@ -270,9 +270,9 @@ def test_create_secret_writes_down_the_person_s_key_it_adopts_as_the_batch_does(
 
 def test_a_key_adopted_in_rotation_mode_is_told_and_given_its_whole_wait_by_the_batch_s_first_run(
         aws, invoke, clock, monkeypatch):
-    # Found by the review: rotation mode tells no owner, and the adoption createSecret wrote down started the
-    # gate; weeks later, rotation off, the batch deactivated the key at once, its owner never told. The batch's
-    # first run adopts it afresh: its owner hears, and the key stays Active for the whole wait.
+    # Rotation mode tells no owner, and the adoption createSecret wrote down starts the gate: weeks later, rotation
+    # off, the batch must not deactivate the key at once, its owner never told. The batch's first run adopts it
+    # afresh: its owner hears, and the key stays Active for the whole wait.
     import boto3
 
     seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")

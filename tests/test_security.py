@@ -76,11 +76,6 @@ def test_a_secret_pointed_at_an_admin_is_refused_in_rotation_mode(aws, admin, ho
     assert json.loads(aws.secrets.get_secret_value(SecretId="iam-keys/app")["SecretString"]) == {"UserName": "admin"}
 
 
-def test_a_dry_run_checks_the_tag_too(aws, invoke, admin):
-    (entry,) = invoke("iam-keys/app", event={"dry_run": True})["secrets"]
-    assert entry["status"] == "failed" and "refused: IAM user 'admin'" in entry["reason"]
-
-
 def test_the_guard_is_on_unless_turned_off_explicitly(aws, invoke, monkeypatch):
     seeded = seed_user(aws.iam, aws.secrets, "untagged", ("Active",), held=0, tag=False)
     with pytest.raises(RotationFailed, match="has no tag"):

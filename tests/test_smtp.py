@@ -153,16 +153,6 @@ def test_the_rotation_steps_store_the_passwords_in_the_pending_version_with_its_
     aws.assert_converged(seeded.secret)
 
 
-def test_a_rollback_restores_the_previous_keys_passwords_with_it(aws, invoke):
-    seeded = smtp_secret(aws)
-    invoke(seeded.secret)
-    before = assert_consistent(aws, seeded.secret)
-    invoke(seeded.secret)
-    assert invoke(seeded.secret, event={"rollback": [seeded.secret]})["rolled_back"] == 1
-    assert assert_consistent(aws, seeded.secret) == before
-    assert aws.holds_working_key(seeded.secret)
-
-
 def test_the_old_key_and_its_passwords_keep_working_through_the_grace_period_then_retire(aws, invoke, clock,
                                                                                        monkeypatch):
     monkeypatch.setenv("GRACE_HOURS", "24")

@@ -8,10 +8,10 @@ import json
 import pytest
 
 import lambda_function
-from conftest import load_event
+from conftest import LambdaContext, load_event
 from faults import REFUSED
 from lambda_function import ConfigError, RotationFailed, load_settings
-from seed import ROWS, seed_row
+from seed import ROWS, begin_rotation, seed_row
 
 
 @pytest.fixture
@@ -194,3 +194,17 @@ def test_the_shipped_event_files_are_accepted(name):
         "dry-run": (True, False, False, False, False), "targeted": (False, True, False, False, False),
         "force": (False, True, True, False, False), "rollback": (False, False, False, True, False),
         "report": (True, False, False, False, True)}[name]
+
+
+# --- a rotation step takes no control ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("control", [{"dry_run": True}, {"dry run": True}, {"force": True}])
+def test_a_rotation_step_with_a_control_is_refused_before_anything_is_read(aws, faults, control):
+    seeded = seed_row(aws.iam, aws.secrets, ROWS[1], user="alice")
+    token = begin_rotation(seeded.secret)
+    reads = faults.watch("describe_secret")
+    with pytest.raises(ConfigError, match="takes no control"):
+        lambda_function.lambda_handler({"Step": "createSecret", "SecretId": seeded.secret,
+                                        "ClientRequestToken": token, **control}, LambdaContext())
+    assert reads == [] and aws.keys("alice") == {seeded.key_ids[0]: "Active"}

@@ -168,10 +168,15 @@ class LambdaContext:
 
 
 def make_moto_move_current_as_aws_does() -> None:
-    """moto differs from AWS here: UpdateSecretVersionStage moving AWSCURRENT leaves moto's "default
-    version" behind, so the next PutSecretValue demotes that stale version and two versions end up
-    AWSCURRENT. AWS keeps one AWSCURRENT. This keeps moto's default version on the AWSCURRENT label
-    (idempotent; used by the tests, the demo and the benchmark's server)."""
+    """moto differs from AWS here. moto 5.2.5's UpdateSecretVersionStage moves the AWSCURRENT label but leaves
+    its "default version" (the one GetSecretValue answers without a stage, and PutSecretValue demotes) on the
+    version the label left: GetSecretValue then answers the old version, and the next PutSecretValue demotes that
+    stale version, so two versions end up AWSCURRENT. On AWS a staging label is on one version at a time, and a
+    request without a stage reads AWSCURRENT's
+    (https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_UpdateSecretVersionStage.html,
+    https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_GetSecretValue.html). This keeps moto's
+    default version on the AWSCURRENT label (idempotent; used by the tests, the demo and the benchmark's server;
+    moto's own method kept as ``original``: tests/test_local_aws.py checks moto still needs it)."""
     from moto.secretsmanager.models import SecretsManagerBackend
 
     original = SecretsManagerBackend.update_secret_version_stage
@@ -185,16 +190,21 @@ def make_moto_move_current_as_aws_does() -> None:
         return result
 
     update_secret_version_stage.moves_default_version = True
+    update_secret_version_stage.original = original
     SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage
 
 
 def make_moto_update_stacks_as_aws_does() -> None:
     """moto differs from AWS in two ways with stacks, each made as AWS's here (the second, in
-    make_moto_tag_stack_functions_as_aws_does). A stack update (`aws cloudformation deploy` again, DryRun=false)
-    counts every parameter the CLI sends as UsePreviousValue whose value was the template's default as changed, and
-    so updates each resource that refers to one, those whose Condition is false too, which fails ("Fn::GetAtt
-    references undefined resource"). AWS changes only what a changed value reaches: a parameter is changed here
-    only when its value differs from the one the stack resolved. Idempotent."""
+    make_moto_tag_stack_functions_as_aws_does). moto 5.2.5's stack update (ResourceMap.build_resource_diff;
+    `aws cloudformation deploy` again, DryRun=false) compares the parameters sent with those given when the stack
+    was made, not with the values the stack resolved: a parameter the CLI sends as UsePreviousValue whose value
+    was the template's default counts as changed, so each resource that refers to one is updated, those whose
+    Condition is false too, which fails ("Fn::GetAtt references undefined resource"). AWS updates only the
+    resources a changed value reaches
+    (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/using-cfn-updating-stacks-update-behaviors.html):
+    a parameter is changed here only when its value differs from the one the stack resolved. Idempotent; moto's
+    own method kept as ``original`` (tests/test_local_aws.py checks moto still needs it)."""
     from moto.cloudformation.parsing import ResourceMap
 
     original = ResourceMap.build_resource_diff
@@ -208,14 +218,18 @@ def make_moto_update_stacks_as_aws_does() -> None:
         return original(self, other_template, parameters)
 
     build_resource_diff.as_aws = True
+    build_resource_diff.original = original
     ResourceMap.build_resource_diff = build_resource_diff
     make_moto_tag_stack_functions_as_aws_does()
 
 
 def make_moto_tag_stack_functions_as_aws_does() -> None:
     """moto differs from AWS here: CloudFormation tags each function a stack makes or updates with the template's
-    Tags and with the stack's name, id and the function's logical id (aws:cloudformation:stack-name ...); moto
-    tags only EC2's resources. make destroy, schedule, pause and status read them. Idempotent."""
+    Tags and with the stack's name, id and the function's logical id (aws:cloudformation:stack-name ...,
+    https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-properties-resource-tags.html);
+    moto 5.2.5's ResourceMap.create and update tag only EC2's resources, so a stack's function has no tag at all.
+    make destroy, schedule, pause and status read them. Idempotent; moto's own methods kept as ``original``
+    (tests/test_local_aws.py checks moto still needs it)."""
     from moto.cloudformation.parsing import ResourceMap
 
     if getattr(ResourceMap.create, "as_aws", False):
@@ -228,6 +242,7 @@ def make_moto_tag_stack_functions_as_aws_does() -> None:
             return result
 
         made.as_aws = True
+        made.original = original
         return made
 
     ResourceMap.create = tagging(ResourceMap.create)
@@ -289,7 +304,11 @@ def make_moto_run_lambda_in_process() -> None:
     JSON, or on an exception X-Amz-Function-Error: Unhandled and {"errorMessage", "errorType",
     "requestId", "stackTrace"}); its log lines go to /aws/lambda/FUNCTION. Invocations run one at a
     time, asynchronous ones included (the caller waits), and nothing stops one at the timeout: the
-    function sees its deadline in the context. Idempotent."""
+    function sees its deadline in the context. Idempotent; moto's own method kept as ``original``
+    (tests/test_local_aws.py checks moto 5.2.5 still asks Docker, so the patch is still needed; AWS runs a zip
+    function in its managed runtime, https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html, and
+    moto's documentation says its Lambda runs the code in a Docker container,
+    https://docs.getmoto.org/en/latest/docs/services/lambda.html)."""
     from moto.awslambda.models import LambdaFunction
 
     original = LambdaFunction.invoke
@@ -302,6 +321,7 @@ def make_moto_run_lambda_in_process() -> None:
         return invoke_in_process(self, body, request_headers, response_headers)
 
     invoke.in_process = True
+    invoke.original = original
     LambdaFunction.invoke = invoke
 
 
@@ -534,7 +554,16 @@ STACK_SET_FILTERS = ("INTERSECTION", "DIFFERENCE", "UNION")
 def delivered_as_aws_does(original: Any) -> Any:
     """moto's Rule.send_to_targets, but a schedule rule matches no event, and an event forwarded to another bus
     (another account's, another region's) arrives as itself (AWS keeps its account, region and time), matched
-    against that bus's rules; every other target as moto sends it."""
+    against that bus's rules; every other target as moto sends it. moto 5.2.5 sends every event put on a bus to
+    the targets of the bus's schedule rules too (a rule without an event pattern matches all), and forwards an
+    event to another bus as a new PutEvents there (source, detail-type and detail only: the event then has the
+    receiving bus's account and region, and a new time). On AWS a rule has an event pattern or a schedule, and a
+    schedule rule runs only on its schedule
+    (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rules.html); an event sent to a
+    bus of another account or region keeps its account, region and time
+    (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-cross-account.html,
+    https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-cross-region.html). moto's method kept as
+    ``original`` (tests/test_local_aws.py checks moto still needs this)."""
 
     def send_to_targets(self, event, transform_input=True):
         from moto.events.models import events_backends
@@ -555,12 +584,16 @@ def delivered_as_aws_does(original: Any) -> Any:
             self.targets = kept
 
     send_to_targets.as_aws = True
+    send_to_targets.original = original
     return send_to_targets
 
 
 def targeted_as_aws_does(original: Any) -> Any:
     """moto's StackInstances.create_instances, but DeploymentTargets' Accounts and AccountFilterType count as they
-    do on AWS (moto ignores both: an INTERSECTION of one account deploys every account of the OUs)."""
+    do on AWS (https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_DeploymentTargets.html:
+    INTERSECTION deploys only to the listed accounts of the OUs, DIFFERENCE to the others, UNION to both). moto
+    5.2.5 ignores both: an INTERSECTION of one account deploys every account of the OUs. moto's method kept as
+    ``original`` (tests/test_local_aws.py checks moto still needs this)."""
 
     def create_instances(self, accounts, regions, parameters, deployment_targets, permission_model):
         chosen, kind = deployment_targets.get("Accounts") or [], deployment_targets.get("AccountFilterType")
@@ -574,12 +607,16 @@ def targeted_as_aws_does(original: Any) -> Any:
         return original(self, [*accounts, *picked], regions, parameters, {}, permission_model)
 
     create_instances.as_aws = True
+    create_instances.original = original
     return create_instances
 
 
 def updated_as_aws_does(original: Any) -> Any:
     """moto's StackSet.update, but each instance's stack is updated too (its overrides kept), as AWS's operation
-    does; moto changes only the stack set's record (a new template or parameter never reaches an account)."""
+    does (https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_UpdateStackSet.html: "Updates the
+    stack set and associated stack instances"; without Accounts and Regions, every instance). moto 5.2.5 changes
+    only the stack set's record: a new template or parameter never reaches an account. moto's method kept as
+    ``original`` (tests/test_local_aws.py checks moto still needs this)."""
 
     def update(self, *args, **kwargs):
         operation = original(self, *args, **kwargs)
@@ -590,12 +627,17 @@ def updated_as_aws_does(original: Any) -> Any:
         return operation
 
     update.as_aws = True
+    update.original = original
     return update
 
 
 def outputs_as_aws_does(original: Any) -> Any:
-    """moto's ChangeSet.apply, but the stack then has the change set's template's outputs, as on AWS (moto keeps
-    those of the template the stack had before: `aws cloudformation deploy` leaves a new stack without outputs)."""
+    """moto's ChangeSet.apply, but the stack then has the change set's template's outputs, as on AWS: executing a
+    change set updates the stack to its template, Outputs included
+    (https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_ExecuteChangeSet.html). moto 5.2.5
+    updates the stack's resources only and keeps the outputs of the template the stack had before: `aws
+    cloudformation deploy` leaves a new stack without outputs. moto's method kept as ``original``
+    (tests/test_local_aws.py checks moto still needs this)."""
 
     def apply(self):
         from moto.cloudformation.parsing import OutputMap
@@ -604,6 +646,7 @@ def outputs_as_aws_does(original: Any) -> Any:
         self.stack.output_map = OutputMap(self.stack.resource_map, self.template_dict, self.stack.stack_id)
 
     apply.as_aws = True
+    apply.original = original
     return apply
 
 
@@ -615,7 +658,10 @@ def organisation_stand_ins() -> list[tuple[Any, str, Any]]:
     from moto.events.models import Rule
     from moto.events.utils import EventTemplateParser
 
-    template = EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE  # AWS gives a target the event's account too
+    # AWS gives a target the event's account too, as every event has one
+    # (https://docs.aws.amazon.com/eventbridge/latest/ref/overiew-event-structure.html); moto 5.2.5's default input
+    # template leaves it out (tests/test_local_aws.py checks it still does)
+    template = EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE
     if '"account"' not in template:
         template = template.replace('"region"', '"account": "<account>", "region"')
     patches = [(EventTemplateParser, "DEFAULT_EVENT_INPUT_TEMPLATE", template)]
