@@ -513,7 +513,7 @@ E2E_FILES = {"test_end_to_end.py", "test_deploy.py", "test_readme.py", "test_lam
 
 # The tests whose outcome depends on what day it is: redelivery windows, grace periods, the deadline, ages.
 TIME_SENSITIVE = {"test_redelivery.py", "test_grace.py", "test_compliance.py", "test_operator_controls.py",
-                  "test_entry_points.py", "test_hardened.py", "test_holdouts.py"}
+                  "test_entry_points.py", "test_hardened.py", "test_holdouts.py", "test_rollback.py", "test_dry_run.py"}
 YEAR_AHEAD_DAYS = 366
 
 

@@ -6,8 +6,6 @@ Each test asserts what AWS is left holding."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import test_exposed
 import test_owners
@@ -17,14 +15,9 @@ from test_exposed import operator_event
 from test_fleet import tag_secret
 from test_owners import adopted_user
 
-import conftest
 import lambda_function
 from conftest import LambdaContext
 from seed import ROWS, seed_row
-
-# A hold binds whatever day it is: these tests run again with every clock a year ahead, as the other
-# time-sensitive files' do (conftest.TIME_SENSITIVE).
-conftest.TIME_SENSITIVE.add(Path(__file__).name)
 
 # the fixtures of the behaviours a hold binds, where they are defined
 alice = test_exposed.alice  # alice's key, a day old, held by her secret

@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import test_entry_points
 from test_holders import assert_current_works
 from test_smtp import assert_consistent, smtp_secret
 
-import conftest
 from between_runs import expire, resave
 from faults import CRASH, REFUSED, TIMEOUT, Crash
 from lambda_function import LIST_LAG, RotationFailed
 from seed import ROWS, backdate_key, seed_row, seed_user, set_last_used
-
-# A rollback is bounded in time (ROLLBACK_HOURS): these tests run again with every clock a year ahead, as the
-# other time-sensitive files' do (conftest.TIME_SENSITIVE).
-conftest.TIME_SENSITIVE.add(Path(__file__).name)
 
 HOUR = 3600
 
