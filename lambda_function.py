@@ -470,26 +470,17 @@ def region_of(arn: str | None) -> str | None:
     return (arn_fields(arn) or [""] * 6)[3] or None
 
 
-def event_bus(value: str | None) -> str | None:
+def parse_event_bus(value: str | None) -> str | None:
     """EVENT_BUS: a bus name, or an event bus ARN (arn:PARTITION:events:REGION:ACCOUNT:event-bus/NAME)."""
     if value is None:
         return None
-    name = value.split(":event-bus/", 1)[1] if value.startswith("arn:") and ":event-bus/" in value else value
-    parts = value.split(":")
-    good_arn = not value.startswith("arn:") or (len(parts) == 6 and parts[2] == "events" and account_of(value))
+    fields = arn_fields(value)
+    name = fields[5].removeprefix("event-bus/") if len(fields) == 6 and fields[5].startswith("event-bus/") else value
+    good_arn = not value.startswith("arn:") or (name != value and fields[2] == "events" and account_of(value))
     if not good_arn or not 0 < len(name) <= 256 or not all(ch.isalnum() or ch in "._-/" for ch in name):
         raise ConfigError("setting EVENT_BUS is not understood; use a bus name (letters, digits, ._-/) or an event "
                           "bus ARN (arn:aws:events:REGION:ACCOUNT_ID:event-bus/NAME)")
     return value
-
-
-def notify_topic(topic: str | None) -> str | None:
-    """NOTIFY_TOPIC_ARN: an SNS topic ARN, or unset."""
-    if topic is not None and not (topic.startswith("arn:") and topic.split(":")[2:3] == ["sns"]
-                                  and account_of(topic)):
-        raise ConfigError(f"setting NOTIFY_TOPIC_ARN={topic!r} is not understood; use an SNS topic ARN "
-                          "(arn:aws:sns:REGION:ACCOUNT_ID:NAME)")
-    return topic
 
 
 def central_account(value: str | None) -> str | None:
@@ -541,6 +532,14 @@ def is_topic_arn(value: str) -> bool:
     name = parts[5].removesuffix(".fifo") if len(parts) == 6 else ""
     return len(parts) == 6 and value.isascii() and parts[2] == "sns" and bool(parts[3]) \
         and account_of(value) is not None and 0 < len(name) <= 256 and all(ch.isalnum() or ch in "-_" for ch in name)
+
+
+def parse_notify_topic(topic: str | None) -> str | None:
+    """NOTIFY_TOPIC_ARN: an SNS topic ARN, or unset."""
+    if topic is not None and not is_topic_arn(topic):
+        raise ConfigError(f"setting NOTIFY_TOPIC_ARN={topic!r} is not understood; use an SNS topic ARN "
+                          "(arn:aws:sns:REGION:ACCOUNT_ID:NAME)")
+    return topic
 
 
 def parse_owners(value: str | None) -> tuple[tuple[Owner, ...], tuple[str, ...]]:
@@ -628,7 +627,7 @@ def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None =
     controls = {} if is_rotation_event(event) else event_controls(event)
     verify_timeout = setting(environ, "VERIFY_TIMEOUT_SECONDS")
     grace_hours, max_grace, max_age = grace_and_deadline(environ)
-    topic = notify_topic(setting(environ, "NOTIFY_TOPIC_ARN"))
+    topic = parse_notify_topic(setting(environ, "NOTIFY_TOPIC_ARN"))
     event_time = scheduled_time(event, now or datetime.now(UTC))
     return Settings(
         secret_ids=parse_secret_ids(environ.get("sec")),
@@ -656,7 +655,7 @@ def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None =
         notify_topic_arn=topic,
         rollback_hours=setting(environ, "ROLLBACK_HOURS"),
         max_failures=setting(environ, "MAX_FAILURES"),
-        event_bus=event_bus(setting(environ, "EVENT_BUS")),
+        event_bus=parse_event_bus(setting(environ, "EVENT_BUS")),
         lookup_holdouts=setting(environ, "LOOKUP_HOLDOUTS"),
         roles=controls.get("roles", False),
         role_lookback_days=setting(environ, "ROLE_LOOKBACK_DAYS"),
@@ -767,6 +766,12 @@ def find_key(keys: Iterable[KeyState], key_id: str | None) -> KeyState | None:
     return next((k for k in keys if k.key_id == key_id), None)
 
 
+def unless_held_elsewhere(current: KeyState | None, others: Mapping[str, Any]) -> KeyState | None:
+    """The key the secret holds, as the plan or a rollback may touch it; None when another secret holds it too: it
+    stays as it is (the one place this is decided)."""
+    return None if current is None or current.key_id in others else current
+
+
 def sorted_out(keys: list[KeyState], holders: Holders, current: KeyState | None) -> tuple[list[KeyState], ...]:
     """The keys a plan may act on, besides the current one and those another secret holds or someone uses: the
     function's own lost keys; Active keys this secret's AWSPREVIOUS or AWSPENDING holds; and the free ones (the
@@ -829,8 +834,7 @@ def plan_rotation(keys: list[KeyState], holders: Holders, force: bool = False) -
     lost, in_use, free = sorted_out(by_age, holders, current)
     deactivate_first = in_use if force else []
     delete_first = free + deactivate_first
-    if current is not None and current.key_id in holders.others:
-        current = None  # another secret holds it too: it stays as it is
+    current = unless_held_elsewhere(current, holders.others)
     keep = current if current is not None and current.active else None
     unheld_active = [k for k in free if k.active and k not in lost]
     if keep is None and unheld_active and len(keys) - len(delete_first) + 1 < MAX_KEYS_PER_USER:
@@ -897,6 +901,13 @@ def rotation_due(keys: list[KeyState], held_key_id: str | None, now: datetime, r
 GRACE_TOLERANCE = timedelta(minutes=15)
 
 
+def reached(now: datetime, moment: datetime) -> bool:
+    """Has ``moment`` come, give or take GRACE_TOLERANCE (a run's own work, a schedule's jitter)? The one place a
+    wait is compared with the clock: the grace period, the usage gate, an adoption's end, the deadline, a
+    reminder's run."""
+    return now + GRACE_TOLERANCE >= moment
+
+
 def is_whole_run(settings: Settings) -> bool:
     """A run over every secret ``sec`` selects (not a targeted, rollback or leak run): its state is the account's."""
     return settings.targets is None and not settings.rollback and not settings.exposed
@@ -915,7 +926,7 @@ def in_this_run(moment: datetime, anchor: datetime | None) -> bool:
     every redelivery; ``schedule_anchor``), shifted by GRACE_TOLERANCE for the run's own work. The runs of the
     schedule tile time, so a moment falls to exactly one of them, without any state kept; a run that is not the
     schedule's (no anchor) owns none."""
-    return anchor is not None and anchor - SCHEDULE_PERIOD + GRACE_TOLERANCE < moment <= anchor + GRACE_TOLERANCE
+    return anchor is not None and reached(anchor, moment) and not reached(anchor - SCHEDULE_PERIOD, moment)
 
 
 class Retire(StrEnum):
@@ -925,29 +936,28 @@ class Retire(StrEnum):
     CHECK_USE = "check_use"  # over: ask IAM when the previous key was last used
     RETIRE = "retire"  # not used since the store: deactivate
     WAIT_USE = "wait_use"  # used since the store: keep
-    FORCE = "force"  # still used past MAX_GRACE_HOURS: deactivate anyway, loudly
+    PAST_MAX_GRACE = "past_max_grace"  # still used past MAX_GRACE_HOURS: deactivate anyway, loudly
     DEADLINE = "deadline"  # still used, but kept it would outlive MAX_KEY_AGE_DAYS: deactivate anyway, loudly
 
 
 def retirement(now: datetime, stored_at: datetime, used_at: datetime | None | bool,
                grace_hours: float, max_grace_hours: float) -> Retire:
     """The grace-period decision. ``used_at`` is False while not yet asked, else IAM's answer (None: never)."""
-    if now + GRACE_TOLERANCE < stored_at + timedelta(hours=grace_hours):
+    if not reached(now, stored_at + timedelta(hours=grace_hours)):
         return Retire.WAIT_GRACE
     if used_at is False:
         return Retire.CHECK_USE
     if used_at is None or used_at < stored_at:
         return Retire.RETIRE
-    if now + GRACE_TOLERANCE >= stored_at + timedelta(hours=max_grace_hours):
-        return Retire.FORCE
+    if reached(now, stored_at + timedelta(hours=max_grace_hours)):
+        return Retire.PAST_MAX_GRACE
     return Retire.WAIT_USE
 
 
 def past_deadline(created: datetime, now: datetime, max_key_age_days: float) -> bool:
     """Would a key made at ``created`` and kept Active outlive MAX_KEY_AGE_DAYS before the next daily run? Then
     the usage gate deactivates it now, whatever its use (0: the deadline is off)."""
-    return max_key_age_days > 0 and now + SCHEDULE_PERIOD + GRACE_TOLERANCE >= created + timedelta(
-        days=max_key_age_days)
+    return max_key_age_days > 0 and reached(now + SCHEDULE_PERIOD, created + timedelta(days=max_key_age_days))
 
 
 # Evidence kept where a writer of the secret cannot reach it: tags on the IAM user, which only IAM
@@ -1082,7 +1092,7 @@ class SecretRecord:
     rotation_lambda_arn: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     other_keys: dict[str, str | None] = field(default_factory=dict, repr=False)  # stage -> key id, read lazily
-    own: SecretSettings | None = None  # the effective settings, once the guard has passed
+    effective: SecretSettings | None = None  # the secret's effective settings, once the guard has passed
     authorised: bool = False  # passed the authority check (its keys may be read and reported)
     keys: list[KeyState] | None = field(default=None, repr=False)  # the user's keys, as listed in the run
     usage: dict[str, tuple[datetime | None, str]] = field(default_factory=dict, repr=False)  # key -> last use
@@ -1100,12 +1110,12 @@ class SecretRecord:
 
     @property
     def partition_and_account(self) -> tuple[str, str]:
-        parts = self.arn.split(":")
+        parts = arn_fields(self.arn)
         return parts[1], parts[4]
 
 
 @dataclass
-class NewKey:
+class AccessKey:
     """An access key and its secret. The secret part never leaves this record."""
 
     key_id: str
@@ -1168,8 +1178,8 @@ class Stored:
 
     record: SecretRecord
     plan: RotationPlan
-    new_key: NewKey
-    own: SecretSettings
+    new_key: AccessKey
+    effective: SecretSettings  # the secret's effective settings (the guard's)
     adopted: tuple[str, ...] = ()  # keys in use that no secret held: kept Active
     reasons: tuple[str, ...] = ()
     lost: frozenset[str] = frozenset()  # the function's own unstored keys, deleted before the create
@@ -1182,7 +1192,7 @@ class Settling:
 
     record: SecretRecord
     previous_key_id: str
-    own: SecretSettings
+    effective: SecretSettings  # the secret's effective settings (the guard's)
     reasons: tuple[str, ...] = ()
     adopted: datetime | None = None  # an adopted key: when a run first adopted it (its usage gate counts from then)
     lost: frozenset[str] = frozenset()  # the function's own unstored keys: deleted first
@@ -1196,7 +1206,7 @@ class Restore:
     """The key the secret holds is gone or off: AWSPREVIOUS's key, Active and the same user's, to go back to."""
 
     version: str
-    key: NewKey
+    key: AccessKey
     found: str  # what was found, for the reason
 
 
@@ -1205,7 +1215,7 @@ class Rotate:
     """A rotation decided on, from reads alone: the plan, and what the run found. Nothing has changed yet."""
 
     record: SecretRecord
-    own: SecretSettings
+    effective: SecretSettings  # the secret's effective settings (the guard's)
     keys: list[KeyState]
     holders: Holders
     plan: RotationPlan
@@ -1222,7 +1232,7 @@ class Cleanup:
     """Nothing is due but the function's own unstored keys: delete them, then report ``outcome``."""
 
     record: SecretRecord
-    own: SecretSettings
+    effective: SecretSettings  # the secret's effective settings (the guard's)
     lost: frozenset[str]
     outcome: Outcome
 
@@ -1242,6 +1252,16 @@ class Clock:
 
 
 SYSTEM_CLOCK = Clock()
+
+
+def back_off(clock: Clock, deadline: float, delay: float) -> float | None:
+    """The one backoff (a key's propagation, IAM's credential report): sleep ``delay`` on the clock passed in and
+    return the next wait (doubled, at most 8 s); None, without sleeping, when the sleep would end past
+    ``deadline`` (a ``clock.monotonic`` reading)."""
+    if clock.monotonic() + delay > deadline:
+        return None
+    clock.sleep(delay)
+    return min(delay * 2, 8.0)
 
 
 class CallTooSlow(Exception):
@@ -1341,7 +1361,7 @@ class KeyIdentity:
             raise RuntimeError("GetCallerIdentity without a key to check")
         context.setdefault("signing", {})["request_credentials"] = Credentials(key.key_id, key.secret_access_key)
 
-    def caller_identity(self, key: NewKey) -> dict:
+    def caller_identity(self, key: AccessKey) -> dict:
         self.local.key = key
         try:
             return self.client.get_caller_identity()
@@ -1698,7 +1718,7 @@ def remove_unknown_keys(clients: Clients, record: SecretRecord, existing: set[st
     return "old key unchanged"
 
 
-def create_key(clients: Clients, record: SecretRecord, existing: set[str]) -> NewKey:
+def create_key(clients: Clients, record: SecretRecord, existing: set[str]) -> AccessKey:
     """Create a new access key. A retried call (from any layer) or an ambiguous failure removes any key an
     attempt made whose answer was lost; a definite refusal on the first attempt deletes nothing."""
     try:
@@ -1721,7 +1741,7 @@ def create_key(clients: Clients, record: SecretRecord, existing: set[str]) -> Ne
             cleanup = remove_unknown_keys(clients, record, existing)
         raise RotationError(record.name, f"{describe_error(err, 'CreateAccessKey')}; {cleanup}") from None
     key = response["AccessKey"]
-    new_key = NewKey(key_id=key["AccessKeyId"], secret_access_key=key["SecretAccessKey"])
+    new_key = AccessKey(key_id=key["AccessKeyId"], secret_access_key=key["SecretAccessKey"])
     log_action("create_key", secret=record.name, user=record.user_name, key_id=new_key.key_id)
     if response.get("ResponseMetadata", {}).get("RetryAttempts"):
         remove_unknown_keys(clients, record, existing | {new_key.key_id})
@@ -1777,7 +1797,7 @@ def smtp_password(secret_access_key: str, region: str) -> str:
     return base64.b64encode(b"\x04" + signature).decode()
 
 
-def new_value(record: SecretRecord, new_key: NewKey, smtp_regions: tuple[str, ...]) -> dict[str, Any]:
+def new_value(record: SecretRecord, new_key: AccessKey, smtp_regions: tuple[str, ...]) -> dict[str, Any]:
     """The secret's next value: its other fields as they are, the new key, and with ``smtp_regions`` (the tag
     key-rotation:smtp-regions) the key's SMTP user name and a password per region, so that one version holds a
     consistent pair. Without the tag, SMTP fields an earlier version held are dropped: they belong to the old
@@ -1790,7 +1810,7 @@ def new_value(record: SecretRecord, new_key: NewKey, smtp_regions: tuple[str, ..
     return value
 
 
-def store_key(clients: Clients, record: SecretRecord, new_key: NewKey, token: str, pending: bool = False, *,
+def store_key(clients: Clients, record: SecretRecord, new_key: AccessKey, token: str, pending: bool = False, *,
               smtp_regions: tuple[str, ...]) -> None:
     """Write the new key into the secret (with its SMTP passwords, ``new_value``): as its new AWSCURRENT version,
     or as AWSPENDING version ``token``.
@@ -1860,7 +1880,7 @@ class Check:
     """A key to authenticate as its secret's user before anything older is retired."""
 
     record: SecretRecord
-    key: NewKey
+    key: AccessKey
 
 
 def try_key(clients: Clients, check: Check) -> tuple[Verdict, str]:
@@ -1912,14 +1932,12 @@ def verify_keys(clients: Clients, checks: list[Check], timeout: float, clock: Cl
             elif verdict == Verdict.NOT_YET:
                 waiting.append((check, why))
         pending = [check for check, _ in waiting]
-        if pending and (once or clock.monotonic() + delay > deadline):
+        delay = None if once or not pending else back_off(clock, deadline, delay)
+        if pending and delay is None:
             for check, why in waiting:
                 problems[check.record.name] = why if once else (f"key {check.key.key_id} did not authenticate "
                                                                 f"within {timeout:g}s ({why})")
             break
-        if pending:
-            clock.sleep(delay)
-            delay = min(delay * 2, 8.0)
     return problems
 
 
@@ -1929,11 +1947,11 @@ def verify_one(clients: Clients, check: Check, settings: Settings, clock: Clock)
         raise RotationError(check.record.name, problems[check.record.name])
 
 
-def held_key(record: SecretRecord, value: dict[str, Any] | None = None) -> NewKey | None:
+def held_key(record: SecretRecord, value: dict[str, Any] | None = None) -> AccessKey | None:
     """The key and secret a version's value holds, if it holds both."""
     value = record.value if value is None else value
     key_id, secret_key = value.get("AccessKeyId"), value.get("SecretAccessKey")
-    return NewKey(key_id, secret_key) if isinstance(key_id, str) and isinstance(secret_key, str) else None
+    return AccessKey(key_id, secret_key) if isinstance(key_id, str) and isinstance(secret_key, str) else None
 
 
 def failure(secret: str, err: BaseException) -> Outcome:
@@ -2285,7 +2303,7 @@ def guard(run: Run, record: SecretRecord, entry: Entry) -> SecretSettings:
     if why:
         raise RotationError(record.name, why)
     record.authorised = True
-    own = record.own = secret_settings(record, run.settings)
+    own = record.effective = secret_settings(record, run.settings)
     if own.mode == "skip":
         raise Hold(f"tag {TAG_MODE}=skip")
     return own
@@ -2360,7 +2378,7 @@ def decide(run: Run, record: SecretRecord) -> SecretRecord | Outcome:
         return skipped(record, f"same secret as {run.arns[record.arn]!r}")
     run.arns[record.arn] = record.name
     try:
-        record.own = guard(run, record, Entry.BATCH)
+        record.effective = guard(run, record, Entry.BATCH)
     except Hold as hold:
         return skipped(record, str(hold))
     user = record.user_name.casefold()  # IAM user names are unique regardless of case
@@ -2400,11 +2418,11 @@ def adopted_retirement(now: datetime, adopted_at: datetime, last_seen: datetime,
     first adopted it (the user's key-rotation-adopted tag: IAM's, not the secret writer's): kept Active until
     ``adopted_until``, never retired in the run that adopts it; then deactivated, quietly if IAM shows it unused
     for MAX_GRACE_HOURS (``last_seen``: its last use, or its creation), loudly if not."""
-    if now + GRACE_TOLERANCE < adopted_until(adopted_at, max_grace_hours):
+    if not reached(now, adopted_until(adopted_at, max_grace_hours)):
         return Retire.WAIT_GRACE
-    if now + GRACE_TOLERANCE >= last_seen + timedelta(hours=max_grace_hours):
+    if reached(now, last_seen + timedelta(hours=max_grace_hours)):
         return Retire.RETIRE
-    return Retire.FORCE
+    return Retire.PAST_MAX_GRACE
 
 
 def store_time(record: SecretRecord, now: datetime) -> datetime:
@@ -2463,28 +2481,28 @@ def settle_decision(run: Run, item: Settling) -> tuple[Retire, str, str]:
         return Retire.RETIRE, iso(now), "exposed"
     if item.adopted is not None:
         until = iso(adopted_until(item.adopted, max_grace))
-        if now + GRACE_TOLERANCE < adopted_until(item.adopted, max_grace) and not item.at_deadline:
+        if not reached(now, adopted_until(item.adopted, max_grace)) and not item.at_deadline:
             return Retire.WAIT_GRACE, until, ""
         when, where = run.used(record, previous)
         key = find_key(record.keys or [], previous)
         last_seen = when or (key.created if key is not None else now)
         decision = adopted_retirement(now, item.adopted, last_seen, max_grace)
         if item.at_deadline:  # retired now: quietly if unused for MAX_GRACE_HOURS, else loudly
-            unused = now + GRACE_TOLERANCE >= last_seen + timedelta(hours=max_grace)
+            unused = reached(now, last_seen + timedelta(hours=max_grace))
             decision = Retire.RETIRE if unused else Retire.DEADLINE
         return decision, until, f"last used {iso(when)} by {where}" if when else "never used"
     # The store: the current key's creation, or the previous key's if later (a writer who put an older key back
     # by hand does not make the previous key's clock start long ago).
     previous_key = find_key(record.keys or [], previous)
     stored_at = max(store_time(record, now), previous_key.created if previous_key else store_time(record, now))
-    hours = item.own.grace_hours
+    hours = item.effective.grace_hours
     until = iso(stored_at + timedelta(hours=hours))
     decision = retirement(now, stored_at, False, hours, max_grace)
     if decision != Retire.CHECK_USE:  # the grace period is a promise to consumers: the deadline waits for it too
         return decision, until, ""
     when, where = run.used(record, previous)
     decision = retirement(now, stored_at, when, hours, max_grace)
-    if decision in (Retire.WAIT_USE, Retire.FORCE) and previous_key is not None \
+    if decision in (Retire.WAIT_USE, Retire.PAST_MAX_GRACE) and previous_key is not None \
             and past_deadline(previous_key.created, now, run.settings.max_key_age_days):
         decision = Retire.DEADLINE
     return decision, until, f"last used {iso(when)} by {where}" if when else "never used"
@@ -2493,7 +2511,7 @@ def settle_decision(run: Run, item: Settling) -> tuple[Retire, str, str]:
 def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
     """The usage gate: retire a previous (or adopted) key still Active once the current key has authenticated,
     as ``settle_decision`` says (at MAX_GRACE_HOURS, loudly, regardless)."""
-    record, previous, own = item.record, item.previous_key_id, item.own
+    record, previous, own = item.record, item.previous_key_id, item.effective
     adopted = item.adopted is not None
     base = Outcome(secret=record.name, status=Status.WAITING, user=record.user_name, old_key_id=previous,
                    new_key_id=record.held_key_id, adopted=previous if adopted else None,
@@ -2511,7 +2529,7 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
         base.reasons = list(item.reasons) or [f"{what} is kept Active until {until}" if adopted
                                               else f"previous key {previous} is in its grace period until {until}"]
         return base
-    if decision in (Retire.WAIT_USE, Retire.FORCE, Retire.DEADLINE):
+    if decision in (Retire.WAIT_USE, Retire.PAST_MAX_GRACE, Retire.DEADLINE):
         base.in_use_since = store_time(record, run.clock.now()) if not adopted else item.adopted
     if decision == Retire.WAIT_USE:
         base.still_in_use = True
@@ -2528,10 +2546,10 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
     base.status, base.steps, base.reasons = Status.RETIRED, [f"deactivate {k}" for k in (previous, *item.also)], \
         list(item.reasons)
     base.retired_keys += [previous, *item.also]
-    if decision in (Retire.FORCE, Retire.DEADLINE):
+    if decision in (Retire.PAST_MAX_GRACE, Retire.DEADLINE):
         base.forced_in_use = True
         base.reasons = [f"{what} deactivated although still in use ({where}): " + (
-            f"MAX_GRACE_HOURS={run.settings.max_grace_hours:g} passed" if decision == Retire.FORCE else
+            f"MAX_GRACE_HOURS={run.settings.max_grace_hours:g} passed" if decision == Retire.PAST_MAX_GRACE else
             "turned on again after its adoption ended, it would hold the key the secret holds past "
             f"MAX_KEY_AGE_DAYS={run.settings.max_key_age_days:g}" if adopted else
             f"kept Active, it would outlive MAX_KEY_AGE_DAYS={run.settings.max_key_age_days:g} before the next run")]
@@ -2545,7 +2563,7 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
 # ---------------------------------------------------------------------------
 
 
-def restore_previous(run: Run, record: SecretRecord, version: str, key: NewKey, reactivate: bool) -> str | None:
+def restore_previous(run: Run, record: SecretRecord, version: str, key: AccessKey, reactivate: bool) -> str | None:
     """The one way back to AWSPREVIOUS's key: re-activate it if it is not Active, check it authenticates (a key
     that never stopped working at once; a re-activated one waiting out IAM's propagation), then move AWSCURRENT
     back. Returns why not, with everything as it was; None once AWSCURRENT holds it again."""
@@ -2580,7 +2598,7 @@ def repair(run: Run, record: SecretRecord, restore: Restore) -> Outcome | str:
                                            f"{key.key_id} is Active and authenticates; nothing deleted"])
 
 
-def rollback_plan(run: Run, record: SecretRecord) -> tuple[str, NewKey, KeyState, str | None]:
+def rollback_plan(run: Run, record: SecretRecord) -> tuple[str, AccessKey, KeyState, str | None]:
     """What a rollback would restore (AWSPREVIOUS's version, its key as IAM lists it) and retire (the current
     key, unless another secret holds it), or why it cannot. Reads only. The window counts from the current key's
     creation in IAM (``store_time``), which re-saving the secret does not move."""
@@ -2611,8 +2629,7 @@ def rollback_plan(run: Run, record: SecretRecord) -> tuple[str, NewKey, KeyState
         raise RotationError(record.name, f"cannot roll back: the previous key {found.key_id} is Expired; "
                                          "nothing changed")
     current = find_key(keys, record.held_key_id)
-    if current is not None and current.key_id in run.others_holding(record, keys):
-        current = None  # another secret holds it too: it stays as it is
+    current = unless_held_elsewhere(current, run.others_holding(record, keys))
     retired = current.key_id if current is not None and current.active and current.key_id != found.key_id else None
     return version, previous, found, retired
 
@@ -2663,7 +2680,8 @@ def compliance(run: Run, record: SecretRecord, outcome: Outcome) -> None:
     if outcome.retired_key_id:
         active.pop(outcome.retired_key_id, None)
     held_created = active.get(held_id) or next((k.created for k in keys if k.key_id == held_id), None)
-    own = record.own or SecretSettings("rotate", settings.dry_run, settings.rotate_after_days, settings.grace_hours)
+    own = record.effective or SecretSettings("rotate", settings.dry_run, settings.rotate_after_days,
+                                             settings.grace_hours)
     due = due_after_days(own.rotate_after_days, own.grace_hours, settings.max_grace_hours, settings.max_key_age_days)
     outcome.key_age_days = age_days(held_created, now) if held_created else None
     outcome.next_rotation = iso(max(now, held_created + timedelta(days=due)) if held_created else now)[:10]
@@ -2885,7 +2903,7 @@ def near_deadline(answer: dict, managed: set[str], anchor: datetime | None,
     return found
 
 
-def account_report(clients: Clients, settings: Settings, clock: Clock, outcomes: list[Outcome],
+def read_account_report(clients: Clients, settings: Settings, clock: Clock, outcomes: list[Outcome],
                    active: list[str] | None = None, nearing: list[NearDeadline] | None = None) -> dict[str, Any]:
     """IAM's credential report (one for the whole account): every Active access key older than
     MAX_KEY_AGE_DAYS, split by whether a secret of this run manages its user; into ``active``, every user with
@@ -2893,11 +2911,10 @@ def account_report(clients: Clients, settings: Settings, clock: Clock, outcomes:
     try:
         deadline, delay = clock.monotonic() + REPORT_WAIT_SECONDS, 1.0
         while clients.iam.generate_credential_report().get("State") != "COMPLETE":
-            if clock.monotonic() + delay > deadline:
+            delay = back_off(clock, deadline, delay)
+            if delay is None:
                 raise RotationError("credential report", f"IAM's credential report did not complete within "
                                                          f"{REPORT_WAIT_SECONDS:g}s; nothing changed")
-            clock.sleep(delay)
-            delay = min(delay * 2, 8.0)
         answer = clients.iam.get_credential_report()
     except RotationError as err:
         return {"failed": str(err)}
@@ -3098,7 +3115,7 @@ def as_selected(settings: Settings, arn: str) -> str:
 
 def own_secret(run: Run, arn: str) -> bool:
     """Is the secret in this function's region (and, when the context says, account)?"""
-    parts = arn.split(":")
+    parts = arn_fields(arn)
     account = account_of(getattr(run.context, "invoked_function_arn", None))
     return len(parts) >= 7 and parts[3] == run.clients.secrets.meta.region_name and account in (None, parts[4])
 
@@ -3404,7 +3421,7 @@ def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Clea
     """What one claimed secret needs, from reads alone: restore a previous key, settle a previous or adopted key
     still Active, rotate, clean up the function's own unstored keys, or nothing. Nothing changes here."""
     settings = run.settings
-    own = record.own or guard(run, record, Entry.BATCH)
+    own = record.effective or guard(run, record, Entry.BATCH)
     keys = record.keys = list_keys(run.clients, record)
     token = version_token(settings.event_id, record.arn)
     redelivery = already_rotated(record, settings, token)
@@ -3460,7 +3477,7 @@ def outstanding(marker: str | None, now: datetime) -> bool:
 
 
 def make_room_and_create(run: Run, record: SecretRecord, plan: RotationPlan, keys: list[KeyState],
-                         token: str | None) -> NewKey:
+                         token: str | None) -> AccessKey:
     """Deactivate (force only) and delete the keys the plan removes first, mark the user (MADE_TAG: when, and
     the keys it has), then create the new key. The mark is what lets a later run know a key made now, whose
     answer is lost, for the function's own."""
@@ -3509,11 +3526,11 @@ def rotate(run: Run, item: Rotate) -> Outcome | Stored:
         verify_current_first(run, record, "force")
     try:
         new_key = make_room_and_create(run, record, plan, item.keys, item.token)
-        store_key(run.clients, record, new_key, item.token, smtp_regions=item.own.smtp_regions)
+        store_key(run.clients, record, new_key, item.token, smtp_regions=item.effective.smtp_regions)
     except RotationError as err:  # the rotation acted: it counts towards MAX_FAILURES
         run.count_failure(str(err))
         raise
-    return Stored(record, plan, new_key, item.own, item.kept, item.reasons, item.lost, item.exposed)
+    return Stored(record, plan, new_key, item.effective, item.kept, item.reasons, item.lost, item.exposed)
 
 
 def act(run: Run, item: Outcome | Settling | Rotate | Cleanup) -> Outcome | Stored | Settling:
@@ -3521,7 +3538,7 @@ def act(run: Run, item: Outcome | Settling | Rotate | Cleanup) -> Outcome | Stor
     the decision becomes a plan (a Settling's retirement is planned by ``settle``, after verification)."""
     if isinstance(item, Outcome):
         return item
-    if item.own.dry_run:
+    if item.effective.dry_run:
         return item if isinstance(item, Settling) else planned(item)
     late = out_of_time(run, item.record)
     if late is not None:
@@ -3550,7 +3567,7 @@ def finish(run: Run, item: Stored | Settling, problems: dict[str, str]) -> Outco
     """Last pass: retire old keys of a verified secret, or keep them through the grace period."""
     if isinstance(item, Settling):
         return settle(run, item, problems)
-    record, plan, new_key, own = item.record, item.plan, item.new_key, item.own
+    record, plan, new_key, own = item.record, item.plan, item.new_key, item.effective
     if record.name in problems:
         raise RotationError(record.name, f"new key {new_key.key_id} is stored, but {problems[record.name]}; old key "
                                          "left Active, the next run verifies again before retiring it",
@@ -3615,7 +3632,7 @@ def waves_of(assessed: list[Any], limit: int) -> list[list[int]]:
     """The blast-radius limit's waves: the first holds the first ``limit`` rotations that will act (and whatever
     else comes before the last of them), the second the rest. Outcomes are in neither."""
     todo = [i for i, item in enumerate(assessed) if not isinstance(item, Outcome)]
-    acting = [i for i in todo if isinstance(assessed[i], Rotate) and not assessed[i].own.dry_run]
+    acting = [i for i in todo if isinstance(assessed[i], Rotate) and not assessed[i].effective.dry_run]
     if limit <= 0 or len(acting) <= limit:
         return [todo]
     cut = acting[limit - 1]
@@ -4052,7 +4069,7 @@ def adopted_notice(run: Run, record: SecretRecord, outcome: Outcome, key: str,
     if since is None or found is None or not found.active or key in outcome.retired_keys \
             or f"deactivate {key}" in outcome.steps:
         return None
-    planned = bool(record.own and record.own.dry_run)
+    planned = bool(record.effective and record.effective.dry_run)
     recorded = key in parse_adopted(run.tags(record).get(ADOPTED_TAG))  # the cached tags, as the run left them
     until = adopted_until(since, run.settings.max_grace_hours)
     when = record.usage.get(key, (None, ""))[0]
@@ -4102,7 +4119,7 @@ def still_in_use_notice(run: Run, record: SecretRecord, outcome: Outcome,
     old, stored = outcome.old_key_id, outcome.in_use_since
     if outcome.status != Status.WAITING or not outcome.still_in_use or outcome.adopted or not old or stored is None:
         return None
-    grace = record.own.grace_hours if record.own else run.settings.grace_hours
+    grace = record.effective.grace_hours if record.effective else run.settings.grace_hours
     until = still_in_use_until(run, record, old, stored)
     first = in_this_run(stored + timedelta(hours=grace), anchor)
     if not first and not in_this_run(until - timedelta(hours=24), anchor):
@@ -4120,7 +4137,8 @@ def still_in_use_notice(run: Run, record: SecretRecord, outcome: Outcome,
             f"before {t}.")
     return owner_notice(user, Case.STILL_IN_USE, old, f"still_in_use {old} {t} {'first' if first else '24h'}",
                         subject, (happened, will, todo), secret=record.secret_name, until=t,
-                        reminder=None if first else "24 hours", planned=bool(record.own and record.own.dry_run))
+                        reminder=None if first else "24 hours",
+                        planned=bool(record.effective and record.effective.dry_run))
 
 
 def exposed_notice(run: Run, record: SecretRecord | None, outcome: Outcome) -> OwnerNotice | None:
@@ -4140,7 +4158,7 @@ def exposed_notice(run: Run, record: SecretRecord | None, outcome: Outcome) -> O
     # a hold (a dry run, a skip or dry-run tag, Secrets Manager's own rotation) binds the owners' messages too: the
     # message is planned, and no mark is written on the user
     held = record is not None and (status in (Status.SKIPPED, Status.PLANNED)
-                                   or bool(record.own and record.own.dry_run))
+                                   or bool(record.effective and record.effective.dry_run))
     will = (f"{key} stays Inactive: it works for no one any more." if revoked else
             f"{key} still works, for whoever holds it, until someone deactivates it.")
     todo = (f"make sure your programs read the secret {secret}; check in CloudTrail what was done with {key}."
@@ -4171,7 +4189,8 @@ def failed_notice(run: Run, record: SecretRecord, outcome: Outcome) -> OwnerNoti
     return owner_notice(user, Case.FAILED, key, f"failed {record.arn} {key}",
                         f"Key rotation failed; the secret still holds {key} (IAM user {user})",
                         (happened, will, todo), secret=record.secret_name,
-                        planned=run.settings.dry_run or bool(record.own and record.own.dry_run) or mode == "dry-run")
+                        planned=run.settings.dry_run or bool(record.effective and record.effective.dry_run)
+                        or mode == "dry-run")
 
 
 def nearing_notice(run: Run, near: NearDeadline) -> OwnerNotice:
@@ -4498,7 +4517,7 @@ def step_create_secret(run: Run, record: SecretRecord, token: str) -> str:
         raise RotationError(record.name, plan.blocked)
     new_key = make_room_and_create(run, record, plan, keys, None)
     try:
-        store_key(clients, record, new_key, token, pending=True, smtp_regions=record.own.smtp_regions)
+        store_key(clients, record, new_key, token, pending=True, smtp_regions=record.effective.smtp_regions)
     except RotationError as err:
         if pending is not None and err.code == "ResourceExistsException":
             raise RotationError(record.name, f"{err.why}. Version {token} holds a key that no longer works and "
@@ -4670,7 +4689,7 @@ def handle(event: Any, context: Any, environ: Mapping[str, str], clock: Clock,
     outcomes = run_batch(settings, clients, clock, context, run)
     active: list[str] = []  # the users with an Active key, from the credential report
     nearing: list[NearDeadline] = []
-    account = account_report(clients, settings, clock, outcomes, active, nearing) if settings.account_report \
+    account = read_account_report(clients, settings, clock, outcomes, active, nearing) if settings.account_report \
         else None
     roles = roles_report(clients, settings, clock, context, outcomes, active) if settings.roles else None
     return report(outcomes, settings, clients, context, account, roles, tell_owners(run, outcomes, nearing))

@@ -229,7 +229,7 @@ def test_verification_signs_with_the_key_being_checked_and_not_the_role(aws, mon
     clients.identity.client.meta.events.register(
         "before-send.sts.GetCallerIdentity", lambda request, **_: sent.append(
             {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}))
-    answer = clients.identity.caller_identity(lambda_function.NewKey(key["AccessKeyId"], key["SecretAccessKey"]))
+    answer = clients.identity.caller_identity(lambda_function.AccessKey(key["AccessKeyId"], key["SecretAccessKey"]))
     assert f"Credential={key['AccessKeyId']}/" in sent[0]["Authorization"]
     assert "X-Amz-Security-Token" not in sent[0]
     assert answer["Arn"].endswith(":user/u")

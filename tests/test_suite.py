@@ -48,7 +48,7 @@ def test_the_sts_stand_in_refuses_a_deleted_an_inactive_and_a_wrongly_signed_key
 
     def verdict(key_id: str, secret: str) -> str:
         try:
-            return identity.caller_identity(lambda_function.NewKey(key_id, secret))["Arn"]
+            return identity.caller_identity(lambda_function.AccessKey(key_id, secret))["Arn"]
         except Exception as err:  # noqa: BLE001
             return lambda_function.error_code(err) or type(err).__name__
 
