@@ -108,7 +108,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, make_dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
@@ -189,52 +189,6 @@ DEFAULT_MAX_GRACE_HOURS = 168.0
 # EventBridge and Lambda give up on an event within a day. Older (the console's
 # 1970 sample) or far-future events run as a manual invocation would.
 REDELIVERY_WINDOW = timedelta(hours=25)
-
-
-CALL_BUDGET_SHARE = 0.25
-
-
-@dataclass(frozen=True)
-class Settings:
-    """One invocation's settings: the environment, narrowed by the event. Parsed once, by ``load_settings``."""
-
-    secret_ids: tuple[str, ...] = ()  # sec: names, ARNs and "prefix*" entries, in order
-    targets: tuple[str, ...] | None = None  # event "secrets": a subset of what sec selects
-    rollback: tuple[str, ...] = ()  # event "rollback"
-    dry_run: bool = False
-    force: bool = False
-    event_id: str | None = None  # a recent scheduled event's id; redeliveries repeat it
-    event_time: datetime | None = None
-    rotate_after_days: float = 0.0
-    verify_timeout: float = 30.0
-    time_margin: float = 60.0
-    max_workers: int = 8
-    require_user_tag: bool = True
-    grace_hours: float = 0.0
-    max_grace_hours: float = DEFAULT_MAX_GRACE_HOURS
-    retry_mode: str = "adaptive"
-    max_attempts: int = 10
-    log_level: str = "INFO"
-    metrics_namespace: str = "IAMKeyRotation"
-    notify_topic_arn: str | None = None
-    report: bool = False  # event "report": read IAM's credential report, change nothing (a dry run besides)
-    exposed: tuple[str, ...] = ()  # event "exposed" or an AWS Health RISK event: keys to replace and revoke now
-    account_report: bool = False  # the run includes the credential report (the event, or ACCOUNT_REPORT)
-    max_key_age_days: float = 90.0
-    rollback_hours: float = 168.0  # a rollback restores a previous key only this soon after the rotation
-    max_failures: int = 5  # rotations that acted and failed before no new one starts (0: no limit)
-    event_bus: str | None = None
-    lookup_holdouts: bool = False  # ask CloudTrail who still uses a previous key kept Active or forced off
-    roles: bool = False  # event "roles" (with "report"): which Active keys a role could replace, from CloudTrail
-    role_lookback_days: int = 30
-    role_regions: tuple[str, ...] = ()  # the regions whose CloudTrail event history the roles report reads
-    central_account_id: str | None = None  # the one other account a topic or bus may be in
-    owner_sender: str | None = None  # the SES identity owners' e-mails come from (none: e-mail owners not told)
-
-    @property
-    def call_budget(self) -> float:
-        """Seconds one AWS call may spend retrying: a fixed share of the margin, so a started rotation ends in it."""
-        return self.time_margin * CALL_BUDGET_SHARE
 
 
 CLEANUP_SECONDS = 10.0  # a new key's clean-up after a failed store or create: kept at the end of the margin
@@ -372,87 +326,6 @@ def exposed_keys(event: Any, controls: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One row of the settings table: the one place a setting is named, typed, bounded and explained.
-
-    ``load_settings`` reads through it; the Makefile, ``tools/deploy_config.py``, the template and the README's
-    settings table are checked against it by tests. ``deployed``: what ``make create`` and the template
-    deploy when not told (production defaults), where that differs from the function's own default.
-    """
-
-    name: str
-    kind: Any  # bool, int, float, "choice" or "text"
-    default: Any
-    meaning: str
-    low: float = 0
-    high: float = 0
-    choices: tuple[str, ...] = ()
-    deployed: str | None = None
-
-
-SETTINGS_TABLE: dict[str, Setting] = {s.name: s for s in (
-    Setting("sec", "text", "", "the secrets to rotate: names, ARNs and 'prefix*' entries, separated by ';'"),
-    Setting("DRY_RUN", bool, False, "plan and report, change nothing (every entry point)"),
-    Setting("REQUIRE_USER_TAG", bool, True, "only the secret a user's key-rotation-secret tag names acts for it"),
-    Setting("ROTATE_AFTER_DAYS", float, 0, "rotate a held key once it is this old (0: every run)", 0, 3650,
-            deployed="80"),
-    Setting("MAX_KEY_AGE_DAYS", float, 90, "no managed Active key may be older (0: off); rotations fall due in time",
-            0, 3650),
-    Setting("GRACE_HOURS", float, 0, "keep the old key Active this long after the store (0: deactivate at once)",
-            0, 8760, deployed="24"),
-    Setting("MAX_GRACE_HOURS", float, DEFAULT_MAX_GRACE_HOURS,
-            "a retiring key still in use is deactivated anyway after this long (at least GRACE_HOURS)", 0, 8760),
-    Setting("ROLLBACK_HOURS", float, 168, "a rollback is refused once the current version is older than this",
-            0, 8760),
-    Setting("VERIFY_TIMEOUT_SECONDS", float, 30, "how long a new key may take to authenticate with STS (0: skip)",
-            0, 600),
-    Setting("TIME_MARGIN_SECONDS", float, None, "no rotation starts with less Lambda time left "
-            "(default VERIFY_TIMEOUT_SECONDS + 30)", 0, 900),
-    Setting("MAX_WORKERS", int, 8, "secrets handled at once", 1, 64),
-    Setting("MAX_FAILURES", int, 5, "after this many rotations that acted and failed, no new one starts (0: off)",
-            0, 100000),
-    Setting("AWS_MAX_ATTEMPTS", int, 10, "attempts per AWS call, the first included (1: no retries)", 1, 20),
-    Setting("AWS_RETRY_MODE", "choice", "adaptive", "botocore's retry mode", choices=RETRY_MODES),
-    Setting("LOG_LEVEL", "choice", "INFO", "the function's log level (wire loggers stay at WARNING)",
-            choices=LOG_LEVELS),
-    Setting("METRICS_NAMESPACE", "text", "IAMKeyRotation", "the CloudWatch namespace of the run's metrics"),
-    Setting("NOTIFY_TOPIC_ARN", "text", None, "an SNS topic told of every run that changed or failed anything"),
-    Setting("ACCOUNT_REPORT", bool, False, "each run also reads IAM's credential report and lists every Active "
-            "key past MAX_KEY_AGE_DAYS in the account (needs the report's two IAM read actions)"),
-    Setting("EVENT_BUS", "text", None, "an EventBridge bus (name or ARN) told of each secret whose keys changed, "
-            "that failed, whose old key is still in use or that is overdue (empty: none)"),
-    Setting("CENTRAL_ACCOUNT_ID", "text", None, "the one other account (12 digits) whose SNS topic or EventBridge "
-            "bus may receive the run's summaries and events: an organisation's central account (empty: this "
-            "account's only)"),
-    Setting("LOOKUP_HOLDOUTS", bool, False, "ask CloudTrail who still uses a previous key kept Active (or "
-            "deactivated) although in use (needs cloudtrail:LookupEvents)"),
-    Setting("ROLE_LOOKBACK_DAYS", int, 30, "the roles report ({\"report\": true, \"roles\": true}) reads this many "
-            "days of CloudTrail's event history per key (at most 90, what LookupEvents keeps)", 1, 90),
-    Setting("ROLE_REGIONS", "text", None, "the regions whose CloudTrail event history the roles report reads, "
-            "separated by spaces (default: the function's own region)"),
-    Setting("OWNER_SENDER", "text", None, "the e-mail address, verified in SES, that tells each key's owner (the "
-            "user's key-rotation-owner tag) what will happen to the key (empty: e-mail owners are not told; "
-            "SNS topic owners still are)"),
-)}
-
-
-def setting(environ: Mapping[str, str], name: str, default: Any = None) -> Any:
-    """One setting, read and checked as its row of SETTINGS_TABLE says (``default`` for a derived default)."""
-    row = SETTINGS_TABLE[name]
-    default = row.default if default is None else default
-    try:
-        if row.kind is bool:
-            return env_bool(environ, name, default)
-        if row.kind in (int, float):
-            return env_number(environ, name, default, row.low, row.high, row.kind)
-        if row.kind == "choice":
-            return env_choice(environ, name, default, row.choices, str.upper if name == "LOG_LEVEL" else str.lower)
-    except ConfigError as err:  # said with what the setting is for, from the table
-        raise ConfigError(f"{err} ({name}: {row.meaning})") from None
-    return (environ.get(name) or "").strip() or default
-
-
 def arn_fields(arn: str | None) -> list[str]:
     """An ARN's fields (arn, partition, service, region, account, resource...); [] for anything else."""
     parts = (arn or "").split(":")
@@ -556,6 +429,134 @@ def parse_owners(value: str | None) -> tuple[tuple[Owner, ...], tuple[str, ...]]
     return tuple(owners), tuple(malformed)
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table: the one place a setting is named, typed, bounded and explained.
+
+    ``load_settings`` reads every row into its field of ``Settings``, which is made from the rows; the Makefile,
+    ``tools/deploy_config.py``, the template and the README's settings table are checked against it by tests.
+    ``deployed``: what ``make create`` and the template deploy when not told (production defaults), where that
+    differs from the function's own default.
+    """
+
+    name: str
+    kind: Any  # bool, int, float, "choice" or "text"
+    default: Any
+    meaning: str
+    low: float = 0
+    high: float = 0
+    choices: tuple[str, ...] = ()
+    deployed: str | None = None
+    attribute: str | None = None  # its field of Settings (default: the name in lower case)
+    check: Callable[[Any], Any] | None = None  # what the value read must also be, and becomes (an ARN's shape...)
+
+    @property
+    def field(self) -> str:
+        return self.attribute or self.name.lower()
+
+
+SETTINGS_TABLE: dict[str, Setting] = {s.name: s for s in (
+    Setting("sec", "text", "", "the secrets to rotate: names, ARNs and 'prefix*' entries, separated by ';'",
+            attribute="secret_ids", check=parse_secret_ids),
+    Setting("DRY_RUN", bool, False, "plan and report, change nothing (every entry point)"),
+    Setting("REQUIRE_USER_TAG", bool, True, "only the secret a user's key-rotation-secret tag names acts for it"),
+    Setting("ROTATE_AFTER_DAYS", float, 0, "rotate a held key once it is this old (0: every run)", 0, 3650,
+            deployed="80"),
+    Setting("MAX_KEY_AGE_DAYS", float, 90, "no managed Active key may be older (0: off); rotations fall due in time",
+            0, 3650),
+    Setting("GRACE_HOURS", float, 0, "keep the old key Active this long after the store (0: deactivate at once)",
+            0, 8760, deployed="24"),
+    Setting("MAX_GRACE_HOURS", float, DEFAULT_MAX_GRACE_HOURS,
+            "a retiring key still in use is deactivated anyway after this long (at least GRACE_HOURS)", 0, 8760),
+    Setting("ROLLBACK_HOURS", float, 168, "a rollback is refused once the current version is older than this",
+            0, 8760),
+    Setting("VERIFY_TIMEOUT_SECONDS", float, 30, "how long a new key may take to authenticate with STS (0: skip)",
+            0, 600, attribute="verify_timeout"),
+    Setting("TIME_MARGIN_SECONDS", float, None, "no rotation starts with less Lambda time left "
+            "(default VERIFY_TIMEOUT_SECONDS + 30)", 0, 900, attribute="time_margin"),
+    Setting("MAX_WORKERS", int, 8, "secrets handled at once", 1, 64),
+    Setting("MAX_FAILURES", int, 5, "after this many rotations that acted and failed, no new one starts (0: off)",
+            0, 100000),
+    Setting("AWS_MAX_ATTEMPTS", int, 10, "attempts per AWS call, the first included (1: no retries)", 1, 20,
+            attribute="max_attempts"),
+    Setting("AWS_RETRY_MODE", "choice", "adaptive", "botocore's retry mode", choices=RETRY_MODES,
+            attribute="retry_mode"),
+    Setting("LOG_LEVEL", "choice", "INFO", "the function's log level (wire loggers stay at WARNING)",
+            choices=LOG_LEVELS),
+    Setting("METRICS_NAMESPACE", "text", "IAMKeyRotation", "the CloudWatch namespace of the run's metrics"),
+    Setting("NOTIFY_TOPIC_ARN", "text", None, "an SNS topic told of every run that changed or failed anything",
+            check=parse_notify_topic),
+    Setting("ACCOUNT_REPORT", bool, False, "each run also reads IAM's credential report and lists every Active "
+            "key past MAX_KEY_AGE_DAYS in the account (needs the report's two IAM read actions)"),
+    Setting("EVENT_BUS", "text", None, "an EventBridge bus (name or ARN) told of each secret whose keys changed, "
+            "that failed, whose old key is still in use or that is overdue (empty: none)", check=parse_event_bus),
+    Setting("CENTRAL_ACCOUNT_ID", "text", None, "the one other account (12 digits) whose SNS topic or EventBridge "
+            "bus may receive the run's summaries and events: an organisation's central account (empty: this "
+            "account's only)", check=central_account),
+    Setting("LOOKUP_HOLDOUTS", bool, False, "ask CloudTrail who still uses a previous key kept Active (or "
+            "deactivated) although in use (needs cloudtrail:LookupEvents)"),
+    Setting("ROLE_LOOKBACK_DAYS", int, 30, "the roles report ({\"report\": true, \"roles\": true}) reads this many "
+            "days of CloudTrail's event history per key (at most 90, what LookupEvents keeps)", 1, 90),
+    Setting("ROLE_REGIONS", "text", None, "the regions whose CloudTrail event history the roles report reads, "
+            "separated by spaces (default: the function's own region)"),
+    Setting("OWNER_SENDER", "text", None, "the e-mail address, verified in SES, that tells each key's owner (the "
+            "user's key-rotation-owner tag) what will happen to the key (empty: e-mail owners are not told; "
+            "SNS topic owners still are)", check=owner_sender),
+)}
+
+
+def setting(environ: Mapping[str, str], name: str, default: Any = None) -> Any:
+    """One setting, read and checked as its row of SETTINGS_TABLE says (``default`` for a derived default)."""
+    row = SETTINGS_TABLE[name]
+    default = row.default if default is None else default
+    try:
+        if row.kind is bool:
+            return env_bool(environ, name, default)
+        if row.kind in (int, float):
+            return env_number(environ, name, default, row.low, row.high, row.kind)
+        if row.kind == "choice":
+            return env_choice(environ, name, default, row.choices, str.upper if name == "LOG_LEVEL" else str.lower)
+    except ConfigError as err:  # said with what the setting is for, from the table
+        raise ConfigError(f"{err} ({name}: {row.meaning})") from None
+    return (environ.get(name) or "").strip() or default
+
+
+CALL_BUDGET_SHARE = 0.25
+# The record's defaults where the table's is derived from another setting's (at that setting's default).
+DERIVED_DEFAULTS = {"TIME_MARGIN_SECONDS": 60.0, "ROLE_REGIONS": ()}
+# The event's part of the record: the controls (``event_controls``), a leak's keys, a scheduled event's identity.
+EVENT_FIELDS: tuple[tuple[str, Any, Any], ...] = (
+    ("targets", tuple[str, ...] | None, None),  # event "secrets": a subset of what sec selects
+    ("rollback", tuple[str, ...], ()),  # event "rollback"
+    ("force", bool, False),
+    ("report", bool, False),  # event "report": read IAM's credential report, change nothing (a dry run besides)
+    ("exposed", tuple[str, ...], ()),  # event "exposed" or an AWS Health RISK event: keys to replace and revoke now
+    ("roles", bool, False),  # event "roles" (with "report"): which Active keys a role could replace, from CloudTrail
+    ("event_id", str | None, None),  # a recent scheduled event's id; redeliveries repeat it
+    ("event_time", datetime | None, None),
+)
+
+
+def call_budget(self: Any) -> float:
+    """Seconds one AWS call may spend retrying: a fixed share of the margin, so a started rotation ends in it."""
+    return self.time_margin * CALL_BUDGET_SHARE
+
+
+def record_default(row: Setting) -> Any:
+    default = DERIVED_DEFAULTS.get(row.name, row.default)
+    return row.check(default) if row.check and row.name not in DERIVED_DEFAULTS else default
+
+
+# One invocation's settings: every row of the table under its field name, then the event's part. Parsed once, by
+# ``load_settings``; made from the table, so a setting is declared in its row alone.
+Settings = make_dataclass(
+    "Settings", [(row.field, row.kind if isinstance(row.kind, type) else Any, field(default=record_default(row)))
+                 for row in SETTINGS_TABLE.values()]
+    + [(name, kind, field(default=default)) for name, kind, default in EVENT_FIELDS],
+    frozen=True, namespace={"call_budget": property(call_budget), "__doc__": "One invocation's settings: the "
+                            "environment (SETTINGS_TABLE), narrowed by the event. Parsed once, by load_settings."})
+
+
 def is_rotation_event(event: Any) -> bool:
     """Is this Secrets Manager invoking us as the secret's rotation function?"""
     return isinstance(event, dict) and "Step" in event
@@ -620,49 +621,37 @@ def grace_and_deadline(environ: Mapping[str, str]) -> tuple[float, float, float]
     return grace_hours, max_grace, max_age
 
 
+def environment_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Every row of SETTINGS_TABLE, read once as its row says, under its field name; then the rules that join
+    settings, in one place: the derived defaults (TIME_MARGIN_SECONDS, MAX_GRACE_HOURS, ROLE_REGIONS) and the
+    bounds between GRACE_HOURS, MAX_GRACE_HOURS and MAX_KEY_AGE_DAYS (``grace_and_deadline``)."""
+    values = {row.field: row.check(setting(environ, row.name)) if row.check else setting(environ, row.name)
+              for row in SETTINGS_TABLE.values() if row.name not in DERIVED_DEFAULTS}
+    values["grace_hours"], values["max_grace_hours"], values["max_key_age_days"] = grace_and_deadline(environ)
+    values["time_margin"] = setting(environ, "TIME_MARGIN_SECONDS", values["verify_timeout"] + 30)
+    values["role_regions"] = role_regions(setting(environ, "ROLE_REGIONS"), environ)
+    return values
+
+
 def load_settings(environ: Mapping[str, str], event: Any, now: datetime | None = None) -> Settings:
-    """Every setting and event control, parsed strictly, once. Raises ConfigError before anything is touched."""
+    """Every setting and event control, parsed strictly, once. Raises ConfigError before anything is touched. The
+    event only narrows: it may add a dry run or a report, never take one away."""
     if is_rotation_event(event):
         step_controls(event)
     controls = {} if is_rotation_event(event) else event_controls(event)
-    verify_timeout = setting(environ, "VERIFY_TIMEOUT_SECONDS")
-    grace_hours, max_grace, max_age = grace_and_deadline(environ)
-    topic = parse_notify_topic(setting(environ, "NOTIFY_TOPIC_ARN"))
+    values = environment_settings(environ)
     event_time = scheduled_time(event, now or datetime.now(UTC))
-    return Settings(
-        secret_ids=parse_secret_ids(environ.get("sec")),
-        targets=controls.get("secrets"),
-        rollback=controls.get("rollback", ()),
-        dry_run=controls.get("dry_run", False) or controls.get("report", False) or setting(environ, "DRY_RUN"),
-        force=controls.get("force", False),
-        report=controls.get("report", False),
-        exposed=() if is_rotation_event(event) else exposed_keys(event, controls),
-        account_report=controls.get("report", False) or setting(environ, "ACCOUNT_REPORT"),
-        event_id=f"{event.get('id')}@{event.get('time')}" if event_time and event.get("id") else None,
-        event_time=event_time,
-        rotate_after_days=setting(environ, "ROTATE_AFTER_DAYS"),
-        max_key_age_days=max_age,
-        verify_timeout=verify_timeout,
-        time_margin=setting(environ, "TIME_MARGIN_SECONDS", verify_timeout + 30),
-        max_workers=setting(environ, "MAX_WORKERS"),
-        require_user_tag=setting(environ, "REQUIRE_USER_TAG"),
-        grace_hours=grace_hours,
-        max_grace_hours=max_grace,
-        retry_mode=setting(environ, "AWS_RETRY_MODE"),
-        max_attempts=setting(environ, "AWS_MAX_ATTEMPTS"),
-        log_level=setting(environ, "LOG_LEVEL"),
-        metrics_namespace=setting(environ, "METRICS_NAMESPACE"),
-        notify_topic_arn=topic,
-        rollback_hours=setting(environ, "ROLLBACK_HOURS"),
-        max_failures=setting(environ, "MAX_FAILURES"),
-        event_bus=parse_event_bus(setting(environ, "EVENT_BUS")),
-        lookup_holdouts=setting(environ, "LOOKUP_HOLDOUTS"),
-        roles=controls.get("roles", False),
-        role_lookback_days=setting(environ, "ROLE_LOOKBACK_DAYS"),
-        role_regions=role_regions(setting(environ, "ROLE_REGIONS"), environ),
-        central_account_id=central_account(setting(environ, "CENTRAL_ACCOUNT_ID")),
-        owner_sender=owner_sender(setting(environ, "OWNER_SENDER")),
-    )
+    return Settings(**{
+        **values,
+        "dry_run": controls.get("dry_run", False) or controls.get("report", False) or values["dry_run"],
+        "account_report": controls.get("report", False) or values["account_report"],
+        "targets": controls.get("secrets"), "rollback": controls.get("rollback", ()),
+        "force": controls.get("force", False), "report": controls.get("report", False),
+        "roles": controls.get("roles", False),
+        "exposed": () if is_rotation_event(event) else exposed_keys(event, controls),
+        "event_id": f"{event.get('id')}@{event.get('time')}" if event_time and event.get("id") else None,
+        "event_time": event_time,
+    })
 
 
 logger = logging.getLogger("key_rotation")

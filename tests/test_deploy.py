@@ -407,6 +407,7 @@ def test_every_list_of_settings_is_the_function_s_table():
     # One table (lambda_function.SETTINGS_TABLE): load_settings reads every row and nothing else; deploy_config
     # takes its names from it; the Makefile keeps no list of its own; the template and the README name only
     # settings of the table, and the settings table of docs/reference.md (the README links to it) names every one.
+    import dataclasses
     import inspect
     import re
 
@@ -415,9 +416,11 @@ def test_every_list_of_settings_is_the_function_s_table():
     import lambda_function
 
     table = set(lambda_function.SETTINGS_TABLE)
-    source = inspect.getsource(lambda_function.load_settings) + inspect.getsource(lambda_function.grace_and_deadline)
-    assert set(re.findall(r'setting\(environ, "([A-Za-z_]+)"', source)) == table - {"sec"}
-    assert "os.environ" not in source and 'environ.get("' not in source.replace('environ.get("sec")', "")
+    source = inspect.getsource(lambda_function.load_settings) + inspect.getsource(lambda_function.environment_settings)
+    assert "for row in SETTINGS_TABLE.values()" in source  # every row, each as its row says (and into Settings)
+    assert {f.name for f in dataclasses.fields(lambda_function.Settings)} >= {r.field for r in
+                                                                              lambda_function.SETTINGS_TABLE.values()}
+    assert "os.environ" not in source and 'environ.get("' not in source
     assert set(SETTINGS) == table
     makefile = (ROOT / "Makefile").read_text()
     assert not [name for name in table if f"{name}=$(" in makefile], "the Makefile keeps no list of settings"

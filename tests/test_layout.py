@@ -77,15 +77,10 @@ def test_each_definition_the_module_map_names_stands_in_the_section_that_names_i
     assert misplaced == []
 
 
-FIELDS = {"sec": "secret_ids", "VERIFY_TIMEOUT_SECONDS": "verify_timeout", "TIME_MARGIN_SECONDS": "time_margin",
-          "AWS_MAX_ATTEMPTS": "max_attempts", "AWS_RETRY_MODE": "retry_mode"}
-
-
 def test_the_settings_record_s_defaults_are_the_settings_table_s():
     defaults = {f.name: f.default for f in dataclasses.fields(lambda_function.Settings)}
     for name, row in lambda_function.SETTINGS_TABLE.items():
-        field = FIELDS.get(name, name.lower())
-        assert field in defaults, name
+        assert row.field in defaults, name
         if row.default is None or name == "sec":
             continue  # derived (TIME_MARGIN_SECONDS) or none (sec, topics, buses)
-        assert defaults[field] == row.default, name
+        assert defaults[row.field] == row.default, name
