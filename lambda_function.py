@@ -2135,7 +2135,6 @@ class Run:
     user_tags: dict[str, dict[str, str]] = field(default_factory=dict)  # casefolded user -> its tags
     brought_forward: dict[str, tuple[float, float]] = field(default_factory=dict)  # secret -> (asked, due) days
     acted_failures: list[str] = field(default_factory=list)  # reasons of rotations that acted and failed
-    finished: tuple[str, str | None] | None = None  # finishSecret: (the new key, the old key)
     exposed: dict[str, set[str]] = field(default_factory=dict)  # casefolded user -> its leaked keys this run answers
     exposures: dict[str, str] = field(default_factory=dict)  # leaked key -> the secret (ARN) that answers it
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -4475,13 +4474,22 @@ def step_guard(request: StepEvent, meta: dict, context: Any) -> bool:
 CHANGING_STEPS = ("createSecret", "finishSecret")  # a dry run refuses these; testSecret and setSecret change nothing
 
 
+@dataclass(frozen=True)
+class StepDone:
+    """What a rotation step did: said in its answer and log line; finishSecret's keys, for its event."""
+
+    said: str
+    new_key_id: str | None = None  # finishSecret: the key now current
+    old_key_id: str | None = None  # finishSecret: the key it replaced
+
+
 def step_event(run: Run, record: SecretRecord, outcome: Outcome) -> None:
     """Rotation mode publishes too: at finishSecret, and on a failed step (never failing the step for it)."""
     outcome.secret_arn = record.arn
     publish_events(run.clients, run.settings, [outcome])
 
 
-def step_create_secret(run: Run, record: SecretRecord, token: str) -> str:
+def step_create_secret(run: Run, record: SecretRecord, token: str) -> StepDone:
     """createSecret: clean up as the table says, create the key, store it as AWSPENDING version ``token``."""
     clients = run.clients
     keys = list_keys(clients, record)
@@ -4489,7 +4497,7 @@ def step_create_secret(run: Run, record: SecretRecord, token: str) -> str:
     if pending is not None:
         pending_key = find_key(keys, pending.get("AccessKeyId"))
         if pending_key is not None and pending_key.active:
-            return "pending version already exists"
+            return StepDone("pending version already exists")
         # Its key is gone (or Inactive): make a new one in its place so this token can converge.
         # (Real Secrets Manager refuses to rewrite a version: that refusal deletes the new key, and says what to do.)
         log_action("pending_key_gone", logging.WARNING, secret=record.name, version=token,
@@ -4514,12 +4522,12 @@ def step_create_secret(run: Run, record: SecretRecord, token: str) -> str:
                                              f"rotation (aws secretsmanager cancel-rotate-secret --secret-id "
                                              f"{record.arn}) and rotate again") from None
         raise
-    return f"created {new_key.key_id}"
+    return StepDone(f"created {new_key.key_id}")
 
 
-def step_set_secret(run: Run, record: SecretRecord, token: str) -> str:
+def step_set_secret(run: Run, record: SecretRecord, token: str) -> StepDone:
     """setSecret: nothing to do, IAM already holds the key createSecret made."""
-    return "nothing to do: IAM already holds the key"
+    return StepDone("nothing to do: IAM already holds the key")
 
 
 def pending_check(run: Run, record: SecretRecord, token: str) -> tuple[Check, list[KeyState]]:
@@ -4538,14 +4546,14 @@ def pending_check(run: Run, record: SecretRecord, token: str) -> tuple[Check, li
     return Check(record, key), keys
 
 
-def step_test_secret(run: Run, record: SecretRecord, token: str) -> str:
+def step_test_secret(run: Run, record: SecretRecord, token: str) -> StepDone:
     """testSecret: the pending key exists, is Active and authenticates as the user."""
     check, _ = pending_check(run, record, token)
     verify_one(run.clients, check, run.settings, run.clock)
-    return f"verified {check.key.key_id}"
+    return StepDone(f"verified {check.key.key_id}")
 
 
-def step_finish_secret(run: Run, record: SecretRecord, token: str) -> str:
+def step_finish_secret(run: Run, record: SecretRecord, token: str) -> StepDone:
     """finishSecret: verify the pending key, make it AWSCURRENT, carry out the plan's retirement, then drop
     AWSPENDING.
 
@@ -4567,15 +4575,15 @@ def step_finish_secret(run: Run, record: SecretRecord, token: str) -> str:
     rest = [k for k in keys if k.key_id != check.key.key_id]  # moving a label changes no key: listed once
     plan = plan_rotation(rest, run.holders(record, rest, current=old_key or ""))
     retire_keys(clients, record, plan.deactivate_after, plan.delete_after)
-    run.finished = (check.key.key_id, old_key)
     with aws_step(record.name, "UpdateSecretVersionStage"):
         clients.secrets.update_secret_version_stage(SecretId=record.arn, VersionStage=PENDING,
                                                     RemoveFromVersionId=token)
-    return (f"current is {check.key.key_id}; deactivated {', '.join(plan.deactivate_after) or 'nothing'}"
+    said = (f"current is {check.key.key_id}; deactivated {', '.join(plan.deactivate_after) or 'nothing'}"
             + (f"; deleted {', '.join(plan.delete_after)}" if plan.delete_after else ""))
+    return StepDone(said, check.key.key_id, old_key)
 
 
-ROTATION_STEPS: dict[str, Callable[..., str]] = {
+ROTATION_STEPS: dict[str, Callable[..., StepDone]] = {
     "createSecret": step_create_secret,
     "setSecret": step_set_secret,
     "testSecret": step_test_secret,
@@ -4625,12 +4633,13 @@ def serve_rotation_step(event: dict, context: Any, settings: Settings, clients: 
         step_event(run, record, Outcome(secret=record.name, status=Status.FAILED, user=record.user_name,
                                         reasons=[str(err)], current_key_id=record.held_key_id))
         raise
-    if request.step == "finishSecret" and run.finished:
-        new_key_id, old_key_id = run.finished
+    if done.new_key_id:
         step_event(run, record, Outcome(secret=record.name, status=Status.ROTATED, user=record.user_name,
-                                        new_key_id=new_key_id, old_key_id=old_key_id, current_key_id=new_key_id))
-    log_action("rotation_step", secret=request.secret_id, step=request.step, version=request.token, result=done)
-    return {"secret": request.secret_id, "step": request.step, "status": done}
+                                        new_key_id=done.new_key_id, old_key_id=done.old_key_id,
+                                        current_key_id=done.new_key_id))
+    log_action("rotation_step", secret=request.secret_id, step=request.step, version=request.token,
+               result=done.said)
+    return {"secret": request.secret_id, "step": request.step, "status": done.said}
 
 
 # ---------------------------------------------------------------------------
