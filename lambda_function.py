@@ -22,13 +22,15 @@ above it.
 9. Compliance and the account report: the deadline's figures per secret, IAM's credential report, (with
    LOOKUP_HOLDOUTS) who CloudTrail shows still using a key, and (``{"report": true, "roles": true}``,
    ``roles_report``) which Active keys a role could replace, from CloudTrail (reads only).
-10. Leaks (AWS Health's RISK events, ``{"exposed": [...]}``): an entry point whose event names keys, not
-    secrets: ``exposure_of`` finds the secret each leaked key's user names (authority as everywhere), the batch's
-    passes do the work, ``assess_exposed`` plans it (replace now, retire at once, never delete a leaked key) and
+10. The core and the batch's entry points: an entry point turns its event into ``Work`` (the secrets, its claim,
+    its work, its answer); ``run_work`` reads every secret, authorises, and works them: decide (6.), ``assess``
+    (reads only) and ``act`` in waves (``waves_of``), verify every key together, ``finish``. The batch's entry
+    points (schedule, console, CLI, targeted, rollback) are ``batch_work``. The passes never ask which entry
+    point asked; a work item carries its policy (at_once: retire at once, no grace period).
+11. Leaks (AWS Health's RISK events, ``{"exposed": [...]}``): ``leak_work``, an entry point whose event names
+    keys, not secrets: ``exposure_of`` finds the secret each leaked key's user names (authority as everywhere),
+    ``assess_exposed`` plans it (replace now, retire at once, never delete a leaked key) and
     ``answer_exposures`` says what was done and what is left.
-11. Batch passes (EventBridge schedule, console, CLI): ``run_batch``: resolve, read, authorise, decide; then
-    ``assess`` every claimed secret (reads only) and ``act`` in waves (``waves_of``): verify every key together,
-    ``finish``; ``{"rollback": [...]}`` runs the rollback (8.) instead.
 12. Notices: the run's summary and metrics (``report``), the SNS message, the EventBridge events, the keys'
     owners' messages (``tell_owners``), each made from the run's typed outcomes.
 13. Secrets Manager rotation mode (``Step`` events): ``serve_rotation_step``, one function per step.
@@ -1172,7 +1174,7 @@ class Stored:
     adopted: tuple[str, ...] = ()  # keys in use that no secret held: kept Active
     reasons: tuple[str, ...] = ()
     lost: frozenset[str] = frozenset()  # the function's own unstored keys, deleted before the create
-    exposed: str | None = None  # the leaked key this rotation replaces: deactivated at once, never deleted
+    at_once: bool = False  # the entry point's policy (a leak's): the old key is retired at once, no grace period
 
 
 @dataclass
@@ -1185,7 +1187,7 @@ class Settling:
     reasons: tuple[str, ...] = ()
     adopted: datetime | None = None  # an adopted key: when a run first adopted it (its usage gate counts from then)
     lost: frozenset[str] = frozenset()  # the function's own unstored keys: deleted first
-    exposed: bool = False  # a leaked key: deactivated at once once the current key authenticates (no gate)
+    at_once: bool = False  # the entry point's policy (a leak's): retired once the current key authenticates, no gate
     also: tuple[str, ...] = ()  # more leaked keys of the user, deactivated with it
     at_deadline: bool = False  # an adopted key turned on again while the held key is at its deadline: no new wait
 
@@ -1213,7 +1215,7 @@ class Rotate:
     reasons: tuple[str, ...] = ()
     restore: Restore | None = None  # tried first; if its key does not authenticate, the rotation goes ahead
     lost: frozenset[str] = frozenset()  # the function's own unstored keys: deleted first (the plan is without them)
-    exposed: str | None = None  # the leaked key this rotation replaces: deactivated at once, never deleted
+    at_once: bool = False  # the entry point's policy (a leak's): the old key is retired at once, no grace period
 
 
 @dataclass
@@ -2465,8 +2467,8 @@ def settle_decision(run: Run, item: Settling) -> tuple[Retire, str, str]:
     key counts from the store (the current key's creation, ``store_time``); an adopted one from its adoption."""
     record, previous, now = item.record, item.previous_key_id, run.clock.now()
     max_grace = run.settings.max_grace_hours
-    if item.exposed:  # a leaked key: no grace period, no usage gate
-        return Retire.RETIRE, iso(now), "exposed"
+    if item.at_once:  # the entry point's policy (a leak's): no grace period, no usage gate
+        return Retire.RETIRE, iso(now), "retired at once"
     if item.adopted is not None:
         until = iso(adopted_until(item.adopted, max_grace))
         if not reached(now, adopted_until(item.adopted, max_grace)) and not item.at_deadline:
@@ -3071,12 +3073,479 @@ def roles_report(clients: Clients, settings: Settings, clock: Clock, context: An
 
 
 # ---------------------------------------------------------------------------
-# 10. Leaks: AWS Health's exposed-key events and {"exposed": [...]}
+# 10. The core's passes, and the batch's entry points
 # ---------------------------------------------------------------------------
-# A leak is an entry point: its event names keys, not secrets. It becomes the core's ordinary work: the secret
-# each leaked key's user names (``exposure_of``: authority as everywhere else), a plan for that secret that
-# replaces the held key now and retires leaked keys at once, never deleting one (``assess_exposed``), and its
-# outcomes marked with what was done and what is left (``answer_exposures``).
+
+
+def out_of_time(run: Run, record: SecretRecord) -> Outcome | None:
+    """NOT_ATTEMPTED when less Lambda time is left than TIME_MARGIN_SECONDS."""
+    margin, left = run.settings.time_margin, time_left(run.context)
+    if left is None or left >= margin:
+        return None
+    reason = str(RotationError(record.name, f"not attempted: less than {margin:g}s of the Lambda time limit left"))
+    log_action("not_attempted", logging.ERROR, secret=record.name, reason=reason)
+    return Outcome(secret=record.name, status=Status.NOT_ATTEMPTED, reasons=[reason])
+
+
+def restorable(run: Run, record: SecretRecord, keys: list[KeyState],
+               holders: Holders) -> tuple[Restore | None, str | None]:
+    """The key the secret holds is gone from IAM (deleted by hand), Expired or Inactive: can AWSPREVIOUS's key,
+    Active and the same user's, be restored (no STS wait for an old key)? Reads only. Returns the restore, or
+    None with what was found (None for a key that is merely not Active: a row of the table)."""
+    held = find_key(keys, record.held_key_id)
+    what = f"the key the secret holds, {record.held_key_id}, " + (
+        "no longer exists in IAM" if held is None else f"is {held.status}")
+    version = record.version_with(PREVIOUS)
+    value = read_version_value(run.clients, record, PREVIOUS) if version else None
+    previous = held_key(record, value) if value is not None and same_user(record, value) else None
+    found = find_key(keys, previous.key_id) if previous else None
+    if previous is None or found is None or not found.active or previous.key_id in holders.others:
+        return None, (None if held is not None else f"{what}, and no Active previous key to restore: rotated afresh")
+    return Restore(version, previous, what), None
+
+
+def held_at_deadline(run: Run, record: SecretRecord, own: SecretSettings) -> bool:
+    """Is the key the secret holds so old that its rotation, the next run and its grace period would no longer end
+    before MAX_KEY_AGE_DAYS if anything held the rotation back now? Then a key turned on again after its adoption
+    was over gets no new adoption wait: it is retired at once, loudly if in use (a key in use is never deleted to
+    make room, so one turned on again before every run holds the rotation: the held key is reported overdue)."""
+    held, max_age = find_key(record.keys or [], record.held_key_id), run.settings.max_key_age_days
+    room = own.grace_hours / 24 + SCHEDULE_PERIOD / timedelta(days=1)
+    return held is not None and max_age > 0 and past_deadline(held.created, run.clock.now(), max(max_age - room, 0.01))
+
+
+def settle_first(run: Run, record: SecretRecord, keys: list[KeyState], holders: Holders, own: SecretSettings,
+                 redelivery: bool) -> Settling | None:
+    """A previous key still Active (the grace period), or an adopted key, is settled before anything else
+    (force aside): the key the secret holds must authenticate before either is retired."""
+    if run.settings.force and not redelivery:
+        return None
+    previous = previous_key(run, record, keys)
+    found = find_key(keys, previous)
+    if found is not None and found.active and previous != record.held_key_id and previous not in holders.others:
+        return Settling(record, previous, own, ("already rotated for this scheduled event",) if redelivery else (),
+                        lost=holders.lost)
+    adopted = [k for k in keys if k.key_id in holders.adopted]
+    if adopted:
+        return Settling(record, adopted[0].key_id, own, adopted=record.adopted_at[adopted[0].key_id],
+                        lost=holders.lost)
+    return None
+
+
+def unproven_reasons(holders: Holders) -> list[str]:
+    return [unproven_why(k, until) for k, until in sorted(holders.unproven.items())]
+
+
+def cleanup_or(record: SecretRecord, own: SecretSettings, holders: Holders, outcome: Outcome) -> Outcome | Cleanup:
+    """Nothing is due: report ``outcome`` (and any key not yet proven the function's own), after deleting the
+    function's own unstored keys if there are any."""
+    outcome.reasons += unproven_reasons(holders)
+    return Cleanup(record, own, holders.lost, outcome) if holders.lost else outcome
+
+
+def planned(item: Rotate | Cleanup) -> Outcome:
+    """A hold's answer: what acting would do, from the decision alone."""
+    record = item.record
+    if isinstance(item, Cleanup):
+        return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
+                       old_key_id=record.held_key_id, steps=[f"delete {k}" for k in sorted(item.lost)],
+                       reasons=facts(lost_reason(item.lost)))
+    if item.restore is not None:
+        return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
+                       restored_key_id=item.restore.key.key_id, reasons=[item.restore.found],
+                       steps=[f"make version {item.restore.version} current"])
+    return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
+                   old_key_id=record.held_key_id, steps=[f"delete {k}" for k in sorted(item.lost)] + item.plan.steps(),
+                   adopted=item.kept[0] if item.kept else None, reasons=list(item.reasons))
+
+
+def due_days(run: Run, record: SecretRecord, own: SecretSettings) -> float:
+    """The secret's rotation age after the deadline; a deadline that brings it forward is noted for the run."""
+    due = due_after_days(own.rotate_after_days, own.grace_hours, run.settings.max_grace_hours,
+                         run.settings.max_key_age_days)
+    if due < own.rotate_after_days:
+        run.brought_forward[record.name] = (own.rotate_after_days, due)
+    return due
+
+
+def freed_reason(plan: RotationPlan, holders: Holders) -> str | None:
+    if plan.freed_adopted is None:
+        return None
+    return (f"force: deleted key {plan.freed_adopted}, held by no secret but in use (last used "
+            f"{holders.adopted[plan.freed_adopted]}), to make room")
+
+
+def plan_of(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyState], holders: Holders,
+            token: str, restore: Restore | None, found: str | None) -> Rotate | Outcome | Cleanup:
+    """The rotation's plan over the keys besides the function's own lost ones (``act`` deletes those first),
+    logged; a blocked plan fails the secret (nothing changed), or waits while a key in the way is one IAM's
+    data cannot yet prove unused (``Holders.unproven``): the next run judges it."""
+    keys = [k for k in keys if k.key_id not in holders.lost]
+    plan = plan_rotation(keys, holders, run.settings.force)
+    kept = tuple(k for k in holders.adopted if k != plan.freed_adopted and find_key(keys, k))
+    log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
+               keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), dry_run=own.dry_run,
+               blocked=plan.blocked, adopted=list(kept), lost=sorted(holders.lost))
+    if plan.blocked and restore is None and holders.unproven:
+        log_action("waiting_for_proof", secret=record.name, user=record.user_name, keys=sorted(holders.unproven))
+        waiting = Outcome(secret=record.name, status=Status.WAITING, user=record.user_name,
+                          old_key_id=record.held_key_id, reasons=[f"rotation waits: {plan.blocked}"])
+        return Cleanup(record, own, holders.lost, waiting) if holders.lost else waiting
+    if plan.blocked and restore is None:
+        raise RotationError(record.name, plan.blocked)
+    reasons = (*facts(found, freed_reason(plan, holders), lost_reason(holders.lost)), *unproven_reasons(holders))
+    return Rotate(record, own, keys, holders, plan, token, kept, reasons, restore, holders.lost)
+
+
+def made_lately(made_at: datetime | None, now: datetime) -> bool:
+    """Did the function mark a create less than LIST_LAG ago (IAM's list may not show its key yet)?"""
+    return made_at is not None and timedelta(0) <= now - made_at < LIST_LAG
+
+
+def list_lags(run: Run, record: SecretRecord, keys: list[KeyState], held: KeyState | None) -> str | None:
+    """Why IAM's list (a minute behind a change) cannot be judged on yet, else None: the key the secret holds is
+    not listed less than LIST_LAG after the function made a key; or it is listed Inactive just after the secret
+    changed (a rollback turns it on and moves AWSCURRENT to it; LastChangedDate is Secrets Manager's own, read
+    consistently)."""
+    now = run.clock.now()
+    made_at = parse_marker(run.tags(record).get(MADE_TAG))[0]
+    recent = made_lately(made_at, now)
+    if held is None and record.held_key_id and recent:
+        return (f"IAM does not list the key the secret holds, {record.held_key_id}, yet: its list lags a change, "
+                f"and this function made a key at {iso(made_at)}; judged next run")
+    if held is not None and held.status == KeyStatus.INACTIVE and len(record.stages) > 1 and record.changed_at \
+            and -CLOCK_SKEW <= now - record.changed_at < LIST_LAG:
+        return (f"IAM lists the key the secret holds, {held.key_id}, {held.status}, and the secret changed at "
+                f"{iso(record.changed_at)}: IAM's list lags a change (a rollback turns a key on); judged next run")
+    return None
+
+
+@dataclass(frozen=True)
+class Assessing:
+    """What every assessment reads of one claimed secret, once, whichever entry point's: the effective settings
+    (the guard, if the decide pass has not run it), the user's keys, the version token, and who holds them."""
+
+    effective: SecretSettings
+    keys: list[KeyState]
+    token: str
+    redelivery: bool
+    holders: Holders
+
+
+def assessing(run: Run, record: SecretRecord) -> Assessing:
+    own = record.effective or guard(run, record, Entry.BATCH)
+    keys = record.keys = list_keys(run.clients, record)
+    token = version_token(run.settings.event_id, record.arn)
+    return Assessing(own, keys, token, already_rotated(record, run.settings, token), run.holders(record, keys))
+
+
+def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Cleanup:
+    """What one claimed secret needs, from reads alone: restore a previous key, settle a previous or adopted key
+    still Active, rotate, clean up the function's own unstored keys, or nothing. Nothing changes here."""
+    settings, found_now = run.settings, assessing(run, record)
+    own, keys, token, holders = found_now.effective, found_now.keys, found_now.token, found_now.holders
+    redelivery = found_now.redelivery
+    held = find_key(keys, record.held_key_id)
+    lagging = list_lags(run, record, keys, held)
+    if lagging:
+        return skipped(record, lagging)
+    held_ok = held is not None and held.active
+    restore, found = (None, None)
+    if record.held_key_id and not held_ok and not redelivery:
+        restore, found = restorable(run, record, keys, holders)
+    settling = settle_first(run, record, keys, holders, own, redelivery) if held_ok else None
+    if settling is not None and settling.adopted is not None and held_at_deadline(run, record, own) \
+            and settling.previous_key_id in parse_retired(run.tags(record).get(ADOPTED_TAG)):
+        settling.at_deadline = True  # turned on again after its adoption was over: no new wait
+    if settling is not None:
+        return settling
+    if redelivery:
+        return cleanup_or(record, own, holders, skipped(record, "already rotated for this scheduled event"))
+    due = due_days(run, record, own)
+    # the function's own lost keys go in any case; one not yet proven so is judged when it can be
+    remaining = [k for k in keys if k.key_id not in holders.lost and k.key_id not in holders.unproven]
+    if not settings.force and not rotation_due(remaining, record.held_key_id, run.clock.now(), due):
+        return cleanup_or(record, own, holders,
+                          skipped(record, f"key {record.held_key_id} is younger than rotate-after-days={due:g}"))
+    return plan_of(run, record, own, keys, holders, token, restore, found)
+
+
+def verify_current_first(run: Run, record: SecretRecord, why: str) -> None:
+    """Before a held key is retired, the key the secret holds now must authenticate (force included)."""
+    key = held_key(record)
+    if key is None:
+        raise RotationError(record.name, f"{why}: the secret's AWSCURRENT holds no usable key, so no held key is "
+                                         "retired; nothing changed")
+    problems = verify_keys(run.clients, [Check(record, key)], run.settings.verify_timeout, run.clock)
+    if problems:
+        raise RotationError(record.name, f"{why}: the key the secret holds did not authenticate "
+                                         f"({problems[record.name]}), so no held key is retired; nothing changed")
+
+
+def outstanding(marker: str | None, now: datetime) -> bool:
+    """Did the create this mark is for (less than LIST_LAG ago) perhaps make a key IAM's list does not show yet?
+    Found by make fuzz: a rerun a moment after a lost CreateAccessKey answer did not list that key, was refused
+    (two keys), and its "made nothing" mark over the old one let the lost key pass for a person's."""
+    made_at, _, _, token = parse_marker(marker)
+    return token != NO_KEY_MADE and made_lately(made_at, now)
+
+
+def make_room_and_create(run: Run, record: SecretRecord, plan: RotationPlan, keys: list[KeyState],
+                         token: str | None) -> AccessKey:
+    """Deactivate (force only) and delete the keys the plan removes first, mark the user (MADE_TAG: when, and
+    the keys it has), then create the new key. The mark is what lets a later run know a key made now, whose
+    answer is lost, for the function's own."""
+    clients = run.clients
+    try:
+        for key_id in plan.deactivate_first:
+            set_key_status(clients, record, key_id, KeyStatus.INACTIVE)
+        for key_id in plan.delete_first:
+            delete_key(clients, record, key_id)
+    except Exception as err:
+        raise RotationError(record.name, f"{describe_error(err)}; old key unchanged") from None
+    remaining = {k.key_id for k in keys} - set(plan.delete_first)
+    earlier = run.tags(record).get(MADE_TAG)
+    try:
+        tag_user(clients, record, MADE_TAG, made_marker(run.clock.now(), remaining, record.held_key_id, token))
+    except RotationError as err:
+        raise RotationError(record.name, f"{err.why} (the function marks a user before it makes a key: "
+                                         f"iam:TagUser for tag {MADE_TAG}); old key unchanged") from None
+    try:
+        return create_key(clients, record, remaining)
+    except RotationError as err:
+        if err.made_nothing:  # refused outright: this create made no key (a person's may appear)
+            with suppress(RotationError):  # an earlier create's key IAM may not list yet keeps its mark
+                tag_user(clients, record, MADE_TAG, earlier if outstanding(earlier, run.clock.now()) else
+                         made_marker(run.clock.now(), remaining, record.held_key_id, NO_KEY_MADE))
+        raise
+
+
+def rotate(run: Run, item: Rotate) -> Outcome | Stored:
+    """Restore a previous key if one works at once; else (MAX_FAILURES permitting) make room, mark, create and
+    store the new key. From the first change on, a failure counts towards MAX_FAILURES."""
+    record, plan = item.record, item.plan
+    if item.restore is not None:
+        restored = repair(run, record, item.restore)
+        if isinstance(restored, Outcome):
+            return restored
+        item.reasons = (*facts(restored), *item.reasons)
+        if plan.blocked:
+            raise RotationError(record.name, f"{restored}; {plan.blocked}")
+    stopped = run.stopped()
+    if stopped:
+        log_action("not_attempted", logging.ERROR, secret=record.name, reason=stopped)
+        return Outcome(secret=record.name, status=Status.NOT_ATTEMPTED, user=record.user_name,
+                       reasons=[str(RotationError(record.name, stopped))], stopped_early=True)
+    if plan.retires_held_first:
+        verify_current_first(run, record, "force")
+    try:
+        new_key = make_room_and_create(run, record, plan, item.keys, item.token)
+        store_key(run.clients, record, new_key, item.token, smtp_regions=item.effective.smtp_regions)
+    except RotationError as err:  # the rotation acted: it counts towards MAX_FAILURES
+        run.count_failure(str(err))
+        raise
+    return Stored(record, plan, new_key, item.effective, item.kept, item.reasons, item.lost, item.at_once)
+
+
+def act(run: Run, item: Outcome | Settling | Rotate | Cleanup) -> Outcome | Stored | Settling:
+    """Carry out what ``assess`` decided. Under a hold (dry run, the dry-run tag) nothing here changes anything:
+    the decision becomes a plan (a Settling's retirement is planned by ``settle``, after verification)."""
+    if isinstance(item, Outcome):
+        return item
+    if item.effective.dry_run:
+        return item if isinstance(item, Settling) else planned(item)
+    late = out_of_time(run, item.record)
+    if late is not None:
+        return late
+    delete_lost(run, item.record, item.lost)
+    record_adoptions(run, item.record)
+    if isinstance(item, Cleanup):
+        item.outcome.reasons += facts(lost_reason(item.lost))
+        item.outcome.retired_keys = sorted(item.lost)
+        return item.outcome
+    if isinstance(item, Settling):
+        item.reasons = (*item.reasons, *facts(lost_reason(item.lost)))
+        return item
+    return rotate(run, item)
+
+
+def check_of(item: Stored | Settling) -> Check | None:
+    """The key to authenticate before retiring anything: the new key, or the key the secret now holds."""
+    if isinstance(item, Stored):
+        return Check(item.record, item.new_key)
+    key = held_key(item.record)
+    return Check(item.record, key) if key else None
+
+
+def finish(run: Run, item: Stored | Settling, problems: dict[str, str]) -> Outcome:
+    """Last pass: retire old keys of a verified secret, or keep them through the grace period."""
+    if isinstance(item, Settling):
+        return settle(run, item, problems)
+    record, plan, new_key, own = item.record, item.plan, item.new_key, item.effective
+    if record.name in problems:
+        raise RotationError(record.name, f"new key {new_key.key_id} is stored, but {problems[record.name]}; old key "
+                                         "left Active, the next run verifies again before retiring it",
+                            stored_key_id=new_key.key_id)
+    keep_until = None
+    if own.grace_hours > 0 and plan.deactivate_after and not item.at_once:
+        keep_until = iso(run.clock.now() + timedelta(hours=own.grace_hours))
+        retire_keys(run.clients, record, (), plan.delete_after)
+    else:
+        retire_keys(run.clients, record, plan.deactivate_after, plan.delete_after)
+    retired = [*sorted(item.lost), *plan.deactivate_first, *plan.delete_first, *plan.delete_after,
+               *(plan.deactivate_after if keep_until is None else ())]
+    reasons, adopted_end = list(item.reasons), None
+    if item.adopted:
+        since = record.adopted_at.get(item.adopted[0], run.clock.now())
+        adopted_end = iso(adopted_until(since, run.settings.max_grace_hours))
+        reasons.append(f"key {item.adopted[0]} is held by no secret but in use: kept Active until {adopted_end}")
+    outcome = Outcome(secret=record.name, status=Status.ROTATED, user=record.user_name,
+                      old_key_id=record.held_key_id, new_key_id=new_key.key_id,
+                      steps=plan.steps(new_key.key_id, keep_until), retire_after=adopted_end or keep_until,
+                      adopted=item.adopted[0] if item.adopted else None, reasons=reasons, retired_keys=retired)
+    log_action("rotated", secret=record.name, user=record.user_name, old_key_id=record.held_key_id,
+               new_key_id=new_key.key_id, retire_after=outcome.retire_after, adopted=outcome.adopted)
+    return outcome
+
+
+CPU_SECONDS_PER_ROTATION = 0.017  # measured by make bench on a 2-core machine: a run is CPU-bound
+FULL_VCPU_MB = 1769  # Lambda gives one vCPU at this memory size, proportionally less below
+
+
+def capacity(memory_mb: float, seconds: float) -> int:
+    """How many rotations an invocation can do in ``seconds`` at ``memory_mb`` (CPU-bound)."""
+    return int(seconds * min(1.0, memory_mb / FULL_VCPU_MB) / CPU_SECONDS_PER_ROTATION)
+
+
+def warn_if_too_many(count: int, context: Any, memory: Any) -> None:
+    """A WARNING when the secrets selected cannot all be rotated in the time this memory size allows.
+    Advisory: a context that cannot say (or fails to) changes nothing."""
+    try:
+        memory_mb = float(memory) if isinstance(memory, int | float | str) and memory else None
+        left = time_left(context) if memory_mb else None
+    except Exception:  # a stand-in context's clock may fail: the run's own checks report that
+        return
+    if left is None or memory_mb is None:
+        return
+    fits = capacity(memory_mb, left)
+    if count > fits:
+        log_action("too_many_secrets", logging.WARNING, selected=count, fit=fits, memory_mb=memory_mb,
+                   message=f"{count} secrets selected, but about {fits} rotations fit in the time left at "
+                           f"{memory_mb:g} MB (CPU-bound); raise the memory size or split the secrets")
+
+
+def bounded(run: Run, step: Callable[..., Any]) -> Callable[[Any], Any]:
+    """One secret's step under TIME_MARGIN_SECONDS, every attempt of every call (a clean-up's reserve inside)."""
+    def run_one(item: Any) -> Any:
+        with run.clients.budget.deadline(run.settings.time_margin, reserve=CLEANUP_SECONDS):
+            return step(run, item)
+    return run_one
+
+
+def waves_of(assessed: list[Any], limit: int) -> list[list[int]]:
+    """The blast-radius limit's waves: the first holds the first ``limit`` rotations that will act (and whatever
+    else comes before the last of them), the second the rest. Outcomes are in neither."""
+    todo = [i for i, item in enumerate(assessed) if not isinstance(item, Outcome)]
+    acting = [i for i in todo if isinstance(assessed[i], Rotate) and not assessed[i].effective.dry_run]
+    if limit <= 0 or len(acting) <= limit:
+        return [todo]
+    cut = acting[limit - 1]
+    return [[i for i in todo if i <= cut], [i for i in todo if i > cut]]
+
+
+def rotate_wave(run: Run, items: list[Any], map_: Callable) -> list[Outcome]:
+    """Act on each, verify every new (or current) key together, finish each."""
+    started = list(map_(isolated(name_of, bounded(run, act)), items))
+    to_check = [s for s in started if isinstance(s, Stored | Settling)]
+    checks = [c for c in map(check_of, to_check) if c is not None]
+    try:
+        # The keys wait out IAM's propagation delay together, not one after another.
+        problems = verify_keys(run.clients, checks, run.settings.verify_timeout, run.clock, map_)
+    except Exception as err:
+        problems = {c.record.name: f"verification failed: {describe_error(err)}" for c in checks}
+    outcomes = list(map_(isolated(name_of, bounded(run, lambda r, item: finish(r, item, problems))), started))
+    for outcome, item in zip(outcomes, started, strict=True):
+        if isinstance(item, Stored) and outcome.status == Status.FAILED:
+            run.count_failure(outcome.reason or outcome.secret)
+    return outcomes
+
+
+def rotate_in_waves(run: Run, decided: list[Any], map_: Callable, assess_one: Callable = assess) -> list[Outcome]:
+    """Assess every claimed secret (reads only), then act in waves: the first MAX_FAILURES rotations that will
+    act are made and verified before the rest start, so a fault present from the start (an SCP denying STS, a
+    disabled KMS key) leaves at most that many rotations half done; once MAX_FAILURES rotations that acted have
+    failed, no new one starts."""
+    results: list[Any] = list(map_(isolated(name_of, bounded(run, assess_one)), decided))
+    for wave in waves_of(results, run.settings.max_failures):
+        for index, outcome in zip(wave, rotate_wave(run, [results[i] for i in wave], map_), strict=True):
+            results[index] = outcome
+    return results
+
+
+def rotate_claimed(run: Run, read: list[Any], map_: Callable, assess_one: Callable = assess) -> list[Outcome]:
+    """The claimed secrets' ordinary work: decide in order (users claimed once), assess, act in waves."""
+    decided = [isolated(name_of, lambda r: decide(run, r))(item) for item in read]
+    return rotate_in_waves(run, decided, map_, assess_one)
+
+
+def rolled_back(run: Run, read: list[Any], map_: Callable) -> list[Outcome]:
+    """``{"rollback": [...]}``'s work: each named secret back to AWSPREVIOUS's key (``rollback_secret``)."""
+    return list(map_(isolated(name_of, lambda r: rollback_secret(run, r)), read))
+
+
+@dataclass(frozen=True)
+class Work:
+    """What an entry point asks of the core (``run_work``): the secrets it acts on (and those of them only
+    ListSecrets found), those read only as holders, outcomes it made itself, and its own three steps: which
+    secrets read act (``claim``), how the claimed ones are worked (``work``), what it adds to the outcomes
+    (``answer``). The passes never ask which entry point asked."""
+
+    acting: list[str]
+    listed: frozenset[str] = frozenset()
+    holders_only: list[str] = field(default_factory=list)
+    made: list[Outcome] = field(default_factory=list)
+    claim: Callable[[Run, list[Any]], list[Any]] = lambda run, read: read
+    work: Callable[[Run, list[Any], Callable], list[Outcome]] = rotate_claimed
+    answer: Callable[[Run, list[Any], list[Outcome]], None] = lambda run, read, outcomes: None
+
+
+def batch_work(run: Run) -> Work:
+    """The batch's entry points (the schedule, the console, the CLI): every secret ``sec`` selects; a targeted
+    run the named ones (every secret sec selects is read as a holder too); ``{"rollback": [...]}`` rolls back."""
+    settings = run.settings
+    wanted = settings.rollback or settings.targets
+    secret_ids, listed = resolve_secret_ids(settings, run.clients, wanted)
+    holders_only = holder_ids(settings, run.clients, secret_ids) if wanted else []
+    return Work(secret_ids, listed, holders_only, work=rolled_back if settings.rollback else rotate_claimed)
+
+
+def run_work(run: Run, work: Work) -> list[Outcome]:
+    """The core: read every secret, claim, authorise, then the entry point's work (decide, assess, act in waves:
+    start, verify together, finish); its answer; who still uses a key (CloudTrail); last, the deadline's
+    figures for every secret."""
+    settings, context = run.settings, run.context
+    workers = max(1, min(settings.max_workers, len(work.acting) + len(work.holders_only)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
+        everything = read_secrets(run.clients, work.acting + work.holders_only, pool.map, work.listed)
+        run.add_holders(everything)
+        read = work.claim(run, everything[:len(work.acting)])
+        warn_if_too_many(len(work.acting), context, getattr(context, "memory_limit_in_mb", None))
+        # Read each user's tag once, in parallel, before the in-order decide pass uses it.
+        list(pool.map(isolated(name_of, run.refusal), read))
+        outcomes = work.work(run, read, pool.map) + work.made
+    work.answer(run, read, outcomes)
+    look_up_holdouts(run, outcomes)
+    report_compliance(run, read, outcomes)
+    return outcomes
+
+
+# ---------------------------------------------------------------------------
+# 11. Leaks: AWS Health's exposed-key events and {"exposed": [...]}
+# ---------------------------------------------------------------------------
+# A leak is an entry point (``leak_work``): its event names keys, not secrets. It becomes the core's ordinary
+# work: the secret each leaked key's user names (``exposure_of``: authority as everywhere else), a plan for that
+# secret that replaces the held key now and retires leaked keys at once, never deleting one (``assess_exposed``,
+# the items' at_once policy), and its outcomes marked with what was done and what is left (``answer_exposures``).
 
 
 QUARANTINE_POLICY = "AWSCompromisedKeyQuarantine"  # AWS attaches it (or its V2, V3) to a user whose key leaked
@@ -3247,459 +3716,38 @@ def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: li
             reasons = (f"key {record.held_key_id} was exposed: replaced now and deactivated at once, whatever its "
                        "age or GRACE_HOURS",)
             return Rotate(record, own, rest, holders, plan, token, kept, reasons, lost=holders.lost,
-                          exposed=record.held_key_id)
+                          at_once=True)
     if not others:  # (a leak's failure says NOT replaced: ``answer_exposures``)
         raise RotationError(record.name, f"{why}: make room by hand and send the event again")
     not_replaced = (f"exposed key {record.held_key_id} NOT replaced: {why}: make room by hand and send the "
                     "event again") if why else None
     done = f"key {', '.join(others)} was exposed: deactivated at once, no grace period and no usage gate"
     return Settling(record, others[0], own, tuple(facts(done, not_replaced)), lost=holders.lost,
-                    exposed=True, also=tuple(others[1:]))
+                    at_once=True, also=tuple(others[1:]))
 
 
-# ---------------------------------------------------------------------------
-# 11. Batch passes
-# ---------------------------------------------------------------------------
+def assess_leaked(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate:
+    """A leak's assessment: the same reads as every assessment, then the leak's plan for this user's keys."""
+    found_now = assessing(run, record)
+    leaked = run.exposed.get(record.user_name.casefold())
+    if not leaked:
+        return skipped(record, "names another user than the leaked key's; not acted on")
+    return assess_exposed(run, record, found_now.effective, found_now.keys, found_now.holders, found_now.token,
+                          leaked)
 
 
-def out_of_time(run: Run, record: SecretRecord) -> Outcome | None:
-    """NOT_ATTEMPTED when less Lambda time is left than TIME_MARGIN_SECONDS."""
-    margin, left = run.settings.time_margin, time_left(run.context)
-    if left is None or left >= margin:
-        return None
-    reason = str(RotationError(record.name, f"not attempted: less than {margin:g}s of the Lambda time limit left"))
-    log_action("not_attempted", logging.ERROR, secret=record.name, reason=reason)
-    return Outcome(secret=record.name, status=Status.NOT_ATTEMPTED, reasons=[reason])
-
-
-def restorable(run: Run, record: SecretRecord, keys: list[KeyState],
-               holders: Holders) -> tuple[Restore | None, str | None]:
-    """The key the secret holds is gone from IAM (deleted by hand), Expired or Inactive: can AWSPREVIOUS's key,
-    Active and the same user's, be restored (no STS wait for an old key)? Reads only. Returns the restore, or
-    None with what was found (None for a key that is merely not Active: a row of the table)."""
-    held = find_key(keys, record.held_key_id)
-    what = f"the key the secret holds, {record.held_key_id}, " + (
-        "no longer exists in IAM" if held is None else f"is {held.status}")
-    version = record.version_with(PREVIOUS)
-    value = read_version_value(run.clients, record, PREVIOUS) if version else None
-    previous = held_key(record, value) if value is not None and same_user(record, value) else None
-    found = find_key(keys, previous.key_id) if previous else None
-    if previous is None or found is None or not found.active or previous.key_id in holders.others:
-        return None, (None if held is not None else f"{what}, and no Active previous key to restore: rotated afresh")
-    return Restore(version, previous, what), None
-
-
-def held_at_deadline(run: Run, record: SecretRecord, own: SecretSettings) -> bool:
-    """Is the key the secret holds so old that its rotation, the next run and its grace period would no longer end
-    before MAX_KEY_AGE_DAYS if anything held the rotation back now? Then a key turned on again after its adoption
-    was over gets no new adoption wait: it is retired at once, loudly if in use (a key in use is never deleted to
-    make room, so one turned on again before every run holds the rotation: the held key is reported overdue)."""
-    held, max_age = find_key(record.keys or [], record.held_key_id), run.settings.max_key_age_days
-    room = own.grace_hours / 24 + SCHEDULE_PERIOD / timedelta(days=1)
-    return held is not None and max_age > 0 and past_deadline(held.created, run.clock.now(), max(max_age - room, 0.01))
-
-
-def settle_first(run: Run, record: SecretRecord, keys: list[KeyState], holders: Holders, own: SecretSettings,
-                 redelivery: bool) -> Settling | None:
-    """A previous key still Active (the grace period), or an adopted key, is settled before anything else
-    (force aside): the key the secret holds must authenticate before either is retired."""
-    if run.settings.force and not redelivery:
-        return None
-    previous = previous_key(run, record, keys)
-    found = find_key(keys, previous)
-    if found is not None and found.active and previous != record.held_key_id and previous not in holders.others:
-        return Settling(record, previous, own, ("already rotated for this scheduled event",) if redelivery else (),
-                        lost=holders.lost)
-    adopted = [k for k in keys if k.key_id in holders.adopted]
-    if adopted:
-        return Settling(record, adopted[0].key_id, own, adopted=record.adopted_at[adopted[0].key_id],
-                        lost=holders.lost)
-    return None
-
-
-def unproven_reasons(holders: Holders) -> list[str]:
-    return [unproven_why(k, until) for k, until in sorted(holders.unproven.items())]
-
-
-def cleanup_or(record: SecretRecord, own: SecretSettings, holders: Holders, outcome: Outcome) -> Outcome | Cleanup:
-    """Nothing is due: report ``outcome`` (and any key not yet proven the function's own), after deleting the
-    function's own unstored keys if there are any."""
-    outcome.reasons += unproven_reasons(holders)
-    return Cleanup(record, own, holders.lost, outcome) if holders.lost else outcome
-
-
-def planned(item: Rotate | Cleanup) -> Outcome:
-    """A hold's answer: what acting would do, from the decision alone."""
-    record = item.record
-    if isinstance(item, Cleanup):
-        return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
-                       old_key_id=record.held_key_id, steps=[f"delete {k}" for k in sorted(item.lost)],
-                       reasons=facts(lost_reason(item.lost)))
-    if item.restore is not None:
-        return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
-                       restored_key_id=item.restore.key.key_id, reasons=[item.restore.found],
-                       steps=[f"make version {item.restore.version} current"])
-    return Outcome(secret=record.name, status=Status.PLANNED, user=record.user_name,
-                   old_key_id=record.held_key_id, steps=[f"delete {k}" for k in sorted(item.lost)] + item.plan.steps(),
-                   adopted=item.kept[0] if item.kept else None, reasons=list(item.reasons))
-
-
-def due_days(run: Run, record: SecretRecord, own: SecretSettings) -> float:
-    """The secret's rotation age after the deadline; a deadline that brings it forward is noted for the run."""
-    due = due_after_days(own.rotate_after_days, own.grace_hours, run.settings.max_grace_hours,
-                         run.settings.max_key_age_days)
-    if due < own.rotate_after_days:
-        run.brought_forward[record.name] = (own.rotate_after_days, due)
-    return due
-
-
-def freed_reason(plan: RotationPlan, holders: Holders) -> str | None:
-    if plan.freed_adopted is None:
-        return None
-    return (f"force: deleted key {plan.freed_adopted}, held by no secret but in use (last used "
-            f"{holders.adopted[plan.freed_adopted]}), to make room")
-
-
-def plan_of(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyState], holders: Holders,
-            token: str, restore: Restore | None, found: str | None) -> Rotate | Outcome | Cleanup:
-    """The rotation's plan over the keys besides the function's own lost ones (``act`` deletes those first),
-    logged; a blocked plan fails the secret (nothing changed), or waits while a key in the way is one IAM's
-    data cannot yet prove unused (``Holders.unproven``): the next run judges it."""
-    keys = [k for k in keys if k.key_id not in holders.lost]
-    plan = plan_rotation(keys, holders, run.settings.force)
-    kept = tuple(k for k in holders.adopted if k != plan.freed_adopted and find_key(keys, k))
-    log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
-               keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), dry_run=own.dry_run,
-               blocked=plan.blocked, adopted=list(kept), lost=sorted(holders.lost))
-    if plan.blocked and restore is None and holders.unproven:
-        log_action("waiting_for_proof", secret=record.name, user=record.user_name, keys=sorted(holders.unproven))
-        waiting = Outcome(secret=record.name, status=Status.WAITING, user=record.user_name,
-                          old_key_id=record.held_key_id, reasons=[f"rotation waits: {plan.blocked}"])
-        return Cleanup(record, own, holders.lost, waiting) if holders.lost else waiting
-    if plan.blocked and restore is None:
-        raise RotationError(record.name, plan.blocked)
-    reasons = (*facts(found, freed_reason(plan, holders), lost_reason(holders.lost)), *unproven_reasons(holders))
-    return Rotate(record, own, keys, holders, plan, token, kept, reasons, restore, holders.lost)
-
-
-def made_lately(made_at: datetime | None, now: datetime) -> bool:
-    """Did the function mark a create less than LIST_LAG ago (IAM's list may not show its key yet)?"""
-    return made_at is not None and timedelta(0) <= now - made_at < LIST_LAG
-
-
-def list_lags(run: Run, record: SecretRecord, keys: list[KeyState], held: KeyState | None) -> str | None:
-    """Why IAM's list (a minute behind a change) cannot be judged on yet, else None: the key the secret holds is
-    not listed less than LIST_LAG after the function made a key; or it is listed Inactive just after the secret
-    changed (a rollback turns it on and moves AWSCURRENT to it; LastChangedDate is Secrets Manager's own, read
-    consistently)."""
-    now = run.clock.now()
-    made_at = parse_marker(run.tags(record).get(MADE_TAG))[0]
-    recent = made_lately(made_at, now)
-    if held is None and record.held_key_id and recent:
-        return (f"IAM does not list the key the secret holds, {record.held_key_id}, yet: its list lags a change, "
-                f"and this function made a key at {iso(made_at)}; judged next run")
-    if held is not None and held.status == KeyStatus.INACTIVE and len(record.stages) > 1 and record.changed_at \
-            and -CLOCK_SKEW <= now - record.changed_at < LIST_LAG:
-        return (f"IAM lists the key the secret holds, {held.key_id}, {held.status}, and the secret changed at "
-                f"{iso(record.changed_at)}: IAM's list lags a change (a rollback turns a key on); judged next run")
-    return None
-
-
-def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Cleanup:
-    """What one claimed secret needs, from reads alone: restore a previous key, settle a previous or adopted key
-    still Active, rotate, clean up the function's own unstored keys, or nothing. Nothing changes here."""
+def leak_work(run: Run) -> Work:
+    """The leak's entry point: the secret each leaked key's user names (with the guard off, every secret sec
+    selects, as in the batch: those naming a leaked key's user act, ``naming_leaked_users``); every secret sec
+    selects is read as a holder; a key no secret may answer for is reported as it is."""
     settings = run.settings
-    own = record.effective or guard(run, record, Entry.BATCH)
-    keys = record.keys = list_keys(run.clients, record)
-    token = version_token(settings.event_id, record.arn)
-    redelivery = already_rotated(record, settings, token)
-    holders = run.holders(record, keys)
-    if settings.exposed:  # a leak's run acts on the leaked keys alone
-        leaked = run.exposed.get(record.user_name.casefold())
-        if not leaked:
-            return skipped(record, "names another user than the leaked key's; not acted on")
-        return assess_exposed(run, record, own, keys, holders, token, leaked)
-    held = find_key(keys, record.held_key_id)
-    lagging = list_lags(run, record, keys, held)
-    if lagging:
-        return skipped(record, lagging)
-    held_ok = held is not None and held.active
-    restore, found = (None, None)
-    if record.held_key_id and not held_ok and not redelivery:
-        restore, found = restorable(run, record, keys, holders)
-    settling = settle_first(run, record, keys, holders, own, redelivery) if held_ok else None
-    if settling is not None and settling.adopted is not None and held_at_deadline(run, record, own) \
-            and settling.previous_key_id in parse_retired(run.tags(record).get(ADOPTED_TAG)):
-        settling.at_deadline = True  # turned on again after its adoption was over: no new wait
-    if settling is not None:
-        return settling
-    if redelivery:
-        return cleanup_or(record, own, holders, skipped(record, "already rotated for this scheduled event"))
-    due = due_days(run, record, own)
-    # the function's own lost keys go in any case; one not yet proven so is judged when it can be
-    remaining = [k for k in keys if k.key_id not in holders.lost and k.key_id not in holders.unproven]
-    if not settings.force and not rotation_due(remaining, record.held_key_id, run.clock.now(), due):
-        return cleanup_or(record, own, holders,
-                          skipped(record, f"key {record.held_key_id} is younger than rotate-after-days={due:g}"))
-    return plan_of(run, record, own, keys, holders, token, restore, found)
-
-
-def verify_current_first(run: Run, record: SecretRecord, why: str) -> None:
-    """Before a held key is retired, the key the secret holds now must authenticate (force included)."""
-    key = held_key(record)
-    if key is None:
-        raise RotationError(record.name, f"{why}: the secret's AWSCURRENT holds no usable key, so no held key is "
-                                         "retired; nothing changed")
-    problems = verify_keys(run.clients, [Check(record, key)], run.settings.verify_timeout, run.clock)
-    if problems:
-        raise RotationError(record.name, f"{why}: the key the secret holds did not authenticate "
-                                         f"({problems[record.name]}), so no held key is retired; nothing changed")
-
-
-def outstanding(marker: str | None, now: datetime) -> bool:
-    """Did the create this mark is for (less than LIST_LAG ago) perhaps make a key IAM's list does not show yet?
-    Found by make fuzz: a rerun a moment after a lost CreateAccessKey answer did not list that key, was refused
-    (two keys), and its "made nothing" mark over the old one let the lost key pass for a person's."""
-    made_at, _, _, token = parse_marker(marker)
-    return token != NO_KEY_MADE and made_lately(made_at, now)
-
-
-def make_room_and_create(run: Run, record: SecretRecord, plan: RotationPlan, keys: list[KeyState],
-                         token: str | None) -> AccessKey:
-    """Deactivate (force only) and delete the keys the plan removes first, mark the user (MADE_TAG: when, and
-    the keys it has), then create the new key. The mark is what lets a later run know a key made now, whose
-    answer is lost, for the function's own."""
-    clients = run.clients
-    try:
-        for key_id in plan.deactivate_first:
-            set_key_status(clients, record, key_id, KeyStatus.INACTIVE)
-        for key_id in plan.delete_first:
-            delete_key(clients, record, key_id)
-    except Exception as err:
-        raise RotationError(record.name, f"{describe_error(err)}; old key unchanged") from None
-    remaining = {k.key_id for k in keys} - set(plan.delete_first)
-    earlier = run.tags(record).get(MADE_TAG)
-    try:
-        tag_user(clients, record, MADE_TAG, made_marker(run.clock.now(), remaining, record.held_key_id, token))
-    except RotationError as err:
-        raise RotationError(record.name, f"{err.why} (the function marks a user before it makes a key: "
-                                         f"iam:TagUser for tag {MADE_TAG}); old key unchanged") from None
-    try:
-        return create_key(clients, record, remaining)
-    except RotationError as err:
-        if err.made_nothing:  # refused outright: this create made no key (a person's may appear)
-            with suppress(RotationError):  # an earlier create's key IAM may not list yet keeps its mark
-                tag_user(clients, record, MADE_TAG, earlier if outstanding(earlier, run.clock.now()) else
-                         made_marker(run.clock.now(), remaining, record.held_key_id, NO_KEY_MADE))
-        raise
-
-
-def rotate(run: Run, item: Rotate) -> Outcome | Stored:
-    """Restore a previous key if one works at once; else (MAX_FAILURES permitting) make room, mark, create and
-    store the new key. From the first change on, a failure counts towards MAX_FAILURES."""
-    record, plan = item.record, item.plan
-    if item.restore is not None:
-        restored = repair(run, record, item.restore)
-        if isinstance(restored, Outcome):
-            return restored
-        item.reasons = (*facts(restored), *item.reasons)
-        if plan.blocked:
-            raise RotationError(record.name, f"{restored}; {plan.blocked}")
-    stopped = run.stopped()
-    if stopped:
-        log_action("not_attempted", logging.ERROR, secret=record.name, reason=stopped)
-        return Outcome(secret=record.name, status=Status.NOT_ATTEMPTED, user=record.user_name,
-                       reasons=[str(RotationError(record.name, stopped))], stopped_early=True)
-    if plan.retires_held_first:
-        verify_current_first(run, record, "force")
-    try:
-        new_key = make_room_and_create(run, record, plan, item.keys, item.token)
-        store_key(run.clients, record, new_key, item.token, smtp_regions=item.effective.smtp_regions)
-    except RotationError as err:  # the rotation acted: it counts towards MAX_FAILURES
-        run.count_failure(str(err))
-        raise
-    return Stored(record, plan, new_key, item.effective, item.kept, item.reasons, item.lost, item.exposed)
-
-
-def act(run: Run, item: Outcome | Settling | Rotate | Cleanup) -> Outcome | Stored | Settling:
-    """Carry out what ``assess`` decided. Under a hold (dry run, the dry-run tag) nothing here changes anything:
-    the decision becomes a plan (a Settling's retirement is planned by ``settle``, after verification)."""
-    if isinstance(item, Outcome):
-        return item
-    if item.effective.dry_run:
-        return item if isinstance(item, Settling) else planned(item)
-    late = out_of_time(run, item.record)
-    if late is not None:
-        return late
-    delete_lost(run, item.record, item.lost)
-    record_adoptions(run, item.record)
-    if isinstance(item, Cleanup):
-        item.outcome.reasons += facts(lost_reason(item.lost))
-        item.outcome.retired_keys = sorted(item.lost)
-        return item.outcome
-    if isinstance(item, Settling):
-        item.reasons = (*item.reasons, *facts(lost_reason(item.lost)))
-        return item
-    return rotate(run, item)
-
-
-def check_of(item: Stored | Settling) -> Check | None:
-    """The key to authenticate before retiring anything: the new key, or the key the secret now holds."""
-    if isinstance(item, Stored):
-        return Check(item.record, item.new_key)
-    key = held_key(item.record)
-    return Check(item.record, key) if key else None
-
-
-def finish(run: Run, item: Stored | Settling, problems: dict[str, str]) -> Outcome:
-    """Last pass: retire old keys of a verified secret, or keep them through the grace period."""
-    if isinstance(item, Settling):
-        return settle(run, item, problems)
-    record, plan, new_key, own = item.record, item.plan, item.new_key, item.effective
-    if record.name in problems:
-        raise RotationError(record.name, f"new key {new_key.key_id} is stored, but {problems[record.name]}; old key "
-                                         "left Active, the next run verifies again before retiring it",
-                            stored_key_id=new_key.key_id)
-    keep_until = None
-    if own.grace_hours > 0 and plan.deactivate_after and not item.exposed:
-        keep_until = iso(run.clock.now() + timedelta(hours=own.grace_hours))
-        retire_keys(run.clients, record, (), plan.delete_after)
-    else:
-        retire_keys(run.clients, record, plan.deactivate_after, plan.delete_after)
-    retired = [*sorted(item.lost), *plan.deactivate_first, *plan.delete_first, *plan.delete_after,
-               *(plan.deactivate_after if keep_until is None else ())]
-    reasons, adopted_end = list(item.reasons), None
-    if item.adopted:
-        since = record.adopted_at.get(item.adopted[0], run.clock.now())
-        adopted_end = iso(adopted_until(since, run.settings.max_grace_hours))
-        reasons.append(f"key {item.adopted[0]} is held by no secret but in use: kept Active until {adopted_end}")
-    outcome = Outcome(secret=record.name, status=Status.ROTATED, user=record.user_name,
-                      old_key_id=record.held_key_id, new_key_id=new_key.key_id,
-                      steps=plan.steps(new_key.key_id, keep_until), retire_after=adopted_end or keep_until,
-                      adopted=item.adopted[0] if item.adopted else None, reasons=reasons, retired_keys=retired)
-    log_action("rotated", secret=record.name, user=record.user_name, old_key_id=record.held_key_id,
-               new_key_id=new_key.key_id, retire_after=outcome.retire_after, adopted=outcome.adopted)
-    return outcome
-
-
-CPU_SECONDS_PER_ROTATION = 0.017  # measured by make bench on a 2-core machine: a run is CPU-bound
-FULL_VCPU_MB = 1769  # Lambda gives one vCPU at this memory size, proportionally less below
-
-
-def capacity(memory_mb: float, seconds: float) -> int:
-    """How many rotations an invocation can do in ``seconds`` at ``memory_mb`` (CPU-bound)."""
-    return int(seconds * min(1.0, memory_mb / FULL_VCPU_MB) / CPU_SECONDS_PER_ROTATION)
-
-
-def warn_if_too_many(count: int, context: Any, memory: Any) -> None:
-    """A WARNING when the secrets selected cannot all be rotated in the time this memory size allows.
-    Advisory: a context that cannot say (or fails to) changes nothing."""
-    try:
-        memory_mb = float(memory) if isinstance(memory, int | float | str) and memory else None
-        left = time_left(context) if memory_mb else None
-    except Exception:  # a stand-in context's clock may fail: the run's own checks report that
-        return
-    if left is None or memory_mb is None:
-        return
-    fits = capacity(memory_mb, left)
-    if count > fits:
-        log_action("too_many_secrets", logging.WARNING, selected=count, fit=fits, memory_mb=memory_mb,
-                   message=f"{count} secrets selected, but about {fits} rotations fit in the time left at "
-                           f"{memory_mb:g} MB (CPU-bound); raise the memory size or split the secrets")
-
-
-def bounded(run: Run, step: Callable[..., Any]) -> Callable[[Any], Any]:
-    """One secret's step under TIME_MARGIN_SECONDS, every attempt of every call (a clean-up's reserve inside)."""
-    def run_one(item: Any) -> Any:
-        with run.clients.budget.deadline(run.settings.time_margin, reserve=CLEANUP_SECONDS):
-            return step(run, item)
-    return run_one
-
-
-def waves_of(assessed: list[Any], limit: int) -> list[list[int]]:
-    """The blast-radius limit's waves: the first holds the first ``limit`` rotations that will act (and whatever
-    else comes before the last of them), the second the rest. Outcomes are in neither."""
-    todo = [i for i, item in enumerate(assessed) if not isinstance(item, Outcome)]
-    acting = [i for i in todo if isinstance(assessed[i], Rotate) and not assessed[i].effective.dry_run]
-    if limit <= 0 or len(acting) <= limit:
-        return [todo]
-    cut = acting[limit - 1]
-    return [[i for i in todo if i <= cut], [i for i in todo if i > cut]]
-
-
-def rotate_wave(run: Run, items: list[Any], map_: Callable) -> list[Outcome]:
-    """Act on each, verify every new (or current) key together, finish each."""
-    started = list(map_(isolated(name_of, bounded(run, act)), items))
-    to_check = [s for s in started if isinstance(s, Stored | Settling)]
-    checks = [c for c in map(check_of, to_check) if c is not None]
-    try:
-        # The keys wait out IAM's propagation delay together, not one after another.
-        problems = verify_keys(run.clients, checks, run.settings.verify_timeout, run.clock, map_)
-    except Exception as err:
-        problems = {c.record.name: f"verification failed: {describe_error(err)}" for c in checks}
-    outcomes = list(map_(isolated(name_of, bounded(run, lambda r, item: finish(r, item, problems))), started))
-    for outcome, item in zip(outcomes, started, strict=True):
-        if isinstance(item, Stored) and outcome.status == Status.FAILED:
-            run.count_failure(outcome.reason or outcome.secret)
-    return outcomes
-
-
-def rotate_in_waves(run: Run, decided: list[Any], map_: Callable) -> list[Outcome]:
-    """Assess every claimed secret (reads only), then act in waves: the first MAX_FAILURES rotations that will
-    act are made and verified before the rest start, so a fault present from the start (an SCP denying STS, a
-    disabled KMS key) leaves at most that many rotations half done; once MAX_FAILURES rotations that acted have
-    failed, no new one starts."""
-    results: list[Any] = list(map_(isolated(name_of, bounded(run, assess)), decided))
-    for wave in waves_of(results, run.settings.max_failures):
-        for index, outcome in zip(wave, rotate_wave(run, [results[i] for i in wave], map_), strict=True):
-            results[index] = outcome
-    return results
-
-
-def selected(run: Run) -> tuple[list[str], frozenset[str], list[str], list[Outcome]]:
-    """The secrets a run acts on (and those of them only ListSecrets found), those it reads only as holders, and
-    the reports of leaked keys it cannot act on.
-    A targeted run or a rollback acts on the named secrets only, a leak on the secret its user's tag names; every
-    secret ``sec`` selects may hold one of their users' keys: those are read too (with the guard off)."""
-    settings = run.settings
-    if settings.exposed:
-        found = [exposure_of(run, key_id) for key_id in settings.exposed]
-        secret_ids, listed = list(dict.fromkeys(f for f in found if isinstance(f, str))), frozenset()
-        if None in found:  # the guard off: every secret sec selects may name a leaked key's user, as in the batch
-            secret_ids, listed = resolve_secret_ids(settings, run.clients, None)
-        return (secret_ids, listed, holder_ids(settings, run.clients, secret_ids),
-                [f for f in found if isinstance(f, Outcome)])
-    wanted = settings.rollback or settings.targets
-    secret_ids, listed = resolve_secret_ids(settings, run.clients, wanted)
-    return secret_ids, listed, holder_ids(settings, run.clients, secret_ids) if wanted else [], []
-
-
-def run_batch(settings: Settings, clients: Clients, clock: Clock, context: Any,
-              run: Run | None = None) -> list[Outcome]:
-    """The batch passes: resolve, read, authorise, decide, then rotate in waves (start, verify together,
-    finish); last, the deadline's figures for every secret. ``run``: the invocation's, kept for the owners."""
-    run = run or Run(settings, clients, clock, context)
-    secret_ids, listed, holders_only, unmanaged = selected(run)
-    workers = max(1, min(settings.max_workers, len(secret_ids) + len(holders_only)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
-        everything = read_secrets(clients, secret_ids + holders_only, pool.map, listed)
-        run.add_holders(everything)
-        read = naming_leaked_users(run, everything[:len(secret_ids)]) if settings.exposed \
-            else everything[:len(secret_ids)]
-        warn_if_too_many(len(secret_ids), context, getattr(context, "memory_limit_in_mb", None))
-        # Read each user's tag once, in parallel, before the in-order decide pass uses it.
-        list(pool.map(isolated(name_of, run.refusal), read))
-        if settings.rollback:
-            outcomes = list(pool.map(isolated(name_of, lambda r: rollback_secret(run, r)), read))
-        else:
-            decided = [isolated(name_of, lambda r: decide(run, r))(item) for item in read]
-            outcomes = rotate_in_waves(run, decided, pool.map) + unmanaged
-    if settings.exposed:
-        answer_exposures(run, read, outcomes)
-    if settings.lookup_holdouts or settings.exposed:
-        look_up_holdouts(run, outcomes)
-    report_compliance(run, read, outcomes)
-    return outcomes
+    found = [exposure_of(run, key_id) for key_id in settings.exposed]
+    secret_ids, listed = list(dict.fromkeys(f for f in found if isinstance(f, str))), frozenset()
+    if None in found:  # the guard off: every secret sec selects may name a leaked key's user, as in the batch
+        secret_ids, listed = resolve_secret_ids(settings, run.clients, None)
+    return Work(secret_ids, listed, holder_ids(settings, run.clients, secret_ids),
+                [f for f in found if isinstance(f, Outcome)], claim=naming_leaked_users,
+                work=lambda r, read, map_: rotate_claimed(r, read, map_, assess_leaked), answer=answer_exposures)
 
 
 # ---------------------------------------------------------------------------
@@ -4684,7 +4732,7 @@ def handle(event: Any, context: Any, environ: Mapping[str, str], clock: Clock,
     if is_rotation_event(event):
         return serve_rotation_step(event, context, settings, clients, clock)
     run = Run(settings, clients, clock, context)
-    outcomes = run_batch(settings, clients, clock, context, run)
+    outcomes = run_work(run, leak_work(run) if settings.exposed else batch_work(run))
     active: list[str] = []  # the users with an Active key, from the credential report
     nearing: list[NearDeadline] = []
     account = read_account_report(clients, settings, clock, outcomes, active, nearing) if settings.account_report \
