@@ -1114,8 +1114,29 @@ class AccessKey:
 
 
 @dataclass
+class Deadline:
+    """The deadline's figures of one secret after the run (``compliance``), from the keys IAM listed."""
+
+    overdue: bool = False  # a managed Active key is older than MAX_KEY_AGE_DAYS
+    overdue_key_id: str | None = None
+    overdue_key_age_days: float | None = None
+    overdue_keys: int = 0
+    key_age_days: float | None = None  # of the key the secret holds after the run (None: it holds none)
+    next_rotation: str | None = None  # the UTC date the rotation falls due
+
+
+@dataclass
+class Leak:
+    """A leak's facts, on the outcome of the secret that answered it (or of the key no secret may answer for)."""
+
+    key_id: str
+    quarantined: bool | None = None  # AWS attached its AWSCompromisedKeyQuarantine policy to the user (None: unknown)
+
+
+@dataclass
 class Outcome:
-    """What happened to one secret."""
+    """What happened to one secret: the core's facts, with the deadline's figures and a leak's facts as parts.
+    The summary, the log lines, the SNS message, the events and the metrics are all rendered from it."""
 
     secret: str
     status: Status
@@ -1129,12 +1150,6 @@ class Outcome:
     adopted: str | None = None  # an Active key no secret held, in use: kept Active, retired through the usage gate
     restored_key_id: str | None = None  # rollback and repair: the key AWSCURRENT holds again
     retired_key_id: str | None = None  # rollback: the key deactivated
-    overdue: bool = False  # a managed Active key is older than MAX_KEY_AGE_DAYS
-    overdue_key_id: str | None = None
-    overdue_key_age_days: float | None = None
-    overdue_keys: int = 0
-    key_age_days: float | None = None  # of the key the secret holds after the run (None: it holds none)
-    next_rotation: str | None = None  # the UTC date the rotation falls due
     stopped_early: bool = False  # not attempted: MAX_FAILURES rotations had failed
     still_in_use: bool = False  # waiting: IAM shows the previous (or adopted) key used since the store
     secret_arn: str | None = None
@@ -1143,24 +1158,27 @@ class Outcome:
     holdouts_note: str | None = None  # why holdouts were not (all) found: not looked up, failed, first page only
     in_use_since: datetime | None = field(default=None, repr=False)  # the store: where a holdout lookup starts
     managed: bool = field(default=False, repr=False)  # an authorised secret names the user (the account report)
-    exposed: bool = False  # the run answered a leak of ``exposed_key_id`` (an AWS Health event, or the operator)
-    exposed_key_id: str | None = None
-    quarantined: bool | None = None  # AWS attached its AWSCompromisedKeyQuarantine policy to the user (None: unknown)
     retired_keys: list[str] = field(default_factory=list, repr=False)  # deactivated or deleted in this run
     owner: str | None = None  # the user's key-rotation-owner tag, as the run read it (clipped; None: none)
+    deadline: Deadline = field(default_factory=Deadline)
+    leak: Leak | None = None  # the run answered a leak of this key (an AWS Health event, or the operator)
 
     @property
     def reason(self) -> str | None:
         return "; ".join(self.reasons) or None
 
     def summary(self) -> dict[str, Any]:
+        deadline, leak = self.deadline, self.leak
         shown = {("reason" if k == "reasons" else k): (self.reason if k == "reasons" else v)
-                 for k, v in self.__dict__.items()}
+                 for k, v in self.__dict__.items() if k not in ("deadline", "leak")}
+        shown |= {"overdue_key_id": deadline.overdue_key_id, "overdue_key_age_days": deadline.overdue_key_age_days}
+        if leak is not None:
+            shown |= {"exposed": True, "exposed_key_id": leak.key_id, "quarantined": leak.quarantined}
         fields = {k: v for k, v in shown.items()
                   if (v not in (None, [], False) or (k == "holdouts" and v is not None))
-                  and k not in ("overdue_keys", "in_use_since", "managed", "retired_keys")}
-        return {**fields, "status": str(self.status), "overdue": self.overdue,
-                "key_age_days": self.key_age_days, "next_rotation": self.next_rotation}
+                  and k not in ("in_use_since", "managed", "retired_keys")}
+        return {**fields, "status": str(self.status), "overdue": deadline.overdue,
+                "key_age_days": deadline.key_age_days, "next_rotation": deadline.next_rotation}
 
 
 @dataclass
@@ -2673,15 +2691,15 @@ def compliance(run: Run, record: SecretRecord, outcome: Outcome) -> None:
     own = record.effective or SecretSettings("rotate", settings.dry_run, settings.rotate_after_days,
                                              settings.grace_hours)
     due = due_after_days(own.rotate_after_days, own.grace_hours, settings.max_grace_hours, settings.max_key_age_days)
-    outcome.key_age_days = age_days(held_created, now) if held_created else None
-    outcome.next_rotation = iso(max(now, held_created + timedelta(days=due)) if held_created else now)[:10]
+    outcome.deadline.key_age_days = age_days(held_created, now) if held_created else None
+    outcome.deadline.next_rotation = iso(max(now, held_created + timedelta(days=due)) if held_created else now)[:10]
     if settings.max_key_age_days > 0:
         others = run.others_holding(record, keys) if run.by_user else {}
         late = sorted((created, key_id) for key_id, created in active.items()
                       if key_id not in others and now - created > timedelta(days=settings.max_key_age_days))
         if late:
-            outcome.overdue, outcome.overdue_keys = True, len(late)
-            outcome.overdue_key_id, outcome.overdue_key_age_days = late[0][1], age_days(late[0][0], now)
+            outcome.deadline = replace(outcome.deadline, overdue=True, overdue_keys=len(late),
+                                       overdue_key_id=late[0][1], overdue_key_age_days=age_days(late[0][0], now))
     if record.name in run.brought_forward:
         asked, due_day = run.brought_forward[record.name]
         note = (f"rotation due at day {due_day:g}, not {asked:g}: MAX_KEY_AGE_DAYS={settings.max_key_age_days:g} "
@@ -2783,7 +2801,7 @@ def look_up_holdouts(run: Run, outcomes: list[Outcome]) -> None:
     (LookupEvents, first page), as ``holdouts`` and a WARNING. At most HOLDOUT_LOOKUPS_PER_RUN keys, paced
     under CloudTrail's rate (``Pacer``); a lookup that fails changes nothing but the report. Reads only.
     A leaked key is always looked up, since its creation: who used it, the attacker beside the consumers."""
-    wanted = [o for o in outcomes if o.in_use_since and (o.exposed or (
+    wanted = [o for o in outcomes if o.in_use_since and (o.leak or (
         run.settings.lookup_holdouts and o.old_key_id and (o.still_in_use or o.forced_in_use)))]
     for index, outcome in enumerate(wanted):
         if index >= HOLDOUT_LOOKUPS_PER_RUN:
@@ -2794,7 +2812,7 @@ def look_up_holdouts(run: Run, outcomes: list[Outcome]) -> None:
         if left is not None and left < HOLDOUT_TIME_RESERVE:
             outcome.holdouts_note = "not looked up: too little Lambda time left"
             continue
-        key_id = outcome.exposed_key_id or outcome.old_key_id
+        key_id = outcome.leak.key_id if outcome.leak else outcome.old_key_id
         try:
             with run.clients.budget.deadline(HOLDOUT_TIME_RESERVE):
                 answer = run.clients.cloudtrail.lookup_events(
@@ -3580,8 +3598,8 @@ def own_secret(run: Run, arn: str) -> bool:
 def unmanaged_exposure(key_id: str, user: str | None) -> Outcome:
     """A leaked key no authorised secret holds: whose it is, and that nothing changed; nothing more (no use, no
     CloudTrail lookup: the function has no business reading who uses a key it does not manage)."""
-    return Outcome(secret=f"exposed key {key_id}", status=Status.SKIPPED, user=user, exposed=True,
-                   exposed_key_id=key_id, reasons=[f"key {key_id} of IAM user {user!r} is exposed, but no secret "
+    return Outcome(secret=f"exposed key {key_id}", status=Status.SKIPPED, user=user, leak=Leak(key_id),
+                   reasons=[f"key {key_id} of IAM user {user!r} is exposed, but no secret "
                    "this function manages names the user back; nothing changed: give its consumers a new key, then "
                    "deactivate it (never delete it: it is evidence)"])
 
@@ -3639,8 +3657,8 @@ def quarantined(run: Run, user: str) -> bool | None:
 
 def another_users_secret(key_id: str, user: str, record: SecretRecord) -> Outcome:
     """A leaked key whose user's tag names a secret that holds another user's keys: not this key's to answer."""
-    return Outcome(secret=f"exposed key {key_id}", status=Status.FAILED, user=user, exposed=True,
-                   exposed_key_id=key_id, reasons=[f"key {key_id} of IAM user {user!r} is exposed and NOT revoked: "
+    return Outcome(secret=f"exposed key {key_id}", status=Status.FAILED, user=user, leak=Leak(key_id),
+                   reasons=[f"key {key_id} of IAM user {user!r} is exposed and NOT revoked: "
                    f"the user's tag names secret {record.name!r}, which holds IAM user {record.user_name!r}'s keys; "
                    "nothing changed for it: give its consumers a new key, then deactivate it"])
 
@@ -3659,22 +3677,21 @@ def answer_exposures(run: Run, records: list[Any], outcomes: list[Outcome]) -> N
                 outcomes.append(unmanaged_exposure(key_id, user))
             elif record is not None and record.user_name.casefold() != user:
                 outcomes.append(another_users_secret(key_id, user, record))
-            elif record is not None and record.name in by_secret and not by_secret[record.name].exposed_key_id:
-                by_secret[record.name].exposed_key_id = key_id
+            elif record is not None and record.name in by_secret and by_secret[record.name].leak is None:
+                by_secret[record.name].leak = Leak(key_id)
     for outcome in outcomes:
-        key_id, record = outcome.exposed_key_id, read.get(outcome.secret)
-        if key_id is None:
+        if outcome.leak is None:
             continue
-        outcome.exposed = True
+        key_id, record = outcome.leak.key_id, read.get(outcome.secret)
         if outcome.status in FAILING and outcome.secret == run.exposures.get(key_id):
             outcome.reasons = [f"exposed key {key_id} NOT replaced: {outcome.reason}"]
         if record is not None and record.authorised:  # else no authorised secret holds it: no detail, no lookup
             found = find_key(record.keys or [], key_id)
             outcome.in_use_since = found.created if found else run.clock.now() - timedelta(days=90)
-            outcome.quarantined = quarantined(run, outcome.user) if is_user_name(outcome.user) else None
+            outcome.leak.quarantined = quarantined(run, outcome.user) if is_user_name(outcome.user) else None
         held = outcome.status in (Status.SKIPPED, Status.PLANNED) and record is not None
         log_action("exposed_key_held" if held else "exposed_key", logging.WARNING, secret=outcome.secret,
-                   user=outcome.user, key_id=key_id, status=str(outcome.status), quarantined=outcome.quarantined,
+                   user=outcome.user, key_id=key_id, status=str(outcome.status), quarantined=outcome.leak.quarantined,
                    message=f"exposed key {key_id}: {outcome.reason or outcome.status}")
 
 
@@ -3794,13 +3811,13 @@ WHAT_TO_DO = {
 EVENT_SOURCE = "key-rotation"
 # Most significant first: an entry's detail-type is the first that applies.
 DETAIL_TYPES: tuple[tuple[str, Callable[[Outcome], bool]], ...] = (
-    ("Access Key Exposed", lambda o: o.exposed),
+    ("Access Key Exposed", lambda o: o.leak is not None),
     ("Access Key Rotated", lambda o: o.status == Status.ROTATED),
     ("Previous Access Key Retired", lambda o: o.status == Status.RETIRED),
     ("Access Key Rolled Back", lambda o: o.status == Status.ROLLED_BACK),
     ("Access Key Rotation Failed", lambda o: o.status in FAILING),
     ("Previous Access Key Still In Use", lambda o: o.still_in_use),
-    ("Access Key Overdue", lambda o: o.overdue),
+    ("Access Key Overdue", lambda o: o.deadline.overdue),
 )
 EVENTS_PER_CALL = 10  # PutEvents' most entries a call
 PUT_EVENTS_BYTES = 256 * 1024  # PutEvents' largest request, its entries' sizes added up as AWS counts them
@@ -3823,10 +3840,10 @@ def event_entries(settings: Settings, outcomes: list[Outcome]) -> list[dict[str,
         previous = o.retired_key_id or (o.old_key_id if o.old_key_id != o.current_key_id else None)
         detail = {"secret_arn": o.secret_arn, "secret": o.secret, "user": o.user, "status": str(o.status),
                   "current_key_id": o.current_key_id, "previous_key_id": previous, "retire_after": o.retire_after,
-                  "reason": o.reason, "overdue": o.overdue, "holdouts": o.holdouts or [],
-                  "forced_in_use": o.forced_in_use, "key_age_days": o.key_age_days,
-                  **({"exposed": True, "exposed_key_id": o.exposed_key_id, "quarantined": o.quarantined}
-                     if o.exposed else {})}
+                  "reason": o.reason, "overdue": o.deadline.overdue, "holdouts": o.holdouts or [],
+                  "forced_in_use": o.forced_in_use, "key_age_days": o.deadline.key_age_days,
+                  **({"exposed": True, "exposed_key_id": o.leak.key_id, "quarantined": o.leak.quarantined}
+                     if o.leak else {})}
         clipped = {k: clip_text(v, EVENT_TEXT) if isinstance(v, str) else v for k, v in detail.items()}
         if clipped != detail:
             clipped["clipped"] = True  # a consumer knows a field is cut short, and reads the summary for the rest
@@ -3909,8 +3926,9 @@ def checked_entries(settings: Settings, outcomes: list[Outcome], counts: Mapping
     if not whole and not outcomes:
         return []
     rows = [{"secret": clip_text(o.secret, EVENT_TEXT), "user": clip_text(o.user or "", EVENT_TEXT),
-             "status": str(o.status), "key_age_days": o.key_age_days, "next_rotation": o.next_rotation,
-             "overdue": o.overdue, "owner": clip_text(o.owner or "", EVENT_TEXT)} for o in outcomes]
+             "status": str(o.status), "key_age_days": o.deadline.key_age_days,
+             "next_rotation": o.deadline.next_rotation, "overdue": o.deadline.overdue,
+             "owner": clip_text(o.owner or "", EVENT_TEXT)} for o in outcomes]
     parts = [rows[i:i + CHECKED_ROWS] for i in range(0, len(rows), CHECKED_ROWS)] or [[]]
     read = settings.account_report and unmanaged_known
     common = {"run": run_id, "parts": len(parts), "code": CODE_VERSION, "version": __version__,
@@ -4007,15 +4025,15 @@ def fit_message(counts: Mapping[str, Any], ordered: list[str]) -> str:
 
 def exposure_advice(outcome: Outcome) -> str:
     """What a leak's line adds: what was done, what is left to the operator."""
-    if not outcome.exposed:
+    if outcome.leak is None:
         return ""
-    key, status = outcome.exposed_key_id, outcome.status
+    key, status = outcome.leak.key_id, outcome.status
     done = {Status.ROTATED: f"replaced by {outcome.new_key_id} and deactivated (not deleted: it is evidence); "
                             "a consumer still on it is broken until it reads the secret again",
             Status.RETIRED: "deactivated (not deleted: it is evidence)"}.get(status, "NOT revoked: see the reason")
     quarantine = {True: " AWS attached its quarantine policy to the user: remove it once you have checked the "
                         "key's use (see the incident guide).",
-                  None: " Whether AWS quarantined the user is not known."}.get(outcome.quarantined, "")
+                  None: " Whether AWS quarantined the user is not known."}.get(outcome.leak.quarantined, "")
     return f". EXPOSED key {key}: {done}. Check who used it (the holdouts above, CloudTrail).{quarantine}"
 
 
@@ -4023,7 +4041,7 @@ def notify(clients: Clients, settings: Settings, outcomes: list[Outcome], counts
     """One SNS message per run that rotated, retired, waited on or failed anything (no secret values)."""
     if not settings.notify_topic_arn:
         return
-    told = sorted((o for o in outcomes if o.status in WHAT_TO_DO or o.exposed), key=lambda o: o.status not in FAILING)
+    told = sorted((o for o in outcomes if o.status in WHAT_TO_DO or o.leak), key=lambda o: o.status not in FAILING)
     lines = [clip_text(f"{o.secret}: {o.status}" + (f" ({o.reason})" if o.reason else "")
                        + (f". Who still uses {o.old_key_id}: {describe_holdouts(o.holdouts)}" if o.holdouts else "")
                        + (f". Holdouts: {o.holdouts_note}" if o.holdouts_note else "")
@@ -4179,8 +4197,8 @@ def still_in_use_notice(run: Run, record: SecretRecord, outcome: Outcome,
 
 def exposed_notice(run: Run, record: SecretRecord | None, outcome: Outcome) -> OwnerNotice | None:
     """Case 3: a leaked key: replaced and deactivated (or NOT, and why), who used it. Told in the leak's run."""
-    key, user = outcome.exposed_key_id, outcome.user
-    if not outcome.exposed or not key or not is_user_name(user):
+    key, user = outcome.leak.key_id if outcome.leak else None, outcome.user
+    if not key or not is_user_name(user):
         return None
     secret = said(record.secret_name) if record is not None else None
     status = outcome.status
@@ -4211,7 +4229,7 @@ def failed_notice(run: Run, record: SecretRecord, outcome: Outcome) -> OwnerNoti
     """Case 5: a rotation of the user failed (an authorised secret's: a writer of another secret cannot make its
     owner be told): what was left as it was."""
     mode = record.tags.get(TAG_MODE, "").strip().lower()  # a hold binds even when another tag failed the secret
-    if outcome.status != Status.FAILED or outcome.exposed or not record.authorised or mode == "skip":
+    if outcome.status != Status.FAILED or outcome.leak or not record.authorised or mode == "skip":
         return None
     user, secret = record.user_name, said(record.secret_name)
     key = outcome.current_key_id or record.held_key_id
@@ -4257,7 +4275,7 @@ def owner_notices(run: Run, outcomes: list[Outcome], nearing: list[NearDeadline]
     notices: list[OwnerNotice | None] = []
     for outcome in outcomes:
         record = records.get(outcome.secret)
-        if outcome.exposed:
+        if outcome.leak:
             notices.append(exposed_notice(run, record, outcome))
         elif record is not None and record.authorised:
             notices += [adopted_notice(run, record, outcome, key, anchor) for key in sorted(record.adopted_at)]
@@ -4452,10 +4470,10 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
     counts = {str(status): sum(o.status == status for o in outcomes) for status in Status if status not in FAILING}
     counts["failed"] = len(failed)
     counts["forced_in_use"] = sum(o.forced_in_use for o in outcomes)
-    counts["overdue_keys"] = sum(o.overdue_keys for o in outcomes)
+    counts["overdue_keys"] = sum(o.deadline.overdue_keys for o in outcomes)
     counts["stopped_early"] = int(any(o.stopped_early for o in outcomes))
     counts["unmanaged_overdue_keys"] = len((account or {}).get("overdue_unmanaged", []))
-    ages = [o.key_age_days for o in outcomes if isinstance(o.key_age_days, int | float)]
+    ages = [o.deadline.key_age_days for o in outcomes if isinstance(o.deadline.key_age_days, int | float)]
     counts["oldest_key_age_days"] = max(ages, default=0)
     log_action("run_complete", dry_run=settings.dry_run, **counts)
     counts["succeeded"] = int(not failed)  # one a run, for the "no successful run for 36 hours" alarm

@@ -421,8 +421,10 @@ def checked_in_logs(account: str, region: str, when: str, rows: list[dict], run:
 def outcomes_of(rows: list[dict]) -> list[lambda_function.Outcome]:
     """The function's typed outcomes with these rows' figures (what a run's checked_entries reads)."""
     return [lambda_function.Outcome(secret=r["secret"], status=lambda_function.Status(r["status"]), user=r["user"],
-                                    key_age_days=r["key_age_days"], next_rotation=r["next_rotation"],
-                                    overdue=r["overdue"], owner=r.get("owner")) for r in rows]
+                                    deadline=lambda_function.Deadline(key_age_days=r["key_age_days"],
+                                                                      next_rotation=r["next_rotation"],
+                                                                      overdue=r["overdue"]),
+                                    owner=r.get("owner")) for r in rows]
 
 
 def secret_row(secret: str, age: float, due: str, overdue: bool = False, status: str = "skipped") -> dict:
@@ -662,7 +664,8 @@ def test_the_central_filters_match_the_events_the_function_sends():
     assert named_kinds and named_kinds <= kinds
     # the fields the filters read are the event's own (never a reason's wording)
     (made,) = lambda_function.event_entries(lambda_function.Settings(event_bus="keys"), [lambda_function.Outcome(
-        secret="s", status=lambda_function.Status.RETIRED, forced_in_use=True, overdue=True)])
+        secret="s", status=lambda_function.Status.RETIRED, forced_in_use=True,
+        deadline=lambda_function.Deadline(overdue=True))])
     detail = json.loads(made["Detail"])
     for field in re.findall(r"\$\.detail\.([a-z_]+) IS TRUE", CENTRAL):
         assert detail[field] is True, field

@@ -333,10 +333,10 @@ def as_delivered(entry: dict, account: str = "111111111111") -> dict:
 @pytest.mark.unit
 def test_each_central_filter_counts_the_events_it_names_and_no_other():
     settings = lambda_function.Settings(event_bus="default")
-    status, outcome = lambda_function.Status, lambda_function.Outcome
-    outcomes = [outcome("a", status.FAILED), outcome("b", status.ROTATED, key_age_days=0),
+    status, outcome, deadline = lambda_function.Status, lambda_function.Outcome, lambda_function.Deadline
+    outcomes = [outcome("a", status.FAILED), outcome("b", status.ROTATED, deadline=deadline(key_age_days=0)),
                 outcome("c", status.RETIRED, forced_in_use=True),
-                outcome("d", status.SKIPPED, overdue=True, key_age_days=97)]
+                outcome("d", status.SKIPPED, deadline=deadline(overdue=True, key_age_days=97))]
     sent = [as_delivered(e) for e in lambda_function.event_entries(settings, outcomes)]
     counts = {"oldest_key_age_days": 97, "overdue_keys": 1, "failed": 1, "unmanaged_overdue_keys": 0}
     sent += [as_delivered(e) for e in lambda_function.checked_entries(settings, outcomes, counts, "run-1")]
