@@ -2842,8 +2842,27 @@ REPORT_WAIT_SECONDS = 60.0  # how long GenerateCredentialReport may take, on the
 ROOT_USER = "<root_account>"
 
 
+@dataclass
+class AccountReport:
+    """What IAM's credential report showed the run (``read_account_report``): the summary's "report"."""
+
+    overdue_managed: list[dict[str, Any]] = field(default_factory=list)  # Active keys past the deadline, managed
+    overdue_unmanaged: list[dict[str, Any]] = field(default_factory=list)  # the same, of users no secret manages
+    root_key_active: bool = False  # CIS asks that the root user have no key at all
+    generated: str | None = None
+    failed: str | None = None  # why the report could not be read (or understood): the run fails with it
+    read: bool = True  # False: not read at all (only ``failed`` is known)
+
+    def summary(self) -> dict[str, Any]:
+        if not self.read:
+            return {"failed": self.failed}
+        return {"overdue_managed": self.overdue_managed, "overdue_unmanaged": self.overdue_unmanaged,
+                "root_key_active": self.root_key_active, "generated": self.generated,
+                **({"failed": self.failed} if self.failed else {})}
+
+
 def read_credential_report(answer: dict, managed: set[str], now: datetime, max_age_days: float,
-                           found: dict[str, Any], active: list[str] | None = None) -> None:
+                           found: AccountReport, active: list[str] | None = None) -> None:
     """Every Active access key of the credential report older than ``max_age_days``, into ``found``; every user
     with an Active key (the root user aside) into ``active``. A row without a user, or a field that is not a
     date, is skipped; a report that is not CSV text raises."""
@@ -2858,7 +2877,7 @@ def read_credential_report(answer: dict, managed: set[str], now: datetime, max_a
             if row.get(f"access_key_{slot}_active") != "true":
                 continue
             if user == ROOT_USER:
-                found["root_key_active"] = True  # CIS asks that the root user have no key at all
+                found.root_key_active = True
                 continue
             if active is not None and user not in active:
                 active.append(user)
@@ -2868,8 +2887,8 @@ def read_credential_report(answer: dict, managed: set[str], now: datetime, max_a
                 continue
             rotated = rotated if rotated.tzinfo else rotated.replace(tzinfo=UTC)
             if max_age_days > 0 and now - rotated > limit:
-                kind = "overdue_managed" if user.casefold() in managed else "overdue_unmanaged"
-                found[kind].append({"user": clip(user), "key_slot": slot, "age_days": age_days(rotated, now)})
+                kind = found.overdue_managed if user.casefold() in managed else found.overdue_unmanaged
+                kind.append({"user": clip(user), "key_slot": slot, "age_days": age_days(rotated, now)})
 
 
 @dataclass(frozen=True)
@@ -2912,7 +2931,7 @@ def near_deadline(answer: dict, managed: set[str], anchor: datetime | None,
 
 
 def read_account_report(clients: Clients, settings: Settings, clock: Clock, outcomes: list[Outcome],
-                   active: list[str] | None = None, nearing: list[NearDeadline] | None = None) -> dict[str, Any]:
+                   active: list[str] | None = None, nearing: list[NearDeadline] | None = None) -> AccountReport:
     """IAM's credential report (one for the whole account): every Active access key older than
     MAX_KEY_AGE_DAYS, split by whether a secret of this run manages its user; into ``active``, every user with
     an Active key (the roles report's). Reads only."""
@@ -2925,24 +2944,24 @@ def read_account_report(clients: Clients, settings: Settings, clock: Clock, outc
                                                          f"{REPORT_WAIT_SECONDS:g}s; nothing changed")
         answer = clients.iam.get_credential_report()
     except RotationError as err:
-        return {"failed": str(err)}
+        return AccountReport(failed=str(err), read=False)
     except Exception as err:
         why = describe_error(err, "GetCredentialReport")
         if error_code(err) in ("AccessDenied", "AccessDeniedException"):
             why += "; the report needs iam:GenerateCredentialReport and iam:GetCredentialReport"
-        return {"failed": f"credential report: {why}"}
+        return AccountReport(failed=f"credential report: {why}", read=False)
     managed = {o.user.casefold() for o in outcomes if o.user and o.managed}
-    found: dict[str, Any] = {"overdue_managed": [], "overdue_unmanaged": [], "root_key_active": False,
-                             "generated": iso(answer["GeneratedTime"]) if answer.get("GeneratedTime") else None}
+    found = AccountReport(generated=iso(answer["GeneratedTime"]) if answer.get("GeneratedTime") else None)
     try:
         read_credential_report(answer, managed, clock.now(), settings.max_key_age_days, found, active)
         if nearing is not None:  # the owners of keys no secret holds, told as their deadline nears
             nearing += near_deadline(answer, managed, schedule_anchor(settings, clock.now()),
                                      settings.max_key_age_days)
     except Exception as err:  # a report not as documented: said, never lost with the run's summary
-        return {**found, "failed": f"credential report: not understood ({type(err).__name__}); nothing changed"}
-    log_action("account_report", overdue_managed=len(found["overdue_managed"]),
-               overdue_unmanaged=len(found["overdue_unmanaged"]), root_key_active=found["root_key_active"])
+        found.failed = f"credential report: not understood ({type(err).__name__}); nothing changed"
+        return found
+    log_action("account_report", overdue_managed=len(found.overdue_managed),
+               overdue_unmanaged=len(found.overdue_unmanaged), root_key_active=found.root_key_active)
     return found
 
 
@@ -3066,8 +3085,23 @@ def roles_summary(uses: list[KeyUse], regions: tuple[str, ...]) -> dict[str, dic
     return {v: verdicts[v] for v in VERDICTS if v in verdicts}
 
 
+@dataclass(frozen=True)
+class RolesReport:
+    """The roles report's findings: rendered as the summary's "roles" and the Access Keys Replaceable events."""
+
+    regions_read: list[str]
+    lookback_days: int
+    verdicts: dict[str, dict[str, Any]]  # each verdict's counts (``roles_summary``)
+    keys: list[dict[str, Any]] = field(default_factory=list)  # a row a key judged (``key_use_row``)
+    not_read_this_run: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"regions_read": self.regions_read, "lookback_days": self.lookback_days, "verdicts": self.verdicts,
+                "keys": self.keys, "not_read_this_run": self.not_read_this_run}
+
+
 def roles_report(clients: Clients, settings: Settings, clock: Clock, context: Any, outcomes: list[Outcome],
-                 users: list[str]) -> dict[str, Any]:
+                 users: list[str]) -> RolesReport:
     """{"report": true, "roles": true}: for each Active key (managed or not), CloudTrail's management events over
     ROLE_LOOKBACK_DAYS in ROLE_REGIONS, paced, at most ROLE_KEYS_PER_RUN keys a run (the rest said), each key
     and each verdict with its evidence. Reads only: IAM's lists and CloudTrail's history."""
@@ -3085,9 +3119,9 @@ def roles_report(clients: Clients, settings: Settings, clock: Clock, context: An
     regions = " ".join(settings.role_regions)
     log_action("roles_report", keys=len(judged), not_read=len(unread), regions=list(settings.role_regions),
                verdicts={v: sum(u.verdict == v for u in judged) for v in VERDICTS})
-    return {"regions_read": list(settings.role_regions), "lookback_days": settings.role_lookback_days,
-            "verdicts": roles_summary(judged, settings.role_regions),
-            "keys": [key_use_row(use, regions) for use in judged], "not_read_this_run": unread}
+    return RolesReport(list(settings.role_regions), settings.role_lookback_days,
+                       roles_summary(judged, settings.role_regions), [key_use_row(use, regions) for use in judged],
+                       unread)
 
 
 # ---------------------------------------------------------------------------
@@ -3960,7 +3994,7 @@ def replaceable_parts(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return parts
 
 
-def replaceable_entries(settings: Settings, roles: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
+def replaceable_entries(settings: Settings, roles: RolesReport, run_id: str) -> list[dict[str, Any]]:
     """The roles report's "Access Keys Replaceable" events: the verdicts and regions read in each, the keys in
     parts (``replaceable_parts``), every text clipped (a row's to REPLACEABLE_TEXT, at most 5 items a list);
     ids, names and counts only."""
@@ -3971,11 +4005,10 @@ def replaceable_entries(settings: Settings, roles: dict[str, Any], run_id: str) 
             return [clipped(v, most, items) for v in value[:items]]
         return {k: clipped(v, most, items) for k, v in value.items()} if isinstance(value, dict) else value
 
-    parts = replaceable_parts([clipped(row, REPLACEABLE_TEXT, 5) for row in roles.get("keys", [])])
+    parts = replaceable_parts([clipped(row, REPLACEABLE_TEXT, 5) for row in roles.keys])
     common = {"run": run_id, "parts": len(parts), "version": __version__,
-              "regions_read": roles.get("regions_read"), "lookback_days": roles.get("lookback_days"),
-              "verdicts": clipped(roles.get("verdicts", {}), EVENT_TEXT, 20),
-              "not_read_this_run": len(roles.get("not_read_this_run", []))}
+              "regions_read": roles.regions_read, "lookback_days": roles.lookback_days,
+              "verdicts": clipped(roles.verdicts, EVENT_TEXT, 20), "not_read_this_run": len(roles.not_read_this_run)}
     return [{"Source": EVENT_SOURCE, "DetailType": REPLACEABLE,
              "Detail": json.dumps({**common, "part": number, "keys": part}), "EventBusName": settings.event_bus}
             for number, part in enumerate(parts, start=1)]
@@ -4376,23 +4409,38 @@ def send_owner(run: Run, owner: Owner, notice: OwnerNotice, state: dict[str, Any
         return why
 
 
-def told_entry(notice: OwnerNotice, owner: str | None, status: str, why: str | None = None) -> dict[str, Any]:
-    """One line of the summary's owners_told: who was told what (or planned, or not, and why)."""
-    entry = {"user": notice.user, "owner": clip_text(owner, OWNER_SHOWN) if owner else None,
-             "case": str(notice.case), "key_id": notice.key_id, "secret": notice.secret, "until": notice.until,
-             "reminder": notice.reminder, "status": status, "why": why}
-    return {k: v for k, v in entry.items() if v is not None}
+@dataclass(frozen=True)
+class Told:
+    """Who was told what (or planned, or not, and why): a line of the summary's owners_told (``entry``)."""
+
+    user: str
+    owner: str | None  # the address, as shown (clipped)
+    case: Case
+    status: str  # told, planned, already told, not told
+    why: str | None = None
+    notice: OwnerNotice | None = None  # None: a malformed part of the tag (no notice was made for it)
+
+    def entry(self) -> dict[str, Any]:
+        notice = self.notice
+        entry = {"user": self.user, "owner": self.owner, "case": str(self.case),
+                 "key_id": notice and notice.key_id, "secret": notice and notice.secret,
+                 "until": notice and notice.until, "reminder": notice and notice.reminder, "status": self.status,
+                 "why": self.why}
+        return {k: v for k, v in entry.items() if v is not None}
 
 
-def malformed_entries(user: str, malformed: Iterable[str]) -> list[dict[str, Any]]:
-    return [{"user": user, "owner": clip_text(said(part), OWNER_SHOWN), "case": str(Case.MALFORMED_TAG),
-             "status": "not told", "why": f"in tag {OWNER_TAG}: neither an e-mail address nor an SNS topic ARN "
-                                          "(arn:aws:sns:REGION:ACCOUNT_ID:NAME); the other addresses are told"}
-            for part in malformed]
+def told_entry(notice: OwnerNotice, owner: str | None, status: str, why: str | None = None) -> Told:
+    return Told(notice.user, clip_text(owner, OWNER_SHOWN) if owner else None, notice.case, status, why, notice)
+
+
+def malformed_entries(user: str, malformed: Iterable[str]) -> list[Told]:
+    return [Told(user, clip_text(said(part), OWNER_SHOWN), Case.MALFORMED_TAG, "not told",
+                 f"in tag {OWNER_TAG}: neither an e-mail address nor an SNS topic ARN "
+                 "(arn:aws:sns:REGION:ACCOUNT_ID:NAME); the other addresses are told") for part in malformed]
 
 
 def tell_user(run: Run, user: str, notices: list[OwnerNotice], mark: str | None,
-              state: dict[str, Any]) -> list[dict[str, Any]]:
+              state: dict[str, Any]) -> list[Told]:
     """Tell one user's owners each notice (planned in a dry run; not again in a redelivery of the run)."""
     tags = owner_tags(run, user)
     if isinstance(tags, str):
@@ -4427,11 +4475,11 @@ def note_owners(run: Run, outcomes: list[Outcome]) -> None:
             outcome.owner = clip_text(said(tags[OWNER_TAG].strip()), OWNER_SHOWN)
 
 
-def tell_owners(run: Run, outcomes: list[Outcome], nearing: list[NearDeadline] = ()) -> list[dict[str, Any]]:
+def tell_owners(run: Run, outcomes: list[Outcome], nearing: list[NearDeadline] = ()) -> list[Told]:
     """The owners hear first: each user's key-rotation-owner tag told every notice of the run (the summary's
     owners_told); a malformed part of any tag the run read is reported. A run with nothing to say calls nothing.
     Never fails the run."""
-    entries: list[dict[str, Any]] = []
+    entries: list[Told] = []
     by_user: dict[str, list[OwnerNotice]] = {}
     try:
         for notice in owner_notices(run, outcomes, list(nearing)):
@@ -4453,9 +4501,9 @@ def tell_owners(run: Run, outcomes: list[Outcome], nearing: list[NearDeadline] =
     return entries
 
 
-def emit_owners_metric(entries: list[dict[str, Any]], settings: Settings, function_name: str | None) -> int:
+def emit_owners_metric(entries: list[Told], settings: Settings, function_name: str | None) -> int:
     """OwnersNotTold, per run (EMF), when the run had owners to tell: the messages that were not sent."""
-    failed = sum(e["status"] == "not told" and e["case"] != Case.MALFORMED_TAG for e in entries)
+    failed = sum(e.status == "not told" and e.case != Case.MALFORMED_TAG for e in entries)
     if entries:
         emit_metrics({"owners_not_told": failed}, settings.metrics_namespace, function_name,
                      {"OwnersNotTold": "owners_not_told"})
@@ -4463,8 +4511,8 @@ def emit_owners_metric(entries: list[dict[str, Any]], settings: Settings, functi
 
 
 def report(outcomes: list[Outcome], settings: Settings, clients: Clients, context: Any = None,
-           account: dict[str, Any] | None = None, roles: dict[str, Any] | None = None,
-           owners: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+           account: AccountReport | None = None, roles: RolesReport | None = None,
+           owners: list[Told] | None = None) -> dict[str, Any]:
     """Summarise the run, emit its metrics, notify; then raise RotationFailed naming each failed secret."""
     failed = [o for o in outcomes if o.status in FAILING]
     counts = {str(status): sum(o.status == status for o in outcomes) for status in Status if status not in FAILING}
@@ -4472,7 +4520,7 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
     counts["forced_in_use"] = sum(o.forced_in_use for o in outcomes)
     counts["overdue_keys"] = sum(o.deadline.overdue_keys for o in outcomes)
     counts["stopped_early"] = int(any(o.stopped_early for o in outcomes))
-    counts["unmanaged_overdue_keys"] = len((account or {}).get("overdue_unmanaged", []))
+    counts["unmanaged_overdue_keys"] = len(account.overdue_unmanaged) if account else 0
     ages = [o.deadline.key_age_days for o in outcomes if isinstance(o.deadline.key_age_days, int | float)]
     counts["oldest_key_age_days"] = max(ages, default=0)
     log_action("run_complete", dry_run=settings.dry_run, **counts)
@@ -4483,15 +4531,15 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
     summary = {**{k: v for k, v in counts.items() if k != "succeeded"}, "dry_run": settings.dry_run,
                "version": __version__, "secrets": [o.summary() for o in outcomes]}
     if account is not None:
-        summary["report"] = account
+        summary["report"] = account.summary()
     if roles is not None:
-        summary["roles"] = roles
-    summary["owners_told"] = owners or []
-    emit_owners_metric(summary["owners_told"], settings, function_name)
+        summary["roles"] = roles.summary()
+    summary["owners_told"] = [told.entry() for told in owners or []]
+    emit_owners_metric(owners or [], settings, function_name)
     notify(clients, settings, outcomes, counts)
     run_id = getattr(context, "aws_request_id", None)
     run_id = run_id if isinstance(run_id, str) else str(uuid.uuid4())
-    known = not (account or {}).get("failed")  # the credential report was read (when the run asked for it)
+    known = not (account and account.failed)  # the credential report was read (when the run asked for it)
     checked = checked_entries(settings, outcomes, counts, run_id, known) if settings.event_bus else []  # only sent
     checked += replaceable_entries(settings, roles, run_id) if roles is not None and settings.event_bus else []
     summary["events_failed"] = publish_events(clients, settings, outcomes, checked)
@@ -4501,8 +4549,8 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
     if failed:
         reasons = "; ".join(o.reason or o.secret for o in failed)
         raise RotationFailed(f"{len(failed)} of {len(outcomes)} secrets failed: {reasons}")
-    if account and account.get("failed"):
-        raise RotationFailed(account["failed"])
+    if account and account.failed:
+        raise RotationFailed(account.failed)
     return summary
 
 

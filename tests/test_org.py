@@ -751,7 +751,7 @@ def test_org_report_says_each_account_s_keys_a_role_could_replace_from_its_lates
     # Issue 41: the roles report's verdicts reach org-report too (each account's latest Access Keys Replaceable,
     # as the function makes it); a forged count is left out, never printed.
     def replaceable(account: str, when: str, verdicts: dict) -> list[dict]:
-        roles = {"keys": [], "regions_read": ["eu-west-1"], "lookback_days": 30, "verdicts": verdicts}
+        roles = lambda_function.RolesReport(regions_read=["eu-west-1"], lookback_days=30, verdicts=verdicts)
         (entry,) = lambda_function.replaceable_entries(lambda_function.Settings(event_bus="default"), roles, "r")
         event = {"detail-type": entry["DetailType"], "account": account, "region": "eu-west-1", "time": when,
                  "detail": json.loads(entry["Detail"])}

@@ -199,7 +199,7 @@ def test_the_replaceable_events_fit_put_events_however_long_each_key_s_notes_are
     rows = [{"user": f"u{i}", "key_id": f"AKIA{i:016d}", "verdict": lambda_function.KEEP, "notes": [note] * 10,
              "evidence": {v: {"count": 1, "example": "agent/" + "y" * 3000} for v in lambda_function.VERDICTS}}
             for i in range(250)]
-    roles = {"keys": rows, "regions_read": ["eu-west-1"], "lookback_days": 30, "verdicts": {}}
+    roles = lambda_function.RolesReport(regions_read=["eu-west-1"], lookback_days=30, verdicts={}, keys=rows)
     entries = lambda_function.replaceable_entries(lambda_function.Settings(event_bus="b"), roles, "r")
     assert all(lambda_function.entry_size(e) <= lambda_function.PUT_EVENTS_BYTES for e in entries)
     details = [json.loads(e["Detail"]) for e in entries]
