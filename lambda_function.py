@@ -1113,6 +1113,22 @@ class AccessKey:
     secret_access_key: str = field(repr=False)
 
 
+@dataclass(frozen=True)
+class Holdout:
+    """Who CloudTrail shows still using a key: a source IP, a user agent and an event source (each clipped), how
+    often and last when. A row of the summary's and the event's holdouts (``row``)."""
+
+    source_ip: str | None
+    user_agent: str | None
+    event_source: str | None
+    count: int
+    last_seen: str | None
+
+    def row(self) -> dict[str, Any]:
+        return {"source_ip": self.source_ip, "user_agent": self.user_agent, "event_source": self.event_source,
+                "count": self.count, "last_seen": self.last_seen}
+
+
 @dataclass
 class Deadline:
     """The deadline's figures of one secret after the run (``compliance``), from the keys IAM listed."""
@@ -1154,7 +1170,7 @@ class Outcome:
     still_in_use: bool = False  # waiting: IAM shows the previous (or adopted) key used since the store
     secret_arn: str | None = None
     current_key_id: str | None = None  # the key the secret holds after the run
-    holdouts: list[dict[str, Any]] | None = None  # LOOKUP_HOLDOUTS: who CloudTrail shows using old_key_id
+    holdouts: list[Holdout] | None = None  # LOOKUP_HOLDOUTS: who CloudTrail shows using old_key_id
     holdouts_note: str | None = None  # why holdouts were not (all) found: not looked up, failed, first page only
     in_use_since: datetime | None = field(default=None, repr=False)  # the store: where a holdout lookup starts
     managed: bool = field(default=False, repr=False)  # an authorised secret names the user (the account report)
@@ -1171,7 +1187,8 @@ class Outcome:
         deadline, leak = self.deadline, self.leak
         shown = {("reason" if k == "reasons" else k): (self.reason if k == "reasons" else v)
                  for k, v in self.__dict__.items() if k not in ("deadline", "leak")}
-        shown |= {"overdue_key_id": deadline.overdue_key_id, "overdue_key_age_days": deadline.overdue_key_age_days}
+        shown |= {"overdue_key_id": deadline.overdue_key_id, "overdue_key_age_days": deadline.overdue_key_age_days,
+                  "holdouts": None if self.holdouts is None else [h.row() for h in self.holdouts]}
         if leak is not None:
             shown |= {"exposed": True, "exposed_key_id": leak.key_id, "quarantined": leak.quarantined}
         fields = {k: v for k, v in shown.items()
@@ -2771,7 +2788,7 @@ def trail_events(key_id: str, events: list[Any]) -> Iterator[tuple[dict[str, Any
         yield event, record, when if when is None or when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def group_holdouts(key_id: str, events: list[Any]) -> list[dict[str, Any]]:
+def group_holdouts(key_id: str, events: list[Any]) -> list[Holdout]:
     """CloudTrail's events made with ``key_id``, grouped by source IP, user agent and event source: a count
     and the last time seen each, most recent first (``trail_events``)."""
     groups: dict[tuple, dict[str, Any]] = {}
@@ -2783,13 +2800,14 @@ def group_holdouts(key_id: str, events: list[Any]) -> list[dict[str, Any]]:
         group["count"] += 1
         if when is not None and (group["last_seen"] is None or iso(when) > group["last_seen"]):
             group["last_seen"] = iso(when)
-    return sorted(groups.values(), key=lambda g: g["last_seen"] or "", reverse=True)[:HOLDOUT_GROUPS]
+    ordered = sorted(groups.values(), key=lambda g: g["last_seen"] or "", reverse=True)[:HOLDOUT_GROUPS]
+    return [Holdout(**group) for group in ordered]
 
 
-def describe_holdouts(groups: list[dict[str, Any]], most: int = 3) -> str:
+def describe_holdouts(groups: list[Holdout], most: int = 3) -> str:
     """The holdouts in a sentence: who (host and program), on which service, how often, last when."""
-    parts = [f"{g['source_ip'] or 'an unknown address'} with {g['user_agent'] or 'an unknown program'} on "
-             f"{g['event_source'] or 'an unknown service'} ({g['count']}x, last {g['last_seen'] or 'unknown'})"
+    parts = [f"{g.source_ip or 'an unknown address'} with {g.user_agent or 'an unknown program'} on "
+             f"{g.event_source or 'an unknown service'} ({g.count}x, last {g.last_seen or 'unknown'})"
              for g in groups[:most]]
     more = f" and {len(groups) - most} more" if len(groups) > most else ""
     return "; ".join(parts) + more
@@ -2834,7 +2852,7 @@ def look_up_holdouts(run: Run, outcomes: list[Outcome]) -> None:
                                      "to appear)")
         if outcome.holdouts:
             log_action("holdouts", logging.WARNING, secret=outcome.secret, user=outcome.user, key_id=key_id,
-                       holdouts=outcome.holdouts,
+                       holdouts=[h.row() for h in outcome.holdouts],
                        message=f"key {key_id} is still used by: {describe_holdouts(outcome.holdouts)}")
 
 
@@ -3874,7 +3892,7 @@ def event_entries(settings: Settings, outcomes: list[Outcome]) -> list[dict[str,
         previous = o.retired_key_id or (o.old_key_id if o.old_key_id != o.current_key_id else None)
         detail = {"secret_arn": o.secret_arn, "secret": o.secret, "user": o.user, "status": str(o.status),
                   "current_key_id": o.current_key_id, "previous_key_id": previous, "retire_after": o.retire_after,
-                  "reason": o.reason, "overdue": o.deadline.overdue, "holdouts": o.holdouts or [],
+                  "reason": o.reason, "overdue": o.deadline.overdue, "holdouts": [h.row() for h in o.holdouts or []],
                   "forced_in_use": o.forced_in_use, "key_age_days": o.deadline.key_age_days,
                   **({"exposed": True, "exposed_key_id": o.leak.key_id, "quarantined": o.leak.quarantined}
                      if o.leak else {})}

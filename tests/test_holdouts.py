@@ -200,7 +200,7 @@ def test_grouping_skips_other_keys_and_odd_records_and_clips_what_callers_choose
         "not an event",
     ]
     groups = lambda_function.group_holdouts("AKIAOLD", events)
-    assert [g["source_ip"] for g in groups] == ["10.0.0.1", None]
-    assert len(groups[0]["user_agent"]) == lambda_function.HOLDOUT_TEXT and "\x1b" not in groups[0]["user_agent"]
-    assert groups[0]["last_seen"] == seen and groups[1]["event_source"] == "s3.amazonaws.com"
+    assert [g.source_ip for g in groups] == ["10.0.0.1", None]
+    assert len(groups[0].user_agent) == lambda_function.HOLDOUT_TEXT and "\x1b" not in groups[0].user_agent
+    assert groups[0].last_seen == seen and groups[1].event_source == "s3.amazonaws.com"
     assert "an unknown address" in lambda_function.describe_holdouts(groups)
