@@ -114,13 +114,13 @@ def deploy_stack_set(org: Organisation, central: dict, tmp_path: Path) -> None:
     cloudformation = boto3.client("cloudformation", region_name="us-east-1")
     cloudformation.create_stack_set(
         StackSetName="keys", TemplateBody=(ROOT / "template.yaml").read_text(),
-        Parameters=json.loads(deploy_config.parameters_json(got, given, [])), Capabilities=["CAPABILITY_IAM"],
+        Parameters=deploy_config.parameters(got, given, []), Capabilities=["CAPABILITY_IAM"],
         PermissionModel="SERVICE_MANAGED", CallAs="SELF",
         AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False})
     cloudformation.create_stack_instances(
         StackSetName="keys", Regions=deploy_config.listed(got["REGIONS"]), CallAs="SELF",
-        DeploymentTargets=json.loads(deploy_config.targets(got)),
-        OperationPreferences=json.loads(deploy_config.preferences(got, False)))
+        DeploymentTargets=deploy_config.targets(got),
+        OperationPreferences=deploy_config.preferences(got, False))
 
 
 def run_member_function(org: Organisation, account: str, clock) -> dict:
@@ -394,6 +394,5 @@ def test_org_deploy_s_first_stage_deploys_its_one_account_and_the_second_the_res
 
     for chosen, expected in ((first, [first]), (None, sorted(org.members))):
         cloudformation.create_stack_instances(StackSetName="s", Regions=[MEMBER_REGION],
-                                              DeploymentTargets=json.loads(deploy_config.targets({"OUS": org.ou},
-                                                                                                 chosen)))
+                                              DeploymentTargets=deploy_config.targets({"OUS": org.ou}, chosen))
         assert deployed() == expected

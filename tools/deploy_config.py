@@ -1,36 +1,33 @@
 """The Makefile's deploy targets, in Python: every value is data, checked before any call.
 
-    make TARGET VAR=value ...   # runs: python3 tools/deploy_config.py TARGET
+    make TARGET VAR=value ...   # runs: PYTHON tools/deploy_config.py TARGET (.venv's python, else .venv-cli's)
+    python tools/deploy_config.py --check TARGET   # the checks alone (make runs them before the target)
+    python tools/deploy_config.py --targets        # each target and what it does (make help lists them)
 
-Make hands this tool the user's values in the environment, never as shell text (the Makefile keeps each value
-as typed and exports it); this tool checks each one against what it names (a Lambda function name, a stack
-name, a whole number, an existing file, a secret-name prefix, a KMS key id...) and calls the AWS CLI with an
-argument list: a quote, backquotes, ``$(...)``, ``;`` or a newline in a value is text, never a command. A value
-that is not what it names, or that starts with ``-`` (the CLI would read it as an option), is refused with exit 2
-before anything is called.
+Make hands the user's values over in the environment, never as shell text (it keeps each value as typed and
+exports it, with GIVEN_SETTINGS naming the function's settings). Each target is an argparse subcommand whose
+options are the values it takes: each option's default is the environment's value and its type the value's one
+declaration (VALUES), so a value that is not what it names, or that starts with ``-``, is refused with exit 2
+before anything is called. AWS is called with boto3 clients (the CLI's environment: AWS_PROFILE, the region,
+AWS_ENDPOINT_URL; make's AWS='aws --profile p' too): no value is ever spliced into a command or a query.
 
-    python3 tools/deploy_config.py check TARGET     # the checks alone (make runs them before the CLI is installed)
-    python3 tools/deploy_config.py TARGET           # policy create configure deploy schedule invoke report
-                                                    # alarms pause resume logs destroy rollback skip unskip
-                                                    # status, and the organisation's org-...
-    python3 tools/deploy_config.py report-table FILE
-
-What a target reads can refuse too: a function, stack, stack set, secret or CLI profile that does not exist, a
-stack's function (make destroy), nothing to roll back, a failed secret (make invoke). Each is said in one line, with
-what to do, and a non-zero exit; never a Python stack trace (Stopped, CliFailed).
-
-The function's settings given by name (``GIVEN_SETTINGS``: the names, each value in its own variable) are
-checked with the function's own table and parser (``lambda_function.SETTINGS_TABLE`` and ``load_settings``)
-before anything is written: an unknown name is refused with the nearest known one, a bad value with the
-function's own message, and ``NAME=`` removes the setting. The function is loaded with stand-ins for the few
-boto3 and botocore names it imports (its settings parser uses none of them), so a deploy machine needs only
-the AWS CLI.
+The file, in order:
+  errors         Refused, Stopped, Failed: one line and an exit code, never a stack trace
+  the function   lambda_function, loaded on first use: its settings table and parser check the settings
+  values         VALUES (one declaration per value), checked(), the function's settings, template.yaml's
+                 parameters (read with PyYAML, CloudFormation's tags as data)
+  policy         make policy: LambdaExecutionRole.json filled in as data, its destinations checked with the
+                 function's own ARN readers (account_of, region_of, foreign_account, is_topic_arn, event_bus)
+  AWS            Aws: boto3 clients, a failure said in one line naming what does not exist
+  targets        TARGETS, declared once each by @target: the single-account ones, then the organisation's
+  org-report     the central log group's events as one table
+  main           the argparse parser built from TARGETS and VALUES
 """
 
 from __future__ import annotations
 
+import argparse
 import calendar
-import copy
 import difflib
 import functools
 import hashlib
@@ -39,12 +36,12 @@ import json
 import os
 import re
 import shlex
-import subprocess
 import sys
 import time
 import types
 import zipfile
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +52,8 @@ ALIASES = {"SEC": "sec"}  # make's variable for `sec`
 class Refused(SystemExit):
     """A value that is not what it names, or a needed one missing: exit 2, before anything is called."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(2)
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(code)
         self.message = message
 
     def __str__(self) -> str:
@@ -65,52 +62,29 @@ class Refused(SystemExit):
 
 class Stopped(Refused):
     """An expected refusal found once something was read (no such function, nothing to roll back, a stack's own
-    function): one line, its reason, and a non-zero exit; never a Python stack trace."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
+    function): one line, its reason, and a non-zero exit."""
 
 
-class CliFailed(Stopped):
-    """A call the AWS CLI failed: its error in one line (what does not exist, named), with the AWS error code
-    (``error``) for a caller that expects one."""
+class Failed(Stopped):
+    """A failed AWS call, in one line (what does not exist, named), with AWS's error code (``error``)."""
 
-    def __init__(self, message: str, error: str, code: int) -> None:
-        super().__init__(message, code)
+    def __init__(self, message: str, error: str) -> None:
+        super().__init__(message, 1)
         self.error = error
 
 
 @functools.cache
 def function_module() -> types.ModuleType:
-    """lambda_function, loaded without boto3: only its settings parser is used here, which needs none of the
-    few botocore names the function imports. So a deploy machine needs no boto3, and each make target spends
-    no time importing it (where the function is loaded already, as in the tests, it is used as it is). Loaded
-    on first use: a target that takes no setting never loads it."""
+    """lambda_function, imported on first use (a target that takes no setting never loads it; make help needs
+    no boto3). Its settings table and parser are the only judges of a setting."""
     sys.path.insert(0, str(ROOT))
-
-    class Stand(Exception):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args)
-
-    stand_ins = {"boto3": {"session": None}, "botocore": {}, "botocore.config": {"Config": Stand},
-                 "botocore.credentials": {"Credentials": Stand},
-                 "botocore.exceptions": {"BotoCoreError": Stand, "ClientError": Stand}}
-    if "lambda_function" not in sys.modules:
-        for name, names in stand_ins.items():
-            if sys.modules.get(name) is None:
-                module = types.ModuleType(name)
-                module.__dict__.update(names)
-                sys.modules[name] = module
     return importlib.import_module("lambda_function")
 
 
 def __getattr__(name: str) -> Any:
-    """FUNCTION (the function's module) and SETTINGS (its settings' names), loaded when first asked for."""
-    if name == "FUNCTION":
-        return function_module()
+    """SETTINGS: the function's settings' names, loaded when first asked for."""
     if name == "SETTINGS":
-        return tuple(function_module().SETTINGS_TABLE)  # the function's settings a deployer may set by name
+        return tuple(function_module().SETTINGS_TABLE)
     raise AttributeError(name)
 
 
@@ -122,111 +96,91 @@ ACCOUNT_RE = r"[0-9]{12}"
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 MRK = r"mrk-[0-9a-f]{32}"
 ALIAS = r"alias/[A-Za-z0-9/_-]{1,250}"
-BUS_NAME = r"[A-Za-z0-9._/-]{1,256}"
-TOPIC_ARN = rf"{PARTITION}:sns:{REGION_RE}:{ACCOUNT_RE}:[A-Za-z0-9_-]{{1,256}}(\.fifo)?"
-BUS_ARN = rf"{PARTITION}:events:{REGION_RE}:{ACCOUNT_RE}:event-bus/{BUS_NAME}"
 CRON_FIELD = r"[0-9A-Za-z*?,/#-]+"
 OU_RE = r"ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}|r-[0-9a-z]{4,32}"
 OVERRIDE_RE = rf"{ACCOUNT_RE}:[A-Za-z][A-Za-z0-9]{{0,254}}=[!-~]{{0,4096}}"  # a value without spaces
+SECRET_NAME = r"[A-Za-z0-9/_+=.@-]{1,512}"
 
-# Each value make hands over: the pattern the whole value must match, and what it is (said when refused).
-RULES: dict[str, tuple[str, str]] = {
-    "FUNCTION": (r"[A-Za-z0-9_-]{1,64}", "a Lambda function name: 1 to 64 letters, digits, '-' or '_'"),
-    "STACK": (r"[A-Za-z][A-Za-z0-9-]{0,127}",
-              "a CloudFormation stack name: a letter, then at most 127 letters, digits or '-'"),
-    "ROLE": (rf"{PARTITION}:iam::{ACCOUNT_RE}:role/[A-Za-z0-9+=,.@_/-]{{1,512}}",
-             "a role ARN: arn:aws:iam::ACCOUNT_ID:role/NAME"),
-    "REGION": (REGION_RE, "a region like eu-west-1"),
-    "ACCOUNT_ID": (ACCOUNT_RE, "an account id: 12 digits"),
-    "TIMEOUT": (r"[1-9][0-9]{0,2}", "seconds: a whole number from 1 to 900"),
-    "MEMORY": (r"[1-9][0-9]{2,4}", "megabytes: a whole number from 128 to 10240"),
-    "RETRIES": (r"[0-2]", "0, 1 or 2"),
-    "SCHEDULE": (rf"rate\([1-9][0-9]{{0,5}} (minutes?|hours?|days?)\)|cron\({CRON_FIELD}( {CRON_FIELD}){{5}}\)",
-                 "an EventBridge schedule: cron(0 6 * * ? *) or rate(1 day)"),
-    "SINCE": (r"[0-9]{1,7}", "minutes: a whole number"),
-    "PREFIX": (r"[A-Za-z0-9/_+=.@-]{1,512}",
-               "a secret-name prefix: 1 to 512 letters, digits or /_+=.@- (what a Secrets Manager name may hold)"),
-    "KMS_KEY_ID": (rf"{UUID}|{MRK}|{ALIAS}|{PARTITION}:kms:{REGION_RE}:{ACCOUNT_RE}:(key/({UUID}|{MRK})|{ALIAS})",
-                   "a KMS key id (a UUID or mrk-<32 hex>), alias/NAME, or a key or alias ARN"),
+
+@dataclass(frozen=True)
+class Value:
+    """One value make may hand over: the pattern the whole value must match, what it is (said when refused), its
+    default, its range, and what to say when a target needs it and it is missing."""
+
+    pattern: str
+    meaning: str
+    default: str = ""
+    low: int | None = None
+    high: int | None = None
+    missing: str = ""
+    check: Callable[[str], bool] | None = None  # a further judge (an existing file, the function's topic ARN)
+
+
+def is_topic(value: str) -> bool:
+    return function_module().is_topic_arn(value)
+
+
+PERCENT = "a percentage: a whole number from {} to 100"
+VALUES: dict[str, Value] = {
+    "FUNCTION": Value(r"[A-Za-z0-9_-]{1,64}", "a Lambda function name: 1 to 64 letters, digits, '-' or '_'",
+                      missing="give FUNCTION=<the Lambda function's name>: it is never guessed"),
+    "STACK": Value(r"[A-Za-z][A-Za-z0-9-]{0,127}",
+                   "a CloudFormation stack name: a letter, then at most 127 letters, digits or '-'"),
+    "ROLE": Value(rf"{PARTITION}:iam::{ACCOUNT_RE}:role/[A-Za-z0-9+=,.@_/-]{{1,512}}",
+                  "a role ARN: arn:aws:iam::ACCOUNT_ID:role/NAME",
+                  missing="make create needs ROLE=arn:aws:iam::ACCOUNT_ID:role/NAME"),
+    "REGION": Value(REGION_RE, "a region like eu-west-1"),
+    "ACCOUNT_ID": Value(ACCOUNT_RE, "an account id: 12 digits"),
+    "TIMEOUT": Value(r"[1-9][0-9]{0,2}", "seconds: a whole number from 1 to 900", "900", 1, 900),
+    "MEMORY": Value(r"[1-9][0-9]{2,4}", "megabytes: a whole number from 128 to 10240", "256", 128, 10240),
+    "RETRIES": Value(r"[0-2]", "0, 1 or 2", "2"),
+    "SCHEDULE": Value(rf"rate\([1-9][0-9]{{0,5}} (minutes?|hours?|days?)\)|cron\({CRON_FIELD}( {CRON_FIELD}){{5}}\)",
+                      "an EventBridge schedule: cron(0 6 * * ? *) or rate(1 day)", "cron(0 6 * * ? *)"),
+    "SINCE": Value(r"[0-9]{1,7}", "minutes: a whole number", "60"),
+    "PREFIX": Value(SECRET_NAME, "a secret-name prefix: 1 to 512 letters, digits or /_+=.@- (what a Secrets "
+                    "Manager name may hold)", "iam-keys/"),
+    "KMS_KEY_ID": Value(rf"{UUID}|{MRK}|{ALIAS}|{PARTITION}:kms:{REGION_RE}:{ACCOUNT_RE}:(key/({UUID}|{MRK})|{ALIAS})",
+                        "a KMS key id (a UUID or mrk-<32 hex>), alias/NAME, or a key or alias ARN"),
     # IAM's path rule, without the wildcards '*' and '?', which would widen the users the role reaches
-    "USER_PATH": (r"/|/[!-)+->@-~]{1,510}/", "a user path like /key-rotation/ (no '*' or '?')"),
-    "TOPIC": (TOPIC_ARN, "an SNS topic ARN: arn:aws:sns:REGION:ACCOUNT_ID:NAME"),
-    "EVENT": (r"[^\x00]+", "a JSON file"),  # and an existing file: checked apart
-    # a secret's name (what Secrets Manager allows in one) or its ARN
-    "SECRET": (rf"[A-Za-z0-9/_+=.@-]{{1,512}}|{PARTITION}:secretsmanager:{REGION_RE}:{ACCOUNT_RE}:secret:"
-               r"[A-Za-z0-9/_+=.@-]{1,512}",
-               "a secret's name (1 to 512 letters, digits or /_+=.@-) or ARN, e.g. iam-keys/ci-deployer"),
+    "USER_PATH": Value(r"/|/[!-)+->@-~]{1,510}/", "a user path like /key-rotation/ (no '*' or '?')",
+                       "/key-rotation/"),
+    "TOPIC": Value(r"arn:[!-~]{1,1000}", "an SNS topic ARN: arn:aws:sns:REGION:ACCOUNT_ID:NAME", check=is_topic),
+    "EVENT": Value(r"[^\x00]+", "an existing JSON file", "events/dry-run.json", check=lambda v: Path(v).is_file()),
+    "SECRET": Value(rf"{SECRET_NAME}|{PARTITION}:secretsmanager:{REGION_RE}:{ACCOUNT_RE}:secret:{SECRET_NAME}",
+                    "a secret's name (1 to 512 letters, digits or /_+=.@-) or ARN, e.g. iam-keys/ci-deployer",
+                    missing="give SECRET=<the secret's name or ARN>, e.g. SECRET=iam-keys/ci-deployer"),
     # the organisation's targets (make org-...): lists are separated by spaces or commas
-    "OUS": (rf"(?:{OU_RE})([ ,]+(?:{OU_RE}))*", "organisational unit ids (ou-xxxx-xxxxxxxx, or the root r-xxxx), "
-            "separated by spaces or commas"),
-    "REGIONS": (rf"{REGION_RE}([ ,]+{REGION_RE})*", "regions like eu-west-1, separated by spaces or commas"),
-    "ARTIFACT_PREFIX": (r"[a-z0-9][a-z0-9-]{1,38}[a-z0-9]",
-                        "an S3 bucket name's start: 3 to 40 lowercase letters, digits or '-' (each region's "
-                        "bucket is PREFIX-REGION)"),
-    "STACK_SET": (r"[A-Za-z][A-Za-z0-9-]{0,63}",  # each account's function is named so: 64 at most
-                  "a stack set name: a letter, then at most 63 letters, digits or '-'"),
-    "CALL_AS": (r"SELF|DELEGATED_ADMIN", "SELF (the management account) or DELEGATED_ADMIN"),
-    "CANARY": (ACCOUNT_RE, "the account deployed first: 12 digits"),
-    "FAILURE_PERCENT": (r"[0-9]{1,3}", "a percentage: a whole number from 0 to 100"),
-    "MAX_PERCENT": (r"[0-9]{1,3}", "a percentage: a whole number from 1 to 100"),
-    "OVERRIDES": (rf"{OVERRIDE_RE}(\s+{OVERRIDE_RE})*",
-                  "ACCOUNT_ID:Parameter=value, separated by spaces (e.g. 111122223333:DryRun=true)"),
-    "ORG_ID": (r"o-[a-z0-9]{10,32}", "an organisation id: o- and 10 to 32 lowercase letters or digits"),
-    "LOG_GROUP": (r"[A-Za-z0-9_/.#-]{1,512}", "a log group name, e.g. /aws/events/key-rotation"),
-    "DAYS": (r"[1-9][0-9]{0,3}", "days: a whole number from 1 to 9999"),
-    "CENTRAL_PROFILE": (r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,127}", "an AWS CLI profile's name (for the central account)"),
-    "OUTPUT": (r"table|json", "table (one row a secret) or json (the function's whole answer)"),
-    "ROLES": (r"true|false", "true (also judge which Active keys a role could replace, from CloudTrail) or false"),
-    "OWNERS": (r"true|false", "true (the role may tell each key's owner: SES from OWNER_SENDER, SNS topics of this "
-               "account) or false"),
+    "OUS": Value(rf"(?:{OU_RE})([ ,]+(?:{OU_RE}))*", "organisational unit ids (ou-xxxx-xxxxxxxx, or the root "
+                 "r-xxxx), separated by spaces or commas",
+                 missing="give OUS=<the organisational units to deploy to>, e.g. OUS=ou-ab12-cd34ef56: never guessed"),
+    "REGIONS": Value(rf"{REGION_RE}([ ,]+{REGION_RE})*", "regions like eu-west-1, separated by spaces or commas",
+                     missing="give REGIONS=<the regions to deploy to>, e.g. REGIONS='eu-west-1 us-east-1': never "
+                     "guessed"),
+    "ARTIFACT_PREFIX": Value(r"[a-z0-9][a-z0-9-]{1,38}[a-z0-9]", "an S3 bucket name's start: 3 to 40 lowercase "
+                             "letters, digits or '-' (each region's bucket is PREFIX-REGION)",
+                             missing="give ARTIFACT_PREFIX=<the start of each region's code bucket name> (make "
+                             "org-package's)"),
+    "STACK_SET": Value(r"[A-Za-z][A-Za-z0-9-]{0,63}",  # each account's function is named so: 64 at most
+                       "a stack set name: a letter, then at most 63 letters, digits or '-'", "iam-key-rotation"),
+    "CALL_AS": Value(r"SELF|DELEGATED_ADMIN", "SELF (the management account) or DELEGATED_ADMIN", "SELF"),
+    "CANARY": Value(ACCOUNT_RE, "the account deployed first: 12 digits"),
+    "FAILURE_PERCENT": Value(r"[0-9]{1,3}", PERCENT.format(0), "10", 0, 100),
+    "MAX_PERCENT": Value(r"[0-9]{1,3}", PERCENT.format(1), "25", 1, 100),
+    "OVERRIDES": Value(rf"{OVERRIDE_RE}(\s+{OVERRIDE_RE})*",
+                       "ACCOUNT_ID:Parameter=value, separated by spaces (e.g. 111122223333:DryRun=true)"),
+    "ORG_ID": Value(r"o-[a-z0-9]{10,32}", "an organisation id: o- and 10 to 32 lowercase letters or digits"),
+    "LOG_GROUP": Value(r"[A-Za-z0-9_/.#-]{1,512}", "a log group name, e.g. /aws/events/key-rotation",
+                       "/aws/events/key-rotation"),
+    "DAYS": Value(r"[1-9][0-9]{0,3}", "days: a whole number from 1 to 9999", "3"),
+    "CENTRAL_PROFILE": Value(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,127}",
+                             "an AWS CLI profile's name (for the central account)"),
+    "OUTPUT": Value(r"table|json", "table (one row a secret) or json (the function's whole answer)", "table"),
+    "ROLES": Value(r"true|false", "true (also judge which Active keys a role could replace, from CloudTrail) or "
+                   "false"),
+    "OWNERS": Value(r"true|false", "true (the role may tell each key's owner: SES from OWNER_SENDER, SNS topics of "
+                    "this account) or false"),
 }
-RANGES = {"TIMEOUT": (1, 900), "MEMORY": (128, 10240), "FAILURE_PERCENT": (0, 100), "MAX_PERCENT": (1, 100)}
-DEFAULTS = {"TIMEOUT": "900", "MEMORY": "256", "RETRIES": "2", "SCHEDULE": "cron(0 6 * * ? *)",
-            "EVENT": "events/dry-run.json", "SINCE": "60", "PREFIX": "iam-keys/", "USER_PATH": "/key-rotation/",
-            "STACK_SET": "iam-key-rotation", "CALL_AS": "SELF", "FAILURE_PERCENT": "10", "MAX_PERCENT": "25",
-            "LOG_GROUP": "/aws/events/key-rotation", "DAYS": "3", "OUTPUT": "table"}
-# Each deploy target: the values it needs, and the ones it may take.
-TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "policy": (("FUNCTION",), ("ACCOUNT_ID", "REGION", "PREFIX", "KMS_KEY_ID", "USER_PATH", "OWNERS", "ROLES")),
-    "create": (("FUNCTION", "ROLE"), ("REGION", "TIMEOUT", "MEMORY", "RETRIES")),
-    "configure": (("FUNCTION",), ("REGION",)),
-    "deploy": (("FUNCTION",), ("REGION",)),
-    "schedule": (("FUNCTION",), ("REGION", "SCHEDULE")),
-    "exposed-rule": (("FUNCTION",), ("REGION",)),
-    "invoke": (("FUNCTION",), ("REGION", "EVENT", "OUTPUT")),
-    "report": (("FUNCTION",), ("REGION", "ROLES")),
-    "alarms": (("FUNCTION",), ("REGION", "TOPIC")),
-    "pause": (("FUNCTION",), ("REGION", "STACK")),
-    "resume": (("FUNCTION",), ("REGION", "STACK")),
-    "logs": (("FUNCTION",), ("REGION", "SINCE")),
-    "destroy": (("FUNCTION",), ("REGION", "STACK")),
-    "rollback": (("FUNCTION", "SECRET"), ("REGION", "OUTPUT")),
-    "skip": (("SECRET",), ("REGION",)),
-    "unskip": (("SECRET",), ("REGION",)),
-    "status": (("FUNCTION",), ("REGION", "SINCE")),
-    # the organisation's: a stack set of template.yaml in every account of OUS, in every one of REGIONS
-    "org-package": (("REGIONS", "ARTIFACT_PREFIX"), ("ORG_ID",)),
-    "org-deploy": (("OUS", "REGIONS", "ARTIFACT_PREFIX"),
-                   ("STACK_SET", "CALL_AS", "CANARY", "FAILURE_PERCENT", "MAX_PERCENT", "OVERRIDES")),
-    "org-update": (("OUS", "REGIONS", "ARTIFACT_PREFIX"),
-                   ("STACK_SET", "CALL_AS", "CANARY", "FAILURE_PERCENT", "MAX_PERCENT", "OVERRIDES")),
-    "org-status": ((), ("STACK_SET", "CALL_AS")),
-    "org-remove": (("OUS", "REGIONS"), ("STACK_SET", "CALL_AS", "FAILURE_PERCENT", "MAX_PERCENT")),
-    "org-report": ((), ("REGION", "LOG_GROUP", "DAYS", "CENTRAL_PROFILE", "STACK_SET", "CALL_AS")),
-}
-ORG_TARGETS = ("org-deploy", "org-update")  # the targets that take the template's parameters by name
-# A target's own default where the shared one does not suit: status looks back a week for the last run.
-TARGET_DEFAULTS = {("status", "SINCE"): "10080"}
-SETTINGS_TARGETS = ("policy", "create", "configure")  # the targets that take the function's settings by name
-MISSING = {
-    "FUNCTION": "give FUNCTION=<the Lambda function's name>: it is never guessed",
-    "ROLE": "make create needs ROLE=arn:aws:iam::ACCOUNT_ID:role/NAME",
-    "sec": "make create needs SEC='iam-keys/a;iam-keys/b' (or SEC='iam-keys/*')",
-    "SECRET": "give SECRET=<the secret's name or ARN>, e.g. SECRET=iam-keys/ci-deployer",
-    "OUS": "give OUS=<the organisational units to deploy to>, e.g. OUS=ou-ab12-cd34ef56: never guessed",
-    "REGIONS": "give REGIONS=<the regions to deploy to>, e.g. REGIONS='eu-west-1 us-east-1': never guessed",
-    "ARTIFACT_PREFIX": "give ARTIFACT_PREFIX=<the start of each region's code bucket name> (make org-package's)",
-}
+SEC_MISSING = "make create needs SEC='iam-keys/a;iam-keys/b' (or SEC='iam-keys/*')"
 
 
 def shown(value: str) -> str:
@@ -236,30 +190,21 @@ def shown(value: str) -> str:
 
 def checked(name: str, value: str) -> str:
     """The value, if it is what `name` names; else Refused."""
-    pattern, meaning = RULES[name]
-    if not re.fullmatch(pattern, value, re.ASCII):
-        raise Refused(f"{name} must be {meaning}, not {shown(value)}")
-    if name in RANGES and not RANGES[name][0] <= int(value) <= RANGES[name][1]:
-        raise Refused(f"{name} must be {meaning}, not {shown(value)}")
-    if value.startswith("-"):  # an argument of the CLI's: FUNCTION=--help or SECRET=-x would be read as an option
+    rule = VALUES[name]
+    if not re.fullmatch(rule.pattern, value, re.ASCII) or (
+            rule.low is not None and not rule.low <= int(value) <= (rule.high or 0)):
+        raise Refused(f"{name} must be {rule.meaning}, not {shown(value)}")
+    if value.startswith("-"):  # FUNCTION=--help or SECRET=-x: what an `aws` command line would read as an option
         raise Refused(f"{name} must not start with '-' (the AWS CLI would read it as an option), not {shown(value)}")
-    if name == "EVENT" and not Path(value).is_file():
-        raise Refused(f"EVENT must be an existing JSON file, not {shown(value)}")
+    if rule.check is not None and not rule.check(value):
+        raise Refused(f"{name} must be {rule.meaning}, not {shown(value)}")
     return value
 
 
-def values(target: str, environ: Mapping[str, str]) -> dict[str, str]:
-    """The target's values from the environment make hands over, each checked: Refused before any call."""
-    needed, optional = TARGETS[target]
-    got: dict[str, str] = {}
-    for name in (*needed, *optional):
-        value = environ.get(name) or TARGET_DEFAULTS.get((target, name)) or DEFAULTS.get(name, "")
-        if not value:
-            if name in needed:
-                raise Refused(MISSING[name])
-            continue
-        got[name] = checked(name, value)
-    return got
+def nearest(name: str, known: Collection[str]) -> str:
+    """'; did you mean NAME?' for the known name nearest a typo (case aside), or nothing."""
+    near = difflib.get_close_matches(name.upper(), [k.upper() for k in known], n=1, cutoff=0.6)
+    return f"; did you mean {next(k for k in known if k.upper() == near[0])}?" if near else ""
 
 
 def given_settings(environ: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -270,10 +215,8 @@ def given_settings(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     for raw in environ.get("GIVEN_SETTINGS", "").split():
         name = ALIASES.get(raw, raw)
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", raw, re.ASCII) or name not in settings:
-            near = difflib.get_close_matches(raw.upper(), [s.upper() for s in settings], n=1, cutoff=0.6)
-            hint = f"; did you mean {next(s for s in settings if s.upper() == near[0])}?" if near else ""
-            raise Refused(f"refused, nothing written: {shown(raw)} is not a setting of the function{hint} "
-                          f"(known: {', '.join(settings)})")
+            raise Refused(f"refused, nothing written: {shown(raw)} is not a setting of the function"
+                          f"{nearest(raw, settings)} (known: {', '.join(settings)})")
         given.append((name, environ.get(raw, "")))
     return given
 
@@ -281,19 +224,13 @@ def given_settings(environ: Mapping[str, str]) -> list[tuple[str, str]]:
 def check_each_setting(given: list[tuple[str, str]]) -> None:
     """Each given value alone, by its row of the table (the whole is checked again with what it joins)."""
     function = function_module()
+    judges = {"sec": function.parse_secret_ids, "CENTRAL_ACCOUNT_ID": function.central_account,
+              "ROLE_REGIONS": lambda value: function.role_regions(value, {}), "OWNER_SENDER": function.owner_sender}
     for name, value in given:
-        if not value:
-            continue
         try:
-            function.setting({name: value}, name)
-            if name == "sec":
-                function.parse_secret_ids(value)
-            if name == "CENTRAL_ACCOUNT_ID":
-                function.central_account(value)
-            if name == "ROLE_REGIONS":
-                function.role_regions(value, {})
-            if name == "OWNER_SENDER":
-                function.owner_sender(value)
+            if value:
+                function.setting({name: value}, name)
+                judges.get(name, str)(value)
         except function.ConfigError as err:
             raise Refused(f"refused, nothing written: {err}") from None
 
@@ -304,21 +241,13 @@ def production_defaults() -> dict[str, str]:
     return {s.name: s.deployed for s in function_module().SETTINGS_TABLE.values() if s.deployed is not None}
 
 
-def merge_environment(current: str, assignments: list[str], defaults: dict[str, str] | None = None) -> dict:
-    """The function's variables with the given NAME=VALUE set (an empty VALUE removes NAME); others kept.
-    Checked whole with the function's own parser: nothing is written that the function would refuse."""
+def merge_environment(current: Mapping[str, str] | None, given: list[tuple[str, str]],
+                      defaults: Mapping[str, str] | None = None) -> dict:
+    """The function's variables with the given settings set (an empty value removes one); others kept. Checked
+    whole with the function's own parser: nothing is written that the function would refuse."""
     function = function_module()
-    settings = tuple(function.SETTINGS_TABLE)
-    variables = json.loads(current) if current.strip() not in ("", "None", "null") else {}
-    variables = {**(defaults or {}), **variables}
-    for assignment in assignments:
-        name, _, value = assignment.partition("=")
-        name = ALIASES.get(name, name)
-        if name not in settings:
-            near = difflib.get_close_matches(name.upper(), [s.upper() for s in settings], n=1, cutoff=0.6)
-            hint = f"; did you mean {next(s for s in settings if s.upper() == near[0])}?" if near else ""
-            raise Refused(f"{shown(name)} is not a setting of the function{hint} (nothing written; known: "
-                          f"{', '.join(settings)})")
+    variables = {**(defaults or {}), **(current or {})}
+    for name, value in given:
         if value:
             variables[name] = value
         else:
@@ -339,33 +268,32 @@ def listed(value: str) -> list[str]:
 DERIVED_PARAMETERS = ("CodeBucket", "CodeKey", "CodeBucketPerRegion")
 
 
-PARAMETER_LINE = r"    (Type|Default|AllowedPattern|AllowedValues|MinValue|MaxValue): (.*?)(\s+#.*)?"
+def cloudformation_yaml(text: str) -> Any:
+    """A CloudFormation template read by PyYAML: its short-form tags as the long form's data (!Ref X is
+    {"Ref": "X"}, !GetAtt A.B is {"Fn::GetAtt": ["A", "B"]}, !Sub ... is {"Fn::Sub": ...})."""
+    import yaml  # the AWS CLI brings PyYAML: make's python has it
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def tagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict:
+        constructs = {yaml.ScalarNode: loader.construct_scalar, yaml.SequenceNode: loader.construct_sequence,
+                      yaml.MappingNode: loader.construct_mapping}
+        value = constructs[type(node)](node, **({} if isinstance(node, yaml.ScalarNode) else {"deep": True}))
+        if suffix == "Ref":
+            return {"Ref": value}
+        return {f"Fn::{suffix}": value.split(".", 1) if suffix == "GetAtt" and isinstance(value, str) else value}
+
+    Loader.add_multi_constructor("!", tagged)
+    return yaml.load(text, Loader=Loader)
 
 
 @functools.cache
 def template_parameters() -> dict[str, dict[str, Any]]:
-    """template.yaml's parameters: name -> its Default, AllowedPattern and AllowedValues, read line by line (the
-    deploy machine has no YAML parser; the file's Parameters section is written one key a line, and a test
-    keeps this reading equal to a YAML parser's)."""
-    found: dict[str, dict[str, Any]] = {}
-    inside, current = False, None
-    for line in (ROOT / "template.yaml").read_text().splitlines():
-        if not line.startswith(" ") and line.strip():
-            inside = line.startswith("Parameters:")
-            continue
-        if not inside:
-            continue
-        if match := re.fullmatch(r"  ([A-Za-z0-9]+):", line):
-            current = found.setdefault(match.group(1), {})
-        elif current is not None and (match := re.fullmatch(PARAMETER_LINE, line)):
-            key, raw = match.group(1), match.group(2)
-            if key == "AllowedValues":
-                current[key] = [v.strip().strip('"') for v in raw.strip("[]").split(",")]
-            elif raw.startswith('"'):
-                current[key] = json.loads(raw)
-            else:
-                current[key] = raw
-    return found
+    """template.yaml's parameters: name -> its Type, Default, AllowedPattern, AllowedValues... as text."""
+    parameters = cloudformation_yaml((ROOT / "template.yaml").read_text())["Parameters"]
+    return {name: {key: [str(v) for v in value] if isinstance(value, list) else str(value)
+                   for key, value in parameter.items()} for name, parameter in parameters.items()}
 
 
 def stack_parameters(environ: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -414,33 +342,6 @@ def overrides(value: str) -> dict[str, list[tuple[str, str]]]:
     return found
 
 
-def check(target: str, environ: Mapping[str, str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """Everything the target is given, checked, before anything is called: its values and, for the targets
-    that take them, the function's settings by name."""
-    if target not in TARGETS:
-        raise Refused(f"no such target: {shown(target)}")
-    got = values(target, environ)
-    if environ.get("REGION"):
-        got["REGION"] = checked("REGION", environ["REGION"])
-    given = given_settings(environ) if target in SETTINGS_TARGETS else []
-    if target in ORG_TARGETS:
-        given = stack_parameters(environ)
-        overrides(got.get("OVERRIDES", ""))
-    if target == "create":
-        if not dict(given).get("sec"):
-            raise Refused(MISSING["sec"])
-        merge_environment("{}", [f"{n}={v}" for n, v in given], production_defaults())
-    elif target == "configure":
-        if not given:
-            raise Refused("name a setting: make configure FUNCTION=f GRACE_HOURS=24")
-        check_each_setting(given)
-    elif target == "policy":
-        merge_environment("{}", [f"{n}={v}" for n, v in given])
-        options = policy_options(got, given)
-        check_policy_values(got.get("ACCOUNT_ID", ""), got.get("REGION", ""), got["FUNCTION"], **options)
-    return got, given
-
-
 # --- the role's policy, built as data ---------------------------------------------------------------------------
 
 PLACEHOLDERS = re.compile(r"ACCOUNT_ID|REGION|FUNCTION_NAME|OWNER_SENDER|iam-keys/")
@@ -450,8 +351,8 @@ STAR_RESOURCE = {"ListAndBatchReadSecrets", "ReadCredentialReport", "LookUpHoldo
 
 def policy_options(got: Mapping[str, str], given: list[tuple[str, str]]) -> dict[str, str]:
     settings = dict(given)
-    return {"prefix": got.get("PREFIX", DEFAULTS["PREFIX"]), "kms_key_id": got.get("KMS_KEY_ID", ""),
-            "user_path": got.get("USER_PATH", DEFAULTS["USER_PATH"]),
+    return {"prefix": got.get("PREFIX", VALUES["PREFIX"].default), "kms_key_id": got.get("KMS_KEY_ID", ""),
+            "user_path": got.get("USER_PATH", VALUES["USER_PATH"].default),
             "event_bus": settings.get("EVENT_BUS", ""), "account_report": settings.get("ACCOUNT_REPORT", ""),
             "lookup_holdouts": settings.get("LOOKUP_HOLDOUTS", ""),
             "notify_topic_arn": settings.get("NOTIFY_TOPIC_ARN", ""),
@@ -460,37 +361,39 @@ def policy_options(got: Mapping[str, str], given: list[tuple[str, str]]) -> dict
 
 
 def check_policy_values(account_id: str, region: str, function: str, prefix: str = "iam-keys/",
-                        kms_key_id: str = "", user_path: str = "/", event_bus: str = "", account_report: str = "",
-                        lookup_holdouts: str = "", notify_topic_arn: str = "", central_account_id: str = "",
-                        owners: str = "", owner_sender: str = "", roles: str = "") -> None:
-    """Each value against what it names (the account and region only when known: make asks the CLI for them
-    after these checks). Refused before anything is called."""
-    if account_id:
-        checked("ACCOUNT_ID", account_id)
-    if region:
-        checked("REGION", region)
+                        kms_key_id: str = "", user_path: str = "/", event_bus: str = "",
+                        notify_topic_arn: str = "", central_account_id: str = "", **_flags: str) -> None:
+    """Each value against what it names (the account and region only when known: make policy asks STS for them
+    after these checks); the bus, topic and central account by the function's own readers. Refused before
+    anything is called."""
+    for name, value in (("ACCOUNT_ID", account_id), ("REGION", region), ("KMS_KEY_ID", kms_key_id)):
+        if value:
+            checked(name, value)
     checked("FUNCTION", function)
     checked("PREFIX", prefix)
     checked("USER_PATH", user_path or "/")
-    if kms_key_id:
-        checked("KMS_KEY_ID", kms_key_id)
-    if event_bus and not re.fullmatch(f"{BUS_NAME}|{BUS_ARN}", event_bus, re.ASCII):
+    lambda_function = function_module()
+    try:
+        lambda_function.event_bus(event_bus or None)
+        lambda_function.central_account(central_account_id or None)
+    except lambda_function.ConfigError as err:
+        raise Refused(f"refused, nothing written: {err}") from None
+    if not event_bus.isascii():
         raise Refused(f"EVENT_BUS must be an EventBridge bus name or ARN, not {shown(event_bus)}")
-    if notify_topic_arn and not re.fullmatch(TOPIC_ARN, notify_topic_arn, re.ASCII):
-        raise Refused(f"NOTIFY_TOPIC_ARN must be {RULES['TOPIC'][1]}, not {shown(notify_topic_arn)}")
-    if central_account_id and not re.fullmatch(ACCOUNT_RE, central_account_id, re.ASCII):
-        raise Refused(f"CENTRAL_ACCOUNT_ID must be 12 digits, not {shown(central_account_id)}")
+    if notify_topic_arn and not lambda_function.is_topic_arn(notify_topic_arn):
+        raise Refused(f"NOTIFY_TOPIC_ARN must be {VALUES['TOPIC'].meaning}, not {shown(notify_topic_arn)}")
 
 
 def check_destination(setting: str, arn: str, account_id: str, central_account_id: str, region: str = "") -> None:
-    """A topic or bus ARN must be in this account, or in the one CENTRAL_ACCOUNT_ID names; a bus (``region``
-    given) in this region, since PutEvents reaches no other (template.yaml forwards with ForwardEventsRule)."""
-    if region and arn.split(":")[3] != region:
-        raise Refused(f"{setting} is in region {arn.split(':')[3]}, not {region}: PutEvents reaches only its own "
-                      "region's buses (give a bus here and forward with a rule, as template.yaml does); nothing "
-                      "written")
-    account = arn.split(":")[4]
-    if account == account_id or (central_account_id and account == central_account_id):
+    """A topic or bus ARN must be in this account, or in the one CENTRAL_ACCOUNT_ID names (the function's own
+    rule, foreign_account); a bus (``region`` given) in this region, since PutEvents reaches no other
+    (template.yaml forwards with ForwardEventsRule)."""
+    function = function_module()
+    where, account = function.region_of(arn), function.account_of(arn)
+    if region and where != region:
+        raise Refused(f"{setting} is in region {where}, not {region}: PutEvents reaches only its own region's buses "
+                      "(give a bus here and forward with a rule, as template.yaml does); nothing written")
+    if not function.foreign_account(account, account_id, central_account_id or None):
         return
     allowed = f"this account ({account_id})" + (f" or CENTRAL_ACCOUNT_ID ({central_account_id})"
                                                 if central_account_id else "")
@@ -510,46 +413,47 @@ def filled(value: Any, parts: Mapping[str, str]) -> Any:
     return value
 
 
+def wanted_statements(kms_key_id: str, event_bus: str, account_report: str, lookup_holdouts: str, owners: str,
+                      owner_sender: str, roles: str) -> dict[str, bool]:
+    """The optional statements, each on or off: without a KMS key id, no KMS statement; without an event bus, no
+    events:PutEvents; the credential report's and CloudTrail's reads only when ACCOUNT_REPORT and LOOKUP_HOLDOUTS
+    are on; with OWNERS=true, SNS topics of this account, the told mark, and SES from OWNER_SENDER only."""
+    truthy = function_module().TRUE_WORDS
+    return {"UseSecretsKeyOnlyViaSecretsManager": bool(kms_key_id), "PublishRotationEvents": bool(event_bus),
+            "ReadCredentialReport": account_report.strip().lower() in truthy,
+            "LookUpHoldouts": lookup_holdouts.strip().lower() in truthy or roles == "true",
+            "ListEveryUsersKeys": roles == "true",  # the roles report: keys of users no secret manages too
+            "TellOwnersByEmail": owners == "true" and bool(owner_sender), "TellOwnersTopics": owners == "true",
+            "MarkToldOwners": owners == "true"}
+
+
 def render_policy(account_id: str, region: str, function: str, prefix: str = "iam-keys/", kms_key_id: str = "",
                   user_path: str = "/", event_bus: str = "", account_report: str = "",
                   lookup_holdouts: str = "", notify_topic_arn: str = "", central_account_id: str = "",
                   owners: str = "", owner_sender: str = "", roles: str = "") -> dict:
-    """LambdaExecutionRole.json, loaded as JSON, its placeholders filled in the strings that hold them, never
-    in the text: without a KMS key id, no KMS statement; without an event bus, no events:PutEvents; with a
-    topic, sns:Publish on it; the credential report's and CloudTrail's reads only when ACCOUNT_REPORT and
-    LOOKUP_HOLDOUTS are on; with OWNERS=true, sns:Publish on this account's topics in REGION (and
-    CENTRAL_ACCOUNT_ID's), the key-rotation-told mark, and ses:SendEmail from OWNER_SENDER only (none without
-    it). ``user_path`` narrows the users whose keys the role may manage. A topic or bus in another account is
+    """LambdaExecutionRole.json, loaded as JSON, its placeholders filled in the strings that hold them, never in
+    the text, with the optional statements wanted_statements keeps; a topic adds sns:Publish on it.
+    ``user_path`` narrows the users whose keys the role may manage. A topic or bus in another account is
     refused unless ``central_account_id`` names that account."""
     if not account_id:
         raise Refused("ACCOUNT_ID must be an account id: 12 digits, not ''")
     if not region:
         raise Refused("give REGION=... (or configure the CLI's region)")
-    check_policy_values(account_id, region, function, prefix, kms_key_id, user_path, event_bus, account_report,
-                        lookup_holdouts, notify_topic_arn, central_account_id, owners, owner_sender, roles)
+    check_policy_values(account_id, region, function, prefix, kms_key_id, user_path, event_bus,
+                        notify_topic_arn, central_account_id)
     parts = {"ACCOUNT_ID": account_id, "REGION": region, "FUNCTION_NAME": function, "iam-keys/": prefix,
              "OWNER_SENDER": owner_sender}
-    truthy = function_module().TRUE_WORDS
-    wanted = {"UseSecretsKeyOnlyViaSecretsManager": bool(kms_key_id), "PublishRotationEvents": bool(event_bus),
-              "ReadCredentialReport": account_report.strip().lower() in truthy,
-              "LookUpHoldouts": lookup_holdouts.strip().lower() in truthy or roles == "true",
-              "ListEveryUsersKeys": roles == "true",  # the roles report: keys of users no secret manages too
-              "TellOwnersByEmail": owners == "true" and bool(owner_sender), "TellOwnersTopics": owners == "true",
-              "MarkToldOwners": owners == "true"}
+    wanted = wanted_statements(kms_key_id, event_bus, account_report, lookup_holdouts, owners, owner_sender, roles)
     template = json.loads((ROOT / "LambdaExecutionRole.json").read_text())
     statements = []
-    for statement in template["Statement"]:
-        if not wanted.get(statement["Sid"], True):
-            continue
-        statement = filled(statement, parts)
+    for statement in [filled(s, parts) for s in template["Statement"] if wanted.get(s["Sid"], True)]:
         if statement["Sid"] == "UseSecretsKeyOnlyViaSecretsManager":
             statement.update(kms_resource(kms_key_id, account_id, region, statement.get("Condition", {})))
         elif statement["Sid"] == "PublishRotationEvents":
             if event_bus.startswith("arn:"):
                 check_destination("EVENT_BUS", event_bus, account_id, central_account_id, region)
-                statement["Resource"] = event_bus
-            else:
-                statement["Resource"] = f"arn:aws:events:{region}:{account_id}:event-bus/{event_bus}"
+            statement["Resource"] = event_bus if event_bus.startswith("arn:") else \
+                f"arn:aws:events:{region}:{account_id}:event-bus/{event_bus}"
         elif statement["Sid"] == "TellOwnersTopics" and central_account_id:  # as every destination: or the central
             statement["Resource"] = [statement["Resource"], f"arn:aws:sns:{region}:{central_account_id}:*"]
         elif isinstance(statement["Resource"], str) and statement["Resource"].endswith(":user/*"):
@@ -592,97 +496,149 @@ def least_privilege(policy: dict) -> None:
             raise Refused(f"refused, nothing written: statement {shown(statement['Sid'])} would reach every resource")
 
 
-# --- the targets: the AWS CLI called with argument lists --------------------------------------------------------
-
-class Cli:
-    """The AWS CLI (make's AWS: a path, or words such as `aws --profile p`, split as words, never run by a
-    shell), told the region if one is given (the CLI v1 reads only AWS_DEFAULT_REGION). ``names``: the target's
-    values (FUNCTION, STACK, SECRET...), to name what does not exist when a call fails."""
-
-    def __init__(self, environ: Mapping[str, str], region: str = "", names: Mapping[str, str] | None = None) -> None:
-        self.program = shlex.split(environ.get("AWS") or "aws")
-        self.env = dict(os.environ)
-        self.names = dict(names or {})
-        region = region or environ.get("AWS_DEFAULT_REGION") or environ.get("AWS_REGION") or ""
-        if region:
-            self.env["AWS_DEFAULT_REGION"] = region
-
-    def __call__(self, *args: str, show: bool = False, check: bool = True, quiet: bool = False,
-                 status: bool = False) -> Any:
-        """The call's output (status=True: whether it failed). A failed call with check=True: CliFailed, its
-        error in one line; the CLI's other messages (warnings) are passed on as it wrote them."""
-        done = subprocess.run([*self.program, *args], env=self.env, text=True,
-                              stdout=None if show else subprocess.PIPE,
-                              stderr=subprocess.DEVNULL if quiet else subprocess.PIPE)
-        failed = check and done.returncode != 0 and not status
-        if done.stderr and not failed:
-            sys.stderr.write(done.stderr)
-        if status:
-            return done.returncode != 0
-        if failed:
-            raise self.failure(args[0] if args else "", done.stderr or "", done.returncode)
-        return (done.stdout or "").strip()
-
-    def failure(self, service: str, stderr: str, code: int) -> CliFailed:
-        """The CLI's error as one line: a function, secret, stack, stack set, log group or profile that does not
-        exist is named with what to check; anything else is the CLI's own last line."""
-        line = next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()),
-                    f"the AWS CLI failed (exit {code})")
-        found = re.search(r"An error occurred \(([A-Za-z]+)\)", line)
-        error = found.group(1) if found else ""
-        where = f"in {self.env.get('AWS_DEFAULT_REGION') or 'the CLI region'}" + (
-            f" as profile {self.program[self.program.index('--profile') + 1]}"
-            if "--profile" in self.program[:-1] else "")
-        name = {"lambda": "FUNCTION", "secretsmanager": "SECRET", "cloudformation": "STACK", "logs": "LOG_GROUP"}
-        named = self.names.get(name.get(service, ""), "")
-        profile = re.search(r"The config profile \((.*)\) could not be found", line)
-        if profile:
-            line = f"no AWS CLI profile {profile.group(1)!r} (aws configure list-profiles lists those there are)"
-        elif error == "StackSetNotFoundException":
-            line = f"no stack set {self.names.get('STACK_SET', '')} {where} " \
-                   f"(CALL_AS={self.names.get('CALL_AS', 'SELF')}): make org-deploy creates it"
-        elif named and (error == "ResourceNotFoundException" or "does not exist" in line):
-            line = MISSING_THING[service + (" as profile" if "as profile" in where else "")].format(
-                named=named, where=where)
-        elif error == "ResourceConflictException" and "already exist" in line and service == "lambda":
-            line = f"function {named} exists already {where}: make configure FUNCTION={named} NAME=value changes " \
-                   f"its settings, make deploy FUNCTION={named} its code"
-        return CliFailed(line, error, code)
-
-    def in_region(self, region: str) -> Cli:
-        """This CLI in another region (empty: the environment's own, as a Cli made without one)."""
-        return Cli({"AWS": shlex.join(self.program)}, region, self.names)
-
-    def as_profile(self, profile: str) -> Cli:
-        """This CLI as the named profile (--profile, which the CLI prefers to credentials in the environment)."""
-        other = copy.copy(self)
-        other.program = [*self.program, "--profile", profile] if profile else self.program
-        return other
-
+# --- AWS: boto3 clients, each failure said in one line ----------------------------------------------------------
 
 # What does not exist, by the service that said so: one line, with what to check.
 MISSING_THING = {
-    "lambda": "no function {named} {where}: make create FUNCTION={named} makes one (is FUNCTION=, REGION= or the "
-              "profile right?)",
-    "secretsmanager": "no secret {named} {where} (the README's step 1 makes one; is SECRET=, REGION= or the profile "
-                      "right?)",
-    "cloudformation": "no stack {named} {where} (aws cloudformation list-stacks lists them; is STACK= or REGION= "
-                      "right?)",
-    "logs": "no log group {named} {where}: it is in the central account (central.yaml's stack): give "
-            "CENTRAL_PROFILE=<its CLI profile>, and REGION= its region",
-    "logs as profile": "no log group {named} {where}: is central.yaml's stack there (REGION= its region, LOG_GROUP= "
-                       "its LogGroupName)?",
+    "lambda": ("FUNCTION", "no function {named} {where}: make create FUNCTION={named} makes one (is FUNCTION=, "
+                           "REGION= or the profile right?)"),
+    "secretsmanager": ("SECRET", "no secret {named} {where} (the README's step 1 makes one; is SECRET=, REGION= or "
+                                 "the profile right?)"),
+    "cloudformation": ("STACK", "no stack {named} {where} (aws cloudformation list-stacks lists them; is STACK= or "
+                                "REGION= right?)"),
+    "logs": ("LOG_GROUP", "no log group {named} {where}: it is in the central account (central.yaml's stack): give "
+                          "CENTRAL_PROFILE=<its CLI profile>, and REGION= its region"),
+    "logs as profile": ("LOG_GROUP", "no log group {named} {where}: is central.yaml's stack there (REGION= its "
+                                     "region, LOG_GROUP= its LogGroupName)?"),
 }
-for service in ("lambda", "secretsmanager", "cloudformation"):
-    MISSING_THING[f"{service} as profile"] = MISSING_THING[service]
 
 
-ZIP = "fileb://dist/lambda.zip"
+def cli_options(aws: str) -> argparse.Namespace:
+    """The options of make's AWS (the CLI as the user calls it, e.g. `aws --profile dev`) that name where the
+    calls go: --profile, --region, --endpoint-url (the rest is the CLI's own, and no call of ours)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for option in ("--profile", "--region", "--endpoint-url"):
+        parser.add_argument(option, default="")
+    return parser.parse_known_args(shlex.split(aws)[1:])[0]
+
+
+class Aws:
+    """boto3 clients as the AWS CLI would call: the region REGION names (else the environment's or the profile's),
+    the profile and endpoint of make's AWS (else AWS_PROFILE, AWS_ENDPOINT_URL: botocore reads them).
+    ``names``: the target's values, to name what does not exist when a call fails. ``wire``: given each session
+    made, to add botocore event hooks (tests answer at the wire there)."""
+
+    def __init__(self, environ: Mapping[str, str], region: str = "", names: Mapping[str, str] | None = None,
+                 wire: Callable[[Any], None] | None = None, profile: str = "") -> None:
+        import boto3
+        import botocore.exceptions
+
+        options = cli_options(environ.get("AWS") or "aws")
+        self.environ, self.names, self.wire = environ, dict(names or {}), wire
+        self.profile = profile or options.profile
+        region = region or options.region or environ.get("AWS_DEFAULT_REGION") or environ.get("AWS_REGION") or ""
+        self.endpoint, self.region, self.clients = options.endpoint_url or None, region, {}
+        try:
+            self.session = boto3.Session(profile_name=self.profile or None, region_name=region or None)
+        except botocore.exceptions.ProfileNotFound:
+            raise Failed(f"no AWS CLI profile {self.profile!r} (aws configure list-profiles lists those there "
+                         "are)", "ProfileNotFound") from None
+        if wire is not None:
+            wire(self.session)
+
+    def __call__(self, service: str, operation: str, check: bool = True, **parameters: Any) -> Any:
+        """The call's answer; a failure raises Failed in one line (check=False: None, said by no one)."""
+        import botocore.exceptions
+
+        try:
+            if service not in self.clients:
+                self.clients[service] = self.session.client(service, endpoint_url=self.endpoint)
+            return getattr(self.clients[service], operation)(**parameters)
+        except botocore.exceptions.ClientError as err:
+            if not check:
+                return None
+            raise self.failure(service, err) from None
+        except botocore.exceptions.BotoCoreError as err:
+            if not check:
+                return None
+            raise Failed(" ".join(str(err).split()), type(err).__name__) from None
+
+    def pages(self, service: str, operation: str, key: str, check: bool = True, **parameters: Any) -> list | None:
+        """Every page's ``key`` items, one list (as the CLI joins them)."""
+        items: list = []
+        while True:
+            page = self(service, operation, check, **parameters)
+            if page is None:
+                return None
+            items += page.get(key) or []
+            token = next(((k, page[k]) for k in ("NextToken", "nextToken", "Marker") if page.get(k)), None)
+            if token is None:
+                return items
+            parameters[{"Marker": "Marker"}.get(token[0], token[0])] = token[1]
+
+    def failure(self, service: str, err: Any) -> Failed:
+        """What does not exist, named with what to check (MISSING_THING); anything else, AWS's own words."""
+        error = err.response.get("Error", {}).get("Code", "")
+        line = " ".join(str(err).split())
+        where = f"in {self.session.region_name or 'the CLI region'}" + (
+            f" as profile {self.profile}" if self.profile else "")
+        kind = service + (" as profile" if self.profile and service == "logs" else "")
+        name, said = MISSING_THING.get(kind, ("", ""))
+        named = self.names.get(name, "")
+        if error == "StackSetNotFoundException":
+            line = f"no stack set {self.names.get('STACK_SET', '')} {where} " \
+                   f"(CALL_AS={self.names.get('CALL_AS', 'SELF')}): make org-deploy creates it"
+        elif named and (error == "ResourceNotFoundException" or "does not exist" in line):
+            line = said.format(named=named, where=where)
+        elif error == "ResourceConflictException" and "already exist" in line and service == "lambda":
+            line = f"function {named} exists already {where}: make configure FUNCTION={named} NAME=value changes " \
+                   f"its settings, make deploy FUNCTION={named} its code"
+        return Failed(line, error)
+
+    def in_region(self, region: str) -> Aws:
+        """These clients in another region (empty: the environment's own)."""
+        return Aws(self.environ, region, self.names, self.wire, self.profile)
+
+    def as_profile(self, profile: str) -> Aws:
+        """These clients as the named profile (which the CLI prefers to credentials in the environment)."""
+        return Aws(self.environ, self.region, self.names, self.wire, profile) if profile else self
+
+
+# --- the targets, each declared once --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Target:
+    """A deploy target: what it runs, the values it needs and takes (in the order they are checked), its line in
+    make help, which settings it takes by name ("function": the function's, "template": template.yaml's
+    parameters), and its own defaults where the shared one does not suit."""
+
+    run: Callable[[dict, list, Aws], None]
+    needs: tuple[str, ...]
+    takes: tuple[str, ...]
+    help: str
+    settings: str = ""
+    defaults: Mapping[str, str] = field(default_factory=dict)
+
+
+TARGETS: dict[str, Target] = {}
+
+
+def target(name: str, needs: tuple[str, ...], takes: tuple[str, ...], help: str, settings: str = "",
+           **defaults: str) -> Callable:
+    """Declares the decorated function as the target ``name`` (see Target)."""
+    def declare(run: Callable) -> Callable:
+        TARGETS[name] = Target(run, needs, takes, help, settings, defaults)
+        return run
+    return declare
+
+
 # The release (semantic versioning): VERSION, kept equal to lambda_function.__version__ and to the version tag the
 # template gives its function (tests keep all three equal; make release and make org-package refuse otherwise).
 VERSION_RE = r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})(-[0-9A-Za-z.-]{1,64})?"
 VERSION_TAG = "key-rotation-version"  # the function's tag naming its release: make create, make deploy, the stack's
 STACK_TAG = "aws:cloudformation:stack-name"  # CloudFormation's tag on each function a stack made
+CODE_ZIP = ROOT / "dist" / "lambda.zip"
+POLL_SECONDS = 10  # between two looks at a stack, a stack set operation or a Logs Insights query
 
 
 def source_version(source: str) -> str | None:
@@ -704,9 +660,14 @@ def release_version(root: Path = ROOT) -> str:
     return version
 
 
-def run_policy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    account = got.get("ACCOUNT_ID") or aws("sts", "get-caller-identity", "--query", "Account", "--output", "text")
-    region = got.get("REGION") or aws.env.get("AWS_DEFAULT_REGION") or aws("configure", "get", "region", check=False)
+POLICY_HELP = "dist/policy.json: the role's policy for ACCOUNT_ID and REGION (asked of STS if not given)"
+
+
+@target("policy", ("FUNCTION",), ("ACCOUNT_ID", "REGION", "PREFIX", "KMS_KEY_ID", "USER_PATH", "OWNERS", "ROLES"),
+        POLICY_HELP, "function")
+def run_policy(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
+    account = got.get("ACCOUNT_ID") or aws("sts", "get_caller_identity")["Account"]
+    region = got.get("REGION") or aws.session.region_name or ""
     policy = render_policy(account, region, got["FUNCTION"], **policy_options(got, given))
     Path("dist").mkdir(exist_ok=True)
     Path("dist/policy.json.tmp").write_text(json.dumps(policy, indent=2) + "\n")
@@ -714,75 +675,75 @@ def run_policy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> N
     print(f"dist/policy.json ({account}, {region})")
 
 
-def run_create(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+@target("create", ("FUNCTION", "ROLE"), ("REGION", "TIMEOUT", "MEMORY", "RETRIES"),
+        "first deployment: function, settings, concurrency 1, async retries", "function")
+def run_create(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
     function = got["FUNCTION"]
-    environment = merge_environment("{}", [f"{n}={v}" for n, v in given], production_defaults())
-    print(aws("lambda", "create-function", "--function-name", function, "--runtime", "python3.13",
-              "--handler", "lambda_function.lambda_handler", "--role", got["ROLE"], "--timeout", got["TIMEOUT"],
-              "--memory-size", got["MEMORY"], "--zip-file", ZIP, "--environment", json.dumps(environment),
-              "--tags", json.dumps({VERSION_TAG: release_version()}), "--query", "FunctionArn", "--output", "text"))
-    aws("lambda", "put-function-concurrency", "--function-name", function, "--reserved-concurrent-executions", "1",
-        show=True)
-    aws("lambda", "put-function-event-invoke-config", "--function-name", function,
-        "--maximum-retry-attempts", got["RETRIES"], "--maximum-event-age-in-seconds", "21600",
-        "--query", "FunctionArn", "--output", "text", show=True)
+    environment = merge_environment({}, given, production_defaults())
+    made = aws("lambda", "create_function", FunctionName=function, Runtime="python3.13", Role=got["ROLE"],
+               Handler="lambda_function.lambda_handler", Timeout=int(got["TIMEOUT"]), MemorySize=int(got["MEMORY"]),
+               Code={"ZipFile": CODE_ZIP.read_bytes()}, Environment=environment,
+               Tags={VERSION_TAG: release_version()})
+    print(made["FunctionArn"])
+    aws("lambda", "put_function_concurrency", FunctionName=function, ReservedConcurrentExecutions=1)
+    aws("lambda", "put_function_event_invoke_config", FunctionName=function,
+        MaximumRetryAttempts=int(got["RETRIES"]), MaximumEventAgeInSeconds=21600)
+    print(f"{function}: reserved concurrency 1, {got['RETRIES']} retries of an asynchronous run")
 
 
-def run_configure(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    function = got["FUNCTION"]
-    current = aws("lambda", "get-function-configuration", "--function-name", function,
-                  "--query", "Environment.Variables", "--output", "json")
-    merged = merge_environment(current, [f"{n}={v}" for n, v in given])
-    aws("lambda", "update-function-configuration", "--function-name", function, "--environment", json.dumps(merged),
-        "--query", "Environment.Variables", "--output", "json", show=True)
+def variables(function: str, aws: Aws) -> dict[str, str]:
+    """The function's environment variables as Lambda has them."""
+    found = aws("lambda", "get_function_configuration", FunctionName=function).get("Environment") or {}
+    return dict(found.get("Variables") or {})
 
 
-def run_deploy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+@target("configure", ("FUNCTION",), ("REGION",), "change settings by name (SEC=... GRACE_HOURS=...), keeping the "
+        "others", "function")
+def run_configure(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
+    merged = merge_environment(variables(got["FUNCTION"], aws), given)
+    done = aws("lambda", "update_function_configuration", FunctionName=got["FUNCTION"], Environment=merged)
+    print(json.dumps((done.get("Environment") or {}).get("Variables") or {}, indent=4))
+
+
+@target("deploy", ("FUNCTION",), ("REGION",), "upload new code to an existing function")
+def run_deploy(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
     """New code, and the function's version tag (what make status shows) naming its release."""
     version = release_version()
-    arn, sha = json.loads(aws("lambda", "update-function-code", "--function-name", got["FUNCTION"], "--zip-file",
-                              ZIP, "--query", "[FunctionArn, CodeSha256]", "--output", "json") or '["", ""]')
-    if arn:
-        aws("lambda", "tag-resource", "--resource", arn, "--tags", json.dumps({VERSION_TAG: version}))
-    print(f"{got['FUNCTION']}\t{sha}\tversion {version}")
+    done = aws("lambda", "update_function_code", FunctionName=got["FUNCTION"], ZipFile=CODE_ZIP.read_bytes())
+    aws("lambda", "tag_resource", Resource=done["FunctionArn"], Tags={VERSION_TAG: version})
+    print(f"{got['FUNCTION']}\t{done['CodeSha256']}\tversion {version}")
 
 
-def function_info(got: dict[str, str], aws: Cli) -> dict[str, str]:
+def function_info(got: dict[str, str], aws: Aws) -> dict[str, str]:
     """The function as Lambda has it: its ARN, role, last change, release (VERSION_TAG) and the stack that made
-    it (STACK_TAG). No such function: one line naming it, non-zero (CliFailed)."""
-    found = aws("lambda", "get-function", "--function-name", got["FUNCTION"], "--query", "{arn: Configuration."
-                "FunctionArn, role: Configuration.Role, modified: Configuration.LastModified, tags: Tags}",
-                "--output", "json")
-    try:
-        info = json.loads(found or "{}")
-    except ValueError:
-        info = {}
-    info = info if isinstance(info, dict) else {}
-    tags = info.get("tags") if isinstance(info.get("tags"), dict) else {}
-    stack = str(tags.get(STACK_TAG) or "")
+    it (STACK_TAG). No such function: one line naming it, non-zero (Failed)."""
+    found = aws("lambda", "get_function", FunctionName=got["FUNCTION"])
+    configuration, tags = found.get("Configuration") or {}, found.get("Tags") or {}
+    stack = tags.get(STACK_TAG) or ""
     if stack:
         checked("STACK", stack)  # CloudFormation's own tag; a name that is not a stack's is never passed on
         aws.names.setdefault("STACK", stack)
-    return {"arn": str(info.get("arn") or ""), "role": str(info.get("role") or ""),
-            "modified": str(info.get("modified") or ""), "stack": stack, "version": str(tags.get(VERSION_TAG) or "")}
+    return {"arn": configuration.get("FunctionArn") or "", "role": configuration.get("Role") or "",
+            "modified": configuration.get("LastModified") or "", "stack": stack,
+            "version": tags.get(VERSION_TAG) or ""}
 
 
-def stack_resource(stack: str, logical_id: str, aws: Cli) -> str:
+def stack_resource(stack: str, logical_id: str, aws: Aws) -> str:
     """The physical name of one of the stack's resources (a rule's generated name)."""
-    found = aws("cloudformation", "list-stack-resources", "--stack-name", stack, "--query",
-                f"StackResourceSummaries[?LogicalResourceId=='{logical_id}'].PhysicalResourceId", "--output", "text")
-    if not found or found == "None":
+    found = aws.pages("cloudformation", "list_stack_resources", "StackResourceSummaries", StackName=stack)
+    named = [r.get("PhysicalResourceId") for r in found if r.get("LogicalResourceId") == logical_id]
+    if not named or not named[0]:
         raise Stopped(f"stack {stack} has no {logical_id}")
-    return found
+    return named[0]
 
 
-def stack_has_rule(got: dict[str, str], info: dict[str, str], logical_id: str, aws: Cli) -> bool:
+def stack_has_rule(got: dict[str, str], info: dict[str, str], logical_id: str, aws: Aws) -> bool:
     """A stack's function has the stack's rules: said, and no second rule added beside them (two rules, one of
     them paused, would still run it)."""
     if not info["stack"]:
         return False
     rule = stack_resource(info["stack"], logical_id, aws)
-    state = aws("events", "describe-rule", "--name", rule, "--query", "State", "--output", "text")
+    state = aws("events", "describe_rule", Name=rule)["State"]
     change = (f"its Schedule parameter says when (aws cloudformation deploy ... --parameter-overrides Schedule=...); "
               f"make pause FUNCTION={got['FUNCTION']} pauses it") if logical_id == "ScheduleRule" else \
         "the stack's own rule answers AWS Health's exposed-key events"
@@ -791,42 +752,39 @@ def stack_has_rule(got: dict[str, str], info: dict[str, str], logical_id: str, a
     return True
 
 
-def rule_to_function(aws: Cli, function: str, rule: str, target: str, *rule_args: str) -> tuple[str, str]:
-    """An EventBridge rule (put-rule with ``rule_args``) that invokes the function, with the grant it needs (one
-    statement per rule, ``events-TARGET``, replaced, so running it again changes nothing). (rule ARN, function ARN)."""
-    function_arn = aws("lambda", "get-function", "--function-name", function,
-                       "--query", "Configuration.FunctionArn", "--output", "text")
-    rule_arn = aws("events", "put-rule", "--name", rule, *rule_args, "--query", "RuleArn", "--output", "text")
+def rule_to_function(aws: Aws, function_arn: str, rule: str, target: str, **rule_args: str) -> str:
+    """An EventBridge rule (put_rule with ``rule_args``) that invokes the function, with the grant it needs (one
+    statement per rule, ``events-TARGET``, replaced, so running it again changes nothing). The rule's ARN."""
+    function = function_arn.split(":")[6]
+    rule_arn = aws("events", "put_rule", Name=rule, **rule_args)["RuleArn"]
     statement = "events-schedule" if target == "rotate" else f"events-{target}"
-    aws("lambda", "remove-permission", "--function-name", function, "--statement-id", statement,
-        check=False, quiet=True)
-    aws("lambda", "add-permission", "--function-name", function, "--statement-id", statement,
-        "--action", "lambda:InvokeFunction", "--principal", "events.amazonaws.com", "--source-arn", rule_arn)
-    aws("events", "put-targets", "--rule", rule, "--targets", json.dumps([{"Id": target, "Arn": function_arn}]))
+    aws("lambda", "remove_permission", False, FunctionName=function, StatementId=statement)
+    aws("lambda", "add_permission", FunctionName=function, StatementId=statement, Action="lambda:InvokeFunction",
+        Principal="events.amazonaws.com", SourceArn=rule_arn)
+    aws("events", "put_targets", Rule=rule, Targets=[{"Id": target, "Arn": function_arn}])
     print(f"{rule_arn} -> {function_arn}")
-    return rule_arn, function_arn
+    return rule_arn
 
 
-def run_schedule(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    if stack_has_rule(got, function_info(got, aws), "ScheduleRule", aws):
+@target("schedule", ("FUNCTION",), ("REGION", "SCHEDULE"), "the EventBridge rule (daily by default) and its "
+        "permission to invoke")
+def run_schedule(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
+    info = function_info(got, aws)
+    if not stack_has_rule(got, info, "ScheduleRule", aws):
+        rule_to_function(aws, info["arn"], f"{got['FUNCTION']}-schedule", "rotate", ScheduleExpression=got["SCHEDULE"])
+
+
+@target("exposed-rule", ("FUNCTION",), ("REGION",), "route 2a: run the function the moment AWS Health reports a "
+        "key exposed")
+def run_exposed_rule(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
+    """Route 2a: a rule that runs the function on AWS Health's exposed-key events (the codes it answers)."""
+    info = function_info(got, aws)
+    if stack_has_rule(got, info, "ExposedKeyRule", aws):
         return
-    rule_to_function(aws, got["FUNCTION"], f"{got['FUNCTION']}-schedule", "rotate",
-                     "--schedule-expression", got["SCHEDULE"])
-
-
-def exposure_pattern() -> dict:
-    """AWS Health's events for an exposed access key: the codes the function answers (its own list)."""
-    return {"source": ["aws.health"], "detail-type": ["AWS Health Event"],
-            "detail": {"service": ["RISK"], "eventTypeCode": list(function_module().EXPOSURE_CODES)}}
-
-
-def run_exposed_rule(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    """Route 2a: a rule that runs the function the moment AWS Health reports one of the account's keys exposed."""
-    if stack_has_rule(got, function_info(got, aws), "ExposedKeyRule", aws):
-        return
-    _, function_arn = rule_to_function(aws, got["FUNCTION"], f"{got['FUNCTION']}-exposed", "exposed",
-                                       "--event-pattern", json.dumps(exposure_pattern()))
-    if function_arn.split(":")[3] != "us-east-1":
+    pattern = {"source": ["aws.health"], "detail-type": ["AWS Health Event"],
+               "detail": {"service": ["RISK"], "eventTypeCode": list(function_module().EXPOSURE_CODES)}}
+    rule_to_function(aws, info["arn"], f"{got['FUNCTION']}-exposed", "exposed", EventPattern=json.dumps(pattern))
+    if info["arn"].split(":")[3] != "us-east-1":
         print("AWS Health delivers these events in us-east-1: forward them from there to this region's default "
               "bus (docs/operate.md, When a key leaks)")
 
@@ -847,23 +805,28 @@ def answer_file(function: str) -> Path:
     return Path("dist") / f"invoke-{function}.json"
 
 
-def invoke(function: str, event: str, aws: Cli) -> Any:
+def invoke(function: str, event: str, aws: Aws) -> Any:
     """The function's answer to the event file, as JSON (kept in answer_file). Its failure (FunctionError) is one
     line, its type and message, never the stack trace it carries (that is in make logs): Stopped, exit 1."""
     answer = answer_file(function)
     answer.parent.mkdir(exist_ok=True)
-    error = aws("lambda", "invoke", "--function-name", function, "--payload", f"fileb://{event}", str(answer),
-                "--query", "FunctionError", "--output", "text")
+    done = aws("lambda", "invoke", FunctionName=function, Payload=Path(event).read_bytes())
+    answer.write_bytes(done["Payload"].read())
     try:
         said = json.loads(answer.read_text() or "null")
     except ValueError:
         said = answer.read_text().strip()
-    if error in ("", "None"):
+    if not done.get("FunctionError"):
         return said
     said = said if isinstance(said, dict) else {"errorMessage": clipped(str(said), 200)}  # not Lambda's shape
     message = " ".join(str(said.get("errorMessage") or "no message").split())
-    raise Stopped(f"the function failed ({said.get('errorType') or error}): {message} (its log lines: make logs "
-                  f"FUNCTION={function}; its answer: {answer})", 1)
+    raise Stopped(f"the function failed ({said.get('errorType') or done['FunctionError']}): {message} (its log "
+                  f"lines: make logs FUNCTION={function}; its answer: {answer})", 1)
+
+
+def render_table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def keys_cell(entry: Mapping[str, Any]) -> str:
@@ -904,7 +867,11 @@ def failures(summary: Any) -> int:
     return max(counted, listed)
 
 
-def run_invoke(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+
+
+@target("invoke", ("FUNCTION",), ("REGION", "EVENT", "OUTPUT"), "run it now with EVENT (default: a dry run): a row "
+        "a secret, the answer in dist/ (OUTPUT=json); fails if one did")
+def run_invoke(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
     """The function's answer as a table (OUTPUT=json: as it is); non-zero when any secret failed, a dry run's
     included (a refused secret is a failure of the plan)."""
     summary = invoke(got["FUNCTION"], got["EVENT"], aws)
@@ -916,7 +883,9 @@ def run_invoke(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> N
                       f"{answer_file(got['FUNCTION'])}", 1)
 
 
-def run_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+@target("report", ("FUNCTION",), ("REGION", "ROLES"), "the account's keys past MAX_KEY_AGE_DAYS, managed or not, "
+        "and what rotates when (ROLES=true: which a role could replace)")
+def run_report(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
     """make report (ROLES=true: with the roles report, events/report-roles.json): reads only."""
     event = "report-roles.json" if got.get("ROLES") == "true" else "report.json"
     summary = invoke(got["FUNCTION"], str(ROOT / "events" / event), aws)
@@ -951,46 +920,33 @@ ALARMS: tuple[dict[str, Any], ...] = (
 NAMESPACE_RE = r"[!-9;-~][ -~]{0,254}"  # CloudWatch's: printable ASCII, not starting with ':', at most 255
 
 
-def metrics_namespace(function: str, aws: Cli) -> str:
+
+
+def metrics_namespace(function: str, aws: Aws) -> str:
     """The deployed function's METRICS_NAMESPACE (its settings table's default when it has none)."""
-    found = aws("lambda", "get-function-configuration", "--function-name", function,
-                "--query", "Environment.Variables", "--output", "json")
-    try:
-        variables = json.loads(found or "null")
-    except ValueError:
-        variables = None
-    namespace = variables.get("METRICS_NAMESPACE") if isinstance(variables, dict) else None
+    namespace = variables(function, aws).get("METRICS_NAMESPACE")
     namespace = namespace or function_module().SETTINGS_TABLE["METRICS_NAMESPACE"].default
     if not re.fullmatch(NAMESPACE_RE, namespace, re.ASCII) or namespace.startswith("AWS/"):
-        raise SystemExit(f"{function}'s METRICS_NAMESPACE {shown(namespace)} is no CloudWatch namespace: "
-                         f"no alarm made")
+        raise Stopped(f"{function}'s METRICS_NAMESPACE {shown(namespace)} is no CloudWatch namespace: no alarm made", 1)
     return namespace
 
 
-def alarm_arguments(alarm: Mapping[str, Any], function: str, namespace: str, topic: str | None) -> list[str]:
-    """put-metric-alarm's arguments for one row of ALARMS."""
-    optional = {"DatapointsToAlarm": "--datapoints-to-alarm"}
-    return ["--alarm-name", f"{function}-{alarm['Name']}",
-            "--alarm-description", alarm["AlarmDescription"].format(f=function),
-            "--dimensions", json.dumps([{"Name": "FunctionName", "Value": function}]),
-            "--namespace", alarm["Namespace"] or namespace, "--metric-name", alarm["MetricName"],
-            "--statistic", alarm["Statistic"], "--period", str(alarm["Period"]),
-            "--evaluation-periods", str(alarm["EvaluationPeriods"]),
-            *[arg for key, flag in optional.items() if key in alarm for arg in (flag, str(alarm[key]))],
-            "--threshold", str(alarm["Threshold"]), "--comparison-operator", alarm["ComparisonOperator"],
-            "--treat-missing-data", alarm["TreatMissingData"],
-            *(["--alarm-actions", topic, "--ok-actions", topic] if topic else [])]
-
-
-def run_alarms(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+@target("alarms", ("FUNCTION",), ("REGION", "TOPIC"), "route 2a: the template's alarms (errors, no good run for "
+        "36 h, key in use, overdue)")
+def run_alarms(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
+    """Each row of ALARMS, put as FUNCTION-<its name>, telling TOPIC when given."""
     function, topic = got["FUNCTION"], got.get("TOPIC")
     namespace = metrics_namespace(function, aws)
     for alarm in ALARMS:
-        aws("cloudwatch", "put-metric-alarm", *alarm_arguments(alarm, function, namespace, topic))
+        row = {key: value for key, value in alarm.items() if key not in ("Name", "Resource")}
+        aws("cloudwatch", "put_metric_alarm", **row | {
+            "AlarmName": f"{function}-{alarm['Name']}", "AlarmDescription": row["AlarmDescription"].format(f=function),
+            "Namespace": row["Namespace"] or namespace, "Dimensions": [{"Name": "FunctionName", "Value": function}],
+            **({"AlarmActions": [topic], "OKActions": [topic]} if topic else {})})
     print(f"{len(ALARMS)} alarms for {function} (its metrics in {namespace})" + (f", telling {topic}" if topic else ""))
 
 
-def schedule_rules(got: dict[str, str], aws: Cli) -> list[tuple[str, str]]:
+def schedule_rules(got: dict[str, str], aws: Aws) -> list[tuple[str, str]]:
     """The rules that run the function daily, each with what made it: its stack's ScheduleRule (the stack the
     function's STACK_TAG names, or STACK=), and route 2a's FUNCTION-schedule if there is one (make schedule made
     one beside a stack's before it knew better: paused with it, never left running)."""
@@ -1000,8 +956,7 @@ def schedule_rules(got: dict[str, str], aws: Cli) -> list[tuple[str, str]]:
     stack = got.get("STACK") or info["stack"]
     rules = [(stack_resource(stack, "ScheduleRule", aws), f"the stack {stack}'s ScheduleRule")] if stack else []
     own = f"{got['FUNCTION']}-schedule"
-    if aws("events", "describe-rule", "--name", own, "--query", "Name", "--output", "text", check=False,
-           quiet=True) == own:
+    if (aws("events", "describe_rule", False, Name=own) or {}).get("Name") == own:
         rules.append((own, "make schedule's" if not stack else "a second rule beside the stack's, which make "
                       f"schedule added (remove it: aws events remove-targets --rule {own} --ids rotate; aws events "
                       f"delete-rule --name {own})"))
@@ -1012,46 +967,44 @@ def schedule_rules(got: dict[str, str], aws: Cli) -> list[tuple[str, str]]:
     return rules
 
 
-def run_pause(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+@target("pause", ("FUNCTION",), ("REGION", "STACK"), "stop the daily runs (a stack's rule found by the function's "
+        "tag); nothing else changes")
+def run_pause(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
     for rule, made in schedule_rules(got, aws):
-        aws("events", "disable-rule", "--name", rule)
+        aws("events", "disable_rule", Name=rule)
         print(f"paused {rule} ({made})")
 
 
-def run_resume(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+@target("resume", ("FUNCTION",), ("REGION", "STACK"), "start the daily runs again (a stack's rule too)")
+def run_resume(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
     for rule, made in schedule_rules(got, aws):
-        aws("events", "enable-rule", "--name", rule)
+        aws("events", "enable_rule", Name=rule)
         print(f"resumed {rule} ({made})")
 
 
-def run_logs(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    """The log lines of the last SINCE minutes, one a line as Lambda wrote each (read as JSON: the CLI's text
-    output joins a list's items on one line)."""
+@target("logs", ("FUNCTION",), ("REGION", "SINCE"), "the function's log lines of the last SINCE minutes (default 60)")
+def run_logs(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
+    """The log lines of the last SINCE minutes, one a line as Lambda wrote each."""
     start = (int(time.time()) - int(got["SINCE"]) * 60) * 1000
     group = f"/aws/lambda/{got['FUNCTION']}"
     try:
-        found = aws("logs", "filter-log-events", "--log-group-name", group, "--start-time", str(start),
-                    "--query", "events[].message", "--output", "json")
-    except CliFailed as failed:
+        found = aws.pages("logs", "filter_log_events", "events", logGroupName=group, startTime=start)
+    except Failed as failed:
         if failed.error != "ResourceNotFoundException":
             raise
         function_info(got, aws)  # no such function: said so
         print(f"no log lines yet: Lambda makes {group} at the function's first run (make invoke "
               f"FUNCTION={got['FUNCTION']} runs it)")
         return
-    messages = json.loads(found or "[]") or []
-    for message in messages:
-        print(str(message).rstrip("\n"))
-    if not messages:
+    for event in found:
+        print(str(event.get("message")).rstrip("\n"))
+    if not found:
         print(f"no log lines in {group} in the last {got['SINCE']} minutes (SINCE=... looks further back)")
 
 
-def alarm_names(function: str) -> list[str]:
-    """Route 2a's four alarms (make alarms) for the function, in ALARMS' order."""
-    return [f"{function}-{alarm['Name']}" for alarm in ALARMS]
-
-
-def run_destroy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+@target("destroy", ("FUNCTION",), ("REGION", "STACK"), "route 2a: remove schedule, function, alarms, list what "
+        "stays; a stack's: STACK=<it> deletes it")
+def run_destroy(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
     """Route 2a's function: the schedule, the function and its alarms (one fires on missing data once the
     function is gone); then what stays, each with the command that removes it. A stack's function: its stack."""
     function, rule = got["FUNCTION"], f"{got['FUNCTION']}-schedule"
@@ -1059,30 +1012,27 @@ def run_destroy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> 
     if info["stack"] or got.get("STACK"):
         destroy_stack(got, info["stack"], aws)
         return
-    aws("events", "remove-targets", "--rule", rule, "--ids", "rotate", check=False, quiet=True)
-    aws("events", "delete-rule", "--name", rule, check=False, quiet=True)
-    aws("events", "remove-targets", "--rule", f"{function}-exposed", "--ids", "exposed", check=False, quiet=True)
-    aws("events", "delete-rule", "--name", f"{function}-exposed", check=False, quiet=True)
-    aws("lambda", "delete-function", "--function-name", function)
+    for name, target_id in ((rule, "rotate"), (f"{function}-exposed", "exposed")):
+        aws("events", "remove_targets", False, Rule=name, Ids=[target_id])
+        aws("events", "delete_rule", False, Name=name)
+    aws("lambda", "delete_function", FunctionName=function)
     print(f"removed {function} and its schedule ({rule})")
-    found = aws("cloudwatch", "describe-alarms", "--alarm-names", *alarm_names(function),
-                "--query", "MetricAlarms[].AlarmName", "--output", "json")
-    alarms = json.loads(found or "[]")
+    names = [f"{function}-{alarm['Name']}" for alarm in ALARMS]
+    alarms = [a["AlarmName"] for a in aws.pages("cloudwatch", "describe_alarms", "MetricAlarms", AlarmNames=names)]
     if alarms:
-        aws("cloudwatch", "delete-alarms", "--alarm-names", *alarms)
+        aws("cloudwatch", "delete_alarms", AlarmNames=alarms)
         print(f"removed its alarms: {' '.join(alarms)}")
     group = f"/aws/lambda/{function}"
-    groups = aws("logs", "describe-log-groups", "--log-group-name-prefix", group,
-                 "--query", "logGroups[].logGroupName", "--output", "json")
+    groups = aws.pages("logs", "describe_log_groups", "logGroups", logGroupNamePrefix=group)
     print("left in place:")
     print(f"  the role {info['role']} ({role_removal(info['role'], aws)})")
-    if group in json.loads(groups or "[]"):
+    if group in [g.get("logGroupName") for g in groups]:
         print(f"  the log group {group} (aws logs delete-log-group --log-group-name {group}; a CloudFormation "
               f"stack with the function name {function} fails while it exists)")
     print("  the secrets, their keys and the users' key-rotation-secret tags")
 
 
-def destroy_stack(got: dict[str, str], stack: str, aws: Cli) -> None:
+def destroy_stack(got: dict[str, str], stack: str, aws: Aws) -> None:
     """A stack's function is the stack's to remove: removed alone, it would leave the stack's rules ENABLED
     pointing at nothing and the stack out of step. Refused, naming the stack and the command that removes it;
     with STACK= that stack, the stack is deleted (its function, role, rules, alarms, queue, log group)."""
@@ -1095,22 +1045,22 @@ def destroy_stack(got: dict[str, str], stack: str, aws: Cli) -> None:
         raise Stopped(f"{function} was made by the CloudFormation stack {stack}{wrong}: remove the stack, and with "
                       f"it the function, its role, rules, alarms and log group: make destroy FUNCTION={function} "
                       f"STACK={stack}, or aws cloudformation delete-stack --stack-name {stack}")
-    aws("cloudformation", "delete-stack", "--stack-name", stack)
-    aws("cloudformation", "wait", "stack-delete-complete", "--stack-name", stack)
+    aws("cloudformation", "delete_stack", StackName=stack)
+    aws.clients["cloudformation"].get_waiter("stack_delete_complete").wait(
+        StackName=stack, WaiterConfig={"Delay": POLL_SECONDS, "MaxAttempts": 720})
     print(f"removed the stack {stack}: {function}, its role, rules, alarms, queue and log group")
     print("left in place: the secrets, their keys and the users' key-rotation-secret tags")
 
 
-def role_removal(role: str, aws: Cli) -> str:
+def role_removal(role: str, aws: Aws) -> str:
     """The commands that remove the role: each of its policies (inline, attached), then the role."""
     name = role.rsplit("/", 1)[-1]
-    inline = read_json(aws, "iam", "list-role-policies", "--role-name", name, "--query", "PolicyNames")
-    attached = read_json(aws, "iam", "list-attached-role-policies", "--role-name", name, "--query",
-                         "AttachedPolicies[].PolicyArn")
+    inline = aws.pages("iam", "list_role_policies", "PolicyNames", False, RoleName=name)
+    attached = aws.pages("iam", "list_attached_role_policies", "AttachedPolicies", False, RoleName=name)
     steps = [f"aws iam delete-role-policy --role-name {name} --policy-name {policy}"
-             for policy in (inline if isinstance(inline, list) else ["key-rotation"])]
-    steps += [f"aws iam detach-role-policy --role-name {name} --policy-arn {arn}"
-              for arn in (attached if isinstance(attached, list) else [])]
+             for policy in (inline if inline is not None else ["key-rotation"])]
+    steps += [f"aws iam detach-role-policy --role-name {name} --policy-arn {policy['PolicyArn']}"
+              for policy in attached or []]
     return "; ".join([*steps, f"aws iam delete-role --role-name {name}"])
 
 
@@ -1118,7 +1068,7 @@ NOTHING_TO_ROLL_BACK = "nothing to roll back: the secret has no previous key"
 NO_PREVIOUS = ("no AWSPREVIOUS version", "the previous key (none)")  # the function's reasons for it
 
 
-def rollback(got: dict[str, str], aws: Cli, dry_run: bool) -> Any:
+def rollback(got: dict[str, str], aws: Aws, dry_run: bool) -> Any:
     """The event {"rollback": [SECRET]} (a plan with dry_run), written as JSON (the value is data) and sent as a
     file; the function's answer."""
     event = Path("dist") / f"rollback-{got['FUNCTION']}.json"
@@ -1141,7 +1091,11 @@ def rollback_refused(plan: Any, secret: str) -> str | None:
     return f"{secret} was not rolled back ({refused[0].get('status')}): {reason or 'no reason given'}"
 
 
-def run_rollback(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+
+
+@target("rollback", ("FUNCTION", "SECRET"), ("REGION", "OUTPUT"), "undo SECRET's last rotation: planned first, "
+        "then {\"rollback\": [SECRET]}")
+def run_rollback(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
     """Planned first (a dry run): a rollback that cannot happen is refused in one line, exit 2, without a failed
     invocation (which would raise the Errors alarm); then done."""
     refused = rollback_refused(rollback(got, aws, dry_run=True), got["SECRET"])
@@ -1158,39 +1112,44 @@ def run_rollback(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) ->
 MODE_TAG = "key-rotation:mode"
 
 
-def run_skip(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    aws("secretsmanager", "tag-resource", "--secret-id", got["SECRET"],
-        "--tags", json.dumps([{"Key": MODE_TAG, "Value": "skip"}]))
+
+@target("skip", ("SECRET",), ("REGION",), "hold one secret: tag SECRET key-rotation:mode=skip (every entry point "
+        "obeys)")
+def run_skip(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
+    aws("secretsmanager", "tag_resource", SecretId=got["SECRET"], Tags=[{"Key": MODE_TAG, "Value": "skip"}])
     print(f"{got['SECRET']}: {MODE_TAG}=skip (every entry point leaves it alone; make unskip SECRET=... resumes)")
 
 
-def run_unskip(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
-    mode = aws("secretsmanager", "describe-secret", "--secret-id", got["SECRET"],
-               "--query", f"Tags[?Key=='{MODE_TAG}'].Value | [0]", "--output", "text")
-    if mode in ("", "None"):
+@target("unskip", ("SECRET",), ("REGION",), "release SECRET: remove its key-rotation:mode=skip tag")
+def run_unskip(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
+    tags = aws("secretsmanager", "describe_secret", SecretId=got["SECRET"]).get("Tags") or []
+    mode = next((tag.get("Value") for tag in tags if tag.get("Key") == MODE_TAG), None)
+    if not mode:
         print(f"{got['SECRET']} has no {MODE_TAG} tag: nothing to do")
         return
     if mode != "skip":
-        raise SystemExit(f"{got['SECRET']} has {MODE_TAG}={mode}, not skip: left as it is (remove it with aws "
-                         f"secretsmanager untag-resource --secret-id {got['SECRET']} --tag-keys {MODE_TAG})")
-    aws("secretsmanager", "untag-resource", "--secret-id", got["SECRET"], "--tag-keys", json.dumps([MODE_TAG]))
+        raise Stopped(f"{got['SECRET']} has {MODE_TAG}={mode}, not skip: left as it is (remove it with aws "
+                      f"secretsmanager untag-resource --secret-id {got['SECRET']} --tag-keys {MODE_TAG})", 1)
+    aws("secretsmanager", "untag_resource", SecretId=got["SECRET"], TagKeys=[MODE_TAG])
     print(f"{got['SECRET']}: {MODE_TAG} removed; the next run rotates it when due")
 
 
-def last_run(events: list[list]) -> tuple[int, dict] | None:
-    """The last run_complete line's time (ms) and fields, from [timestamp, message] pairs (Lambda's prefix
+def last_run(events: list[dict]) -> tuple[int, dict] | None:
+    """The last run_complete line's time (ms) and fields, from log events (Lambda's prefix
     "[INFO]\\tTIME\\tREQUEST\\t" removed)."""
-    for timestamp, message in sorted(events, key=lambda event: event[0], reverse=True):
+    for event in sorted(events, key=lambda event: event.get("timestamp", 0), reverse=True):
         try:
-            line = json.loads(str(message).strip().split("\t")[-1])
+            line = json.loads(str(event.get("message")).strip().split("\t")[-1])
         except ValueError:
             continue
         if isinstance(line, dict) and line.get("action") == "run_complete":
-            return timestamp, line
+            return event.get("timestamp", 0), line
     return None
 
 
-def run_status(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+@target("status", ("FUNCTION",), ("REGION", "SINCE"), "its version, the last run's summary (SINCE minutes back, "
+        "default a week), the alarms", SINCE="10080")
+def run_status(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
     """The function (its release, its stack), its last run's summary (the run_complete line within SINCE
     minutes) and the alarms named FUNCTION-... No such function: one line, non-zero."""
     function = got["FUNCTION"]
@@ -1199,34 +1158,27 @@ def run_status(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> N
     made = f", made by the stack {info['stack']}" if info["stack"] else ""
     print(f"function {function}: version {version}{made}, last changed {info['modified'] or 'at an unknown time'}")
     start = (int(time.time()) - int(got["SINCE"]) * 60) * 1000
-    found = aws("logs", "filter-log-events", "--log-group-name", f"/aws/lambda/{function}",
-                "--start-time", str(start), "--filter-pattern", '"run_complete"',
-                "--query", "events[].[timestamp, message]", "--output", "json", check=False, quiet=True)
-    last = last_run(json.loads(found) if found.startswith("[") else [])
+    found = aws.pages("logs", "filter_log_events", "events", False, logGroupName=f"/aws/lambda/{function}",
+                      startTime=start, filterPattern='"run_complete"')
+    last = last_run(found or [])
     if last is None:
         print(f"last run: no run_complete line in /aws/lambda/{function} in the last {got['SINCE']} minutes "
               f"(SINCE=... looks further back; make logs FUNCTION={function} shows what there is)")
     else:
-        timestamp, summary = last
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp / 1000))
-        counts = ", ".join(f"{summary[name]} {name}" for name in COUNTS if summary.get(name))
-        ran = f", version {summary['version']}" if isinstance(summary.get("version"), str) else ""
-        print(f"last run {when}{' (dry run)' if summary.get('dry_run') else ''}: {counts or 'nothing to do'}{ran}")
-        if summary.get("failed") or summary.get("not_attempted"):
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last[0] / 1000))
+        counts = ", ".join(f"{last[1][name]} {name}" for name in COUNTS if last[1].get(name))
+        ran = f", version {last[1]['version']}" if isinstance(last[1].get("version"), str) else ""
+        print(f"last run {when}{' (dry run)' if last[1].get('dry_run') else ''}: {counts or 'nothing to do'}{ran}")
+        if last[1].get("failed") or last[1].get("not_attempted"):
             print(f"  each failure's reason: make logs FUNCTION={function} (its \"failed\" lines)")
-    alarms = aws("cloudwatch", "describe-alarms", "--alarm-name-prefix", f"{function}-",
-                 "--query", "MetricAlarms[].[AlarmName, StateValue]", "--output", "json")
-    states = json.loads(alarms or "[]")
-    if not states:
+    alarms = aws.pages("cloudwatch", "describe_alarms", "MetricAlarms", AlarmNamePrefix=f"{function}-")
+    if not alarms:
         print(f"alarms: none named {function}-... (make alarms FUNCTION={function} adds them; a stack names its own)")
-    for name, state in states:
-        print(f"alarm {name}: {state}")
+    for alarm in alarms:
+        print(f"alarm {alarm['AlarmName']}: {alarm['StateValue']}")
 
 
 # --- the organisation's targets: one function per account, by a service-managed stack set ------------------------
-
-CODE_ZIP = ROOT / "dist" / "lambda.zip"
-POLL_SECONDS = 10  # between two looks at a stack set operation (or a Logs Insights query)
 
 
 def packaged_code() -> bytes:
@@ -1255,23 +1207,19 @@ def code_key() -> str:
 def code_digest() -> str:
     """The SHA-256 of the code under the version's key: kept with the object, compared before any upload."""
     return hashlib.sha256(packaged_code()).hexdigest()
-
-
-def upload_code(regional: Cli, bucket: str, key: str, owner: list[str]) -> str:
+def upload_code(regional: Aws, bucket: str, key: str, owner: str) -> str:
     """The version's zip into the bucket, unless it is there already (the same code: nothing to do). Other code
     under the version's key is refused: it would deploy under a version that names different code, and a stack set
     update with an unchanged key would leave every function's code as it was."""
     digest = code_digest()
-    there = regional("s3api", "head-object", "--bucket", bucket, "--key", key, *owner, "--query", "Metadata",
-                     "--output", "json", check=False, quiet=True)
-    if there:
-        found = json.loads(there) if there.startswith("{") else {}
-        if found.get("code-sha256") != digest:
+    there = regional("s3", "head_object", False, Bucket=bucket, Key=key, ExpectedBucketOwner=owner)
+    if there is not None:
+        if (there.get("Metadata") or {}).get("code-sha256") != digest:
             raise Refused(f"refused: s3://{bucket}/{key} holds other code than dist/lambda.zip (a version names one "
                           f"code): give the new code a new version (VERSION, __version__, CHANGELOG.md)")
         return "already there"
-    regional("s3api", "put-object", "--bucket", bucket, "--key", key, "--body", str(CODE_ZIP), "--metadata",
-             json.dumps({"code-sha256": digest}), *owner, "--output", "text")
+    regional("s3", "put_object", Bucket=bucket, Key=key, Body=CODE_ZIP.read_bytes(), Metadata={"code-sha256": digest},
+             ExpectedBucketOwner=owner)
     return "uploaded"
 
 
@@ -1284,48 +1232,48 @@ def bucket_policy(bucket: str, organisation: str) -> dict:
         "Condition": {"StringEquals": {"aws:PrincipalOrgID": organisation}}}]}
 
 
-def caller_account(aws: Cli) -> str:
-    """The account these credentials are in (sts get-caller-identity), checked: 12 digits."""
-    account = aws("sts", "get-caller-identity", "--query", "Account", "--output", "text")
+def caller_account(aws: Aws) -> str:
+    """The account these credentials are in (STS's GetCallerIdentity), checked: 12 digits."""
+    account = str(aws("sts", "get_caller_identity").get("Account"))
     if not re.fullmatch(ACCOUNT_RE, account, re.ASCII):
         raise Refused(f"refused, nothing changed: sts get-caller-identity answered {shown(account)}, not an account id")
     return account
 
 
-def run_org_package(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+@target("org-package", ("REGIONS", "ARTIFACT_PREFIX"), ("ORG_ID",), "dist/lambda.zip as iam-key-rotation/VERSION.zip "
+        "to each region's bucket; prints its policy")
+def run_org_package(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
     """dist/lambda.zip to PREFIX-REGION for each region (the bucket made if missing); each bucket's policy printed
     and written to dist/, to apply (aws s3api put-bucket-policy), never applied here. Bucket names are global:
     every call names this account as the bucket's expected owner, so a bucket of the same name someone else made
     first is never written to (its head fails, its create fails: the target stops there)."""
     key = code_key()
-    organisation = got.get("ORG_ID") or aws("organizations", "describe-organization", "--query", "Organization.Id",
-                                            "--output", "text")
+    organisation = got.get("ORG_ID") or aws("organizations", "describe_organization")["Organization"]["Id"]
     checked("ORG_ID", organisation)
-    owner = ["--expected-bucket-owner", caller_account(aws)]
+    owner = caller_account(aws)
     for region in listed(got["REGIONS"]):
         regional, bucket = aws.in_region(region), f"{got['ARTIFACT_PREFIX']}-{region}"
-        if regional("s3api", "head-bucket", "--bucket", bucket, *owner, check=False, quiet=True, status=True):
-            place = [] if region == "us-east-1" else ["--create-bucket-configuration",
-                                                      json.dumps({"LocationConstraint": region})]
-            regional("s3api", "create-bucket", "--bucket", bucket, *place, "--output", "text")
+        if regional("s3", "head_bucket", False, Bucket=bucket, ExpectedBucketOwner=owner) is None:
+            place = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+            regional("s3", "create_bucket", Bucket=bucket, **place)
         done = upload_code(regional, bucket, key, owner)
         policy = Path("dist") / f"bucket-policy-{bucket}.json"
         policy.write_text(json.dumps(bucket_policy(bucket, organisation), indent=2) + "\n")
         print(f"s3://{bucket}/{key} ({done})\n{policy.read_text()}  apply it: aws s3api put-bucket-policy "
-              f"--bucket {bucket} --policy file://{policy} --region {region} {' '.join(owner)}")
+              f"--bucket {bucket} --policy file://{policy} --region {region} --expected-bucket-owner {owner}")
 
 
-def check_code(got: dict[str, str], aws: Cli, deployed: Collection[str] = ()) -> None:
+def check_code(got: dict[str, str], aws: Aws, deployed: Collection[str] = ()) -> None:
     """Before the stack set changes: each region's bucket is this account's and holds this code (make org-package
     put it there), so no account is ever pointed at code someone else may write. The regions are REGIONS and
     those the stack set has instances in (``deployed``): its parameters name PREFIX-REGION for every region, and
     bucket names are global, so a region left unchecked could read a bucket someone else owns. Refused, naming
     every region without the code, before anything changes."""
-    key, owner = code_key(), ["--expected-bucket-owner", caller_account(aws)]
+    key, owner = code_key(), caller_account(aws)
     given = listed(got["REGIONS"])
     missing = [region for region in [*given, *sorted(set(deployed) - set(given))]
-               if aws.in_region(region)("s3api", "head-object", "--bucket", f"{got['ARTIFACT_PREFIX']}-{region}",
-                                        "--key", key, *owner, check=False, quiet=True, status=True)]
+               if aws.in_region(region)("s3", "head_object", False, Bucket=f"{got['ARTIFACT_PREFIX']}-{region}",
+                                        Key=key, ExpectedBucketOwner=owner) is None]
     if not missing:
         return
     outside = [region for region in missing if region not in given]
@@ -1336,11 +1284,11 @@ def check_code(got: dict[str, str], aws: Cli, deployed: Collection[str] = ()) ->
                   f"it there")
 
 
-def stack_set_call(got: dict[str, str]) -> list[str]:
-    return ["--stack-set-name", got["STACK_SET"], "--call-as", got["CALL_AS"]]
+def stack_set(got: dict[str, str]) -> dict[str, str]:
+    return {"StackSetName": got["STACK_SET"], "CallAs": got["CALL_AS"]}
 
 
-def parameters_json(got: dict[str, str], given: list[tuple[str, str]], previous: list[str], new: bool = True) -> str:
+def parameters(got: dict[str, str], given: list[tuple[str, str]], previous: list[str], new: bool = True) -> list:
     """The stack set's parameters: the code's (each region's bucket, the zip's key), a new stack set's function
     name (the stack set's, the same in every account, not its stack's StackSet-NAME-UUID; an update, new=False,
     keeps the name the functions have), those given, and each other one the stack set has kept as it was
@@ -1352,105 +1300,98 @@ def parameters_json(got: dict[str, str], given: list[tuple[str, str]], previous:
     values = {"CodeBucket": got["ARTIFACT_PREFIX"], "CodeKey": code_key(), "CodeBucketPerRegion": "true",
               **named, **dict(given)}
     kept = [{"ParameterKey": name, "UsePreviousValue": True} for name in previous if name not in values]
-    return json.dumps([{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()] + kept)
+    return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()] + kept
 
 
-def preferences(got: dict[str, str], first: bool) -> str:
+def preferences(got: dict[str, str], first: bool) -> dict:
     """The roll-out's pace: one account first, stopping at its failure; then a percentage at a time."""
     if first:
-        return json.dumps({"RegionConcurrencyType": "SEQUENTIAL", "FailureToleranceCount": 0,
-                           "MaxConcurrentCount": 1})
-    return json.dumps({"RegionConcurrencyType": "PARALLEL", "FailureTolerancePercentage": int(got["FAILURE_PERCENT"]),
-                       "MaxConcurrentPercentage": int(got["MAX_PERCENT"])})
+        return {"RegionConcurrencyType": "SEQUENTIAL", "FailureToleranceCount": 0, "MaxConcurrentCount": 1}
+    return {"RegionConcurrencyType": "PARALLEL", "FailureTolerancePercentage": int(got["FAILURE_PERCENT"]),
+            "MaxConcurrentPercentage": int(got["MAX_PERCENT"])}
 
 
-def targets(got: dict[str, str], account: str | None = None) -> str:
+def targets(got: dict[str, str], account: str | None = None) -> dict:
     """The OUs, or one account of them (INTERSECTION: only if it is in one of the OUs)."""
     chosen: dict[str, Any] = {"OrganizationalUnitIds": listed(got["OUS"])}
     if account:
         chosen |= {"Accounts": [account], "AccountFilterType": "INTERSECTION"}
-    return json.dumps(chosen)
+    return chosen
 
 
-def wait_for(got: dict[str, str], operation: str, stage: str, aws: Cli) -> None:
+def wait_for(got: dict[str, str], operation: str, stage: str, aws: Aws) -> None:
     """Until the operation ends; a failed or stopped one ends the roll-out there."""
     while True:
-        status = aws("cloudformation", "describe-stack-set-operation", *stack_set_call(got), "--operation-id",
-                     operation, "--query", "StackSetOperation.Status", "--output", "text")
+        status = aws("cloudformation", "describe_stack_set_operation", **stack_set(got),
+                     OperationId=operation)["StackSetOperation"]["Status"]
         if status not in ("RUNNING", "QUEUED", "STOPPING"):
             break
         time.sleep(POLL_SECONDS)
     print(f"{stage}: {status}")
     if status != "SUCCEEDED":
-        raise SystemExit(f"{stage} ended {status}: the roll-out stops here (make org-status shows each account)")
+        raise Stopped(f"{stage} ended {status}: the roll-out stops here (make org-status shows each account)", 1)
 
 
-def canary(got: dict[str, str], aws: Cli) -> str | None:
+def canary(got: dict[str, str], aws: Aws) -> str | None:
     """The account deployed first: CANARY, or the first account of the first OU."""
     if got.get("CANARY"):
         return got["CANARY"]
-    first = aws("organizations", "list-accounts-for-parent", "--parent-id", listed(got["OUS"])[0],
-                "--query", "Accounts[0].Id", "--output", "text", check=False)
+    found = aws("organizations", "list_accounts_for_parent", False, ParentId=listed(got["OUS"])[0]) or {}
+    first = str(((found.get("Accounts") or [{}])[0]).get("Id"))
     return first if re.fullmatch(ACCOUNT_RE, first, re.ASCII) else None
 
 
-def staged(got: dict[str, str], action: list[str], aws: Cli) -> None:
-    """`action` (create-stack-instances or update-stack-set) in two stages: the canary account in every region,
+def staged(got: dict[str, str], action: str, aws: Aws, **arguments: Any) -> None:
+    """`action` (create_stack_instances or update_stack_set) in two stages: the canary account in every region,
     then every account of the OUs."""
-    regions = ["--regions", *listed(got["REGIONS"])]
     first = canary(got, aws)
     stages = ([(f"stage 1, account {first}", targets(got, first), True)] if first else []) + \
         [(f"stage {2 if first else 1}, every account of {got['OUS']}", targets(got), False)]
     for stage, chosen, one in stages:
-        operation = aws("cloudformation", *action, *stack_set_call(got), "--deployment-targets", chosen, *regions,
-                        "--operation-preferences", preferences(got, one), "--query", "OperationId", "--output", "text")
+        operation = aws("cloudformation", action, **stack_set(got), DeploymentTargets=chosen,
+                        Regions=listed(got["REGIONS"]), OperationPreferences=preferences(got, one),
+                        **arguments)["OperationId"]
         wait_for(got, operation, stage, aws)
 
 
-UNREAD = object()  # a read that failed, or answered no JSON
-
-
-def read_json(aws: Cli, *args: str) -> Any:
-    """A read's answer (--output json), or UNREAD; its failure is the caller's to judge, and printed by no one."""
-    try:
-        return json.loads(aws(*args, "--output", "json", check=False, quiet=True))
-    except ValueError:
-        return UNREAD
-
-
-def stack_set_parameters(got: dict[str, str], aws: Cli) -> list[str] | None:
+def stack_set_parameters(got: dict[str, str], aws: Aws) -> list[str] | None:
     """The stack set's parameter names, or None when there is no such stack set."""
-    names = read_json(aws, "cloudformation", "describe-stack-set", *stack_set_call(got), "--query",
-                      "StackSet.Parameters[].ParameterKey")
-    if names is UNREAD:
+    found = aws("cloudformation", "describe_stack_set", False, **stack_set(got))
+    if found is None:
         return None
-    return [name for name in names if isinstance(name, str)] if isinstance(names, list) else []
+    return [p["ParameterKey"] for p in (found.get("StackSet") or {}).get("Parameters") or [] if "ParameterKey" in p]
 
 
-def update_stack_set(got: dict[str, str], given: list[tuple[str, str]], previous: list[str], aws: Cli) -> None:
-    staged(got, ["update-stack-set", "--template-body", f"file://{ROOT / 'template.yaml'}", "--parameters",
-                 parameters_json(got, given, previous, new=False), "--capabilities", "CAPABILITY_IAM"], aws)
-
-
-def apply_overrides(got: dict[str, str], verb: str, aws: Cli, instances: Collection[tuple[str, str]] = ()) -> None:
+def apply_overrides(got: dict[str, str], verb: str, aws: Aws, instances: Collection[tuple[str, str]] = ()) -> None:
     """OVERRIDES: each account's own parameters (a dry run in production first, an exemption), one at a time:
-    update-stack-instances in the regions of REGIONS where the account has an instance (``instances``: its
-    (account, region) pairs), create-stack-instances in the others (made with them, before the OUs' stages would
+    update_stack_instances in the regions of REGIONS where the account has an instance (``instances``: its
+    (account, region) pairs), create_stack_instances in the others (made with them, before the OUs' stages would
     make them without)."""
-    existing = verb == "update-stack-instances"
+    existing = verb == "update_stack_instances"
     for account, assignments in overrides(got.get("OVERRIDES", "")).items():
         regions = [region for region in listed(got["REGIONS"]) if ((account, region) in instances) == existing]
         if not regions:
             continue
-        operation = aws("cloudformation", verb, *stack_set_call(got), "--deployment-targets", targets(got, account),
-                        "--regions", *regions, "--parameter-overrides",
-                        json.dumps([{"ParameterKey": k, "ParameterValue": v} for k, v in assignments]),
-                        "--operation-preferences", preferences(got, True), "--query", "OperationId",
-                        "--output", "text")
-        wait_for(got, operation, f"overrides for {account}", aws)
+        operation = aws("cloudformation", verb, **stack_set(got), DeploymentTargets=targets(got, account),
+                        Regions=regions, OperationPreferences=preferences(got, True),
+                        ParameterOverrides=[{"ParameterKey": k, "ParameterValue": v} for k, v in assignments])
+        wait_for(got, operation["OperationId"], f"overrides for {account}", aws)
 
 
-def update_existing(got: dict[str, str], given: list[tuple[str, str]], previous: list[str], aws: Cli) -> None:
+def stack_instances(got: dict[str, str], aws: Aws) -> set[tuple[str, str]] | None:
+    """Each (account, region) the stack set has an instance in, or None when these credentials cannot list them
+    (they are not the management account's, or a delegated administrator's with CALL_AS=DELEGATED_ADMIN)."""
+    found = aws.pages("cloudformation", "list_stack_instances", "Summaries", False, **stack_set(got))
+    if found is None:
+        return None
+    pairs = [(summary.get("Account"), summary.get("Region")) for summary in found]
+    good = {pair for pair in pairs if all(isinstance(value, str) and re.fullmatch(shape, value, re.ASCII)
+                                          for shape, value in zip(PLACE_SHAPES[:2], pair, strict=True))}
+    # a row not of the documented shape is not read as "no instance there": a region left out would go unchecked
+    return good if len(good) == len(set(pairs)) else None
+
+
+def update_existing(got: dict[str, str], given: list[tuple[str, str]], previous: list[str], aws: Aws) -> None:
     """An existing stack set, changed only once the code is checked in every region it has instances in. The
     overridden accounts' instances take their overrides before the stack set's parameters change: an account
     kept dry (OVERRIDES=ACCOUNT:DryRun=true) never runs the stack set's DryRun=false, not even until its
@@ -1461,12 +1402,18 @@ def update_existing(got: dict[str, str], given: list[tuple[str, str]], previous:
         raise Refused(f"refused, nothing changed: stack set {got['STACK_SET']}'s instances could not be read "
                       f"(CALL_AS={got['CALL_AS']}), so the code of each region they are in cannot be checked")
     check_code(got, aws, {region for _account, region in instances})
-    apply_overrides(got, "update-stack-instances", aws, instances)
-    update_stack_set(got, given, previous, aws)
-    apply_overrides(got, "create-stack-instances", aws, instances)
+    apply_overrides(got, "update_stack_instances", aws, instances)
+    staged(got, "update_stack_set", aws, TemplateBody=(ROOT / "template.yaml").read_text(),
+           Parameters=parameters(got, given, previous, new=False), Capabilities=["CAPABILITY_IAM"])
+    apply_overrides(got, "create_stack_instances", aws, instances)
 
 
-def run_org_deploy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+ORG_VALUES = ("STACK_SET", "CALL_AS", "CANARY", "FAILURE_PERCENT", "MAX_PERCENT", "OVERRIDES")
+
+
+@target("org-deploy", ("OUS", "REGIONS", "ARTIFACT_PREFIX"), ORG_VALUES, "the stack set to every account of OUS in "
+        "REGIONS: one account first, then MAX_PERCENT at a time", "template")
+def run_org_deploy(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
     """The stack set, created (service-managed, automatic deployment) or updated; the overridden accounts first,
     with their overrides; then its instances in every account of OUS and every region, staged."""
     previous = stack_set_parameters(got, aws)
@@ -1474,57 +1421,60 @@ def run_org_deploy(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
         raise Refused("make org-deploy creates the stack set: give SecretNames='iam-keys/*' (the function's sec)")
     if previous is None:
         check_code(got, aws)
-        aws("cloudformation", "create-stack-set", *stack_set_call(got), "--template-body",
-            f"file://{ROOT / 'template.yaml'}", "--parameters", parameters_json(got, given, [], new=True),
-            "--capabilities", "CAPABILITY_IAM", "--permission-model", "SERVICE_MANAGED", "--auto-deployment",
-            json.dumps({"Enabled": True, "RetainStacksOnAccountRemoval": False}), "--output", "text")
+        aws("cloudformation", "create_stack_set", **stack_set(got), TemplateBody=(ROOT / "template.yaml").read_text(),
+            Parameters=parameters(got, given, [], new=True), Capabilities=["CAPABILITY_IAM"],
+            PermissionModel="SERVICE_MANAGED", AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False})
         print(f"stack set {got['STACK_SET']} (service-managed; an account joining {got['OUS']} gets the function, "
               f"one leaving loses it)")
-        apply_overrides(got, "create-stack-instances", aws)
+        apply_overrides(got, "create_stack_instances", aws)
     else:
         update_existing(got, given, previous, aws)
-    staged(got, ["create-stack-instances"], aws)
+    staged(got, "create_stack_instances", aws)
 
 
-def run_org_update(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+@target("org-update", ("OUS", "REGIONS", "ARTIFACT_PREFIX"), ORG_VALUES, "new code or parameters to every account, "
+        "staged as org-deploy", "template")
+def run_org_update(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
     """New code or parameters to every instance, staged; accounts that joined the OUs since are covered too."""
     previous = stack_set_parameters(got, aws)
     if previous is None:
-        raise SystemExit(f"no stack set {got['STACK_SET']} ({got['CALL_AS']}): make org-deploy creates it")
+        raise Stopped(f"no stack set {got['STACK_SET']} ({got['CALL_AS']}): make org-deploy creates it", 1)
     update_existing(got, given, previous, aws)
-    staged(got, ["create-stack-instances"], aws)
+    staged(got, "create_stack_instances", aws)
 
 
-def run_org_status(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+@target("org-status", (), ("STACK_SET", "CALL_AS"), "each account and region with its stack instance's status, and "
+        "the code deployed")
+def run_org_status(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
     """Each account and region with its stack instance's status and the function's version: the stack set's
     code where the instance is CURRENT (it runs what the stack set holds), not yet that code elsewhere. The
     version is the zip's name, iam-key-rotation/X.Y.Z.zip (make org-package's), which each function reports itself
     (make org-report's version column)."""
-    found = aws("cloudformation", "list-stack-instances", *stack_set_call(got), "--query",
-                "Summaries[].[Account, Region, Status, StackInstanceStatus.DetailedStatus, StatusReason]",
-                "--output", "json")
-    code = aws("cloudformation", "describe-stack-set", *stack_set_call(got), "--query",
-               "StackSet.Parameters[?ParameterKey=='CodeKey'].ParameterValue | [0]", "--output", "text")
+    found = aws.pages("cloudformation", "list_stack_instances", "Summaries", **stack_set(got))
+    described = aws("cloudformation", "describe_stack_set", **stack_set(got)).get("StackSet") or {}
+    code = next((p.get("ParameterValue") or "" for p in described.get("Parameters") or []
+                 if p.get("ParameterKey") == "CodeKey"), "")
     version = code.rpartition("/")[2].removesuffix(".zip")
-    rows = [tuple("" if cell in (None, "None") else str(cell) for cell in row) for row in json.loads(found or "[]")]
+    rows = [(s.get("Account") or "", s.get("Region") or "", s.get("Status") or "",
+             (s.get("StackInstanceStatus") or {}).get("DetailedStatus") or "", s.get("StatusReason") or "")
+            for s in found]
     print(render_table([("account", "region", "status", "detail", "function version", "reason"),
-                        *[(*row[:4], version if row[2] == "CURRENT" else f"not yet {version}", *row[4:])
+                        *[(*row[:4], version if row[2] == "CURRENT" else f"not yet {version}", row[4])
                           for row in rows]]))
     print(f"code: {code} (make org-update after make org-package deploys new code)")
 
 
-def run_org_remove(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+@target("org-remove", ("OUS", "REGIONS"), ("STACK_SET", "CALL_AS", "FAILURE_PERCENT", "MAX_PERCENT"), "remove the "
+        "function from every account of OUS in REGIONS (and the stack set once empty)")
+def run_org_remove(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
     """The stack instances of OUS in REGIONS (their stacks deleted), then the stack set once it has none."""
-    operation = aws("cloudformation", "delete-stack-instances", *stack_set_call(got), "--deployment-targets",
-                    targets(got), "--regions", *listed(got["REGIONS"]), "--no-retain-stacks",
-                    "--operation-preferences", preferences(got, False), "--query", "OperationId", "--output", "text")
-    wait_for(got, operation, f"removing {got['OUS']} in {got['REGIONS']}", aws)
-    left = aws("cloudformation", "list-stack-instances", *stack_set_call(got), "--query", "Summaries[].Account",
-               "--output", "json")
-    if json.loads(left or "[]"):
+    operation = aws("cloudformation", "delete_stack_instances", **stack_set(got), DeploymentTargets=targets(got),
+                    Regions=listed(got["REGIONS"]), RetainStacks=False, OperationPreferences=preferences(got, False))
+    wait_for(got, operation["OperationId"], f"removing {got['OUS']} in {got['REGIONS']}", aws)
+    if aws.pages("cloudformation", "list_stack_instances", "Summaries", **stack_set(got)):
         print(f"stack set {got['STACK_SET']} kept: it still has instances (make org-status)")
         return
-    aws("cloudformation", "delete-stack-set", *stack_set_call(got))
+    aws("cloudformation", "delete_stack_set", **stack_set(got))
     print(f"removed stack set {got['STACK_SET']}; left in place: the code buckets and central.yaml's stack")
 
 
@@ -1723,42 +1673,24 @@ def replaceable_lines(results: list[list[dict]]) -> list[str]:
     return lines
 
 
-def stack_instances(got: dict[str, str], aws: Cli) -> set[tuple[str, str]] | None:
-    """Each (account, region) the stack set has an instance in, or None when these credentials cannot list them
-    (they are not the management account's, or a delegated administrator's with CALL_AS=DELEGATED_ADMIN)."""
-    pairs = read_json(aws, "cloudformation", "list-stack-instances", *stack_set_call(got), "--query",
-                      "Summaries[].[Account, Region]")
-    if not isinstance(pairs, list):
-        return None
-    good = [pair for pair in pairs if isinstance(pair, list) and len(pair) == 2 and all(
-        isinstance(value, str) and re.fullmatch(shape, value, re.ASCII)
-        for shape, value in zip(PLACE_SHAPES[:2], pair, strict=True))]
-    # a row not of the documented shape is not read as "no instance there": a region left out would go unchecked
-    return {(pair[0], pair[1]) for pair in good} if len(good) == len(pairs) else None
-
-
-def render_table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
-
-
-def query_results(got: dict[str, str], aws: Cli) -> list[list[dict]]:
+def query_results(got: dict[str, str], aws: Aws) -> list[list[dict]]:
     """REPORT_QUERY over the last DAYS of LOG_GROUP, waited for."""
     end = int(time.time()) + 60  # a minute ahead: an event of this very second is in
-    query = aws("logs", "start-query", "--log-group-name", got["LOG_GROUP"], "--start-time",
-                str(end - int(got["DAYS"]) * 86400), "--end-time", str(end), "--query-string", REPORT_QUERY,
-                "--query", "queryId", "--output", "text")
+    query = aws("logs", "start_query", logGroupName=got["LOG_GROUP"], startTime=end - int(got["DAYS"]) * 86400,
+                endTime=end, queryString=REPORT_QUERY)["queryId"]
     while True:
-        answer = json.loads(aws("logs", "get-query-results", "--query-id", query, "--output", "json") or "{}")
+        answer = aws("logs", "get_query_results", queryId=query)
         if answer.get("status") not in ("Scheduled", "Running"):
             break
         time.sleep(POLL_SECONDS)
     if answer.get("status") != "Complete":
-        raise SystemExit(f"the query on {got['LOG_GROUP']} ended {answer.get('status')}")
+        raise Stopped(f"the query on {got['LOG_GROUP']} ended {answer.get('status')}", 1)
     return answer.get("results", [])
 
 
-def run_org_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) -> None:
+@target("org-report", (), ("REGION", "LOG_GROUP", "DAYS", "CENTRAL_PROFILE", "STACK_SET", "CALL_AS"), "one table of "
+        "every account's secrets, key age, next rotation, overdue (central log group)")
+def run_org_report(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
     """One table of every account's managed secrets, from the central log group (a Logs Insights query, as
     CENTRAL_PROFILE when given), with each account and region the stack set deployed to and never heard from."""
     instances = stack_instances(got, aws.in_region(""))  # in the stack set's own region
@@ -1779,15 +1711,6 @@ def run_org_report(got: dict[str, str], given: list[tuple[str, str]], aws: Cli) 
           f"{sum(row[6].startswith('OVERDUE') for row in rows)} overdue, {sum('STALE' in n for n in notes)} stale, "
           f"{sum(row[6] == 'MISSING' for row in rows)} missing (each function's last whole run, and each secret a "
           f"later run checked, in the last {got['DAYS']} days)")
-
-
-RUN = {"policy": run_policy, "create": run_create, "configure": run_configure, "deploy": run_deploy,
-       "schedule": run_schedule, "exposed-rule": run_exposed_rule, "invoke": run_invoke, "report": run_report,
-       "alarms": run_alarms,
-       "pause": run_pause, "resume": run_resume, "logs": run_logs, "destroy": run_destroy,
-       "rollback": run_rollback, "skip": run_skip, "unskip": run_unskip, "status": run_status,
-       "org-package": run_org_package, "org-deploy": run_org_deploy, "org-update": run_org_update,
-       "org-status": run_org_status, "org-remove": run_org_remove, "org-report": run_org_report}
 
 
 def render_report(summary: dict) -> str:
@@ -1832,23 +1755,85 @@ def render_roles(roles: dict) -> list[str]:
     return lines
 
 
-def main(argv: list[str], environ: Mapping[str, str] = os.environ) -> int:
+
+
+# --- the command line: one subcommand per target, its options the values it takes -------------------------------
+
+def value_type(target: Target, name: str) -> Callable[[str], str]:
+    """argparse's type for one value of a target: checked by its declaration, refused when needed and missing."""
+    def judge(value: str) -> str:
+        if not value and name in target.needs:
+            raise Refused(VALUES[name].missing)
+        return checked(name, value) if value else ""
+    return judge
+
+
+def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The tool's parser: a subcommand per target, each value an option whose default is make's (the
+    environment's), so a value make hands over is checked exactly as one typed after the subcommand."""
+    tool = argparse.ArgumentParser(prog="deploy_config.py", description=__doc__.split("\n")[0], exit_on_error=False,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    tool.add_argument("--check", action="store_true", help="the checks alone: nothing is called")
+    tool.add_argument("--targets", action="store_true", help="each target and what it does (make help)")
+    commands = tool.add_subparsers(dest="target", metavar="TARGET")
+    for name, target in TARGETS.items():
+        command = commands.add_parser(name, help=target.help, description=target.help, exit_on_error=False)
+        for value in dict.fromkeys((*target.needs, *target.takes, "REGION")):  # REGION: checked wherever given
+            default = environ.get(value) or target.defaults.get(value) or VALUES[value].default
+            command.add_argument(f"--{value}", default=default, type=value_type(target, value),
+                                 help=VALUES[value].meaning)
+    return tool
+
+
+def check(name: str, environ: Mapping[str, str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Everything the target is given, checked, before anything is called: its values and, for the targets
+    that take them, the function's settings (or the template's parameters) by name."""
+    if name not in TARGETS:
+        raise Refused(f"no such target: {shown(name)}")
+    options = vars(parser(environ).parse_args([name]))
+    target = TARGETS[name]
+    got = {value: options[value] for value in (*target.needs, *target.takes, "REGION") if options.get(value)}
+    given = given_settings(environ) if target.settings == "function" else []
+    if target.settings == "template":
+        given = stack_parameters(environ)
+        overrides(got.get("OVERRIDES", ""))
+    if name == "create":
+        if not dict(given).get("sec"):
+            raise Refused(SEC_MISSING)
+        merge_environment({}, given, production_defaults())
+    elif name == "configure":
+        if not given:
+            raise Refused("name a setting: make configure FUNCTION=f GRACE_HOURS=24")
+        check_each_setting(given)
+    elif name == "policy":
+        merge_environment({}, given)
+        check_policy_values(got.get("ACCOUNT_ID", ""), got.get("REGION", ""), got["FUNCTION"],
+                            **policy_options(got, given))
+    return got, given
+
+
+def main(argv: list[str], environ: Mapping[str, str] = os.environ, wire: Callable[[Any], None] | None = None) -> int:
+    """Runs the target argv names (--check: its checks alone) with the values make handed over in ``environ``;
+    ``wire`` is given each boto3 session made. The exit code: 0, 1 (a call failed) or 2 (refused)."""
     try:
-        if argv[:1] == ["check"] and len(argv) == 2:
-            check(argv[1], environ)
+        options = parser(environ).parse_args(argv)
+        if options.targets:
+            print("\n".join(f"  {name}\t{target.help}" for name, target in TARGETS.items()))
             return 0
-        if len(argv) == 1 and argv[0] in RUN:
-            got, given = check(argv[0], environ)
-            RUN[argv[0]](got, given, Cli(environ, got.get("REGION", ""), got))
-            return 0
-        if argv[:1] == ["report-table"] and len(argv) == 2:
-            print(render_report(json.loads(Path(argv[1]).read_text())))
-            return 0
+        if not options.target:
+            parser(environ).print_help(sys.stderr)
+            return 2
+        got, given = check(options.target, {**environ, **{k: v for k, v in vars(options).items()
+                                                         if k in VALUES and v}})
+        if not options.check:
+            TARGETS[options.target].run(got, given, Aws(environ, got.get("REGION", ""), got, wire))
+        return 0
+    except argparse.ArgumentError as err:
+        print(err, file=sys.stderr)
+        return 2
     except Refused as refused:
         print(refused.message, file=sys.stderr)
         return refused.code if isinstance(refused.code, int) and refused.code else 2
-    print(__doc__, file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":
