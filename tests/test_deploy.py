@@ -213,11 +213,12 @@ def test_deploy_config_needs_only_what_make_cli_installs():
     # A deploy machine has what make installs: .venv-cli holds the AWS CLI (which brings botocore and PyYAML) and
     # boto3, at requirements-dev.txt's pins. The tool imports nothing else (the standard library aside), and make
     # help lists its targets with no import of boto3 at all.
-    tree = ast.parse((ROOT / "tools" / "deploy_config.py").read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names} | {node.module.split(".")[0] for node in ast.walk(tree)
+    tools = ("deploy_config", "deploy_values", "deploy_org")
+    trees = [ast.parse((ROOT / "tools" / f"{tool}.py").read_text()) for tool in tools]
+    imported = {alias.name.split(".")[0] for tree in trees for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names} | {node.module.split(".")[0] for tree in trees for node in ast.walk(tree)
                                             if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported - sys.stdlib_module_names == {"boto3", "botocore", "yaml"}
+    assert imported - sys.stdlib_module_names - set(tools) == {"boto3", "botocore", "yaml"}
     code = "import sys; sys.modules['boto3'] = sys.modules['yaml'] = None; sys.argv[1:] = ['--targets']; " \
            "sys.path.insert(0, 'tools'); import deploy_config; deploy_config.main(['--targets'])"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

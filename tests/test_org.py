@@ -22,6 +22,8 @@ from typing import Any
 
 import boto3
 import deploy_config
+import deploy_org
+import deploy_values
 import pytest
 import yaml
 from aws_wire import Call, Wire, error
@@ -51,8 +53,8 @@ def org(tmp_path, monkeypatch):
     zipped = tmp_path / "lambda.zip"
     with zipfile.ZipFile(zipped, "w") as code:
         code.write(ROOT / "lambda_function.py", "lambda_function.py")
-    monkeypatch.setattr(deploy_config, "CODE_ZIP", zipped)
-    monkeypatch.setattr(deploy_config, "POLL_SECONDS", 0)
+    monkeypatch.setattr(deploy_org, "CODE_ZIP", zipped)
+    monkeypatch.setattr(deploy_org, "POLL_SECONDS", 0)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dist").mkdir()
     config = tmp_path / "config"  # the profile org-report's CENTRAL_PROFILE names
@@ -209,13 +211,13 @@ def test_org_status_and_org_report_show_the_same_version_make_org_package_names_
     code, _calls = org("org-status", {"cloudformation ListStackInstances": {"Summaries": [instance(CANARY,
                                                                                                    "eu-west-1")]},
                                       "cloudformation DescribeStackSet": {"StackSet": {"Parameters": [
-                                          {"ParameterKey": "CodeKey", "ParameterValue": deploy_config.code_key()}]}}})
+                                          {"ParameterKey": "CodeKey", "ParameterValue": deploy_org.code_key()}]}}})
     assert code == 0 and capsys.readouterr().out.splitlines()[1].split() == [CANARY, "eu-west-1", "CURRENT",
                                                                              "SUCCEEDED", version]
-    assert deploy_config.version_of({"version": version, "code": lambda_function.CODE_VERSION}) == version
+    assert deploy_org.version_of({"version": version, "code": lambda_function.CODE_VERSION}) == version
     older = {"code": "0123456789abcdef"}  # a function from before 1.0.0 reports its code's hash only
-    assert deploy_config.version_of(older) == "0123456789abcdef"
-    assert deploy_config.version_of({"version": "1.0; rm -rf", "code": "unknown"}) == "unknown", "shapes only"
+    assert deploy_org.version_of(older) == "0123456789abcdef"
+    assert deploy_org.version_of({"version": "1.0; rm -rf", "code": "unknown"}) == "unknown", "shapes only"
 
 
 @pytest.mark.unit
@@ -282,7 +284,7 @@ def test_code_whose_version_is_not_version_s_is_refused_before_any_call(org, cap
                                                                '__version__ = "0.9.0"')
     with zipfile.ZipFile(zipped, "w") as code:
         code.writestr("lambda_function.py", source)
-    deploy_config.CODE_ZIP = zipped  # the fixture's monkeypatch restores it
+    deploy_org.CODE_ZIP = zipped  # the fixture's monkeypatch restores it
     code, calls = org("org-package", REGIONS="eu-west-1", ARTIFACT_PREFIX="acme-keys", ORG_ID="o-abcdefghij")
     assert code == 2 and calls == []
     assert f"dist/lambda.zip holds version 0.9.0, VERSION says {lambda_function.__version__}: make package" in \
@@ -374,9 +376,9 @@ def test_an_existing_stack_set_whose_parameters_read_as_none_is_updated_never_na
     for update in named(calls, "UpdateStackSet"):
         assert "FunctionName" not in [parameter["ParameterKey"] for parameter in update.params["Parameters"]]
     got = {"STACK_SET": "keys", "ARTIFACT_PREFIX": "acme-keys"}
-    assert "FunctionName" in [p["ParameterKey"] for p in deploy_config.parameters(got, [], [])]
+    assert "FunctionName" in [p["ParameterKey"] for p in deploy_org.parameters(got, [], [])]
     with pytest.raises(ValueError, match="a new stack set has no previous parameters"):
-        deploy_config.parameters(got, [], ["SecretNames"], new=True)
+        deploy_org.parameters(got, [], ["SecretNames"], new=True)
 
 
 @pytest.mark.unit
@@ -437,10 +439,10 @@ def test_org_report_prints_each_account_s_latest_whole_run_and_says_which_are_ov
     assert start.profile == "security" and listed.profile != "security", "logs as the central account"
     assert listed.params["StackSetName"] == "iam-key-rotation"
     assert start.params["logGroupName"] == "/aws/events/key-rotation"
-    assert start.params["queryString"] == deploy_config.REPORT_QUERY
+    assert start.params["queryString"] == deploy_org.REPORT_QUERY
     assert start.params["endTime"] - start.params["startTime"] == 7 * 86400
-    assert f'`detail-type` = "{lambda_function.CHECKED}"' in deploy_config.REPORT_QUERY
-    assert f'source = "{lambda_function.EVENT_SOURCE}"' in deploy_config.REPORT_QUERY
+    assert f'`detail-type` = "{lambda_function.CHECKED}"' in deploy_org.REPORT_QUERY
+    assert f'source = "{lambda_function.EVENT_SOURCE}"' in deploy_org.REPORT_QUERY
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["account", "region", "secret"]
     version = lambda_function.__version__  # what make org-package names the code by, and org-status shows
@@ -473,7 +475,7 @@ def test_org_report_shows_each_secret_as_the_newest_run_left_it_a_targeted_one_i
                            targets=("iam-keys/web",))
     assert all(json.loads(r[1]["value"])["detail"]["partial"] is True for r in targeted + only)
     assert all("partial" not in json.loads(r[1]["value"])["detail"] for r in whole)
-    rows, notes = deploy_config.report_rows(targeted + only + whole + older, 1768212000.0, {(PROD, "eu-west-1")})
+    rows, notes = deploy_org.report_rows(targeted + only + whole + older, 1768212000.0, {(PROD, "eu-west-1")})
     assert rows == [(CANARY, "eu-west-1", "iam-keys/ci", "ci", "0", "2026-04-02", "rotated",
                      lambda_function.__version__),
                     (CANARY, "eu-west-1", "iam-keys/app", "app", "3", "2026-04-01", "skipped (dry run)",
@@ -497,7 +499,7 @@ def test_a_run_with_a_part_missing_is_said_so():
     rows = [secret_row(f"iam-keys/u{i:03}", 1, "2026-03-01") for i in range(lambda_function.CHECKED_ROWS + 1)]
     results = checked_in_logs(CANARY, "eu-west-1", "2026-01-12T06:00:00Z", rows)
     assert len(results) == 2, "two parts"
-    table, notes = deploy_config.report_rows(results[:1], 1768212000.0)
+    table, notes = deploy_org.report_rows(results[:1], 1768212000.0)
     assert len(table) == lambda_function.CHECKED_ROWS
     assert notes == [f"{CANARY} eu-west-1: 1 parts of its last run arrived, not '2'"]
 
@@ -559,25 +561,25 @@ def test_keys_no_secret_holds_past_the_deadline_are_said_so_where_the_credential
     summary = {"secrets": [secret_row("iam-keys/app", 3, "2026-03-01")], "oldest_key_age_days": 3,
                "overdue_keys": 0, "failed": 0, "unmanaged_overdue_keys": 2, "report": {}}
     reading = lambda_function.Settings(event_bus="default", account_report=True)
-    _rows, notes = deploy_config.report_rows(delivered(reading, summary), 1768212000.0)
+    _rows, notes = deploy_org.report_rows(delivered(reading, summary), 1768212000.0)
     assert notes == [f"{PROD} us-east-1: OVERDUE, 2 Active keys past the deadline that no secret holds (make report "
                      f"there names them)"]
     for settings, ran in ((lambda_function.Settings(event_bus="default"), summary),
                           (reading, {**summary, "report": {"failed": "the credential report did not complete"}})):
         (result,) = delivered(settings, ran)
         assert json.loads(result[0]["value"])["detail"]["unmanaged_overdue_keys"] is None
-        assert deploy_config.report_rows([result], 1768212000.0)[1] == []
+        assert deploy_org.report_rows([result], 1768212000.0)[1] == []
 
 
 @pytest.mark.unit
 def test_a_query_filled_to_its_limit_is_said_so(org, capsys, monkeypatch):
     # Any account may put events on the central bus: enough of them push other accounts' runs out of the answer.
-    flood = checked_in_logs(PROD, "us-east-1", "2026-01-12T06:00:00Z", []) * deploy_config.REPORT_LIMIT
+    flood = checked_in_logs(PROD, "us-east-1", "2026-01-12T06:00:00Z", []) * deploy_org.REPORT_LIMIT
     monkeypatch.setattr(deploy_config.time, "time", lambda: 1768212000.0)
     code, _calls = org("org-report", {"logs StartQuery": {"queryId": "q-1"}, "logs GetQueryResults": {
         "status": "Complete", "results": flood}})
     assert code == 0
-    assert f"the query returned its most, {deploy_config.REPORT_LIMIT} events" in capsys.readouterr().out
+    assert f"the query returned its most, {deploy_org.REPORT_LIMIT} events" in capsys.readouterr().out
 
 
 @pytest.mark.unit
@@ -588,7 +590,7 @@ def test_a_retried_invocation_s_parts_are_its_newest():
                             [secret_row("iam-keys/app", 95, "2026-01-12", overdue=True, status="failed")], run="r")
     retry = checked_in_logs(PROD, "us-east-1", "2026-01-12T06:05:00Z",
                             [secret_row("iam-keys/app", 0, "2026-04-02", status="rotated")], run="r")
-    rows, notes = deploy_config.report_rows(retry + first, 1768212000.0)
+    rows, notes = deploy_org.report_rows(retry + first, 1768212000.0)
     assert [row[4:7] for row in rows] == [("0", "2026-04-02", "rotated")] and notes == []
 
 
@@ -608,7 +610,7 @@ def load(name: str) -> dict:
 @pytest.mark.unit
 def test_the_tool_reads_the_template_s_parameters_as_yaml_and_its_short_form_tags_as_data():
     parameters = load("template.yaml")["Parameters"]
-    read = deploy_config.template_parameters()
+    read = deploy_values.template_parameters()
     assert set(read) == set(parameters)
     for name, parameter in parameters.items():
         for key in ("Type", "Default", "AllowedPattern", "AllowedValues", "MinValue", "MaxValue"):
@@ -617,12 +619,12 @@ def test_the_tool_reads_the_template_s_parameters_as_yaml_and_its_short_form_tag
                 assert read[name][key] == expected, (name, key)
             else:
                 assert key not in read[name], (name, key)
-    tagged = deploy_config.cloudformation_yaml("a: !Ref B\nc: !GetAtt D.Arn\ne: !Sub [\"x-${Y}\", {Y: !Ref Z}]\n"
+    tagged = deploy_values.cloudformation_yaml("a: !Ref B\nc: !GetAtt D.Arn\ne: !Sub [\"x-${Y}\", {Y: !Ref Z}]\n"
                                                "f: !If [C, !Ref G, !Ref AWS::NoValue]\n")
     assert tagged == {"a": {"Ref": "B"}, "c": {"Fn::GetAtt": ["D", "Arn"]},
                       "e": {"Fn::Sub": ["x-${Y}", {"Y": {"Ref": "Z"}}]},
                       "f": {"Fn::If": ["C", {"Ref": "G"}, {"Ref": "AWS::NoValue"}]}}
-    whole = deploy_config.cloudformation_yaml((ROOT / "template.yaml").read_text())
+    whole = deploy_values.cloudformation_yaml((ROOT / "template.yaml").read_text())
     assert set(whole["Resources"]) == set(load("template.yaml")["Resources"])
 
 
@@ -692,22 +694,22 @@ def test_the_stack_set_the_tool_describes_deploys_to_every_account_of_an_ou_in_m
         organizations, root, ou, accounts = an_ou_of_two_accounts()
         got = {**{k: v for k, v in DEPLOY.items() if k in deploy_config.VALUES}, "OUS": ou, "STACK_SET": "keys",
                "CALL_AS": "SELF", "FAILURE_PERCENT": "10", "MAX_PERCENT": "25"}
-        for region in deploy_config.listed(got["REGIONS"]):  # make org-package's buckets
+        for region in deploy_org.listed(got["REGIONS"]):  # make org-package's buckets
             s3 = boto3.client("s3", region_name=region)
             place = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
             s3.create_bucket(Bucket=f"acme-keys-{region}", **place)
-            s3.put_object(Bucket=f"acme-keys-{region}", Key=deploy_config.code_key(), Body=b"zip")
+            s3.put_object(Bucket=f"acme-keys-{region}", Key=deploy_org.code_key(), Body=b"zip")
         cloudformation = boto3.client("cloudformation", region_name="us-east-1")
         cloudformation.create_stack_set(
             StackSetName="keys", TemplateBody=(ROOT / "template.yaml").read_text(),
-            Parameters=deploy_config.parameters(got, [("SecretNames", "iam-keys/*")], [], new=True),
+            Parameters=deploy_org.parameters(got, [("SecretNames", "iam-keys/*")], [], new=True),
             Capabilities=["CAPABILITY_IAM"], PermissionModel="SERVICE_MANAGED", CallAs="SELF",
             AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False})
         for first in (True, False):
             cloudformation.create_stack_instances(
-                StackSetName="keys", Regions=deploy_config.listed(got["REGIONS"]), CallAs="SELF",
-                DeploymentTargets=deploy_config.targets(got),
-                OperationPreferences=deploy_config.preferences(got, first))
+                StackSetName="keys", Regions=deploy_org.listed(got["REGIONS"]), CallAs="SELF",
+                DeploymentTargets=deploy_org.targets(got),
+                OperationPreferences=deploy_org.preferences(got, first))
         instances = cloudformation.list_stack_instances(StackSetName="keys")["Summaries"]
         assert sorted((i["Account"], i["Region"]) for i in instances) == sorted(
             (a, r) for a in accounts for r in ("eu-west-1", "us-east-1"))
@@ -727,8 +729,8 @@ def test_the_stack_set_the_tool_describes_deploys_to_every_account_of_an_ou_in_m
         organizations.move_account(AccountId=joined["AccountId"], SourceParentId=root, DestinationParentId=ou)
         cloudformation.create_stack_instances(
             StackSetName="keys", Regions=["eu-west-1"], CallAs="SELF",
-            DeploymentTargets=deploy_config.targets(got),
-            OperationPreferences=deploy_config.preferences(got, False))
+            DeploymentTargets=deploy_org.targets(got),
+            OperationPreferences=deploy_org.preferences(got, False))
         instances = cloudformation.list_stack_instances(StackSetName="keys")["Summaries"]
         assert (joined["AccountId"], "eu-west-1") in {(i["Account"], i["Region"]) for i in instances}
 
@@ -749,11 +751,11 @@ def test_org_report_says_each_account_s_keys_a_role_could_replace_from_its_lates
     results = [replaceable(CANARY, "2026-01-12T06:00:00Z", counts),
                replaceable(CANARY, "2026-01-05T06:00:00Z", {lambda_function.KEEP: {"keys": 9}}),
                replaceable(PROD, "2026-01-11T06:00:00Z", {lambda_function.KEEP: {"keys": "9; rm"}})]
-    assert deploy_config.replaceable_lines(results) == [
+    assert deploy_org.replaceable_lines(results) == [
         f"{CANARY} eu-west-1: keys a role could replace (2026-01-12, heuristic): runs in AWS 3, CI role 2, keep 1, "
         f"unseen 0",
         f"{PROD} eu-west-1: keys a role could replace (2026-01-11, heuristic): runs in AWS 0, CI role 0, unseen 0"]
-    assert f'`detail-type` = "{lambda_function.REPLACEABLE}"' in deploy_config.REPORT_QUERY
+    assert f'`detail-type` = "{lambda_function.REPLACEABLE}"' in deploy_org.REPORT_QUERY
 
 
 @pytest.mark.unit
@@ -767,5 +769,5 @@ def test_org_report_names_the_secrets_whose_users_have_no_owner_in_an_account_th
     results += checked_in_logs(PROD, "eu-west-1", "2026-01-12T06:00:00Z", [secret_row("iam-keys/x", 1, "2026-03-01")])
     detail = json.loads(results[0][1]["value"])["detail"]
     assert [s["owner"] for s in detail["secrets"]] == ["team-ci@example.com", "", ""]
-    _rows, notes = deploy_config.report_rows(results, 1768212000.0)
+    _rows, notes = deploy_org.report_rows(results, 1768212000.0)
     assert notes == [f"{CANARY} eu-west-1: 2 secrets' users have no key-rotation-owner: iam-keys/app iam-keys/web"]
