@@ -213,7 +213,7 @@ def test_deploy_config_needs_only_what_make_cli_installs():
     # A deploy machine has what make installs: .venv-cli holds the AWS CLI (which brings botocore and PyYAML) and
     # boto3, at requirements-dev.txt's pins. The tool imports nothing else (the standard library aside), and make
     # help lists its targets with no import of boto3 at all.
-    tools = ("deploy_config", "deploy_values", "deploy_org")
+    tools = ("deploy_config", "deploy_values", "deploy_policy", "deploy_org")
     trees = [ast.parse((ROOT / "tools" / f"{tool}.py").read_text()) for tool in tools]
     imported = {alias.name.split(".")[0] for tree in trees for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names} | {node.module.split(".")[0] for tree in trees for node in ast.walk(tree)

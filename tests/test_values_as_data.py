@@ -20,6 +20,7 @@ from pathlib import Path
 
 import boto3
 import deploy_config
+import deploy_policy
 import pytest
 from aws_wire import Wire
 from deploy_config import Refused, check, render_policy
@@ -294,10 +295,10 @@ def test_kms_key_ids_aliases_and_arns_each_name_the_key():
 def test_the_last_check_refuses_a_wildcard_action_whatever_built_it():
     policy = {"Statement": [{"Sid": "X", "Effect": "Allow", "Action": "*", "Resource": "*"}]}
     with pytest.raises(Refused, match="would allow"):
-        deploy_config.least_privilege(policy)
+        deploy_policy.least_privilege(policy)
     policy = {"Statement": [{"Sid": "X", "Effect": "Allow", "Action": ["iam:ListUserTags"], "Resource": "*"}]}
     with pytest.raises(Refused, match="every resource"):
-        deploy_config.least_privilege(policy)
+        deploy_policy.least_privilege(policy)
 
 
 # --- another account's topic or bus ----------------------------------------------------------------------------
