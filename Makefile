@@ -7,6 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CLI_VENV := .venv-cli
 CHECKOV := $(VENV)/checkov/bin/checkov
+# AWS: the CLI as the user calls it; the tool reads its --profile, --region, --endpoint-url (AWS='aws --profile dev').
 AWS    ?= aws
 # The deploy targets' python: .venv's (development), else .venv-cli's (made once by make cli).
 TOOL_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(CLI_VENV)/bin/python)
@@ -17,16 +18,13 @@ PROPAGATION_S ?= 0
 PORT       ?= 5000
 
 # Deployment: FUNCTION is never guessed; every deploy target asks for it. The deploy targets run
-# tools/deploy_config.py, which checks every value against what it names and calls AWS with boto3's clients
-# (AWS='aws --profile p' names the profile, as for the CLI): no value is ever spliced into shell text. Make keeps each value given on the command line as typed
-# (never expanded: `$(...)` in a value is text) and hands it over in the environment, with the names of the
-# function's settings given (GIVEN_SETTINGS). The tool's defaults: TIMEOUT=900 MEMORY=256 RETRIES=2
-# SCHEDULE='cron(0 6 * * ? *)' EVENT=events/dry-run.json SINCE=60 PREFIX=iam-keys/ USER_PATH=/key-rotation/;
-# REGION defaults to AWS_DEFAULT_REGION or AWS_REGION.
-DEPLOY_VALUES := FUNCTION ROLE REGION TIMEOUT MEMORY SCHEDULE RETRIES EVENT SINCE ACCOUNT_ID PREFIX KMS_KEY_ID \
-  USER_PATH STACK TOPIC SECRET \
-  OUS REGIONS ARTIFACT_PREFIX STACK_SET CALL_AS CANARY FAILURE_PERCENT MAX_PERCENT OVERRIDES ORG_ID LOG_GROUP DAYS \
-  CENTRAL_PROFILE OUTPUT ROLES OWNERS
+# tools/deploy_config.py, which checks every value against what it names and calls AWS with boto3's clients: no
+# value is ever spliced into shell text. Make keeps each value given on the command line as typed (never
+# expanded: `$(...)` in a value is text) and hands it over in the environment, with the names of the function's
+# settings given (GIVEN_SETTINGS). The values (FUNCTION REGION SINCE OUS ...) and their defaults are declared
+# once, in tools/deploy_values.py (`make help` and `deploy_config.py TARGET --help` say them); REGION defaults to
+# AWS_DEFAULT_REGION or AWS_REGION.
+DEPLOY_VALUES := $(shell $(PYTHON) tools/deploy_config.py --values)
 # The Makefile's own variables; every other NAME=VALUE on the command line is a setting of the function,
 # passed to tools/deploy_config.py, which checks names and values with the function's own settings table
 # (a typo is refused with the nearest name; NAME= removes the setting); for org-deploy and org-update, each is

@@ -24,7 +24,7 @@ import lambda_function
 ROOT = Path(__file__).parent.parent
 
 
-AWS_CLI = str(Path(sys.executable).parent / "aws")  # the dev environment's CLI (the targets' own is .venv-cli)
+AWS_CLI = str(Path(sys.executable).parent / "aws")  # make's AWS as a user gives it (its options name the profile)
 
 
 def make(*args: str, ok: bool = True) -> subprocess.CompletedProcess:

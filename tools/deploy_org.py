@@ -358,7 +358,7 @@ STALE_HOURS = 36  # a function that has not checked its keys for this long is no
 # on the central bus, so a row that is not of these shapes is left out (and counted), never printed.
 CELL_SHAPES = {"secret": r"[A-Za-z0-9/_+=.@!-]{1,512}", "user": r"[A-Za-z0-9_+=,.@-]{0,64}",
                "status": r"rotated|retired|waiting|rolled_back|skipped|planned|failed|not_attempted",
-               "key_age_days": r"None|\d{1,6}(\.\d{1,3})?", "next_rotation": r"None|\d{4}-\d{2}-\d{2}",
+               "key_age_days": r"-|\d{1,6}(\.\d{1,3})?", "next_rotation": r"-|\d{4}-\d{2}-\d{2}",
                "code": rf"{VERSION_RE}|[0-9a-f]{{16}}|unknown"}
 PLACE_SHAPES = (r"\d{12}", r"[a-z]{2}(-[a-z]+)+-\d{1,2}", r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z?")
 
@@ -431,10 +431,11 @@ def secret_cells(secret: Any, code: str) -> dict[str, str] | None:
     """A secret's cells, each of its shape (CELL_SHAPES), or None."""
     if not isinstance(secret, dict):
         return None
-    cells = {name: str(secret.get(name)) for name in CELL_SHAPES if name != "code"} | {"code": code}
+    cells = {name: "-" if secret.get(name) is None else str(secret.get(name))  # no key yet: no age
+             for name in CELL_SHAPES if name != "code"} | {"code": code}
     if not all(re.fullmatch(CELL_SHAPES[name], value, re.ASCII) for name, value in cells.items()):
         return None
-    return {name: "-" if value == "None" else value for name, value in cells.items()}  # no key yet: no age
+    return cells
 
 
 def run_notes(account: str, region: str, run: dict | None, now: float) -> list[str]:
