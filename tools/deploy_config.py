@@ -373,6 +373,46 @@ def failures(summary: Any) -> int:
     return max(counted, listed)
 
 
+def render_roles(roles: dict) -> list[str]:
+    """make report ROLES=true: each Active key's verdict (which a role could replace) with its evidence, then
+    each verdict's counts; every verdict a heuristic from the events of the regions read."""
+    rows = [("user", "key", "held by", "verdict", "events", "first seen", "last seen")]
+    for key in roles.get("keys", []):
+        seen = [e for e in key.get("evidence", []) if e.get("verdict") == key.get("verdict")] or [{}]
+        rows.append((str(key.get("user")), str(key.get("key_id")), str(key.get("secret") or "no secret"),
+                     str(key.get("verdict")), str(key.get("events")), str(seen[0].get("first_seen") or ""),
+                     str(seen[0].get("last_seen") or "")))
+    for key in roles.get("not_read_this_run", []):
+        rows.append((str(key.get("user")), str(key.get("key_id") or "(keys not listed)"), "", str(key.get("why")),
+                     "", "", ""))
+    lines = ["", f"Which keys a role could replace (regions read: {' '.join(roles.get('regions_read') or [])}, "
+                 f"{roles.get('lookback_days')} days of CloudTrail):", render_table(rows)]
+    for verdict, row in (roles.get("verdicts") or {}).items():
+        lines.append(f"{verdict}: {row.get('keys')} keys, {row.get('events')} events, first seen "
+                     f"{row.get('first_seen') or '-'}, last seen {row.get('last_seen') or '-'} ({row.get('basis')})")
+    return lines
+
+
+def render_report(summary: dict) -> str:
+    """make report: a table a person reads at a glance (user, key age, managed or not, next rotation, who owns the
+    keys: the user's key-rotation-owner tag, or MISSING)."""
+    rows = [("user", "key age (days)", "managed", "next rotation", "overdue", "owner")]
+    for entry in summary.get("secrets", []):
+        rows.append((str(entry.get("user")), str(entry.get("key_age_days")), f"yes ({entry['secret']})",
+                     str(entry.get("next_rotation")), "OVERDUE" if entry.get("overdue") else "",
+                     str(entry.get("owner") or "MISSING")))
+    account = summary.get("report") or {}
+    for entry in account.get("overdue_unmanaged", []):
+        rows.append((entry["user"], str(entry["age_days"]), "no", "never (no secret)", "OVERDUE", "not read"))
+    lines = [render_table(rows)]
+    if account.get("root_key_active"):
+        lines.append("the root user has an Active access key: CIS asks that it have none")
+    if account.get("failed"):
+        lines.append(account["failed"])
+    roles = summary.get("roles")
+    if isinstance(roles, dict):
+        lines += render_roles(roles)
+    return "\n".join(lines)
 
 
 @target("invoke", ("FUNCTION",), ("REGION", "EVENT", "OUTPUT"), "run it now with EVENT (default: a dry run): a row "
@@ -424,8 +464,6 @@ ALARMS: tuple[dict[str, Any], ...] = (
      "TreatMissingData": "notBreaching"},
 )
 NAMESPACE_RE = r"[!-9;-~][ -~]{0,254}"  # CloudWatch's: printable ASCII, not starting with ':', at most 255
-
-
 
 
 def metrics_namespace(function: str, aws: Aws) -> str:
@@ -508,36 +546,6 @@ def run_logs(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> Non
         print(f"no log lines in {group} in the last {got['SINCE']} minutes (SINCE=... looks further back)")
 
 
-@target("destroy", ("FUNCTION",), ("REGION", "STACK"), "route 2a: remove schedule, function, alarms, list what "
-        "stays; a stack's: STACK=<it> deletes it")
-def run_destroy(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
-    """Route 2a's function: the schedule, the function and its alarms (one fires on missing data once the
-    function is gone); then what stays, each with the command that removes it. A stack's function: its stack."""
-    function, rule = got["FUNCTION"], f"{got['FUNCTION']}-schedule"
-    info = function_info(got, aws)
-    if info["stack"] or got.get("STACK"):
-        destroy_stack(got, info["stack"], aws)
-        return
-    for name, target_id in ((rule, "rotate"), (f"{function}-exposed", "exposed")):
-        aws("events", "remove_targets", False, Rule=name, Ids=[target_id])
-        aws("events", "delete_rule", False, Name=name)
-    aws("lambda", "delete_function", FunctionName=function)
-    print(f"removed {function} and its schedule ({rule})")
-    names = [f"{function}-{alarm['Name']}" for alarm in ALARMS]
-    alarms = [a["AlarmName"] for a in aws.pages("cloudwatch", "describe_alarms", "MetricAlarms", AlarmNames=names)]
-    if alarms:
-        aws("cloudwatch", "delete_alarms", AlarmNames=alarms)
-        print(f"removed its alarms: {' '.join(alarms)}")
-    group = f"/aws/lambda/{function}"
-    groups = aws.pages("logs", "describe_log_groups", "logGroups", logGroupNamePrefix=group)
-    print("left in place:")
-    print(f"  the role {info['role']} ({role_removal(info['role'], aws)})")
-    if group in [g.get("logGroupName") for g in groups]:
-        print(f"  the log group {group} (aws logs delete-log-group --log-group-name {group}; a CloudFormation "
-              f"stack with the function name {function} fails while it exists)")
-    print("  the secrets, their keys and the users' key-rotation-secret tags")
-
-
 def destroy_stack(got: dict[str, str], stack: str, aws: Aws) -> None:
     """A stack's function is the stack's to remove: removed alone, it would leave the stack's rules ENABLED
     pointing at nothing and the stack out of step. Refused, naming the stack and the command that removes it;
@@ -570,6 +578,36 @@ def role_removal(role: str, aws: Aws) -> str:
     return "; ".join([*steps, f"aws iam delete-role --role-name {name}"])
 
 
+@target("destroy", ("FUNCTION",), ("REGION", "STACK"), "route 2a: remove schedule, function, alarms, list what "
+        "stays; a stack's: STACK=<it> deletes it")
+def run_destroy(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
+    """Route 2a's function: the schedule, the function and its alarms (one fires on missing data once the
+    function is gone); then what stays, each with the command that removes it. A stack's function: its stack."""
+    function, rule = got["FUNCTION"], f"{got['FUNCTION']}-schedule"
+    info = function_info(got, aws)
+    if info["stack"] or got.get("STACK"):
+        destroy_stack(got, info["stack"], aws)
+        return
+    for name, target_id in ((rule, "rotate"), (f"{function}-exposed", "exposed")):
+        aws("events", "remove_targets", False, Rule=name, Ids=[target_id])
+        aws("events", "delete_rule", False, Name=name)
+    aws("lambda", "delete_function", FunctionName=function)
+    print(f"removed {function} and its schedule ({rule})")
+    names = [f"{function}-{alarm['Name']}" for alarm in ALARMS]
+    alarms = [a["AlarmName"] for a in aws.pages("cloudwatch", "describe_alarms", "MetricAlarms", AlarmNames=names)]
+    if alarms:
+        aws("cloudwatch", "delete_alarms", AlarmNames=alarms)
+        print(f"removed its alarms: {' '.join(alarms)}")
+    group = f"/aws/lambda/{function}"
+    groups = aws.pages("logs", "describe_log_groups", "logGroups", logGroupNamePrefix=group)
+    print("left in place:")
+    print(f"  the role {info['role']} ({role_removal(info['role'], aws)})")
+    if group in [g.get("logGroupName") for g in groups]:
+        print(f"  the log group {group} (aws logs delete-log-group --log-group-name {group}; a CloudFormation "
+              f"stack with the function name {function} fails while it exists)")
+    print("  the secrets, their keys and the users' key-rotation-secret tags")
+
+
 NOTHING_TO_ROLL_BACK = "nothing to roll back: the secret has no previous key"
 NO_PREVIOUS = ("no AWSPREVIOUS version", "the previous key (none)")  # the function's reasons for it
 
@@ -597,8 +635,6 @@ def rollback_refused(plan: Any, secret: str) -> str | None:
     return f"{secret} was not rolled back ({refused[0].get('status')}): {reason or 'no reason given'}"
 
 
-
-
 @target("rollback", ("FUNCTION", "SECRET"), ("REGION", "OUTPUT"), "undo SECRET's last rotation: planned first, "
         "then {\"rollback\": [SECRET]}")
 def run_rollback(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> None:
@@ -616,7 +652,6 @@ def run_rollback(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) ->
 
 
 MODE_TAG = "key-rotation:mode"
-
 
 
 @target("skip", ("SECRET",), ("REGION",), "hold one secret: tag SECRET key-rotation:mode=skip (every entry point "
@@ -682,50 +717,6 @@ def run_status(got: dict[str, str], given: list[tuple[str, str]], aws: Aws) -> N
         print(f"alarms: none named {function}-... (make alarms FUNCTION={function} adds them; a stack names its own)")
     for alarm in alarms:
         print(f"alarm {alarm['AlarmName']}: {alarm['StateValue']}")
-
-
-def render_report(summary: dict) -> str:
-    """make report: a table a person reads at a glance (user, key age, managed or not, next rotation, who owns the
-    keys: the user's key-rotation-owner tag, or MISSING)."""
-    rows = [("user", "key age (days)", "managed", "next rotation", "overdue", "owner")]
-    for entry in summary.get("secrets", []):
-        rows.append((str(entry.get("user")), str(entry.get("key_age_days")), f"yes ({entry['secret']})",
-                     str(entry.get("next_rotation")), "OVERDUE" if entry.get("overdue") else "",
-                     str(entry.get("owner") or "MISSING")))
-    account = summary.get("report") or {}
-    for entry in account.get("overdue_unmanaged", []):
-        rows.append((entry["user"], str(entry["age_days"]), "no", "never (no secret)", "OVERDUE", "not read"))
-    lines = [render_table(rows)]
-    if account.get("root_key_active"):
-        lines.append("the root user has an Active access key: CIS asks that it have none")
-    if account.get("failed"):
-        lines.append(account["failed"])
-    roles = summary.get("roles")
-    if isinstance(roles, dict):
-        lines += render_roles(roles)
-    return "\n".join(lines)
-
-
-def render_roles(roles: dict) -> list[str]:
-    """make report ROLES=true: each Active key's verdict (which a role could replace) with its evidence, then
-    each verdict's counts; every verdict a heuristic from the events of the regions read."""
-    rows = [("user", "key", "held by", "verdict", "events", "first seen", "last seen")]
-    for key in roles.get("keys", []):
-        seen = [e for e in key.get("evidence", []) if e.get("verdict") == key.get("verdict")] or [{}]
-        rows.append((str(key.get("user")), str(key.get("key_id")), str(key.get("secret") or "no secret"),
-                     str(key.get("verdict")), str(key.get("events")), str(seen[0].get("first_seen") or ""),
-                     str(seen[0].get("last_seen") or "")))
-    for key in roles.get("not_read_this_run", []):
-        rows.append((str(key.get("user")), str(key.get("key_id") or "(keys not listed)"), "", str(key.get("why")),
-                     "", "", ""))
-    lines = ["", f"Which keys a role could replace (regions read: {' '.join(roles.get('regions_read') or [])}, "
-                 f"{roles.get('lookback_days')} days of CloudTrail):", render_table(rows)]
-    for verdict, row in (roles.get("verdicts") or {}).items():
-        lines.append(f"{verdict}: {row.get('keys')} keys, {row.get('events')} events, first seen "
-                     f"{row.get('first_seen') or '-'}, last seen {row.get('last_seen') or '-'} ({row.get('basis')})")
-    return lines
-
-
 
 
 # --- the command line: one subcommand per target, its options the values it takes -------------------------------

@@ -239,6 +239,10 @@ def apply_overrides(got: dict[str, str], verb: str, aws: Aws, instances: Collect
         wait_for(got, operation["OperationId"], f"overrides for {account}", aws)
 
 
+# An account, a region and a time as AWS writes them (a stack instance's, an event's envelope): nothing else is read.
+PLACE_SHAPES = (r"\d{12}", r"[a-z]{2}(-[a-z]+)+-\d{1,2}", r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z?")
+
+
 def stack_instances(got: dict[str, str], aws: Aws) -> set[tuple[str, str]] | None:
     """Each (account, region) the stack set has an instance in, or None when these credentials cannot list them
     (they are not the management account's, or a delegated administrator's with CALL_AS=DELEGATED_ADMIN)."""
@@ -360,7 +364,6 @@ CELL_SHAPES = {"secret": r"[A-Za-z0-9/_+=.@!-]{1,512}", "user": r"[A-Za-z0-9_+=,
                "status": r"rotated|retired|waiting|rolled_back|skipped|planned|failed|not_attempted",
                "key_age_days": r"-|\d{1,6}(\.\d{1,3})?", "next_rotation": r"-|\d{4}-\d{2}-\d{2}",
                "code": rf"{VERSION_RE}|[0-9a-f]{{16}}|unknown"}
-PLACE_SHAPES = (r"\d{12}", r"[a-z]{2}(-[a-z]+)+-\d{1,2}", r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z?")
 
 
 def logged_event(result: list[dict], detail_type: str) -> tuple[str, str, str, dict] | None:

@@ -100,6 +100,34 @@ def wanted_statements(kms_key_id: str, event_bus: str, account_report: str, look
             "MarkToldOwners": owners == "true"}
 
 
+def kms_resource(kms_key_id: str, account_id: str, region: str, condition: dict) -> dict:
+    """The KMS statement's Resource (and Condition) for a key id, a key ARN, an alias or an alias ARN: an alias
+    is no resource IAM authorises a key's use by, so the key is named by its alias in a condition."""
+    if kms_key_id.startswith("arn:"):
+        key_region, key_account, resource = kms_key_id.split(":")[3:6]
+    else:
+        key_region, key_account, resource = region, account_id, kms_key_id if kms_key_id.startswith("alias/") \
+            else f"key/{kms_key_id}"
+    if not resource.startswith("alias/"):
+        return {"Resource": f"arn:aws:kms:{key_region}:{key_account}:{resource}"}
+    return {"Resource": f"arn:aws:kms:{key_region}:{key_account}:key/*",
+            "Condition": {**condition, "ForAnyValue:StringEquals": {"kms:ResourceAliases": resource}}}
+
+
+def least_privilege(policy: dict) -> None:
+    """What make policy writes grants named actions only (no wildcard) and "*" resources only where AWS
+    allows nothing else: a last check, whatever the values were."""
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        for action in actions:
+            if not re.fullmatch(r"[a-z0-9-]+:[A-Za-z]+", action, re.ASCII):
+                raise Refused(f"refused, nothing written: the policy would allow {shown(action)}")
+        if statement["Effect"] != "Allow" or set(statement) - {"Sid", "Effect", "Action", "Resource", "Condition"}:
+            raise Refused(f"refused, nothing written: statement {shown(statement['Sid'])} is not as the file has it")
+        if "*" == statement["Resource"] and statement["Sid"] not in STAR_RESOURCE:
+            raise Refused(f"refused, nothing written: statement {shown(statement['Sid'])} would reach every resource")
+
+
 def render_policy(account_id: str, region: str, function: str, prefix: str = "iam-keys/", kms_key_id: str = "",
                   user_path: str = "/", event_bus: str = "", account_report: str = "",
                   lookup_holdouts: str = "", notify_topic_arn: str = "", central_account_id: str = "",
@@ -141,29 +169,3 @@ def render_policy(account_id: str, region: str, function: str, prefix: str = "ia
     return policy
 
 
-def kms_resource(kms_key_id: str, account_id: str, region: str, condition: dict) -> dict:
-    """The KMS statement's Resource (and Condition) for a key id, a key ARN, an alias or an alias ARN: an alias
-    is no resource IAM authorises a key's use by, so the key is named by its alias in a condition."""
-    if kms_key_id.startswith("arn:"):
-        key_region, key_account, resource = kms_key_id.split(":")[3:6]
-    else:
-        key_region, key_account, resource = region, account_id, kms_key_id if kms_key_id.startswith("alias/") \
-            else f"key/{kms_key_id}"
-    if not resource.startswith("alias/"):
-        return {"Resource": f"arn:aws:kms:{key_region}:{key_account}:{resource}"}
-    return {"Resource": f"arn:aws:kms:{key_region}:{key_account}:key/*",
-            "Condition": {**condition, "ForAnyValue:StringEquals": {"kms:ResourceAliases": resource}}}
-
-
-def least_privilege(policy: dict) -> None:
-    """What make policy writes grants named actions only (no wildcard) and "*" resources only where AWS
-    allows nothing else: a last check, whatever the values were."""
-    for statement in policy["Statement"]:
-        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        for action in actions:
-            if not re.fullmatch(r"[a-z0-9-]+:[A-Za-z]+", action, re.ASCII):
-                raise Refused(f"refused, nothing written: the policy would allow {shown(action)}")
-        if statement["Effect"] != "Allow" or set(statement) - {"Sid", "Effect", "Action", "Resource", "Condition"}:
-            raise Refused(f"refused, nothing written: statement {shown(statement['Sid'])} is not as the file has it")
-        if "*" == statement["Resource"] and statement["Sid"] not in STAR_RESOURCE:
-            raise Refused(f"refused, nothing written: statement {shown(statement['Sid'])} would reach every resource")

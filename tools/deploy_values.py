@@ -270,23 +270,6 @@ def template_parameters() -> dict[str, dict[str, Any]]:
                    for key, value in parameter.items()} for name, parameter in parameters.items()}
 
 
-def stack_parameters(environ: Mapping[str, str]) -> list[tuple[str, str]]:
-    """The template's parameters given by name (make org-deploy SecretNames='iam-keys/*' ...), each name one of
-    the template's and each value checked with the template's own AllowedPattern or AllowedValues."""
-    parameters = template_parameters()
-    given = []
-    for name in environ.get("GIVEN_SETTINGS", "").split():
-        if name in DERIVED_PARAMETERS:
-            raise Refused(f"{name} is set by ARTIFACT_PREFIX and dist/lambda.zip (make org-package): not given")
-        if name not in parameters:
-            near = difflib.get_close_matches(name, list(parameters), n=1, cutoff=0.6)
-            raise Refused(f"refused, nothing called: {shown(name)} is not a parameter of template.yaml"
-                          f"{'; did you mean ' + near[0] + '?' if near else ''} (known: "
-                          f"{', '.join(n for n in parameters if n not in DERIVED_PARAMETERS)})")
-        given.append((name, checked_parameter(name, environ.get(name, ""))))
-    return given
-
-
 def checked_parameter(name: str, value: str) -> str:
     """A template parameter's value, if the template would take it; else Refused."""
     parameter = template_parameters().get(name)
@@ -304,6 +287,23 @@ def checked_parameter(name: str, value: str) -> str:
         what = f"one of {', '.join(allowed)}" if allowed else f"what the template allows ({pattern or 'text'})"
         raise Refused(f"refused, nothing called: {name} must be {what}, not {shown(value.rstrip(' '))}")
     return value
+
+
+def stack_parameters(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The template's parameters given by name (make org-deploy SecretNames='iam-keys/*' ...), each name one of
+    the template's and each value checked with the template's own AllowedPattern or AllowedValues."""
+    parameters = template_parameters()
+    given = []
+    for name in environ.get("GIVEN_SETTINGS", "").split():
+        if name in DERIVED_PARAMETERS:
+            raise Refused(f"{name} is set by ARTIFACT_PREFIX and dist/lambda.zip (make org-package): not given")
+        if name not in parameters:
+            near = difflib.get_close_matches(name, list(parameters), n=1, cutoff=0.6)
+            raise Refused(f"refused, nothing called: {shown(name)} is not a parameter of template.yaml"
+                          f"{'; did you mean ' + near[0] + '?' if near else ''} (known: "
+                          f"{', '.join(n for n in parameters if n not in DERIVED_PARAMETERS)})")
+        given.append((name, checked_parameter(name, environ.get(name, ""))))
+    return given
 
 
 def overrides(value: str) -> dict[str, list[tuple[str, str]]]:
