@@ -24,7 +24,7 @@ PORT       ?= 5000
 # settings given (GIVEN_SETTINGS). The values (FUNCTION REGION SINCE OUS ...) and their defaults are declared
 # once, in tools/deploy_values.py (`make help` and `deploy_config.py TARGET --help` say them); REGION defaults to
 # AWS_DEFAULT_REGION or AWS_REGION.
-DEPLOY_VALUES := $(shell $(PYTHON) tools/deploy_config.py --values)
+DEPLOY_VALUES := $(shell $(PYTHON) tools/deploy_config.py --names values)
 # The Makefile's own variables; every other NAME=VALUE on the command line is a setting of the function,
 # passed to tools/deploy_config.py, which checks names and values with the function's own settings table
 # (a typo is refused with the nearest name; NAME= removes the setting); for org-deploy and org-update, each is
@@ -41,10 +41,9 @@ $(foreach v,$(COMMAND_LINE),$(eval override $(v) := $$(value $(v))))
 export GIVEN_SETTINGS := $(filter-out $(MAKE_OWN),$(COMMAND_LINE))
 export $(COMMAND_LINE) AWS SIZES LATENCY_MS PROPAGATION_S PORT
 DEPLOY := $(TOOL_PYTHON) tools/deploy_config.py
-# The targets that only run the tool (`deploy_config.py --targets` lists each with its line for make help), and
-# those of them that upload dist/lambda.zip.
-DEPLOY_TARGETS := policy create configure deploy schedule exposed-rule invoke report alarms pause resume logs \
-  destroy rollback skip unskip status org-package org-deploy org-update org-status org-remove org-report
+# The targets that only run the tool, each declared once there (`deploy_config.py --targets` lists each with its
+# line for make help); those of them that upload dist/lambda.zip are built after make package.
+DEPLOY_TARGETS := $(shell $(PYTHON) tools/deploy_config.py --names targets)
 PACKAGED := create deploy org-package org-deploy org-update
 
 .PHONY: help demo test fuzz lint bench package release local-aws clean cli $(DEPLOY_TARGETS) \

@@ -737,7 +737,7 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     tool.add_argument("--check", action="store_true", help="the checks alone: nothing is called")
     tool.add_argument("--targets", action="store_true", help="each target and what it does (make help)")
-    tool.add_argument("--values", action="store_true", help="the values' names (the Makefile's own variables)")
+    tool.add_argument("--names", choices=("targets", "values"), help="the targets' or the values' names (make's)")
     commands = tool.add_subparsers(dest="target", metavar="TARGET")
     for name, declared in TARGETS.items():
         command = commands.add_parser(name, help=declared.help, description=declared.help, exit_on_error=False)
@@ -780,8 +780,8 @@ def main(argv: list[str], environ: Mapping[str, str] = os.environ, wire: Callabl
     ``wire`` is given each boto3 session made. The exit code: 0, 1 (a call failed) or 2 (refused)."""
     try:
         options = parser(environ).parse_args(argv)
-        if options.values:
-            print(" ".join(VALUES))
+        if options.names:
+            print(" ".join(TARGETS if options.names == "targets" else VALUES))
             return 0
         if options.targets:
             ordered = sorted(TARGETS.items(), key=lambda item: item[0].startswith("org-"))  # the account's first
