@@ -21,10 +21,11 @@ PORT       ?= 5000
 # tools/deploy_config.py, which checks every value against what it names and calls AWS with boto3's clients: no
 # value is ever spliced into shell text. Make keeps each value given on the command line as typed (never
 # expanded: `$(...)` in a value is text) and hands it over in the environment, with the names of the function's
-# settings given (GIVEN_SETTINGS). The values (FUNCTION REGION SINCE OUS ...) and their defaults are declared
-# once, in tools/deploy_values.py (`make help` and `deploy_config.py TARGET --help` say them); REGION defaults to
-# AWS_DEFAULT_REGION or AWS_REGION.
-DEPLOY_VALUES := $(shell $(PYTHON) tools/deploy_config.py --names values)
+# settings given (GIVEN_SETTINGS). Each value and its default is declared in tools/deploy_values.py
+# (`deploy_config.py TARGET --help` says them); REGION defaults to AWS_DEFAULT_REGION or AWS_REGION.
+DEPLOY_VALUES := FUNCTION STACK ROLE REGION ACCOUNT_ID TIMEOUT MEMORY RETRIES SCHEDULE SINCE PREFIX KMS_KEY_ID \
+  USER_PATH TOPIC EVENT SECRET OUS REGIONS ARTIFACT_PREFIX STACK_SET CALL_AS CANARY FAILURE_PERCENT MAX_PERCENT \
+  OVERRIDES ORG_ID LOG_GROUP DAYS CENTRAL_PROFILE OUTPUT ROLES OWNERS
 # The Makefile's own variables; every other NAME=VALUE on the command line is a setting of the function,
 # passed to tools/deploy_config.py, which checks names and values with the function's own settings table
 # (a typo is refused with the nearest name; NAME= removes the setting); for org-deploy and org-update, each is
@@ -41,9 +42,12 @@ $(foreach v,$(COMMAND_LINE),$(eval override $(v) := $$(value $(v))))
 export GIVEN_SETTINGS := $(filter-out $(MAKE_OWN),$(COMMAND_LINE))
 export $(COMMAND_LINE) AWS SIZES LATENCY_MS PROPAGATION_S PORT
 DEPLOY := $(TOOL_PYTHON) tools/deploy_config.py
-# The targets that only run the tool, each declared once there (`deploy_config.py --targets` lists each with its
-# line for make help); those of them that upload dist/lambda.zip are built after make package.
-DEPLOY_TARGETS := $(shell $(PYTHON) tools/deploy_config.py --names targets)
+# The targets that only run the tool (`deploy_config.py --targets` lists each with its line for make help); those
+# of them that upload dist/lambda.zip are built after make package. This list and DEPLOY_VALUES are the tool's
+# declarations' names (`deploy_config.py --names targets|values`; a test keeps them equal, and make reads no
+# program to know them: every make run would pay for it).
+DEPLOY_TARGETS := policy create configure deploy schedule exposed-rule invoke report alarms pause resume logs \
+  destroy rollback skip unskip status org-package org-deploy org-update org-status org-remove org-report
 PACKAGED := create deploy org-package org-deploy org-update
 
 .PHONY: help demo test fuzz lint bench package release local-aws clean cli $(DEPLOY_TARGETS) \

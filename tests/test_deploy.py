@@ -344,6 +344,18 @@ def test_without_a_development_venv_the_targets_use_a_cli_venv_of_their_own():
     assert "-r requirements-dev.txt" not in commands, "the CLI and boto3 alone, not the test stack"
 
 
+def test_the_makefile_s_lists_are_the_names_the_tool_declares():
+    # One declaration each, in the tool; the Makefile names them once (its one pattern rule, .PHONY, the values
+    # it keeps from the function's settings), as the tool says them.
+    database = make("-p", "-n", "help").stdout
+    for name, declared in (("DEPLOY_TARGETS", deploy_config.TARGETS), ("DEPLOY_VALUES", deploy_config.VALUES)):
+        (listed,) = re.findall(rf"^{name} := (.*)$", database, re.M)
+        assert sorted(listed.split()) == sorted(declared), name
+    named = subprocess.run([sys.executable, "tools/deploy_config.py", "--names", "targets"], cwd=ROOT, text=True,
+                           capture_output=True, check=True).stdout
+    assert named.split() == list(deploy_config.TARGETS)
+
+
 def test_make_help_lists_every_target():
     out = make("help").stdout
     for target in ("demo", "test", "bench", "lint", "package", "policy", "create", "configure", "deploy", "schedule",
