@@ -730,7 +730,7 @@ def value_type(declared: Target, name: str) -> Callable[[str], str]:
     return judge
 
 
-def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+def parser(environ: Mapping[str, str], only: str = "") -> argparse.ArgumentParser:
     """The tool's parser: a subcommand per target, each value an option whose default is make's (the
     environment's), so a value make hands over is checked exactly as one typed after the subcommand."""
     tool = argparse.ArgumentParser(prog="deploy_config.py", description=__doc__.split("\n")[0], exit_on_error=False,
@@ -739,7 +739,7 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     tool.add_argument("--targets", action="store_true", help="each target and what it does (make help)")
     tool.add_argument("--names", choices=("targets", "values"), help="the targets' or the values' names (make's)")
     commands = tool.add_subparsers(dest="target", metavar="TARGET")
-    for name, declared in TARGETS.items():
+    for name, declared in [(only, TARGETS[only])] if only else TARGETS.items():  # only: that target's checks
         command = commands.add_parser(name, help=declared.help, description=declared.help, exit_on_error=False)
         for value in dict.fromkeys((*declared.needs, *declared.takes, "REGION")):  # REGION: checked wherever given
             default = environ.get(value) or declared.defaults.get(value) or VALUES[value].default
@@ -753,7 +753,7 @@ def check(name: str, environ: Mapping[str, str]) -> tuple[dict[str, str], list[t
     that take them, the function's settings (or the template's parameters) by name."""
     if name not in TARGETS:
         raise Refused(f"no such target: {shown(name)}")
-    options = vars(parser(environ).parse_args([name]))
+    options = vars(parser(environ, name).parse_args([name]))
     declared = TARGETS[name]
     got = {value: options[value] for value in (*declared.needs, *declared.takes, "REGION") if options.get(value)}
     given = given_settings(environ) if declared.settings == "function" else []
