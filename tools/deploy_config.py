@@ -88,10 +88,10 @@ MISSING_THING = {
 def cli_options(aws: str) -> argparse.Namespace:
     """The options of make's AWS (the CLI as the user calls it, e.g. `aws --profile dev`) that name where the
     calls go: --profile, --region, --endpoint-url (the rest is the CLI's own, and no call of ours)."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    where = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for option in ("--profile", "--region", "--endpoint-url"):
-        parser.add_argument(option, default="")
-    return parser.parse_known_args(shlex.split(aws)[1:])[0]
+        where.add_argument(option, default="")
+    return where.parse_known_args(shlex.split(aws)[1:])[0]
 
 
 class Aws:
@@ -128,6 +128,7 @@ class Aws:
             **parameters).build_full_result().get(key, []))
 
     def attempt(self, service: str, check: bool, call: Callable[[Any], Any]) -> Any:
+        """``call`` on the service's client (made once); AWS's refusal or botocore's own failure, in one line."""
         import botocore.exceptions
 
         try:
