@@ -1,14 +1,16 @@
 # `make help` lists every target with its variables.
-# Development targets build .venv from requirements-dev.txt; deploy targets need only the AWS CLI:
-# an `aws` on the PATH, else a small .venv-cli holding just the CLI.
+# Development targets build .venv from requirements-dev.txt; deploy targets need only what make installs: they run
+# tools/deploy_config.py with .venv's python when there is one, else with a small .venv-cli holding the AWS CLI
+# (which brings botocore and PyYAML) and boto3, at requirements-dev.txt's pins.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CLI_VENV := .venv-cli
 CHECKOV := $(VENV)/checkov/bin/checkov
-ifeq ($(origin AWS),undefined)
-AWS    := $(or $(shell command -v aws 2>/dev/null),$(CLI_VENV)/bin/aws)
-endif
+# AWS: the CLI as the user calls it; the tool reads its --profile, --region, --endpoint-url (AWS='aws --profile dev').
+AWS    ?= aws
+# The deploy targets' python: .venv's (development), else .venv-cli's (made once by make cli).
+TOOL_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(CLI_VENV)/bin/python)
 
 SIZES      ?= 50 200 1000
 LATENCY_MS ?= 30
@@ -16,16 +18,14 @@ PROPAGATION_S ?= 0
 PORT       ?= 5000
 
 # Deployment: FUNCTION is never guessed; every deploy target asks for it. The deploy targets run
-# tools/deploy_config.py, which checks every value against what it names and calls the AWS CLI with an argument
-# list: no value is ever spliced into shell text. Make keeps each value given on the command line as typed
-# (never expanded: `$(...)` in a value is text) and hands it over in the environment, with the names of the
-# function's settings given (GIVEN_SETTINGS). The tool's defaults: TIMEOUT=900 MEMORY=256 RETRIES=2
-# SCHEDULE='cron(0 6 * * ? *)' EVENT=events/dry-run.json SINCE=60 PREFIX=iam-keys/ USER_PATH=/key-rotation/;
-# REGION defaults to AWS_DEFAULT_REGION or AWS_REGION.
-DEPLOY_VALUES := FUNCTION ROLE REGION TIMEOUT MEMORY SCHEDULE RETRIES EVENT SINCE ACCOUNT_ID PREFIX KMS_KEY_ID \
-  USER_PATH STACK TOPIC SECRET \
-  OUS REGIONS ARTIFACT_PREFIX STACK_SET CALL_AS CANARY FAILURE_PERCENT MAX_PERCENT OVERRIDES ORG_ID LOG_GROUP DAYS \
-  CENTRAL_PROFILE OUTPUT ROLES OWNERS
+# tools/deploy_config.py, which checks every value against what it names and calls AWS with boto3's clients: no
+# value is ever spliced into shell text. Make keeps each value given on the command line as typed (never
+# expanded: `$(...)` in a value is text) and hands it over in the environment, with the names of the function's
+# settings given (GIVEN_SETTINGS). Each value and its default is declared in tools/deploy_values.py
+# (`deploy_config.py TARGET --help` says them); REGION defaults to AWS_DEFAULT_REGION or AWS_REGION.
+DEPLOY_VALUES := FUNCTION STACK ROLE REGION ACCOUNT_ID TIMEOUT MEMORY RETRIES SCHEDULE SINCE PREFIX KMS_KEY_ID \
+  USER_PATH TOPIC EVENT SECRET OUS REGIONS ARTIFACT_PREFIX STACK_SET CALL_AS CANARY FAILURE_PERCENT MAX_PERCENT \
+  OVERRIDES ORG_ID LOG_GROUP DAYS CENTRAL_PROFILE OUTPUT ROLES OWNERS
 # The Makefile's own variables; every other NAME=VALUE on the command line is a setting of the function,
 # passed to tools/deploy_config.py, which checks names and values with the function's own settings table
 # (a typo is refused with the nearest name; NAME= removes the setting); for org-deploy and org-update, each is
@@ -41,18 +41,22 @@ COMMAND_LINE := $(sort $(foreach v,$(.VARIABLES),$(if $(filter command line,$(or
 $(foreach v,$(COMMAND_LINE),$(eval override $(v) := $$(value $(v))))
 export GIVEN_SETTINGS := $(filter-out $(MAKE_OWN),$(COMMAND_LINE))
 export $(COMMAND_LINE) AWS SIZES LATENCY_MS PROPAGATION_S PORT
-DEPLOY := $(PYTHON) tools/deploy_config.py
-DEPLOY_TARGETS := policy create configure deploy schedule exposed-rule invoke report pause resume alarms logs \
+DEPLOY := $(TOOL_PYTHON) tools/deploy_config.py
+# The targets that only run the tool (`deploy_config.py --targets` lists each with its line for make help); those
+# of them that upload dist/lambda.zip are built after make package. This list and DEPLOY_VALUES are the tool's
+# declarations' names (`deploy_config.py --names targets|values`; a test keeps them equal, and make reads no
+# program to know them: every make run would pay for it).
+DEPLOY_TARGETS := policy create configure deploy schedule exposed-rule invoke report alarms pause resume logs \
   destroy rollback skip unskip status org-package org-deploy org-update org-status org-remove org-report
+PACKAGED := create deploy org-package org-deploy org-update
 
-.PHONY: help demo test fuzz lint bench package release policy create configure deploy schedule exposed-rule invoke report pause resume alarms \
-  local-aws logs \
-  destroy rollback skip unskip status clean cli $(addprefix check-,$(DEPLOY_TARGETS)) \
-  org-package org-deploy org-update org-status org-remove org-report
+.PHONY: help demo test fuzz lint bench package release local-aws clean cli $(DEPLOY_TARGETS) \
+  $(addprefix check-,$(DEPLOY_TARGETS))
 
 help:  ## this list
 	@echo "make TARGET [VAR=value ...]"
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 14
+	@{ grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/'; \
+	  $(PYTHON) tools/deploy_config.py --targets; } | expand -t 14
 	@echo "Deploy variables: FUNCTION (required) REGION ROLE SEC SECRET STACK TOPIC ACCOUNT_ID PREFIX KMS_KEY_ID"
 	@echo "  USER_PATH EVENT OUTPUT ROLES SINCE SCHEDULE TIMEOUT MEMORY RETRIES, and the function's settings by name:"
 	@echo "  DRY_RUN GRACE_HOURS ROTATE_AFTER_DAYS ..."
@@ -66,12 +70,13 @@ $(VENV)/.installed: requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-$(CLI_VENV)/bin/aws:
-	@echo "installing the AWS CLI into .venv-cli (about 60 MB, once)..."
+$(CLI_VENV)/bin/python:
+	@echo "installing the AWS CLI and boto3 into .venv-cli (about 70 MB, once)..."
 	$(PYTHON) -m venv $(CLI_VENV)
-	$(CLI_VENV)/bin/pip install --quiet --disable-pip-version-check "$$(grep '^awscli==' requirements-dev.txt)"
+	$(CLI_VENV)/bin/pip install --quiet --disable-pip-version-check \
+	  "$$(grep '^awscli==' requirements-dev.txt)" "$$(grep '^boto3==' requirements-dev.txt)"
 
-cli: $(if $(findstring $(CLI_VENV),$(AWS)),$(CLI_VENV)/bin/aws)  ## the AWS CLI the deploy targets use
+cli: $(TOOL_PYTHON)  ## the python the deploy targets run (.venv's, else .venv-cli: the AWS CLI and boto3)
 
 demo: $(VENV)/.installed  ## rotate demo users' keys on a local moto server (VERBOSE=1: with log lines)
 	$(BIN)/python tools/demo.py
@@ -113,82 +118,16 @@ dist/lambda.zip: lambda_function.py
 release:  ## dist/iam-key-rotation-VERSION.zip, dist/template-VERSION.yaml and dist/SHA256SUMS (sha256sum -c checks them)
 	@$(PYTHON) tools/release.py
 
-# Each deploy target's values, checked before anything is installed or called (exit 2 when one is refused).
-$(addprefix check-,$(DEPLOY_TARGETS)): check-%:
-	@$(DEPLOY) check $*
+# Each deploy target's values, checked before anything is called (exit 2 when one is refused); then the target.
+$(addprefix check-,$(DEPLOY_TARGETS)): check-%: cli
+	@$(DEPLOY) --check $*
 
-policy: check-policy cli  ## dist/policy.json: the role's policy for ACCOUNT_ID and REGION (asked of the CLI if not given)
-	@$(DEPLOY) policy
-
-create: check-create package cli  ## first deployment: function, settings, concurrency 1, async retries
-	@$(DEPLOY) create
-
-configure: check-configure cli  ## change settings by name (SEC=... GRACE_HOURS=...), keeping the others
-	@$(DEPLOY) configure
-
-deploy: check-deploy package cli  ## upload new code to an existing function
-	@$(DEPLOY) deploy
-
-schedule: check-schedule cli  ## the EventBridge rule (daily by default) and its permission to invoke
-	@$(DEPLOY) schedule
-
-exposed-rule: check-exposed-rule cli  ## route 2a: run the function the moment AWS Health reports a key exposed
-	@$(DEPLOY) exposed-rule
-
-invoke: check-invoke cli  ## run it now with EVENT (default: a dry run): a row a secret, the answer in dist/ (OUTPUT=json); fails if one did
-	@$(DEPLOY) invoke
-
-report: check-report cli  ## the account's keys past MAX_KEY_AGE_DAYS, managed or not, and what rotates when (ROLES=true: which a role could replace)
-	@$(DEPLOY) report
-
-alarms: check-alarms cli  ## route 2a: the template's alarms (errors, no good run for 36 h, key in use, overdue)
-	@$(DEPLOY) alarms
+.SECONDEXPANSION:
+$(DEPLOY_TARGETS): %: check-% $$(if $$(filter $$*,$(PACKAGED)),package) cli
+	@$(DEPLOY) $@
 
 local-aws:  $(VENV)/.installed  ## a local moto server standing in for AWS, running the function's invocations in-process: prints the variables to export
 	$(BIN)/python tools/local_aws.py "$$PORT"
-
-pause: check-pause cli  ## stop the daily runs (a stack's rule found by the function's tag); nothing else changes
-	@$(DEPLOY) pause
-
-resume: check-resume cli  ## start the daily runs again (a stack's rule too)
-	@$(DEPLOY) resume
-
-logs: check-logs cli  ## the function's log lines of the last SINCE minutes (default 60)
-	@$(DEPLOY) logs
-
-destroy: check-destroy cli  ## route 2a: remove schedule, function, alarms, list what stays; a stack's: STACK=<it> deletes it
-	@$(DEPLOY) destroy
-
-rollback: check-rollback cli  ## undo SECRET's last rotation: planned first, then {"rollback": [SECRET]}
-	@$(DEPLOY) rollback
-
-skip: check-skip cli  ## hold one secret: tag SECRET key-rotation:mode=skip (every entry point obeys)
-	@$(DEPLOY) skip
-
-unskip: check-unskip cli  ## release SECRET: remove its key-rotation:mode=skip tag
-	@$(DEPLOY) unskip
-
-status: check-status cli  ## its version, the last run's summary (SINCE minutes back, default a week), the alarms
-	@$(DEPLOY) status
-
-# The organisation: one function per account, deployed by a service-managed stack set (README: Organisations).
-org-package: check-org-package package cli  ## dist/lambda.zip as iam-key-rotation/VERSION.zip to each region's bucket; prints its policy
-	@$(DEPLOY) org-package
-
-org-deploy: check-org-deploy package cli  ## the stack set to every account of OUS in REGIONS: one account first, then MAX_PERCENT at a time
-	@$(DEPLOY) org-deploy
-
-org-update: check-org-update package cli  ## new code or parameters to every account, staged as org-deploy
-	@$(DEPLOY) org-update
-
-org-status: check-org-status cli  ## each account and region with its stack instance's status, and the code deployed
-	@$(DEPLOY) org-status
-
-org-remove: check-org-remove cli  ## remove the function from every account of OUS in REGIONS (and the stack set once empty)
-	@$(DEPLOY) org-remove
-
-org-report: check-org-report cli  ## one table of every account's secrets, key age, next rotation, overdue (central log group)
-	@$(DEPLOY) org-report
 
 clean:  ## remove the virtualenvs and build output
 	rm -rf $(VENV) $(CLI_VENV) dist .pytest_cache .ruff_cache

@@ -431,6 +431,25 @@ def parse_owners(value: str | None) -> tuple[tuple[Owner, ...], tuple[str, ...]]
     return tuple(owners), tuple(malformed)
 
 
+ROLE_REGIONS_MOST = 10  # regions the roles report reads at most: each costs a paced lookup per key
+
+
+def role_regions(value: str | None, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """ROLE_REGIONS: region names separated by spaces (default: the function's own region, AWS_REGION)."""
+    words = tuple(dict.fromkeys((value or "").split())) or tuple(
+        r for r in (environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "",) if r)
+    for word in words:
+        parts = word.split("-")
+        if not (len(parts) >= 3 and len(parts[0]) == 2 and parts[-1].isdigit() and word.isascii()
+                and all(p.isalnum() and p == p.lower() for p in parts) and len(word) <= 30):
+            raise ConfigError(f"setting ROLE_REGIONS names {word[:40]!r}, not a region; use region names like "
+                              "eu-west-1, separated by spaces")
+    if len(words) > ROLE_REGIONS_MOST:
+        raise ConfigError(f"setting ROLE_REGIONS names {len(words)} regions; the roles report reads at most "
+                          f"{ROLE_REGIONS_MOST} (each costs a paced CloudTrail call per key)")
+    return words
+
+
 @dataclass(frozen=True)
 class Setting:
     """One row of the settings table: the one place a setting is named, typed, bounded and explained.
@@ -500,7 +519,7 @@ SETTINGS_TABLE: dict[str, Setting] = {s.name: s for s in (
     Setting("ROLE_LOOKBACK_DAYS", int, 30, "the roles report ({\"report\": true, \"roles\": true}) reads this many "
             "days of CloudTrail's event history per key (at most 90, what LookupEvents keeps)", 1, 90),
     Setting("ROLE_REGIONS", "text", None, "the regions whose CloudTrail event history the roles report reads, "
-            "separated by spaces (default: the function's own region)"),
+            "separated by spaces (default: the function's own region)", check=lambda value: role_regions(value, {})),
     Setting("OWNER_SENDER", "text", None, "the e-mail address, verified in SES, that tells each key's owner (the "
             "user's key-rotation-owner tag) what will happen to the key (empty: e-mail owners are not told; "
             "SNS topic owners still are)", check=owner_sender),
@@ -588,25 +607,6 @@ def scheduled_time(event: Any, now: datetime) -> datetime | None:
                           "redelivered event would rotate again") from None
     when = when if when.tzinfo else when.replace(tzinfo=UTC)
     return when if abs(now - when) <= REDELIVERY_WINDOW else None
-
-
-ROLE_REGIONS_MOST = 10  # regions the roles report reads at most: each costs a paced lookup per key
-
-
-def role_regions(value: str | None, environ: Mapping[str, str]) -> tuple[str, ...]:
-    """ROLE_REGIONS: region names separated by spaces (default: the function's own region, AWS_REGION)."""
-    words = tuple(dict.fromkeys((value or "").split())) or tuple(
-        r for r in (environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "",) if r)
-    for word in words:
-        parts = word.split("-")
-        if not (len(parts) >= 3 and len(parts[0]) == 2 and parts[-1].isdigit() and word.isascii()
-                and all(p.isalnum() and p == p.lower() for p in parts) and len(word) <= 30):
-            raise ConfigError(f"setting ROLE_REGIONS names {word[:40]!r}, not a region; use region names like "
-                              "eu-west-1, separated by spaces")
-    if len(words) > ROLE_REGIONS_MOST:
-        raise ConfigError(f"setting ROLE_REGIONS names {len(words)} regions; the roles report reads at most "
-                          f"{ROLE_REGIONS_MOST} (each costs a paced CloudTrail call per key)")
-    return words
 
 
 def grace_and_deadline(environ: Mapping[str, str]) -> tuple[float, float, float]:

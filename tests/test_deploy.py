@@ -1,7 +1,8 @@
-"""make create/deploy/schedule with the real AWS CLI against a moto server on 127.0.0.1."""
+"""make create/deploy/schedule ... (tools/deploy_config.py, boto3's clients) against a moto server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import io
@@ -14,14 +15,16 @@ import zipfile
 from pathlib import Path
 
 import boto3
+import deploy_config
 import pytest
+from aws_wire import Wire
 
 import lambda_function
 
 ROOT = Path(__file__).parent.parent
 
 
-AWS_CLI = str(Path(sys.executable).parent / "aws")  # the dev environment's CLI (the targets' own is .venv-cli)
+AWS_CLI = str(Path(sys.executable).parent / "aws")  # make's AWS as a user gives it (its options name the profile)
 
 
 def make(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
@@ -206,30 +209,34 @@ def test_configure_and_create_refuse_what_the_function_would_refuse_and_write_no
     assert [f["FunctionName"] for f in lam.list_functions()["Functions"]] == ["rotate-keys"]
 
 
-def test_deploy_config_checks_settings_without_boto3():
-    # A deploy machine has the AWS CLI, not necessarily boto3: the function's parser is loaded with stand-ins.
-    code = ("import sys; sys.modules['boto3'] = None; sys.path.insert(0, 'tools'); import deploy_config; "
-            "print(deploy_config.merge_environment('{}', ['GRACE_HOURS=24', 'SEC=x']))")
+def test_deploy_config_needs_only_what_make_cli_installs():
+    # A deploy machine has what make installs: .venv-cli holds the AWS CLI (which brings botocore and PyYAML) and
+    # boto3, at requirements-dev.txt's pins. The tool imports nothing else (the standard library aside), and make
+    # help lists its targets with no import of boto3 at all.
+    tools = ("deploy_config", "deploy_values", "deploy_policy", "deploy_org")
+    trees = [ast.parse((ROOT / "tools" / f"{tool}.py").read_text()) for tool in tools]
+    imported = {alias.name.split(".")[0] for tree in trees for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names} | {node.module.split(".")[0] for tree in trees for node in ast.walk(tree)
+                                            if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported - sys.stdlib_module_names - set(tools) == {"boto3", "botocore", "yaml"}
+    code = "import sys; sys.modules['boto3'] = sys.modules['yaml'] = None; sys.argv[1:] = ['--targets']; " \
+           "sys.path.insert(0, 'tools'); import deploy_config; deploy_config.main(['--targets'])"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "'GRACE_HOURS': '24'" in done.stdout and "'sec': 'x'" in done.stdout
+    assert done.returncode == 0 and "  org-report\t" in done.stdout, done.stderr
 
 
-def test_invoke_says_a_function_error_in_one_line_without_its_stack_trace(tmp_path):
-    # A stand-in `aws` answers as the CLI does for a function error (the answer's stackTrace included).
-    fake = tmp_path / "aws"
+def test_invoke_says_a_function_error_in_one_line_without_its_stack_trace(tmp_path, monkeypatch, capsys):
+    # Lambda answers a function error at the wire: FunctionError, and the error's JSON (its stackTrace included).
     failed = {"errorMessage": "1 of 1 secrets failed: boom", "errorType": "RotationFailed",
               "stackTrace": ["  File \"/var/task/lambda_function.py\", line 1, in handler\n"]}
-    (tmp_path / "answer.json").write_text(json.dumps(failed))
-    answer = f"cp {tmp_path / 'answer.json'} $a"
-    fake.write_text(f"#!/bin/sh\nfor a; do case $a in dist/*) {answer};; esac; done\necho Unhandled\n")
-    fake.chmod(0o755)
-    done = subprocess.run(["make", "-s", "invoke", "FUNCTION=f", f"AWS={fake}"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
-    said = [line for line in done.stderr.splitlines() if not MAKE_ERROR.match(line)]
-    assert done.returncode != 0 and said == ["the function failed (RotationFailed): 1 of 1 secrets failed: boom (its "
-                                             "log lines: make logs FUNCTION=f; its answer: dist/invoke-f.json)"], said
-    assert "lambda_function.py" not in done.stdout + done.stderr, "no stack trace"
+    wire = Wire({"lambda Invoke": lambda params: {"FunctionError": "Unhandled",
+                                                  "Payload": io.BytesIO(json.dumps(failed).encode())}})
+    monkeypatch.chdir(tmp_path)
+    code = deploy_config.main(["invoke"], {"FUNCTION": "f", "EVENT": str(ROOT / "events" / "dry-run.json")}, wire)
+    out, err = capsys.readouterr()
+    assert code != 0 and err.splitlines() == ["the function failed (RotationFailed): 1 of 1 secrets failed: boom "
+                                              "(its log lines: make logs FUNCTION=f; its answer: dist/invoke-f.json)"]
+    assert "lambda_function.py" not in out + err, "no stack trace"
 
 
 def seed_alarms(function: str) -> None:
@@ -323,17 +330,30 @@ def test_policy_is_rendered_for_the_account_leaving_the_tracked_template_alone(s
     assert optional <= {s["Sid"] for s in json.loads((ROOT / "dist" / "policy.json").read_text())["Statement"]}
 
 
-def test_without_an_aws_on_the_path_the_targets_use_a_cli_of_their_own():
+def test_without_a_development_venv_the_targets_use_a_cli_venv_of_their_own():
     outer = ("AWS", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")  # what an outer make (make test) exports
     env = {k: v for k, v in os.environ.items() if k not in outer}
-    done = subprocess.run(["make", "-s", "-n", "-p", "deploy", "FUNCTION=f"], cwd=ROOT, capture_output=True,
-                          text=True, env={**env, "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(["make", "-s", "-n", "-p", "deploy", "FUNCTION=f", "VENV=no-such-venv"], cwd=ROOT,
+                          capture_output=True, text=True, env={**env, "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
-    assert "\nAWS = .venv-cli/bin/aws\n" in done.stdout.replace("AWS := ", "AWS = "), "the tool is told this CLI"
-    assert ".venv-cli/bin/pip install" in done.stdout and "tools/deploy_config.py deploy" in done.stdout
+    assert "\nTOOL_PYTHON := .venv-cli/bin/python\n" in done.stdout, "the tool runs with .venv-cli's python"
+    assert ".venv-cli/bin/pip install" in done.stdout and ".venv-cli/bin/python tools/deploy_config.py deploy" in \
+        done.stdout
     commands = done.stdout.split("# Make data base")[0]
-    assert "requirements-dev.txt" not in commands.replace("grep '^awscli==' requirements-dev.txt", ""), \
-        "the CLI alone, not the test stack"
+    assert "grep '^awscli==' requirements-dev.txt" in commands and "grep '^boto3==' requirements-dev.txt" in commands
+    assert "-r requirements-dev.txt" not in commands, "the CLI and boto3 alone, not the test stack"
+
+
+def test_the_makefile_s_lists_are_the_names_the_tool_declares():
+    # One declaration each, in the tool; the Makefile names them once (its one pattern rule, .PHONY, the values
+    # it keeps from the function's settings), as the tool says them.
+    database = make("-p", "-n", "help").stdout
+    for name, declared in (("DEPLOY_TARGETS", deploy_config.TARGETS), ("DEPLOY_VALUES", deploy_config.VALUES)):
+        (listed,) = re.findall(rf"^{name} := (.*)$", database, re.M)
+        assert sorted(listed.split()) == sorted(declared), name
+    named = subprocess.run([sys.executable, "tools/deploy_config.py", "--names", "targets"], cwd=ROOT, text=True,
+                           capture_output=True, check=True).stdout
+    assert named.split() == list(deploy_config.TARGETS)
 
 
 def test_make_help_lists_every_target():

@@ -1,14 +1,14 @@
 """Every account of an organisation (issue 30): make org-* and central.yaml.
 
-Most tests run tools/deploy_config.py's targets in-process with a stand-in `aws` on the path that records each
-call and answers from a script: what is tested is the arguments each target builds (values as data, the staged
-roll-out, the overrides) and what it prints. The arguments it builds are then given to moto's Organizations and
-CloudFormation StackSets (botocore checks each against the service's model), and moto runs the template in each
-member account: its function, role and schedule are there. moto does not model StackSets' operation preferences
-(every operation succeeds at once, none is paced), AccountFilterType (the first stage's one account), automatic
-deployment to an account that joins an OU later (the test runs org-update's last stage instead), the function
-running in a member account and its events reaching the central bus (not tested here), nor CloudWatch Logs
-Insights (org-report's query is tested for what it asks, its table from a canned answer).
+Most tests run tools/deploy_config.py's targets in-process with AWS answering at the wire (tests/aws_wire.py: each
+call recorded as the tool built it, once botocore has checked it against the service's model, and answered from a
+script): what is tested is the calls each target makes (values as data, the staged roll-out, the overrides) and
+what it prints. The calls it builds are then given to moto's Organizations and CloudFormation StackSets, and moto
+runs the template in each member account: its function, role and schedule are there. moto does not model
+StackSets' operation preferences (every operation succeeds at once, none is paced), AccountFilterType (the first
+stage's one account), automatic deployment to an account that joins an OU later (the test runs org-update's last
+stage instead), the function running in a member account and its events reaching the central bus (not tested
+here), nor CloudWatch Logs Insights (org-report's query is tested for what it asks, its table from a canned answer).
 """
 
 from __future__ import annotations
@@ -16,82 +16,66 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import boto3
 import deploy_config
+import deploy_org
+import deploy_values
 import pytest
 import yaml
+from aws_wire import Call, Wire, error
 from moto import mock_aws
 
 import lambda_function
 
 ROOT = Path(__file__).parent.parent
-FAKE_AWS = """#!{python}
-import json, sys
-args = sys.argv[1:]
-with open({log!r}, "a") as log:
-    log.write(json.dumps(args) + "\\n")
-answers = json.load(open({answers!r}))
-words = args[2:] if args[:1] == ["--profile"] else args
-# the most specific answer: "SERVICE OPERATION", or with a word the call holds too ("s3api head-object BUCKET")
-keys = [key for key in answers if key.split()[:2] == words[:2] and set(key.split()[2:]) <= set(words)]
-answer = answers[max(keys, key=len)] if keys else {{"out": "{{}}"}}
-print(answer["out"])
-sys.exit(answer.get("rc", 0))
-"""
 OU, OTHER_OU = "ou-ab12-cd34ef56", "ou-ab12-99999999"
 PROD, CANARY, MANAGEMENT = "222222222222", "111111111111", "123456789012"
+# AWS's answers when a test says nothing else: no stack set yet, the OU's first account, each operation started
+# and succeeded, no instances, the management account's credentials.
+ANSWERS = {"cloudformation DescribeStackSet": error("StackSetNotFoundException"),
+           "organizations ListAccountsForParent": {"Accounts": [{"Id": CANARY}]},
+           "cloudformation CreateStackInstances": {"OperationId": "op-1"},
+           "cloudformation UpdateStackSet": {"OperationId": "op-2"},
+           "cloudformation UpdateStackInstances": {"OperationId": "op-3"},
+           "cloudformation DeleteStackInstances": {"OperationId": "op-4"},
+           "cloudformation DescribeStackSetOperation": {"StackSetOperation": {"Status": "SUCCEEDED"}},
+           "cloudformation ListStackInstances": {"Summaries": []},
+           "sts GetCallerIdentity": {"Account": MANAGEMENT}}
 
 
 @pytest.fixture
 def org(tmp_path, monkeypatch):
-    """Runs an org target with a scripted `aws`: org(target, answers, **values) -> (exit code, calls)."""
-    log, answers = tmp_path / "calls.jsonl", tmp_path / "answers.json"
-    program = tmp_path / "aws"
-    program.write_text(FAKE_AWS.format(python=sys.executable, log=str(log), answers=str(answers)))
-    program.chmod(0o755)
+    """Runs an org target with AWS answering at the wire: org(target, answers, **values) -> (exit code, calls)."""
     zipped = tmp_path / "lambda.zip"
     with zipfile.ZipFile(zipped, "w") as code:
         code.write(ROOT / "lambda_function.py", "lambda_function.py")
-    monkeypatch.setattr(deploy_config, "CODE_ZIP", zipped)
-    monkeypatch.setattr(deploy_config, "POLL_SECONDS", 0)
+    monkeypatch.setattr(deploy_org, "CODE_ZIP", zipped)
+    monkeypatch.setattr(deploy_org, "POLL_SECONDS", 0)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dist").mkdir()
+    config = tmp_path / "config"  # the profile org-report's CENTRAL_PROFILE names
+    config.write_text("[profile security]\nregion = us-east-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
 
-    def run(target: str, script: dict | None = None, **values: str) -> tuple[int, list[list[str]]]:
-        log.unlink(missing_ok=True)
-        answers.write_text(json.dumps({"cloudformation describe-stack-set": {"out": "", "rc": 254},
-                                       "organizations list-accounts-for-parent": {"out": CANARY},
-                                       "cloudformation create-stack-instances": {"out": "op-1"},
-                                       "cloudformation update-stack-set": {"out": "op-2"},
-                                       "cloudformation update-stack-instances": {"out": "op-3"},
-                                       "cloudformation delete-stack-instances": {"out": "op-4"},
-                                       "cloudformation describe-stack-set-operation": {"out": "SUCCEEDED"},
-                                       "cloudformation list-stack-instances": {"out": "[]"},
-                                       "sts get-caller-identity": {"out": MANAGEMENT},
-                                       **(script or {})}))
-        settings = [name for name in values if name not in deploy_config.RULES]
-        code = deploy_config.main([target], {**values, "AWS": str(program), "GIVEN_SETTINGS": " ".join(settings)})
-        calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-        return code, calls
+    def run(target: str, script: dict | None = None, **values: str) -> tuple[int, list[Call]]:
+        wire = Wire({**ANSWERS, **(script or {})})
+        settings = [name for name in values if name not in deploy_config.VALUES]
+        code = deploy_config.main([target], {**values, "GIVEN_SETTINGS": " ".join(settings)}, wire)
+        run.calls = wire.calls
+        return code, wire.calls
 
     return run
 
 
-def arg(call: list[str], flag: str):
-    value = call[call.index(flag) + 1]
-    return json.loads(value) if value[:1] in "[{" else value
+def named(calls: list[Call], operation: str) -> list[Call]:
+    return [call for call in calls if call.operation == operation]
 
 
-def named(calls: list[list[str]], operation: str) -> list[list[str]]:
-    return [call for call in calls if (call[3] if call[:1] == ["--profile"] else call[1]) == operation]
-
-
-NO_CODE_YET = {"s3api head-object": {"out": "", "rc": 254}}  # no object under the version's key in any bucket
+NO_CODE_YET = {"s3 HeadObject": error("404")}  # no object under the version's key in any bucket
 DEPLOY = {"OUS": f"{OU},{OTHER_OU}", "REGIONS": "eu-west-1 us-east-1", "ARTIFACT_PREFIX": "acme-keys",
           "SecretNames": "iam-keys/*", "CentralAccountId": "999999999999",
           "EventBusName": "arn:aws:events:eu-west-1:999999999999:event-bus/key-rotation"}
@@ -101,33 +85,34 @@ DEPLOY = {"OUS": f"{OU},{OTHER_OU}", "REGIONS": "eu-west-1 us-east-1", "ARTIFACT
 def test_org_deploy_creates_a_service_managed_stack_set_and_rolls_out_one_account_first(org):
     code, calls = org("org-deploy", **DEPLOY, CALL_AS="DELEGATED_ADMIN")
     assert code == 0
-    (create,) = named(calls, "create-stack-set")
-    assert arg(create, "--permission-model") == "SERVICE_MANAGED"
-    assert arg(create, "--auto-deployment") == {"Enabled": True, "RetainStacksOnAccountRemoval": False}
-    assert arg(create, "--template-body") == f"file://{ROOT / 'template.yaml'}"
-    assert all(arg(call, "--call-as") == "DELEGATED_ADMIN" for call in calls if call[0] == "cloudformation")
-    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in arg(create, "--parameters")}
+    (create,) = named(calls, "CreateStackSet")
+    assert create.params["PermissionModel"] == "SERVICE_MANAGED"
+    assert create.params["AutoDeployment"] == {"Enabled": True, "RetainStacksOnAccountRemoval": False}
+    assert create.params["TemplateBody"] == (ROOT / "template.yaml").read_text()
+    assert all(call.params["CallAs"] == "DELEGATED_ADMIN" for call in calls if call.service == "cloudformation")
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in create.params["Parameters"]}
     assert parameters["CodeBucket"] == "acme-keys" and parameters["CodeBucketPerRegion"] == "true"
     assert parameters["CodeKey"] == f"iam-key-rotation/{lambda_function.__version__}.zip", "named by the release"
     assert parameters["EventBusName"] == DEPLOY["EventBusName"] and parameters["SecretNames"] == "iam-keys/*"
     assert parameters["FunctionName"] == "iam-key-rotation", "one name in every account, not StackSet-...-UUID"
-    first, rest = named(calls, "create-stack-instances")
-    assert arg(first, "--deployment-targets") == {"OrganizationalUnitIds": [OU, OTHER_OU], "Accounts": [CANARY],
-                                                  "AccountFilterType": "INTERSECTION"}
-    assert arg(first, "--operation-preferences") == {"RegionConcurrencyType": "SEQUENTIAL",
-                                                     "FailureToleranceCount": 0, "MaxConcurrentCount": 1}
-    assert arg(rest, "--deployment-targets") == {"OrganizationalUnitIds": [OU, OTHER_OU]}
-    assert arg(rest, "--operation-preferences") == {"RegionConcurrencyType": "PARALLEL",
-                                                    "FailureTolerancePercentage": 10, "MaxConcurrentPercentage": 25}
-    assert first[first.index("--regions") + 1:first.index("--regions") + 3] == ["eu-west-1", "us-east-1"]
+    first, rest = named(calls, "CreateStackInstances")
+    assert first.params["DeploymentTargets"] == {"OrganizationalUnitIds": [OU, OTHER_OU], "Accounts": [CANARY],
+                                                 "AccountFilterType": "INTERSECTION"}
+    assert first.params["OperationPreferences"] == {"RegionConcurrencyType": "SEQUENTIAL",
+                                                    "FailureToleranceCount": 0, "MaxConcurrentCount": 1}
+    assert rest.params["DeploymentTargets"] == {"OrganizationalUnitIds": [OU, OTHER_OU]}
+    assert rest.params["OperationPreferences"] == {"RegionConcurrencyType": "PARALLEL",
+                                                   "FailureTolerancePercentage": 10, "MaxConcurrentPercentage": 25}
+    assert first.params["Regions"] == ["eu-west-1", "us-east-1"]
 
 
 @pytest.mark.unit
-def test_a_failed_first_account_stops_the_roll_out(org):
-    with pytest.raises(SystemExit, match="stage 1, account 111111111111 ended FAILED: the roll-out stops here"):
-        org("org-deploy", {"cloudformation describe-stack-set-operation": {"out": "FAILED"}}, **DEPLOY)
-    calls = [json.loads(line) for line in Path("calls.jsonl").read_text().splitlines()]
-    assert len(named(calls, "create-stack-instances")) == 1, "only the first account was tried"
+def test_a_failed_first_account_stops_the_roll_out(org, capsys):
+    failed = {"cloudformation DescribeStackSetOperation": {"StackSetOperation": {"Status": "FAILED"}}}
+    code, calls = org("org-deploy", failed, **DEPLOY)
+    assert code == 1 and "stage 1, account 111111111111 ended FAILED: the roll-out stops here" in \
+        capsys.readouterr().err
+    assert len(named(calls, "CreateStackInstances")) == 1, "only the first account was tried"
 
 
 @pytest.mark.unit
@@ -135,35 +120,39 @@ def test_overrides_deploy_their_accounts_first_with_their_own_parameters(org):
     code, calls = org("org-deploy", **DEPLOY, OVERRIDES=f"{PROD}:RotateAfterDays=30 {PROD}:DryRun=true",
                       CANARY=CANARY, MAX_PERCENT="50", FAILURE_PERCENT="0")
     assert code == 0
-    overridden, first, rest = named(calls, "create-stack-instances")
-    assert arg(overridden, "--deployment-targets")["Accounts"] == [PROD]
-    assert arg(overridden, "--parameter-overrides") == [{"ParameterKey": "RotateAfterDays", "ParameterValue": "30"},
-                                                        {"ParameterKey": "DryRun", "ParameterValue": "true"}]
-    assert arg(first, "--deployment-targets")["Accounts"] == [CANARY]
-    assert not named(calls, "list-accounts-for-parent"), "CANARY given: not looked up"
-    assert arg(rest, "--operation-preferences")["MaxConcurrentPercentage"] == 50
+    overridden, first, rest = named(calls, "CreateStackInstances")
+    assert overridden.params["DeploymentTargets"]["Accounts"] == [PROD]
+    assert overridden.params["ParameterOverrides"] == [{"ParameterKey": "RotateAfterDays", "ParameterValue": "30"},
+                                                       {"ParameterKey": "DryRun", "ParameterValue": "true"}]
+    assert first.params["DeploymentTargets"]["Accounts"] == [CANARY]
+    assert not named(calls, "ListAccountsForParent"), "CANARY given: not looked up"
+    assert rest.params["OperationPreferences"]["MaxConcurrentPercentage"] == 50
+
+
+def stack_set_of(*names: str) -> dict:
+    """DescribeStackSet's answer: a stack set with these parameters."""
+    return {"StackSet": {"Parameters": [{"ParameterKey": name, "ParameterValue": "x"} for name in names]}}
 
 
 @pytest.mark.unit
 def test_org_update_updates_the_stack_set_staged_keeping_parameters_not_given(org):
-    exists = {"cloudformation describe-stack-set": {"out": json.dumps(["SecretNames", "GraceHours", "CodeKey",
-                                                                        "FunctionName"])}}
+    exists = {"cloudformation DescribeStackSet": stack_set_of("SecretNames", "GraceHours", "CodeKey", "FunctionName")}
     code, calls = org("org-update", exists, OUS=OU, REGIONS="eu-west-1", ARTIFACT_PREFIX="acme-keys")
     assert code == 0
-    first, rest = named(calls, "update-stack-set")
-    kept = [p["ParameterKey"] for p in arg(first, "--parameters") if p.get("UsePreviousValue")]
+    first, rest = named(calls, "UpdateStackSet")
+    kept = [p["ParameterKey"] for p in first.params["Parameters"] if p.get("UsePreviousValue")]
     assert kept == ["SecretNames", "GraceHours", "FunctionName"], "the code's parameters are set anew, the others " \
                                                                   "kept: a function is never renamed (replaced)"
-    assert arg(first, "--deployment-targets")["Accounts"] == [CANARY]
-    assert arg(rest, "--deployment-targets") == {"OrganizationalUnitIds": [OU]}
-    assert named(calls, "create-stack-instances"), "accounts that joined the OU since are covered"
+    assert first.params["DeploymentTargets"]["Accounts"] == [CANARY]
+    assert rest.params["DeploymentTargets"] == {"OrganizationalUnitIds": [OU]}
+    assert named(calls, "CreateStackInstances"), "accounts that joined the OU since are covered"
 
 
 @pytest.mark.unit
 def test_a_new_stack_set_needs_secret_names_and_nothing_is_created_without(org):
     values = {k: v for k, v in DEPLOY.items() if k != "SecretNames"}
     code, calls = org("org-deploy", **values)
-    assert code == 2 and [call[1] for call in calls] == ["describe-stack-set"]
+    assert code == 2 and [call.operation for call in calls] == ["DescribeStackSet"]
 
 
 @pytest.mark.unit
@@ -196,11 +185,18 @@ def test_org_targets_refuse_a_missing_or_bad_value_before_any_call(org, capsys, 
     assert calls == []
 
 
+def instance(account: str, region: str, status: str = "CURRENT", detail: str = "SUCCEEDED", **more: str) -> dict:
+    """One of ListStackInstances' summaries."""
+    return {"Account": account, "Region": region, "Status": status,
+            "StackInstanceStatus": {"DetailedStatus": detail}, **more}
+
+
 @pytest.mark.unit
 def test_org_status_prints_each_account_and_region_with_its_instance_s_status(org, capsys):
-    rows = [[CANARY, "eu-west-1", "CURRENT", "SUCCEEDED", None], [PROD, "us-east-1", "OUTDATED", "FAILED", "boom"]]
-    code, calls = org("org-status", {"cloudformation list-stack-instances": {"out": json.dumps(rows)},
-                                     "cloudformation describe-stack-set": {"out": "iam-key-rotation/0123.zip"}})
+    rows = [instance(CANARY, "eu-west-1"), instance(PROD, "us-east-1", "OUTDATED", "FAILED", StatusReason="boom")]
+    code, calls = org("org-status", {"cloudformation ListStackInstances": {"Summaries": rows},
+                                     "cloudformation DescribeStackSet": {"StackSet": {"Parameters": [
+                                         {"ParameterKey": "CodeKey", "ParameterValue": "iam-key-rotation/0123.zip"}]}}})
     assert code == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["account", "region", "status", "detail", "function", "version", "reason"]
@@ -212,38 +208,40 @@ def test_org_status_prints_each_account_and_region_with_its_instance_s_status(or
 @pytest.mark.unit
 def test_org_status_and_org_report_show_the_same_version_make_org_package_names_the_code_by(org, capsys):
     version = lambda_function.__version__
-    rows = [[CANARY, "eu-west-1", "CURRENT", "SUCCEEDED", None]]
-    code, _calls = org("org-status", {"cloudformation list-stack-instances": {"out": json.dumps(rows)},
-                                      "cloudformation describe-stack-set": {"out": deploy_config.code_key()}})
+    code, _calls = org("org-status", {"cloudformation ListStackInstances": {"Summaries": [instance(CANARY,
+                                                                                                   "eu-west-1")]},
+                                      "cloudformation DescribeStackSet": {"StackSet": {"Parameters": [
+                                          {"ParameterKey": "CodeKey", "ParameterValue": deploy_org.code_key()}]}}})
     assert code == 0 and capsys.readouterr().out.splitlines()[1].split() == [CANARY, "eu-west-1", "CURRENT",
                                                                              "SUCCEEDED", version]
-    assert deploy_config.version_of({"version": version, "code": lambda_function.CODE_VERSION}) == version
+    assert deploy_org.version_of({"version": version, "code": lambda_function.CODE_VERSION}) == version
     older = {"code": "0123456789abcdef"}  # a function from before 1.0.0 reports its code's hash only
-    assert deploy_config.version_of(older) == "0123456789abcdef"
-    assert deploy_config.version_of({"version": "1.0; rm -rf", "code": "unknown"}) == "unknown", "shapes only"
+    assert deploy_org.version_of(older) == "0123456789abcdef"
+    assert deploy_org.version_of({"version": "1.0; rm -rf", "code": "unknown"}) == "unknown", "shapes only"
 
 
 @pytest.mark.unit
 def test_org_package_uploads_to_each_region_s_bucket_and_prints_the_organisation_s_policy(org, capsys):
-    code, calls = org("org-package", {"s3api head-bucket": {"out": "", "rc": 254}, **NO_CODE_YET},
+    code, calls = org("org-package", {"s3 HeadBucket": error("404"), **NO_CODE_YET},
                       REGIONS="eu-west-1,us-east-1", ARTIFACT_PREFIX="acme-keys", ORG_ID="o-abcdefghij")
     assert code == 0
-    made = {arg(call, "--bucket"): call for call in named(calls, "create-bucket")}
-    assert arg(made["acme-keys-eu-west-1"], "--create-bucket-configuration") == {"LocationConstraint": "eu-west-1"}
-    assert "--create-bucket-configuration" not in made["acme-keys-us-east-1"]
-    keys = {arg(call, "--bucket"): arg(call, "--key") for call in named(calls, "put-object")}
+    made = {call.params["Bucket"]: call for call in named(calls, "CreateBucket")}
+    assert made["acme-keys-eu-west-1"].params["CreateBucketConfiguration"] == {"LocationConstraint": "eu-west-1"}
+    assert "CreateBucketConfiguration" not in made["acme-keys-us-east-1"].params
+    keys = {call.params["Bucket"]: call.params["Key"] for call in named(calls, "PutObject")}
     assert set(keys) == {"acme-keys-eu-west-1", "acme-keys-us-east-1"}
     assert set(keys.values()) == {f"iam-key-rotation/{lambda_function.__version__}.zip"}
     digest = hashlib.sha256((ROOT / "lambda_function.py").read_bytes()).hexdigest()
-    assert all(arg(call, "--metadata") == {"code-sha256": digest} for call in named(calls, "put-object"))
+    assert all(call.params["Metadata"] == {"code-sha256": digest} for call in named(calls, "PutObject"))
+    assert {call.region for call in named(calls, "PutObject")} == {"eu-west-1", "us-east-1"}, "each in its region"
     policy = json.loads(Path("dist/bucket-policy-acme-keys-eu-west-1.json").read_text())
     (statement,) = policy["Statement"]
     assert statement["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": "o-abcdefghij"}}
     assert statement["Action"] == "s3:GetObject" and statement["Resource"].endswith("/iam-key-rotation/*")
     assert "aws s3api put-bucket-policy --bucket acme-keys-eu-west-1" in capsys.readouterr().out
-    assert not named(calls, "put-bucket-policy"), "printed to apply, never applied"
-    owned = named(calls, "head-bucket") + named(calls, "head-object") + named(calls, "put-object")
-    assert len(owned) == 6 and all(arg(call, "--expected-bucket-owner") == MANAGEMENT for call in owned)
+    assert not named(calls, "PutBucketPolicy"), "printed to apply, never applied"
+    owned = named(calls, "HeadBucket") + named(calls, "HeadObject") + named(calls, "PutObject")
+    assert len(owned) == 6 and all(call.params["ExpectedBucketOwner"] == MANAGEMENT for call in owned)
 
 
 @pytest.mark.unit
@@ -251,14 +249,14 @@ def test_a_code_bucket_someone_else_made_first_is_never_written_and_never_deploy
     # Bucket names are global: acme-keys-eu-west-1 may be another account's, made first (and open to its writes).
     # Its head as this account's fails, its create fails: nothing is uploaded. org-deploy checks each region's
     # code is in a bucket of this account before the stack set changes.
-    taken = {"s3api head-bucket": {"out": "", "rc": 254}, "s3api create-bucket": {"out": "", "rc": 254}}
+    taken = {"s3 HeadBucket": error("403"), "s3 CreateBucket": error("BucketAlreadyExists")}
     code, calls = org("org-package", taken, REGIONS="eu-west-1", ARTIFACT_PREFIX="acme-keys", ORG_ID="o-abcdefghij")
-    assert code != 0, "the CLI's own failure, in one line"
-    assert named(calls, "create-bucket") and not named(calls, "put-object")
-    code, calls = org("org-deploy", {"s3api head-object": {"out": "", "rc": 254}}, **DEPLOY)
-    assert code == 2 and arg(named(calls, "head-object")[0], "--expected-bucket-owner") == MANAGEMENT
-    assert not [call for call in calls if call[1] in ("create-stack-set", "update-stack-set",
-                                                        "create-stack-instances")], "nothing changed"
+    assert code != 0, "AWS's own failure, in one line"
+    assert named(calls, "CreateBucket") and not named(calls, "PutObject")
+    code, calls = org("org-deploy", {"s3 HeadObject": error("403")}, **DEPLOY)
+    assert code == 2 and named(calls, "HeadObject")[0].params["ExpectedBucketOwner"] == MANAGEMENT
+    assert not [call for call in calls if call.operation in ("CreateStackSet", "UpdateStackSet",
+                                                             "CreateStackInstances")], "nothing changed"
 
 
 @pytest.mark.unit
@@ -267,15 +265,15 @@ def test_org_package_leaves_a_version_s_code_that_is_there_and_refuses_other_cod
     # version's key (a change without a new version) is refused, since an update with an unchanged key would leave
     # every function's code as it was.
     digest = hashlib.sha256((ROOT / "lambda_function.py").read_bytes()).hexdigest()
-    same = {"s3api head-object": {"out": json.dumps({"code-sha256": digest})}}
+    same = {"s3 HeadObject": {"Metadata": {"code-sha256": digest}}}
     code, calls = org("org-package", same, REGIONS="eu-west-1", ARTIFACT_PREFIX="acme-keys", ORG_ID="o-abcdefghij")
-    assert code == 0 and not named(calls, "put-object")
+    assert code == 0 and not named(calls, "PutObject")
     assert f"s3://acme-keys-eu-west-1/iam-key-rotation/{lambda_function.__version__}.zip (already there)" in \
         capsys.readouterr().out
     for there in ({"code-sha256": "0" * 64}, {}):
-        code, calls = org("org-package", {"s3api head-object": {"out": json.dumps(there)}}, REGIONS="eu-west-1",
+        code, calls = org("org-package", {"s3 HeadObject": {"Metadata": there}}, REGIONS="eu-west-1",
                           ARTIFACT_PREFIX="acme-keys", ORG_ID="o-abcdefghij")
-        assert code == 2 and not named(calls, "put-object")
+        assert code == 2 and not named(calls, "PutObject")
         assert "holds other code than dist/lambda.zip (a version names one code)" in capsys.readouterr().err
 
 
@@ -286,30 +284,25 @@ def test_code_whose_version_is_not_version_s_is_refused_before_any_call(org, cap
                                                                '__version__ = "0.9.0"')
     with zipfile.ZipFile(zipped, "w") as code:
         code.writestr("lambda_function.py", source)
-    deploy_config.CODE_ZIP = zipped  # the fixture's monkeypatch restores it
+    deploy_org.CODE_ZIP = zipped  # the fixture's monkeypatch restores it
     code, calls = org("org-package", REGIONS="eu-west-1", ARTIFACT_PREFIX="acme-keys", ORG_ID="o-abcdefghij")
     assert code == 2 and calls == []
     assert f"dist/lambda.zip holds version 0.9.0, VERSION says {lambda_function.__version__}: make package" in \
         capsys.readouterr().err
 
 
-EXISTING = {"cloudformation describe-stack-set": {"out": json.dumps(["SecretNames", "DryRun", "FunctionName"])}}
-CHANGES = ("create-stack-set", "update-stack-set", "create-stack-instances", "update-stack-instances",
-           "delete-stack-instances", "delete-stack-set")
+EXISTING = {"cloudformation DescribeStackSet": stack_set_of("SecretNames", "DryRun", "FunctionName")}
+CHANGES = ("CreateStackSet", "UpdateStackSet", "CreateStackInstances", "UpdateStackInstances",
+           "DeleteStackInstances", "DeleteStackSet")
 
 
 def deployed(*pairs: tuple[str, str]) -> dict:
-    """list-stack-instances' answer: the stack set's instances, (account, region) each."""
-    return {"cloudformation list-stack-instances": {"out": json.dumps([list(pair) for pair in pairs])}}
+    """ListStackInstances' answer: the stack set's instances, (account, region) each."""
+    return {"cloudformation ListStackInstances": {"Summaries": [instance(*pair) for pair in pairs]}}
 
 
-def changes(calls: list[list[str]]) -> list[list[str]]:
-    return [call for call in calls if call[1] in CHANGES]
-
-
-def regions(call: list[str]) -> list[str]:
-    after = call[call.index("--regions") + 1:]
-    return after[:next(i for i, word in enumerate(after) if word.startswith("--"))]
+def changes(calls: list[Call]) -> list[Call]:
+    return [call for call in calls if call.operation in CHANGES]
 
 
 @pytest.mark.unit
@@ -318,33 +311,33 @@ def test_the_code_is_checked_in_every_region_the_stack_set_has_instances_in_not_
     # The stack set's parameters name ARTIFACT_PREFIX-REGION in each of its regions and bucket names are global: a
     # region it has instances in that REGIONS leaves out (us-west-2) would read a bucket someone else may own.
     instances = deployed((CANARY, "eu-west-1"), (PROD, "eu-west-1"), (PROD, "us-west-2"))
-    taken = {"s3api head-object acme-keys-us-west-2": {"out": "", "rc": 254}}
+    taken = {"s3 HeadObject acme-keys-us-west-2": error("403")}
     code, calls = org(target, {**EXISTING, **instances, **taken}, **{**DEPLOY, "REGIONS": "eu-west-1"})
     (said,) = capsys.readouterr().err.splitlines()
     assert code == 2 and changes(calls) == [], "nothing changed"
-    assert {arg(call, "--bucket"): arg(call, "--expected-bucket-owner") for call in named(calls, "head-object")} == {
+    assert {call.params["Bucket"]: call.params["ExpectedBucketOwner"] for call in named(calls, "HeadObject")} == {
         "acme-keys-eu-west-1": MANAGEMENT, "acme-keys-us-west-2": MANAGEMENT}
     assert said.startswith("refused, nothing changed: iam-key-rotation/") and " in us-west-2 (stack set " \
         "iam-key-rotation has instances in us-west-2, not in REGIONS" in said, said
     assert said.endswith("make org-package REGIONS='us-west-2' ARTIFACT_PREFIX=acme-keys puts it there"), said
     code, calls = org(target, {**EXISTING, **instances}, **{**DEPLOY, "REGIONS": "eu-west-1"})
-    assert code == 0 and len(named(calls, "head-object")) == 2, "this account's code in both: the update goes on"
-    assert all(regions(call) == ["eu-west-1"] for call in named(calls, "update-stack-set"))
+    assert code == 0 and len(named(calls, "HeadObject")) == 2, "this account's code in both: the update goes on"
+    assert all(call.params["Regions"] == ["eu-west-1"] for call in named(calls, "UpdateStackSet"))
 
 
 @pytest.mark.unit
 def test_org_update_refuses_when_the_stack_set_s_instances_cannot_be_read(org, capsys):
-    unread = {"cloudformation list-stack-instances": {"out": "", "rc": 254}}
+    unread = {"cloudformation ListStackInstances": error("AccessDenied")}
     code, calls = org("org-update", {**EXISTING, **unread}, **DEPLOY)
-    assert code == 2 and changes(calls) == [] and not named(calls, "head-object")
+    assert code == 2 and changes(calls) == [] and not named(calls, "HeadObject")
     assert "stack set iam-key-rotation's instances could not be read" in capsys.readouterr().err
 
 
 @pytest.mark.unit
 def test_org_update_refuses_when_an_instance_row_is_not_of_the_documented_shape(org, capsys):
     # Found by the review: a row dropped as malformed was a region never code-checked. It is unread, as a whole.
-    odd = {"cloudformation list-stack-instances": {"out": json.dumps([[CANARY, "eu-west-1"], [CANARY, "mars-1"],
-                                                                       [CANARY]])}}
+    odd = {"cloudformation ListStackInstances": {"Summaries": [instance(CANARY, "eu-west-1"),
+                                                               instance(CANARY, "mars-1"), {"Account": CANARY}]}}
     code, calls = org("org-update", {**EXISTING, **odd}, **DEPLOY)
     assert code == 2 and changes(calls) == []
     assert "instances could not be read" in capsys.readouterr().err
@@ -360,42 +353,43 @@ def test_existing_instances_take_their_overrides_before_the_stack_set_s_paramete
     code, calls = org(target, {**EXISTING, **instances}, **DEPLOY, DryRun="false", OVERRIDES=f"{PROD}:DryRun=true",
                       CANARY=CANARY)
     assert code == 0
-    order = [(call[1], arg(call, "--deployment-targets").get("Accounts")) for call in changes(calls)]
-    assert order == [("update-stack-instances", [PROD]), ("update-stack-set", [CANARY]), ("update-stack-set", None),
-                     ("create-stack-instances", [PROD]), ("create-stack-instances", [CANARY]),
-                     ("create-stack-instances", None)]
-    overridden, made = named(calls, "update-stack-instances")[0], named(calls, "create-stack-instances")[0]
+    order = [(call.operation, call.params["DeploymentTargets"].get("Accounts")) for call in changes(calls)]
+    assert order == [("UpdateStackInstances", [PROD]), ("UpdateStackSet", [CANARY]), ("UpdateStackSet", None),
+                     ("CreateStackInstances", [PROD]), ("CreateStackInstances", [CANARY]),
+                     ("CreateStackInstances", None)]
+    overridden, made = named(calls, "UpdateStackInstances")[0], named(calls, "CreateStackInstances")[0]
     dry = [{"ParameterKey": "DryRun", "ParameterValue": "true"}]
-    assert regions(overridden) == ["eu-west-1"] and arg(overridden, "--parameter-overrides") == dry
-    assert regions(made) == ["us-east-1"] and arg(made, "--parameter-overrides") == dry
-    parameters = arg(named(calls, "update-stack-set")[0], "--parameters")
-    assert {"ParameterKey": "DryRun", "ParameterValue": "false"} in parameters
+    assert overridden.params["Regions"] == ["eu-west-1"] and overridden.params["ParameterOverrides"] == dry
+    assert made.params["Regions"] == ["us-east-1"] and made.params["ParameterOverrides"] == dry
+    assert {"ParameterKey": "DryRun", "ParameterValue": "false"} in named(calls, "UpdateStackSet")[0].params[
+        "Parameters"]
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("answer", ["[]", "null"])
+@pytest.mark.parametrize("answer", [{"StackSet": {"Parameters": []}}, {"StackSet": {}}])
 def test_an_existing_stack_set_whose_parameters_read_as_none_is_updated_never_named_anew(org, answer):
     # A new stack set's functions are named FunctionName=STACK_SET; an existing one's keep the name they have (a
     # new name replaces every account's function). Existing is said, never read from an empty list of parameters.
-    code, calls = org("org-update", {"cloudformation describe-stack-set": {"out": answer}}, OUS=OU,
+    code, calls = org("org-update", {"cloudformation DescribeStackSet": answer}, OUS=OU,
                       REGIONS="eu-west-1", ARTIFACT_PREFIX="acme-keys")
-    assert code == 0 and not named(calls, "create-stack-set")
-    for update in named(calls, "update-stack-set"):
-        assert "FunctionName" not in [parameter["ParameterKey"] for parameter in arg(update, "--parameters")]
+    assert code == 0 and not named(calls, "CreateStackSet")
+    for update in named(calls, "UpdateStackSet"):
+        assert "FunctionName" not in [parameter["ParameterKey"] for parameter in update.params["Parameters"]]
     got = {"STACK_SET": "keys", "ARTIFACT_PREFIX": "acme-keys"}
-    assert "FunctionName" in [p["ParameterKey"] for p in json.loads(deploy_config.parameters_json(got, [], []))]
+    assert "FunctionName" in [p["ParameterKey"] for p in deploy_org.parameters(got, [], [])]
     with pytest.raises(ValueError, match="a new stack set has no previous parameters"):
-        deploy_config.parameters_json(got, [], ["SecretNames"], new=True)
+        deploy_org.parameters(got, [], ["SecretNames"], new=True)
 
 
 @pytest.mark.unit
 def test_org_remove_deletes_the_instances_then_the_empty_stack_set(org):
-    code, calls = org("org-remove", {"cloudformation list-stack-instances": {"out": "[]"}}, OUS=OU,
+    code, calls = org("org-remove", {"cloudformation ListStackInstances": {"Summaries": []}}, OUS=OU,
                       REGIONS="eu-west-1")
     assert code == 0
-    (delete,) = named(calls, "delete-stack-instances")
-    assert "--no-retain-stacks" in delete and arg(delete, "--deployment-targets") == {"OrganizationalUnitIds": [OU]}
-    assert named(calls, "delete-stack-set")
+    (delete,) = named(calls, "DeleteStackInstances")
+    assert delete.params["RetainStacks"] is False
+    assert delete.params["DeploymentTargets"] == {"OrganizationalUnitIds": [OU]}
+    assert named(calls, "DeleteStackSet")
 
 
 # --- org-report: the query asked, and the table from each account's latest Access Keys Checked -------------------
@@ -444,21 +438,20 @@ def test_org_report_prints_each_account_s_latest_whole_run_and_says_which_are_ov
                                                                                overdue=True)], dry_run=True),
         [{"field": "@message", "value": "not an event"}]]}
     monkeypatch.setattr(deploy_config.time, "time", lambda: 1768212000.0)  # 2026-01-12 10:00 UTC
-    deployed = [[CANARY, "eu-west-1"], [PROD, "us-east-1"], [PROD, "eu-west-1"]]  # the stack set's instances
-    code, calls = org("org-report", {"logs start-query": {"out": "q-1"},
-                                     "logs get-query-results": {"out": json.dumps(answer)},
-                                     "cloudformation list-stack-instances": {"out": json.dumps(deployed)}},
+    deployed = [instance(CANARY, "eu-west-1"), instance(PROD, "us-east-1"), instance(PROD, "eu-west-1")]
+    code, calls = org("org-report", {"logs StartQuery": {"queryId": "q-1"}, "logs GetQueryResults": answer,
+                                     "cloudformation ListStackInstances": {"Summaries": deployed}},
                       DAYS="7", CENTRAL_PROFILE="security")
     assert code == 0
-    (start,) = named(calls, "start-query")
-    (listed,) = named(calls, "list-stack-instances")
-    assert start[:2] == ["--profile", "security"] and "--profile" not in listed, "logs as the central account"
-    assert arg(listed, "--stack-set-name") == "iam-key-rotation"
-    assert arg(start, "--log-group-name") == "/aws/events/key-rotation"
-    assert arg(start, "--query-string") == deploy_config.REPORT_QUERY
-    assert int(arg(start, "--end-time")) - int(arg(start, "--start-time")) == 7 * 86400
-    assert f'`detail-type` = "{lambda_function.CHECKED}"' in deploy_config.REPORT_QUERY
-    assert f'source = "{lambda_function.EVENT_SOURCE}"' in deploy_config.REPORT_QUERY
+    (start,) = named(calls, "StartQuery")
+    (listed,) = named(calls, "ListStackInstances")
+    assert start.profile == "security" and listed.profile != "security", "logs as the central account"
+    assert listed.params["StackSetName"] == "iam-key-rotation"
+    assert start.params["logGroupName"] == "/aws/events/key-rotation"
+    assert start.params["queryString"] == deploy_org.REPORT_QUERY
+    assert start.params["endTime"] - start.params["startTime"] == 7 * 86400
+    assert f'`detail-type` = "{lambda_function.CHECKED}"' in deploy_org.REPORT_QUERY
+    assert f'source = "{lambda_function.EVENT_SOURCE}"' in deploy_org.REPORT_QUERY
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["account", "region", "secret"]
     version = lambda_function.__version__  # what make org-package names the code by, and org-status shows
@@ -491,7 +484,7 @@ def test_org_report_shows_each_secret_as_the_newest_run_left_it_a_targeted_one_i
                            targets=("iam-keys/web",))
     assert all(json.loads(r[1]["value"])["detail"]["partial"] is True for r in targeted + only)
     assert all("partial" not in json.loads(r[1]["value"])["detail"] for r in whole)
-    rows, notes = deploy_config.report_rows(targeted + only + whole + older, 1768212000.0, {(PROD, "eu-west-1")})
+    rows, notes = deploy_org.report_rows(targeted + only + whole + older, 1768212000.0, {(PROD, "eu-west-1")})
     assert rows == [(CANARY, "eu-west-1", "iam-keys/ci", "ci", "0", "2026-04-02", "rotated",
                      lambda_function.__version__),
                     (CANARY, "eu-west-1", "iam-keys/app", "app", "3", "2026-04-01", "skipped (dry run)",
@@ -515,7 +508,7 @@ def test_a_run_with_a_part_missing_is_said_so():
     rows = [secret_row(f"iam-keys/u{i:03}", 1, "2026-03-01") for i in range(lambda_function.CHECKED_ROWS + 1)]
     results = checked_in_logs(CANARY, "eu-west-1", "2026-01-12T06:00:00Z", rows)
     assert len(results) == 2, "two parts"
-    table, notes = deploy_config.report_rows(results[:1], 1768212000.0)
+    table, notes = deploy_org.report_rows(results[:1], 1768212000.0)
     assert len(table) == lambda_function.CHECKED_ROWS
     assert notes == [f"{CANARY} eu-west-1: 1 parts of its last run arrived, not '2'"]
 
@@ -541,8 +534,7 @@ def test_rows_not_as_the_function_writes_them_are_left_out_and_counted_never_pri
     malformed.append([{"field": "@message", "value": json.dumps(spoofed)}])
     answer = {"status": "Complete", "results": results + malformed}
     monkeypatch.setattr(deploy_config.time, "time", lambda: 1768212000.0)
-    code, _calls = org("org-report", {"logs start-query": {"out": "q-1"},
-                                      "logs get-query-results": {"out": json.dumps(answer)}})
+    code, _calls = org("org-report", {"logs StartQuery": {"queryId": "q-1"}, "logs GetQueryResults": answer})
     assert code == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -556,9 +548,8 @@ def test_an_account_that_manages_no_secret_has_a_row_and_unreadable_instances_ar
                                                                                           monkeypatch):
     answer = {"status": "Complete", "results": checked_in_logs(PROD, "us-east-1", "2026-01-12T06:00:00Z", [])}
     monkeypatch.setattr(deploy_config.time, "time", lambda: 1768212000.0)
-    code, _calls = org("org-report", {"logs start-query": {"out": "q-1"},
-                                      "logs get-query-results": {"out": json.dumps(answer)},
-                                      "cloudformation list-stack-instances": {"out": "", "rc": 254}})
+    code, _calls = org("org-report", {"logs StartQuery": {"queryId": "q-1"}, "logs GetQueryResults": answer,
+                                      "cloudformation ListStackInstances": error("AccessDenied")})
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == [PROD, "us-east-1", "-", "-", "-", "-", "no", "secrets", lambda_function.__version__]
@@ -579,24 +570,24 @@ def test_keys_no_secret_holds_past_the_deadline_are_said_so_where_the_credential
 
     counts = {"oldest_key_age_days": 3, "overdue_keys": 0, "failed": 0, "unmanaged_overdue_keys": 2}
     reading = lambda_function.Settings(event_bus="default", account_report=True)
-    _rows, notes = deploy_config.report_rows(delivered(reading, True), 1768212000.0)
+    _rows, notes = deploy_org.report_rows(delivered(reading, True), 1768212000.0)
     assert notes == [f"{PROD} us-east-1: OVERDUE, 2 Active keys past the deadline that no secret holds (make report "
                      f"there names them)"]
     for settings, known in ((lambda_function.Settings(event_bus="default"), True), (reading, False)):
         (result,) = delivered(settings, known)
         assert json.loads(result[0]["value"])["detail"]["unmanaged_overdue_keys"] is None
-        assert deploy_config.report_rows([result], 1768212000.0)[1] == []
+        assert deploy_org.report_rows([result], 1768212000.0)[1] == []
 
 
 @pytest.mark.unit
 def test_a_query_filled_to_its_limit_is_said_so(org, capsys, monkeypatch):
     # Any account may put events on the central bus: enough of them push other accounts' runs out of the answer.
-    flood = checked_in_logs(PROD, "us-east-1", "2026-01-12T06:00:00Z", []) * deploy_config.REPORT_LIMIT
+    flood = checked_in_logs(PROD, "us-east-1", "2026-01-12T06:00:00Z", []) * deploy_org.REPORT_LIMIT
     monkeypatch.setattr(deploy_config.time, "time", lambda: 1768212000.0)
-    code, _calls = org("org-report", {"logs start-query": {"out": "q-1"}, "logs get-query-results": {
-        "out": json.dumps({"status": "Complete", "results": flood})}})
+    code, _calls = org("org-report", {"logs StartQuery": {"queryId": "q-1"}, "logs GetQueryResults": {
+        "status": "Complete", "results": flood}})
     assert code == 0
-    assert f"the query returned its most, {deploy_config.REPORT_LIMIT} events" in capsys.readouterr().out
+    assert f"the query returned its most, {deploy_org.REPORT_LIMIT} events" in capsys.readouterr().out
 
 
 @pytest.mark.unit
@@ -607,11 +598,11 @@ def test_a_retried_invocation_s_parts_are_its_newest():
                             [secret_row("iam-keys/app", 95, "2026-01-12", overdue=True, status="failed")], run="r")
     retry = checked_in_logs(PROD, "us-east-1", "2026-01-12T06:05:00Z",
                             [secret_row("iam-keys/app", 0, "2026-04-02", status="rotated")], run="r")
-    rows, notes = deploy_config.report_rows(retry + first, 1768212000.0)
+    rows, notes = deploy_org.report_rows(retry + first, 1768212000.0)
     assert [row[4:7] for row in rows] == [("0", "2026-04-02", "rotated")] and notes == []
 
 
-# --- the template's parameters, read without a YAML parser ----------------------------------------------------------
+# --- the template's parameters, read with PyYAML ------------------------------------------------------------------
 
 class CfnLoader(yaml.SafeLoader):
     pass
@@ -625,9 +616,9 @@ def load(name: str) -> dict:
 
 
 @pytest.mark.unit
-def test_the_line_by_line_reading_of_the_template_s_parameters_is_yaml_s():
+def test_the_tool_reads_the_template_s_parameters_as_yaml_and_its_short_form_tags_as_data():
     parameters = load("template.yaml")["Parameters"]
-    read = deploy_config.template_parameters()
+    read = deploy_values.template_parameters()
     assert set(read) == set(parameters)
     for name, parameter in parameters.items():
         for key in ("Type", "Default", "AllowedPattern", "AllowedValues", "MinValue", "MaxValue"):
@@ -636,6 +627,13 @@ def test_the_line_by_line_reading_of_the_template_s_parameters_is_yaml_s():
                 assert read[name][key] == expected, (name, key)
             else:
                 assert key not in read[name], (name, key)
+    tagged = deploy_values.cloudformation_yaml("a: !Ref B\nc: !GetAtt D.Arn\ne: !Sub [\"x-${Y}\", {Y: !Ref Z}]\n"
+                                               "f: !If [C, !Ref G, !Ref AWS::NoValue]\n")
+    assert tagged == {"a": {"Ref": "B"}, "c": {"Fn::GetAtt": ["D", "Arn"]},
+                      "e": {"Fn::Sub": ["x-${Y}", {"Y": {"Ref": "Z"}}]},
+                      "f": {"Fn::If": ["C", {"Ref": "G"}, {"Ref": "AWS::NoValue"}]}}
+    whole = deploy_values.cloudformation_yaml((ROOT / "template.yaml").read_text())
+    assert set(whole["Resources"]) == set(load("template.yaml")["Resources"])
 
 
 # --- central.yaml ---------------------------------------------------------------------------------------------------
@@ -703,24 +701,24 @@ def test_the_stack_set_the_tool_describes_deploys_to_every_account_of_an_ou_in_m
     # counts it as AWS does).
     with mock_aws():
         organizations, root, ou, accounts = an_ou_of_two_accounts()
-        got = {**{k: v for k, v in DEPLOY.items() if k in deploy_config.RULES}, "OUS": ou, "STACK_SET": "keys",
+        got = {**{k: v for k, v in DEPLOY.items() if k in deploy_config.VALUES}, "OUS": ou, "STACK_SET": "keys",
                "CALL_AS": "SELF", "FAILURE_PERCENT": "10", "MAX_PERCENT": "25"}
-        for region in deploy_config.listed(got["REGIONS"]):  # make org-package's buckets
+        for region in deploy_org.listed(got["REGIONS"]):  # make org-package's buckets
             s3 = boto3.client("s3", region_name=region)
             place = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
             s3.create_bucket(Bucket=f"acme-keys-{region}", **place)
-            s3.put_object(Bucket=f"acme-keys-{region}", Key=deploy_config.code_key(), Body=b"zip")
+            s3.put_object(Bucket=f"acme-keys-{region}", Key=deploy_org.code_key(), Body=b"zip")
         cloudformation = boto3.client("cloudformation", region_name="us-east-1")
         cloudformation.create_stack_set(
             StackSetName="keys", TemplateBody=(ROOT / "template.yaml").read_text(),
-            Parameters=json.loads(deploy_config.parameters_json(got, [("SecretNames", "iam-keys/*")], [], new=True)),
+            Parameters=deploy_org.parameters(got, [("SecretNames", "iam-keys/*")], [], new=True),
             Capabilities=["CAPABILITY_IAM"], PermissionModel="SERVICE_MANAGED", CallAs="SELF",
             AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False})
         for first in (True, False):
             cloudformation.create_stack_instances(
-                StackSetName="keys", Regions=deploy_config.listed(got["REGIONS"]), CallAs="SELF",
-                DeploymentTargets=json.loads(deploy_config.targets(got)),
-                OperationPreferences=json.loads(deploy_config.preferences(got, first)))
+                StackSetName="keys", Regions=deploy_org.listed(got["REGIONS"]), CallAs="SELF",
+                DeploymentTargets=deploy_org.targets(got),
+                OperationPreferences=deploy_org.preferences(got, first))
         instances = cloudformation.list_stack_instances(StackSetName="keys")["Summaries"]
         assert sorted((i["Account"], i["Region"]) for i in instances) == sorted(
             (a, r) for a in accounts for r in ("eu-west-1", "us-east-1"))
@@ -740,8 +738,8 @@ def test_the_stack_set_the_tool_describes_deploys_to_every_account_of_an_ou_in_m
         organizations.move_account(AccountId=joined["AccountId"], SourceParentId=root, DestinationParentId=ou)
         cloudformation.create_stack_instances(
             StackSetName="keys", Regions=["eu-west-1"], CallAs="SELF",
-            DeploymentTargets=json.loads(deploy_config.targets(got)),
-            OperationPreferences=json.loads(deploy_config.preferences(got, False)))
+            DeploymentTargets=deploy_org.targets(got),
+            OperationPreferences=deploy_org.preferences(got, False))
         instances = cloudformation.list_stack_instances(StackSetName="keys")["Summaries"]
         assert (joined["AccountId"], "eu-west-1") in {(i["Account"], i["Region"]) for i in instances}
 
@@ -762,11 +760,11 @@ def test_org_report_says_each_account_s_keys_a_role_could_replace_from_its_lates
     results = [replaceable(CANARY, "2026-01-12T06:00:00Z", counts),
                replaceable(CANARY, "2026-01-05T06:00:00Z", {lambda_function.KEEP: {"keys": 9}}),
                replaceable(PROD, "2026-01-11T06:00:00Z", {lambda_function.KEEP: {"keys": "9; rm"}})]
-    assert deploy_config.replaceable_lines(results) == [
+    assert deploy_org.replaceable_lines(results) == [
         f"{CANARY} eu-west-1: keys a role could replace (2026-01-12, heuristic): runs in AWS 3, CI role 2, keep 1, "
         f"unseen 0",
         f"{PROD} eu-west-1: keys a role could replace (2026-01-11, heuristic): runs in AWS 0, CI role 0, unseen 0"]
-    assert f'`detail-type` = "{lambda_function.REPLACEABLE}"' in deploy_config.REPORT_QUERY
+    assert f'`detail-type` = "{lambda_function.REPLACEABLE}"' in deploy_org.REPORT_QUERY
 
 
 @pytest.mark.unit
@@ -780,5 +778,5 @@ def test_org_report_names_the_secrets_whose_users_have_no_owner_in_an_account_th
     results += checked_in_logs(PROD, "eu-west-1", "2026-01-12T06:00:00Z", [secret_row("iam-keys/x", 1, "2026-03-01")])
     detail = json.loads(results[0][1]["value"])["detail"]
     assert [s["owner"] for s in detail["secrets"]] == ["team-ci@example.com", "", ""]
-    _rows, notes = deploy_config.report_rows(results, 1768212000.0)
+    _rows, notes = deploy_org.report_rows(results, 1768212000.0)
     assert notes == [f"{CANARY} eu-west-1: 2 secrets' users have no key-rotation-owner: iam-keys/app iam-keys/web"]

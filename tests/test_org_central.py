@@ -34,6 +34,7 @@ from pathlib import Path
 
 import boto3
 import deploy_config
+import deploy_org
 import pytest
 import yaml
 from test_template import ORGANISATION, may_put_events, principal
@@ -101,26 +102,26 @@ def deploy_stack_set(org: Organisation, central: dict, tmp_path: Path) -> None:
     zipped = tmp_path / "lambda.zip"
     with zipfile.ZipFile(zipped, "w") as code:
         code.write(ROOT / "lambda_function.py", "lambda_function.py")
-    org.monkeypatch.setattr(deploy_config, "CODE_ZIP", zipped)
+    org.monkeypatch.setattr(deploy_org, "CODE_ZIP", zipped)
     got = {"OUS": org.ou, "REGIONS": f"{CENTRAL_REGION} {MEMBER_REGION}", "ARTIFACT_PREFIX": "acme-keys",
            "STACK_SET": "keys", "CALL_AS": "SELF", "FAILURE_PERCENT": "10", "MAX_PERCENT": "25"}
-    for region in deploy_config.listed(got["REGIONS"]):
+    for region in deploy_org.listed(got["REGIONS"]):
         s3 = boto3.client("s3", region_name=region)
         place = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
         s3.create_bucket(Bucket=f"acme-keys-{region}", **place)
-        s3.put_object(Bucket=f"acme-keys-{region}", Key=deploy_config.code_key(), Body=zipped.read_bytes())
+        s3.put_object(Bucket=f"acme-keys-{region}", Key=deploy_org.code_key(), Body=zipped.read_bytes())
     given = [("SecretNames", "iam-keys/*"), ("EventBusName", central["BusArn"]), ("CentralAccountId", org.audit),
              ("DryRun", "false")]  # the template's default plans only
     cloudformation = boto3.client("cloudformation", region_name="us-east-1")
     cloudformation.create_stack_set(
         StackSetName="keys", TemplateBody=(ROOT / "template.yaml").read_text(),
-        Parameters=json.loads(deploy_config.parameters_json(got, given, [])), Capabilities=["CAPABILITY_IAM"],
+        Parameters=deploy_org.parameters(got, given, []), Capabilities=["CAPABILITY_IAM"],
         PermissionModel="SERVICE_MANAGED", CallAs="SELF",
         AutoDeployment={"Enabled": True, "RetainStacksOnAccountRemoval": False})
     cloudformation.create_stack_instances(
-        StackSetName="keys", Regions=deploy_config.listed(got["REGIONS"]), CallAs="SELF",
-        DeploymentTargets=json.loads(deploy_config.targets(got)),
-        OperationPreferences=json.loads(deploy_config.preferences(got, False)))
+        StackSetName="keys", Regions=deploy_org.listed(got["REGIONS"]), CallAs="SELF",
+        DeploymentTargets=deploy_org.targets(got),
+        OperationPreferences=deploy_org.preferences(got, False))
 
 
 def run_member_function(org: Organisation, account: str, clock) -> dict:
@@ -180,10 +181,10 @@ def test_a_member_account_s_rotation_reaches_the_central_bus_in_another_region_a
     logs = boto3.client("logs")
     now = int(datetime.now(UTC).timestamp())
     query = logs.start_query(logGroupName=central["LogGroupName"], startTime=now - 3 * 86400, endTime=now + 60,
-                             queryString=deploy_config.REPORT_QUERY)["queryId"]
+                             queryString=deploy_org.REPORT_QUERY)["queryId"]
     answer = logs.get_query_results(queryId=query)
     assert answer["status"] == "Complete"
-    rows, notes = deploy_config.report_rows(answer["results"], now)
+    rows, notes = deploy_org.report_rows(answer["results"], now)
     assert rows == [(member, MEMBER_REGION, seeded.secret, "deployer", "0.0", rows[0][5], "rotated",
                      lambda_function.__version__)], rows
     assert notes == []
@@ -395,6 +396,5 @@ def test_org_deploy_s_first_stage_deploys_its_one_account_and_the_second_the_res
 
     for chosen, expected in ((first, [first]), (None, sorted(org.members))):
         cloudformation.create_stack_instances(StackSetName="s", Regions=[MEMBER_REGION],
-                                              DeploymentTargets=json.loads(deploy_config.targets({"OUS": org.ou},
-                                                                                                 chosen)))
+                                              DeploymentTargets=deploy_org.targets({"OUS": org.ou}, chosen))
         assert deployed() == expected

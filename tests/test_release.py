@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import deploy_config
+import deploy_values
 import pytest
 import release
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.unit
 
 
 def test_the_version_is_semantic_and_the_function_and_the_template_say_the_same():
-    assert re.fullmatch(deploy_config.VERSION_RE, VERSION), VERSION
+    assert re.fullmatch(deploy_values.VERSION_RE, VERSION), VERSION
     assert (ROOT / "VERSION").read_text() == f"{VERSION}\n", "one line"
     assert lambda_function.__version__ == VERSION
     assert deploy_config.release_version() == VERSION

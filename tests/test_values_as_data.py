@@ -1,22 +1,28 @@
 """Values are data (issue 29): no make target runs what a value holds, and make policy builds the policy as data.
 
 Each target runs with values holding a quote, backquotes, `$(...)`, `;`, a newline and make's own `$(shell ...)`,
-each payload touching a canary file if any shell (or make) ever ran it. The AWS CLI is a stand-in that records
-its calls: a refused value calls nothing, an accepted one reaches the CLI as one argument, exactly as typed.
+each payload touching a canary file if any shell (or make) ever ran it. AWS is an endpoint that records each
+request reaching it (make's targets), or answers at the wire (tests/aws_wire.py, the tool run in-process): a
+refused value calls nothing, an accepted one reaches the call as one parameter, exactly as typed.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
 import re
 import subprocess
-import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import boto3
 import deploy_config
+import deploy_policy
 import pytest
+from aws_wire import Wire
 from deploy_config import Refused, check, render_policy
 
 ROOT = Path(__file__).parent.parent
@@ -30,45 +36,41 @@ PAYLOADS = {  # each runs `touch` where a shell (or make) would read the value a
     "newline": "x\ntouch {canary}\n",
     "make-shell": "$(shell touch {canary})",
 }
-FAKE_AWS = """#!{python}
-import json, os, sys
-with open({log!r}, "a") as log:
-    log.write(json.dumps(sys.argv[1:]) + "\\n")
-if sys.argv[1:3] == ["lambda", "invoke"]:
-    open(sys.argv[sys.argv.index("--payload") + 2], "w").write('{{"secrets": []}}')
-    print("None")
-elif sys.argv[1:3] == ["secretsmanager", "describe-secret"]:
-    print("skip")  # the key-rotation:mode tag make unskip asks for
-else:
-    print("{{}}")
-"""
 
 
 @pytest.fixture
-def fake_aws(tmp_path):
-    """A stand-in `aws` recording each call's arguments; returns (its path, the calls so far)."""
-    log = tmp_path / "aws-calls.jsonl"
-    program = tmp_path / "aws"
-    program.write_text(FAKE_AWS.format(python=sys.executable, log=str(log)))
-    program.chmod(0o755)
+def fake_aws():
+    """An AWS endpoint recording each request that reaches it (answered 500: nothing is ever done there); returns
+    (its URL, the requests so far). make's targets are pointed at it with AWS_ENDPOINT_URL, as botocore reads it."""
+    requests: list[str] = []
 
-    def calls() -> list[list[str]]:
-        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    class Recorder(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            requests.append(f"{self.command} {self.path}")
+            self.send_response(500)
+            self.end_headers()
 
-    return program, calls
+        do_GET = do_PUT = do_HEAD = do_DELETE = do_POST
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", lambda: list(requests)
+    server.shutdown()
 
 
-def make(target: str, values: dict[str, str], aws: Path) -> subprocess.CompletedProcess:
+def make(target: str, values: dict[str, str], aws: str) -> subprocess.CompletedProcess:
     args = [f"{name}={value}" for name, value in values.items()]
-    return subprocess.run(["make", "-s", target, *args, f"AWS={aws}"], cwd=ROOT, env=dict(os.environ),
+    return subprocess.run(["make", "-s", target, *args], cwd=ROOT, env={**os.environ, "AWS_ENDPOINT_URL": aws},
                           capture_output=True, text=True, timeout=60)
 
 
 def every_value(target: str, canary: Path, turn: int) -> dict[str, str]:
     """A payload in every value the target takes and in two of the function's settings by name, each value
     another payload (`turn` says which comes first)."""
-    needed, optional = deploy_config.TARGETS[target]
-    names = (*needed, *optional, "SEC", "METRICS_NAMESPACE")
+    names = (*deploy_config.TARGETS[target].needs, *deploy_config.TARGETS[target].takes, "SEC", "METRICS_NAMESPACE")
     payloads = list(PAYLOADS.values())
     return {name: payloads[(turn + i) % len(payloads)].format(canary=canary) for i, name in enumerate(names)}
 
@@ -80,9 +82,8 @@ def test_no_target_runs_what_a_value_holds(tmp_path, fake_aws, target):
     done = make(target, every_value(target, canary, TARGETS.index(target)), aws)
     assert not canary.exists(), f"make {target} ran a value: {done.stderr}"
     assert done.returncode == 2, done.stderr
-    needed, optional = deploy_config.TARGETS[target]
-    first = (*needed, *optional)[0]  # the first value checked: FUNCTION, SECRET for skip/unskip, OUS for org-...
-    assert f"{first} must be {deploy_config.RULES[first][1]}" in done.stderr
+    first = (*deploy_config.TARGETS[target].needs, *deploy_config.TARGETS[target].takes)[0]  # the first checked
+    assert f"{first} must be {deploy_config.VALUES[first].meaning}" in done.stderr
     assert calls() == [], "nothing called"
 
 
@@ -92,48 +93,52 @@ def test_no_payload_runs_in_any_value(tmp_path, fake_aws, payload):
     aws, calls = fake_aws
     canary = tmp_path / "canary"
     value = PAYLOADS[payload].format(canary=canary)
-    needed, optional = deploy_config.TARGETS["create"]
-    done = make("create", dict.fromkeys((*needed, *optional, "SEC", "GRACE_HOURS"), value), aws)
+    create = deploy_config.TARGETS["create"]
+    done = make("create", dict.fromkeys((*create.needs, *create.takes, "SEC", "GRACE_HOURS"), value), aws)
     assert not canary.exists(), f"make create ran a value: {done.stderr}"
     assert done.returncode == 2 and calls() == [], done.stderr
 
 
-def test_settings_and_event_files_reach_the_cli_as_typed(tmp_path, fake_aws):
-    # Values the checks accept (a setting's text, a file's name) are arguments to the CLI, never shell text: every
+def test_settings_and_event_files_reach_aws_as_typed(server, tmp_path, monkeypatch):
+    # Values the checks accept (a setting's text, a file's name) are parameters of a call, never shell text: every
     # payload at once, in two orders (the function's settings parser is loaded per run: one run, not seven).
-    aws, calls = fake_aws
     canary = tmp_path / "canary"
     payloads = [payload.format(canary=canary) for payload in PAYLOADS.values()]
     sec, namespace = "".join(payloads), "".join(reversed(payloads))
-    done = make("configure", {"FUNCTION": "rotate-keys", "SEC": sec, "METRICS_NAMESPACE": namespace}, aws)
+    lam, iam = boto3.client("lambda"), boto3.client("iam")
+    role = iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    lam.create_function(FunctionName="rotate-keys", Runtime="python3.13", Role=role, Handler="lambda_function.x",
+                        Code={"ZipFile": b"PK"}, Environment={"Variables": {}})
+    done = make("configure", {"FUNCTION": "rotate-keys", "SEC": sec, "METRICS_NAMESPACE": namespace}, server)
     assert done.returncode == 0, done.stderr
-    (_read, update) = calls()
-    environment = json.loads(update[update.index("--environment") + 1])
-    assert environment == {"Variables": {"sec": sec, "METRICS_NAMESPACE": namespace}}
+    variables = lam.get_function_configuration(FunctionName="rotate-keys")["Environment"]["Variables"]
+    assert variables == {"sec": sec, "METRICS_NAMESPACE": namespace}
     event = tmp_path / "events" / sec
     event.parent.mkdir(parents=True, exist_ok=True)
-    event.write_text("{}")
-    done = make("invoke", {"FUNCTION": "rotate-keys", "EVENT": str(event)}, aws)
-    assert done.returncode == 0, done.stderr
-    invoke = calls()[-1]
-    assert invoke[invoke.index("--payload") + 1] == f"fileb://{event}"
+    event.write_text('{"a": 1}')
+    monkeypatch.chdir(tmp_path)  # the answer file, dist/invoke-FUNCTION.json, lands here
+    wire = Wire({"lambda Invoke": lambda params: {"Payload": io.BytesIO(b'{"secrets": []}')}})
+    assert deploy_config.main(["invoke"], {"FUNCTION": "rotate-keys", "EVENT": str(event)}, wire) == 0
+    (invoke,) = wire.named("Invoke")
+    assert invoke.params["Payload"] == b'{"a": 1}', "the file of that very name, read as data"
     assert not canary.exists()
 
 
-def test_a_secret_name_reaches_the_cli_and_the_event_as_data(tmp_path, fake_aws):
-    # SECRET accepts what a secret's name may hold ('+', '=', '@' ...): it reaches the tag call as one argument and
+def test_a_secret_name_reaches_the_call_and_the_event_as_data(tmp_path, monkeypatch):
+    # SECRET accepts what a secret's name may hold ('+', '=', '@' ...): it reaches the tag call as one parameter and
     # the rollback event as a JSON string, never shell text.
-    aws, calls = fake_aws
+    monkeypatch.chdir(tmp_path)
     secret = "iam-keys/team+a=b@c.d_e-f"
+    wire = Wire({"secretsmanager DescribeSecret": {"Tags": [{"Key": "key-rotation:mode", "Value": "skip"}]},
+                 "lambda Invoke": lambda params: {"Payload": io.BytesIO(b'{"secrets": []}')}})
     for target in ("skip", "unskip", "rollback"):
-        done = make(target, {"FUNCTION": "rotate-keys", "SECRET": secret}, aws)
-        assert done.returncode == 0, done.stderr
-    tag, describe, untag, plan, invoke = calls()  # make rollback plans (a dry run) first
-    assert tag[:2] == ["secretsmanager", "tag-resource"] and tag[tag.index("--secret-id") + 1] == secret
-    assert describe[describe.index("--secret-id") + 1] == secret == untag[untag.index("--secret-id") + 1]
-    assert plan[:2] == invoke[:2] == ["lambda", "invoke"]
-    sent = invoke[invoke.index("--payload") + 1].removeprefix("fileb://")
-    assert json.loads((ROOT / sent).read_text()) == {"rollback": [secret]}
+        assert deploy_config.main([target], {"FUNCTION": "rotate-keys", "SECRET": secret}, wire) == 0
+    tag, describe, untag, plan, invoke = wire.calls  # make rollback plans (a dry run) first
+    assert (tag.service, tag.operation) == ("secretsmanager", "TagResource") and tag.params["SecretId"] == secret
+    assert describe.params["SecretId"] == secret == untag.params["SecretId"]
+    assert plan.operation == invoke.operation == "Invoke"
+    assert json.loads(plan.params["Payload"]) == {"rollback": [secret], "dry_run": True}
+    assert json.loads(invoke.params["Payload"]) == {"rollback": [secret]}
 
 
 @pytest.mark.parametrize("target, values, says", [
@@ -187,32 +192,31 @@ def valid(target: str) -> dict[str, str]:
 def test_each_value_of_each_target_is_checked_alone(target):
     # With every other value valid, a payload in any one value a target takes is refused (exit 2).
     check(target, valid(target))
-    needed, optional = deploy_config.TARGETS[target]
-    for name, payload in itertools.product((*needed, *optional), PAYLOADS.values()):
+    declared = deploy_config.TARGETS[target]
+    for name, payload in itertools.product((*declared.needs, *declared.takes), PAYLOADS.values()):
         with pytest.raises(Refused) as refused:
             check(target, {**valid(target), name: payload.format(canary="/tmp/canary")})
         assert refused.value.code == 2 and name in str(refused.value)
 
 
-# Every value of every target, from the tool's own table: each reaches the AWS CLI's argument list (--function-name,
-# --secret-id, --log-group-name, --profile, --regions...) or what the CLI is given (a file, JSON), so none may start
-# with '-', which the CLI would read as an option (FUNCTION=--help, SECRET=-x).
-EACH_VALUE = [(target, name) for target, (needed, optional) in deploy_config.TARGETS.items()
-              for name in (*needed, *optional)]
+# Every value of every target, from the tool's own table: each is a parameter of a call, or a name the target prints
+# in the `aws` commands it suggests (aws cloudformation delete-stack --stack-name STACK...), so none may start with
+# '-', which the CLI would read as an option (FUNCTION=--help, SECRET=-x).
+EACH_VALUE = [(name, value) for name, target in deploy_config.TARGETS.items()
+              for value in (*target.needs, *target.takes)]
 
 
 @pytest.mark.unit
 @pytest.mark.parametrize("value", ["--help", "-x"])
 @pytest.mark.parametrize("target, name", EACH_VALUE)
-def test_a_value_with_a_leading_dash_is_refused_by_its_name_and_nothing_is_called(fake_aws, capsys, target, name,
-                                                                                   value):
-    aws, calls = fake_aws
-    code = deploy_config.main([target], {**valid(target), name: value, "AWS": str(aws)})
+def test_a_value_with_a_leading_dash_is_refused_by_its_name_and_nothing_is_called(capsys, target, name, value):
+    calls = Wire()
+    code = deploy_config.main([target], {**valid(target), name: value}, calls)
     (said,) = capsys.readouterr().err.splitlines()
     assert code == 2 and said.startswith(f"{name} must ") and said.endswith(f"not {value!r}"), said
-    if re.fullmatch(deploy_config.RULES[name][0], value, re.ASCII):  # what it names allows a '-', but not first
+    if re.fullmatch(deploy_config.VALUES[name].pattern, value, re.ASCII):  # what it names allows a '-', but not first
         assert said == f"{name} must not start with '-' (the AWS CLI would read it as an option), not {value!r}"
-    assert calls() == [], "nothing called"
+    assert calls.calls == [], "nothing called"
 
 
 @pytest.mark.unit
@@ -291,10 +295,10 @@ def test_kms_key_ids_aliases_and_arns_each_name_the_key():
 def test_the_last_check_refuses_a_wildcard_action_whatever_built_it():
     policy = {"Statement": [{"Sid": "X", "Effect": "Allow", "Action": "*", "Resource": "*"}]}
     with pytest.raises(Refused, match="would allow"):
-        deploy_config.least_privilege(policy)
+        deploy_policy.least_privilege(policy)
     policy = {"Statement": [{"Sid": "X", "Effect": "Allow", "Action": ["iam:ListUserTags"], "Resource": "*"}]}
     with pytest.raises(Refused, match="every resource"):
-        deploy_config.least_privilege(policy)
+        deploy_policy.least_privilege(policy)
 
 
 # --- another account's topic or bus ----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from deploy_config import ROOT, VERSION_TAG, Refused, release_version
+from deploy_values import ROOT, VERSION_TAG, Refused, release_version
 
 NAME = "iam-key-rotation"
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest: no build time in the bytes
