@@ -110,7 +110,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, make_dataclass, replace
+from dataclasses import asdict, dataclass, field, make_dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
@@ -3831,6 +3831,37 @@ METRICS = {"Rotated": "rotated", "Retired": "retired", "Waiting": "waiting", "Fo
 GAUGES = frozenset({"OldestKeyAgeDays"})  # a level, not a count: read with Maximum (days, unit None)
 
 
+@dataclass(frozen=True)
+class RunCounts:
+    """The run's counts, from its typed outcomes (``run_counts``): the summary's, the run_complete line's, the
+    metrics' (METRICS names each field) and the Access Keys Checked event's figures."""
+
+    rotated: int = 0
+    retired: int = 0
+    waiting: int = 0
+    rolled_back: int = 0
+    skipped: int = 0
+    planned: int = 0
+    failed: int = 0  # failed and not attempted
+    forced_in_use: int = 0
+    overdue_keys: int = 0
+    stopped_early: int = 0
+    unmanaged_overdue_keys: int = 0
+    oldest_key_age_days: float = 0
+
+
+def run_counts(outcomes: list[Outcome], account: AccountReport | None) -> RunCounts:
+    ages = [o.deadline.key_age_days for o in outcomes if isinstance(o.deadline.key_age_days, int | float)]
+    return RunCounts(**{str(status): sum(o.status == status for o in outcomes) for status in Status
+                        if status not in FAILING},
+                     failed=sum(o.status in FAILING for o in outcomes),
+                     forced_in_use=sum(o.forced_in_use for o in outcomes),
+                     overdue_keys=sum(o.deadline.overdue_keys for o in outcomes),
+                     stopped_early=int(any(o.stopped_early for o in outcomes)),
+                     unmanaged_overdue_keys=len(account.overdue_unmanaged) if account else 0,
+                     oldest_key_age_days=max(ages, default=0))
+
+
 def emit_metrics(counts: dict[str, int], namespace: str, function_name: str | None,
                  metrics: Mapping[str, str] = METRICS) -> None:
     """Print one CloudWatch Embedded Metric Format line with the run's counts."""
@@ -3966,7 +3997,7 @@ CHECKED = "Access Keys Checked"  # a run's state: each secret it checked, its ke
 CHECKED_ROWS = 200  # secrets per "Access Keys Checked" event: about 150 KB at most, within PutEvents' 256 KiB
 
 
-def checked_entries(settings: Settings, outcomes: list[Outcome], counts: Mapping[str, Any], run_id: str,
+def checked_entries(settings: Settings, outcomes: list[Outcome], counts: RunCounts, run_id: str,
                     unmanaged_known: bool = True) -> list[dict[str, Any]]:
     """A run's "Access Keys Checked" events, for the organisation's report and dashboard: each secret's user,
     status, key age, next rotation and whether it is overdue, CHECKED_ROWS a part; ids and names only. A run
@@ -3985,9 +4016,9 @@ def checked_entries(settings: Settings, outcomes: list[Outcome], counts: Mapping
     read = settings.account_report and unmanaged_known
     common = {"run": run_id, "parts": len(parts), "code": CODE_VERSION, "version": __version__,
               "dry_run": settings.dry_run,
-              "secrets_checked": len(rows), "oldest_key_age_days": counts["oldest_key_age_days"],
-              "overdue_keys": counts["overdue_keys"], "failed": counts["failed"],
-              "unmanaged_overdue_keys": counts["unmanaged_overdue_keys"] if read else None,
+              "secrets_checked": len(rows), "oldest_key_age_days": counts.oldest_key_age_days,
+              "overdue_keys": counts.overdue_keys, "failed": counts.failed,
+              "unmanaged_overdue_keys": counts.unmanaged_overdue_keys if read else None,
               **({} if whole else {"partial": True})}
     return [{"Source": EVENT_SOURCE, "DetailType": CHECKED, "Detail": json.dumps({**common, "part": number,
                                                                                    "secrets": part}),
@@ -4056,11 +4087,11 @@ SNS_MESSAGE_ROOM = SNS_MESSAGE_LIMIT - 4 * 1024  # what the lines may use, leavi
 SNS_LINE = 4096  # characters of one secret's line at the most (clipped, marked): no one secret crowds out the rest
 
 
-def fit_message(counts: Mapping[str, Any], ordered: list[str]) -> str:
+def fit_message(counts: RunCounts, ordered: list[str]) -> str:
     """The notification within SNS's limit: the counts, then the lines in their order (the caller puts failures
     first), as many as fit, then where to find the rest."""
-    said_counts = ", ".join(f"{k} {counts[k]}" for k in ("rotated", "retired", "waiting", "rolled_back", "failed")
-                            if counts.get(k))
+    said_counts = ", ".join(f"{k} {getattr(counts, k)}" for k in ("rotated", "retired", "waiting", "rolled_back",
+                                                                  "failed") if getattr(counts, k))
     kept, size = [], 0
     for line in ordered:
         size += len(line.encode()) + 1
@@ -4088,7 +4119,7 @@ def exposure_advice(outcome: Outcome) -> str:
     return f". EXPOSED key {key}: {done}. Check who used it (the holdouts above, CloudTrail).{quarantine}"
 
 
-def notify(clients: Clients, settings: Settings, outcomes: list[Outcome], counts: Mapping[str, Any]) -> None:
+def notify(clients: Clients, settings: Settings, outcomes: list[Outcome], counts: RunCounts) -> None:
     """One SNS message per run that rotated, retired, waited on or failed anything (no secret values)."""
     if not settings.notify_topic_arn:
         return
@@ -4533,20 +4564,13 @@ def report(outcomes: list[Outcome], settings: Settings, clients: Clients, contex
            owners: list[Told] | None = None) -> dict[str, Any]:
     """Summarise the run, emit its metrics, notify; then raise RotationFailed naming each failed secret."""
     failed = [o for o in outcomes if o.status in FAILING]
-    counts = {str(status): sum(o.status == status for o in outcomes) for status in Status if status not in FAILING}
-    counts["failed"] = len(failed)
-    counts["forced_in_use"] = sum(o.forced_in_use for o in outcomes)
-    counts["overdue_keys"] = sum(o.deadline.overdue_keys for o in outcomes)
-    counts["stopped_early"] = int(any(o.stopped_early for o in outcomes))
-    counts["unmanaged_overdue_keys"] = len(account.overdue_unmanaged) if account else 0
-    ages = [o.deadline.key_age_days for o in outcomes if isinstance(o.deadline.key_age_days, int | float)]
-    counts["oldest_key_age_days"] = max(ages, default=0)
-    log_action("run_complete", dry_run=settings.dry_run, **counts)
-    counts["succeeded"] = int(not failed)  # one a run, for the "no successful run for 36 hours" alarm
+    counts = run_counts(outcomes, account)
+    log_action("run_complete", dry_run=settings.dry_run, **asdict(counts))
     name = getattr(context, "function_name", None)
     function_name = name if isinstance(name, str) else os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
-    emit_metrics(counts, settings.metrics_namespace, function_name)
-    summary = {**{k: v for k, v in counts.items() if k != "succeeded"}, "dry_run": settings.dry_run,
+    # succeeded: one a run, for the "no successful run for 36 hours" alarm
+    emit_metrics({**asdict(counts), "succeeded": int(not failed)}, settings.metrics_namespace, function_name)
+    summary = {**asdict(counts), "dry_run": settings.dry_run,
                "version": __version__, "secrets": [o.summary() for o in outcomes]}
     if account is not None:
         summary["report"] = account.summary()

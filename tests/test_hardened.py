@@ -122,7 +122,7 @@ def test_a_value_of_json_null_is_named(aws, invoke):
 @pytest.mark.unit
 def test_a_summary_of_a_thousand_failures_fits_in_an_sns_message():
     lines = [f"iam-keys/secret-{i:04}: failed ({'x' * 400}). What to do: read the reason" for i in range(1000)]
-    message = lambda_function.fit_message({"failed": 1000}, lines)
+    message = lambda_function.fit_message(lambda_function.RunCounts(failed=1000), lines)
     assert len(message.encode()) <= 256 * 1024
     assert "failed 1000" in message and "more secrets" in message
 

@@ -400,8 +400,8 @@ def checked_in_logs(account: str, region: str, when: str, rows: list[dict], run:
     (``checked_entries``) and delivered as EventBridge writes an event to a log group (the event's JSON, with its
     account, region, time)."""
     settings = lambda_function.Settings(event_bus="default", dry_run=dry_run, targets=targets)
-    counts = {"oldest_key_age_days": max([(r["key_age_days"] or 0) for r in rows], default=0),
-              "overdue_keys": sum(r["overdue"] for r in rows), "failed": 0, "unmanaged_overdue_keys": 0}
+    counts = lambda_function.RunCounts(oldest_key_age_days=max([(r["key_age_days"] or 0) for r in rows], default=0),
+                                       overdue_keys=sum(r["overdue"] for r in rows))
     results = []
     for entry in lambda_function.checked_entries(settings, outcomes_of(rows), counts, run):
         event = {"version": "0", "id": "e", "detail-type": entry["DetailType"], "source": entry["Source"],
@@ -499,8 +499,7 @@ def test_org_report_shows_each_secret_as_the_newest_run_left_it_a_targeted_one_i
 @pytest.mark.unit
 def test_a_partial_run_that_checked_no_secret_sends_no_state():
     settings = lambda_function.Settings(event_bus="default", targets=("gone",))
-    counts = {"oldest_key_age_days": 0, "overdue_keys": 0, "failed": 0, "unmanaged_overdue_keys": 0}
-    assert lambda_function.checked_entries(settings, [], counts, "r") == []
+    assert lambda_function.checked_entries(settings, [], lambda_function.RunCounts(), "r") == []
 
 
 @pytest.mark.unit
@@ -568,7 +567,7 @@ def test_keys_no_secret_holds_past_the_deadline_are_said_so_where_the_credential
                  "region": "us-east-1", "time": "2026-01-12T06:00:00Z", "detail": json.loads(entry["Detail"])}
         return [[{"field": "@message", "value": json.dumps(event)}]]
 
-    counts = {"oldest_key_age_days": 3, "overdue_keys": 0, "failed": 0, "unmanaged_overdue_keys": 2}
+    counts = lambda_function.RunCounts(oldest_key_age_days=3, unmanaged_overdue_keys=2)
     reading = lambda_function.Settings(event_bus="default", account_report=True)
     _rows, notes = deploy_org.report_rows(delivered(reading, True), 1768212000.0)
     assert notes == [f"{PROD} us-east-1: OVERDUE, 2 Active keys past the deadline that no secret holds (make report "

@@ -25,6 +25,7 @@ Where moto is not AWS, and what stands in (each at the wire, none in place of ou
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import re
 import types
@@ -339,11 +340,11 @@ def test_each_central_filter_counts_the_events_it_names_and_no_other():
                 outcome("c", status.RETIRED, forced_in_use=True),
                 outcome("d", status.SKIPPED, deadline=deadline(overdue=True, key_age_days=97))]
     sent = [as_delivered(e) for e in lambda_function.event_entries(settings, outcomes)]
-    counts = {"oldest_key_age_days": 97, "overdue_keys": 1, "failed": 1, "unmanaged_overdue_keys": 0}
+    counts = lambda_function.RunCounts(oldest_key_age_days=97, overdue_keys=1, failed=1)
     sent += [as_delivered(e) for e in lambda_function.checked_entries(settings, outcomes, counts, "run-1")]
     targeted = lambda_function.Settings(event_bus="default", targets=("d",))  # its counts are not the account's
-    sent += [as_delivered(e) for e in lambda_function.checked_entries(targeted, outcomes[3:],
-                                                                      {**counts, "oldest_key_age_days": 5}, "run-2")]
+    its_counts = dataclasses.replace(counts, oldest_key_age_days=5)
+    sent += [as_delivered(e) for e in lambda_function.checked_entries(targeted, outcomes[3:], its_counts, "run-2")]
     counted = {name: [e["detail"].get("secret") or e["detail-type"] for e in sent if matches(f["FilterPattern"], e)]
                for name, f in filters().items()}
     assert counted["FailedFilter"] == counted["FailedByAccountFilter"] == ["a"]
