@@ -334,6 +334,26 @@ def arn_fields(arn: str | None) -> list[str]:
     return parts if len(parts) >= 6 and parts[0] == "arn" else []
 
 
+def is_region(word: str) -> bool:
+    """A region name's shape: eu-west-1, us-gov-west-1, cn-north-1 (lower-case words, a number last). Never a
+    wildcard: a policy built from it names one region."""
+    parts = word.split("-")
+    return len(parts) >= 3 and len(parts[0]) == 2 and parts[-1].isdigit() and word.isascii() and len(word) <= 30 \
+        and all(p.isalnum() and p == p.lower() for p in parts)
+
+
+def is_partition(word: str) -> bool:
+    """A partition's shape: aws, aws-cn, aws-us-gov, aws-iso-b... (never a wildcard)."""
+    parts = word.split("-")
+    return parts[0] == "aws" and word.isascii() and all(p.isalpha() and p == p.lower() for p in parts)
+
+
+def arn_in_place(fields: list[str], service: str) -> bool:
+    """Does an ARN name one service's resource in one partition, region and account (no wildcard in any)?"""
+    return len(fields) >= 6 and fields[2] == service and is_partition(fields[1]) and is_region(fields[3]) \
+        and len(fields[4]) == 12 and fields[4].isdigit()
+
+
 def account_of(arn: str | None) -> str | None:
     """The account id of an ARN (None for a name or an ARN without twelve digits there)."""
     account = (arn_fields(arn) or [""] * 6)[4]
@@ -351,7 +371,7 @@ def parse_event_bus(value: str | None) -> str | None:
         return None
     fields = arn_fields(value)
     name = fields[5].removeprefix("event-bus/") if len(fields) == 6 and fields[5].startswith("event-bus/") else value
-    good_arn = not value.startswith("arn:") or (name != value and fields[2] == "events" and account_of(value))
+    good_arn = not value.startswith("arn:") or (name != value and arn_in_place(fields, "events"))
     if not good_arn or not 0 < len(name) <= 256 or not all(ch.isalnum() or ch in "._-/" for ch in name):
         raise ConfigError("setting EVENT_BUS is not understood; use a bus name (letters, digits, ._-/) or an event "
                           "bus ARN (arn:aws:events:REGION:ACCOUNT_ID:event-bus/NAME)")
@@ -405,8 +425,8 @@ def is_topic_arn(value: str) -> bool:
     """An SNS topic ARN's shape: arn:PARTITION:sns:REGION:ACCOUNT:NAME (NAME: letters, digits, - and _, .fifo)."""
     parts = arn_fields(value)
     name = parts[5].removesuffix(".fifo") if len(parts) == 6 else ""
-    return len(parts) == 6 and value.isascii() and parts[2] == "sns" and bool(parts[3]) \
-        and account_of(value) is not None and 0 < len(name) <= 256 and all(ch.isalnum() or ch in "-_" for ch in name)
+    return len(parts) == 6 and value.isascii() and arn_in_place(parts, "sns") and 0 < len(name) <= 256 \
+        and all(ch.isalnum() or ch in "-_" for ch in name)
 
 
 def parse_notify_topic(topic: str | None) -> str | None:
@@ -439,9 +459,7 @@ def role_regions(value: str | None, environ: Mapping[str, str]) -> tuple[str, ..
     words = tuple(dict.fromkeys((value or "").split())) or tuple(
         r for r in (environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "",) if r)
     for word in words:
-        parts = word.split("-")
-        if not (len(parts) >= 3 and len(parts[0]) == 2 and parts[-1].isdigit() and word.isascii()
-                and all(p.isalnum() and p == p.lower() for p in parts) and len(word) <= 30):
+        if not is_region(word):
             raise ConfigError(f"setting ROLE_REGIONS names {word[:40]!r}, not a region; use region names like "
                               "eu-west-1, separated by spaces")
     if len(words) > ROLE_REGIONS_MOST:
@@ -893,9 +911,9 @@ GRACE_TOLERANCE = timedelta(minutes=15)
 
 
 def reached(now: datetime, moment: datetime) -> bool:
-    """Has ``moment`` come, give or take GRACE_TOLERANCE (a run's own work, a schedule's jitter)? The one place a
-    wait is compared with the clock: the grace period, the usage gate, an adoption's end, the deadline, a
-    reminder's run."""
+    """Has ``moment`` come, give or take GRACE_TOLERANCE (a run's own work, a schedule's jitter)? The one way the
+    waits that end on a schedule's run are compared with the clock: the grace period, the usage gate, an
+    adoption's end, the deadline, a reminder's run."""
     return now + GRACE_TOLERANCE >= moment
 
 
@@ -1149,6 +1167,14 @@ class Leak:
     quarantined: bool | None = None  # AWS attached its AWSCompromisedKeyQuarantine policy to the user (None: unknown)
 
 
+# The summary's fields for one secret, in the order an operator reads them (the answer's JSON keeps it).
+SUMMARY_FIELDS = ("secret", "status", "user", "old_key_id", "new_key_id", "steps", "reason", "retire_after",
+                  "forced_in_use", "adopted", "restored_key_id", "retired_key_id", "overdue", "overdue_key_id",
+                  "overdue_key_age_days", "key_age_days", "next_rotation", "stopped_early", "still_in_use",
+                  "secret_arn", "current_key_id", "holdouts", "holdouts_note", "exposed", "exposed_key_id",
+                  "quarantined", "owner")
+
+
 @dataclass
 class Outcome:
     """What happened to one secret: the core's facts, with the deadline's figures and a leak's facts as parts.
@@ -1184,16 +1210,14 @@ class Outcome:
         return "; ".join(self.reasons) or None
 
     def summary(self) -> dict[str, Any]:
+        """The summary's entry for this secret: its facts in SUMMARY_FIELDS' order, the empty ones left out
+        (holdouts shown once looked up, even if none); status and the deadline's figures always."""
         deadline, leak = self.deadline, self.leak
-        shown = {("reason" if k == "reasons" else k): (self.reason if k == "reasons" else v)
-                 for k, v in self.__dict__.items() if k not in ("deadline", "leak")}
-        shown |= {"overdue_key_id": deadline.overdue_key_id, "overdue_key_age_days": deadline.overdue_key_age_days,
+        values = {**self.__dict__, **asdict(deadline), "reason": self.reason, "exposed": leak is not None,
+                  "exposed_key_id": leak and leak.key_id, "quarantined": leak and leak.quarantined,
                   "holdouts": None if self.holdouts is None else [h.row() for h in self.holdouts]}
-        if leak is not None:
-            shown |= {"exposed": True, "exposed_key_id": leak.key_id, "quarantined": leak.quarantined}
-        fields = {k: v for k, v in shown.items()
-                  if (v not in (None, [], False) or (k == "holdouts" and v is not None))
-                  and k not in ("in_use_since", "managed", "retired_keys")}
+        fields = {k: values[k] for k in SUMMARY_FIELDS
+                  if values[k] not in (None, [], False) or (k == "holdouts" and values[k] is not None)}
         return {**fields, "status": str(self.status), "overdue": deadline.overdue,
                 "key_age_days": deadline.key_age_days, "next_rotation": deadline.next_rotation}
 

@@ -551,6 +551,17 @@ def test_a_secret_profile_stack_set_or_log_group_that_does_not_exist_is_said_in_
     assert done.returncode != 0 and line.startswith(says), done.stderr
 
 
+@pytest.mark.parametrize("aws", ["aws-vault exec prod -- aws", "aws --no-verify-ssl",
+                                 "aws --profile dev --ca-bundle x"])
+def test_an_aws_variable_with_more_than_where_the_calls_go_is_refused_not_dropped(aws):
+    # The tool calls AWS itself and reads --profile, --region and --endpoint-url from AWS; anything else dropped
+    # would send the calls as whoever the environment is (a wrapper's account never asked), so it is refused.
+    done = subprocess.run(["make", "-s", "status", "FUNCTION=f", f"AWS={aws}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert said(done)[0].startswith(f"AWS='{aws}': the deploy targets call AWS themselves"), done.stderr
+
+
 def test_pause_naming_a_stack_that_does_not_exist_says_so(server):
     seed_function("rotate-keys")
     done = make("pause", "FUNCTION=rotate-keys", "STACK=typo", ok=False)

@@ -137,3 +137,16 @@ def test_roles_true_grants_the_roles_report_cloudtrail_and_every_user_s_key_ids_
     assert set(roles) - set(plain) == {"ListEveryUsersKeys", "LookUpHoldouts"}
     assert roles["ListEveryUsersKeys"]["Action"] == ["iam:ListAccessKeys"]
     assert roles["ListEveryUsersKeys"]["Resource"] == "arn:aws:iam::111122223333:user/key-rotation/*"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("values", [{"notify_topic_arn": "arn:aws:sns:*:111122223333:alerts"},
+                                    {"notify_topic_arn": "arn:*:sns:eu-west-1:111122223333:alerts"},
+                                    {"event_bus": "arn:*:events:eu-west-1:111122223333:event-bus/central"},
+                                    {"event_bus": "arn:aws:events:eu-*:111122223333:event-bus/central"}])
+def test_make_policy_grants_no_wildcard_a_topic_or_bus_value_carries(values):
+    import deploy_config
+
+    with pytest.raises(SystemExit) as refused:
+        deploy_config.render_policy("111122223333", "eu-west-1", "f", **values)
+    assert refused.value.code == 2

@@ -33,6 +33,11 @@ BAD_SETTINGS = [
     ("MAX_WORKERS", "65"), ("GRACE_HOURS", "-3"), ("GRACE_HOURS", "nan"), ("MAX_GRACE_HOURS", "1e99"),
     ("AWS_MAX_ATTEMPTS", "0"), ("AWS_MAX_ATTEMPTS", "many"), ("AWS_RETRY_MODE", "fast"), ("LOG_LEVEL", "verbose"),
     ("NOTIFY_TOPIC_ARN", "my-topic"), ("sec", "iam-keys/a,iam-keys/b"), ("sec", "iam-keys/*/x"), ("sec", "*"),
+    # a wildcard in a topic's or bus's place would stand in make policy's grants as it stands here
+    ("NOTIFY_TOPIC_ARN", "arn:aws:sns:*:111122223333:alerts"),
+    ("NOTIFY_TOPIC_ARN", "arn:*:sns:eu-west-1:111122223333:a"),
+    ("EVENT_BUS", "arn:*:events:eu-west-1:111122223333:event-bus/x"),
+    ("EVENT_BUS", "arn:aws:events:eu-*:111122223333:event-bus/x"),
 ]
 
 

@@ -87,11 +87,18 @@ MISSING_THING = {
 
 def cli_options(aws: str) -> argparse.Namespace:
     """The options of make's AWS (the CLI as the user calls it, e.g. `aws --profile dev`) that name where the
-    calls go: --profile, --region, --endpoint-url (the rest is the CLI's own, and no call of ours)."""
+    calls go: --profile, --region, --endpoint-url. Anything else (a wrapper such as aws-vault, another option)
+    is refused, never dropped: the calls would go elsewhere than the user meant, as whoever the environment is."""
     where = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for option in ("--profile", "--region", "--endpoint-url"):
         where.add_argument(option, default="")
-    return where.parse_known_args(shlex.split(aws)[1:])[0]
+    words = shlex.split(aws)
+    options, rest = where.parse_known_args(words[1:])
+    if not words or Path(words[0]).name != "aws" or rest:
+        raise Refused(f"AWS={shown(aws)}: the deploy targets call AWS themselves and read only the AWS CLI's "
+                      "--profile, --region and --endpoint-url from AWS (e.g. AWS='aws --profile dev'); give "
+                      "credentials by a profile or the environment (aws-vault exec prod -- make ...)")
+    return options
 
 
 class Aws:
@@ -129,17 +136,23 @@ class Aws:
 
     def attempt(self, service: str, check: bool, call: Callable[[Any], Any]) -> Any:
         """``call`` on the service's client (made once); AWS's refusal or botocore's own failure, in one line."""
+        import botocore.config
         import botocore.exceptions
 
+        name, _, purpose = service.partition("/")
         try:
             if service not in self.clients:
-                self.clients[service] = self.session.client(service, endpoint_url=self.endpoint)
+                # "lambda/invoke": Invoke waits for the whole run (the function's 900 s at most) and is sent once:
+                # botocore's retry of a timed-out Invoke would run a force, rollback or leak event again
+                config = botocore.config.Config(read_timeout=960, retries={"total_max_attempts": 1}) \
+                    if purpose == "invoke" else None
+                self.clients[service] = self.session.client(name, endpoint_url=self.endpoint, config=config)
             return call(self.clients[service])
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
             if not check:
                 return None
             if isinstance(err, botocore.exceptions.ClientError):
-                raise self.failure(service, err) from None
+                raise self.failure(name, err) from None
             raise Failed(" ".join(str(err).split()), type(err).__name__) from None
 
     def failure(self, service: str, err: Any) -> Failed:
@@ -322,7 +335,7 @@ def invoke(function: str, event: str, aws: Aws) -> Any:
     line, its type and message, never the stack trace it carries (that is in make logs): Stopped, exit 1."""
     answer = answer_file(function)
     answer.parent.mkdir(exist_ok=True)
-    done = aws("lambda", "invoke", FunctionName=function, Payload=Path(event).read_bytes())
+    done = aws("lambda/invoke", "invoke", FunctionName=function, Payload=Path(event).read_bytes())
     answer.write_bytes(done["Payload"].read())
     try:
         said = json.loads(answer.read_text() or "null")

@@ -1,7 +1,7 @@
 """make policy: the function's role's policy, LambdaExecutionRole.json filled in as data, never as text.
 
 Each value is checked by its declaration (tools/deploy_values.py); the event bus, the topic and the central account
-by the function's own readers (lambda_function's event_bus, is_topic_arn, central_account), and where a topic or
+by the function's own readers (lambda_function's parse_event_bus, is_topic_arn, central_account), and where a topic or
 bus may be by its one rule (account_of, region_of, foreign_account). What is written grants named actions only,
 and "*" resources only where AWS allows nothing else (least_privilege, a last check whatever the values were).
 """
