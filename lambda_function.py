@@ -563,6 +563,8 @@ def setting(environ: Mapping[str, str], name: str, default: Any = None) -> Any:
 CALL_BUDGET_SHARE = 0.25
 # The record's defaults where the table's is derived from another setting's (at that setting's default).
 DERIVED_DEFAULTS = {"TIME_MARGIN_SECONDS": 60.0, "ROLE_REGIONS": ()}
+# The rows the rules that join settings read (``environment_settings``), each read there alone.
+JOINED = (*DERIVED_DEFAULTS, "GRACE_HOURS", "MAX_GRACE_HOURS", "MAX_KEY_AGE_DAYS")
 # The event's part of the record: the controls (``event_controls``), a leak's keys, a scheduled event's identity.
 EVENT_FIELDS: tuple[tuple[str, Any, Any], ...] = (
     ("targets", tuple[str, ...] | None, None),  # event "secrets": a subset of what sec selects
@@ -646,7 +648,7 @@ def environment_settings(environ: Mapping[str, str]) -> dict[str, Any]:
     settings, in one place: the derived defaults (TIME_MARGIN_SECONDS, MAX_GRACE_HOURS, ROLE_REGIONS) and the
     bounds between GRACE_HOURS, MAX_GRACE_HOURS and MAX_KEY_AGE_DAYS (``grace_and_deadline``)."""
     values = {row.field: row.check(setting(environ, row.name)) if row.check else setting(environ, row.name)
-              for row in SETTINGS_TABLE.values() if row.name not in DERIVED_DEFAULTS}
+              for row in SETTINGS_TABLE.values() if row.name not in JOINED}
     values["grace_hours"], values["max_grace_hours"], values["max_key_age_days"] = grace_and_deadline(environ)
     values["time_margin"] = setting(environ, "TIME_MARGIN_SECONDS", values["verify_timeout"] + 30)
     values["role_regions"] = role_regions(setting(environ, "ROLE_REGIONS"), environ)
@@ -1143,8 +1145,7 @@ class Holdout:
     last_seen: str | None
 
     def row(self) -> dict[str, Any]:
-        return {"source_ip": self.source_ip, "user_agent": self.user_agent, "event_source": self.event_source,
-                "count": self.count, "last_seen": self.last_seen}
+        return asdict(self)
 
 
 @dataclass
@@ -3138,8 +3139,7 @@ class RolesReport:
     not_read_this_run: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {"regions_read": self.regions_read, "lookback_days": self.lookback_days, "verdicts": self.verdicts,
-                "keys": self.keys, "not_read_this_run": self.not_read_this_run}
+        return asdict(self)
 
 
 def roles_report(clients: Clients, settings: Settings, clock: Clock, context: Any, outcomes: list[Outcome],
