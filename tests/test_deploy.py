@@ -551,6 +551,39 @@ def test_a_secret_profile_stack_set_or_log_group_that_does_not_exist_is_said_in_
     assert done.returncode != 0 and line.startswith(says), done.stderr
 
 
+def test_make_invoke_sends_the_event_once_even_when_aws_answers_with_a_retryable_error(tmp_path):
+    # A retried Invoke would run the event again (a force, a rollback, a leak): the tool sends it once, and waits
+    # for the whole run rather than botocore's 60 s. AWS here answers every request 500, which botocore retries.
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    requests: list[str] = []
+
+    class Failing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            requests.append(self.path)
+            self.send_response(500)
+            self.end_headers()
+
+        do_GET = do_POST
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+    try:
+        done = subprocess.run(["make", "-s", "invoke", "FUNCTION=f", "REGION=us-east-1"], cwd=ROOT,
+                              env={**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.server_port}",
+                                   "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                                   "AWS_MAX_ATTEMPTS": "5", "AWS_RETRY_MODE": "standard"},
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert [r for r in requests if r.endswith("/invocations")] == ["/2015-03-31/functions/f/invocations"]
+
+
 @pytest.mark.parametrize("aws", ["aws-vault exec prod -- aws", "aws --no-verify-ssl",
                                  "aws --profile dev --ca-bundle x"])
 def test_an_aws_variable_with_more_than_where_the_calls_go_is_refused_not_dropped(aws):
