@@ -739,6 +739,8 @@ class Holders:
     lost: frozenset[str] = frozenset()
     unproven: Mapping[str, str] = field(default_factory=dict)
     retiring: frozenset[str] = frozenset()  # adopted as the last create's old key: the function's, not a person's
+    adopted_since: Mapping[str, datetime] = field(default_factory=dict)  # adopted key -> since when (``adopted``)
+    adopted_new: frozenset[str] = frozenset()  # adopted by this run (the user's key-rotation-adopted tag lacks it)
 
 
 @dataclass(frozen=True)
@@ -1086,9 +1088,10 @@ def format_adopted(adopted: Mapping[str, datetime], over: Iterable[str] = ()) ->
 # ---------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class SecretRecord:
-    """A secret as read: what DescribeSecret says and its AWSCURRENT value (never shown in repr)."""
+    """A secret as read: what DescribeSecret says and its AWSCURRENT value (never shown in repr). Frozen: what
+    a run concludes of it is a ``Found``, kept by the run (``Run.found``), never written back here."""
 
     name: str  # as the caller named it
     arn: str
@@ -1102,14 +1105,7 @@ class SecretRecord:
     rotation_enabled: bool = False
     rotation_lambda_arn: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
-    other_keys: dict[str, str | None] = field(default_factory=dict, repr=False)  # stage -> key id, read lazily
-    effective: SecretSettings | None = None  # the secret's effective settings, once the guard has passed
-    authorised: bool = False  # passed the authority check (its keys may be read and reported)
-    keys: list[KeyState] | None = field(default=None, repr=False)  # the user's keys, as listed in the run
-    usage: dict[str, tuple[datetime | None, str]] = field(default_factory=dict, repr=False)  # key -> last use
-    adopted_at: dict[str, datetime] = field(default_factory=dict, repr=False)  # adopted key -> first adopted
     changed_at: datetime | None = None  # DescribeSecret's LastChangedDate: Secrets Manager's, no writer's
-    adopted_now: set[str] = field(default_factory=set, repr=False)  # adopted by this run (not in the user's tag)
 
     def version_with(self, stage: str) -> str | None:
         return next((v for v, labels in self.stages.items() if stage in labels), None)
@@ -1123,6 +1119,18 @@ class SecretRecord:
     def partition_and_account(self) -> tuple[str, str]:
         parts = arn_fields(self.arn)
         return parts[1], parts[4]
+
+
+@dataclass(frozen=True)
+class Found:
+    """What the run concluded of one secret, pass by pass: each conclusion is a new Found (``Run.conclude``).
+    Present: the secret is authorised (its keys may be read and reported). The guard adds its effective settings
+    (None: authorised only as its user's holder, a hold reported before any guard); the assessment adds the
+    user's keys as listed and who holds them (``holders``: the adopted keys among them, and since when)."""
+
+    effective: SecretSettings | None = None
+    keys: tuple[KeyState, ...] | None = None
+    holders: Holders | None = None
 
 
 @dataclass
@@ -1235,6 +1243,7 @@ class Stored:
     reasons: tuple[str, ...] = ()
     lost: frozenset[str] = frozenset()  # the function's own unstored keys, deleted before the create
     at_once: bool = False  # the entry point's policy (a leak's): the old key is retired at once, no grace period
+    adopted_since: datetime | None = None  # when the adopted key kept Active was first adopted (its gate's start)
 
 
 @dataclass
@@ -2100,11 +2109,9 @@ def same_user(record: SecretRecord, value: Mapping[str, Any]) -> bool:
 
 
 def key_held_at(clients: Clients, record: SecretRecord, stage: str) -> str | None:
-    """The key id the version with ``stage`` holds, for the same user (read once per run)."""
-    if stage not in record.other_keys:
-        value = read_version_value(clients, record, stage)
-        record.other_keys[stage] = (value.get("AccessKeyId") or None) if value and same_user(record, value) else None
-    return record.other_keys[stage]
+    """The key id the version with ``stage`` holds, for the same user."""
+    value = read_version_value(clients, record, stage)
+    return (value.get("AccessKeyId") or None) if value and same_user(record, value) else None
 
 
 def move_current(run: Run, record: SecretRecord, version: str, current: str | None) -> None:
@@ -2178,7 +2185,7 @@ def secret_settings(record: SecretRecord, settings: Settings) -> SecretSettings:
 def previous_key(run: Run, record: SecretRecord, keys: list[KeyState]) -> str | None:
     """The key AWSPREVIOUS holds, read only when some key besides the current one is Active."""
     if any(k.active and k.key_id != record.held_key_id for k in keys):
-        return key_held_at(run.clients, record, PREVIOUS)
+        return run.held_at(record, PREVIOUS)
     return None
 
 
@@ -2199,7 +2206,17 @@ class Run:
     acted_failures: list[str] = field(default_factory=list)  # reasons of rotations that acted and failed
     exposed: dict[str, set[str]] = field(default_factory=dict)  # casefolded user -> its leaked keys this run answers
     exposures: dict[str, str] = field(default_factory=dict)  # leaked key -> the secret (ARN) that answers it
+    found: dict[str, Found] = field(default_factory=dict)  # secret (as named) -> what the run concluded of it
+    usage: dict[str, tuple[datetime | None, str]] = field(default_factory=dict)  # key -> last use, asked once
+    version_keys: dict[tuple[str, str], str | None] = field(default_factory=dict)  # (ARN, stage) -> key, read once
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def conclude(self, record: SecretRecord, **parts: Any) -> Found:
+        """Record a pass's conclusion of this secret (authorised; and its settings, keys or holders) as a new
+        ``Found``: the record stays as read, and what each pass concluded is read from here."""
+        with self.lock:
+            found = self.found[record.name] = replace(self.found.get(record.name, Found()), **parts)
+        return found
 
     def count_failure(self, reason: str) -> None:
         with self.lock:
@@ -2237,11 +2254,27 @@ class Run:
             self.user_tags[user] = user_tags(self.clients, record)
         return self.user_tags[user]
 
+    def keys_of(self, record: SecretRecord) -> tuple[KeyState, ...]:
+        """The user's keys as this run's assessment of the secret listed them (none before it)."""
+        found = self.found.get(record.name)
+        return found.keys if found is not None and found.keys is not None else ()
+
+    def held_back(self, record: SecretRecord) -> bool:
+        """Did the guard find this secret under a dry run (DRY_RUN, its dry-run tag)? (False: not guarded.)"""
+        found = self.found.get(record.name)
+        return bool(found is not None and found.effective is not None and found.effective.dry_run)
+
     def used(self, record: SecretRecord, key_id: str) -> tuple[datetime | None, str]:
         """When and where IAM shows a key last used, asked once per key per invocation."""
-        if key_id not in record.usage:
-            record.usage[key_id] = last_used(self.clients, record, key_id)
-        return record.usage[key_id]
+        if key_id not in self.usage:
+            self.usage[key_id] = last_used(self.clients, record, key_id)
+        return self.usage[key_id]
+
+    def held_at(self, record: SecretRecord, stage: str) -> str | None:
+        """The key id the version with ``stage`` holds, for the same user, read once per invocation."""
+        if (record.arn, stage) not in self.version_keys:
+            self.version_keys[record.arn, stage] = key_held_at(self.clients, record, stage)
+        return self.version_keys[record.arn, stage]
 
     def may_hold(self, record: SecretRecord) -> bool:
         """Does this (other) secret's versions count as holding its user's keys?"""
@@ -2262,7 +2295,7 @@ class Run:
         for other in others:  # their other versions, only if some key is otherwise unexplained
             for stage in (PREVIOUS, PENDING):
                 if present and other.version_with(stage):
-                    key_id = key_held_at(self.clients, other, stage)
+                    key_id = self.held_at(other, stage)
                     if key_id in present:
                         held[key_id] = other.name
         return held
@@ -2275,7 +2308,7 @@ class Run:
         current = record.held_key_id if current is None else current
         others = self.others_holding(record, keys)
         ours = frozenset(k for k in (previous_key(self, record, keys),
-                                     key_held_at(self.clients, record, PENDING) if record.version_with(PENDING)
+                                     self.held_at(record, PENDING) if record.version_with(PENDING)
                                      else None) if k and k != current)
         held = {current, *ours, *others}
         leaked = self.exposed.get(record.user_name.casefold(), set())  # evidence: never anyone's lost key
@@ -2285,26 +2318,28 @@ class Run:
         proof = {k.key_id: k.created + LOST_KEY_WAIT for k in unused}  # unused a day, as IAM shows it 4 h late
         lost = frozenset(k for k, when in proof.items() if when <= self.clock.now())
         unproven = {k: iso(when) for k, when in proof.items() if k not in lost}
-        adopted = self.adopted(record, keys, held | lost | set(unproven))
+        adopted, since, new = self.adopted(record, keys, held | lost | set(unproven))
         made_at, _, replaced, token = parse_marker(self.tags(record).get(MADE_TAG))
         # the old key of a create this secret stored, within that create's usage gate
         stored = token in record.stages and made_at is not None \
             and self.clock.now() - made_at < timedelta(hours=self.settings.max_grace_hours)
         return Holders(current=current, ours=ours, others=others, lost=lost, unproven=unproven, adopted=adopted,
-                       retiring=frozenset({replaced} & set(adopted)) if stored else frozenset())
+                       retiring=frozenset({replaced} & set(adopted)) if stored else frozenset(),
+                       adopted_since=since, adopted_new=new)
 
-    def adopted(self, record: SecretRecord, keys: list[KeyState], held: set[str | None]) -> dict[str, str]:
+    def adopted(self, record: SecretRecord, keys: list[KeyState],
+                held: set[str | None]) -> tuple[dict[str, str], dict[str, datetime], frozenset[str]]:
         """Active keys no secret holds that are someone's in use: used within MAX_GRACE_HOURS, younger than that,
         adopted by an earlier run (the user's key-rotation-adopted tag), turned on again after its adoption was
         over (the tag's KEY@off), or an old key of the function's last create (the key-rotation-made mark names
-        it current=) that a re-save left unheld. Key id -> its last use, least recently used first;
-        ``record.adopted_at`` says since when each is adopted: the first run that adopted it, or that create,
-        whichever is earlier; a key turned on again, now."""
+        it current=) that a re-save left unheld. Key id -> its last use, least recently used first; then since
+        when each is adopted (the first run that adopted it, or that create, whichever is earlier; a key turned on
+        again, now), and those this run adopts."""
         now, window = self.clock.now(), timedelta(hours=self.settings.max_grace_hours)
         tag = self.tags(record).get(ADOPTED_TAG)
         named, again = parse_adopted(tag), parse_retired(tag)
         made_at, _, replaced, _ = parse_marker(self.tags(record).get(MADE_TAG))
-        found = []
+        found, since_when, new = [], {}, set()
         for key in keys:
             if not key.active or key.key_id in held:
                 continue
@@ -2313,13 +2348,12 @@ class Run:
             if key.key_id in again or key.key_id in named or retiring or now - key.created < window \
                     or (when and now - when < window):
                 since = made_at if retiring and key.key_id not in again else now
-                record.adopted_at[key.key_id] = since if key.key_id in again else min(named.get(key.key_id, now),
-                                                                                      since, now)
+                since_when[key.key_id] = since if key.key_id in again else min(named.get(key.key_id, now), since, now)
                 if key.key_id not in named:  # its adoption is this run's: its owner hears of it now
-                    record.adopted_now.add(key.key_id)
+                    new.add(key.key_id)
                 used = f"{iso(when)} by {where}" if when else f"never; made {iso(key.created)}"
                 found.append((when is not None, when or key.created, key.key_id, used))  # never used sorts first
-        return {key_id: used for _, _, key_id, used in sorted(found)}
+        return {key_id: used for _, _, key_id, used in sorted(found)}, since_when, frozenset(new)
 
 
 class Hold(Exception):
@@ -2352,8 +2386,8 @@ def guard(run: Run, record: SecretRecord, entry: Entry) -> SecretSettings:
     why = run.refusal(record)
     if why:
         raise RotationError(record.name, why)
-    record.authorised = True
-    own = record.effective = secret_settings(record, run.settings)
+    run.conclude(record)  # authorised: its keys may be read and reported, even if one of its tags is refused
+    own = run.conclude(record, effective=secret_settings(record, run.settings)).effective
     if own.mode == "skip":
         raise Hold(f"tag {TAG_MODE}=skip")
     return own
@@ -2428,7 +2462,7 @@ def decide(run: Run, record: SecretRecord) -> SecretRecord | Outcome:
         return skipped(record, f"same secret as {run.arns[record.arn]!r}")
     run.arns[record.arn] = record.name
     try:
-        record.effective = guard(run, record, Entry.BATCH)
+        guard(run, record, Entry.BATCH)
     except Hold as hold:
         return skipped(record, str(hold))
     user = record.user_name.casefold()  # IAM user names are unique regardless of case
@@ -2475,11 +2509,11 @@ def adopted_retirement(now: datetime, adopted_at: datetime, last_seen: datetime,
     return Retire.PAST_MAX_GRACE
 
 
-def store_time(record: SecretRecord, now: datetime) -> datetime:
+def store_time(record: SecretRecord, keys: Iterable[KeyState], now: datetime) -> datetime:
     """When the key the secret holds was made: IAM's creation date, which a writer of the secret cannot move
     (a version's date moves with every write). The grace period, the usage gate and the rollback window count
     from it. Unknown (the key is gone): now."""
-    key = find_key(record.keys or [], record.held_key_id)
+    key = find_key(keys, record.held_key_id)
     return key.created if key is not None else now
 
 
@@ -2499,17 +2533,18 @@ def delete_lost(run: Run, record: SecretRecord, lost: Iterable[str]) -> None:
         log_action("lost_key_deleted", logging.WARNING, secret=record.name, user=record.user_name, key_id=key_id)
 
 
-def record_adoptions(run: Run, record: SecretRecord, retired: frozenset[str] = frozenset()) -> None:
-    """Keep the user's ADOPTED_TAG true to the present: the keys adopted now (``record.adopted_at`` less those
+def record_adoptions(run: Run, record: SecretRecord, found: Found, retired: frozenset[str] = frozenset()) -> None:
+    """Keep the user's ADOPTED_TAG true to the present: the keys the assessment adopted (``found``, less those
     just ``retired``), each with when it was first adopted, so its usage gate counts from then in later runs; a
     once adopted key that still exists but is not Active, as KEY@off: Active again one day, it is a key someone
     turned on, a new adoption with a gate of its own, never one that ran out long ago (nor one whose use IAM
     does not show yet). A deleted key leaves the tag. Written only when it changes. A failure is logged, not
     fatal: a key then stays Active longer, never shorter."""
     tag = run.tags(record).get(ADOPTED_TAG)
-    adopted = {k: v for k, v in record.adopted_at.items() if k not in retired}
+    since = found.holders.adopted_since if found.holders is not None else {}
+    adopted = {k: v for k, v in since.items() if k not in retired}
     was = set(parse_adopted(tag)) | parse_retired(tag) | retired
-    over = {k.key_id for k in record.keys or [] if k.key_id in was and not k.active} | retired
+    over = {k.key_id for k in found.keys or () if k.key_id in was and not k.active} | retired
     value = format_adopted(adopted, over)
     if value == format_adopted(parse_adopted(tag), parse_retired(tag)):
         return
@@ -2534,7 +2569,7 @@ def settle_decision(run: Run, item: Settling) -> tuple[Retire, str, str]:
         if not reached(now, adopted_until(item.adopted, max_grace)) and not item.at_deadline:
             return Retire.WAIT_GRACE, until, ""
         when, where = run.used(record, previous)
-        key = find_key(record.keys or [], previous)
+        key = find_key(run.keys_of(record), previous)
         last_seen = when or (key.created if key is not None else now)
         decision = adopted_retirement(now, item.adopted, last_seen, max_grace)
         if item.at_deadline:  # retired now: quietly if unused for MAX_GRACE_HOURS, else loudly
@@ -2543,8 +2578,9 @@ def settle_decision(run: Run, item: Settling) -> tuple[Retire, str, str]:
         return decision, until, f"last used {iso(when)} by {where}" if when else "never used"
     # The store: the current key's creation, or the previous key's if later (a writer who put an older key back
     # by hand does not make the previous key's clock start long ago).
-    previous_key = find_key(record.keys or [], previous)
-    stored_at = max(store_time(record, now), previous_key.created if previous_key else store_time(record, now))
+    keys = run.keys_of(record)
+    previous_key, stored_at = find_key(keys, previous), store_time(record, keys, now)
+    stored_at = max(stored_at, previous_key.created if previous_key else stored_at)
     hours = item.effective.grace_hours
     until = iso(stored_at + timedelta(hours=hours))
     decision = retirement(now, stored_at, False, hours, max_grace)
@@ -2580,7 +2616,7 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
                                               else f"previous key {previous} is in its grace period until {until}"]
         return base
     if decision in (Retire.WAIT_USE, Retire.PAST_MAX_GRACE, Retire.DEADLINE):
-        base.in_use_since = store_time(record, run.clock.now()) if not adopted else item.adopted
+        base.in_use_since = store_time(record, run.keys_of(record), run.clock.now()) if not adopted else item.adopted
     if decision == Retire.WAIT_USE:
         base.still_in_use = True
         base.steps = [f"keep {previous} Active: {where}"]
@@ -2592,7 +2628,7 @@ def settle(run: Run, item: Settling, problems: dict[str, str]) -> Outcome:
         return base
     retire_keys(run.clients, record, (previous, *item.also), done=f"the current key {record.held_key_id} works")
     if adopted:  # its adoption is over: Active again one day, it is a new adoption
-        record_adoptions(run, record, frozenset({previous}))
+        record_adoptions(run, record, run.found[record.name], frozenset({previous}))
     base.status, base.steps, base.reasons = Status.RETIRED, [f"deactivate {k}" for k in (previous, *item.also)], \
         list(item.reasons)
     base.retired_keys += [previous, *item.also]
@@ -2658,8 +2694,8 @@ def rollback_plan(run: Run, record: SecretRecord) -> tuple[str, AccessKey, KeySt
     if not same_user(record, value):
         raise RotationError(record.name, "cannot roll back: the AWSPREVIOUS version names another user; "
                                          "nothing changed")
-    keys = record.keys = list_keys(run.clients, record)
-    age = run.clock.now() - store_time(record, run.clock.now())
+    keys = run.conclude(record, keys=tuple(list_keys(run.clients, record))).keys
+    age = run.clock.now() - store_time(record, keys, run.clock.now())
     if age > timedelta(hours=run.settings.rollback_hours):
         raise RotationError(record.name, f"cannot roll back: the current key is {age.total_seconds() / 3600:.0f} "
                                          f"hours old, past ROLLBACK_HOURS={run.settings.rollback_hours:g}; the "
@@ -2713,12 +2749,10 @@ def rollback_secret(run: Run, record: SecretRecord) -> Outcome:
 # ---------------------------------------------------------------------------
 
 
-def compliance(run: Run, record: SecretRecord, outcome: Outcome) -> None:
+def compliance(run: Run, record: SecretRecord, found: Found, outcome: Outcome) -> Deadline:
     """The deadline, per secret: the held key's age after the run, when its rotation falls due, and any
     managed Active key older than MAX_KEY_AGE_DAYS (overdue). From the keys the run listed, and what it did."""
-    keys, now, settings = record.keys, run.clock.now(), run.settings
-    if keys is None:
-        return
+    keys, now, settings = found.keys or (), run.clock.now(), run.settings
     gone = set(outcome.retired_keys)
     active = {k.key_id: k.created for k in keys if k.active and k.key_id not in gone}
     held_id = record.held_key_id
@@ -2730,23 +2764,28 @@ def compliance(run: Run, record: SecretRecord, outcome: Outcome) -> None:
     if outcome.retired_key_id:
         active.pop(outcome.retired_key_id, None)
     held_created = active.get(held_id) or next((k.created for k in keys if k.key_id == held_id), None)
-    own = record.effective or SecretSettings("rotate", settings.dry_run, settings.rotate_after_days,
-                                             settings.grace_hours)
+    own = found.effective or SecretSettings("rotate", settings.dry_run, settings.rotate_after_days,
+                                            settings.grace_hours)
     due = due_after_days(own.rotate_after_days, own.grace_hours, settings.max_grace_hours, settings.max_key_age_days)
-    outcome.deadline.key_age_days = age_days(held_created, now) if held_created else None
-    outcome.deadline.next_rotation = iso(max(now, held_created + timedelta(days=due)) if held_created else now)[:10]
+    deadline = Deadline(key_age_days=age_days(held_created, now) if held_created else None,
+                        next_rotation=iso(max(now, held_created + timedelta(days=due)) if held_created else now)[:10])
     if settings.max_key_age_days > 0:
-        others = run.others_holding(record, keys) if run.by_user else {}
+        others = run.others_holding(record, list(keys)) if run.by_user else {}
         late = sorted((created, key_id) for key_id, created in active.items()
                       if key_id not in others and now - created > timedelta(days=settings.max_key_age_days))
         if late:
-            outcome.deadline = replace(outcome.deadline, overdue=True, overdue_keys=len(late),
-                                       overdue_key_id=late[0][1], overdue_key_age_days=age_days(late[0][0], now))
-    if record.name in run.brought_forward:
-        asked, due_day = run.brought_forward[record.name]
-        note = (f"rotation due at day {due_day:g}, not {asked:g}: MAX_KEY_AGE_DAYS={settings.max_key_age_days:g} "
-                "brings it forward")
-        outcome.reasons.append(note)
+            deadline = replace(deadline, overdue=True, overdue_keys=len(late), overdue_key_id=late[0][1],
+                               overdue_key_age_days=age_days(late[0][0], now))
+    return deadline
+
+
+def brought_forward_note(run: Run, record: SecretRecord) -> list[str]:
+    """The reason a secret rotates earlier than asked: MAX_KEY_AGE_DAYS brings it forward (``due_days``)."""
+    if record.name not in run.brought_forward:
+        return []
+    asked, due_day = run.brought_forward[record.name]
+    return [f"rotation due at day {due_day:g}, not {asked:g}: MAX_KEY_AGE_DAYS="
+            f"{run.settings.max_key_age_days:g} brings it forward"]
 
 
 def report_compliance(run: Run, records: list[Any], outcomes: list[Outcome]) -> None:
@@ -2760,16 +2799,20 @@ def report_compliance(run: Run, records: list[Any], outcomes: list[Outcome]) -> 
         outcome.current_key_id = (outcome.restored_key_id if outcome.status == Status.ROLLED_BACK else
                                   outcome.new_key_id if outcome.status in (Status.ROTATED, Status.FAILED)
                                   and outcome.new_key_id else record.held_key_id)
-        if outcome.status == Status.SKIPPED and not record.authorised:  # held before authority was asked
-            record.authorised = run.may_hold(record)
-        outcome.managed = record.authorised and outcome.status not in FAILING
-        if record.keys is None and record.authorised and outcome.status == Status.SKIPPED:  # a hold: reported too
+        found = run.found.get(record.name)
+        if found is None and outcome.status == Status.SKIPPED and run.may_hold(record):  # held before the guard
+            found = run.conclude(record)
+        outcome.managed = found is not None and outcome.status not in FAILING
+        if found is not None and found.keys is None and outcome.status == Status.SKIPPED:  # a hold: reported too
             try:
-                record.keys = list_keys(run.clients, record)
+                found = run.conclude(record, keys=tuple(list_keys(run.clients, record)))
             except RotationError:
                 continue
+        if found is None or found.keys is None:
+            continue
         try:
-            compliance(run, record, outcome)
+            outcome.deadline = compliance(run, record, found, outcome)
+            outcome.reasons += brought_forward_note(run, record)
         except Exception as err:  # a figure that cannot be worked out must not fail the run
             log_action("compliance_failed", logging.WARNING, secret=record.name, error=type(err).__name__)
     if run.brought_forward:
@@ -3198,12 +3241,12 @@ def restorable(run: Run, record: SecretRecord, keys: list[KeyState],
     return Restore(version, previous, what), None
 
 
-def held_at_deadline(run: Run, record: SecretRecord, own: SecretSettings) -> bool:
+def held_at_deadline(run: Run, record: SecretRecord, keys: list[KeyState], own: SecretSettings) -> bool:
     """Is the key the secret holds so old that its rotation, the next run and its grace period would no longer end
     before MAX_KEY_AGE_DAYS if anything held the rotation back now? Then a key turned on again after its adoption
     was over gets no new adoption wait: it is retired at once, loudly if in use (a key in use is never deleted to
     make room, so one turned on again before every run holds the rotation: the held key is reported overdue)."""
-    held, max_age = find_key(record.keys or [], record.held_key_id), run.settings.max_key_age_days
+    held, max_age = find_key(keys, record.held_key_id), run.settings.max_key_age_days
     room = own.grace_hours / 24 + SCHEDULE_PERIOD / timedelta(days=1)
     return held is not None and max_age > 0 and past_deadline(held.created, run.clock.now(), max(max_age - room, 0.01))
 
@@ -3221,7 +3264,7 @@ def settle_first(run: Run, record: SecretRecord, keys: list[KeyState], holders: 
                         lost=holders.lost)
     adopted = [k for k in keys if k.key_id in holders.adopted]
     if adopted:
-        return Settling(record, adopted[0].key_id, own, adopted=record.adopted_at[adopted[0].key_id],
+        return Settling(record, adopted[0].key_id, own, adopted=holders.adopted_since[adopted[0].key_id],
                         lost=holders.lost)
     return None
 
@@ -3327,10 +3370,15 @@ class Assessing:
 
 
 def assessing(run: Run, record: SecretRecord) -> Assessing:
-    own = record.effective or guard(run, record, Entry.BATCH)
-    keys = record.keys = list_keys(run.clients, record)
+    """The reads every assessment starts from; the keys and their holders are also the run's conclusion of the
+    secret (``Run.conclude``), which the deadline's figures and the owners' notices read."""
+    found = run.found.get(record.name)
+    own = found.effective if found is not None and found.effective is not None else guard(run, record, Entry.BATCH)
+    keys = list_keys(run.clients, record)
     token = version_token(run.settings.event_id, record.arn)
-    return Assessing(own, keys, token, already_rotated(record, run.settings, token), run.holders(record, keys))
+    redelivery, holders = already_rotated(record, run.settings, token), run.holders(record, keys)
+    run.conclude(record, keys=tuple(keys), holders=holders)
+    return Assessing(own, keys, token, redelivery, holders)
 
 
 def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Cleanup:
@@ -3348,7 +3396,7 @@ def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Clea
     if record.held_key_id and not held_ok and not redelivery:
         restore, found = restorable(run, record, keys, holders)
     settling = settle_first(run, record, keys, holders, own, redelivery) if held_ok else None
-    if settling is not None and settling.adopted is not None and held_at_deadline(run, record, own) \
+    if settling is not None and settling.adopted is not None and held_at_deadline(run, record, keys, own) \
             and settling.previous_key_id in parse_retired(run.tags(record).get(ADOPTED_TAG)):
         settling.at_deadline = True  # turned on again after its adoption was over: no new wait
     if settling is not None:
@@ -3438,7 +3486,8 @@ def rotate(run: Run, item: Rotate) -> Outcome | Stored:
     except RotationError as err:  # the rotation acted: it counts towards MAX_FAILURES
         run.count_failure(str(err))
         raise
-    return Stored(record, plan, new_key, item.effective, item.kept, item.reasons, item.lost, item.at_once)
+    return Stored(record, plan, new_key, item.effective, item.kept, item.reasons, item.lost, item.at_once,
+                  item.holders.adopted_since.get(item.kept[0]) if item.kept else None)
 
 
 def act(run: Run, item: Outcome | Settling | Rotate | Cleanup) -> Outcome | Stored | Settling:
@@ -3452,7 +3501,7 @@ def act(run: Run, item: Outcome | Settling | Rotate | Cleanup) -> Outcome | Stor
     if late is not None:
         return late
     delete_lost(run, item.record, item.lost)
-    record_adoptions(run, item.record)
+    record_adoptions(run, item.record, run.found[item.record.name])
     if isinstance(item, Cleanup):
         item.outcome.reasons += facts(lost_reason(item.lost))
         item.outcome.retired_keys = sorted(item.lost)
@@ -3490,7 +3539,7 @@ def finish(run: Run, item: Stored | Settling, problems: dict[str, str]) -> Outco
                *(plan.deactivate_after if keep_until is None else ())]
     reasons, adopted_end = list(item.reasons), None
     if item.adopted:
-        since = record.adopted_at.get(item.adopted[0], run.clock.now())
+        since = item.adopted_since or run.clock.now()
         adopted_end = iso(adopted_until(since, run.settings.max_grace_hours))
         reasons.append(f"key {item.adopted[0]} is held by no secret but in use: kept Active until {adopted_end}")
     outcome = Outcome(secret=record.name, status=Status.ROTATED, user=record.user_name,
@@ -3761,8 +3810,8 @@ def answer_exposures(run: Run, records: list[Any], outcomes: list[Outcome]) -> N
         key_id, record = outcome.leak.key_id, read.get(outcome.secret)
         if outcome.status in FAILING and outcome.secret == run.exposures.get(key_id):
             outcome.reasons = [f"exposed key {key_id} NOT replaced: {outcome.reason}"]
-        if record is not None and record.authorised:  # else no authorised secret holds it: no detail, no lookup
-            found = find_key(record.keys or [], key_id)
+        if record is not None and record.name in run.found:  # else no authorised secret holds it: no detail
+            found = find_key(run.keys_of(record), key_id)
             outcome.in_use_since = found.created if found else run.clock.now() - timedelta(days=90)
             outcome.leak.quarantined = quarantined(run, outcome.user) if is_user_name(outcome.user) else None
         held = outcome.status in (Status.SKIPPED, Status.PLANNED) and record is not None
@@ -4215,36 +4264,36 @@ def owner_notice(user: str, case: Case, key_id: str | None, fact: str, subject: 
                        **more)
 
 
-def last_use(record: SecretRecord, key_id: str) -> str:
-    when, where = record.usage.get(key_id, (None, ""))
+def last_use(run: Run, key_id: str) -> str:
+    when, where = run.usage.get(key_id, (None, ""))
     return f"last used {iso(when)} by {said(where)}" if when else "IAM shows no use yet"
 
 
-def adopted_notice(run: Run, record: SecretRecord, outcome: Outcome, key: str,
+def adopted_notice(run: Run, record: SecretRecord, holders: Holders, outcome: Outcome, key: str,
                    anchor: datetime | None) -> OwnerNotice | None:
     """Case 1: a key in use that no secret held was adopted: told in the run that adopts it (the one that writes it
     into the user's key-rotation-adopted tag: a later or redelivered run finds it there), then reminded 72 and 24
     hours before it is deactivated while IAM shows it used since its adoption."""
-    since, found = record.adopted_at.get(key), find_key(record.keys or [], key)
+    since, found = holders.adopted_since.get(key), find_key(run.keys_of(record), key)
     if since is None or found is None or not found.active or key in outcome.retired_keys \
             or f"deactivate {key}" in outcome.steps:
         return None
-    planned = bool(record.effective and record.effective.dry_run)
+    planned = run.held_back(record)
     recorded = key in parse_adopted(run.tags(record).get(ADOPTED_TAG))  # the cached tags, as the run left them
     until = adopted_until(since, run.settings.max_grace_hours)
-    when = record.usage.get(key, (None, ""))[0]
+    when = run.usage.get(key, (None, ""))[0]
     used = when is not None and when >= since  # IAM shows it used since its adoption: someone still on it
-    first = key in record.adopted_now and (recorded or planned)
+    first = key in holders.adopted_new and (recorded or planned)
     left = next((h for h in (72, 24) if in_this_run(until - timedelta(hours=h), anchor)), None) if used else None
     if not first and left is None:
         return None
     user, secret, t = record.user_name, said(record.secret_name), iso(until)
     subject = (f"Action needed: key {key} is deactivated {t[:16]}Z (IAM user {user})" if first else
                f"Reminder, {left} h left: key {key} is deactivated {t[:16]}Z (IAM user {user})")
-    happened = (f"access key {key} of IAM user {user} is Active and may be in use ({last_use(record, key)}), but no "
+    happened = (f"access key {key} of IAM user {user} is Active and may be in use ({last_use(run, key)}), but no "
                 f"secret held it. The key rotation function adopted it on {iso(since)}: the secret {secret} now holds "
                 "this user's keys." if first else f"access key {key} of IAM user {user}, adopted on {iso(since)}, is "
-                f"still in use ({last_use(record, key)}).")
+                f"still in use ({last_use(run, key)}).")
     will = f"{key} stays Active until {t}; then it is deactivated, and whatever still uses it stops working."
     todo = (f"make every program that uses {key} read its access key from the secret {secret} ({said(record.arn)}) "
             f"instead, before {t}.")
@@ -4257,7 +4306,7 @@ def still_in_use_until(run: Run, record: SecretRecord, key_id: str, stored: date
     """When a previous key still in use is deactivated anyway: MAX_GRACE_HOURS after the store, or the run before
     it would outlive MAX_KEY_AGE_DAYS (``past_deadline``), whichever is first."""
     until = stored + timedelta(hours=run.settings.max_grace_hours)
-    key, max_age = find_key(record.keys or [], key_id), run.settings.max_key_age_days
+    key, max_age = find_key(run.keys_of(record), key_id), run.settings.max_key_age_days
     if key is not None and max_age > 0:
         until = min(until, key.created + timedelta(days=max_age) - SCHEDULE_PERIOD)
     return until
@@ -4279,7 +4328,8 @@ def still_in_use_notice(run: Run, record: SecretRecord, outcome: Outcome,
     old, stored = outcome.old_key_id, outcome.in_use_since
     if outcome.status != Status.WAITING or not outcome.still_in_use or outcome.adopted or not old or stored is None:
         return None
-    grace = record.effective.grace_hours if record.effective else run.settings.grace_hours
+    found = run.found.get(record.name)
+    grace = found.effective.grace_hours if found and found.effective else run.settings.grace_hours
     until = still_in_use_until(run, record, old, stored)
     first = in_this_run(stored + timedelta(hours=grace), anchor)
     if not first and not in_this_run(until - timedelta(hours=24), anchor):
@@ -4288,7 +4338,7 @@ def still_in_use_notice(run: Run, record: SecretRecord, outcome: Outcome,
     subject = (f"Action needed: old key {old} still in use, deactivated {t[:16]}Z (IAM user {user})"
                if first else f"Reminder, 24 h left: old key {old} is deactivated {t[:16]}Z (IAM user {user})")
     happened = (f"the secret {secret} was given a new access key, {outcome.new_key_id}, on {iso(stored)}. The "
-                f"previous key, {old}, is still in use ({last_use(record, old)}). Who uses it: "
+                f"previous key, {old}, is still in use ({last_use(run, old)}). Who uses it: "
                 f"{who_uses(run, outcome)}.")
     will = (f"{old} is deactivated on {t} (MAX_GRACE_HOURS={run.settings.max_grace_hours:g} after the new key was "
             "stored, or sooner if the account's key age limit comes first); whatever still uses it then stops "
@@ -4298,7 +4348,7 @@ def still_in_use_notice(run: Run, record: SecretRecord, outcome: Outcome,
     return owner_notice(user, Case.STILL_IN_USE, old, f"still_in_use {old} {t} {'first' if first else '24h'}",
                         subject, (happened, will, todo), secret=record.secret_name, until=t,
                         reminder=None if first else "24 hours",
-                        planned=bool(record.effective and record.effective.dry_run))
+                        planned=run.held_back(record))
 
 
 def exposed_notice(run: Run, record: SecretRecord | None, outcome: Outcome) -> OwnerNotice | None:
@@ -4318,7 +4368,7 @@ def exposed_notice(run: Run, record: SecretRecord | None, outcome: Outcome) -> O
     # a hold (a dry run, a skip or dry-run tag, Secrets Manager's own rotation) binds the owners' messages too: the
     # message is planned, and no mark is written on the user
     held = record is not None and (status in (Status.SKIPPED, Status.PLANNED)
-                                   or bool(record.effective and record.effective.dry_run))
+                                   or run.held_back(record))
     will = (f"{key} stays Inactive: it works for no one any more." if revoked else
             f"{key} still works, for whoever holds it, until someone deactivates it.")
     todo = (f"make sure your programs read the secret {secret}; check in CloudTrail what was done with {key}."
@@ -4335,7 +4385,7 @@ def failed_notice(run: Run, record: SecretRecord, outcome: Outcome) -> OwnerNoti
     """Case 5: a rotation of the user failed (an authorised secret's: a writer of another secret cannot make its
     owner be told): what was left as it was."""
     mode = record.tags.get(TAG_MODE, "").strip().lower()  # a hold binds even when another tag failed the secret
-    if outcome.status != Status.FAILED or outcome.leak or not record.authorised or mode == "skip":
+    if outcome.status != Status.FAILED or outcome.leak or record.name not in run.found or mode == "skip":
         return None
     user, secret = record.user_name, said(record.secret_name)
     key = outcome.current_key_id or record.held_key_id
@@ -4349,7 +4399,7 @@ def failed_notice(run: Run, record: SecretRecord, outcome: Outcome) -> OwnerNoti
     return owner_notice(user, Case.FAILED, key, f"failed {record.arn} {key}",
                         f"Key rotation failed; the secret still holds {key} (IAM user {user})",
                         (happened, will, todo), secret=record.secret_name,
-                        planned=run.settings.dry_run or bool(record.effective and record.effective.dry_run)
+                        planned=run.settings.dry_run or run.held_back(record)
                         or mode == "dry-run")
 
 
@@ -4383,8 +4433,10 @@ def owner_notices(run: Run, outcomes: list[Outcome], nearing: list[NearDeadline]
         record = records.get(outcome.secret)
         if outcome.leak:
             notices.append(exposed_notice(run, record, outcome))
-        elif record is not None and record.authorised:
-            notices += [adopted_notice(run, record, outcome, key, anchor) for key in sorted(record.adopted_at)]
+        elif record is not None and record.name in run.found:
+            holders = run.found[record.name].holders or Holders()
+            notices += [adopted_notice(run, record, holders, outcome, key, anchor)
+                        for key in sorted(holders.adopted_since)]
             notices += [still_in_use_notice(run, record, outcome, anchor), failed_notice(run, record, outcome)]
     notices += [nearing_notice(run, near) for near in nearing]
     return [n for n in notices if n is not None]
@@ -4682,19 +4734,20 @@ def step_create_secret(run: Run, record: SecretRecord, token: str) -> StepDone:
         # (Real Secrets Manager refuses to rewrite a version: that refusal deletes the new key, and says what to do.)
         log_action("pending_key_gone", logging.WARNING, secret=record.name, version=token,
                    key_id=pending.get("AccessKeyId"))
-    plan = plan_rotation(keys, run.holders(record, keys))
+    holders = run.holders(record, keys)
+    plan = plan_rotation(keys, holders)
     log_action("plan", secret=record.name, user=record.user_name, held_key_id=record.held_key_id,
                keys=[f"{k.key_id}:{k.status}" for k in keys], steps=plan.steps(), version=token)
-    record.keys = keys
+    found = run.conclude(record, keys=tuple(keys), holders=holders)
     # Written down as the batch does, so no later run takes the key for an idle one; as KEY@off ("a new adoption
     # when found Active"): rotation mode tells no owner and starts no gate, so the batch's first run after it
     # adopts the key afresh, tells its owner, and gives it its whole wait.
-    record_adoptions(run, record, frozenset(record.adopted_at))
+    record_adoptions(run, record, found, frozenset(holders.adopted_since))
     if plan.blocked:
         raise RotationError(record.name, plan.blocked)
     new_key = make_room_and_create(run, record, plan, keys, None)
     try:
-        store_key(clients, record, new_key, token, pending=True, smtp_regions=record.effective.smtp_regions)
+        store_key(clients, record, new_key, token, pending=True, smtp_regions=found.effective.smtp_regions)
     except RotationError as err:
         if pending is not None and err.code == "ResourceExistsException":
             raise RotationError(record.name, f"{err.why}. Version {token} holds a key that no longer works and "
