@@ -10,8 +10,9 @@ above it.
 3. Functional core (pure, no AWS): ``plan_rotation`` (the decision table is its docstring), ``rotation_due``,
    ``due_after_days`` (the deadline), ``retirement`` (the grace period), the user-tag evidence (``made_marker``,
    ``made_candidates``, ``parse_adopted``), the redelivery token.
-4. Records: what a run reads (``SecretRecord``) and carries between passes (``Outcome``, ``Rotate``,
-   ``Settling``, ``Stored``, ``Cleanup``, ``Restore``).
+4. Records, frozen: what a run reads (``SecretRecord``), what it concludes of each secret (``Found``, each
+   pass's conclusion recorded whole by the run) and what one pass hands the next (``Rotate``, ``Settling``,
+   ``Stored``, ``Cleanup``, ``Restore``); the outcome (``Outcome``), from which every output is rendered.
 5. Clients and AWS steps: clients with a per-call time budget and a per-rotation deadline; one small function
    per AWS step, each raising a RotationError; verification with STS (``verify_keys``).
 6. Authority, holders and the guard: ``Run`` (who holds, uses or may act for each user's keys), ``guard``,
@@ -1231,7 +1232,7 @@ class Outcome:
                 "key_age_days": deadline.key_age_days, "next_rotation": deadline.next_rotation}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Stored:
     """A rotation whose new key is in the secret: next, verify it, then retire or keep the old key."""
 
@@ -1246,7 +1247,7 @@ class Stored:
     adopted_since: datetime | None = None  # when the adopted key kept Active was first adopted (its gate's start)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settling:
     """A secret whose previous (or adopted) key is still Active: verify the current key, then retire or keep it."""
 
@@ -1261,7 +1262,7 @@ class Settling:
     at_deadline: bool = False  # an adopted key turned on again while the held key is at its deadline: no new wait
 
 
-@dataclass
+@dataclass(frozen=True)
 class Restore:
     """The key the secret holds is gone or off: AWSPREVIOUS's key, Active and the same user's, to go back to."""
 
@@ -1270,7 +1271,7 @@ class Restore:
     found: str  # what was found, for the reason
 
 
-@dataclass
+@dataclass(frozen=True)
 class Rotate:
     """A rotation decided on, from reads alone: the plan, and what the run found. Nothing has changed yet."""
 
@@ -1287,7 +1288,7 @@ class Rotate:
     at_once: bool = False  # the entry point's policy (a leak's): the old key is retired at once, no grace period
 
 
-@dataclass
+@dataclass(frozen=True)
 class Cleanup:
     """Nothing is due but the function's own unstored keys: delete them, then report ``outcome``."""
 
@@ -3398,7 +3399,7 @@ def assess(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate | Clea
     settling = settle_first(run, record, keys, holders, own, redelivery) if held_ok else None
     if settling is not None and settling.adopted is not None and held_at_deadline(run, record, keys, own) \
             and settling.previous_key_id in parse_retired(run.tags(record).get(ADOPTED_TAG)):
-        settling.at_deadline = True  # turned on again after its adoption was over: no new wait
+        settling = replace(settling, at_deadline=True)  # turned on again after its adoption was over: no new wait
     if settling is not None:
         return settling
     if redelivery:
@@ -3470,7 +3471,7 @@ def rotate(run: Run, item: Rotate) -> Outcome | Stored:
         restored = repair(run, record, item.restore)
         if isinstance(restored, Outcome):
             return restored
-        item.reasons = (*facts(restored), *item.reasons)
+        item = replace(item, reasons=(*facts(restored), *item.reasons))
         if plan.blocked:
             raise RotationError(record.name, f"{restored}; {plan.blocked}")
     stopped = run.stopped()
@@ -3507,8 +3508,7 @@ def act(run: Run, item: Outcome | Settling | Rotate | Cleanup) -> Outcome | Stor
         item.outcome.retired_keys = sorted(item.lost)
         return item.outcome
     if isinstance(item, Settling):
-        item.reasons = (*item.reasons, *facts(lost_reason(item.lost)))
-        return item
+        return replace(item, reasons=(*item.reasons, *facts(lost_reason(item.lost))))
     return rotate(run, item)
 
 
@@ -3820,13 +3820,14 @@ def answer_exposures(run: Run, records: list[Any], outcomes: list[Outcome]) -> N
                    message=f"exposed key {key_id}: {outcome.reason or outcome.status}")
 
 
-def assess_exposed(run: Run, record: SecretRecord, own: SecretSettings, keys: list[KeyState], holders: Holders,
-                   token: str, leaked: set[str]) -> Outcome | Settling | Rotate:
+def assess_exposed(run: Run, record: SecretRecord, found_now: Assessing,
+                   leaked: set[str]) -> Outcome | Settling | Rotate:
     """Leaked keys of this secret's user. The key the secret holds is replaced now, whatever its age, and
     deactivated once the new key authenticates (force's plan: a previous key in the way is retired first); a
     previous or adopted key is deactivated once the current key authenticates. A leaked key is never deleted (it
     is evidence), nor a person's key in use freed for room: then the key the secret holds is NOT replaced, the
     other leaked keys are still deactivated, and the reason says what is in the way."""
+    own, keys, token, holders = found_now.effective, found_now.keys, found_now.token, found_now.holders
     # a leak answers now: a key made just after the function's mark that IAM shows never used is taken for its own
     holders = replace(holders, lost=holders.lost | frozenset(holders.unproven), unproven={})
     # IAM's list lags a change by minutes: a key listed Inactive may have just been turned on (a rollback, a
@@ -3874,8 +3875,7 @@ def assess_leaked(run: Run, record: SecretRecord) -> Outcome | Settling | Rotate
     leaked = run.exposed.get(record.user_name.casefold())
     if not leaked:
         return skipped(record, "names another user than the leaked key's; not acted on")
-    return assess_exposed(run, record, found_now.effective, found_now.keys, found_now.holders, found_now.token,
-                          leaked)
+    return assess_exposed(run, record, found_now, leaked)
 
 
 def leak_work(run: Run) -> Work:

@@ -84,3 +84,17 @@ def test_the_settings_record_s_defaults_are_the_settings_table_s():
         if row.default is None or name == "sec":
             continue  # derived (TIME_MARGIN_SECONDS) or none (sec, topics, buses)
         assert defaults[row.field] == row.default, name
+
+
+def test_what_a_run_reads_and_what_one_pass_hands_the_next_cannot_be_changed_after():
+    """A record as read, a conclusion of the run (``Found``: authorised, settings, keys, holders) and what a pass
+    hands the next are frozen: a later pass makes a new one, never writes an earlier pass's back."""
+    records = ["SecretRecord", "Found", "KeyState", "Holders", "RotationPlan", "SecretSettings", "Assessing",
+               "Rotate", "Settling", "Stored", "Cleanup", "Restore", "StepDone"]
+    mutable = [name for name in records if not getattr(lambda_function, name).__dataclass_params__.frozen]
+    assert mutable == []
+    record = lambda_function.SecretRecord(name="s", arn="arn:aws:secretsmanager:us-east-1:123456789012:secret:s",
+                                          secret_name="s", value={}, user_name="u", held_key_id=None,
+                                          version_id=None, version_created=None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.held_key_id = "AKIAEXAMPLE"  # type: ignore[misc]
