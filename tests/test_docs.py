@@ -65,3 +65,26 @@ def test_four_alarms_everywhere():
     assert "three alarms" not in text.lower()
     for name in ("errors", "no-success", "still-in-use", "overdue"):
         assert f"FUNCTION-{name}" in DOCS["docs/operate.md"], name
+
+
+def test_the_reference_s_settings_table_says_each_row_s_bounds_choices_and_default():
+    """docs/reference.md's settings table is the table in the code said for readers: each number's bounds and
+    default, each choice's words, as the row in ``lambda_function.SETTINGS_TABLE`` has them."""
+    import lambda_function
+
+    text = DOCS["docs/reference.md"]
+    table = text[text.index("## Settings"):text.index("## Secret tags")]
+    lines = {name: next(line for line in table.splitlines() if f"`{name}`" in line.split(" | ")[0])
+             for name in lambda_function.SETTINGS_TABLE}
+    for name, row in lambda_function.SETTINGS_TABLE.items():
+        _, _meaning, accepted, default = lines[name].strip("| ").split(" | ")
+        if row.kind in (int, float):
+            low = "`GRACE_HOURS`" if name == "MAX_GRACE_HOURS" else f"{row.low:g}"
+            assert f"{low} to {row.high:g}" in accepted, name
+            if row.default is not None:
+                assert f"{row.default:g}" in default, name
+        elif row.kind == "choice":
+            assert all(choice.lower() in accepted.lower() for choice in row.choices), name
+            assert row.default.lower() in default.lower(), name
+        elif row.kind is bool:
+            assert accepted == "boolean" and f"`{str(row.default).lower()}`" in default, name
