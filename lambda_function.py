@@ -10,9 +10,10 @@ above it.
 3. Functional core (pure, no AWS): ``plan_rotation`` (the decision table is its docstring), ``rotation_due``,
    ``due_after_days`` (the deadline), ``retirement`` (the grace period), the user-tag evidence (``made_marker``,
    ``made_candidates``, ``parse_adopted``), the redelivery token.
-4. Records, frozen: what a run reads (``SecretRecord``), what it concludes of each secret (``Found``, each
-   pass's conclusion recorded whole by the run) and what one pass hands the next (``Rotate``, ``Settling``,
-   ``Stored``, ``Cleanup``, ``Restore``); the outcome (``Outcome``), from which every output is rendered.
+4. Records: what a run reads (``SecretRecord``), what it concludes of each secret (``Found``, each pass's
+   conclusion recorded whole by the run) and what one pass hands the next (``Rotate``, ``Settling``, ``Stored``,
+   ``Cleanup``, ``Restore``), all frozen; the outcome (``Outcome``), which the last passes complete (the deadline's
+   figures, a leak's facts) and every output is rendered from.
 5. Clients and AWS steps: clients with a per-call time budget and a per-rotation deadline; one small function
    per AWS step, each raising a RotationError; verification with STS (``verify_keys``).
 6. Authority, holders and the guard: ``Run`` (who holds, uses or may act for each user's keys), ``guard``,
@@ -1126,8 +1127,9 @@ class SecretRecord:
 class Found:
     """What the run concluded of one secret, pass by pass: each conclusion is a new Found (``Run.conclude``).
     Present: the secret is authorised (its keys may be read and reported). The guard adds its effective settings
-    (None: authorised only as its user's holder, a hold reported before any guard); the assessment adds the
-    user's keys as listed and who holds them (``holders``: the adopted keys among them, and since when)."""
+    (None: one of its tags was refused, or it is authorised only as its user's holder, a hold reported before any
+    guard). The assessment adds the user's keys as listed, then who holds them (``holders``: the adopted keys among
+    them, and since when); a rollback, and the report of a hold, add the keys alone."""
 
     effective: SecretSettings | None = None
     keys: tuple[KeyState, ...] | None = None
@@ -2192,8 +2194,9 @@ def previous_key(run: Run, record: SecretRecord, keys: list[KeyState]) -> str | 
 
 @dataclass
 class Run:
-    """What one invocation shares across its secrets, in either mode: settings, clients, clock, and who holds
-    and may act for which user."""
+    """What one invocation shares across its secrets, in either mode: settings, clients, clock, who holds and
+    may act for which user, what it concluded of each secret (``found``), and the reads it makes once (a key's
+    last use, a version's key)."""
 
     settings: Settings
     clients: Clients
@@ -2209,7 +2212,7 @@ class Run:
     exposures: dict[str, str] = field(default_factory=dict)  # leaked key -> the secret (ARN) that answers it
     found: dict[str, Found] = field(default_factory=dict)  # secret (as named) -> what the run concluded of it
     usage: dict[str, tuple[datetime | None, str]] = field(default_factory=dict)  # key -> last use, asked once
-    version_keys: dict[tuple[str, str], str | None] = field(default_factory=dict)  # (ARN, stage) -> key, read once
+    version_keys: dict[tuple[str, str], str | None] = field(default_factory=dict)  # (secret, stage) -> key id
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def conclude(self, record: SecretRecord, **parts: Any) -> Found:
@@ -2273,9 +2276,9 @@ class Run:
 
     def held_at(self, record: SecretRecord, stage: str) -> str | None:
         """The key id the version with ``stage`` holds, for the same user, read once per invocation."""
-        if (record.arn, stage) not in self.version_keys:
-            self.version_keys[record.arn, stage] = key_held_at(self.clients, record, stage)
-        return self.version_keys[record.arn, stage]
+        if (record.name, stage) not in self.version_keys:
+            self.version_keys[record.name, stage] = key_held_at(self.clients, record, stage)
+        return self.version_keys[record.name, stage]
 
     def may_hold(self, record: SecretRecord) -> bool:
         """Does this (other) secret's versions count as holding its user's keys?"""
@@ -2750,10 +2753,10 @@ def rollback_secret(run: Run, record: SecretRecord) -> Outcome:
 # ---------------------------------------------------------------------------
 
 
-def compliance(run: Run, record: SecretRecord, found: Found, outcome: Outcome) -> Deadline:
-    """The deadline, per secret: the held key's age after the run, when its rotation falls due, and any
-    managed Active key older than MAX_KEY_AGE_DAYS (overdue). From the keys the run listed, and what it did."""
-    keys, now, settings = found.keys or (), run.clock.now(), run.settings
+def active_after(record: SecretRecord, keys: tuple[KeyState, ...], outcome: Outcome,
+                 now: datetime) -> tuple[dict[str, datetime], str | None]:
+    """The user's Active keys after the run (key id -> IAM's creation date; a key made in the run, now) and the key
+    the secret holds then: from the keys the run listed, and what it did."""
     gone = set(outcome.retired_keys)
     active = {k.key_id: k.created for k in keys if k.active and k.key_id not in gone}
     held_id = record.held_key_id
@@ -2764,20 +2767,35 @@ def compliance(run: Run, record: SecretRecord, found: Found, outcome: Outcome) -
         active.update({k.key_id: k.created for k in keys if k.key_id == held_id})  # re-activated
     if outcome.retired_key_id:
         active.pop(outcome.retired_key_id, None)
+    return active, held_id
+
+
+def compliance(run: Run, record: SecretRecord, found: Found, outcome: Outcome) -> Deadline:
+    """The deadline, per secret: the age of the key the secret holds after the run, and when its rotation falls
+    due (``overdue`` adds any managed Active key older than MAX_KEY_AGE_DAYS)."""
+    keys, now, settings = found.keys or (), run.clock.now(), run.settings
+    active, held_id = active_after(record, keys, outcome, now)
     held_created = active.get(held_id) or next((k.created for k in keys if k.key_id == held_id), None)
     own = found.effective or SecretSettings("rotate", settings.dry_run, settings.rotate_after_days,
                                             settings.grace_hours)
     due = due_after_days(own.rotate_after_days, own.grace_hours, settings.max_grace_hours, settings.max_key_age_days)
-    deadline = Deadline(key_age_days=age_days(held_created, now) if held_created else None,
-                        next_rotation=iso(max(now, held_created + timedelta(days=due)) if held_created else now)[:10])
-    if settings.max_key_age_days > 0:
-        others = run.others_holding(record, list(keys)) if run.by_user else {}
-        late = sorted((created, key_id) for key_id, created in active.items()
-                      if key_id not in others and now - created > timedelta(days=settings.max_key_age_days))
-        if late:
-            deadline = replace(deadline, overdue=True, overdue_keys=len(late), overdue_key_id=late[0][1],
-                               overdue_key_age_days=age_days(late[0][0], now))
-    return deadline
+    return Deadline(key_age_days=age_days(held_created, now) if held_created else None,
+                    next_rotation=iso(max(now, held_created + timedelta(days=due)) if held_created else now)[:10])
+
+
+def overdue(run: Run, record: SecretRecord, found: Found, outcome: Outcome, deadline: Deadline) -> Deadline:
+    """``deadline`` with any Active key past MAX_KEY_AGE_DAYS after the run that no other secret holds (overdue).
+    Apart from ``compliance``: a holder that cannot be read leaves the held key's figures said."""
+    keys, now, max_age = found.keys or (), run.clock.now(), run.settings.max_key_age_days
+    if max_age <= 0:
+        return deadline
+    others = run.others_holding(record, list(keys)) if run.by_user else {}
+    late = sorted((created, key_id) for key_id, created in active_after(record, keys, outcome, now)[0].items()
+                  if key_id not in others and now - created > timedelta(days=max_age))
+    if not late:
+        return deadline
+    return replace(deadline, overdue=True, overdue_keys=len(late), overdue_key_id=late[0][1],
+                   overdue_key_age_days=age_days(late[0][0], now))
 
 
 def brought_forward_note(run: Run, record: SecretRecord) -> list[str]:
@@ -2813,6 +2831,7 @@ def report_compliance(run: Run, records: list[Any], outcomes: list[Outcome]) -> 
             continue
         try:
             outcome.deadline = compliance(run, record, found, outcome)
+            outcome.deadline = overdue(run, record, found, outcome, outcome.deadline)
             outcome.reasons += brought_forward_note(run, record)
         except Exception as err:  # a figure that cannot be worked out must not fail the run
             log_action("compliance_failed", logging.WARNING, secret=record.name, error=type(err).__name__)
@@ -3376,9 +3395,10 @@ def assessing(run: Run, record: SecretRecord) -> Assessing:
     found = run.found.get(record.name)
     own = found.effective if found is not None and found.effective is not None else guard(run, record, Entry.BATCH)
     keys = list_keys(run.clients, record)
+    run.conclude(record, keys=tuple(keys))  # the deadline's figures need them even if reading a holder fails
     token = version_token(run.settings.event_id, record.arn)
     redelivery, holders = already_rotated(record, run.settings, token), run.holders(record, keys)
-    run.conclude(record, keys=tuple(keys), holders=holders)
+    run.conclude(record, holders=holders)
     return Assessing(own, keys, token, redelivery, holders)
 
 
@@ -4800,7 +4820,7 @@ def step_finish_secret(run: Run, record: SecretRecord, token: str) -> StepDone:
     check, keys = pending_check(run, record, token)
     verify_one(clients, check, run.settings, run.clock)
     current = record.version_with(CURRENT)
-    old_key = record.held_key_id if current != token else key_held_at(clients, record, PREVIOUS)
+    old_key = record.held_key_id if current != token else run.held_at(record, PREVIOUS)
     with aws_step(record.name, "UpdateSecretVersionStage"):
         if current != token:
             move_current(run, record, token, current)

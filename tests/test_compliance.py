@@ -309,3 +309,19 @@ def test_a_key_in_use_adopted_near_the_deadline_still_leaves_the_rotation_inside
     rotated_on = next(day for day, e in enumerate(entries, 1) if e["status"] == "rotated")
     assert 79 + rotated_on < 90, entries
     assert held not in aws.keys("alice") or aws.keys("alice")[held] != "Active"
+
+
+def test_a_secret_whose_holders_cannot_be_read_still_says_its_key_s_age_and_that_it_is_overdue(aws, invoke, faults,
+                                                                                              caplog):
+    # The keys are listed before their holders are worked out: when IAM refuses a key's last use, the secret
+    # fails, and the run still counts its overdue key, from the keys it listed.
+    from faults import REFUSED
+
+    seeded = seed_user(aws.iam, aws.secrets, "alice", ("Active", "Active"), held=0, stale=False)
+    backdate_key("alice", seeded.key_ids[0], 100)
+    faults.inject("get_access_key_last_used", REFUSED, error=("AccessDenied", "not allowed", 403))
+    with pytest.raises(lambda_function.RotationFailed, match="GetAccessKeyLastUsed failed"):
+        invoke(seeded.secret)
+    (complete,) = [json.loads(r.getMessage()) for r in caplog.records if '"action": "run_complete"' in r.getMessage()]
+    assert complete["failed"] == 1 and complete["overdue_keys"] == 1 and complete["oldest_key_age_days"] >= 100
+    assert aws.keys("alice") == {seeded.key_ids[0]: "Active", seeded.key_ids[1]: "Active"}

@@ -290,3 +290,21 @@ def test_a_key_adopted_in_rotation_mode_is_told_and_given_its_whole_wait_by_the_
     result = invoke(seeded.secret)
     assert aws.keys("alice")[person] == "Active", result["secrets"]
     assert [(e["case"], e["key_id"], e["status"]) for e in result["owners_told"]] == [("adopted", person, "told")]
+
+
+def test_a_retried_finish_reads_the_previous_version_once(aws, faults):
+    # finishSecret after AWSCURRENT already moved (a retry): the key AWSPREVIOUS holds is the old key; it is read
+    # once, and the plan's holders use that same read.
+    seeded = seed_row(aws.iam, aws.secrets, next(r for r in ROWS if r.name == "two-active"), user="alice")
+    token = begin_rotation(seeded.secret)
+    for name in STEPS[:3]:
+        step(seeded.secret, token, name)
+    faults.inject("update_access_key", REFUSED, error=("AccessDenied", "not allowed", 403))
+    with pytest.raises(RotationError):
+        step(seeded.secret, token, "finishSecret")
+    faults.clear()
+    reads = faults.watch("get_secret_value")
+    step(seeded.secret, token, "finishSecret")
+    assert_finished(aws, seeded.secret, token)
+    stages = [json.loads(r["body"]).get("VersionStage") for r in reads]
+    assert stages.count("AWSPREVIOUS") == 1, stages
