@@ -22,6 +22,7 @@ import functools
 import json
 import os
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,13 @@ os.environ.update(
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 make_moto_move_current_as_aws_does()
+
+# Bytecode is kept (__pycache__, which git ignores) even where the shell sets PYTHONDONTWRITEBYTECODE, as container
+# images do: the suite starts a few hundred Pythons (make's targets, make local-aws, the demo, the xdist workers),
+# and without it each compiles lambda_function.py and tools/*.py again (about 0.15 s a process) and each worker
+# rewrites every test module's assertions again. What runs is the same code.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 
 def share_botocore_data_loader() -> None:
