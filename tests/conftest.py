@@ -554,9 +554,9 @@ def pytest_collection_modifyitems(items):
     items.sort(key=run_order)
 
 
-# The tests that run for many seconds each (the README's walks, the model, the demo, make local-aws): run first, so
-# that none starts last and leaves the other workers idle. Then e2e, aws, unit: the shortest last.
-LONG_FILES = ("test_readme.py", "test_model.py", "test_end_to_end.py", "test_local_aws.py")
+# The tests that run for many seconds each (the README's walks and the demo, the model, make local-aws): run first,
+# so that none starts last and leaves the other workers idle. Then e2e, aws, unit: the shortest last.
+LONG_FILES = ("test_readme.py", "test_model.py", "test_local_aws.py")
 
 
 def run_order(item: pytest.Item) -> tuple[int, int]:
