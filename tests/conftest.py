@@ -35,7 +35,7 @@ from moto import mock_aws
 import faults as fault_kit
 import lambda_function
 from lagging_aws import LaggingKeyLists, LaggingLastUsed, SecretChangeDates, install, install_secret_dates
-from local_aws import LambdaContext, make_moto_move_current_as_aws_does, moto_server
+from local_aws import LambdaContext, make_moto_move_current_as_aws_does, pointed_at, start_server
 from seed import ACCOUNT_ID, iam_secret_keys
 
 __all__ = ["LambdaContext"]  # tests import it from here
@@ -492,10 +492,20 @@ def read_exports(lines) -> dict[str, str]:
     return exports
 
 
+@pytest.fixture(scope="session")
+def moto_server_started():
+    """One moto server per worker, started once (tools/local_aws.py's, as make local-aws runs it): a new server
+    for each test built moto's Flask app again for each service the test asked (tens of ms a test)."""
+    running, endpoint = start_server(0)
+    yield endpoint
+    running.stop()
+
+
 @pytest.fixture
-def server():
-    """A moto server on 127.0.0.1 over HTTP, with boto3 (and the AWS CLI) pointed at it."""
-    with moto_server() as endpoint:
+def server(moto_server_started):
+    """A moto server on 127.0.0.1 over HTTP, emptied (an empty account, as a new server has), with boto3 (and the
+    AWS CLI) pointed at it."""
+    with pointed_at(moto_server_started) as endpoint:
         yield endpoint
 
 
