@@ -119,11 +119,13 @@ release:  ## dist/iam-key-rotation-VERSION.zip, dist/template-VERSION.yaml and d
 	@$(PYTHON) tools/release.py
 
 # Each deploy target's values, checked before anything is called (exit 2 when one is refused); then the target.
+# The tool checks them itself before its first call; a target that uploads the zip checks them first on its own
+# (check-TARGET), before make builds the zip. (A check of its own for every target cost a Python and boto3 each.)
 $(addprefix check-,$(DEPLOY_TARGETS)): check-%: cli
 	@$(DEPLOY) --check $*
 
 .SECONDEXPANSION:
-$(DEPLOY_TARGETS): %: check-% $$(if $$(filter $$*,$(PACKAGED)),package) cli
+$(DEPLOY_TARGETS): %: $$(if $$(filter $$*,$(PACKAGED)),check-% package) cli
 	@$(DEPLOY) $@
 
 local-aws:  $(VENV)/.installed  ## a local moto server standing in for AWS, running the function's invocations in-process: prints the variables to export

@@ -22,6 +22,7 @@ import functools
 import json
 import os
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from moto import mock_aws
 import faults as fault_kit
 import lambda_function
 from lagging_aws import LaggingKeyLists, LaggingLastUsed, SecretChangeDates, install, install_secret_dates
-from local_aws import LambdaContext, make_moto_move_current_as_aws_does, moto_server
+from local_aws import LambdaContext, make_moto_move_current_as_aws_does, pointed_at, start_server
 from seed import ACCOUNT_ID, iam_secret_keys
 
 __all__ = ["LambdaContext"]  # tests import it from here
@@ -47,6 +48,13 @@ os.environ.update(
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 make_moto_move_current_as_aws_does()
+
+# Bytecode is kept (__pycache__, which git ignores) even where the shell sets PYTHONDONTWRITEBYTECODE, as container
+# images do: the suite starts a few hundred Pythons (make's targets, make local-aws, the demo, the xdist workers),
+# and without it each compiles lambda_function.py and tools/*.py again (about 0.15 s a process) and each worker
+# rewrites every test module's assertions again. What runs is the same code.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 
 def share_botocore_data_loader() -> None:
@@ -64,6 +72,52 @@ def share_botocore_data_loader() -> None:
 
 
 share_botocore_data_loader()
+
+
+def share_botocore_event_aliases() -> None:
+    """Each client copies its session's event emitter, and each copy worked out again, for every event name it
+    emitted, what botocore's renamed events make of it (``EventAliaser._alias_event_name``: a loop over
+    EVENT_ALIASES a name). The copies share the answers: the same aliases, the same names. With
+    remember_moto_method_names, a fifth less time for the fault matrix."""
+    from botocore.hooks import EventAliaser
+
+    copy_aliaser = EventAliaser.__copy__
+    if getattr(copy_aliaser, "shared", False):
+        return
+
+    def shared_copy(self: EventAliaser) -> EventAliaser:
+        copied = copy_aliaser(self)
+        if copied._event_aliases == self._event_aliases:
+            copied._alias_name_cache = self._alias_name_cache
+        return copied
+
+    shared_copy.shared = True
+    EventAliaser.__copy__ = shared_copy
+
+
+def remember_moto_method_names() -> None:
+    """moto looks up the method for each request by listing its responder class's functions anew
+    (``inspect.getmembers``). The list is kept per class for as long as no class in its MRO gains or loses an
+    attribute (a test's stand-in adds lookup_events to CloudTrail's, and takes it away)."""
+    import moto.core.responses
+    from moto.core.utils import method_names_from_class
+
+    if getattr(moto.core.responses.method_names_from_class, "remembered", False):
+        return
+    known: dict[tuple, list[str]] = {}
+
+    def remembered(clazz: type) -> list[str]:
+        key = (clazz, *(tuple(vars(owner)) for owner in clazz.__mro__))
+        if key not in known:
+            known[key] = method_names_from_class(clazz)
+        return known[key]
+
+    remembered.remembered = True
+    moto.core.responses.method_names_from_class = remembered
+
+
+share_botocore_event_aliases()
+remember_moto_method_names()
 
 # TEST_CLOCK_SHIFT_DAYS=N runs the whole suite with every clock of the process, moto's included, N days ahead
 # (by hand; the suite's own check is the year-ahead twins, below).
@@ -484,10 +538,20 @@ def read_exports(lines) -> dict[str, str]:
     return exports
 
 
+@pytest.fixture(scope="session")
+def moto_server_started():
+    """One moto server per worker, started once (tools/local_aws.py's, as make local-aws runs it): a new server
+    for each test built moto's Flask app again for each service the test asked (tens of ms a test)."""
+    running, endpoint = start_server(0)
+    yield endpoint
+    running.stop()
+
+
 @pytest.fixture
-def server():
-    """A moto server on 127.0.0.1 over HTTP, with boto3 (and the AWS CLI) pointed at it."""
-    with moto_server() as endpoint:
+def server(moto_server_started):
+    """A moto server on 127.0.0.1 over HTTP, emptied (an empty account, as a new server has), with boto3 (and the
+    AWS CLI) pointed at it."""
+    with pointed_at(moto_server_started) as endpoint:
         yield endpoint
 
 
@@ -543,6 +607,32 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.aws)
         else:
             item.add_marker(pytest.mark.unit)
+    items.sort(key=run_order)
+
+
+# The tests that run for many seconds each (the README's walks and the demo, the model, make local-aws): run first,
+# so that none starts last and leaves the other workers idle. Then e2e, aws, unit: the shortest last.
+LONG_FILES = ("test_readme.py", "test_model.py", "test_local_aws.py")
+
+
+def run_order(item: pytest.Item) -> tuple[int, int]:
+    """Where the test goes in the run: a stable sort, so each file's own order is kept."""
+    if item.path.name in LONG_FILES:
+        return 0, LONG_FILES.index(item.path.name)
+    return next(rank for rank, marker in enumerate(("e2e", "aws", "unit"), 1) if item.get_closest_marker(marker)), 0
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under xdist (-n), work stealing unless --dist names a scheduler: a worker that runs out takes half of what
+    another still has queued, so the workers finish together (xdist's default hands out fixed chunks, and one
+    worker was left running e2e tests alone for the last 15 to 20 s)."""
+    given = [*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split()]
+    if config.getoption("dist") != "load" or any(arg.startswith(("--dist", "-d")) for arg in given):
+        return None
+    from xdist.scheduler import WorkStealingScheduling
+
+    return WorkStealingScheduling(config, log)
 
 
 class WaitOnClock:

@@ -21,6 +21,7 @@ import boto3
 import pytest
 
 from conftest import read_exports
+from seed import ROWS
 
 ROOT = Path(__file__).parent.parent
 DOCUMENTS = ("README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")))
@@ -53,8 +54,11 @@ def sh(document: str, heading: str, nth: int = 0) -> str:
 
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a user's shell has: the dev CLI as `aws`, no pytest or xdist variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    """The environment a user's shell has: the dev CLI as `aws`, no pytest or xdist variables, and none of an outer
+    make's (under `make test X=...`, its MAKEFLAGS would hand X=... to every make the blocks run, PYTEST_ADDOPTS
+    included: the opening block's make test would then run this test again, and so on)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PYTEST_") and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     env.update(extra or {})
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     return env
@@ -82,13 +86,31 @@ def test_every_command_block_is_run_by_a_test():
     assert called - found == set(), "tests naming blocks that are not there"
 
 
-def test_the_opening_commands_work_on_this_clone():
-    # `make demo` as written; `make test` as written, told (PYTEST_ADDOPTS) to run one test, not the whole suite
-    # it is part of.
+def test_the_opening_commands_work_on_this_clone_and_the_demo_rotates_every_row():
+    # `make demo` as written, in a shell with no AWS configuration at all (the demo brings its own local AWS);
+    # `make test` as written, told (PYTEST_ADDOPTS) to run one test, not the whole suite it is part of, on one
+    # worker (PYTEST_XDIST_AUTO_NUM_WORKERS: what -n auto means).
     one_test = "-p no:cacheprovider tests/test_plan.py::test_readme_table_matches_code_table"
-    out = run(sh("README.md", "# IAM access key rotation"), cli_env({"PYTEST_ADDOPTS": one_test}))
+    env = {k: v for k, v in cli_env({"PYTEST_ADDOPTS": one_test, "PYTEST_XDIST_AUTO_NUM_WORKERS": "1"}).items()
+           if not k.startswith("AWS_") and k != "sec"}
+    out = run(sh("README.md", "# IAM access key rotation"), env)
     assert "rolled_back" in out and "skip-tagged" in out, out  # the demo's last part
     assert re.search(r"\b1 passed\b", out), out
+
+    # What the demo printed (up to make test's pytest), make's own lines (its recipes, a sub-make's directory) left
+    # out.
+    printed = re.split(r"^=+ test session starts =+$", out, maxsplit=1, flags=re.M)[0]
+    demo = "".join(line for line in printed.splitlines(keepends=True)
+                   if not re.match(r"\.venv/bin/python |make(\[\d+\])?: ", line))
+    assert f"rotated {len(ROWS)}, skipped 0, failed 0" in demo
+    assert "two-active (2 active)" in demo
+    for label in ("1. Dry run", "2. Rotation", "3. What the Lambda console shows", "4. Refused", "5. Day to day"):
+        assert label in demo
+    for status in ("rotated", "waiting", "retired", "rolled_back", "skipped"):
+        assert f" {status} " in demo.split("5. Day to day")[1], status
+    assert "refused: IAM user 'admin' has no tag 'key-rotation-secret'" in demo
+    assert '"_aws"' not in demo and '"action"' not in demo, "quiet: no metrics or log lines"
+    assert len(demo.splitlines()) < 60, "a first-time user reads it without scrolling"
 
 
 @pytest.fixture
@@ -127,14 +149,21 @@ class LocalAccount:
 
 
 def walk_steps_1_and_2a(env: dict[str, str], account: LocalAccount, lam) -> None:
-    """The README's steps 1 and 2a, as written, and what each leaves behind."""
+    """The README's steps 1 (run twice, as a re-run would) and 2a, as written, and what each leaves behind."""
     iam, secrets = account.iam, account.secrets
     # 1. On a fresh account the user does not exist: the block makes it (at /, as IAM does by default), moves it
     # under /key-rotation/ as it would an existing user, and tags it naming the secret.
-    run(sh("README.md", "### 1. A secret per user, and the user's tag naming it back"), env)
+    step_1 = sh("README.md", "### 1. A secret per user, and the user's tag naming it back")
+    run(step_1, env)
     arn = secrets.describe_secret(SecretId="iam-keys/ci-deployer")["ARN"]
     assert iam.get_user(UserName="ci-deployer")["User"]["Path"] == "/key-rotation/"
     assert iam.list_user_tags(UserName="ci-deployer")["Tags"] == [{"Key": "key-rotation-secret", "Value": arn}]
+    # Step 1 run twice (the tag broken since): it reads the existing secret and tags the user with its ARN again.
+    iam.tag_user(UserName="ci-deployer", Tags=[{"Key": "key-rotation-secret", "Value": ""}])
+    run(step_1, env)
+    (secret,) = secrets.list_secrets()["SecretList"]
+    assert iam.list_user_tags(UserName="ci-deployer")["Tags"] == [
+        {"Key": "key-rotation-secret", "Value": secret["ARN"]}], "the existing secret's ARN, read back"
 
     # 2a. The role with the function's policy (for this account and region), then the function.
     run(sh("README.md", "### 2a. With the AWS CLI"), env)
@@ -185,8 +214,8 @@ def walk_day_two(env: dict[str, str], account: LocalAccount, lam, first: str) ->
     assert events.describe_rule(Name="iam-key-rotation-schedule")["State"] == "DISABLED"
 
 
-def test_a_newcomer_walks_the_readme_against_make_local_aws(local_aws):
-    # Steps 1, 2a, 3 and 4, then day two, in the README's order, in a second shell holding the exports.
+def test_a_newcomer_walks_the_readme_against_make_local_aws_running_step_1_twice(local_aws):
+    # Steps 1 (twice), 2a, 3 and 4, then day two, in the README's order, in a second shell holding the exports.
     env = cli_env({**local_aws, "AWS_PROFILE": ""})
     env.pop("AWS_PROFILE")
     account = LocalAccount(local_aws)
@@ -218,19 +247,6 @@ def test_a_newcomer_walks_the_readme_against_make_local_aws(local_aws):
     assert (rule["Name"], rule["ScheduleExpression"]) == ("iam-key-rotation-schedule", "cron(0 6 * * ? *)")
 
     walk_day_two(env, account, lam, first)
-
-
-def test_step_1_run_twice_reads_the_existing_secret_and_tags_the_user_with_its_arn_again(local_aws):
-    env = cli_env(local_aws)
-    env.pop("AWS_PROFILE", None)
-    account = LocalAccount(local_aws)
-    step_1 = sh("README.md", "### 1. A secret per user, and the user's tag naming it back")
-    run(step_1, env)
-    account.iam.tag_user(UserName="ci-deployer", Tags=[{"Key": "key-rotation-secret", "Value": ""}])  # broken since
-    run(step_1, env)
-    (secret,) = account.secrets.list_secrets()["SecretList"]
-    assert account.iam.list_user_tags(UserName="ci-deployer")["Tags"] == [
-        {"Key": "key-rotation-secret", "Value": secret["ARN"]}], "the existing secret's ARN, read back"
 
 
 def test_step_1_never_tags_a_user_with_an_empty_or_malformed_arn(tmp_path):
@@ -336,7 +352,12 @@ def test_route_2b_after_route_2a_removes_what_2a_left_then_deploys_the_stack_dry
     assert "left in place:" in out and "the role" in out
     assert logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/iam-key-rotation")["logGroups"] == []
     assert lam.list_functions()["Functions"] == []
-    run(sh("README.md", "### 1. A secret per user, and the user's tag naming it back"))  # a user to plan for
+    # A user to plan for, as step 1 leaves it (made with boto3: the step 1 block has its own tests).
+    iam = boto3.client("iam")
+    iam.create_user(UserName="ci-deployer", Path="/key-rotation/")
+    arn = boto3.client("secretsmanager").create_secret(Name="iam-keys/ci-deployer",
+                                                       SecretString='{"UserName": "ci-deployer"}')["ARN"]
+    iam.tag_user(UserName="ci-deployer", Tags=[{"Key": "key-rotation-secret", "Value": arn}])
     # moto's CloudFormation skips the alarms and the invoke config it does not model; the rest is created.
     run(sh("README.md", "### 2b. Or with CloudFormation", 1))
     (function,) = lam.list_functions()["Functions"]
@@ -345,7 +366,7 @@ def test_route_2b_after_route_2a_removes_what_2a_left_then_deploys_the_stack_dry
     # The plan, read; nothing changes. Then the stack again, DryRun=false, every other parameter kept.
     out = run(sh("README.md", "### 2b. Or with CloudFormation", 2))
     assert re.search(r"^iam-keys/ci-deployer\s+planned\b", out, re.M), out
-    assert boto3.client("iam").list_access_keys(UserName="ci-deployer")["AccessKeyMetadata"] == []
+    assert iam.list_access_keys(UserName="ci-deployer")["AccessKeyMetadata"] == []
     run(sh("README.md", "### 2b. Or with CloudFormation", 3))
     variables = lam.get_function_configuration(FunctionName="iam-key-rotation")["Environment"]["Variables"]
     assert variables["DRY_RUN"] == "false" and variables["sec"] == "iam-keys/*"

@@ -118,11 +118,9 @@ def start_server(port: int) -> tuple[MotoServer, str]:
 
 
 @contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """Run a moto server on a free loopback port; point boto3 at it via AWS_ENDPOINT_URL."""
-    global served_endpoint
-    server, endpoint = start_server(0)
-    # moto keeps its state per process: start from an empty account.
+def pointed_at(endpoint: str) -> Iterator[str]:
+    """boto3 (and the AWS CLI) pointed at a moto server of this process via AWS_ENDPOINT_URL, its state emptied
+    first (moto keeps its state per process: an empty account); the environment restored after."""
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
     saved = {k: os.environ.get(k) for k in [*FAKE_ENV, "AWS_ENDPOINT_URL", "AWS_PROFILE"]}
     os.environ.update(FAKE_ENV, AWS_ENDPOINT_URL=endpoint)
@@ -130,13 +128,25 @@ def moto_server() -> Iterator[str]:
     try:
         yield endpoint
     finally:
-        server.stop()
-        served_endpoint = None
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """Run a moto server on a free loopback port; point boto3 at it via AWS_ENDPOINT_URL (``pointed_at``)."""
+    global served_endpoint
+    before = served_endpoint  # another server of this process (the tests' shared one) serves on after this one
+    server, endpoint = start_server(0)
+    try:
+        with pointed_at(endpoint):
+            yield endpoint
+    finally:
+        server.stop()
+        served_endpoint = before
 
 
 @dataclass
