@@ -135,9 +135,12 @@ STEPS = tuple(lambda_function.ROTATION_STEPS)  # createSecret, setSecret, testSe
 HOLDING_STAGES = (lambda_function.CURRENT, lambda_function.PREVIOUS, lambda_function.PENDING)  # a secret holds these
 
 
-def step(secret: str, token: str, name: str, context: Any = None) -> dict:
-    """Invoke the handler as Secrets Manager does, as the function the secret's rotation names."""
+def step(secret: str, token: str, name: str, context: Any = None, clock: lambda_function.Clock | None = None) -> dict:
+    """Invoke the handler as Secrets Manager does, as the function the secret's rotation names (on ``clock``, as
+    lambda_handler runs on the system's, when given: a step that waits then waits on the test's clock)."""
     event = {"Step": name, "SecretId": secret, "ClientRequestToken": token}
+    if clock is not None:
+        return lambda_function.handle(event, context or LambdaContext(), os.environ, clock)
     return lambda_function.lambda_handler(event, context or LambdaContext())
 
 

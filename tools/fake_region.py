@@ -146,7 +146,8 @@ def serve(host: str = "127.0.0.1", port: int = 0, latency: float = 0.0):
     make_moto_move_current_as_aws_does()
     region = Region(DomainDispatcherApplication(create_backend_app), latency)
     server = make_server(host, port, region, threaded=True, request_handler=KeepAliveHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # stopped within 50 ms (serve_forever looks for a stop every half second by default: half a second a test)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return server, region, f"http://{host}:{server.server_port}"
 
 
