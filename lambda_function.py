@@ -2263,10 +2263,15 @@ class Run:
         found = self.found.get(record.name)
         return found.keys if found is not None and found.keys is not None else ()
 
+    def effective(self, record: SecretRecord) -> SecretSettings | None:
+        """The secret's effective settings, as the guard concluded them (None: not guarded, or refused)."""
+        found = self.found.get(record.name)
+        return found.effective if found is not None else None
+
     def held_back(self, record: SecretRecord) -> bool:
         """Did the guard find this secret under a dry run (DRY_RUN, its dry-run tag)? (False: not guarded.)"""
-        found = self.found.get(record.name)
-        return bool(found is not None and found.effective is not None and found.effective.dry_run)
+        own = self.effective(record)
+        return own is not None and own.dry_run
 
     def used(self, record: SecretRecord, key_id: str) -> tuple[datetime | None, str]:
         """When and where IAM shows a key last used, asked once per key per invocation."""
@@ -3392,8 +3397,7 @@ class Assessing:
 def assessing(run: Run, record: SecretRecord) -> Assessing:
     """The reads every assessment starts from; the keys and their holders are also the run's conclusion of the
     secret (``Run.conclude``), which the deadline's figures and the owners' notices read."""
-    found = run.found.get(record.name)
-    own = found.effective if found is not None and found.effective is not None else guard(run, record, Entry.BATCH)
+    own = run.effective(record) or guard(run, record, Entry.BATCH)
     keys = list_keys(run.clients, record)
     run.conclude(record, keys=tuple(keys))  # the deadline's figures need them even if reading a holder fails
     token = version_token(run.settings.event_id, record.arn)
@@ -4348,8 +4352,8 @@ def still_in_use_notice(run: Run, record: SecretRecord, outcome: Outcome,
     old, stored = outcome.old_key_id, outcome.in_use_since
     if outcome.status != Status.WAITING or not outcome.still_in_use or outcome.adopted or not old or stored is None:
         return None
-    found = run.found.get(record.name)
-    grace = found.effective.grace_hours if found and found.effective else run.settings.grace_hours
+    own = run.effective(record)
+    grace = own.grace_hours if own is not None else run.settings.grace_hours
     until = still_in_use_until(run, record, old, stored)
     first = in_this_run(stored + timedelta(hours=grace), anchor)
     if not first and not in_this_run(until - timedelta(hours=24), anchor):
